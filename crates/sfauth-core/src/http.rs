@@ -1,0 +1,333 @@
+//! The HTTP boundary: the one trait through which every sfauth flow reaches the network.
+//!
+//! Core builds requests and parses responses; it never opens a socket. Whatever sends the bytes
+//! implements [`HttpTransport`]: `sfauth-transport` ships a reqwest-based one, a retrying
+//! wrapper, a mock and a recorder, and a plain closure is one too, which keeps wire-level tests to
+//! a line.
+//!
+//! Whether a request may be sent twice is a property of the request, not of the transport, so the
+//! flow that builds it says so with a [`RetrySafety`] in its extensions; a retrying transport
+//! reads it back with [`RetrySafety::of`].
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// A request as core hands it to a transport: a complete `http::Request` with its body in memory.
+pub type HttpRequest = http::Request<Bytes>;
+
+/// A response as a transport hands it back: status, headers and the whole body in memory.
+pub type HttpResponse = http::Response<Bytes>;
+
+/// Sends one HTTP request and returns its response.
+///
+/// # Contract
+///
+/// - A response with any status, including 4xx and 5xx, is `Ok`: deciding what a status means is
+///   the caller's job. `Err` is kept for a request that produced no response at all.
+/// - The request is sent as given: implementations add transport-level headers (such as
+///   `user-agent`) only when the request has none, and never change the method, URL or body.
+/// - Implementations never log or otherwise expose request or response headers and bodies, since
+///   they carry credentials.
+///
+/// # Wrappers
+///
+/// A wrapper (retry, recording, metrics) is itself an `HttpTransport` holding the inner one, in
+/// the style of tower: `Wrapper::new(inner)`, `get_ref`, `into_inner`. A wrapper that re-sends a
+/// request must honour the request's [`RetrySafety`].
+///
+/// # Closures
+///
+/// Any `Fn(HttpRequest) -> impl Future<Output = Result<HttpResponse, TransportError>>` is a
+/// transport:
+///
+/// ```
+/// use bytes::Bytes;
+/// use sfauth_core::http::{HttpRequest, HttpResponse, HttpTransport, TransportError};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let transport = |request: HttpRequest| async move {
+///     assert_eq!(request.uri().path(), "/services/oauth2/token");
+///     Ok::<_, TransportError>(HttpResponse::new(Bytes::from_static(b"{}")))
+/// };
+/// let request = http::Request::post("https://login.salesforce.com/services/oauth2/token")
+///     .body(Bytes::new())?;
+/// let response = transport.send(request).await?;
+/// assert_eq!(response.status(), 200);
+/// # Ok(())
+/// # }
+/// ```
+#[async_trait]
+pub trait HttpTransport: Send + Sync {
+    /// Sends `request` and returns the response, whatever its status.
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError>;
+}
+
+#[async_trait]
+impl<F, Fut> HttpTransport for F
+where
+    F: Fn(HttpRequest) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<HttpResponse, TransportError>> + Send,
+{
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        self(request).await
+    }
+}
+
+/// Whether a request may be sent more than once.
+///
+/// Flows put one in the request's extensions. Salesforce revokes a whole token family when a
+/// rotated-out refresh token is presented again, so re-sending the wrong request is not a wasted
+/// round trip but a lost customer connection.
+///
+/// ```
+/// use bytes::Bytes;
+/// use sfauth_core::http::RetrySafety;
+///
+/// let mut request = http::Request::post("https://login.salesforce.com/services/oauth2/token")
+///     .body(Bytes::new())
+///     .unwrap();
+/// assert_eq!(RetrySafety::of(&request), RetrySafety::SingleUse);
+/// request.extensions_mut().insert(RetrySafety::Idempotent);
+/// assert_eq!(RetrySafety::of(&request), RetrySafety::Idempotent);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RetrySafety {
+    /// Sending it twice has the same effect as once (JWT bearer, client credentials, revoke,
+    /// introspect, GETs): it may be re-sent after a timeout or a 429/502/503/504.
+    Idempotent,
+    /// It spends a single-use credential (an authorization code, a rotating refresh token, a
+    /// token-exchange subject): it may be re-sent only when it provably never left the client.
+    SingleUse,
+}
+
+impl RetrySafety {
+    /// The safety recorded on `request`, or, when none was, the safe default for its method:
+    /// `GET`, `HEAD` and `OPTIONS` are idempotent, anything else is treated as single-use.
+    pub fn of<B>(request: &http::Request<B>) -> Self {
+        if let Some(safety) = request.extensions().get::<RetrySafety>() {
+            return *safety;
+        }
+        match *request.method() {
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS => Self::Idempotent,
+            _ => Self::SingleUse,
+        }
+    }
+}
+
+/// What went wrong when a request produced no response; see [`TransportError::kind`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportErrorKind {
+    /// No connection could be made (DNS, refused, unreachable). The request never left the
+    /// client, so even a single-use request may be re-sent.
+    Connect,
+    /// The connect or overall deadline passed. The server may have received and acted on the
+    /// request.
+    Timeout,
+    /// The response body was larger than the transport accepts.
+    BodyTooLarge,
+    /// The TLS handshake failed (certificate, protocol). Re-sending will not help.
+    Tls,
+    /// The request was refused before sending because it would have crossed the network in the
+    /// clear (plain `http` to a host other than loopback), or its URL cannot be sent at all.
+    InsecureOrInvalidUrl,
+    /// Anything else: a broken connection mid-exchange, a protocol error.
+    Other,
+}
+
+impl TransportErrorKind {
+    /// Whether trying again later might succeed. This says nothing about whether re-sending is
+    /// *safe*; that depends on the request's [`RetrySafety`] and on [`Self::never_sent`].
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Connect | Self::Timeout | Self::Other)
+    }
+
+    /// Whether the request provably never reached the server, so even a single-use credential
+    /// in it is still unspent.
+    pub fn never_sent(self) -> bool {
+        matches!(self, Self::Connect | Self::Tls | Self::InsecureOrInvalidUrl)
+    }
+}
+
+impl fmt::Display for TransportErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::BodyTooLarge => "body too large",
+            Self::Tls => "tls",
+            Self::InsecureOrInvalidUrl => "insecure or invalid url",
+            Self::Other => "other",
+        })
+    }
+}
+
+/// A request that produced no response.
+///
+/// Its message and source never contain URLs with query strings, headers or bodies, so it is safe
+/// to log.
+///
+/// ```
+/// use sfauth_core::http::{TransportError, TransportErrorKind};
+///
+/// let error = TransportError::new(TransportErrorKind::Timeout, "no response within 30s");
+/// assert!(error.kind().is_retryable());
+/// assert_eq!(error.to_string(), "http timeout: no response within 30s");
+/// ```
+#[derive(Debug)]
+pub struct TransportError {
+    kind: TransportErrorKind,
+    message: String,
+    source: Option<Box<dyn StdError + Send + Sync + 'static>>,
+}
+
+impl TransportError {
+    /// An error of `kind`, described by `message` (which must not contain secrets).
+    pub fn new(kind: TransportErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying error. The caller makes sure it carries no secret (for reqwest,
+    /// strip the URL first).
+    #[must_use]
+    pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// What kind of failure this was.
+    pub fn kind(&self) -> TransportErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http {}: {}", self.kind, self.message)
+    }
+}
+
+impl StdError for TransportError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn StdError + 'static))
+    }
+}
+
+/// Lets any [`HttpTransport`] drive the `oauth2` crate's asynchronous requests.
+///
+/// The oauth2 crate builds the request, so it cannot mark it; the adapter stamps every request it
+/// forwards with the [`RetrySafety`] it was made with.
+///
+/// ```
+/// use bytes::Bytes;
+/// use sfauth_core::http::{HttpRequest, HttpResponse, Oauth2Client, RetrySafety, TransportError};
+///
+/// let transport = |request: HttpRequest| async move {
+///     Ok::<_, TransportError>(HttpResponse::new(Bytes::new()))
+/// };
+/// let client = Oauth2Client::new(&transport, RetrySafety::SingleUse);
+/// // `&client` can now be passed to `oauth2`'s `request_async`.
+/// # let _ = client;
+/// ```
+pub struct Oauth2Client<'t> {
+    transport: &'t dyn HttpTransport,
+    safety: RetrySafety,
+}
+
+impl<'t> Oauth2Client<'t> {
+    /// An adapter sending through `transport`, marking every request with `safety`.
+    pub fn new(transport: &'t dyn HttpTransport, safety: RetrySafety) -> Self {
+        Self { transport, safety }
+    }
+}
+
+impl fmt::Debug for Oauth2Client<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Oauth2Client")
+            .field("safety", &self.safety)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'c> oauth2::AsyncHttpClient<'c> for Oauth2Client<'_> {
+    type Error = TransportError;
+    type Future = Pin<Box<dyn Future<Output = Result<oauth2::HttpResponse, TransportError>> + Send + 'c>>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(self.safety);
+        let request = http::Request::from_parts(parts, Bytes::from(body));
+        Box::pin(async move {
+            let response = self.transport.send(request).await?;
+            let (parts, body) = response.into_parts();
+            Ok(http::Response::from_parts(parts, body.to_vec()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_safety_follows_the_method() {
+        let get = http::Request::get("https://x.test/").body(()).unwrap();
+        let post = http::Request::post("https://x.test/").body(()).unwrap();
+        assert_eq!(RetrySafety::of(&get), RetrySafety::Idempotent);
+        assert_eq!(RetrySafety::of(&post), RetrySafety::SingleUse);
+    }
+
+    #[test]
+    fn only_unsent_failures_are_never_sent() {
+        use TransportErrorKind::*;
+        for kind in [Connect, Tls, InsecureOrInvalidUrl] {
+            assert!(kind.never_sent(), "{kind}");
+        }
+        for kind in [Timeout, BodyTooLarge, Other] {
+            assert!(!kind.never_sent(), "{kind}");
+        }
+        assert!(!Tls.is_retryable());
+        assert!(!BodyTooLarge.is_retryable());
+    }
+
+    #[test]
+    fn source_is_exposed() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = TransportError::new(TransportErrorKind::Connect, "cannot connect").with_source(io);
+        assert_eq!(error.source().map(ToString::to_string).as_deref(), Some("refused"));
+    }
+
+    #[tokio::test]
+    async fn oauth2_adapter_marks_and_converts() {
+        let transport = |request: HttpRequest| async move {
+            assert_eq!(RetrySafety::of(&request), RetrySafety::Idempotent);
+            assert_eq!(request.body().as_ref(), b"a=b");
+            Ok::<_, TransportError>(
+                http::Response::builder()
+                    .status(400)
+                    .body(Bytes::from_static(b"{\"error\":\"invalid_grant\"}"))
+                    .unwrap(),
+            )
+        };
+        let client = Oauth2Client::new(&transport, RetrySafety::Idempotent);
+        let request = http::Request::post("https://x.test/token")
+            .body(b"a=b".to_vec())
+            .unwrap();
+        let response = oauth2::AsyncHttpClient::call(&client, request).await.unwrap();
+        assert_eq!(response.status(), 400);
+        assert_eq!(response.body(), b"{\"error\":\"invalid_grant\"}");
+    }
+}

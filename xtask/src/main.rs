@@ -1,0 +1,2 @@
+//! Project automation for sfauth, run as `cargo xtask <command>`.
+fn main() {}
