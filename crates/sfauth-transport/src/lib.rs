@@ -1,1 +1,48 @@
-//! x
+//! HTTP transports for sfauth: the implementations of `sfauth_core::http::HttpTransport`.
+//!
+//! Core defines the trait and never opens a socket; this crate is where bytes meet the network,
+//! so a reqwest upgrade never touches the flows.
+//!
+//! | type | what it does |
+//! |---|---|
+//! | [`ReqwestTransport`] | reqwest over rustls: pooled connections, connect and total timeouts, a streaming body cap, HTTPS required except to loopback, a `tracing` span per request |
+//! | [`Retry`] | re-sends what is safe to re-send, with exponential backoff, full jitter and `Retry-After` |
+//! | [`Recorder`] | keeps every exchange for tests to inspect |
+//! | `MockHttpTransport` | a mockall mock (feature `mock`) |
+//!
+//! | feature | default | enables |
+//! |---|---|---|
+//! | `mock` | no | `MockHttpTransport` |
+//!
+//! # Example
+//!
+//! The production stack is a [`ReqwestTransport`] inside a [`Retry`]:
+//!
+//! ```no_run
+//! use sfauth_core::http::{HttpTransport, RetrySafety};
+//! use sfauth_transport::{ReqwestTransport, Retry, RetryPolicy};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let transport = Retry::new(ReqwestTransport::new()?, RetryPolicy::default());
+//! let mut request = http::Request::get("https://login.salesforce.com/id/keys")
+//!     .body(bytes::Bytes::new())?;
+//! request.extensions_mut().insert(RetrySafety::Idempotent);
+//! let keys = transport.send(request).await?;
+//! # let _ = keys;
+//! # Ok(())
+//! # }
+//! ```
+
+#[cfg(feature = "mock")]
+mod mock;
+mod recorder;
+mod reqwest_transport;
+mod retry;
+
+#[cfg(feature = "mock")]
+pub use mock::MockHttpTransport;
+pub use recorder::{Exchange, Recorder};
+pub use reqwest_transport::{
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_USER_AGENT, ReqwestTransport, ReqwestTransportBuilder,
+};
+pub use retry::{Retry, RetryPolicy};

@@ -1,0 +1,365 @@
+//! [`ReqwestTransport`]: the production transport, reqwest over rustls.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use sfauth_core::http::{
+    HttpRequest, HttpResponse, HttpTransport, TransportError, TransportErrorKind,
+};
+use tracing::Instrument;
+
+/// The `user-agent` sent when a request carries none of its own.
+pub const DEFAULT_USER_AGENT: &str = concat!("sfauth/", env!("CARGO_PKG_VERSION"), " (rust)");
+
+/// The largest response body accepted by default: token responses are a few kilobytes, so a
+/// megabyte leaves ample room while stopping a misbehaving server from filling memory.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends requests with reqwest over rustls, with pooled connections.
+///
+/// Every request is checked before it leaves: plain `http` is refused for any host but loopback,
+/// since token requests carry credentials. Responses are read with a size cap enforced while the
+/// body streams in, and each request gets a `tracing` span (`http.request`) with method, host,
+/// path, status and duration, never headers, query strings or bodies.
+///
+/// Redirects are not followed: Salesforce may answer a token POST on the login pool with a 302 to
+/// the user's My Domain, and re-posting credentials to wherever a `Location` points is a decision
+/// for the flow, not for the transport.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use sfauth_core::http::HttpTransport;
+/// use sfauth_transport::ReqwestTransport;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let transport = ReqwestTransport::builder()
+///     .timeout(Duration::from_secs(20))
+///     .max_body_bytes(256 * 1024)
+///     .build()?;
+/// let request = http::Request::get("https://login.salesforce.com/.well-known/openid-configuration")
+///     .body(bytes::Bytes::new())?;
+/// let response = transport.send(request).await?;
+/// println!("{}", response.status());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ReqwestTransport {
+    client: reqwest::Client,
+    max_body_bytes: usize,
+}
+
+impl ReqwestTransport {
+    /// A transport with the defaults: 10 s to connect, 30 s for the whole exchange, a 1 MiB body
+    /// cap and the sfauth user-agent.
+    pub fn new() -> Result<Self, TransportError> {
+        Self::builder().build()
+    }
+
+    /// A builder to change the defaults.
+    pub fn builder() -> ReqwestTransportBuilder {
+        ReqwestTransportBuilder::default()
+    }
+
+    /// The body cap in bytes.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+
+    async fn send_checked(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        check_url(request.uri())?;
+        let request = reqwest::Request::try_from(request).map_err(|error| {
+            TransportError::new(
+                TransportErrorKind::InsecureOrInvalidUrl,
+                "request cannot be sent",
+            )
+            .with_source(error.without_url())
+        })?;
+        let mut response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(map_reqwest_error)?;
+
+        if let Some(length) = response.content_length()
+            && length > self.max_body_bytes as u64
+        {
+            return Err(body_too_large(self.max_body_bytes));
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(map_reqwest_error)? {
+            if body.len() + chunk.len() > self.max_body_bytes {
+                return Err(body_too_large(self.max_body_bytes));
+            }
+            body.extend_from_slice(&chunk);
+        }
+
+        let mut builder = http::Response::builder()
+            .status(response.status())
+            .version(response.version());
+        if let Some(headers) = builder.headers_mut() {
+            *headers = std::mem::take(response.headers_mut());
+        }
+        builder.body(body.freeze()).map_err(|error| {
+            TransportError::new(TransportErrorKind::Other, "invalid response").with_source(error)
+        })
+    }
+}
+
+impl fmt::Debug for ReqwestTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReqwestTransport")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl HttpTransport for ReqwestTransport {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        let span = tracing::info_span!(
+            "http.request",
+            method = %request.method(),
+            host = request.uri().host().unwrap_or(""),
+            path = request.uri().path(),
+            status = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let result = self.send_checked(request).instrument(span.clone()).await;
+        span.record("duration_ms", started.elapsed().as_millis() as u64);
+        match &result {
+            Ok(response) => {
+                span.record("status", response.status().as_u16());
+            }
+            Err(error) => {
+                span.record("error", tracing::field::display(error.kind()));
+            }
+        }
+        span.in_scope(|| tracing::debug!("http request finished"));
+        result
+    }
+}
+
+/// Configures a [`ReqwestTransport`].
+///
+/// ```
+/// use std::time::Duration;
+/// use sfauth_transport::ReqwestTransport;
+///
+/// let transport = ReqwestTransport::builder()
+///     .connect_timeout(Duration::from_secs(5))
+///     .user_agent("my-sync-service/2.1")
+///     .build()
+///     .unwrap();
+/// assert_eq!(transport.max_body_bytes(), 1024 * 1024);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ReqwestTransportBuilder {
+    connect_timeout: Duration,
+    timeout: Duration,
+    max_body_bytes: usize,
+    user_agent: String,
+    pool_idle_timeout: Option<Duration>,
+}
+
+impl Default for ReqwestTransportBuilder {
+    fn default() -> Self {
+        Self {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            timeout: DEFAULT_TIMEOUT,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            user_agent: DEFAULT_USER_AGENT.to_owned(),
+            pool_idle_timeout: Some(Duration::from_secs(90)),
+        }
+    }
+}
+
+impl ReqwestTransportBuilder {
+    /// How long to wait for a connection (including the TLS handshake).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long the whole exchange may take, from connecting to the last byte of the body.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The largest response body accepted; a larger one is a
+    /// [`TransportErrorKind::BodyTooLarge`] error.
+    pub fn max_body_bytes(mut self, limit: usize) -> Self {
+        self.max_body_bytes = limit;
+        self
+    }
+
+    /// The `user-agent` sent with requests that carry none of their own.
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = user_agent.into();
+        self
+    }
+
+    /// How long an idle pooled connection is kept; `None` keeps it until the server closes it.
+    pub fn pool_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.pool_idle_timeout = timeout;
+        self
+    }
+
+    /// Builds the transport.
+    pub fn build(self) -> Result<ReqwestTransport, TransportError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.timeout)
+            .user_agent(self.user_agent)
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|error| {
+                TransportError::new(TransportErrorKind::Tls, "cannot set up the http client")
+                    .with_source(error)
+            })?;
+        Ok(ReqwestTransport {
+            client,
+            max_body_bytes: self.max_body_bytes,
+        })
+    }
+}
+
+/// Refuses URLs that would send credentials in the clear: `https` everywhere, `http` only to a
+/// loopback address (the emulator, a local proxy, the CLI's callback listener).
+fn check_url(uri: &http::Uri) -> Result<(), TransportError> {
+    let host = uri.host().ok_or_else(|| {
+        TransportError::new(TransportErrorKind::InsecureOrInvalidUrl, "url has no host")
+    })?;
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if is_loopback(host) => Ok(()),
+        Some("http") => Err(TransportError::new(
+            TransportErrorKind::InsecureOrInvalidUrl,
+            format!("refusing plain http to non-loopback host {host}: use https"),
+        )),
+        Some(other) => Err(TransportError::new(
+            TransportErrorKind::InsecureOrInvalidUrl,
+            format!("unsupported url scheme {other}"),
+        )),
+        None => Err(TransportError::new(
+            TransportErrorKind::InsecureOrInvalidUrl,
+            "url has no scheme",
+        )),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return ip.is_loopback();
+    }
+    host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost")
+}
+
+fn body_too_large(limit: usize) -> TransportError {
+    TransportError::new(
+        TransportErrorKind::BodyTooLarge,
+        format!("response body exceeds the {limit} byte limit"),
+    )
+}
+
+/// Maps a reqwest error to our taxonomy. The URL is stripped first: reqwest puts it in its
+/// messages, and a revoke or userinfo URL can carry a token in its query string.
+fn map_reqwest_error(error: reqwest::Error) -> TransportError {
+    let error = error.without_url();
+    let (kind, message) = if is_tls(&error) {
+        (TransportErrorKind::Tls, "tls handshake failed")
+    } else if error.is_timeout() {
+        (TransportErrorKind::Timeout, "request timed out")
+    } else if error.is_connect() {
+        (TransportErrorKind::Connect, "cannot connect")
+    } else if error.is_body() || error.is_decode() {
+        (TransportErrorKind::Other, "response body could not be read")
+    } else {
+        (TransportErrorKind::Other, "request failed")
+    };
+    TransportError::new(kind, message).with_source(error)
+}
+
+/// Whether a rustls error sits anywhere in the chain. `io::Error::source` skips the error it
+/// wraps, so each `io::Error` is opened with `get_ref` as well.
+fn is_tls(error: &(dyn StdError + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(inner) = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            && is_tls(inner)
+        {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for host in [
+            "127.0.0.1",
+            "127.8.9.1",
+            "[::1]",
+            "localhost",
+            "LOCALHOST",
+            "app.localhost",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in [
+            "10.0.0.1",
+            "login.salesforce.com",
+            "localhost.evil.com",
+            "[::2]",
+        ] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn url_policy() {
+        let ok = [
+            "https://login.salesforce.com/x",
+            "http://127.0.0.1:8080/x",
+            "http://localhost/x",
+        ];
+        for url in ok {
+            assert!(check_url(&url.parse().unwrap()).is_ok(), "{url}");
+        }
+        let refused = [
+            "http://login.salesforce.com/x",
+            "ftp://127.0.0.1/x",
+            "/relative",
+        ];
+        for url in refused {
+            let error = check_url(&url.parse().unwrap()).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                TransportErrorKind::InsecureOrInvalidUrl,
+                "{url}"
+            );
+        }
+    }
+}
