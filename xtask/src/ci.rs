@@ -1,0 +1,151 @@
+//! `cargo xtask ci`: every check CI makes, in the order that fails fastest.
+//!
+//! The test suite runs last and its totals are printed as a final `N passed, N failed` line, so
+//! whoever reads the end of the log sees the outcome of the tests.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cargo;
+
+/// The one command that runs the whole test suite; README.md names `cargo xtask ci`, which
+/// runs it.
+const TEST_ARGS: &[&str] = &["test", "--workspace", "--all-features", "--no-fail-fast"];
+
+pub(crate) fn run() -> Result<()> {
+    let started = Instant::now();
+    step("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step(
+        "clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step(
+        "doc",
+        cargo()
+            .args(["doc", "--workspace", "--no-deps", "--all-features"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    step("tidy", &mut tidy_command())?;
+    let totals = tests()?;
+    println!("ci: all checks passed in {}s", started.elapsed().as_secs());
+    println!(
+        "ci: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    Ok(())
+}
+
+fn tidy_command() -> Command {
+    let mut command = cargo();
+    command.args(["run", "--quiet", "--package", "xtask", "--", "tidy"]);
+    command
+}
+
+fn step(name: &str, command: &mut Command) -> Result<()> {
+    println!("ci: {name}");
+    let started = Instant::now();
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start the {name} step"))?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    println!("ci: {name} ok in {}s", started.elapsed().as_secs());
+    Ok(())
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// Runs the suite, passing its output through while adding up libtest's `test result:` lines.
+fn tests() -> Result<Totals> {
+    println!("ci: test ({})", TEST_ARGS.join(" "));
+    let mut child = cargo()
+        .args(TEST_ARGS)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start the test step")?;
+    let mut totals = Totals::default();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context("reading test output")?;
+            println!("{line}");
+            totals.add(&line);
+        }
+    }
+    let status = child.wait().context("waiting for the test step")?;
+    if !status.success() || totals.failed > 0 {
+        println!(
+            "ci: {} passed, {} failed, {} skipped",
+            totals.passed, totals.failed, totals.ignored
+        );
+        bail!("tests failed ({status})");
+    }
+    if totals.passed == 0 {
+        bail!("the test step ran no test");
+    }
+    Ok(totals)
+}
+
+impl Totals {
+    /// Adds one `test result: ok. 3 passed; 0 failed; 1 ignored; ...` line; other lines are
+    /// ignored.
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                "ignored" => self.ignored += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_up_libtest_lines() {
+        let mut totals = Totals::default();
+        totals.add("test result: ok. 15 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 1.10s");
+        totals
+            .add("test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
+        totals.add("running 3 tests");
+        totals.add("test passed ... ok");
+        assert_eq!(
+            totals,
+            Totals {
+                passed: 18,
+                failed: 1,
+                ignored: 2
+            }
+        );
+    }
+}
