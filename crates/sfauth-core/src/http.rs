@@ -264,7 +264,8 @@ impl fmt::Debug for Oauth2Client<'_> {
 
 impl<'c> oauth2::AsyncHttpClient<'c> for Oauth2Client<'_> {
     type Error = TransportError;
-    type Future = Pin<Box<dyn Future<Output = Result<oauth2::HttpResponse, TransportError>> + Send + 'c>>;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<oauth2::HttpResponse, TransportError>> + Send + 'c>>;
 
     fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
         let (mut parts, body) = request.into_parts();
@@ -306,8 +307,12 @@ mod tests {
     #[test]
     fn source_is_exposed() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        let error = TransportError::new(TransportErrorKind::Connect, "cannot connect").with_source(io);
-        assert_eq!(error.source().map(ToString::to_string).as_deref(), Some("refused"));
+        let error =
+            TransportError::new(TransportErrorKind::Connect, "cannot connect").with_source(io);
+        assert_eq!(
+            error.source().map(ToString::to_string).as_deref(),
+            Some("refused")
+        );
     }
 
     #[tokio::test]
@@ -326,7 +331,9 @@ mod tests {
         let request = http::Request::post("https://x.test/token")
             .body(b"a=b".to_vec())
             .unwrap();
-        let response = oauth2::AsyncHttpClient::call(&client, request).await.unwrap();
+        let response = oauth2::AsyncHttpClient::call(&client, request)
+            .await
+            .unwrap();
         assert_eq!(response.status(), 400);
         assert_eq!(response.body(), b"{\"error\":\"invalid_grant\"}");
     }

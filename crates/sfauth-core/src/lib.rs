@@ -9,6 +9,14 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`http`] | [`http::HttpTransport`], [`http::TransportError`], [`http::RetrySafety`], and the adapter that lets the `oauth2` crate send through any transport |
+//! | [`secret`] | [`AccessToken`], [`RefreshToken`], [`ClientSecret`], [`Password`], [`PrivateKey`] and the other redacting, zeroizing secret types |
+//! | [`host`] | [`LoginHost`] and [`Endpoints`]: where requests go |
+//! | [`app`] | [`ConnectedApp`] and [`ClientAuth`] |
+//! | [`token`] | [`TokenSet`], [`IdentityUrl`], [`OrgId`], [`UserId`], [`TokenKey`], and the expiry rules |
+//! | [`signature`] | the check of a token response's `signature` |
+//! | [`error`] | [`Error`], [`ErrorKind`], [`Cause`] |
+//! | [`format`] | [`format::ResponseFormat`] and the parser every response goes through |
+//! | [`flows`] | every flow |
 //!
 //! # Example
 //!
@@ -28,4 +36,23 @@
 //! # }
 //! ```
 
+pub mod app;
+mod client;
+pub mod error;
+pub mod flows;
+pub mod format;
+pub mod host;
 pub mod http;
+pub mod secret;
+pub mod signature;
+pub mod token;
+
+pub use app::{ClientAuth, ConnectedApp};
+pub use client::OAuthClient;
+pub use error::{Cause, Error, ErrorKind, Result};
+pub use host::{Endpoints, LoginHost};
+pub use secret::{
+    AccessToken, AuthorizationCode, ClientSecret, DeviceCode, IdToken, Password, PkceVerifier,
+    PrivateKey, RefreshToken, SecretValue,
+};
+pub use token::{ExpirySource, IdentityUrl, OrgId, TokenKey, TokenSet, UserId};

@@ -1,0 +1,99 @@
+//! The client side of every flow: a connected app (or external client app) and how it
+//! authenticates to the token endpoint.
+//!
+//! ```
+//! use sfauth_core::{ClientAuth, ConnectedApp};
+//!
+//! let app = ConnectedApp::new("3MVG9consumer.key")
+//!     .with_secret("consumer-secret")
+//!     .with_redirect_uri("http://localhost:1717/OauthRedirect")?
+//!     .with_client_auth(ClientAuth::Basic);
+//! assert!(!format!("{app:?}").contains("consumer-secret"));
+//! # Ok::<(), sfauth_core::Error>(())
+//! ```
+
+use url::Url;
+
+use crate::error::Error;
+use crate::secret::ClientSecret;
+
+/// How the client proves its identity at the token, introspection and revocation endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ClientAuth {
+    /// `client_id` and `client_secret` in the form body (`client_secret_post`). The default:
+    /// Salesforce has rejected HTTP Basic on some grants (authorization code, in 2018).
+    #[default]
+    RequestBody,
+    /// `Authorization: Basic base64(client_id:client_secret)` (`client_secret_basic`), with the
+    /// id and secret not form-encoded first, as Salesforce's own clients send it. Some setups
+    /// need it, such as Experience Cloud sites.
+    Basic,
+}
+
+/// A connected app: consumer key, optional consumer secret, callback URL and client
+/// authentication method.
+///
+/// `Debug` is safe: the secret prints as `[redacted]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectedApp {
+    client_id: String,
+    client_secret: Option<ClientSecret>,
+    redirect_uri: Option<Url>,
+    client_auth: ClientAuth,
+}
+
+impl ConnectedApp {
+    /// An app known by its consumer key, with no secret (a public client using PKCE, or the
+    /// JWT bearer flow) and body client authentication.
+    pub fn new(client_id: impl Into<String>) -> Self {
+        Self {
+            client_id: client_id.into(),
+            client_secret: None,
+            redirect_uri: None,
+            client_auth: ClientAuth::RequestBody,
+        }
+    }
+
+    /// Sets the consumer secret.
+    #[must_use]
+    pub fn with_secret(mut self, secret: impl Into<ClientSecret>) -> Self {
+        self.client_secret = Some(secret.into());
+        self
+    }
+
+    /// Sets the callback URL registered on the app, used by the web server and user-agent flows.
+    pub fn with_redirect_uri(mut self, redirect_uri: &str) -> Result<Self, Error> {
+        let url = Url::parse(redirect_uri)
+            .map_err(|e| Error::config(format!("invalid redirect uri: {e}")))?;
+        self.redirect_uri = Some(url);
+        Ok(self)
+    }
+
+    /// Sets how the client authenticates; see [`ClientAuth`].
+    #[must_use]
+    pub fn with_client_auth(mut self, client_auth: ClientAuth) -> Self {
+        self.client_auth = client_auth;
+        self
+    }
+
+    /// The consumer key.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The consumer secret, if this is a confidential client.
+    pub fn client_secret(&self) -> Option<&ClientSecret> {
+        self.client_secret.as_ref()
+    }
+
+    /// The registered callback URL, if set.
+    pub fn redirect_uri(&self) -> Option<&Url> {
+        self.redirect_uri.as_ref()
+    }
+
+    /// How the client authenticates.
+    pub fn client_auth(&self) -> ClientAuth {
+        self.client_auth
+    }
+}

@@ -1,0 +1,231 @@
+//! [`OAuthClient`]: a login host plus a connected app, the receiver of every flow.
+//!
+//! It holds no state beyond its configuration and does no I/O of its own: each flow method
+//! builds a request, sends it over the `&dyn HttpTransport` it is given, and parses the answer.
+//! The request building and response parsing shared by all token-endpoint grants live here, once.
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+
+use crate::app::{ClientAuth, ConnectedApp};
+use crate::error::{Context, Error};
+use crate::format::{Fields, ResponseFormat, read_response};
+use crate::host::{Endpoints, LoginHost};
+use crate::http::{HttpRequest, HttpResponse, HttpTransport, RetrySafety};
+use crate::secret::{AccessToken, IdToken, RefreshToken};
+use crate::token::{IdentityUrl, TokenSet, from_millis};
+
+/// A login host and a connected app: everything a flow needs besides its own inputs.
+///
+/// ```
+/// use sfauth_core::{ConnectedApp, LoginHost, OAuthClient};
+/// use sfauth_core::format::ResponseFormat;
+/// use std::time::Duration;
+///
+/// let client = OAuthClient::new(LoginHost::Sandbox, ConnectedApp::new("3MVG9.key"))
+///     .with_format(ResponseFormat::Json)
+///     .with_session_timeout(Duration::from_secs(2 * 3600));
+/// assert_eq!(client.endpoints().token.as_str(), "https://test.salesforce.com/services/oauth2/token");
+/// ```
+#[derive(Clone, Debug)]
+pub struct OAuthClient {
+    host: LoginHost,
+    endpoints: Endpoints,
+    app: ConnectedApp,
+    format: ResponseFormat,
+    session_timeout: Option<Duration>,
+}
+
+impl OAuthClient {
+    /// A client for `app` on `host`, asking for JSON responses, with no session timeout.
+    pub fn new(host: LoginHost, app: ConnectedApp) -> Self {
+        Self {
+            endpoints: host.endpoints(),
+            host,
+            app,
+            format: ResponseFormat::Json,
+            session_timeout: None,
+        }
+    }
+
+    /// Asks for responses in `format` (`format` parameter and `Accept` header).
+    #[must_use]
+    pub fn with_format(mut self, format: ResponseFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// The session timeout configured for the app or org, used as the last resort for
+    /// [`TokenSet::expires_at`]; see [`crate::token`].
+    #[must_use]
+    pub fn with_session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = Some(timeout);
+        self
+    }
+
+    /// The login host.
+    pub fn host(&self) -> &LoginHost {
+        &self.host
+    }
+
+    /// The endpoints requests go to.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    /// The connected app.
+    pub fn app(&self) -> &ConnectedApp {
+        &self.app
+    }
+
+    /// The requested response format.
+    pub fn format(&self) -> ResponseFormat {
+        self.format
+    }
+
+    /// A form POST to `url` with client authentication (when `authenticate`), the `format`
+    /// parameter and the matching `Accept` header, marked with `safety`.
+    pub(crate) fn form_post(
+        &self,
+        url: &url::Url,
+        mut params: Vec<(&str, String)>,
+        authenticate: bool,
+        safety: RetrySafety,
+    ) -> Result<HttpRequest, Error> {
+        let mut builder = http::Request::post(url.as_str())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, self.format.accept());
+        if authenticate {
+            match (self.app.client_auth(), self.app.client_secret()) {
+                (ClientAuth::Basic, Some(secret)) => {
+                    let credentials =
+                        format!("{}:{}", self.app.client_id(), secret.expose_secret());
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+                    builder = builder.header(AUTHORIZATION, format!("Basic {encoded}"));
+                }
+                (_, secret) => {
+                    params.push(("client_id", self.app.client_id().to_owned()));
+                    if let Some(secret) = secret {
+                        params.push(("client_secret", secret.expose_secret().to_owned()));
+                    }
+                }
+            }
+        }
+        params.push(("format", self.format.param().to_owned()));
+        let body = serde_urlencoded::to_string(&params)
+            .map_err(|_| Error::config("request parameters cannot be form-encoded"))?;
+        let mut request = builder
+            .body(Bytes::from(body))
+            .map_err(|e| Error::config(format!("invalid request url: {e}")))?;
+        request.extensions_mut().insert(safety);
+        Ok(request)
+    }
+
+    /// Sends a token-endpoint grant and parses the answer into a [`TokenSet`].
+    pub(crate) async fn token_grant(
+        &self,
+        transport: &dyn HttpTransport,
+        grant_params: Vec<(&str, String)>,
+        authenticate: bool,
+        safety: RetrySafety,
+        context: Context,
+    ) -> Result<TokenSet, Error> {
+        let request = self.form_post(&self.endpoints.token, grant_params, authenticate, safety)?;
+        let response = transport.send(request).await?;
+        self.parse_token_response(&response, context)
+    }
+
+    /// Parses a token endpoint's answer, checks its signature when the app has a secret, and
+    /// learns its expiry.
+    pub(crate) fn parse_token_response(
+        &self,
+        response: &HttpResponse,
+        context: Context,
+    ) -> Result<TokenSet, Error> {
+        let fields = read_response(response, context)?;
+        let status = response.status().as_u16();
+        self.token_set_from_fields(fields, status, response.body(), SystemTime::now())
+    }
+
+    /// Builds a [`TokenSet`] from response fields (a token endpoint body or a user-agent
+    /// fragment); `status` and `body` only feed error messages.
+    pub(crate) fn token_set_from_fields(
+        &self,
+        mut fields: Fields,
+        status: u16,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<TokenSet, Error> {
+        let missing =
+            |field: &str| Error::parse(status, format!("token response has no {field}"), body);
+        let invalid = |field: &str| {
+            Error::parse(
+                status,
+                format!("token response has an invalid {field}"),
+                body,
+            )
+        };
+        let access_token = fields
+            .take("access_token")
+            .ok_or_else(|| missing("access_token"))?;
+        let id_raw = fields.take("id").ok_or_else(|| missing("id"))?;
+        let identity: IdentityUrl = id_raw.parse().map_err(|_| invalid("id"))?;
+        let instance_url = fields
+            .take("instance_url")
+            .ok_or_else(|| missing("instance_url"))?;
+        let instance_url = parse_url(&instance_url).ok_or_else(|| invalid("instance_url"))?;
+        let issued_at_raw = fields.take("issued_at");
+        let issued_at = match &issued_at_raw {
+            Some(raw) => Some(
+                raw.trim()
+                    .parse::<u64>()
+                    .map_err(|_| invalid("issued_at"))?,
+            ),
+            None => None,
+        };
+        let signature = fields.take("signature");
+        if let (Some(secret), Some(signature)) = (self.app.client_secret(), &signature) {
+            crate::signature::verify(
+                secret,
+                &id_raw,
+                issued_at_raw.as_deref().unwrap_or_default(),
+                signature,
+            )?;
+        }
+        let expires_in = match fields.take("expires_in") {
+            Some(raw) => Some(
+                raw.trim()
+                    .parse::<u64>()
+                    .map_err(|_| invalid("expires_in"))?,
+            ),
+            None => None,
+        };
+        let optional_url = |value: Option<String>, field: &str| match value {
+            Some(raw) => parse_url(&raw).map(Some).ok_or_else(|| invalid(field)),
+            None => Ok(None),
+        };
+        let mut tokens = TokenSet::new(AccessToken::new(access_token), instance_url, identity);
+        tokens.refresh_token = fields.take("refresh_token").map(RefreshToken::new);
+        tokens.issued_at = issued_at.map(from_millis);
+        tokens.signature = signature;
+        tokens.scope = fields.take("scope");
+        tokens.token_type = fields.take("token_type");
+        tokens.id_token = fields.take("id_token").map(IdToken::new);
+        tokens.community_url =
+            optional_url(fields.take("sfdc_community_url"), "sfdc_community_url")?;
+        tokens.community_id = fields.take("sfdc_community_id");
+        tokens.api_instance_url =
+            optional_url(fields.take("api_instance_url"), "api_instance_url")?;
+        tokens.learn_expiry(expires_in, self.session_timeout, now);
+        Ok(tokens)
+    }
+}
+
+fn parse_url(raw: &str) -> Option<url::Url> {
+    url::Url::parse(raw.trim())
+        .ok()
+        .filter(|url| matches!(url.scheme(), "https" | "http"))
+}

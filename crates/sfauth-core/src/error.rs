@@ -1,0 +1,610 @@
+//! The one error type of core, and [`ErrorKind`]: the decision a caller makes about it.
+//!
+//! Every flow returns [`Error`]. Its variants say *what happened* (the server answered with an
+//! OAuth error, the transport failed, the body made no sense, …); [`Error::kind`] says *what to
+//! do*: retry, wait and re-read, re-authorize, or fix the configuration.
+//!
+//! For an OAuth error response the server's `error` and `error_description` are kept in a
+//! [`ServerError`], together with the [`Cause`] classified from them, so that "your refresh
+//! token was revoked" and "you posted client credentials to login.salesforce.com" are told
+//! apart even though Salesforce says `invalid_grant` for both.
+//!
+//! No message of this module contains a secret: bodies are shown only as short excerpts in
+//! which anything token-shaped is replaced by `[redacted]`.
+//!
+//! ```
+//! use sfauth_core::{Cause, Error, ErrorKind};
+//! use sfauth_core::error::ServerError;
+//!
+//! let error = Error::from(ServerError::new(400, "invalid_grant", Some("expired access/refresh token")));
+//! assert_eq!(error.kind(), ErrorKind::ReauthorizationRequired);
+//! assert_eq!(error.server().map(ServerError::cause), Some(Cause::TokenExpiredOrRevoked));
+//! assert_eq!(error.to_string(), "server error invalid_grant: expired access/refresh token");
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::http::{TransportError, TransportErrorKind};
+
+/// `Result` with core's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the caller should do about an [`Error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The grant is dead (refresh token expired, revoked or rotated away; user inactive, frozen
+    /// or locked; login IP or hours policy; consent missing; code expired): send the user
+    /// through an authorization flow again. Retrying will not help.
+    ReauthorizationRequired,
+    /// Salesforce's `token request is already being processed`: another refresher holds this
+    /// refresh token. Wait, re-read the token store, and never re-send the same refresh token.
+    RefreshInProgress,
+    /// The client is not recognised or its secret is wrong (`invalid_client`,
+    /// `invalid_client_id`).
+    InvalidClient,
+    /// The request was malformed or not allowed (`invalid_request`, `invalid_scope`,
+    /// `unsupported_grant_type`, a state mismatch in a callback, …): a bug or a configuration
+    /// mistake on our side.
+    InvalidRequest,
+    /// Too many requests (`rate_limit_exceeded`, HTTP 429); see [`Error::retry_after`].
+    RateLimited,
+    /// A 5xx answer or a transport failure: trying again later may succeed (if the request's
+    /// [`RetrySafety`](crate::http::RetrySafety) allows re-sending it).
+    Transient,
+    /// The access token is no longer accepted (HTTP 401 from userinfo or the identity URL,
+    /// `INVALID_SESSION_ID` from the REST API): refresh it, then retry once.
+    SessionExpired,
+    /// The response was malformed or unexpected: a status, a short redacted excerpt and a
+    /// reason are kept. Also a signature mismatch or an invalid ID token.
+    Protocol,
+    /// Our configuration is wrong: a missing secret or redirect URI, an unusable key, the wrong
+    /// host for the flow, a JWT audience Salesforce rejects, a TLS failure.
+    Config,
+}
+
+impl ErrorKind {
+    /// Whether the same operation may succeed later without any change on our side (after
+    /// waiting, and for [`Self::RefreshInProgress`] after re-reading the stored tokens).
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            Self::RefreshInProgress | Self::RateLimited | Self::Transient
+        )
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ReauthorizationRequired => "reauthorization required",
+            Self::RefreshInProgress => "refresh in progress",
+            Self::InvalidClient => "invalid client",
+            Self::InvalidRequest => "invalid request",
+            Self::RateLimited => "rate limited",
+            Self::Transient => "transient",
+            Self::SessionExpired => "session expired",
+            Self::Protocol => "protocol",
+            Self::Config => "config",
+        })
+    }
+}
+
+/// Why Salesforce refused, classified from `error` and `error_description`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Cause {
+    /// `expired access/refresh token`: revoked by an admin or the user, expired by the refresh
+    /// token policy, evicted by a sixth approval, or killed by reuse of a rotated-out refresh
+    /// token. Salesforce sends the same description for all of these.
+    TokenExpiredOrRevoked,
+    /// `authentication failure` / `invalid user credentials`: wrong username, password or
+    /// security token, the username-password flow blocked for the org, or a sandbox user on the
+    /// production host.
+    AuthenticationFailure,
+    /// `IP restricted or invalid login hours`.
+    IpOrLoginHoursRestricted,
+    /// `user hasn't approved this consumer`: no prior approval or admin pre-authorization.
+    NotApproved,
+    /// `inactive_user`, or a description saying the user is inactive, frozen or locked.
+    UserInactive,
+    /// `inactive_org`: the org is locked, closed or suspended.
+    OrgInactive,
+    /// The connected app is blocked or not installed in the org.
+    AppBlocked,
+    /// `request not supported on this domain`: client credentials sent to login or test
+    /// instead of the My Domain.
+    WrongHost,
+    /// `no client credentials user enabled`: the app has no Run As user.
+    NoClientCredentialsUser,
+    /// `audience is invalid` / `Audience validation failed`: the JWT or SAML `aud` does not
+    /// match the login host.
+    AudienceInvalid,
+    /// `expired authorization code`: the code was used or expired. On a refresh, Salesforce
+    /// sent this before Winter '25 for a concurrent request on the same refresh token, and it is
+    /// classified as [`Cause::RequestInProgress`] there.
+    AuthorizationCodeExpired,
+    /// `token request is already being processed`: a concurrent request on the same refresh
+    /// token.
+    RequestInProgress,
+    /// The device code expired before the user approved (`expired_token`).
+    DeviceCodeExpired,
+    /// The user or the authorization server refused (`access_denied`, `immediate_unsuccessful`).
+    AccessDenied,
+    /// Nothing more specific is known.
+    Other,
+}
+
+/// Which request produced an error response, where that changes its meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Context {
+    /// A refresh-token grant.
+    Refresh,
+    /// Any other request.
+    Other,
+}
+
+/// An OAuth error response: the server's `error`, `error_description` and `error_uri`, the HTTP
+/// status, and what they mean.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerError {
+    status: u16,
+    error: String,
+    description: Option<String>,
+    uri: Option<String>,
+    retry_after: Option<Duration>,
+    cause: Cause,
+    kind: ErrorKind,
+}
+
+impl ServerError {
+    /// Classifies an error response from any endpoint other than a refresh.
+    pub fn new(status: u16, error: &str, description: Option<&str>) -> Self {
+        Self::classify(status, error, description, Context::Other)
+    }
+
+    pub(crate) fn classify(
+        status: u16,
+        error: &str,
+        description: Option<&str>,
+        context: Context,
+    ) -> Self {
+        let error = clip(error, 80);
+        let description = description.map(|d| clip(d, 300)).filter(|d| !d.is_empty());
+        let (cause, kind) = classify(status, &error, description.as_deref(), context);
+        Self {
+            status,
+            error,
+            description,
+            uri: None,
+            retry_after: None,
+            cause,
+            kind,
+        }
+    }
+
+    #[must_use]
+    pub(crate) fn with_uri(mut self, uri: Option<&str>) -> Self {
+        self.uri = uri.map(|u| clip(u, 300));
+        self
+    }
+
+    #[must_use]
+    pub(crate) fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// The HTTP status (400 for nearly every Salesforce OAuth error; 0 when the error came in a
+    /// redirect rather than an HTTP response).
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The `error` code, as sent (`invalid_grant`, `invalid_client_id`, …).
+    pub fn error(&self) -> &str {
+        &self.error
+    }
+
+    /// The `error_description`, as sent (clipped to 300 characters).
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// The `error_uri`, when sent (Salesforce adds one for some SAML failures).
+    pub fn uri(&self) -> Option<&str> {
+        self.uri.as_deref()
+    }
+
+    /// The classified cause.
+    pub fn cause(&self) -> Cause {
+        self.cause
+    }
+
+    /// What to do about it.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "server error {}", self.error)?;
+        if let Some(description) = &self.description {
+            write!(f, ": {description}")?;
+        }
+        Ok(())
+    }
+}
+
+fn classify(
+    status: u16,
+    error: &str,
+    description: Option<&str>,
+    context: Context,
+) -> (Cause, ErrorKind) {
+    use Cause as C;
+    use ErrorKind as K;
+    let description = description.unwrap_or_default().to_ascii_lowercase();
+    let says = |needle: &str| description.contains(needle);
+    match error {
+        "invalid_grant" => {
+            let cause = if says("already being processed") {
+                C::RequestInProgress
+            } else if says("expired authorization code") {
+                match context {
+                    Context::Refresh => C::RequestInProgress,
+                    Context::Other => C::AuthorizationCodeExpired,
+                }
+            } else if says("expired access/refresh token") || says("revoked") {
+                C::TokenExpiredOrRevoked
+            } else if says("authentication failure") || says("invalid user credentials") {
+                C::AuthenticationFailure
+            } else if says("ip restricted") || says("login hours") {
+                C::IpOrLoginHoursRestricted
+            } else if says("approved this consumer") {
+                C::NotApproved
+            } else if says("audience") {
+                C::AudienceInvalid
+            } else if says("not supported on this domain") {
+                C::WrongHost
+            } else if says("client credentials user") {
+                C::NoClientCredentialsUser
+            } else if says("inactive") || says("frozen") || says("locked") {
+                C::UserInactive
+            } else if says("blocked") || says("not installed") {
+                C::AppBlocked
+            } else {
+                C::Other
+            };
+            let kind = match cause {
+                C::RequestInProgress => K::RefreshInProgress,
+                C::AudienceInvalid | C::WrongHost | C::NoClientCredentialsUser | C::AppBlocked => {
+                    K::Config
+                }
+                _ => K::ReauthorizationRequired,
+            };
+            (cause, kind)
+        }
+        "invalid_client_id"
+        | "invalid_client"
+        | "invalid_client_credentials"
+        | "unauthorized_client" => (C::Other, K::InvalidClient),
+        "inactive_user" => (C::UserInactive, K::ReauthorizationRequired),
+        "inactive_org" => (C::OrgInactive, K::ReauthorizationRequired),
+        "access_denied" | "access-denied" | "immediate_unsuccessful" => {
+            (C::AccessDenied, K::ReauthorizationRequired)
+        }
+        "expired_token" => (C::DeviceCodeExpired, K::ReauthorizationRequired),
+        "rate_limit_exceeded" | "slow_down" => (C::Other, K::RateLimited),
+        "server_error" | "temporarily_unavailable" | "authorization_pending" => {
+            (C::Other, K::Transient)
+        }
+        _ if status == 429 => (C::Other, K::RateLimited),
+        _ if status >= 500 => (C::Other, K::Transient),
+        _ => (C::Other, K::InvalidRequest),
+    }
+}
+
+/// Everything that can go wrong in core.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server answered with an OAuth error (`{"error": …, "error_description": …}`, in any
+    /// format, or in a redirect).
+    #[error("{0}")]
+    Server(Box<ServerError>),
+    /// The server answered with an error status and a body that is not an OAuth error (an HTML
+    /// maintenance page, a REST error array, an empty body).
+    #[error("unexpected http status {status}: {excerpt}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// `Retry-After` in seconds, when sent.
+        retry_after: Option<Duration>,
+        /// A short, redacted excerpt of the body.
+        excerpt: String,
+    },
+    /// The request produced no response.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// A success response that could not be parsed or lacks a required field.
+    #[error("malformed response (http {status}): {reason}; body: {excerpt}")]
+    Parse {
+        /// The HTTP status.
+        status: u16,
+        /// What was wrong, without any value from the body.
+        reason: String,
+        /// A short, redacted excerpt of the body.
+        excerpt: String,
+    },
+    /// The response's `signature` does not match its `id` and `issued_at`: the identity URL may
+    /// have been tampered with.
+    #[error("token response signature does not match its id and issued_at")]
+    SignatureMismatch,
+    /// The `state` of an authorization callback is missing or differs from the one sent.
+    #[error("authorization callback state does not match the request")]
+    StateMismatch,
+    /// An ID token failed validation (signature, issuer, audience, expiry or nonce).
+    #[error("invalid id token: {0}")]
+    IdToken(String),
+    /// The configuration cannot work (missing secret, redirect URI or key; unusable URL).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Self::Config(message.into())
+    }
+
+    pub(crate) fn parse(status: u16, reason: impl Into<String>, body: &[u8]) -> Self {
+        Self::Parse {
+            status,
+            reason: reason.into(),
+            excerpt: excerpt(body),
+        }
+    }
+
+    /// What the caller should do; see [`ErrorKind`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Server(server) => server.kind(),
+            Self::Status { status, .. } => match status {
+                429 => ErrorKind::RateLimited,
+                500..=599 => ErrorKind::Transient,
+                401 => ErrorKind::SessionExpired,
+                _ => ErrorKind::Protocol,
+            },
+            Self::Transport(error) => match error.kind() {
+                TransportErrorKind::Tls | TransportErrorKind::InsecureOrInvalidUrl => {
+                    ErrorKind::Config
+                }
+                TransportErrorKind::BodyTooLarge => ErrorKind::Protocol,
+                _ => ErrorKind::Transient,
+            },
+            Self::Parse { .. } | Self::SignatureMismatch | Self::IdToken(_) => ErrorKind::Protocol,
+            Self::StateMismatch => ErrorKind::InvalidRequest,
+            Self::Config(_) => ErrorKind::Config,
+        }
+    }
+
+    /// The server's OAuth error, if that is what this is.
+    pub fn server(&self) -> Option<&ServerError> {
+        match self {
+            Self::Server(server) => Some(server),
+            _ => None,
+        }
+    }
+
+    /// How long the server asked us to wait (`Retry-After`), when it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Server(server) => server.retry_after,
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+impl From<ServerError> for Error {
+    fn from(error: ServerError) -> Self {
+        Self::Server(Box::new(error))
+    }
+}
+
+/// Longest excerpt of a body kept in an error.
+pub const EXCERPT_LEN: usize = 120;
+
+/// A short excerpt of `body` that is safe to log: at most [`EXCERPT_LEN`] characters, control
+/// and non-ASCII characters replaced by `?`, and every run of 16 or more token-like characters
+/// (letters, digits, `!._-+/%`) replaced by `[redacted]`, which covers session ids, refresh
+/// tokens, JWTs, codes and secrets while keeping words like `invalid_grant` readable.
+///
+/// ```
+/// use sfauth_core::error::excerpt;
+///
+/// let body = br#"{"access_token":"00D5e000000Abcd!AQ4AQJ4kSx","oops"#;
+/// assert_eq!(excerpt(body), r#"{"access_token":"[redacted]","oops"#);
+/// ```
+pub fn excerpt(body: &[u8]) -> String {
+    let text: String = body
+        .iter()
+        .take(EXCERPT_LEN * 4)
+        .map(|&b| match b {
+            b' '..=b'~' => b as char,
+            b'\n' | b'\r' | b'\t' => ' ',
+            _ => '?',
+        })
+        .collect();
+    let mut out = String::new();
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 16 {
+            out.push_str(crate::secret::REDACTED);
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() || "!._-+/%".contains(c) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    if out.len() > EXCERPT_LEN {
+        out.truncate(EXCERPT_LEN);
+        out.push('…');
+    }
+    if body.len() > EXCERPT_LEN * 4 && !out.ends_with('…') {
+        out.push('…');
+    }
+    out
+}
+
+fn clip(s: &str, max: usize) -> String {
+    let cleaned: String = s.chars().filter(|c| !c.is_control()).take(max).collect();
+    cleaned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_of_invalid_grant() {
+        let cases = [
+            (
+                "expired access/refresh token",
+                Context::Refresh,
+                Cause::TokenExpiredOrRevoked,
+                ErrorKind::ReauthorizationRequired,
+            ),
+            (
+                "token request is already being processed",
+                Context::Refresh,
+                Cause::RequestInProgress,
+                ErrorKind::RefreshInProgress,
+            ),
+            (
+                "expired authorization code",
+                Context::Refresh,
+                Cause::RequestInProgress,
+                ErrorKind::RefreshInProgress,
+            ),
+            (
+                "expired authorization code",
+                Context::Other,
+                Cause::AuthorizationCodeExpired,
+                ErrorKind::ReauthorizationRequired,
+            ),
+            (
+                "authentication failure",
+                Context::Other,
+                Cause::AuthenticationFailure,
+                ErrorKind::ReauthorizationRequired,
+            ),
+            (
+                "IP restricted or invalid login hours",
+                Context::Other,
+                Cause::IpOrLoginHoursRestricted,
+                ErrorKind::ReauthorizationRequired,
+            ),
+            (
+                "ip restricted or invalid login hours",
+                Context::Refresh,
+                Cause::IpOrLoginHoursRestricted,
+                ErrorKind::ReauthorizationRequired,
+            ),
+            (
+                "user hasn't approved this consumer",
+                Context::Other,
+                Cause::NotApproved,
+                ErrorKind::ReauthorizationRequired,
+            ),
+            (
+                "audience is invalid",
+                Context::Other,
+                Cause::AudienceInvalid,
+                ErrorKind::Config,
+            ),
+            (
+                "Audience validation failed",
+                Context::Other,
+                Cause::AudienceInvalid,
+                ErrorKind::Config,
+            ),
+            (
+                "request not supported on this domain",
+                Context::Other,
+                Cause::WrongHost,
+                ErrorKind::Config,
+            ),
+            (
+                "no client credentials user enabled",
+                Context::Other,
+                Cause::NoClientCredentialsUser,
+                ErrorKind::Config,
+            ),
+            (
+                "user is frozen",
+                Context::Refresh,
+                Cause::UserInactive,
+                ErrorKind::ReauthorizationRequired,
+            ),
+            (
+                "something new",
+                Context::Refresh,
+                Cause::Other,
+                ErrorKind::ReauthorizationRequired,
+            ),
+        ];
+        for (description, context, cause, kind) in cases {
+            let error = ServerError::classify(400, "invalid_grant", Some(description), context);
+            assert_eq!(
+                (error.cause(), error.kind()),
+                (cause, kind),
+                "{description}"
+            );
+        }
+    }
+
+    #[test]
+    fn kinds_of_other_codes() {
+        for (status, code, kind) in [
+            (400, "invalid_client_id", ErrorKind::InvalidClient),
+            (400, "invalid_client", ErrorKind::InvalidClient),
+            (401, "invalid_client_credentials", ErrorKind::InvalidClient),
+            (400, "invalid_request", ErrorKind::InvalidRequest),
+            (400, "unsupported_grant_type", ErrorKind::InvalidRequest),
+            (400, "invalid_scope", ErrorKind::InvalidRequest),
+            (400, "inactive_user", ErrorKind::ReauthorizationRequired),
+            (400, "inactive_org", ErrorKind::ReauthorizationRequired),
+            (400, "rate_limit_exceeded", ErrorKind::RateLimited),
+            (429, "whatever", ErrorKind::RateLimited),
+            (503, "whatever", ErrorKind::Transient),
+            (400, "access_denied", ErrorKind::ReauthorizationRequired),
+        ] {
+            assert_eq!(ServerError::new(status, code, None).kind(), kind, "{code}");
+        }
+    }
+
+    #[test]
+    fn excerpt_redacts_and_truncates() {
+        let long = format!("<html>{}</html>", "maintenance ".repeat(100));
+        let out = excerpt(long.as_bytes());
+        assert!(out.chars().count() <= EXCERPT_LEN + 1, "{out}");
+        assert!(out.ends_with('…'));
+        assert_eq!(excerpt(b"error=invalid_grant"), "error=invalid_grant");
+        assert_eq!(
+            excerpt(b"access_token=00D5e000000Abcd%21AQ4AQ"),
+            "access_token=[redacted]"
+        );
+        assert_eq!(excerpt(b"\x00\xff"), "??");
+    }
+}

@@ -1,0 +1,595 @@
+//! What a successful grant yields ([`TokenSet`]) and whose tokens they are ([`TokenKey`]).
+//!
+//! # Expiry
+//!
+//! Salesforce sends no `expires_in`, so [`TokenSet::expires_at`] is filled from the first of
+//! these that is known, and stays `None` otherwise ([`TokenSet::expiry_source`] says which):
+//!
+//! 1. `expires_in` in the token response, when a server sends it (custom OAuth servers do),
+//!    counted from `issued_at` or else from when the response was parsed;
+//! 2. the `exp` claim of the access token, when the app issues JWT-based access tokens (read
+//!    without verifying the signature: it is a hint for scheduling refreshes, not a trust
+//!    decision);
+//! 3. an introspection result, applied with [`TokenSet::apply_introspection`] (it replaces only
+//!    a session-timeout guess);
+//! 4. a configured session timeout ([`OAuthClient::with_session_timeout`](crate::OAuthClient::with_session_timeout)),
+//!    counted from `issued_at` or else from when the response was parsed. Salesforce sessions
+//!    time out after *inactivity*, so this is a lower bound.
+//!
+//! # Storage
+//!
+//! `TokenSet` serializes with serde, **secrets in the clear** (through
+//! [`secret::exposed`](crate::secret::exposed)), because storage must be able to persist them;
+//! its `Debug` never shows them.
+//!
+//! ```
+//! use sfauth_core::{AccessToken, IdentityUrl, TokenKey, TokenSet, LoginHost};
+//!
+//! let identity: IdentityUrl =
+//!     "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK".parse()?;
+//! let tokens = TokenSet::new(
+//!     AccessToken::new("00D5e000000Abcd!AQ4AQ"),
+//!     "https://acme.my.salesforce.com".parse().unwrap(),
+//!     identity,
+//! );
+//! assert!(!format!("{tokens:?}").contains("AQ4AQ"));
+//! let key = TokenKey::new(&LoginHost::Production, &tokens.identity, "3MVG9.key", "default");
+//! assert_eq!(
+//!     key.to_string(),
+//!     "v1|https://login.salesforce.com|00D5e000000AbcdEAC|0055e000001XyZaAAK|3MVG9.key|default"
+//! );
+//! assert_eq!(key.to_string().parse::<TokenKey>()?, key);
+//! # Ok::<(), sfauth_core::Error>(())
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::error::Error;
+use crate::host::LoginHost;
+use crate::secret::{AccessToken, IdToken, RefreshToken, exposed};
+
+/// Where [`TokenSet::expires_at`] came from, strongest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ExpirySource {
+    /// The token response's `expires_in`.
+    ExpiresIn,
+    /// The `exp` claim of a JWT access token.
+    JwtExp,
+    /// An introspection result's `exp`.
+    Introspection,
+    /// The configured session timeout.
+    SessionTimeout,
+}
+
+/// The tokens and metadata of one successful grant.
+///
+/// Fields are public for reading and updating; build one with [`TokenSet::new`] (the struct is
+/// `#[non_exhaustive]`). `Debug` redacts every secret; `Serialize` writes them in the clear for
+/// storage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TokenSet {
+    /// The access token.
+    #[serde(with = "exposed")]
+    pub access_token: AccessToken,
+    /// The refresh token, when one was issued (or, after a refresh without rotation, the one
+    /// that was used).
+    #[serde(
+        with = "exposed::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub refresh_token: Option<RefreshToken>,
+    /// Base URL for API calls. It can change (org migration): always take the latest.
+    pub instance_url: Url,
+    /// The identity URL (`id`), with the org and user ids parsed from it.
+    #[serde(rename = "id")]
+    pub identity: IdentityUrl,
+    /// When the token was issued (`issued_at`, milliseconds on the wire).
+    #[serde(
+        with = "epoch_millis",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub issued_at: Option<SystemTime>,
+    /// Base64 HMAC-SHA256 over `id` + `issued_at`; see [`crate::signature`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// Granted scopes, space-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// `token_type` as sent; Salesforce sends `Bearer`, some responses omit it (read `None` as
+    /// `Bearer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    /// The OpenID Connect ID token, when `openid` was granted.
+    #[serde(
+        with = "exposed::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub id_token: Option<IdToken>,
+    /// `sfdc_community_url`: the Experience Cloud site the user logged in through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub community_url: Option<Url>,
+    /// `sfdc_community_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
+    /// `api_instance_url`, seen in client credentials responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_instance_url: Option<Url>,
+    /// When the access token expires, if known; see the [module docs](self#expiry).
+    #[serde(
+        with = "epoch_millis",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expires_at: Option<SystemTime>,
+    /// Where `expires_at` came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_source: Option<ExpirySource>,
+}
+
+impl TokenSet {
+    /// A token set with only the fields Salesforce always sends.
+    pub fn new(access_token: AccessToken, instance_url: Url, identity: IdentityUrl) -> Self {
+        Self {
+            access_token,
+            refresh_token: None,
+            instance_url,
+            identity,
+            issued_at: None,
+            signature: None,
+            scope: None,
+            token_type: None,
+            id_token: None,
+            community_url: None,
+            community_id: None,
+            api_instance_url: None,
+            expires_at: None,
+            expiry_source: None,
+        }
+    }
+
+    /// The granted scopes.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope.iter().flat_map(|s| s.split_whitespace())
+    }
+
+    /// The `Authorization` header value: `Bearer <access token>`.
+    pub fn authorization_header(&self) -> String {
+        format!("Bearer {}", self.access_token.expose_secret())
+    }
+
+    /// `issued_at` as Salesforce sends it: integer milliseconds since the Unix epoch.
+    pub fn issued_at_millis(&self) -> Option<u64> {
+        self.issued_at.map(to_millis)
+    }
+
+    /// Whether the access token is known to expire within `margin` of `now`. `false` when the
+    /// expiry is unknown: rely on the API's 401 then.
+    pub fn expires_within(&self, margin: Duration, now: SystemTime) -> bool {
+        self.expires_at.is_some_and(|at| at <= now + margin)
+    }
+
+    /// Fills `expires_at` from the response's `expires_in`, the JWT access token's `exp` or the
+    /// session timeout, in that order; see the [module docs](self#expiry).
+    pub(crate) fn learn_expiry(
+        &mut self,
+        expires_in: Option<u64>,
+        session_timeout: Option<Duration>,
+        now: SystemTime,
+    ) {
+        let start = self.issued_at.unwrap_or(now);
+        if let Some(seconds) = expires_in {
+            self.set_expiry(
+                start + Duration::from_secs(seconds),
+                ExpirySource::ExpiresIn,
+            );
+        } else if let Some(exp) = jwt_exp(self.access_token.expose_secret()) {
+            self.set_expiry(UNIX_EPOCH + Duration::from_secs(exp), ExpirySource::JwtExp);
+        } else if let Some(timeout) = session_timeout {
+            self.set_expiry(start + timeout, ExpirySource::SessionTimeout);
+        }
+    }
+
+    /// Takes the expiry from an introspection of this access token, unless a stronger source
+    /// (`expires_in`, JWT `exp`) already set it.
+    pub fn apply_introspection(&mut self, introspection: &crate::flows::Introspection) {
+        let weaker = matches!(
+            self.expiry_source,
+            None | Some(ExpirySource::SessionTimeout)
+        );
+        if let (true, true, Some(exp)) = (weaker, introspection.active, introspection.exp) {
+            self.set_expiry(
+                UNIX_EPOCH + Duration::from_secs(exp),
+                ExpirySource::Introspection,
+            );
+        }
+    }
+
+    fn set_expiry(&mut self, at: SystemTime, source: ExpirySource) {
+        self.expires_at = Some(at);
+        self.expiry_source = Some(source);
+    }
+}
+
+/// The `exp` claim of a JWT, read without verification; `None` for an opaque token.
+fn jwt_exp(token: &str) -> Option<u64> {
+    let mut parts = token.split('.');
+    let (_, payload, _, None) = (parts.next()?, parts.next()?, parts.next()?, parts.next()) else {
+        return None;
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("exp")?.as_u64()
+}
+
+pub(crate) fn to_millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+pub(crate) fn from_millis(millis: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(millis)
+}
+
+/// Serde for `Option<SystemTime>` as integer milliseconds since the Unix epoch.
+mod epoch_millis {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<SystemTime>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(time) => serializer.serialize_some(&super::to_millis(*time)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<SystemTime>, D::Error> {
+        Ok(Option::<u64>::deserialize(deserializer)?.map(super::from_millis))
+    }
+}
+
+/// A Salesforce record id (15 or 18 characters), kept in its 18-character, case-safe form so
+/// that the 15- and 18-character spellings of one id compare equal.
+fn to_18(id: &str) -> Option<String> {
+    if !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    match id.len() {
+        18 => Some(id.to_owned()),
+        15 => {
+            const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
+            let mut out = id.to_owned();
+            for chunk in id.as_bytes().chunks(5) {
+                let bits = chunk
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.is_ascii_uppercase())
+                    .fold(0usize, |acc, (i, _)| acc | (1 << i));
+                out.push(char::from(ALPHABET[bits]));
+            }
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+macro_rules! id_type {
+    ($(#[$meta:meta])* $name:ident, $what:literal) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// The 18-character id.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+
+            /// Accepts a 15- or 18-character id and keeps the 18-character form.
+            fn from_str(s: &str) -> Result<Self, Error> {
+                to_18(s)
+                    .map(Self)
+                    .ok_or_else(|| Error::config(concat!("invalid ", $what, ": expected 15 or 18 letters and digits")))
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = Error;
+
+            fn try_from(s: String) -> Result<Self, Error> {
+                s.parse()
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// An org id (`00D…`), in its 18-character form.
+    OrgId,
+    "org id"
+);
+id_type!(
+    /// A user id (`005…`), in its 18-character form.
+    UserId,
+    "user id"
+);
+
+/// The identity URL of a token response (`https://login.salesforce.com/id/{org}/{user}`), kept
+/// exactly as received (the signature covers it) with the ids parsed out.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IdentityUrl {
+    raw: String,
+    url: Url,
+    org_id: OrgId,
+    user_id: UserId,
+}
+
+impl IdentityUrl {
+    /// The URL as received.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// The parsed URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The org id.
+    pub fn org_id(&self) -> &OrgId {
+        &self.org_id
+    }
+
+    /// The user id.
+    pub fn user_id(&self) -> &UserId {
+        &self.user_id
+    }
+}
+
+impl FromStr for IdentityUrl {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let url = Url::parse(s).map_err(|e| Error::config(format!("invalid identity url: {e}")))?;
+        let mut segments = url
+            .path_segments()
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty());
+        // The path is `/id/{org}/{user}`, possibly under an Experience Cloud prefix.
+        let rest: Vec<&str> = segments
+            .by_ref()
+            .skip_while(|s| *s != "id")
+            .skip(1)
+            .collect();
+        let [org, user] = rest.as_slice() else {
+            return Err(Error::config(
+                "identity url path is not /id/{org id}/{user id}",
+            ));
+        };
+        Ok(Self {
+            org_id: org.parse()?,
+            user_id: user.parse()?,
+            raw: s.to_owned(),
+            url,
+        })
+    }
+}
+
+impl TryFrom<String> for IdentityUrl {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Self, Error> {
+        s.parse()
+    }
+}
+
+impl From<IdentityUrl> for String {
+    fn from(id: IdentityUrl) -> String {
+        id.raw
+    }
+}
+
+impl fmt::Display for IdentityUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+/// Whose tokens these are: login host, org, user, connected app, and a free label that tells
+/// several connections of the same user and app apart.
+///
+/// Its string form (`Display` / `FromStr`) is stable and suitable as a storage key:
+/// `v1|{login host}|{org id}|{user id}|{client id}|{label}`, each part percent-encoded for `|`
+/// and `%`. Ids are kept in 18-character form, so a 15-character spelling gives the same key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TokenKey {
+    /// [`LoginHost::key`] of the host the grant came from.
+    pub login_host: String,
+    /// The org.
+    pub org_id: OrgId,
+    /// The user.
+    pub user_id: UserId,
+    /// The connected app's consumer key.
+    pub client_id: String,
+    /// A caller-chosen name for this connection (`default` when there is only one).
+    pub label: String,
+}
+
+impl TokenKey {
+    /// The key for the user of `identity`, signed in through `host` with app `client_id`.
+    pub fn new(host: &LoginHost, identity: &IdentityUrl, client_id: &str, label: &str) -> Self {
+        Self {
+            login_host: host.key(),
+            org_id: identity.org_id().clone(),
+            user_id: identity.user_id().clone(),
+            client_id: client_id.to_owned(),
+            label: label.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for TokenKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let escape = |s: &str| s.replace('%', "%25").replace('|', "%7C");
+        write!(
+            f,
+            "v1|{}|{}|{}|{}|{}",
+            escape(&self.login_host),
+            self.org_id,
+            self.user_id,
+            escape(&self.client_id),
+            escape(&self.label)
+        )
+    }
+}
+
+impl FromStr for TokenKey {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let unescape = |s: &str| s.replace("%7C", "|").replace("%25", "%");
+        let parts: Vec<&str> = s.split('|').collect();
+        let ["v1", host, org, user, client, label] = parts.as_slice() else {
+            return Err(Error::config(
+                "token key is not v1|host|org|user|client|label",
+            ));
+        };
+        Ok(Self {
+            login_host: unescape(host),
+            org_id: org.parse()?,
+            user_id: user.parse()?,
+            client_id: unescape(client),
+            label: unescape(label),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> IdentityUrl {
+        "https://test.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK"
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn fifteen_and_eighteen_character_ids_agree() {
+        // Known pairs: the 18-character form appends a case checksum to the 15-character one.
+        let org: OrgId = "00D5e000000Abcd".parse().unwrap();
+        assert_eq!(org.as_str(), "00D5e000000AbcdEAC");
+        let user: UserId = "0055e000001XyZa".parse().unwrap();
+        assert_eq!(user.as_str(), "0055e000001XyZaAAK");
+        assert!("00D-bad".parse::<OrgId>().is_err());
+    }
+
+    #[test]
+    fn identity_url_is_parsed_and_kept_verbatim() {
+        let site: IdentityUrl =
+            "https://acme.my.site.com/customers/id/00D5e000000Abcd/0055e000001XyZa"
+                .parse()
+                .unwrap();
+        assert_eq!(site.org_id().as_str(), "00D5e000000AbcdEAC");
+        assert_eq!(
+            site.as_str(),
+            "https://acme.my.site.com/customers/id/00D5e000000Abcd/0055e000001XyZa"
+        );
+        assert!(
+            "https://login.salesforce.com/services"
+                .parse::<IdentityUrl>()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn token_key_escapes_and_round_trips() {
+        let key = TokenKey::new(&LoginHost::Sandbox, &identity(), "a|b%c", "my label|2");
+        let text = key.to_string();
+        assert_eq!(text.matches('|').count(), 5);
+        assert_eq!(text.parse::<TokenKey>().unwrap(), key);
+        let json = serde_json::to_string(&key).unwrap();
+        assert_eq!(serde_json::from_str::<TokenKey>(&json).unwrap(), key);
+    }
+
+    #[test]
+    fn token_set_serializes_secrets_but_debug_hides_them() {
+        let mut tokens = TokenSet::new(
+            AccessToken::new("ACCESS-SECRET"),
+            Url::parse("https://acme.my.salesforce.com").unwrap(),
+            identity(),
+        );
+        tokens.refresh_token = Some(RefreshToken::new("REFRESH-SECRET"));
+        tokens.id_token = Some(IdToken::new("ID-SECRET"));
+        tokens.issued_at = Some(from_millis(1_278_448_832_702));
+        let debug = format!("{tokens:?} {tokens:#?}");
+        for secret in ["ACCESS-SECRET", "REFRESH-SECRET", "ID-SECRET"] {
+            assert!(!debug.contains(secret), "{secret} leaked");
+        }
+        let json = serde_json::to_string(&tokens).unwrap();
+        assert!(json.contains("REFRESH-SECRET") && json.contains("1278448832702"));
+        assert_eq!(serde_json::from_str::<TokenSet>(&json).unwrap(), tokens);
+    }
+
+    #[test]
+    fn expiry_order() {
+        let now = from_millis(1_700_000_000_000);
+        let mut tokens = TokenSet::new(
+            AccessToken::new("opaque"),
+            Url::parse("https://acme.my.salesforce.com").unwrap(),
+            identity(),
+        );
+        tokens.learn_expiry(None, None, now);
+        assert_eq!(tokens.expires_at, None);
+        tokens.learn_expiry(None, Some(Duration::from_secs(7200)), now);
+        assert_eq!(tokens.expiry_source, Some(ExpirySource::SessionTimeout));
+        assert_eq!(tokens.expires_at, Some(now + Duration::from_secs(7200)));
+        tokens.learn_expiry(Some(60), Some(Duration::from_secs(7200)), now);
+        assert_eq!(tokens.expiry_source, Some(ExpirySource::ExpiresIn));
+        // A JWT access token: header {"alg":"none"}, payload {"exp":1700003600}.
+        tokens.access_token = AccessToken::new("eyJhbGciOiJub25lIn0.eyJleHAiOjE3MDAwMDM2MDB9.c2ln");
+        tokens.learn_expiry(None, Some(Duration::from_secs(7200)), now);
+        assert_eq!(tokens.expiry_source, Some(ExpirySource::JwtExp));
+        assert_eq!(tokens.expires_at, Some(from_millis(1_700_003_600_000)));
+        assert!(tokens.expires_within(Duration::from_secs(3600), now));
+    }
+}
