@@ -1,7 +1,10 @@
 //! The transports against a real HTTP server on loopback: timeouts, the body cap, retries and
 //! their limits, `Retry-After`, the HTTPS rule, TLS failures and what reaches the logs.
 
-#![allow(clippy::unwrap_used, reason = "helpers of a test fail the test by panicking")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of a test fail the test by panicking"
+)]
 
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
