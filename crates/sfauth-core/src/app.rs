@@ -96,4 +96,10 @@ impl ConnectedApp {
     pub fn client_auth(&self) -> ClientAuth {
         self.client_auth
     }
+
+    pub(crate) fn require_redirect_uri(&self) -> Result<&Url, Error> {
+        self.redirect_uri
+            .as_ref()
+            .ok_or_else(|| Error::config("connected app has no redirect uri"))
+    }
 }

@@ -86,8 +86,8 @@ impl OAuthClient {
         self.format
     }
 
-    /// A form POST to `url` with client authentication (when `authenticate`), the `format`
-    /// parameter and the matching `Accept` header, marked with `safety`.
+    /// A form POST to `url` with client authentication (when `authenticate`) and the `Accept`
+    /// header of the configured format, marked with `safety`.
     pub(crate) fn form_post(
         &self,
         url: &url::Url,
@@ -114,7 +114,6 @@ impl OAuthClient {
                 }
             }
         }
-        params.push(("format", self.format.param().to_owned()));
         let body = serde_urlencoded::to_string(&params)
             .map_err(|_| Error::config("request parameters cannot be form-encoded"))?;
         let mut request = builder
@@ -128,11 +127,12 @@ impl OAuthClient {
     pub(crate) async fn token_grant(
         &self,
         transport: &dyn HttpTransport,
-        grant_params: Vec<(&str, String)>,
+        mut grant_params: Vec<(&str, String)>,
         authenticate: bool,
         safety: RetrySafety,
         context: Context,
     ) -> Result<TokenSet, Error> {
+        grant_params.push(("format", self.format.param().to_owned()));
         let request = self.form_post(&self.endpoints.token, grant_params, authenticate, safety)?;
         let response = transport.send(request).await?;
         self.parse_token_response(&response, context)

@@ -17,6 +17,7 @@
 //! | [`error`] | [`Error`], [`ErrorKind`], [`Cause`] |
 //! | [`format`] | [`format::ResponseFormat`] and the parser every response goes through |
 //! | [`flows`] | every flow |
+//! | [`rest`] | reading a REST API 401 (`INVALID_SESSION_ID`) as "refresh due" |
 //!
 //! # Example
 //!
@@ -43,6 +44,7 @@ pub mod flows;
 pub mod format;
 pub mod host;
 pub mod http;
+pub mod rest;
 pub mod secret;
 pub mod signature;
 pub mod token;

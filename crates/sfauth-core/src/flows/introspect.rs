@@ -1,6 +1,13 @@
-//! Token introspection (`POST /services/oauth2/introspect`, RFC 7662).
+//! Token introspection (`POST /services/oauth2/introspect`, RFC 7662) and revocation
+//! (`/services/oauth2/revoke`).
 
 use serde::{Deserialize, Serialize};
+
+use crate::client::OAuthClient;
+use crate::error::{Context, Error};
+use crate::format::{Fields, read_response};
+use crate::http::{HttpTransport, RetrySafety};
+use crate::secret::SecretValue;
 
 /// What the introspection endpoint says about a token.
 ///
@@ -41,4 +48,137 @@ pub struct Introspection {
     /// Issuer, when sent.
     #[serde(default)]
     pub iss: Option<String>,
+}
+
+impl Introspection {
+    fn from_fields(fields: &Fields, status: u16, body: &[u8]) -> Result<Self, Error> {
+        let number = |field: &str| match fields.get(field) {
+            Some(raw) => raw.trim().parse::<u64>().map(Some).map_err(|_| {
+                Error::parse(
+                    status,
+                    format!("introspection has an invalid {field}"),
+                    body,
+                )
+            }),
+            None => Ok(None),
+        };
+        let text = |field: &str| fields.get(field).map(str::to_owned);
+        Ok(Self {
+            active: match fields.get("active") {
+                Some("true") => true,
+                Some("false") | None => false,
+                Some(_) => {
+                    return Err(Error::parse(
+                        status,
+                        "introspection has an invalid active",
+                        body,
+                    ));
+                }
+            },
+            scope: text("scope"),
+            client_id: text("client_id"),
+            username: text("username"),
+            sub: text("sub"),
+            token_type: text("token_type"),
+            exp: number("exp")?,
+            iat: number("iat")?,
+            nbf: number("nbf")?,
+            aud: fields.get("aud").map(|raw| {
+                serde_json::from_str(raw)
+                    .unwrap_or_else(|_| serde_json::Value::String(raw.to_owned()))
+            }),
+            iss: text("iss"),
+        })
+    }
+}
+
+/// Which kind of token is being introspected or revoked (`token_type_hint`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TokenTypeHint {
+    /// An access token.
+    AccessToken,
+    /// A refresh token.
+    RefreshToken,
+}
+
+impl TokenTypeHint {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::AccessToken => "access_token",
+            Self::RefreshToken => "refresh_token",
+        }
+    }
+}
+
+/// How to send a revocation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RevokeMethod {
+    /// `POST` with `token=` in a form body. The default.
+    #[default]
+    Post,
+    /// `GET /services/oauth2/revoke?token=…`. The token ends up in a URL, where proxies and
+    /// server logs may keep it: prefer POST.
+    Get,
+}
+
+impl OAuthClient {
+    /// Introspects `token` (`POST /services/oauth2/introspect` with `token`, `token_type_hint`
+    /// and client authentication). An inactive token is `Ok` with `active == false`.
+    pub async fn introspect(
+        &self,
+        transport: &dyn HttpTransport,
+        token: &SecretValue,
+        hint: Option<TokenTypeHint>,
+    ) -> Result<Introspection, Error> {
+        let mut params = vec![("token", token.expose_secret().to_owned())];
+        if let Some(hint) = hint {
+            params.push(("token_type_hint", hint.as_str().to_owned()));
+        }
+        let request = self.form_post(
+            &self.endpoints().introspect,
+            params,
+            true,
+            RetrySafety::Idempotent,
+        )?;
+        let response = transport.send(request).await?;
+        let fields = read_response(&response, Context::Other)?;
+        Introspection::from_fields(&fields, response.status().as_u16(), response.body())
+    }
+
+    /// Revokes an access or refresh token (`/services/oauth2/revoke`, no client
+    /// authentication). Revoking a refresh token also revokes every access token issued from
+    /// it. Any 2xx is success, whatever the body; an error body is read as JSON or form
+    /// encoding (`invalid_token`, `unsupported_token_type`).
+    pub async fn revoke(
+        &self,
+        transport: &dyn HttpTransport,
+        token: &SecretValue,
+        method: RevokeMethod,
+    ) -> Result<(), Error> {
+        let request = match method {
+            RevokeMethod::Post => self.form_post(
+                &self.endpoints().revoke,
+                vec![("token", token.expose_secret().to_owned())],
+                false,
+                RetrySafety::Idempotent,
+            )?,
+            RevokeMethod::Get => {
+                let mut url = self.endpoints().revoke.clone();
+                url.query_pairs_mut()
+                    .append_pair("token", token.expose_secret());
+                let mut request = http::Request::get(url.as_str())
+                    .body(bytes::Bytes::new())
+                    .map_err(|e| Error::config(format!("invalid revoke url: {e}")))?;
+                request.extensions_mut().insert(RetrySafety::Idempotent);
+                request
+            }
+        };
+        let response = transport.send(request).await?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        read_response(&response, Context::Other).map(|_| ())
+    }
 }
