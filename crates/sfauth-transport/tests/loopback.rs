@@ -17,6 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use axum::serve::ListenerExt;
 use bytes::Bytes;
 use sfauth_core::http::{HttpRequest, HttpTransport, RetrySafety, TransportErrorKind};
 use sfauth_transport::{Recorder, ReqwestTransport, Retry, RetryPolicy};
@@ -25,6 +26,7 @@ use sfauth_transport::{Recorder, ReqwestTransport, Retry, RetryPolicy};
 struct Server {
     base: String,
     hits: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
 }
 
 async fn serve() -> Server {
@@ -40,10 +42,16 @@ async fn serve() -> Server {
         .with_state(hits.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = connections.clone();
+    let listener = listener.tap_io(move |_| {
+        accepted.fetch_add(1, Ordering::SeqCst);
+    });
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     Server {
         base: format!("http://{addr}"),
         hits,
+        connections,
     }
 }
 
@@ -137,6 +145,18 @@ async fn non_2xx_is_a_response_and_redirects_are_not_followed() {
         assert_eq!(response.status().as_u16(), code);
     }
     assert_eq!(server.hits.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn connections_are_pooled() {
+    let server = serve().await;
+    let transport = ReqwestTransport::new().unwrap();
+    let url = format!("{}/status/200", server.base);
+    for _ in 0..5 {
+        transport.send(request("GET", &url, None)).await.unwrap();
+    }
+    assert_eq!(server.hits.load(Ordering::SeqCst), 5);
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
