@@ -16,9 +16,9 @@ use crate::http::{HttpTransport, RetrySafety};
 use crate::secret::{AuthorizationCode, PkceVerifier};
 use crate::token::TokenSet;
 
-/// Optional parameters of an authorization URL.
+/// Optional parameters of an authorization URL. Build it with struct update syntax from
+/// [`AuthorizeParams::scopes`] or `Default::default()`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct AuthorizeParams {
     /// Scopes to request (`api`, `refresh_token`, `openid`, …). A refresh token is issued only
     /// when `refresh_token` (or `offline_access`) is requested and allowed by the app.

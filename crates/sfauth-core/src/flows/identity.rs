@@ -110,9 +110,9 @@ pub struct IdTokenClaims {
     pub other: BTreeMap<String, serde_json::Value>,
 }
 
-/// What an ID token must satisfy besides its signature.
+/// What an ID token must satisfy besides its signature. Build it with struct update syntax from
+/// `Default::default()`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct IdTokenCheck {
     /// Accepted issuers; empty accepts the login host's base URL only.
     pub issuers: Vec<String>,

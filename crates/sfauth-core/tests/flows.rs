@@ -1,0 +1,1738 @@
+//! Wire-level tests of every flow: a scripted closure transport asserts the exact method, URL,
+//! headers, form body and retry safety of each request and answers with a canned response from
+//! `tests/fixtures/` (JSON, urlencoded, XML) or with one of the error bodies of §7 of the
+//! protocol reference.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers outside #[test] functions panic on unexpected input by design"
+)]
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sfauth_core::error::ServerError;
+use sfauth_core::flows::{
+    AuthorizeParams, DevicePoll, IdTokenCheck, JwtBearer, RevokeMethod, TokenExchange,
+    TokenTypeHint, token_type,
+};
+use sfauth_core::format::ResponseFormat;
+use sfauth_core::http::{
+    HttpRequest, HttpResponse, HttpTransport, RetrySafety, TransportError, TransportErrorKind,
+};
+use sfauth_core::{
+    AuthorizationCode, Cause, ClientAuth, ConnectedApp, Error, ErrorKind, ExpirySource, IdToken,
+    LoginHost, OAuthClient, Password, PkceVerifier, PrivateKey, RefreshToken, SecretValue,
+    TokenSet,
+};
+
+const CLIENT_ID: &str = "3MVG9FakeConsumerKey";
+const SECRET: &str = "test-consumer-secret";
+/// `printf '%s' '3MVG9FakeConsumerKey:test-consumer-secret' | base64`
+const BASIC: &str = "Basic M01WRzlGYWtlQ29uc3VtZXJLZXk6dGVzdC1jb25zdW1lci1zZWNyZXQ=";
+const PROD_TOKEN: &str = "https://login.salesforce.com/services/oauth2/token";
+const REDIRECT: &str = "http://localhost:1717/OauthRedirect";
+const ANY: &str = "<any>";
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn app() -> ConnectedApp {
+    ConnectedApp::new(CLIENT_ID)
+        .with_secret(SECRET)
+        .with_redirect_uri(REDIRECT)
+        .unwrap()
+}
+
+fn client() -> OAuthClient {
+    OAuthClient::new(LoginHost::Production, app())
+}
+
+/// What one request must look like.
+#[derive(Clone, Debug)]
+struct Expect {
+    method: &'static str,
+    url: String,
+    /// Headers that must be present with exactly this value.
+    headers: Vec<(&'static str, String)>,
+    /// Headers that must be absent.
+    absent: Vec<&'static str>,
+    /// The exact set of form fields; a value of [`ANY`] matches anything.
+    form: Vec<(&'static str, String)>,
+    safety: RetrySafety,
+}
+
+impl Expect {
+    fn token(form: &[(&'static str, &str)], safety: RetrySafety) -> Self {
+        Self {
+            method: "POST",
+            url: PROD_TOKEN.to_owned(),
+            headers: vec![
+                (
+                    "content-type",
+                    "application/x-www-form-urlencoded".to_owned(),
+                ),
+                ("accept", "application/json".to_owned()),
+            ],
+            absent: vec!["authorization"],
+            form: form.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+            safety,
+        }
+    }
+
+    fn url(mut self, url: &str) -> Self {
+        self.url = url.to_owned();
+        self
+    }
+
+    fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.retain(|(n, _)| *n != name);
+        self.headers.push((name, value.to_owned()));
+        self.absent.retain(|n| *n != name);
+        self
+    }
+
+    fn assert(&self, request: &HttpRequest) {
+        assert_eq!(request.method().as_str(), self.method, "method");
+        assert_eq!(request.uri().to_string(), self.url, "url");
+        for (name, value) in &self.headers {
+            assert_eq!(
+                request.headers().get(*name).and_then(|v| v.to_str().ok()),
+                Some(value.as_str()),
+                "header {name}"
+            );
+        }
+        for name in &self.absent {
+            assert!(
+                request.headers().get(*name).is_none(),
+                "header {name} must be absent"
+            );
+        }
+        assert_eq!(RetrySafety::of(request), self.safety, "retry safety");
+        let mut form: Vec<(String, String)> = serde_urlencoded::from_bytes(request.body()).unwrap();
+        form.sort();
+        let mut expected = self.form.clone();
+        expected.sort();
+        let names =
+            |pairs: &mut dyn Iterator<Item = &str>| pairs.map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(
+            names(&mut form.iter().map(|(k, _)| k.as_str())),
+            names(&mut expected.iter().map(|(k, _)| *k)),
+            "form field names"
+        );
+        for ((name, value), (_, expected)) in form.iter().zip(&expected) {
+            if expected != ANY {
+                assert_eq!(value, expected, "form field {name}");
+            }
+        }
+    }
+}
+
+/// A canned answer.
+#[derive(Clone, Debug)]
+struct Reply {
+    status: u16,
+    content_type: Option<&'static str>,
+    headers: Vec<(&'static str, &'static str)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn new(status: u16, content_type: Option<&'static str>, body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            status,
+            content_type,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Self::new(status, Some("application/json;charset=UTF-8"), body)
+    }
+
+    fn fixture(name: &str) -> Self {
+        let content_type = match name.rsplit('.').next() {
+            Some("json") => "application/json;charset=UTF-8",
+            Some("xml") => "application/xml;charset=UTF-8",
+            _ => "application/x-www-form-urlencoded;charset=UTF-8",
+        };
+        Self::new(200, Some(content_type), fixture(name))
+    }
+
+    fn response(&self) -> HttpResponse {
+        let mut builder = http::Response::builder().status(self.status);
+        if let Some(content_type) = self.content_type {
+            builder = builder.header("content-type", content_type);
+        }
+        for (name, value) in &self.headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(Bytes::from(self.body.clone())).unwrap()
+    }
+}
+
+/// A scripted exchange: each request must match the next step's [`Expect`] and gets its
+/// [`Reply`]; dropping the script checks that every step was used.
+/// One scripted step: the expectation (none for a transport failure) and the answer.
+type Step = (Option<Expect>, Result<Reply, TransportErrorKind>);
+
+struct Script(Arc<Mutex<VecDeque<Step>>>);
+
+impl Script {
+    fn new(steps: Vec<(Expect, Reply)>) -> Self {
+        Self(Arc::new(Mutex::new(
+            steps.into_iter().map(|(e, r)| (Some(e), Ok(r))).collect(),
+        )))
+    }
+
+    fn failing(kind: TransportErrorKind) -> Self {
+        Self(Arc::new(Mutex::new(VecDeque::from([(None, Err(kind))]))))
+    }
+
+    fn transport(&self) -> impl HttpTransport + use<> {
+        let steps = Arc::clone(&self.0);
+        move |request: HttpRequest| {
+            let step = steps.lock().unwrap().pop_front();
+            async move {
+                let (expect, reply) = step.expect("unexpected extra request");
+                if let Some(expect) = expect {
+                    expect.assert(&request);
+                }
+                match reply {
+                    Ok(reply) => Ok(reply.response()),
+                    Err(kind) => Err(TransportError::new(kind, "scripted failure")),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert!(
+                self.0.lock().unwrap().is_empty(),
+                "not every scripted request was sent"
+            );
+        }
+    }
+}
+
+/// Every token-endpoint grant, so that one table can drive them all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Grant {
+    Refresh,
+    Password,
+    ClientCredentials,
+    Code,
+    JwtBearer,
+    TokenExchange,
+    Saml,
+    DevicePoll,
+}
+
+const ALL_GRANTS: [Grant; 8] = [
+    Grant::Refresh,
+    Grant::Password,
+    Grant::ClientCredentials,
+    Grant::Code,
+    Grant::JwtBearer,
+    Grant::TokenExchange,
+    Grant::Saml,
+    Grant::DevicePoll,
+];
+
+impl Grant {
+    fn host(self) -> LoginHost {
+        match self {
+            Self::ClientCredentials => {
+                LoginHost::my_domain("https://acme.my.salesforce.com").unwrap()
+            }
+            _ => LoginHost::Production,
+        }
+    }
+
+    fn url(self) -> &'static str {
+        match self {
+            Self::ClientCredentials => "https://acme.my.salesforce.com/services/oauth2/token",
+            _ => PROD_TOKEN,
+        }
+    }
+
+    /// The form fields of the grant itself, without client authentication and `format`.
+    fn form(self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            Self::Refresh => vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "5Aep861OldRefresh"),
+            ],
+            Self::Password => vec![
+                ("grant_type", "password"),
+                ("username", "user@example.com"),
+                ("password", "hunter2XXXXXXXXXX"),
+            ],
+            Self::ClientCredentials => vec![("grant_type", "client_credentials")],
+            Self::Code => vec![
+                ("grant_type", "authorization_code"),
+                ("code", "aPrxFakeCode=="),
+                ("redirect_uri", REDIRECT),
+                (
+                    "code_verifier",
+                    "verifier-0123456789-0123456789-0123456789-01",
+                ),
+            ],
+            Self::JwtBearer => vec![
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", ANY),
+            ],
+            Self::TokenExchange => vec![
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token", "external-subject-token"),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:JWT"),
+                ("scope", "api"),
+            ],
+            Self::Saml => vec![
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:saml2-bearer",
+                ),
+                ("assertion", "PHNhbWw6QXNzZXJ0aW9uPg"),
+            ],
+            Self::DevicePoll => vec![
+                ("grant_type", "device"),
+                ("code", "M2FkZGM0ZDctZmFrZS1kZXZpY2UtY29kZQ"),
+            ],
+        }
+    }
+
+    /// Whether the grant authenticates the client (the bearer assertions authenticate
+    /// themselves).
+    fn authenticates(self) -> bool {
+        !matches!(self, Self::JwtBearer | Self::Saml)
+    }
+
+    fn safety(self) -> RetrySafety {
+        match self {
+            Self::Password | Self::ClientCredentials | Self::JwtBearer => RetrySafety::Idempotent,
+            _ => RetrySafety::SingleUse,
+        }
+    }
+
+    fn expect(self, client_auth: ClientAuth, format: ResponseFormat) -> Expect {
+        let mut form = self.form();
+        if self.authenticates() && client_auth == ClientAuth::RequestBody {
+            form.extend([("client_id", CLIENT_ID), ("client_secret", SECRET)]);
+        }
+        form.push(("format", format.param()));
+        let mut expect = Expect::token(&form, self.safety())
+            .url(self.url())
+            .header("accept", format.accept());
+        if self.authenticates() && client_auth == ClientAuth::Basic {
+            expect = expect.header("authorization", BASIC);
+        }
+        expect
+    }
+
+    async fn run(
+        self,
+        client: &OAuthClient,
+        transport: &dyn HttpTransport,
+    ) -> Result<TokenSet, Error> {
+        match self {
+            Self::Refresh => {
+                client
+                    .refresh(transport, &RefreshToken::new("5Aep861OldRefresh"))
+                    .await
+            }
+            Self::Password => {
+                client
+                    .password(
+                        transport,
+                        "user@example.com",
+                        &Password::new("hunter2XXXXXXXXXX"),
+                    )
+                    .await
+            }
+            Self::ClientCredentials => client.client_credentials(transport).await,
+            Self::Code => {
+                let verifier = PkceVerifier::new("verifier-0123456789-0123456789-0123456789-01");
+                client
+                    .exchange_code(
+                        transport,
+                        &AuthorizationCode::new("aPrxFakeCode=="),
+                        Some(&verifier),
+                    )
+                    .await
+            }
+            Self::JwtBearer => {
+                let jwt = JwtBearer::new(
+                    "user@example.com",
+                    PrivateKey::new(String::from_utf8(fixture("jwt_key.pem")).unwrap()),
+                );
+                client.jwt_bearer(transport, &jwt).await
+            }
+            Self::TokenExchange => {
+                let mut exchange =
+                    TokenExchange::new(SecretValue::new("external-subject-token"), token_type::JWT);
+                exchange.scope = Some("api".into());
+                client.token_exchange(transport, &exchange).await
+            }
+            Self::Saml => {
+                client
+                    .saml_bearer(transport, &SecretValue::new("PHNhbWw6QXNzZXJ0aW9uPg"))
+                    .await
+            }
+            Self::DevicePoll => {
+                let authorization = device_authorization(client, transport).await;
+                match client.device_poll(transport, &authorization).await? {
+                    DevicePoll::Complete(tokens) => Ok(*tokens),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+    }
+}
+
+/// The device authorization used by [`Grant::DevicePoll`]: built from the fixture through a
+/// start request, so that polling starts from what the parser produced.
+async fn device_authorization(
+    client: &OAuthClient,
+    _transport: &dyn HttpTransport,
+) -> sfauth_core::flows::DeviceAuthorization {
+    let script = Script::new(vec![(
+        Expect::token(
+            &[
+                ("response_type", "device_code"),
+                ("client_id", CLIENT_ID),
+                ("scope", "refresh_token web api"),
+                ("format", client.format().param()),
+            ],
+            RetrySafety::Idempotent,
+        )
+        .header("accept", client.format().accept()),
+        Reply::fixture("device_start.json"),
+    )]);
+    client
+        .device_start(&script.transport(), Some("refresh_token web api"))
+        .await
+        .unwrap()
+}
+
+/// Runs `grant` with `client_auth` and `format` against `reply`, asserting the request.
+async fn check(
+    grant: Grant,
+    client_auth: ClientAuth,
+    format: ResponseFormat,
+    reply: Reply,
+) -> Result<TokenSet, Error> {
+    let client =
+        OAuthClient::new(grant.host(), app().with_client_auth(client_auth)).with_format(format);
+    let script = Script::new(vec![(grant.expect(client_auth, format), reply)]);
+    grant.run(&client, &script.transport()).await
+}
+
+#[tokio::test]
+async fn every_grant_sends_the_exact_request_and_parses_success() {
+    for grant in ALL_GRANTS {
+        for client_auth in [ClientAuth::RequestBody, ClientAuth::Basic] {
+            let fixture = match grant {
+                Grant::JwtBearer => "token_jwt_bearer.json",
+                Grant::ClientCredentials => "token_client_credentials.json",
+                _ => "token_success.json",
+            };
+            let tokens = check(
+                grant,
+                client_auth,
+                ResponseFormat::Json,
+                Reply::fixture(fixture),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{grant:?}: {e}"));
+            assert_eq!(
+                tokens.instance_url.as_str(),
+                "https://acme.my.salesforce.com/",
+                "{grant:?}"
+            );
+            assert_eq!(tokens.identity.org_id().as_str(), "00D5e000000AbcdEAC");
+            assert_eq!(tokens.identity.user_id().as_str(), "0055e000001XyZaAAK");
+            assert_eq!(tokens.token_type.as_deref(), Some("Bearer"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn success_fields_are_all_read() {
+    let tokens = check(
+        Grant::Code,
+        ClientAuth::RequestBody,
+        ResponseFormat::Json,
+        Reply::fixture("token_success.json"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        tokens.access_token.expose_secret(),
+        "00D5e000000Abcd!AQ4AQFakeAccessTokenValue"
+    );
+    assert_eq!(
+        tokens.refresh_token.as_ref().unwrap().expose_secret(),
+        "5Aep861FakeRefreshTokenValue"
+    );
+    assert_eq!(tokens.issued_at_millis(), Some(1_700_000_000_123));
+    assert_eq!(
+        tokens.scopes().collect::<Vec<_>>(),
+        ["refresh_token", "api", "id"]
+    );
+    assert_eq!(tokens.expires_at, None, "salesforce sends no expires_in");
+    let cc = check(
+        Grant::ClientCredentials,
+        ClientAuth::RequestBody,
+        ResponseFormat::Json,
+        Reply::fixture("token_client_credentials.json"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        cc.api_instance_url.unwrap().as_str(),
+        "https://api.salesforce.com/"
+    );
+    assert!(cc.refresh_token.is_none());
+}
+
+#[tokio::test]
+async fn three_formats_give_the_same_token_set() {
+    let mut sets = Vec::new();
+    for (format, fixture) in [
+        (ResponseFormat::Json, "token_success.json"),
+        (ResponseFormat::UrlEncoded, "token_success.txt"),
+        (ResponseFormat::Xml, "token_success.xml"),
+    ] {
+        let tokens = check(
+            Grant::Refresh,
+            ClientAuth::RequestBody,
+            format,
+            Reply::fixture(fixture),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        sets.push(tokens);
+    }
+    assert_eq!(sets[0], sets[1]);
+    assert_eq!(sets[0], sets[2]);
+    // Without a content type the format is sniffed.
+    for fixture in [
+        "token_success.json",
+        "token_success.txt",
+        "token_success.xml",
+    ] {
+        let reply = Reply::new(200, None, self::fixture(fixture));
+        let tokens = check(
+            Grant::Refresh,
+            ClientAuth::RequestBody,
+            ResponseFormat::Json,
+            reply,
+        )
+        .await
+        .unwrap();
+        assert_eq!(tokens, sets[0], "{fixture}");
+    }
+}
+
+#[tokio::test]
+async fn refresh_keeps_the_old_refresh_token_unless_rotated() {
+    let body = String::from_utf8(fixture("token_success.json"))
+        .unwrap()
+        .replace(r#""refresh_token":"5Aep861FakeRefreshTokenValue","#, "");
+    let tokens = check(
+        Grant::Refresh,
+        ClientAuth::RequestBody,
+        ResponseFormat::Json,
+        Reply::json(200, body),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        tokens.refresh_token.unwrap().expose_secret(),
+        "5Aep861OldRefresh"
+    );
+    let rotated = check(
+        Grant::Refresh,
+        ClientAuth::RequestBody,
+        ResponseFormat::Json,
+        Reply::fixture("token_success.json"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rotated.refresh_token.unwrap().expose_secret(),
+        "5Aep861FakeRefreshTokenValue"
+    );
+}
+
+#[tokio::test]
+async fn experience_cloud_site_with_basic_auth() {
+    let host = LoginHost::site("https://acme.my.site.com/customers").unwrap();
+    let client = OAuthClient::new(host, app().with_client_auth(ClientAuth::Basic));
+    let expect = Grant::Refresh
+        .expect(ClientAuth::Basic, ResponseFormat::Json)
+        .url("https://acme.my.site.com/customers/services/oauth2/token");
+    let script = Script::new(vec![(expect, Reply::fixture("token_success.json"))]);
+    Grant::Refresh
+        .run(&client, &script.transport())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn signature_mismatch_is_a_typed_error() {
+    let body = String::from_utf8(fixture("token_success.json"))
+        .unwrap()
+        .replace("1700000000123", "1700000000124");
+    let error = check(
+        Grant::Refresh,
+        ClientAuth::RequestBody,
+        ResponseFormat::Json,
+        Reply::json(200, body),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, Error::SignatureMismatch), "{error}");
+    assert_eq!(error.kind(), ErrorKind::Protocol);
+    // Without a secret the signature cannot be checked, and is not.
+    let client = OAuthClient::new(LoginHost::Production, ConnectedApp::new(CLIENT_ID));
+    let body = String::from_utf8(fixture("token_success.json"))
+        .unwrap()
+        .replace("1700000000123", "1700000000124");
+    let expect = Expect::token(
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "5Aep861OldRefresh"),
+            ("client_id", CLIENT_ID),
+            ("format", "json"),
+        ],
+        RetrySafety::SingleUse,
+    );
+    let script = Script::new(vec![(expect, Reply::json(200, body))]);
+    client
+        .refresh(&script.transport(), &RefreshToken::new("5Aep861OldRefresh"))
+        .await
+        .unwrap();
+}
+
+/// Every documented token-endpoint error (§7.1 of the reference), with its expected kind and
+/// cause.
+const ERRORS: &[(&str, Option<&str>, ErrorKind, Cause)] = &[
+    (
+        "invalid_grant",
+        Some("expired access/refresh token"),
+        ErrorKind::ReauthorizationRequired,
+        Cause::TokenExpiredOrRevoked,
+    ),
+    (
+        "invalid_grant",
+        Some("authentication failure"),
+        ErrorKind::ReauthorizationRequired,
+        Cause::AuthenticationFailure,
+    ),
+    (
+        "invalid_grant",
+        Some("invalid user credentials"),
+        ErrorKind::ReauthorizationRequired,
+        Cause::AuthenticationFailure,
+    ),
+    (
+        "invalid_grant",
+        Some("IP restricted or invalid login hours"),
+        ErrorKind::ReauthorizationRequired,
+        Cause::IpOrLoginHoursRestricted,
+    ),
+    (
+        "invalid_grant",
+        Some("ip restricted or invalid login hours"),
+        ErrorKind::ReauthorizationRequired,
+        Cause::IpOrLoginHoursRestricted,
+    ),
+    (
+        "invalid_grant",
+        Some("user hasn't approved this consumer"),
+        ErrorKind::ReauthorizationRequired,
+        Cause::NotApproved,
+    ),
+    (
+        "invalid_grant",
+        Some("audience is invalid"),
+        ErrorKind::Config,
+        Cause::AudienceInvalid,
+    ),
+    (
+        "invalid_grant",
+        Some("Audience validation failed"),
+        ErrorKind::Config,
+        Cause::AudienceInvalid,
+    ),
+    (
+        "invalid_grant",
+        Some("token request is already being processed"),
+        ErrorKind::RefreshInProgress,
+        Cause::RequestInProgress,
+    ),
+    (
+        "invalid_grant",
+        Some("no client credentials user enabled"),
+        ErrorKind::Config,
+        Cause::NoClientCredentialsUser,
+    ),
+    (
+        "invalid_grant",
+        Some("request not supported on this domain"),
+        ErrorKind::Config,
+        Cause::WrongHost,
+    ),
+    (
+        "invalid_client_id",
+        Some("client identifier invalid"),
+        ErrorKind::InvalidClient,
+        Cause::Other,
+    ),
+    (
+        "invalid_client",
+        Some("invalid client credentials"),
+        ErrorKind::InvalidClient,
+        Cause::Other,
+    ),
+    (
+        "invalid_client_credentials",
+        None,
+        ErrorKind::InvalidClient,
+        Cause::Other,
+    ),
+    (
+        "invalid_request",
+        Some("HTTPS required"),
+        ErrorKind::InvalidRequest,
+        Cause::Other,
+    ),
+    (
+        "unsupported_response_type",
+        Some("Response type not supported"),
+        ErrorKind::InvalidRequest,
+        Cause::Other,
+    ),
+    (
+        "unsupported_grant_type",
+        Some("grant type not supported"),
+        ErrorKind::InvalidRequest,
+        Cause::Other,
+    ),
+    (
+        "inactive_user",
+        Some("User is inactive"),
+        ErrorKind::ReauthorizationRequired,
+        Cause::UserInactive,
+    ),
+    (
+        "inactive_org",
+        Some("Org is locked, closed, or suspended"),
+        ErrorKind::ReauthorizationRequired,
+        Cause::OrgInactive,
+    ),
+    (
+        "rate_limit_exceeded",
+        Some("Number of logins exceeded"),
+        ErrorKind::RateLimited,
+        Cause::Other,
+    ),
+    (
+        "invalid_scope",
+        Some("Requested scope is invalid, unknown, or malformed"),
+        ErrorKind::InvalidRequest,
+        Cause::Other,
+    ),
+];
+
+fn error_body(format: ResponseFormat, error: &str, description: Option<&str>) -> Reply {
+    let mut pairs = vec![("error", error)];
+    if let Some(description) = description {
+        pairs.push(("error_description", description));
+    }
+    match format {
+        ResponseFormat::Json => {
+            let object: serde_json::Map<String, serde_json::Value> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+                .collect();
+            Reply::json(400, serde_json::to_vec(&object).unwrap())
+        }
+        ResponseFormat::UrlEncoded => Reply::new(
+            400,
+            Some("application/x-www-form-urlencoded"),
+            serde_urlencoded::to_string(&pairs).unwrap(),
+        ),
+        _ => {
+            let escape = |s: &str| s.replace('&', "&amp;").replace('\'', "&apos;");
+            let fields: String = pairs
+                .iter()
+                .map(|(k, v)| format!("<{k}>{}</{k}>", escape(v)))
+                .collect();
+            Reply::new(
+                400,
+                Some("application/xml"),
+                format!("<?xml version=\"1.0\"?><OAuth>{fields}</OAuth>"),
+            )
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_documented_error_maps_to_its_kind_in_every_format() {
+    for format in [
+        ResponseFormat::Json,
+        ResponseFormat::UrlEncoded,
+        ResponseFormat::Xml,
+    ] {
+        for (code, description, kind, cause) in ERRORS {
+            let error = check(
+                Grant::Password,
+                ClientAuth::RequestBody,
+                format,
+                error_body(format, code, *description),
+            )
+            .await
+            .unwrap_err();
+            let server = error
+                .server()
+                .unwrap_or_else(|| panic!("{format:?} {code}: {error}"));
+            assert_eq!(server.status(), 400);
+            assert_eq!(server.error(), *code);
+            assert_eq!(server.description(), *description);
+            assert_eq!(
+                (error.kind(), server.cause()),
+                (*kind, *cause),
+                "{format:?} {code} {description:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn expired_authorization_code_depends_on_the_grant() {
+    let reply = || {
+        Reply::json(
+            400,
+            r#"{"error":"invalid_grant","error_description":"expired authorization code"}"#,
+        )
+    };
+    let refresh = check(
+        Grant::Refresh,
+        ClientAuth::RequestBody,
+        ResponseFormat::Json,
+        reply(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        refresh.kind(),
+        ErrorKind::RefreshInProgress,
+        "pre-Winter '25 wording of a concurrent refresh"
+    );
+    let code = check(
+        Grant::Code,
+        ClientAuth::RequestBody,
+        ResponseFormat::Json,
+        reply(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code.kind(), ErrorKind::ReauthorizationRequired);
+    assert_eq!(
+        code.server().unwrap().cause(),
+        Cause::AuthorizationCodeExpired
+    );
+}
+
+#[tokio::test]
+async fn status_and_transport_failures() {
+    let cases: Vec<(Reply, ErrorKind, Option<Duration>)> = vec![
+        (
+            Reply {
+                headers: vec![("retry-after", "30")],
+                ..Reply::new(
+                    503,
+                    Some("text/html"),
+                    "<html><body>Service Unavailable</body></html>",
+                )
+            },
+            ErrorKind::Transient,
+            Some(Duration::from_secs(30)),
+        ),
+        (
+            Reply {
+                headers: vec![("retry-after", "7")],
+                ..Reply::new(429, None, "")
+            },
+            ErrorKind::RateLimited,
+            Some(Duration::from_secs(7)),
+        ),
+        (
+            Reply::json(500, r#"{"error":"server_error"}"#),
+            ErrorKind::Transient,
+            None,
+        ),
+        (
+            Reply {
+                headers: vec![(
+                    "location",
+                    "https://acme.my.salesforce.com/services/oauth2/token",
+                )],
+                ..Reply::new(302, None, "")
+            },
+            ErrorKind::Protocol,
+            None,
+        ),
+    ];
+    for (reply, kind, retry_after) in cases {
+        let status = reply.status;
+        let error = check(
+            Grant::JwtBearer,
+            ClientAuth::RequestBody,
+            ResponseFormat::Json,
+            reply,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(error.kind(), kind, "{status}: {error}");
+        assert_eq!(error.retry_after(), retry_after, "{status}");
+    }
+    for (kind, expected) in [
+        (TransportErrorKind::Connect, ErrorKind::Transient),
+        (TransportErrorKind::Timeout, ErrorKind::Transient),
+        (TransportErrorKind::Tls, ErrorKind::Config),
+        (TransportErrorKind::BodyTooLarge, ErrorKind::Protocol),
+    ] {
+        let script = Script::failing(kind);
+        let error = client()
+            .refresh(&script.transport(), &RefreshToken::new("5Aep"))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::Transport(_)));
+        assert_eq!(error.kind(), expected, "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_huge_and_truncated_bodies_are_parse_errors_with_redacted_excerpts() {
+    let full = String::from_utf8(fixture("token_success.json")).unwrap();
+    let truncated = full[..full.len() / 2].to_owned();
+    let xml = String::from_utf8(fixture("token_success.xml")).unwrap();
+    let truncated_xml = xml[..xml.len() - 20].to_owned();
+    let missing_id = full.replace(r#""id":"#, r#""idx":"#);
+    let bad_issued_at = full.replace("1700000000123", "yesterday");
+    let huge = format!(r#"{{"access_token":"{}"}}"#, "A".repeat(300 * 1024));
+    let cases: Vec<(Reply, &str)> = vec![
+        (Reply::json(200, truncated), "invalid json"),
+        (
+            Reply::new(200, Some("application/xml"), truncated_xml),
+            "xml",
+        ),
+        (Reply::json(200, missing_id), "no id"),
+        (Reply::json(200, bad_issued_at), "invalid issued_at"),
+        (Reply::json(200, huge), "exceeds"),
+        (Reply::json(200, "[]"), "not an object"),
+        (Reply::new(200, Some("text/plain"), "hello"), "neither"),
+        (Reply::new(200, None, ""), "empty"),
+        (Reply::json(200, vec![0xff, 0xfe, b'{']), "invalid json"),
+    ];
+    for (reply, reason) in cases {
+        let error = check(
+            Grant::Refresh,
+            ClientAuth::RequestBody,
+            ResponseFormat::Json,
+            reply,
+        )
+        .await
+        .unwrap_err();
+        let Error::Parse {
+            reason: got,
+            excerpt,
+            ..
+        } = &error
+        else {
+            panic!("expected a parse error, got {error}");
+        };
+        assert!(got.contains(reason), "{got} should mention {reason}");
+        assert!(excerpt.chars().count() <= 121, "{excerpt}");
+        let shown = format!("{error} {error:?}");
+        for secret in [
+            "AQ4AQFakeAccessTokenValue",
+            "5Aep861FakeRefreshTokenValue",
+            SECRET,
+            "AAAAAAAAAAAAAAAAAAAA",
+        ] {
+            assert!(!shown.contains(secret), "{secret} leaked in {shown}");
+        }
+        assert_eq!(error.kind(), ErrorKind::Protocol);
+    }
+}
+
+#[tokio::test]
+async fn client_credentials_refuses_login_pools_before_sending() {
+    for host in [LoginHost::Production, LoginHost::Sandbox] {
+        let client = OAuthClient::new(host, app());
+        let script = Script::new(Vec::new());
+        let error = client
+            .client_credentials(&script.transport())
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config, "{error}");
+    }
+}
+
+#[tokio::test]
+async fn jwt_bearer_assertion_claims() {
+    let jwt = JwtBearer::new(
+        "user@example.com",
+        PrivateKey::new(String::from_utf8(fixture("jwt_key.pem")).unwrap()),
+    );
+    let public = jsonwebtoken::DecodingKey::from_rsa_pem(&fixture("jwt_pub.pem")).unwrap();
+    for (host, audience) in [
+        (LoginHost::Production, "https://login.salesforce.com"),
+        (LoginHost::Sandbox, "https://test.salesforce.com"),
+        (
+            LoginHost::my_domain("https://acme.my.salesforce.com").unwrap(),
+            "https://login.salesforce.com",
+        ),
+        (
+            LoginHost::my_domain("https://acme--dev.sandbox.my.salesforce.com").unwrap(),
+            "https://test.salesforce.com",
+        ),
+        (
+            LoginHost::site("https://acme.my.site.com/customers").unwrap(),
+            "https://acme.my.site.com/customers",
+        ),
+    ] {
+        let now = std::time::SystemTime::now();
+        let assertion = jwt.assertion(CLIENT_ID, &host.jwt_audience(), now).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.set_audience(&[audience]);
+        validation.set_issuer(&[CLIENT_ID]);
+        let data = jsonwebtoken::decode::<serde_json::Value>(
+            assertion.expose_secret(),
+            &public,
+            &validation,
+        )
+        .unwrap_or_else(|e| panic!("{host}: {e}"));
+        assert_eq!(data.claims["sub"], "user@example.com");
+        let exp = data.claims["exp"].as_u64().unwrap();
+        let now = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        assert!(
+            (now + 179..=now + 180).contains(&exp),
+            "exp within 3 minutes"
+        );
+    }
+    let overridden = jwt.clone().audience("https://login.salesforce.com");
+    let assertion = overridden
+        .assertion(
+            CLIENT_ID,
+            "https://test.salesforce.com",
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    let header = jsonwebtoken::decode_header(assertion.expose_secret()).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+    let bad = JwtBearer::new("u", PrivateKey::new("not a key"));
+    assert_eq!(
+        bad.assertion(CLIENT_ID, "aud", std::time::SystemTime::now())
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Config
+    );
+}
+
+#[tokio::test]
+async fn web_server_flow_end_to_end() {
+    let client = client();
+    let request = client
+        .authorize_url(&AuthorizeParams {
+            prompt: Some("login consent".into()),
+            login_hint: Some("user@example.com".into()),
+            ..AuthorizeParams::scopes(["api", "refresh_token"])
+        })
+        .unwrap();
+    assert_eq!(
+        request.url.origin().ascii_serialization(),
+        "https://login.salesforce.com"
+    );
+    assert_eq!(request.url.path(), "/services/oauth2/authorize");
+    let query: std::collections::BTreeMap<String, String> =
+        request.url.query_pairs().into_owned().collect();
+    assert_eq!(query["response_type"], "code");
+    assert_eq!(query["client_id"], CLIENT_ID);
+    assert_eq!(query["redirect_uri"], REDIRECT);
+    assert_eq!(query["scope"], "api refresh_token");
+    assert_eq!(query["prompt"], "login consent");
+    assert_eq!(query["login_hint"], "user@example.com");
+    assert_eq!(query["code_challenge_method"], "S256");
+    assert_eq!(query["state"], request.state);
+    // The challenge is base64url(SHA-256(verifier)), checked with an independent SHA-256.
+    let verifier = request.pkce_verifier.clone().unwrap();
+    let digest = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(verifier.expose_secret().as_bytes())
+    };
+    use base64::Engine as _;
+    assert_eq!(
+        query["code_challenge"],
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+    );
+    assert!(!format!("{request:?}").contains(verifier.expose_secret()));
+
+    let callback = url::Url::parse(&format!(
+        "{REDIRECT}?code=aPrxFakeCode%3D%3D&state={}",
+        request.state
+    ))
+    .unwrap();
+    let code = client.parse_callback(&callback, &request.state).unwrap();
+    assert_eq!(code.expose_secret(), "aPrxFakeCode==");
+    assert!(matches!(
+        client.parse_callback(&callback, "other"),
+        Err(Error::StateMismatch)
+    ));
+    let no_state = url::Url::parse(&format!("{REDIRECT}?code=aPrxFakeCode")).unwrap();
+    assert!(matches!(
+        client.parse_callback(&no_state, &request.state),
+        Err(Error::StateMismatch)
+    ));
+    let denied = url::Url::parse(&format!(
+        "{REDIRECT}?error=access_denied&error_description=end-user+denied+authorization&state={}",
+        request.state
+    ))
+    .unwrap();
+    let error = client.parse_callback(&denied, &request.state).unwrap_err();
+    assert_eq!(error.server().unwrap().cause(), Cause::AccessDenied);
+    assert_eq!(error.kind(), ErrorKind::ReauthorizationRequired);
+
+    let mut form = Grant::Code.form();
+    form[1].1 = "aPrxFakeCode==";
+    form.extend([
+        ("client_id", CLIENT_ID),
+        ("client_secret", SECRET),
+        ("format", "json"),
+    ]);
+    let mut expect = Expect::token(&form, RetrySafety::SingleUse);
+    expect.form[3].1 = verifier.expose_secret().to_owned();
+    let script = Script::new(vec![(expect, Reply::fixture("token_success.json"))]);
+    let tokens = client
+        .exchange_code(&script.transport(), &code, Some(&verifier))
+        .await
+        .unwrap();
+    assert!(tokens.refresh_token.is_some());
+}
+
+#[test]
+fn user_agent_flow() {
+    let client = client();
+    let request = client
+        .user_agent_url(&AuthorizeParams {
+            nonce: Some("n-0S6_WzA2Mj".into()),
+            ..AuthorizeParams::scopes(["openid", "api"])
+        })
+        .unwrap();
+    let query: std::collections::BTreeMap<String, String> =
+        request.url.query_pairs().into_owned().collect();
+    assert_eq!(query["response_type"], "token id_token");
+    assert_eq!(query["nonce"], "n-0S6_WzA2Mj");
+    assert!(!query.contains_key("code_challenge"));
+    let fragment = String::from_utf8(fixture("token_success.txt")).unwrap();
+    let redirect = url::Url::parse(&format!(
+        "{REDIRECT}#{fragment}&state={}&sfdc_community_url=https%3A%2F%2Facme.my.site.com%2Fcustomers&sfdc_community_id=0DB5e000000TEST",
+        request.state
+    ))
+    .unwrap();
+    let tokens = client.parse_fragment(&redirect, &request.state).unwrap();
+    assert_eq!(
+        tokens.community_url.unwrap().as_str(),
+        "https://acme.my.site.com/customers"
+    );
+    assert_eq!(tokens.community_id.as_deref(), Some("0DB5e000000TEST"));
+    assert!(matches!(
+        client.parse_fragment(&redirect, "nope"),
+        Err(Error::StateMismatch)
+    ));
+    let tampered =
+        url::Url::parse(&redirect.as_str().replace("1700000000123", "1700000000999")).unwrap();
+    assert!(matches!(
+        client.parse_fragment(&tampered, &request.state),
+        Err(Error::SignatureMismatch)
+    ));
+}
+
+#[tokio::test]
+async fn device_flow_waits_through_pending_and_slow_down() {
+    let client = OAuthClient::new(LoginHost::Production, ConnectedApp::new(CLIENT_ID));
+    let start = Expect::token(
+        &[
+            ("response_type", "device_code"),
+            ("client_id", CLIENT_ID),
+            ("scope", "refresh_token web api"),
+            ("format", "json"),
+        ],
+        RetrySafety::Idempotent,
+    );
+    let poll = Expect::token(
+        &[
+            ("grant_type", "device"),
+            ("code", "M2FkZGM0ZDctZmFrZS1kZXZpY2UtY29kZQ"),
+            ("client_id", CLIENT_ID),
+            ("format", "json"),
+        ],
+        RetrySafety::SingleUse,
+    );
+    let pending = Reply::json(400, r#"{"error":"authorization_pending"}"#);
+    let slow = Reply::json(
+        400,
+        r#"{"error":"slow_down","error_description":"polling too fast"}"#,
+    );
+    let script = Script::new(vec![
+        (start, Reply::fixture("device_start.json")),
+        (poll.clone(), pending.clone()),
+        (poll.clone(), slow),
+        (poll.clone(), pending),
+        (poll.clone(), Reply::fixture("token_success.json")),
+    ]);
+    let transport = script.transport();
+    let authorization = client
+        .device_start(&transport, Some("refresh_token web api"))
+        .await
+        .unwrap();
+    assert_eq!(authorization.user_code, "ABCD1234");
+    assert_eq!(
+        authorization.verification_uri.as_str(),
+        "https://login.salesforce.com/setup/connect"
+    );
+    assert_eq!(authorization.interval, Duration::from_secs(5));
+    assert!(!format!("{authorization:?}").contains("M2FkZGM0ZDct"));
+    let slept = Arc::new(Mutex::new(Vec::new()));
+    let sleep = |d: Duration| {
+        slept.lock().unwrap().push(d.as_secs());
+        std::future::ready(())
+    };
+    let tokens = client
+        .device_wait(&transport, &authorization, sleep)
+        .await
+        .unwrap();
+    assert!(tokens.refresh_token.is_some());
+    assert_eq!(*slept.lock().unwrap(), [5, 5, 10, 10]);
+
+    // Refusals end the wait.
+    for (body, kind) in [
+        (
+            r#"{"error":"access_denied"}"#,
+            ErrorKind::ReauthorizationRequired,
+        ),
+        (
+            r#"{"error":"expired_token"}"#,
+            ErrorKind::ReauthorizationRequired,
+        ),
+    ] {
+        let script = Script::new(vec![(poll.clone(), Reply::json(400, body))]);
+        let error = client
+            .device_wait(&script.transport(), &authorization, |_| {
+                std::future::ready(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), kind, "{body}");
+    }
+    // A local deadline that has passed ends it before any poll.
+    let mut expired = authorization.clone();
+    expired.expires_at = Some(std::time::SystemTime::now() - Duration::from_secs(1));
+    let script = Script::new(Vec::new());
+    let error = client
+        .device_wait(&script.transport(), &expired, |_| std::future::ready(()))
+        .await
+        .unwrap_err();
+    assert_eq!(error.server().unwrap().cause(), Cause::DeviceCodeExpired);
+}
+
+#[tokio::test]
+async fn revoke_post_and_get() {
+    let client = client();
+    let post = Expect {
+        url: "https://login.salesforce.com/services/oauth2/revoke".into(),
+        ..Expect::token(
+            &[("token", "5Aep861FakeRefreshTokenValue")],
+            RetrySafety::Idempotent,
+        )
+    };
+    let script = Script::new(vec![(post.clone(), Reply::new(200, None, ""))]);
+    let token = SecretValue::from(RefreshToken::new("5Aep861FakeRefreshTokenValue"));
+    client
+        .revoke(&script.transport(), &token, RevokeMethod::Post)
+        .await
+        .unwrap();
+
+    let get = Expect {
+        method: "GET",
+        url: "https://login.salesforce.com/services/oauth2/revoke?token=00D5e000000Abcd%21AQ4AQ"
+            .into(),
+        headers: Vec::new(),
+        absent: vec!["authorization"],
+        form: Vec::new(),
+        safety: RetrySafety::Idempotent,
+    };
+    let script = Script::new(vec![(get, Reply::json(200, "{}"))]);
+    client
+        .revoke(
+            &script.transport(),
+            &SecretValue::new("00D5e000000Abcd!AQ4AQ"),
+            RevokeMethod::Get,
+        )
+        .await
+        .unwrap();
+
+    // Error bodies come as JSON or as form encoding.
+    for reply in [
+        Reply::json(
+            400,
+            r#"{"error":"invalid_token","error_description":"Token was invalid"}"#,
+        ),
+        Reply::new(
+            400,
+            Some("application/x-www-form-urlencoded"),
+            "error=invalid_token&error_description=Token+was+invalid",
+        ),
+        Reply::new(400, None, "error=invalid_token"),
+    ] {
+        let script = Script::new(vec![(post.clone(), reply)]);
+        let error = client
+            .revoke(&script.transport(), &token, RevokeMethod::Post)
+            .await
+            .unwrap_err();
+        assert_eq!(error.server().unwrap().error(), "invalid_token");
+        assert_eq!(error.kind(), ErrorKind::InvalidRequest);
+    }
+    let script = Script::new(vec![(
+        post.clone(),
+        Reply::json(
+            400,
+            r#"{"error":"unsupported_token_type","error_description":"Token type not supported"}"#,
+        ),
+    )]);
+    let error = client
+        .revoke(&script.transport(), &token, RevokeMethod::Post)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.server().unwrap().description(),
+        Some("Token type not supported")
+    );
+}
+
+#[tokio::test]
+async fn introspection_and_expiry_from_it() {
+    let client = client();
+    let expect = Expect {
+        url: "https://login.salesforce.com/services/oauth2/introspect".into(),
+        ..Expect::token(
+            &[
+                ("token", "00D5e000000Abcd!AQ4AQFakeAccessTokenValue"),
+                ("token_type_hint", "access_token"),
+                ("client_id", CLIENT_ID),
+                ("client_secret", SECRET),
+            ],
+            RetrySafety::Idempotent,
+        )
+    };
+    let script = Script::new(vec![
+        (expect.clone(), Reply::fixture("introspect_active.json")),
+        (expect.clone(), Reply::json(200, r#"{"active":false}"#)),
+        (
+            expect.clone(),
+            Reply::json(
+                401,
+                r#"{"error":"invalid_client","error_description":"invalid client credentials"}"#,
+            ),
+        ),
+    ]);
+    let transport = script.transport();
+    let token = SecretValue::new("00D5e000000Abcd!AQ4AQFakeAccessTokenValue");
+    let active = client
+        .introspect(&transport, &token, Some(TokenTypeHint::AccessToken))
+        .await
+        .unwrap();
+    assert!(active.active);
+    assert_eq!(active.exp, Some(1_700_007_200));
+    assert_eq!(active.token_type.as_deref(), Some("access_token"));
+    assert_eq!(active.username.as_deref(), Some("user@example.com"));
+    let inactive = client
+        .introspect(&transport, &token, Some(TokenTypeHint::AccessToken))
+        .await
+        .unwrap();
+    assert!(!inactive.active);
+    let error = client
+        .introspect(&transport, &token, Some(TokenTypeHint::AccessToken))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidClient);
+
+    let mut tokens = check(
+        Grant::Refresh,
+        ClientAuth::RequestBody,
+        ResponseFormat::Json,
+        Reply::fixture("token_success.json"),
+    )
+    .await
+    .unwrap();
+    tokens.apply_introspection(&inactive);
+    assert_eq!(
+        tokens.expires_at, None,
+        "an inactive result says nothing about expiry"
+    );
+    tokens.apply_introspection(&active);
+    assert_eq!(tokens.expiry_source, Some(ExpirySource::Introspection));
+    assert_eq!(
+        tokens.expires_at,
+        Some(std::time::UNIX_EPOCH + Duration::from_secs(1_700_007_200))
+    );
+}
+
+#[tokio::test]
+async fn session_timeout_is_the_last_resort() {
+    let client = client().with_session_timeout(Duration::from_secs(7200));
+    let script = Script::new(vec![(
+        Grant::Refresh.expect(ClientAuth::RequestBody, ResponseFormat::Json),
+        Reply::fixture("token_success.json"),
+    )]);
+    let tokens = Grant::Refresh
+        .run(&client, &script.transport())
+        .await
+        .unwrap();
+    assert_eq!(tokens.expiry_source, Some(ExpirySource::SessionTimeout));
+    assert_eq!(
+        tokens.expires_at,
+        Some(std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123 + 7_200_000))
+    );
+    // expires_in, when a server sends it, wins.
+    let body = String::from_utf8(fixture("token_success.json"))
+        .unwrap()
+        .replace(r#""token_type""#, r#""expires_in":"3600","token_type""#);
+    let script = Script::new(vec![(
+        Grant::Refresh.expect(ClientAuth::RequestBody, ResponseFormat::Json),
+        Reply::json(200, body),
+    )]);
+    let tokens = Grant::Refresh
+        .run(&client, &script.transport())
+        .await
+        .unwrap();
+    assert_eq!(tokens.expiry_source, Some(ExpirySource::ExpiresIn));
+    assert_eq!(
+        tokens.expires_at,
+        Some(std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123 + 3_600_000))
+    );
+}
+
+fn bearer_get(url: &str, token: Option<&str>) -> Expect {
+    let mut expect = Expect {
+        method: "GET",
+        url: url.to_owned(),
+        headers: vec![("accept", "application/json".to_owned())],
+        absent: vec!["authorization"],
+        form: Vec::new(),
+        safety: RetrySafety::Idempotent,
+    };
+    if let Some(token) = token {
+        expect = expect.header("authorization", &format!("Bearer {token}"));
+    }
+    expect
+}
+
+#[tokio::test]
+async fn userinfo_and_identity_url() {
+    let client = client();
+    let tokens = check(
+        Grant::Refresh,
+        ClientAuth::RequestBody,
+        ResponseFormat::Json,
+        Reply::fixture("token_success.json"),
+    )
+    .await
+    .unwrap();
+    let access = "00D5e000000Abcd!AQ4AQFakeAccessTokenValue";
+    let script = Script::new(vec![
+        (
+            bearer_get(
+                "https://login.salesforce.com/services/oauth2/userinfo",
+                Some(access),
+            ),
+            Reply::fixture("userinfo.json"),
+        ),
+        (
+            bearer_get(
+                "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK",
+                Some(access),
+            ),
+            Reply::fixture("identity.json"),
+        ),
+        (
+            bearer_get(
+                "https://login.salesforce.com/services/oauth2/userinfo",
+                Some(access),
+            ),
+            Reply::json(
+                401,
+                r#"[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]"#,
+            ),
+        ),
+        (
+            bearer_get(
+                "https://login.salesforce.com/services/oauth2/userinfo",
+                Some(access),
+            ),
+            Reply::json(200, r#"{"sub": tru"#),
+        ),
+    ]);
+    let transport = script.transport();
+    let info = client
+        .userinfo(&transport, &tokens.access_token)
+        .await
+        .unwrap();
+    assert_eq!(info.preferred_username.as_deref(), Some("user@example.com"));
+    assert_eq!(
+        info.other["photos"]["thumbnail"],
+        "https://acme.file.force.com/profilephoto/005/T"
+    );
+    let identity = client.identity(&transport, &tokens).await.unwrap();
+    assert_eq!(identity.display_name.as_deref(), Some("Ada User"));
+    assert_eq!(
+        identity.urls["rest"],
+        "https://acme.my.salesforce.com/services/data/v{version}/"
+    );
+    let expired = client
+        .userinfo(&transport, &tokens.access_token)
+        .await
+        .unwrap_err();
+    assert_eq!(expired.kind(), ErrorKind::SessionExpired);
+    let malformed = client
+        .userinfo(&transport, &tokens.access_token)
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.kind(), ErrorKind::Protocol);
+}
+
+fn id_token(claims: serde_json::Value, kid: &str) -> IdToken {
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&fixture("jwt_key.pem")).unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(kid.to_owned());
+    IdToken::new(jsonwebtoken::encode(&header, &claims, &key).unwrap())
+}
+
+#[tokio::test]
+async fn id_token_validation_against_jwks() {
+    let client = client();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = |iss: &str, aud: &str, exp: u64, nonce: &str| {
+        serde_json::json!({
+            "sub": "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK",
+            "iss": iss, "aud": aud, "exp": exp, "iat": now, "nonce": nonce, "at_hash": "abc",
+        })
+    };
+    let good = id_token(
+        claims("https://login.salesforce.com", CLIENT_ID, now + 300, "n1"),
+        "230",
+    );
+    let check_nonce = IdTokenCheck {
+        nonce: Some("n1".into()),
+        ..IdTokenCheck::default()
+    };
+    // The JWKS fixture was made with openssl from the same key (modulus and exponent,
+    // base64url), not by this crate.
+    let script = Script::new(vec![(
+        bearer_get("https://login.salesforce.com/id/keys", None),
+        Reply::fixture("jwks.json"),
+    )]);
+    let validated = client
+        .validate_id_token(&script.transport(), &good, &check_nonce)
+        .await
+        .unwrap();
+    assert_eq!(
+        validated.sub,
+        "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK"
+    );
+    assert_eq!(validated.other["at_hash"], "abc");
+
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&fixture("jwks.json")).unwrap();
+    let bad = [
+        (
+            id_token(
+                claims("https://evil.example.com", CLIENT_ID, now + 300, "n1"),
+                "230",
+            ),
+            "issuer",
+        ),
+        (
+            id_token(
+                claims(
+                    "https://login.salesforce.com",
+                    "someone-else",
+                    now + 300,
+                    "n1",
+                ),
+                "230",
+            ),
+            "audience",
+        ),
+        (
+            id_token(
+                claims("https://login.salesforce.com", CLIENT_ID, now - 3600, "n1"),
+                "230",
+            ),
+            "expired",
+        ),
+        (
+            id_token(
+                claims("https://login.salesforce.com", CLIENT_ID, now + 300, "n2"),
+                "230",
+            ),
+            "nonce",
+        ),
+        (
+            id_token(
+                claims("https://login.salesforce.com", CLIENT_ID, now + 300, "n1"),
+                "999",
+            ),
+            "kid",
+        ),
+    ];
+    for (token, what) in bad {
+        let error = client
+            .validate_id_token_with_jwks(&jwks, &token, &check_nonce)
+            .unwrap_err();
+        assert!(matches!(error, Error::IdToken(_)), "{what}: {error}");
+        assert_eq!(error.kind(), ErrorKind::Protocol);
+    }
+    let mut forged = good.expose_secret().to_owned();
+    forged.pop();
+    forged.push('A');
+    let error = client
+        .validate_id_token_with_jwks(&jwks, &IdToken::new(forged), &check_nonce)
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("signature") || error.to_string().contains("malformed"),
+        "{error}"
+    );
+}
+
+/// Formats every public type holding a secret with `{:?}`, `{:#?}` and (where it has one) `{}`
+/// and finds none of the secrets.
+#[tokio::test]
+async fn no_secret_in_any_debug_or_display() {
+    let secrets = [
+        SECRET,
+        "AQ4AQFakeAccessTokenValue",
+        "5Aep861FakeRefreshTokenValue",
+        "hunter2XXXXXXXXXX",
+        "BEGIN RSA",
+        "M2FkZGM0ZDct",
+        "aPrxFakeCode",
+        "external-subject",
+    ];
+    let tokens = check(
+        Grant::Code,
+        ClientAuth::RequestBody,
+        ResponseFormat::Json,
+        Reply::fixture("token_success.json"),
+    )
+    .await
+    .unwrap();
+    let client = client();
+    let request = client.authorize_url(&AuthorizeParams::default()).unwrap();
+    let mut exchange = TokenExchange::new(
+        SecretValue::new("external-subject-token"),
+        token_type::ACCESS_TOKEN,
+    );
+    exchange.actor = Some((
+        SecretValue::new("external-subject-actor"),
+        token_type::JWT.into(),
+    ));
+    let jwt = JwtBearer::new(
+        "user@example.com",
+        PrivateKey::new(String::from_utf8(fixture("jwt_key.pem")).unwrap()),
+    );
+    let script = Script::new(vec![(
+        Grant::DevicePoll.expect(ClientAuth::RequestBody, ResponseFormat::Json),
+        Reply::fixture("token_success.json"),
+    )]);
+    let authorization = device_authorization(&client, &script.transport()).await;
+    let poll = client
+        .device_poll(&script.transport(), &authorization)
+        .await
+        .unwrap();
+    let error_with_body = check(
+        Grant::Refresh,
+        ClientAuth::RequestBody,
+        ResponseFormat::Json,
+        Reply::json(200, &fixture("token_success.json")[..120]),
+    )
+    .await
+    .unwrap_err();
+    let debugs = [
+        format!("{tokens:?} {tokens:#?}"),
+        format!("{client:?} {client:#?}"),
+        format!("{:?}", client.app()),
+        format!("{request:?}"),
+        format!("{exchange:?}"),
+        format!("{jwt:?}"),
+        format!("{authorization:?}"),
+        format!("{poll:?}"),
+        format!("{error_with_body:?} {error_with_body}"),
+        format!(
+            "{} {}",
+            tokens.access_token,
+            tokens.refresh_token.as_ref().unwrap()
+        ),
+        format!(
+            "{:?}",
+            ServerError::new(400, "invalid_grant", Some("expired access/refresh token"))
+        ),
+    ];
+    for text in debugs {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} leaked in {text}");
+        }
+    }
+}
+
+/// The checker itself: a request that differs from the expectation fails the test.
+#[tokio::test]
+#[should_panic(expected = "form field refresh_token")]
+async fn the_checker_catches_a_wrong_form_value() {
+    let client = client();
+    let mut expect = Grant::Refresh.expect(ClientAuth::RequestBody, ResponseFormat::Json);
+    expect.form[1].1 = "5Aep861SomethingElse".into();
+    let script = Script::new(vec![(expect, Reply::fixture("token_success.json"))]);
+    let _ = Grant::Refresh.run(&client, &script.transport()).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "header authorization must be absent")]
+async fn the_checker_catches_a_stray_header() {
+    let client = OAuthClient::new(
+        LoginHost::Production,
+        app().with_client_auth(ClientAuth::Basic),
+    );
+    let expect = Grant::Refresh.expect(ClientAuth::RequestBody, ResponseFormat::Json);
+    let script = Script::new(vec![(expect, Reply::fixture("token_success.json"))]);
+    let _ = Grant::Refresh.run(&client, &script.transport()).await;
+}
