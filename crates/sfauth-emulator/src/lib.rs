@@ -1,4 +1,148 @@
-//! A local emulator of Salesforce's OAuth 2.0 endpoints.
+//! A faithful, stateful local emulator of Salesforce's OAuth 2.0 endpoints.
+//!
+//! Salesforce cannot be reached from CI, so this crate plays it: a real HTTP server (axum, over
+//! TCP) that issues, refreshes, rotates, revokes and introspects tokens the way Salesforce does,
+//! with Salesforce's paths, parameter names, response fields, error strings and policies. Point
+//! any Salesforce client at [`Emulator::base_url`] as its login URL.
 //!
 //! It depends on no sfauth crate on purpose: it is written from the protocol reference, so it
 //! catches the client's mistakes instead of sharing them.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), sfauth_emulator::Error> {
+//! use sfauth_emulator::{Clock, Emulator};
+//! use std::time::Duration;
+//!
+//! let emulator = Emulator::builder().clock(Clock::manual_now()).auto_approve(true).start().await?;
+//! let creds = emulator.credentials().clone();
+//! // POST {base_url}/services/oauth2/token with grant_type=password, creds.client_id,
+//! // creds.client_secret, creds.username and creds.password_with_token() ...
+//! emulator.advance(Duration::from_secs(3 * 60 * 60)); // every access token has now expired
+//! emulator.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What it serves
+//!
+//! Every path is served at the root and again under an Experience Cloud-style site prefix
+//! (`/community` by default, [`Settings::site_prefix`]).
+//!
+//! | Path | Notes |
+//! |---|---|
+//! | `/services/oauth2/token` | `authorization_code` (PKCE S256; a missing method means S256), `refresh_token`, `password`, `client_credentials` (run-as user; refused on login hosts), JWT bearer (RS256 checked against the app's certificate; `iss`, `sub`/`prn`, `aud`, `exp`), device (`response_type=device_code`, then `grant_type=device&code=`), token exchange, SAML bearer. Client auth in the body or HTTP Basic. `format`/`Accept`: JSON, urlencoded, XML. Also accepts multipart bodies. |
+//! | `/services/oauth2/authorize` | HTML login form and consent page (POST back to the same URL); auto-approve for tests; `code` in the query or tokens in the fragment; errors redirected. |
+//! | `/setup/connect` | Device-flow verification page (user code + login). |
+//! | `/services/oauth2/revoke` | POST or GET, JSONP `callback`; a refresh token takes its access tokens with it. |
+//! | `/services/oauth2/introspect` | Client auth by body or Basic; `{"active":false}` for dead or foreign tokens. |
+//! | `/services/oauth2/userinfo`, `/id/{org}/{user}` | Bearer header or `oauth_token`. |
+//! | `/.well-known/openid-configuration`, `/id/keys` | Discovery and JWKS for the emulator's RS256 key. |
+//! | `/services/data/`, `/services/data/vNN.N/query`, `/services/data/vNN.N/sobjects/{type}/{id}` | Canned records; 401 `INVALID_SESSION_ID` for a dead token. |
+//! | `/__emulator/...` | Admin API, off unless [`Settings::admin_api`]. |
+//!
+//! # Configuration and test control
+//!
+//! Orgs, users and connected apps come from an [`EmulatorConfig`] (TOML for the binary); with
+//! none, one org, one user and one app are seeded (see the `SEED_*` constants and
+//! [`Emulator::credentials`]). Per connected app ([`AppConfig`], [`AppPolicy`]): allowed flows,
+//! callback URLs, certificate, PKCE required, secret required, run-as user, session timeout,
+//! refresh-token policy (valid until revoked, expire immediately, expire after N, expire if unused
+//! for N, the 30-day idle cap), rotation with reuse detection, the five-approvals cap, JWT access
+//! tokens, and an artificial refresh latency so tests can make two refreshes overlap and meet the
+//! per-refresh-token concurrency lock.
+//!
+//! The [`Emulator`] handle (and the admin API) can revoke per app or user, block/unblock an app,
+//! reset refresh tokens, freeze users, expire all access tokens, advance the [`Clock`], change
+//! policies and settings, move an org's `instance_url`, approve device codes, inject faults
+//! ([`Fault`]: status codes, 429 with `Retry-After`, latency, connection reset, malformed body,
+//! HTML error page, hang; for the next N calls or with a probability) and read [`Counters`].
+//! With a fixed [`EmulatorBuilder::seed`] ids, tokens and fault draws are reproducible.
+//!
+//! # Choices where Salesforce's behaviour is UNCONFIRMED
+//!
+//! - `format` wins over `Accept`; XML bodies are `<OAuth><field>…</field></OAuth>`.
+//! - `code_challenge_method=plain` is refused unless [`Settings::accept_plain_pkce`]; a wrong
+//!   verifier is `invalid_request`, a missing one `invalid_grant` (both "invalid code verifier");
+//!   a verifier sent for a code without a challenge is ignored.
+//! - Codes live 15 minutes and are single use (unknown code: "invalid authorization code"; used
+//!   or expired: "expired authorization code").
+//! - Device flow: user codes are 8 characters, codes live 10 minutes (`expired_token`), polling
+//!   answers `authorization_pending`; `slow_down` only with [`Settings::device_slow_down`].
+//! - JWT bearer: any future `exp` is accepted unless [`Settings::jwt_max_exp_secs`]; a bad `exp`
+//!   is "expired authorization code"; a bad signature or missing certificate "invalid assertion";
+//!   responses carry no `signature`/`issued_at`. Users must be pre-authorized (by default every
+//!   user of the app's org is).
+//! - SAML bearer: the assertion's issuer names the app (its client id, or
+//!   [`AppConfig::saml_issuer`]); audience, subject and `NotOnOrAfter` are checked; the XML
+//!   signature is **not** verified.
+//! - Token exchange: instead of an Apex handler, emulator access/refresh tokens map to their
+//!   user, JWTs (the emulator's id tokens or signed with the app's certificate) map their `sub`,
+//!   SAML maps its `NameID`; a refresh token is issued when the scope asks for one;
+//!   `issued_token_type` is returned.
+//! - A flow the app does not allow: `unsupported_grant_type` / "grant type not supported"; a
+//!   blocked app: `invalid_grant` / "app is blocked", and its tokens are revoked.
+//! - Frozen or inactive users: `inactive_user` / "User is inactive"; their tokens stop working.
+//! - "Expire after N" counts from the first authorization of the refresh-token family.
+//! - Access tokens expire `session_timeout_secs` after issue (not sliding).
+//! - Introspect and revoke errors are 400 JSON (revoke can answer urlencoded:
+//!   [`Settings::revoke_error_format`]); revoke success is an empty 200.
+//! - userinfo/identity failures: 403 `Missing_OAuth_Token` / `Bad_OAuth_Token`.
+//! - `api_instance_url` (client credentials) is the emulator's base URL.
+//! - When no scope is requested, `api id refresh_token web` is granted.
+//!
+//! # Pointing any client at it
+//!
+//! Run `sfauth-emulator --port 8443` (no config: it prints the seeded credentials), then use
+//! `http://127.0.0.1:8443` wherever the client takes a login URL (instead of
+//! `https://login.salesforce.com`). The JWT bearer `aud` may be `https://login.salesforce.com`,
+//! `https://test.salesforce.com` or the emulator URL. Client credentials are refused when the
+//! request's `Host` is `login.salesforce.com` or `test.salesforce.com` (as at Salesforce), so a
+//! test can reproduce that mistake by setting the header.
+
+mod admin;
+mod authorize;
+mod clock;
+mod crypto;
+mod endpoints;
+mod error;
+mod faults;
+mod format;
+mod ids;
+mod model;
+mod params;
+mod rest;
+mod saml;
+mod server;
+mod state;
+mod token;
+
+pub use clock::Clock;
+pub use error::{Error, ErrorKind, Result};
+pub use faults::{Endpoint, Fault, FaultKind};
+pub use model::{
+    AppConfig, AppPolicy, EmulatorConfig, Flow, OrgConfig, RefreshTokenPolicy, RevokeErrorFormat,
+    SEED_CALLBACK_URL, SEED_CLIENT_CERTIFICATE, SEED_CLIENT_ID, SEED_CLIENT_PRIVATE_KEY,
+    SEED_CLIENT_SECRET, SEED_ORG_ID, SEED_PASSWORD, SEED_SECURITY_TOKEN, SEED_USER_ID,
+    SEED_USERNAME, Settings, UserConfig, UserStatus,
+};
+pub use server::{Credentials, Emulator, EmulatorBuilder};
+pub use state::Counters;
+
+/// Builders of bearer assertions, for tests of the JWT and SAML bearer flows.
+pub mod assertions {
+    use base64::Engine as _;
+
+    /// Signs `claims` as an RS256 JWT with a PKCS#8 or PKCS#1 PEM private key (for example
+    /// [`SEED_CLIENT_PRIVATE_KEY`](crate::SEED_CLIENT_PRIVATE_KEY)).
+    pub fn jwt(private_key_pem: &str, claims: &serde_json::Value) -> crate::Result<String> {
+        crate::crypto::sign_with_pem(private_key_pem, claims).map_err(crate::Error::InvalidConfig)
+    }
+
+    /// An unsigned SAML 2.0 assertion, base64url-encoded as the SAML bearer flow sends it.
+    pub fn saml(issuer: &str, subject: &str, audience: &str, not_on_or_after_s: i64) -> String {
+        let xml = crate::saml::unsigned_assertion(issuer, subject, audience, not_on_or_after_s);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(xml)
+    }
+}

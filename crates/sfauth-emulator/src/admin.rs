@@ -1,0 +1,348 @@
+//! The `/__emulator/...` admin API: the handle's test controls over HTTP, for clients in other
+//! languages. Off unless [`Settings::admin_api`](crate::Settings::admin_api) is set.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State as AxumState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::faults::{Endpoint, Fault, FaultKind};
+use crate::model::{AppConfig, AppPolicy, UserConfig, UserStatus};
+use crate::server::Shared;
+use crate::state::DeviceStatus;
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/__emulator/clock/advance", post(advance))
+        .route("/__emulator/access-tokens/expire", post(expire))
+        .route("/__emulator/revoke", post(revoke))
+        .route("/__emulator/users", post(add_user))
+        .route("/__emulator/users/{username}/status", post(user_status))
+        .route("/__emulator/apps", post(add_app))
+        .route("/__emulator/apps/{client_id}/{action}", post(app_action))
+        .route("/__emulator/apps/{client_id}/policy", post(app_policy))
+        .route("/__emulator/orgs/{org_id}/instance-url", post(instance_url))
+        .route("/__emulator/device/approve", post(approve_device))
+        .route("/__emulator/faults", post(add_fault).delete(clear_faults))
+        .route("/__emulator/counters", get(counters).delete(reset_counters))
+}
+
+/// A 404 when the admin API is off.
+fn disabled(shared: &Shared) -> Option<Response> {
+    (!shared.lock().settings.admin_api).then(|| StatusCode::NOT_FOUND.into_response())
+}
+
+fn bad(message: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": message.into()})),
+    )
+        .into_response()
+}
+
+fn done(result: crate::Result<impl serde::Serialize>) -> Response {
+    match result {
+        Ok(v) => Json(json!({"ok": true, "result": v})).into_response(),
+        Err(e) => (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Seconds {
+    seconds: u64,
+}
+
+async fn advance(AxumState(shared): AxumState<Arc<Shared>>, Query(q): Query<Seconds>) -> Response {
+    if let Some(r) = disabled(&shared) {
+        return r;
+    }
+    shared.clock.advance(Duration::from_secs(q.seconds));
+    done(Ok(shared.clock.now_ms()))
+}
+
+async fn expire(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
+    if let Some(r) = disabled(&shared) {
+        return r;
+    }
+    let now = shared.clock.now_ms();
+    shared.lock().expire_access_tokens(now);
+    done(Ok(()))
+}
+
+#[derive(Deserialize)]
+struct RevokeQuery {
+    client_id: Option<String>,
+    username: Option<String>,
+}
+
+async fn revoke(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Query(q): Query<RevokeQuery>,
+) -> Response {
+    if let Some(r) = disabled(&shared) {
+        return r;
+    }
+    let mut st = shared.lock();
+    let user_id = match &q.username {
+        Some(name) => match st.user_by_name(name) {
+            Some(u) => Some(u.id.clone()),
+            None => return done(Err::<(), _>(crate::Error::not_found("user", name.clone()))),
+        },
+        None => None,
+    };
+    let n = st.revoke_where(|c, u| {
+        q.client_id.as_deref().is_none_or(|want| want == c)
+            && user_id.as_deref().is_none_or(|want| want == u)
+    });
+    done(Ok(n))
+}
+
+#[derive(Deserialize)]
+struct NewUser {
+    org_id: Option<String>,
+    #[serde(flatten)]
+    user: UserConfig,
+}
+
+async fn add_user(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Json(body): Json<NewUser>,
+) -> Response {
+    if let Some(r) = disabled(&shared) {
+        return r;
+    }
+    let mut st = shared.lock();
+    let org = body
+        .org_id
+        .or_else(|| st.orgs.first().map(|o| o.id.clone()))
+        .unwrap_or_default();
+    done(st.add_user(&org, body.user))
+}
+
+#[derive(Deserialize)]
+struct NewApp {
+    org_id: Option<String>,
+    #[serde(flatten)]
+    app: AppConfig,
+}
+
+async fn add_app(AxumState(shared): AxumState<Arc<Shared>>, Json(body): Json<NewApp>) -> Response {
+    if let Some(r) = disabled(&shared) {
+        return r;
+    }
+    let mut st = shared.lock();
+    let org = body
+        .org_id
+        .or_else(|| st.orgs.first().map(|o| o.id.clone()))
+        .unwrap_or_default();
+    done(st.add_app(&org, body.app))
+}
+
+#[derive(Deserialize)]
+struct StatusQuery {
+    status: UserStatus,
+}
+
+async fn user_status(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(username): Path<String>,
+    Query(q): Query<StatusQuery>,
+) -> Response {
+    if let Some(r) = disabled(&shared) {
+        return r;
+    }
+    done(
+        shared
+            .lock()
+            .user_by_name_mut(&username)
+            .map(|u| u.config.status = q.status),
+    )
+}
+
+async fn app_action(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path((client_id, action)): Path<(String, String)>,
+) -> Response {
+    if let Some(r) = disabled(&shared) {
+        return r;
+    }
+    let mut st = shared.lock();
+    let result = match action.as_str() {
+        "block" => st
+            .app_mut(&client_id)
+            .map(|a| a.blocked = true)
+            .map(|()| st.revoke_where(|c, _| c == client_id)),
+        "unblock" => st
+            .app_mut(&client_id)
+            .map(|a| a.blocked = false)
+            .map(|()| 0),
+        "reset-refresh-tokens" | "revoke" => st
+            .app_mut(&client_id)
+            .map(|_| ())
+            .map(|()| st.revoke_where(|c, _| c == client_id)),
+        other => return bad(format!("unknown action {other}")),
+    };
+    done(result)
+}
+
+async fn app_policy(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(client_id): Path<String>,
+    Json(policy): Json<AppPolicy>,
+) -> Response {
+    if let Some(r) = disabled(&shared) {
+        return r;
+    }
+    done(
+        shared
+            .lock()
+            .app_mut(&client_id)
+            .map(|a| a.config.policy = policy),
+    )
+}
+
+#[derive(Deserialize)]
+struct UrlQuery {
+    url: Option<String>,
+}
+
+async fn instance_url(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(org_id): Path<String>,
+    Query(q): Query<UrlQuery>,
+) -> Response {
+    if let Some(r) = disabled(&shared) {
+        return r;
+    }
+    let mut st = shared.lock();
+    let result = st
+        .orgs
+        .iter_mut()
+        .find(|o| o.id == org_id)
+        .map(|o| o.instance_url = q.url)
+        .ok_or_else(|| crate::Error::not_found("org", org_id));
+    done(result)
+}
+
+#[derive(Deserialize)]
+struct DeviceQuery {
+    user_code: String,
+    username: Option<String>,
+    #[serde(default)]
+    deny: bool,
+}
+
+async fn approve_device(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Query(q): Query<DeviceQuery>,
+) -> Response {
+    if let Some(r) = disabled(&shared) {
+        return r;
+    }
+    let mut st = shared.lock();
+    let user_id = match q
+        .username
+        .as_deref()
+        .or_else(|| st.users.first().map(|u| u.config.username.as_str()))
+    {
+        Some(name) => st.user_by_name(name).map(|u| u.id.clone()),
+        None => None,
+    };
+    let Some(grant) = st.devices.iter_mut().find(|d| {
+        d.user_code.eq_ignore_ascii_case(&q.user_code) && d.status == DeviceStatus::Pending
+    }) else {
+        return done(Err::<(), _>(crate::Error::not_found(
+            "device user code",
+            q.user_code,
+        )));
+    };
+    grant.status = match (q.deny, user_id) {
+        (true, _) => DeviceStatus::Denied,
+        (false, Some(u)) => DeviceStatus::Approved(u),
+        (false, None) => return bad("unknown user"),
+    };
+    done(Ok(()))
+}
+
+#[derive(Deserialize)]
+struct FaultBody {
+    endpoint: String,
+    /// `status`, `rate_limited`, `latency`, `connection_reset`, `malformed_body`, `html_error_page`, `hang`.
+    kind: String,
+    status: Option<u16>,
+    retry_after_secs: Option<u64>,
+    latency_ms: Option<u64>,
+    times: Option<u32>,
+    probability: Option<f64>,
+}
+
+async fn add_fault(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Json(body): Json<FaultBody>,
+) -> Response {
+    if let Some(r) = disabled(&shared) {
+        return r;
+    }
+    let Some(endpoint) = Endpoint::from_name(&body.endpoint) else {
+        return bad(format!("unknown endpoint {}", body.endpoint));
+    };
+    let kind = match body.kind.as_str() {
+        "status" => FaultKind::Status(body.status.unwrap_or(503)),
+        "rate_limited" => FaultKind::RateLimited {
+            retry_after_secs: body.retry_after_secs.unwrap_or(1),
+        },
+        "latency" => FaultKind::Latency(Duration::from_millis(body.latency_ms.unwrap_or(0))),
+        "connection_reset" => FaultKind::ConnectionReset,
+        "malformed_body" => FaultKind::MalformedBody,
+        "html_error_page" => FaultKind::HtmlErrorPage,
+        "hang" => FaultKind::Hang,
+        other => return bad(format!("unknown fault kind {other}")),
+    };
+    let mut fault = Fault::new(endpoint, kind);
+    if let Some(n) = body.times {
+        fault = fault.times(n);
+    }
+    if let Some(p) = body.probability {
+        fault = fault.probability(p);
+    }
+    shared.lock().faults.push(fault);
+    done(Ok(()))
+}
+
+async fn clear_faults(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
+    if let Some(r) = disabled(&shared) {
+        return r;
+    }
+    shared.lock().faults.clear();
+    done(Ok(()))
+}
+
+async fn counters(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
+    if let Some(r) = disabled(&shared) {
+        return r;
+    }
+    let c = shared.lock().counters.clone();
+    Json(json!({
+        "requests": c.requests,
+        "grants": c.grants,
+        "access_tokens_issued": c.access_tokens_issued,
+        "refresh_tokens_issued": c.refresh_tokens_issued,
+        "refresh_tokens_rotated": c.refresh_tokens_rotated,
+        "refresh_tokens_rejected": c.refresh_tokens_rejected,
+    }))
+    .into_response()
+}
+
+async fn reset_counters(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
+    if let Some(r) = disabled(&shared) {
+        return r;
+    }
+    shared.lock().counters = Default::default();
+    done(Ok(()))
+}

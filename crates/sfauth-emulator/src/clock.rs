@@ -1,0 +1,110 @@
+//! A clock the tests can move: token lifetimes, code expiry and refresh-token policies all read it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The emulator's notion of "now", in milliseconds since the Unix epoch.
+///
+/// A clock is either the system clock shifted by an offset (the default) or a manual clock that
+/// only moves when told. Both can be advanced with [`Clock::advance`], which is how tests expire
+/// tokens without sleeping. Clones share the same time.
+#[derive(Debug, Clone)]
+pub struct Clock {
+    inner: Arc<ClockInner>,
+}
+
+#[derive(Debug)]
+struct ClockInner {
+    manual: bool,
+    /// For a manual clock the current time; for a system clock the offset added to it.
+    value_ms: AtomicI64,
+}
+
+impl Clock {
+    /// The system clock (plus any later [`advance`](Clock::advance)).
+    pub fn system() -> Self {
+        Self {
+            inner: Arc::new(ClockInner {
+                manual: false,
+                value_ms: AtomicI64::new(0),
+            }),
+        }
+    }
+
+    /// A clock frozen at `start_ms` (milliseconds since the Unix epoch) until advanced.
+    pub fn manual(start_ms: i64) -> Self {
+        Self {
+            inner: Arc::new(ClockInner {
+                manual: true,
+                value_ms: AtomicI64::new(start_ms),
+            }),
+        }
+    }
+
+    /// A manual clock starting at the current system time.
+    pub fn manual_now() -> Self {
+        Self::manual(system_ms())
+    }
+
+    /// The current time in milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        let value = self.inner.value_ms.load(Ordering::SeqCst);
+        if self.inner.manual {
+            value
+        } else {
+            system_ms().saturating_add(value)
+        }
+    }
+
+    /// The current time in whole seconds since the Unix epoch.
+    pub fn now_secs(&self) -> i64 {
+        self.now_ms().div_euclid(1000)
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.inner.value_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// Whether this clock only moves when advanced.
+    pub fn is_manual(&self) -> bool {
+        self.inner.manual
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::system()
+    }
+}
+
+fn system_ms() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_clock_moves_only_when_advanced() {
+        let clock = Clock::manual(1_000);
+        assert_eq!(clock.now_ms(), 1_000);
+        clock.clone().advance(Duration::from_secs(2));
+        assert_eq!(clock.now_ms(), 3_000);
+        assert_eq!(clock.now_secs(), 3);
+    }
+
+    #[test]
+    fn system_clock_advance_adds_an_offset() {
+        let clock = Clock::system();
+        let before = clock.now_ms();
+        clock.advance(Duration::from_secs(3600));
+        assert!(clock.now_ms() >= before + 3_600_000);
+    }
+}

@@ -1,0 +1,255 @@
+//! The slice of the REST API that tells a client whether its session is alive: versions,
+//! resources, SOQL query and sObject retrieval, over canned records.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Request, State as AxumState};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::endpoints::rest_user;
+use crate::params::Params;
+use crate::server::Shared;
+use crate::state::User;
+
+/// The newest API version served.
+pub(crate) const LATEST: &str = "64.0";
+
+/// Versions listed at `/services/data/` (oldest first, as Salesforce lists them).
+const VERSIONS: [(&str, &str); 6] = [
+    ("Winter '21", "50.0"),
+    ("Winter '23", "56.0"),
+    ("Winter '24", "59.0"),
+    ("Summer '24", "61.0"),
+    ("Winter '25", "62.0"),
+    ("Summer '25", "64.0"),
+];
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let mut r = (
+        status,
+        Json(json!([{"message": message, "errorCode": code}])),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    r
+}
+
+/// 401 INVALID_SESSION_ID, without `WWW-Authenticate`, exactly as Salesforce sends it.
+fn invalid_session() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "INVALID_SESSION_ID",
+        "Session expired or invalid",
+    )
+}
+
+fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "The requested resource does not exist",
+    )
+}
+
+/// `vNN.N` with a version number the emulator accepts (any from 20.0 up to the latest).
+fn version_ok(version: &str) -> bool {
+    let Some(number) = version.strip_prefix('v') else {
+        return false;
+    };
+    let Some((major, minor)) = number.split_once('.') else {
+        return false;
+    };
+    let (Ok(major), Ok(minor)) = (major.parse::<u32>(), minor.parse::<u32>()) else {
+        return false;
+    };
+    let latest: u32 = LATEST
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(64);
+    minor == 0 && (20..=latest).contains(&major)
+}
+
+/// The session's user and the name of its org.
+fn authed(shared: &Shared, req: &Request) -> Option<(User, String)> {
+    let user = rest_user(shared, req.headers())?;
+    let org_name = shared
+        .lock()
+        .org(&user.org_id)
+        .map(|o| o.name.clone())
+        .unwrap_or_default();
+    Some((user, org_name))
+}
+
+/// `/services/data/`: public, no session needed.
+pub(crate) async fn versions(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
+    let list: Vec<Value> = VERSIONS
+        .iter()
+        .map(|(label, v)| json!({"label": label, "url": format!("/services/data/v{v}"), "version": v}))
+        .collect();
+    let _ = &shared;
+    Json(list).into_response()
+}
+
+/// `/services/data/vNN.N`.
+pub(crate) async fn resources(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(version): Path<String>,
+    req: Request,
+) -> Response {
+    if authed(&shared, &req).is_none() {
+        return invalid_session();
+    }
+    if !version_ok(&version) {
+        return not_found();
+    }
+    let base = format!("/services/data/{version}");
+    Json(json!({
+        "sobjects": format!("{base}/sobjects"),
+        "query": format!("{base}/query"),
+        "limits": format!("{base}/limits"),
+        "search": format!("{base}/search"),
+        "tooling": format!("{base}/tooling"),
+    }))
+    .into_response()
+}
+
+fn records(user: &User, org_name: &str, version: &str, kind: &str) -> Option<Vec<Value>> {
+    let attributes = |t: &str, id: &str| json!({"type": t, "url": format!("/services/data/{version}/sobjects/{t}/{id}")});
+    let rows: Vec<Value> = match kind.to_ascii_lowercase().as_str() {
+        "account" => [("0015e000000EMU1AAO", "Acme Corporation"), ("0015e000000EMU2AAO", "Globex Inc.")]
+            .iter()
+            .map(|(id, name)| json!({"attributes": attributes("Account", id), "Id": id, "Name": name}))
+            .collect(),
+        "contact" => [("0035e000000EMU1AAO", "Ada", "Lovelace")]
+            .iter()
+            .map(|(id, first, last)| {
+                json!({"attributes": attributes("Contact", id), "Id": id, "FirstName": first, "LastName": last,
+                       "Name": format!("{first} {last}"), "AccountId": "0015e000000EMU1AAO"})
+            })
+            .collect(),
+        "organization" => vec![json!({"attributes": attributes("Organization", &user.org_id), "Id": user.org_id, "Name": org_name})],
+        "user" => vec![json!({
+            "attributes": attributes("User", &user.id),
+            "Id": user.id,
+            "Username": user.config.username,
+            "Name": format!("{} {}", user.config.first_name, user.config.last_name),
+            "Email": user.config.email,
+            "IsActive": user.is_active(),
+        })],
+        _ => return None,
+    };
+    Some(rows)
+}
+
+/// `/services/data/vNN.N/query?q=...`: recognises `FROM <type>` and returns that type's records.
+pub(crate) async fn query(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(version): Path<String>,
+    req: Request,
+) -> Response {
+    let Some((user, org_name)) = authed(&shared, &req) else {
+        return invalid_session();
+    };
+    if !version_ok(&version) {
+        return not_found();
+    }
+    let (_, _, params) = Params::from_request(req).await;
+    let Some(q) = params.get("q") else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_QUERY",
+            "A query string has to be specified",
+        );
+    };
+    let words: Vec<&str> = q.split_whitespace().collect();
+    let from = words
+        .iter()
+        .position(|w| w.eq_ignore_ascii_case("from"))
+        .and_then(|i| words.get(i + 1));
+    if !words
+        .first()
+        .is_some_and(|w| w.eq_ignore_ascii_case("select"))
+        || from.is_none()
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_QUERY",
+            "unexpected token: query must be SELECT ... FROM ...",
+        );
+    }
+    let kind = from.copied().unwrap_or("");
+    let Some(mut rows) = records(&user, &org_name, &version, kind) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_TYPE",
+            &format!(
+                "sObject type '{kind}' is not supported. If you are attempting to use a custom object, be sure to append the '__c' after the entity name."
+            ),
+        );
+    };
+    if let Some(limit) = words
+        .iter()
+        .position(|w| w.eq_ignore_ascii_case("limit"))
+        .and_then(|i| words.get(i + 1))
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        rows.truncate(limit);
+    }
+    Json(json!({"totalSize": rows.len(), "done": true, "records": rows})).into_response()
+}
+
+/// `/services/data/vNN.N/sobjects/{type}/{id}`.
+pub(crate) async fn sobject(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path((version, kind, id)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    let Some((user, org_name)) = authed(&shared, &req) else {
+        return invalid_session();
+    };
+    if !version_ok(&version) {
+        return not_found();
+    }
+    let Some(rows) = records(&user, &org_name, &version, &kind) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        );
+    };
+    let id15 = crate::ids::to_15(&id);
+    match rows.into_iter().find(|r| {
+        r.get("Id")
+            .and_then(Value::as_str)
+            .is_some_and(|rid| crate::ids::to_15(rid) == id15)
+    }) {
+        Some(row) => Json(row).into_response(),
+        None => not_found(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        for (v, ok) in [
+            ("v50.0", true),
+            ("v64.0", true),
+            ("v65.0", false),
+            ("v5.0", false),
+            ("50.0", false),
+            ("v50.1", false),
+        ] {
+            assert_eq!(version_ok(v), ok, "{v}");
+        }
+    }
+}

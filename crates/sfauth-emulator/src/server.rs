@@ -1,0 +1,654 @@
+//! The builder, the running [`Emulator`] handle with its admin operations, and the router.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State as AxumState};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::crypto::SigningKeys;
+use crate::faults::{self, Endpoint, Fault, FaultKind};
+use crate::model::{AppConfig, AppPolicy, EmulatorConfig, Settings, UserConfig, UserStatus};
+use crate::state::{Counters, DeviceStatus, State};
+use crate::{Error, Result};
+
+/// State shared by every request handler.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    pub(crate) clock: Clock,
+    pub(crate) keys: SigningKeys,
+    pub(crate) base_url: String,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Locks the state. A handler that panicked cannot leave it half-updated in a way that matters
+    /// more than stopping the emulator would, so a poisoned lock is simply taken over.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Resolves when the emulator shuts down.
+    pub(crate) async fn shutting_down(&self) {
+        let mut rx = self.shutdown.clone();
+        // An error means the sender is gone, which also means shutting down.
+        let _ = rx.wait_for(|down| *down).await;
+    }
+
+    /// The URL of the Experience Cloud-style site.
+    pub(crate) fn site_url(&self, prefix: &str) -> String {
+        format!("{}/{}", self.base_url, prefix)
+    }
+}
+
+/// Whether the request came through the Experience Cloud-style site prefix.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ViaSite(pub(crate) bool);
+
+/// Credentials of the seeded (or first configured) org, user and connected app.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Credentials {
+    /// The emulator's base URL: the login host, token endpoint host and default instance URL.
+    pub login_url: String,
+    /// The org's `instance_url`.
+    pub instance_url: String,
+    /// 18-character org id.
+    pub org_id: String,
+    /// 18-character user id.
+    pub user_id: String,
+    /// Username.
+    pub username: String,
+    /// Password, without the security token.
+    pub password: String,
+    /// Security token (append it to the password for the username-password flow).
+    pub security_token: String,
+    /// Consumer key.
+    pub client_id: String,
+    /// Consumer secret.
+    pub client_secret: String,
+    /// First registered callback URL.
+    pub callback_url: String,
+}
+
+impl Credentials {
+    /// The `password` parameter of the username-password flow: password + security token.
+    pub fn password_with_token(&self) -> String {
+        format!("{}{}", self.password, self.security_token)
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("login_url", &self.login_url)
+            .field("org_id", &self.org_id)
+            .field("user_id", &self.user_id)
+            .field("username", &self.username)
+            .field("client_id", &self.client_id)
+            .field("callback_url", &self.callback_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures and starts an [`Emulator`].
+#[derive(Debug)]
+#[must_use]
+pub struct EmulatorBuilder {
+    config: EmulatorConfig,
+    addr: SocketAddr,
+    clock: Clock,
+    signing_key_pem: Option<String>,
+}
+
+impl Default for EmulatorBuilder {
+    fn default() -> Self {
+        Self {
+            config: EmulatorConfig::default(),
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            clock: Clock::system(),
+            signing_key_pem: None,
+        }
+    }
+}
+
+impl EmulatorBuilder {
+    /// Uses a whole configuration (as read from TOML). Orgs left empty are seeded.
+    pub fn config(mut self, config: EmulatorConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Listens on this port of 127.0.0.1 (0, the default, picks a free one).
+    pub fn port(mut self, port: u16) -> Self {
+        self.addr.set_port(port);
+        self
+    }
+
+    /// Listens on this address.
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// Uses this clock (for example [`Clock::manual_now`] to control time in tests).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Seeds the random generator behind ids, tokens and fault probabilities.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = Some(seed);
+        self
+    }
+
+    /// Approves authorization requests at once, without the login form.
+    pub fn auto_approve(mut self, on: bool) -> Self {
+        self.config.settings.auto_approve = on;
+        self
+    }
+
+    /// Serves the `/__emulator/...` admin API.
+    pub fn admin_api(mut self, on: bool) -> Self {
+        self.config.settings.admin_api = on;
+        self
+    }
+
+    /// Changes emulator-wide settings.
+    pub fn settings(mut self, f: impl FnOnce(&mut Settings)) -> Self {
+        f(&mut self.config.settings);
+        self
+    }
+
+    /// Changes the policy of every seeded or configured app.
+    pub fn app_policy(mut self, f: impl Fn(&mut AppPolicy)) -> Self {
+        if self.config.orgs.is_empty() {
+            self.config.orgs = EmulatorConfig::seeded().orgs;
+        }
+        for app in self.config.orgs.iter_mut().flat_map(|o| o.apps.iter_mut()) {
+            f(&mut app.policy);
+        }
+        self
+    }
+
+    /// Signs id tokens with this PEM RSA private key instead of the built-in test key.
+    pub fn signing_key_pem(mut self, pem: impl Into<String>) -> Self {
+        self.signing_key_pem = Some(pem.into());
+        self
+    }
+
+    /// Binds the socket, builds the state and starts serving.
+    pub async fn start(self) -> Result<Emulator> {
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: self.addr.to_string(),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| Error::Bind {
+            addr: self.addr.to_string(),
+            source,
+        })?;
+        let host = if local.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            local.ip().to_string()
+        };
+        let host = if local.is_ipv6() && !local.ip().is_unspecified() {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        let base_url = format!("http://{host}:{}", local.port());
+        let keys = match &self.signing_key_pem {
+            Some(pem) => SigningKeys::from_pem(pem),
+            None => SigningKeys::default_key(),
+        }
+        .map_err(Error::InvalidConfig)?;
+        let state = State::new(&self.config, base_url.clone())?;
+        let credentials = first_credentials(&state);
+        let (tx, rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            clock: self.clock,
+            keys,
+            base_url,
+            shutdown: rx.clone(),
+        });
+        let router = router(&shared);
+        let mut stop = rx;
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|down| *down).await;
+                })
+                .await
+        });
+        tracing::info!(base_url = %shared.base_url, "salesforce emulator listening");
+        Ok(Emulator {
+            shared,
+            shutdown: tx,
+            task: Some(task),
+            credentials,
+        })
+    }
+}
+
+fn first_credentials(state: &State) -> Credentials {
+    let org = state.orgs.first();
+    let user = state.users.first();
+    let app = state.apps.first();
+    let org_id = org.map(|o| o.id.clone()).unwrap_or_default();
+    Credentials {
+        login_url: state.base_url.clone(),
+        instance_url: state.instance_url(&org_id),
+        org_id,
+        user_id: user.map(|u| u.id.clone()).unwrap_or_default(),
+        username: user.map(|u| u.config.username.clone()).unwrap_or_default(),
+        password: user.map(|u| u.config.password.clone()).unwrap_or_default(),
+        security_token: user
+            .map(|u| u.config.security_token.clone())
+            .unwrap_or_default(),
+        client_id: app.map(|a| a.config.client_id.clone()).unwrap_or_default(),
+        client_secret: app
+            .map(|a| a.config.client_secret.clone())
+            .unwrap_or_default(),
+        callback_url: app
+            .and_then(|a| a.config.callback_urls.first().cloned())
+            .unwrap_or_default(),
+    }
+}
+
+/// A running emulator. Dropping it stops the server too; [`Emulator::shutdown`] also waits.
+#[derive(Debug)]
+pub struct Emulator {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+    credentials: Credentials,
+}
+
+impl Emulator {
+    /// A builder with the seeded org, user and app, on a free port of 127.0.0.1.
+    pub fn builder() -> EmulatorBuilder {
+        EmulatorBuilder::default()
+    }
+
+    /// `http://127.0.0.1:PORT`, the login host and default instance URL.
+    pub fn base_url(&self) -> &str {
+        &self.shared.base_url
+    }
+
+    /// The URL of the Experience Cloud-style site (`{base_url}/{site_prefix}`).
+    pub fn site_url(&self) -> String {
+        let prefix = self.shared.lock().settings.site_prefix.clone();
+        self.shared.site_url(&prefix)
+    }
+
+    /// `{base_url}/services/oauth2/token`.
+    pub fn token_url(&self) -> String {
+        format!("{}/services/oauth2/token", self.shared.base_url)
+    }
+
+    /// Credentials of the seeded (or first configured) org, user and app.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// The emulator's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.shared.clock
+    }
+
+    /// Moves the virtual clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.shared.clock.advance(by);
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> Counters {
+        self.shared.lock().counters.clone()
+    }
+
+    /// Sets every counter back to zero.
+    pub fn reset_counters(&self) {
+        self.shared.lock().counters = Counters::default();
+    }
+
+    /// Adds a fault rule; rules are tried in the order added.
+    pub fn inject_fault(&self, fault: Fault) {
+        self.shared.lock().faults.push(fault);
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
+    /// Makes every access token issued so far expire now (refresh tokens are untouched).
+    pub fn expire_access_tokens(&self) {
+        let now = self.shared.clock.now_ms();
+        self.shared.lock().expire_access_tokens(now);
+    }
+
+    /// Revokes every token of a connected app. Returns how many approvals and access tokens died.
+    pub fn revoke_app_tokens(&self, client_id: &str) -> usize {
+        self.shared.lock().revoke_where(|c, _| c == client_id)
+    }
+
+    /// Revokes every token of a user, across apps.
+    pub fn revoke_user_tokens(&self, username: &str) -> Result<usize> {
+        let mut st = self.shared.lock();
+        let user_id = st
+            .user_by_name(username)
+            .map(|u| u.id.clone())
+            .ok_or_else(|| Error::not_found("user", username))?;
+        Ok(st.revoke_where(|_, u| u == user_id))
+    }
+
+    /// "Revoke" for one user of one app (the connected-app usage page's action).
+    pub fn revoke_for_user(&self, client_id: &str, username: &str) -> Result<usize> {
+        let mut st = self.shared.lock();
+        let user_id = st
+            .user_by_name(username)
+            .map(|u| u.id.clone())
+            .ok_or_else(|| Error::not_found("user", username))?;
+        Ok(st.revoke_where(|c, u| c == client_id && u == user_id))
+    }
+
+    /// "Block" an app: revokes its tokens, and it issues none until unblocked.
+    pub fn block_app(&self, client_id: &str) -> Result<()> {
+        let mut st = self.shared.lock();
+        st.app_mut(client_id)?.blocked = true;
+        st.revoke_where(|c, _| c == client_id);
+        Ok(())
+    }
+
+    /// "Unblock" an app.
+    pub fn unblock_app(&self, client_id: &str) -> Result<()> {
+        self.shared.lock().app_mut(client_id)?.blocked = false;
+        Ok(())
+    }
+
+    /// "Reset refresh tokens" of an app: every refresh token (and its access tokens) dies.
+    pub fn reset_refresh_tokens(&self, client_id: &str) -> Result<usize> {
+        let mut st = self.shared.lock();
+        st.app_mut(client_id)?;
+        Ok(st.revoke_where(|c, _| c == client_id))
+    }
+
+    /// Sets a user's status (freeze, deactivate, reactivate).
+    pub fn set_user_status(&self, username: &str, status: UserStatus) -> Result<()> {
+        self.shared.lock().user_by_name_mut(username)?.config.status = status;
+        Ok(())
+    }
+
+    /// Freezes a user: its tokens stop working and token requests answer `inactive_user`.
+    pub fn freeze_user(&self, username: &str) -> Result<()> {
+        self.set_user_status(username, UserStatus::Frozen)
+    }
+
+    /// Changes a connected app's configuration (policies, flows, callbacks, certificate...).
+    pub fn update_app(&self, client_id: &str, f: impl FnOnce(&mut AppConfig)) -> Result<()> {
+        let mut st = self.shared.lock();
+        let app = st.app_mut(client_id)?;
+        f(&mut app.config);
+        app.key = app
+            .config
+            .certificate
+            .as_deref()
+            .map(crate::crypto::public_key_from_pem)
+            .transpose()
+            .map_err(Error::InvalidConfig)?;
+        Ok(())
+    }
+
+    /// Changes a connected app's policies.
+    pub fn set_policy(&self, client_id: &str, f: impl FnOnce(&mut AppPolicy)) -> Result<()> {
+        self.update_app(client_id, |app| f(&mut app.policy))
+    }
+
+    /// Changes emulator-wide settings.
+    pub fn update_settings(&self, f: impl FnOnce(&mut Settings)) {
+        f(&mut self.shared.lock().settings);
+    }
+
+    /// Changes an org's `instance_url` (an org migration); `None` goes back to the base URL.
+    pub fn set_instance_url(&self, org_id: &str, url: Option<String>) -> Result<()> {
+        let mut st = self.shared.lock();
+        let org = st
+            .orgs
+            .iter_mut()
+            .find(|o| o.id == org_id)
+            .ok_or_else(|| Error::not_found("org", org_id))?;
+        org.instance_url = url;
+        Ok(())
+    }
+
+    /// Adds an org and returns its id.
+    pub fn add_org(&self, name: &str) -> Result<String> {
+        self.shared.lock().add_org(None, name, None)
+    }
+
+    /// Adds a user to an org and returns its id.
+    pub fn add_user(&self, org_id: &str, user: UserConfig) -> Result<String> {
+        self.shared.lock().add_user(org_id, user)
+    }
+
+    /// Adds a connected app to an org.
+    pub fn add_app(&self, org_id: &str, app: AppConfig) -> Result<()> {
+        self.shared.lock().add_app(org_id, app)
+    }
+
+    /// Approves a pending device authorization as `username` (what the user does in a browser).
+    pub fn approve_device(&self, user_code: &str, username: &str) -> Result<()> {
+        let mut st = self.shared.lock();
+        let user_id = st
+            .user_by_name(username)
+            .map(|u| u.id.clone())
+            .ok_or_else(|| Error::not_found("user", username))?;
+        let grant = st
+            .devices
+            .iter_mut()
+            .find(|d| {
+                d.user_code.eq_ignore_ascii_case(user_code) && d.status == DeviceStatus::Pending
+            })
+            .ok_or_else(|| Error::not_found("device user code", user_code))?;
+        grant.status = DeviceStatus::Approved(user_id);
+        Ok(())
+    }
+
+    /// Denies a pending device authorization.
+    pub fn deny_device(&self, user_code: &str) -> Result<()> {
+        let mut st = self.shared.lock();
+        let grant = st
+            .devices
+            .iter_mut()
+            .find(|d| {
+                d.user_code.eq_ignore_ascii_case(user_code) && d.status == DeviceStatus::Pending
+            })
+            .ok_or_else(|| Error::not_found("device user code", user_code))?;
+        grant.status = DeviceStatus::Denied;
+        Ok(())
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish, and waits for the server.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "emulator server ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "emulator server task failed"),
+            }
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/services/oauth2/token", any(crate::token::token))
+        .route(
+            "/services/oauth2/authorize",
+            any(crate::authorize::authorize),
+        )
+        .route("/setup/connect", any(crate::authorize::device_page))
+        .route(
+            "/setup/secur/RemoteAccessErrorPage.apexp",
+            get(crate::authorize::error_page),
+        )
+        .route("/services/oauth2/revoke", any(crate::endpoints::revoke))
+        .route(
+            "/services/oauth2/introspect",
+            any(crate::endpoints::introspect),
+        )
+        .route("/services/oauth2/userinfo", any(crate::endpoints::userinfo))
+        .route(
+            "/.well-known/openid-configuration",
+            get(crate::endpoints::discovery),
+        )
+        .route("/id/keys", get(crate::endpoints::jwks))
+        .route("/services/oauth2/id/keys", get(crate::endpoints::jwks))
+        .route("/id/{org}/{user}", any(crate::endpoints::identity))
+        .route("/services/data", get(crate::rest::versions))
+        .route("/services/data/", get(crate::rest::versions))
+        .route("/services/data/{version}", get(crate::rest::resources))
+        .route("/services/data/{version}/", get(crate::rest::resources))
+        .route("/services/data/{version}/query", get(crate::rest::query))
+        .route("/services/data/{version}/query/", get(crate::rest::query))
+        .route(
+            "/services/data/{version}/sobjects/{kind}/{id}",
+            get(crate::rest::sobject),
+        )
+}
+
+fn router(shared: &Arc<Shared>) -> Router {
+    let prefix = shared
+        .lock()
+        .settings
+        .site_prefix
+        .trim_matches('/')
+        .to_owned();
+    let mut app = routes().merge(crate::admin::routes());
+    if !prefix.is_empty() {
+        app = app.nest(&format!("/{prefix}"), routes());
+    }
+    app.layer(middleware::from_fn_with_state(shared.clone(), observe))
+        .with_state(shared.clone())
+}
+
+/// Counts requests, applies injected faults, and logs method, path and status (never a query
+/// string or body: they carry secrets).
+async fn observe(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().clone();
+    let full_path = req.uri().path().to_owned();
+    let prefix = shared
+        .lock()
+        .settings
+        .site_prefix
+        .trim_matches('/')
+        .to_owned();
+    let site_path = full_path
+        .strip_prefix('/')
+        .and_then(|p| p.strip_prefix(prefix.as_str()))
+        .filter(|rest| !prefix.is_empty() && rest.starts_with('/'));
+    req.extensions_mut().insert(ViaSite(site_path.is_some()));
+    let path = site_path.unwrap_or(&full_path);
+    let endpoint = Endpoint::classify(path);
+    let fault = endpoint.and_then(|e| {
+        let mut st = shared.lock();
+        *st.counters.requests.entry(e.name().to_owned()).or_default() += 1;
+        let st = &mut *st;
+        faults::take(&mut st.faults, e, &mut st.rng)
+    });
+    let response = match fault {
+        None => next.run(req).await,
+        Some(FaultKind::Latency(d)) => {
+            tokio::select! {
+                () = tokio::time::sleep(d) => next.run(req).await,
+                () = shared.shutting_down() => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+            }
+        }
+        Some(kind) => fault_response(&shared, kind).await,
+    };
+    tracing::info!(%method, path = %full_path, status = response.status().as_u16(), "request");
+    response
+}
+
+async fn fault_response(shared: &Shared, kind: FaultKind) -> Response {
+    match kind {
+        FaultKind::Status(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (status, status.canonical_reason().unwrap_or("error")).into_response()
+        }
+        FaultKind::RateLimited { retry_after_secs } => {
+            let mut r = (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
+            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+        FaultKind::MalformedBody => {
+            let mut r = (StatusCode::OK, "{\"access_token\": \"00D").into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json;charset=UTF-8"),
+            );
+            r
+        }
+        FaultKind::HtmlErrorPage => {
+            let body = "<!DOCTYPE html><html><head><title>Service Unavailable</title></head><body>\
+                        <h1>Service Unavailable</h1><p>The server is temporarily unable to service your request \
+                        due to maintenance downtime or capacity problems.</p></body></html>";
+            let mut r = (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html;charset=UTF-8"),
+            );
+            r
+        }
+        FaultKind::ConnectionReset => {
+            let chunks: Vec<std::io::Result<bytes::Bytes>> = vec![
+                Ok(bytes::Bytes::from_static(b"{\"access_token\":")),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected connection reset",
+                )),
+            ];
+            let mut r = Response::new(Body::from_stream(futures_util::stream::iter(chunks)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json;charset=UTF-8"),
+            );
+            r
+        }
+        FaultKind::Hang => {
+            shared.shutting_down().await;
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+        FaultKind::Latency(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
