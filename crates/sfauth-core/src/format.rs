@@ -4,7 +4,7 @@
 //! chosen by the `format` parameter or the `Accept` header ([`ResponseFormat`]). Whatever the
 //! format, the body is read into the same flat field map, so a token response becomes the same
 //! [`TokenSet`](crate::TokenSet) and an error response the same
-//! [`ServerError`](crate::error::ServerError). The format is taken from the `Content-Type`
+//! [`ServerError`]. The format is taken from the `Content-Type`
 //! header, or sniffed from the first byte when the header is missing or generic.
 //!
 //! XML responses are read as one flat element per field under a single root element, whatever

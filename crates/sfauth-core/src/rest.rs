@@ -73,7 +73,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Whether `errors` is the classic expired-session body (used by callers that want to be strict
+/// Whether `body` is the classic expired-session array (used by callers that want to be strict
 /// about the `errorCode` rather than trust any 401).
 pub fn is_invalid_session_id(body: &[u8]) -> bool {
     serde_json::from_slice::<Vec<RestError>>(body)

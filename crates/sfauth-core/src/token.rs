@@ -268,29 +268,27 @@ mod epoch_millis {
     }
 }
 
-/// A Salesforce record id (15 or 18 characters), kept in its 18-character, case-safe form so
-/// that the 15- and 18-character spellings of one id compare equal.
-fn to_18(id: &str) -> Option<String> {
-    if !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+/// Normalizes a Salesforce record id: a 15-character id gets its 3-character case checksum, so
+/// that the 15- and 18-character spellings of one id compare equal; other lengths of letters
+/// and digits (up to 64, as emulators and sample data use) are kept as they are.
+fn normalize_id(id: &str) -> Option<String> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return None;
     }
-    match id.len() {
-        18 => Some(id.to_owned()),
-        15 => {
-            const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
-            let mut out = id.to_owned();
-            for chunk in id.as_bytes().chunks(5) {
-                let bits = chunk
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, b)| b.is_ascii_uppercase())
-                    .fold(0usize, |acc, (i, _)| acc | (1 << i));
-                out.push(char::from(ALPHABET[bits]));
-            }
-            Some(out)
-        }
-        _ => None,
+    if id.len() != 15 {
+        return Some(id.to_owned());
     }
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
+    let mut out = id.to_owned();
+    for chunk in id.as_bytes().chunks(5) {
+        let bits = chunk
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.is_ascii_uppercase())
+            .fold(0usize, |acc, (i, _)| acc | (1 << i));
+        out.push(char::from(ALPHABET[bits]));
+    }
+    Some(out)
 }
 
 macro_rules! id_type {
@@ -301,7 +299,7 @@ macro_rules! id_type {
         pub struct $name(String);
 
         impl $name {
-            /// The 18-character id.
+            /// The id, in its 18-character form when it was given as 15 characters.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -310,11 +308,11 @@ macro_rules! id_type {
         impl FromStr for $name {
             type Err = Error;
 
-            /// Accepts a 15- or 18-character id and keeps the 18-character form.
+            /// Accepts letters and digits (a 15-character id is widened to 18 characters).
             fn from_str(s: &str) -> Result<Self, Error> {
-                to_18(s)
+                normalize_id(s)
                     .map(Self)
-                    .ok_or_else(|| Error::config(concat!("invalid ", $what, ": expected 15 or 18 letters and digits")))
+                    .ok_or_else(|| Error::config(concat!("invalid ", $what, ": expected up to 64 letters and digits")))
             }
         }
 
@@ -341,12 +339,12 @@ macro_rules! id_type {
 }
 
 id_type!(
-    /// An org id (`00D…`), in its 18-character form.
+    /// An org id (`00D…`), kept in its 18-character form.
     OrgId,
     "org id"
 );
 id_type!(
-    /// A user id (`005…`), in its 18-character form.
+    /// A user id (`005…`), kept in its 18-character form.
     UserId,
     "user id"
 );

@@ -1622,15 +1622,18 @@ async fn id_token_validation_against_jwks() {
         assert!(matches!(error, Error::IdToken(_)), "{what}: {error}");
         assert_eq!(error.kind(), ErrorKind::Protocol);
     }
-    let mut forged = good.expose_secret().to_owned();
-    forged.pop();
-    forged.push('A');
+    // Change one character in the middle of the signature (the last one may only carry padding
+    // bits).
+    let mut forged: Vec<char> = good.expose_secret().chars().collect();
+    let at = forged.len() - 10;
+    forged[at] = if forged[at] == 'A' { 'B' } else { 'A' };
+    let forged: String = forged.into_iter().collect();
     let error = client
         .validate_id_token_with_jwks(&jwks, &IdToken::new(forged), &check_nonce)
         .unwrap_err();
-    assert!(
-        error.to_string().contains("signature") || error.to_string().contains("malformed"),
-        "{error}"
+    assert_eq!(
+        error.to_string(),
+        "invalid id token: signature does not verify"
     );
 }
 
