@@ -53,8 +53,9 @@ pub enum ErrorKind {
     /// A 5xx answer or a transport failure: trying again later may succeed (if the request's
     /// [`RetrySafety`](crate::http::RetrySafety) allows re-sending it).
     Transient,
-    /// The access token is no longer accepted (HTTP 401 from userinfo or the identity URL,
-    /// `INVALID_SESSION_ID` from the REST API): refresh it, then retry once.
+    /// The access token is no longer accepted ([`Error::SessionExpired`]: HTTP 401 from userinfo
+    /// or the identity URL; `INVALID_SESSION_ID` from the REST API, see [`crate::rest`]):
+    /// refresh it, then retry once.
     SessionExpired,
     /// The response was malformed or unexpected: a status, a short redacted excerpt and a
     /// reason are kept. Also a signature mismatch or an invalid ID token.
@@ -316,7 +317,9 @@ pub enum Error {
     #[error("{0}")]
     Server(Box<ServerError>),
     /// The server answered with an error status and a body that is not an OAuth error (an HTML
-    /// maintenance page, a REST error array, an empty body).
+    /// maintenance page, a REST error array, an empty body). Its kind follows the status: 429
+    /// rate limited, 5xx transient, 401 invalid client (a token endpoint refusing the client
+    /// without saying why), anything else (including an unfollowed 3xx redirect) protocol.
     #[error("unexpected http status {status}: {excerpt}")]
     Status {
         /// The HTTP status.
@@ -325,6 +328,13 @@ pub enum Error {
         retry_after: Option<Duration>,
         /// A short, redacted excerpt of the body.
         excerpt: String,
+    },
+    /// A request authenticated with an access token (userinfo, the identity URL) was refused
+    /// with HTTP 401: the token is dead, refresh it.
+    #[error("access token refused with http {status}")]
+    SessionExpired {
+        /// The HTTP status.
+        status: u16,
     },
     /// The request produced no response.
     #[error(transparent)]
@@ -374,7 +384,7 @@ impl Error {
             Self::Status { status, .. } => match status {
                 429 => ErrorKind::RateLimited,
                 500..=599 => ErrorKind::Transient,
-                401 => ErrorKind::SessionExpired,
+                401 => ErrorKind::InvalidClient,
                 _ => ErrorKind::Protocol,
             },
             Self::Transport(error) => match error.kind() {
@@ -384,6 +394,7 @@ impl Error {
                 TransportErrorKind::BodyTooLarge => ErrorKind::Protocol,
                 _ => ErrorKind::Transient,
             },
+            Self::SessionExpired { .. } => ErrorKind::SessionExpired,
             Self::Parse { .. } | Self::SignatureMismatch | Self::IdToken(_) => ErrorKind::Protocol,
             Self::StateMismatch => ErrorKind::InvalidRequest,
             Self::Config(_) => ErrorKind::Config,
@@ -398,7 +409,8 @@ impl Error {
         }
     }
 
-    /// How long the server asked us to wait (`Retry-After`), when it said.
+    /// How long the server asked us to wait (`Retry-After` in its delta-seconds form), when it
+    /// said.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Server(server) => server.retry_after,

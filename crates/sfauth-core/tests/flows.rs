@@ -861,7 +861,7 @@ async fn expired_authorization_code_depends_on_the_grant() {
 
 #[tokio::test]
 async fn status_and_transport_failures() {
-    let cases: Vec<(Reply, ErrorKind, Option<Duration>)> = vec![
+    let mut cases: Vec<(Reply, ErrorKind, Option<Duration>)> = vec![
         (
             Reply {
                 headers: vec![("retry-after", "30")],
@@ -899,6 +899,12 @@ async fn status_and_transport_failures() {
             None,
         ),
     ];
+    cases.push((
+        Reply::new(401, Some("text/html"), "Unauthorized"),
+        ErrorKind::InvalidClient,
+        None,
+    ));
+    cases.push((Reply::new(403, None, ""), ErrorKind::Protocol, None));
     for (reply, kind, retry_after) in cases {
         let status = reply.status;
         let error = check(
@@ -1520,6 +1526,10 @@ async fn userinfo_and_identity_url() {
         .userinfo(&transport, &tokens.access_token)
         .await
         .unwrap_err();
+    assert!(
+        matches!(expired, Error::SessionExpired { status: 401 }),
+        "{expired}"
+    );
     assert_eq!(expired.kind(), ErrorKind::SessionExpired);
     let malformed = client
         .userinfo(&transport, &tokens.access_token)

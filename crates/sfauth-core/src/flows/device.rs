@@ -127,6 +127,10 @@ impl OAuthClient {
     }
 
     /// Polls once: `grant_type=device&code=<device code>` with client authentication.
+    ///
+    /// Marked [`RetrySafety::SingleUse`]: once a poll has been answered with tokens the device
+    /// code is spent, so a poll whose answer was lost must not be re-sent blindly; the next
+    /// scheduled poll is the retry.
     /// `authorization_pending` and `slow_down` are outcomes, not errors; `expired_token` and
     /// `access_denied` are [`ErrorKind::ReauthorizationRequired`](crate::ErrorKind::ReauthorizationRequired) errors.
     pub async fn device_poll(

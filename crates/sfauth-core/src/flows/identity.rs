@@ -243,6 +243,9 @@ impl OAuthClient {
 fn read_json<T: DeserializeOwned>(response: &HttpResponse) -> Result<T, Error> {
     let status = response.status().as_u16();
     let body = response.body();
+    if status == 401 {
+        return Err(Error::SessionExpired { status });
+    }
     if !response.status().is_success() {
         read_response(response, Context::Other)?;
     }
