@@ -40,7 +40,9 @@
 //! # Examples, one per flow
 //!
 //! Each takes some `transport: &dyn HttpTransport` (`sfauth-transport` ships one over reqwest).
-//! A complete runnable one, with a closure transport:
+//! `examples/` has the same, one runnable file per flow against canned answers
+//! (`cargo run -p sfauth-core --example device`). A complete runnable one, with a closure
+//! transport:
 //!
 //! ```
 //! use bytes::Bytes;
