@@ -104,7 +104,8 @@ impl OAuthClient {
                     let credentials =
                         format!("{}:{}", self.app.client_id(), secret.expose_secret());
                     let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
-                    builder = builder.header(AUTHORIZATION, format!("Basic {encoded}"));
+                    builder =
+                        builder.header(AUTHORIZATION, sensitive(&format!("Basic {encoded}"))?);
                 }
                 (_, secret) => {
                     params.push(("client_id", self.app.client_id().to_owned()));
@@ -222,6 +223,14 @@ impl OAuthClient {
         tokens.learn_expiry(expires_in, self.session_timeout, now);
         Ok(tokens)
     }
+}
+
+/// A header value marked sensitive, so that `http`'s `Debug` of the request hides it.
+pub(crate) fn sensitive(value: &str) -> Result<http::HeaderValue, Error> {
+    let mut value = http::HeaderValue::from_str(value)
+        .map_err(|_| Error::config("credential contains characters not allowed in a header"))?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 fn parse_url(raw: &str) -> Option<url::Url> {

@@ -128,7 +128,8 @@ impl FromStr for LoginHost {
 
     /// Parses `production`/`login`, `sandbox`/`test`, or a URL: the two login pool URLs map to
     /// their variants, `*.my.salesforce.com` to [`LoginHost::MyDomain`], anything else to
-    /// [`LoginHost::Site`].
+    /// [`LoginHost::Site`]. A My Domain on a custom domain cannot be told from a site by its
+    /// name: build it with [`LoginHost::my_domain`].
     fn from_str(s: &str) -> Result<Self, Error> {
         match s.trim() {
             "production" | "login" => return Ok(Self::Production),

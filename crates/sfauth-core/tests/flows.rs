@@ -114,6 +114,14 @@ impl Expect {
             );
         }
         assert_eq!(RetrySafety::of(request), self.safety, "retry safety");
+        if let Some(authorization) = request.headers().get("authorization") {
+            assert!(
+                authorization.is_sensitive(),
+                "authorization header must be marked sensitive"
+            );
+            let debug = format!("{:?}", request.headers());
+            assert!(!debug.contains(authorization.to_str().unwrap()), "{debug}");
+        }
         let mut form: Vec<(String, String)> = serde_urlencoded::from_bytes(request.body()).unwrap();
         form.sort();
         let mut expected = self.form.clone();

@@ -227,7 +227,7 @@ impl OAuthClient {
         if let Some(token) = token {
             builder = builder.header(
                 http::header::AUTHORIZATION,
-                format!("Bearer {}", token.expose_secret()),
+                crate::client::sensitive(&format!("Bearer {}", token.expose_secret()))?,
             );
         }
         let mut request = builder
