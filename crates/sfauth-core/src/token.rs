@@ -12,7 +12,8 @@
 //!    decision);
 //! 3. an introspection result, applied with [`TokenSet::apply_introspection`] (it replaces only
 //!    a session-timeout guess);
-//! 4. a configured session timeout ([`OAuthClient::with_session_timeout`](crate::OAuthClient::with_session_timeout)),
+//! 4. a configured session timeout ([`OAuthClient::with_session_timeout`](crate::OAuthClient::with_session_timeout),
+//!    or [`TokenSet::apply_session_timeout`] for a stored set),
 //!    counted from `issued_at` or else from when the response was parsed. Salesforce sessions
 //!    time out after *inactivity*, so this is a lower bound.
 //!
@@ -212,6 +213,20 @@ impl TokenSet {
             self.set_expiry(
                 UNIX_EPOCH + Duration::from_secs(exp),
                 ExpirySource::Introspection,
+            );
+        }
+    }
+
+    /// Takes the expiry from a session timeout (counted from `issued_at`, or else from `now`)
+    /// when nothing better is known: for token sets stored before a timeout was configured.
+    pub fn apply_session_timeout(&mut self, timeout: Duration, now: SystemTime) {
+        if matches!(
+            self.expiry_source,
+            None | Some(ExpirySource::SessionTimeout)
+        ) {
+            self.set_expiry(
+                self.issued_at.unwrap_or(now) + timeout,
+                ExpirySource::SessionTimeout,
             );
         }
     }
@@ -589,5 +604,12 @@ mod tests {
         assert_eq!(tokens.expiry_source, Some(ExpirySource::JwtExp));
         assert_eq!(tokens.expires_at, Some(from_millis(1_700_003_600_000)));
         assert!(tokens.expires_within(Duration::from_secs(3600), now));
+        // A session timeout never overrides a stronger source.
+        tokens.apply_session_timeout(Duration::from_secs(60), now);
+        assert_eq!(tokens.expiry_source, Some(ExpirySource::JwtExp));
+        tokens.expires_at = None;
+        tokens.expiry_source = None;
+        tokens.apply_session_timeout(Duration::from_secs(60), now);
+        assert_eq!(tokens.expires_at, Some(now + Duration::from_secs(60)));
     }
 }
