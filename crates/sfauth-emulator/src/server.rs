@@ -344,7 +344,8 @@ impl Emulator {
         self.shared.lock().expire_access_tokens(now);
     }
 
-    /// Revokes every token of a connected app. Returns how many approvals and access tokens died.
+    /// Revokes every token of a connected app. Returns how many approvals (refresh-token
+    /// families, with their access tokens) and stand-alone access tokens died.
     pub fn revoke_app_tokens(&self, client_id: &str) -> usize {
         self.shared.lock().revoke_where(|c, _| c == client_id)
     }

@@ -140,7 +140,9 @@ fn require_flow(st: &State, client_id: &str, flow: Flow) -> Result<(), OAuthErro
             "grant type not supported",
         ));
     }
-    if app.blocked {
+    // A blocked app's refresh tokens were revoked with the block, so a refresh meets the usual
+    // "expired access/refresh token" in `redeem_refresh` instead.
+    if app.blocked && flow != Flow::RefreshToken {
         // UNCONFIRMED: a blocked app's token requests.
         return Err(OAuthError::invalid_grant("app is blocked"));
     }

@@ -1,0 +1,14 @@
+//! Integration tests: the emulator over real TCP, spoken to with plain HTTP (reqwest), never
+//! through an sfauth crate.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test harness: a failed unwrap is a failed test"
+)]
+
+mod common;
+mod endpoints;
+mod faults;
+mod grants;
+mod policies;
