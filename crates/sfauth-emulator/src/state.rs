@@ -191,8 +191,7 @@ pub(crate) struct Issued {
     pub(crate) user_id: String,
 }
 
-/// The whole mutable state.
-#[derive(Debug)]
+/// The whole mutable state. Its `Debug` shows counts only: the maps are keyed by live tokens.
 pub(crate) struct State {
     pub(crate) settings: Settings,
     pub(crate) orgs: Vec<Org>,
@@ -213,8 +212,19 @@ pub(crate) struct State {
     pub(crate) rng: StdRng,
     /// The emulator's own URL, known once bound.
     pub(crate) base_url: String,
-    /// JWT access tokens need the signing key; the server sets this closure's inputs.
-    pub(crate) jwt_tokens: HashSet<String>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("orgs", &self.orgs.len())
+            .field("users", &self.users.len())
+            .field("apps", &self.apps.len())
+            .field("access_tokens", &self.access.len())
+            .field("refresh_tokens", &self.refresh.len())
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
 }
 
 impl State {
@@ -238,7 +248,6 @@ impl State {
             faults: Vec::new(),
             rng: StdRng::seed_from_u64(seed),
             base_url,
-            jwt_tokens: HashSet::new(),
         };
         let orgs = if config.orgs.is_empty() {
             EmulatorConfig::seeded().orgs
@@ -568,7 +577,6 @@ impl State {
     /// Registers an externally minted access token (a JWT access token) under the same rules.
     pub(crate) fn replace_access_token(&mut self, old: &str, new: String) {
         if let Some(record) = self.access.remove(old) {
-            self.jwt_tokens.insert(new.clone());
             self.access.insert(new, record);
         }
     }

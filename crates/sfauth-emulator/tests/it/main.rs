@@ -7,6 +7,7 @@
     reason = "test harness: a failed unwrap is a failed test"
 )]
 
+mod binary;
 mod common;
 mod endpoints;
 mod faults;
