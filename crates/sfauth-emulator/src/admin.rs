@@ -22,6 +22,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/__emulator/clock/advance", post(advance))
         .route("/__emulator/access-tokens/expire", post(expire))
         .route("/__emulator/revoke", post(revoke))
+        .route("/__emulator/orgs", post(add_org))
         .route("/__emulator/users", post(add_user))
         .route("/__emulator/users/{username}/status", post(user_status))
         .route("/__emulator/apps", post(add_app))
@@ -49,7 +50,13 @@ fn bad(message: impl Into<String>) -> Response {
 fn done(result: crate::Result<impl serde::Serialize>) -> Response {
     match result {
         Ok(v) => Json(json!({"ok": true, "result": v})).into_response(),
-        Err(e) => (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))).into_response(),
+        Err(e) => {
+            let status = match e.kind() {
+                crate::ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            (status, Json(json!({"error": e.to_string()}))).into_response()
+        }
     }
 }
 
@@ -101,6 +108,19 @@ async fn revoke(
             && user_id.as_deref().is_none_or(|want| want == u)
     });
     done(Ok(n))
+}
+
+#[derive(Deserialize)]
+struct NewOrg {
+    name: String,
+    instance_url: Option<String>,
+}
+
+async fn add_org(AxumState(shared): AxumState<Arc<Shared>>, Json(body): Json<NewOrg>) -> Response {
+    if let Some(r) = disabled(&shared) {
+        return r;
+    }
+    done(shared.lock().add_org(None, &body.name, body.instance_url))
 }
 
 #[derive(Deserialize)]

@@ -12,7 +12,7 @@ use crate::crypto;
 use crate::format::{Fields, xml_escape as esc};
 use crate::model::Flow;
 use crate::params::Params;
-use crate::server::Shared;
+use crate::server::{Shared, ViaSite};
 use crate::state::{AuthCode, DeviceStatus, State};
 
 /// The parameters that travel through the login and consent pages.
@@ -42,6 +42,10 @@ struct AuthRequest {
     state: Option<String>,
     challenge: Option<String>,
     nonce: Option<String>,
+    /// `response_type` asked for an id token (`token id_token`).
+    id_token: bool,
+    /// The request came through the Experience Cloud-style site.
+    via_site: bool,
 }
 
 enum Failure {
@@ -53,10 +57,13 @@ enum Failure {
 
 /// The handler (GET shows the form; POST carries the form steps).
 pub(crate) async fn authorize(AxumState(shared): AxumState<Arc<Shared>>, req: Request) -> Response {
+    let via_site = req.extensions().get::<ViaSite>().is_some_and(|v| v.0);
     let (_, _, params) = Params::from_request(req).await;
-    let fragment = matches!(params.get("response_type"), Some(rt) if rt.starts_with("token"));
+    let fragment = params
+        .get("response_type")
+        .is_some_and(|rt| rt.contains("token"));
     let request = match validate(&shared, &params) {
-        Ok(r) => r,
+        Ok(r) => AuthRequest { via_site, ..r },
         Err(Failure::Page(error, description)) => {
             return error_redirect_page(&shared, error, description);
         }
@@ -156,6 +163,8 @@ fn validate(shared: &Shared, params: &Params) -> Result<AuthRequest, Failure> {
         state: params.get("state").map(str::to_owned),
         challenge,
         nonce: params.get("nonce").map(str::to_owned),
+        id_token: response_type.contains("id_token"),
+        via_site: false,
     })
 }
 
@@ -346,6 +355,21 @@ fn complete(shared: &Shared, request: &AuthRequest, user_id: &str) -> Response {
     ));
     fields.push(("scope", Value::from(issued.scopes.join(" "))));
     fields.push(("token_type", Value::from("Bearer")));
+    if request.id_token || issued.scopes.iter().any(|s| s == "openid") {
+        let token = crate::token::id_token(
+            shared,
+            &st,
+            &request.client_id,
+            &user,
+            &issued,
+            request.nonce.clone(),
+        );
+        fields.push(("id_token", Value::from(token)));
+    }
+    if request.via_site {
+        let prefix = st.settings.site_prefix.clone();
+        fields.push(("sfdc_community_url", Value::from(shared.site_url(&prefix))));
+    }
     if let Some(s) = &request.state {
         fields.push(("state", Value::from(s.clone())));
     }

@@ -212,26 +212,8 @@ fn finish(shared: &Shared, st: &mut State, mut issued: Issued, shape: Shape) -> 
         .id_token_nonce
         .filter(|_| issued.scopes.iter().any(|s| s == "openid"))
     {
-        let exp = now_s + i64::try_from(st.settings.id_token_lifetime_secs).unwrap_or(300);
-        let mut claims = json!({
-            "at_hash": crypto::at_hash(&issued.access_token),
-            "sub": id,
-            "aud": app.config.client_id,
-            "iss": shared.base_url,
-            "exp": exp,
-            "iat": now_s,
-            "name": format!("{} {}", user.config.first_name, user.config.last_name),
-            "preferred_username": user.config.username,
-            "given_name": user.config.first_name,
-            "family_name": user.config.last_name,
-            "email": user.config.email,
-            "user_id": user.id,
-            "organization_id": user.org_id,
-        });
-        if let (Some(n), Some(map)) = (nonce, claims.as_object_mut()) {
-            map.insert("nonce".to_owned(), Value::from(n));
-        }
-        fields.push(("id_token", Value::from(shared.keys.sign_jwt(&[], &claims))));
+        let token = id_token(shared, st, &app.config.client_id, &user, &issued, nonce);
+        fields.push(("id_token", Value::from(token)));
     }
     fields.push(("instance_url", Value::from(instance_url)));
     fields.push(("id", Value::from(id)));
@@ -241,6 +223,39 @@ fn finish(shared: &Shared, st: &mut State, mut issued: Issued, shape: Shape) -> 
     }
     fields.extend(shape.extra);
     fields
+}
+
+/// An RS256 id token for `issued` (claims as observed: `at_hash`, `sub` = identity URL, `aud` =
+/// client id, `iss`, `exp`, `iat`, `nonce`, plus standard profile claims).
+pub(crate) fn id_token(
+    shared: &Shared,
+    st: &State,
+    client_id: &str,
+    user: &crate::state::User,
+    issued: &Issued,
+    nonce: Option<String>,
+) -> String {
+    let now_s = issued.issued_ms.div_euclid(1000);
+    let exp = now_s + i64::try_from(st.settings.id_token_lifetime_secs).unwrap_or(300);
+    let mut claims = json!({
+        "at_hash": crypto::at_hash(&issued.access_token),
+        "sub": st.identity_url(user),
+        "aud": client_id,
+        "iss": shared.base_url,
+        "exp": exp,
+        "iat": now_s,
+        "name": format!("{} {}", user.config.first_name, user.config.last_name),
+        "preferred_username": user.config.username,
+        "given_name": user.config.first_name,
+        "family_name": user.config.last_name,
+        "email": user.config.email,
+        "user_id": user.id,
+        "organization_id": user.org_id,
+    });
+    if let (Some(n), Some(map)) = (nonce, claims.as_object_mut()) {
+        map.insert("nonce".to_owned(), Value::from(n));
+    }
+    shared.keys.sign_jwt(&[], &claims)
 }
 
 fn full_shape() -> Shape {

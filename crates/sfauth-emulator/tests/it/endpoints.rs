@@ -499,3 +499,64 @@ async fn admin_api() {
         404
     );
 }
+
+#[tokio::test]
+async fn user_agent_id_token_through_the_site() {
+    let env = env().await;
+    let c = &env.c;
+    let r = env
+        .send(
+            env.http
+                .get(env.url("/community/services/oauth2/authorize"))
+                .query(&[
+                    ("response_type", "token id_token"),
+                    ("client_id", c.client_id.as_str()),
+                    ("redirect_uri", c.callback_url.as_str()),
+                    ("scope", "openid api"),
+                    ("nonce", "abc"),
+                ]),
+        )
+        .await;
+    let p = r.location_params();
+    assert_eq!(p["sfdc_community_url"], env.emu.site_url());
+    let claims = jwt_part(&p["id_token"], 1);
+    assert_eq!(claims["nonce"], "abc");
+    assert_eq!(claims["sub"], p["id"]);
+}
+
+#[tokio::test]
+async fn admin_api_creates_orgs_users_and_apps() {
+    let env = env_with(|b| b.admin_api(true)).await;
+    let org = env
+        .send(
+            env.http
+                .post(env.url("/__emulator/orgs"))
+                .json(&serde_json::json!({"name": "Globex"})),
+        )
+        .await;
+    let org_id = org.json()["result"].as_str().unwrap().to_owned();
+    assert!(org_id.starts_with("00D"));
+    let user = serde_json::json!({"org_id": org_id, "username": "g@globex.test", "password": "pw", "security_token": "T"});
+    env.send(env.http.post(env.url("/__emulator/users")).json(&user))
+        .await
+        .expect_ok();
+    let app = serde_json::json!({"org_id": org_id, "client_id": "3MVGglobex", "client_secret": "s", "flows": ["password"]});
+    env.send(env.http.post(env.url("/__emulator/apps")).json(&app))
+        .await
+        .expect_ok();
+    let r = env
+        .token(&[
+            ("grant_type", "password"),
+            ("client_id", "3MVGglobex"),
+            ("client_secret", "s"),
+            ("username", "g@globex.test"),
+            ("password", "pwT"),
+        ])
+        .await;
+    r.expect_ok();
+    assert!(r.field("id").contains(&org_id));
+    let dup = env
+        .send(env.http.post(env.url("/__emulator/apps")).json(&app))
+        .await;
+    assert_eq!(dup.status, 400, "{}", dup.body);
+}
