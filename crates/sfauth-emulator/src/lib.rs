@@ -81,8 +81,11 @@
 //!   user, JWTs (the emulator's id tokens or signed with the app's certificate) map their `sub`,
 //!   SAML maps its `NameID`; a refresh token is issued when the scope asks for one;
 //!   `issued_token_type` is returned.
-//! - A flow the app does not allow: `unsupported_grant_type` / "grant type not supported"; a
-//!   blocked app: `invalid_grant` / "app is blocked", and its tokens are revoked.
+//! - A flow the app does not allow: `unsupported_grant_type` / "grant type not supported",
+//!   except the username-password flow, which answers `invalid_grant` / "authentication failure"
+//!   as Salesforce does when the flow is blocked. A blocked app: `invalid_grant` / "app is
+//!   blocked" for new grants, and its tokens are revoked (so refreshes answer "expired
+//!   access/refresh token").
 //! - Frozen or inactive users: `inactive_user` / "User is inactive"; their tokens stop working.
 //! - "Expire after N" counts from the first authorization of the refresh-token family.
 //! - Access tokens expire `session_timeout_secs` after issue (not sliding).

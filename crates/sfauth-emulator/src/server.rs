@@ -323,6 +323,12 @@ impl Emulator {
         self.shared.lock().counters.clone()
     }
 
+    /// How many refresh requests currently hold the per-refresh-token lock (tests use this to
+    /// send a second request while the first is in flight).
+    pub fn refreshes_in_flight(&self) -> usize {
+        self.shared.lock().in_flight.len()
+    }
+
     /// Sets every counter back to zero.
     pub fn reset_counters(&self) {
         self.shared.lock().counters = Counters::default();

@@ -133,6 +133,10 @@ fn require_flow(st: &State, client_id: &str, flow: Flow) -> Result<(), OAuthErro
     let app = st
         .app(client_id)
         .ok_or_else(OAuthError::invalid_client_id)?;
+    if !app.config.flows.contains(&flow) && flow == Flow::Password {
+        // Salesforce reports a blocked username-password flow as a failed login.
+        return Err(OAuthError::invalid_grant("authentication failure"));
+    }
     if !app.config.flows.contains(&flow) {
         // UNCONFIRMED: Salesforce's wording for a flow the app does not allow.
         return Err(OAuthError::new(

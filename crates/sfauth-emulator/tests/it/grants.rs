@@ -1,7 +1,7 @@
 //! Every grant of the token endpoint, its response fields and its errors.
 
 use serde_json::json;
-use sfauth_emulator::{SEED_CLIENT_PRIVATE_KEY, assertions};
+use sfauth_emulator::{Flow, SEED_CLIENT_PRIVATE_KEY, assertions};
 
 use crate::common::*;
 
@@ -109,6 +109,38 @@ async fn password_flow_errors() {
             form: form(&c.client_id, &c.client_secret, &c.username, &good),
             error: Some(("inactive_user", "User is inactive")),
         }],
+    )
+    .await;
+    env.emu
+        .set_user_status(&c.username, sfauth_emulator::UserStatus::Active)
+        .unwrap();
+    // Blocking the flow (the default in new orgs) looks like a failed login; other flows
+    // the app does not allow are unsupported grants.
+    env.emu
+        .update_app(&c.client_id, |a| {
+            a.flows
+                .retain(|f| !matches!(f, Flow::Password | Flow::ClientCredentials))
+        })
+        .unwrap();
+    let cc = vec![
+        ("grant_type", "client_credentials".to_owned()),
+        ("client_id", c.client_id.clone()),
+        ("client_secret", c.client_secret.clone()),
+    ];
+    check(
+        &env,
+        vec![
+            Case {
+                name: "password flow blocked",
+                form: form(&c.client_id, &c.client_secret, &c.username, &good),
+                error: Some(("invalid_grant", "authentication failure")),
+            },
+            Case {
+                name: "client credentials not allowed",
+                form: cc,
+                error: Some(("unsupported_grant_type", "grant type not supported")),
+            },
+        ],
     )
     .await;
 }

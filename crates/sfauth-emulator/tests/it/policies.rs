@@ -91,14 +91,16 @@ async fn rotation_with_reuse_detection() {
 
 #[tokio::test]
 async fn concurrent_refresh_with_the_same_token_is_rejected() {
-    let env = env_with(|b| b.app_policy(|p| p.refresh_latency_ms = 300)).await;
+    // The latency only keeps the first request in flight; the test waits for it explicitly.
+    let env = env_with(|b| b.app_policy(|p| p.refresh_latency_ms = 1_000)).await;
     let rt = env
         .code_login("api refresh_token")
         .await
         .field("refresh_token");
     let (a, b) = tokio::join!(env.refresh(&rt), async {
-        // Let the first request take the lock.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        while env.emu.refreshes_in_flight() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         env.refresh(&rt).await
     });
     a.expect_ok();
@@ -107,7 +109,10 @@ async fn concurrent_refresh_with_the_same_token_is_rejected() {
         "invalid_grant",
         "token request is already being processed",
     );
-    // Once the first finishes, the token can be used again.
+    assert_eq!(env.emu.refreshes_in_flight(), 0, "the lock is released");
+    env.emu
+        .set_policy(&env.c.client_id, |p| p.refresh_latency_ms = 0)
+        .unwrap();
     env.refresh(&rt).await.expect_ok();
     assert_eq!(env.emu.counters().refresh_tokens_rejected, 1);
 }
