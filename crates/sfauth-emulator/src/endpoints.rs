@@ -150,11 +150,13 @@ fn identity_user(
         return Err((StatusCode::FORBIDDEN, "Missing_OAuth_Token"));
     };
     let now = shared.clock.now_ms();
-    let st = shared.lock();
+    let mut st = shared.lock();
     let bad = (StatusCode::FORBIDDEN, "Bad_OAuth_Token");
     let at = st.live_access(&token, now).ok_or(bad)?;
-    let user = st.user(&at.user_id).cloned().ok_or(bad)?;
-    Ok((user, at.scopes.clone()))
+    let (user_id, scopes) = (at.user_id.clone(), at.scopes.clone());
+    st.touch_access(&token, now);
+    let user = st.user(&user_id).cloned().ok_or(bad)?;
+    Ok((user, scopes))
 }
 
 fn urls(base: &str, user: &User, version: Option<&str>) -> Value {
@@ -388,10 +390,12 @@ pub(crate) async fn jwks(AxumState(shared): AxumState<Arc<Shared>>) -> Response 
 }
 
 /// Used by REST: a live access token's user.
-pub(crate) fn rest_user(shared: &Shared, headers: &HeaderMap) -> Option<User> {
+pub(crate) fn rest_user(shared: &Shared, headers: &HeaderMap) -> Option<(User, Vec<String>)> {
     let token = bearer(headers, None)?;
     let now = shared.clock.now_ms();
-    let st: std::sync::MutexGuard<'_, State> = shared.lock();
+    let mut st: std::sync::MutexGuard<'_, State> = shared.lock();
     let at = st.live_access(&token, now)?;
-    st.user(&at.user_id).cloned()
+    let (user_id, scopes) = (at.user_id.clone(), at.scopes.clone());
+    st.touch_access(&token, now);
+    st.user(&user_id).cloned().map(|u| (u, scopes))
 }

@@ -60,6 +60,27 @@
 //! HTML error page, hang; for the next N calls or with a probability) and read [`Counters`].
 //! With a fixed [`EmulatorBuilder::seed`] ids, tokens and fault draws are reproducible.
 //!
+//! # Admin API
+//!
+//! Served only with [`Settings::admin_api`] (`--admin-api`); bodies are JSON, answers
+//! `{"ok":true,"result":...}` or `{"error":"..."}` (400 invalid, 404 unknown).
+//!
+//! | Request | Effect |
+//! |---|---|
+//! | `POST /__emulator/clock/advance?seconds=N` | advance the clock |
+//! | `POST /__emulator/access-tokens/expire` | expire every access token now |
+//! | `POST /__emulator/revoke?client_id=&username=` | revoke by app and/or user |
+//! | `POST /__emulator/orgs` `{"name","instance_url"?}` | add an org (returns its id) |
+//! | `POST /__emulator/users` `{"org_id"?, ...UserConfig}` | add a user |
+//! | `POST /__emulator/apps` `{"org_id"?, ...AppConfig}` | add a connected app |
+//! | `POST /__emulator/users/{username}/status?status=active\|frozen\|inactive` | freeze, deactivate, reactivate |
+//! | `POST /__emulator/apps/{client_id}/block`, `/unblock`, `/reset-refresh-tokens`, `/revoke` | app actions |
+//! | `POST /__emulator/apps/{client_id}/policy` `{AppPolicy}` | replace the app's policy |
+//! | `POST /__emulator/orgs/{org_id}/instance-url?url=` | move the org (no `url`: back to the base URL) |
+//! | `POST /__emulator/device/approve?user_code=&username=&deny=` | act on a device code |
+//! | `POST /__emulator/faults` `{"endpoint","kind","status"?,"retry_after_secs"?,"latency_ms"?,"times"?,"probability"?}` | inject a fault; `DELETE` clears |
+//! | `GET /__emulator/counters` | counters; `DELETE` resets |
+//!
 //! # Choices where Salesforce's behaviour is UNCONFIRMED
 //!
 //! - `format` wins over `Accept`; XML bodies are `<OAuth><field>…</field></OAuth>`.
@@ -88,7 +109,10 @@
 //!   access/refresh token").
 //! - Frozen or inactive users: `inactive_user` / "User is inactive"; their tokens stop working.
 //! - "Expire after N" counts from the first authorization of the refresh-token family.
-//! - Access tokens expire `session_timeout_secs` after issue (not sliding).
+//! - Access tokens expire `session_timeout_secs` after issue, or after the last use with
+//!   [`AppPolicy::sliding_session`].
+//! - REST calls with a live token lacking the `api`/`full` scope answer 401 `INVALID_SESSION_ID`
+//!   "This session is not valid for use with the REST API" (a 401 a refresh cannot fix).
 //! - Introspect and revoke errors are 400 JSON (revoke can answer urlencoded:
 //!   [`Settings::revoke_error_format`]); revoke success is an empty 200.
 //! - userinfo/identity failures: 403 `Missing_OAuth_Token` / `Bad_OAuth_Token`.
@@ -102,7 +126,9 @@
 //! `https://login.salesforce.com`). The JWT bearer `aud` may be `https://login.salesforce.com`,
 //! `https://test.salesforce.com` or the emulator URL. Client credentials are refused when the
 //! request's `Host` is `login.salesforce.com` or `test.salesforce.com` (as at Salesforce), so a
-//! test can reproduce that mistake by setting the header.
+//! test can reproduce that mistake by setting the header. To simulate an org migration to a host
+//! that really answers, move the org's `instance_url` to [`Emulator::site_url`]: every path is
+//! served there too.
 
 mod admin;
 mod authorize;

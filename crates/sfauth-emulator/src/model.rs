@@ -330,6 +330,9 @@ pub struct AppPolicy {
     /// Artificial latency of `grant_type=refresh_token`, in milliseconds, so tests can make two
     /// requests with the same refresh token overlap.
     pub refresh_latency_ms: u64,
+    /// Extend an access token's life to `now + session_timeout_secs` each time it is used
+    /// (Salesforce sessions are inactivity-based; UNCONFIRMED details, so off by default).
+    pub sliding_session: bool,
 }
 
 impl Default for AppPolicy {
@@ -341,6 +344,7 @@ impl Default for AppPolicy {
             rotation: false,
             max_approvals_per_user: 5,
             refresh_latency_ms: 0,
+            sliding_session: false,
         }
     }
 }

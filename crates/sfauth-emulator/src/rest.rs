@@ -76,15 +76,29 @@ fn version_ok(version: &str) -> bool {
     minor == 0 && (20..=latest).contains(&major)
 }
 
-/// The session's user and the name of its org.
-fn authed(shared: &Shared, req: &Request) -> Option<(User, String)> {
-    let user = rest_user(shared, req.headers())?;
+/// 401 for a live session whose scopes do not include the REST API (`api` or `full`); clients
+/// must not try to fix this one by refreshing.
+fn not_for_rest() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "INVALID_SESSION_ID",
+        "This session is not valid for use with the REST API",
+    )
+}
+
+/// The session's user and the name of its org, or the 401 to answer.
+fn authed(shared: &Shared, req: &Request) -> Result<(User, String), fn() -> Response> {
+    let (user, scopes) =
+        rest_user(shared, req.headers()).ok_or(invalid_session as fn() -> Response)?;
+    if !scopes.iter().any(|s| s == "api" || s == "full") {
+        return Err(not_for_rest);
+    }
     let org_name = shared
         .lock()
         .org(&user.org_id)
         .map(|o| o.name.clone())
         .unwrap_or_default();
-    Some((user, org_name))
+    Ok((user, org_name))
 }
 
 /// `/services/data/`: public, no session needed.
@@ -103,8 +117,8 @@ pub(crate) async fn resources(
     Path(version): Path<String>,
     req: Request,
 ) -> Response {
-    if authed(&shared, &req).is_none() {
-        return invalid_session();
+    if let Err(respond) = authed(&shared, &req) {
+        return respond();
     }
     if !version_ok(&version) {
         return not_found();
@@ -154,8 +168,9 @@ pub(crate) async fn query(
     Path(version): Path<String>,
     req: Request,
 ) -> Response {
-    let Some((user, org_name)) = authed(&shared, &req) else {
-        return invalid_session();
+    let (user, org_name) = match authed(&shared, &req) {
+        Ok(found) => found,
+        Err(respond) => return respond(),
     };
     if !version_ok(&version) {
         return not_found();
@@ -211,8 +226,9 @@ pub(crate) async fn sobject(
     Path((version, kind, id)): Path<(String, String, String)>,
     req: Request,
 ) -> Response {
-    let Some((user, org_name)) = authed(&shared, &req) else {
-        return invalid_session();
+    let (user, org_name) = match authed(&shared, &req) {
+        Ok(found) => found,
+        Err(respond) => return respond(),
     };
     if !version_ok(&version) {
         return not_found();

@@ -739,6 +739,24 @@ impl State {
         Some(at)
     }
 
+    /// Records a use of a live access token: with a sliding session its expiry moves forward.
+    pub(crate) fn touch_access(&mut self, token: &str, now: i64) {
+        let Some(at) = self.access.get(token) else {
+            return;
+        };
+        let Some(app) = self.app(&at.client_id) else {
+            return;
+        };
+        if !app.config.policy.sliding_session {
+            return;
+        }
+        let timeout = app.config.policy.session_timeout_secs.saturating_mul(1000);
+        let expires = now.saturating_add(i64::try_from(timeout).unwrap_or(i64::MAX));
+        if let Some(at) = self.access.get_mut(token) {
+            at.expires_ms = at.expires_ms.max(expires);
+        }
+    }
+
     /// A live refresh token and its family.
     pub(crate) fn live_refresh(&self, token: &str, now: i64) -> Option<&Family> {
         let rt = self.refresh.get(token)?;

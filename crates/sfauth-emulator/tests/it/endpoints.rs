@@ -560,3 +560,37 @@ async fn admin_api_creates_orgs_users_and_apps() {
         .await;
     assert_eq!(dup.status, 400, "{}", dup.body);
 }
+
+#[tokio::test]
+async fn rest_refuses_sessions_without_api_scope() {
+    let env = env().await;
+    let c = &env.c;
+    let pw = c.password_with_token();
+    let r = env
+        .token(&[
+            ("grant_type", "password"),
+            ("client_id", &c.client_id),
+            ("client_secret", &c.client_secret),
+            ("username", &c.username),
+            ("password", &pw),
+            ("scope", "id"),
+        ])
+        .await;
+    let token = r.field("access_token");
+    let rest = env
+        .get_bearer(
+            "/services/data/v62.0/query?q=SELECT+Id+FROM+Account",
+            &token,
+        )
+        .await;
+    assert_eq!(rest.status, 401);
+    assert_eq!(
+        rest.json(),
+        serde_json::json!([{"message": "This session is not valid for use with the REST API", "errorCode": "INVALID_SESSION_ID"}])
+    );
+    // The identity URL accepts the id scope.
+    let id = env
+        .get_bearer(&format!("/id/{}/{}", c.org_id, c.user_id), &token)
+        .await;
+    assert_eq!(id.status, 200);
+}

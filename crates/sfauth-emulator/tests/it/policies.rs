@@ -278,3 +278,21 @@ impl Env {
         .await
     }
 }
+
+#[tokio::test]
+async fn sliding_session_extends_on_use() {
+    let env = env_with(|b| {
+        b.app_policy(|p| {
+            p.session_timeout_secs = 900;
+            p.sliding_session = true;
+        })
+    })
+    .await;
+    let token = env.password_login().await.field("access_token");
+    for _ in 0..3 {
+        env.emu.advance(Duration::from_secs(600));
+        assert_eq!(env.rest_status(&token).await, 200);
+    }
+    env.emu.advance(Duration::from_secs(900));
+    assert_eq!(env.rest_status(&token).await, 401);
+}
