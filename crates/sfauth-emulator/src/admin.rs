@@ -293,13 +293,18 @@ async fn approve_device(
 #[derive(Deserialize)]
 struct FaultBody {
     endpoint: String,
-    /// `status`, `rate_limited`, `latency`, `connection_reset`, `malformed_body`, `html_error_page`, `hang`.
+    /// `status`, `rate_limited`, `latency`, `connection_reset`, `malformed_body`,
+    /// `html_error_page`, `hang`, `oauth_error`, `response`.
     kind: String,
     status: Option<u16>,
     retry_after_secs: Option<u64>,
     latency_ms: Option<u64>,
     times: Option<u32>,
     probability: Option<f64>,
+    error: Option<String>,
+    error_description: Option<String>,
+    content_type: Option<String>,
+    body: Option<String>,
 }
 
 async fn add_fault(
@@ -322,6 +327,16 @@ async fn add_fault(
         "malformed_body" => FaultKind::MalformedBody,
         "html_error_page" => FaultKind::HtmlErrorPage,
         "hang" => FaultKind::Hang,
+        "oauth_error" => FaultKind::OAuthError {
+            status: body.status.unwrap_or(400),
+            error: body.error.unwrap_or_else(|| "invalid_grant".to_owned()),
+            description: body.error_description.unwrap_or_default(),
+        },
+        "response" => FaultKind::Response {
+            status: body.status.unwrap_or(500),
+            content_type: body.content_type.unwrap_or_else(|| "text/plain".to_owned()),
+            body: body.body.unwrap_or_default(),
+        },
         other => return bad(format!("unknown fault kind {other}")),
     };
     let mut fault = Fault::new(endpoint, kind);

@@ -103,6 +103,26 @@ pub enum FaultKind {
     HtmlErrorPage,
     /// Never answer (until the emulator shuts down).
     Hang,
+    /// Answer an OAuth error body `{"error":..,"error_description":..}` with this status, e.g.
+    /// `rate_limit_exceeded` / "Number of logins exceeded" or "IP restricted or invalid login
+    /// hours" (any row of Salesforce's token-endpoint error table).
+    OAuthError {
+        /// HTTP status (Salesforce uses 400).
+        status: u16,
+        /// The `error` code.
+        error: String,
+        /// The `error_description`.
+        description: String,
+    },
+    /// Answer exactly this response (e.g. a REST 401 with another message).
+    Response {
+        /// HTTP status.
+        status: u16,
+        /// `Content-Type` header.
+        content_type: String,
+        /// The body.
+        body: String,
+    },
 }
 
 /// A fault rule: what to do, on which endpoint, how often.

@@ -57,7 +57,8 @@
 //! reset refresh tokens, freeze users, expire all access tokens, advance the [`Clock`], change
 //! policies and settings, move an org's `instance_url`, approve device codes, inject faults
 //! ([`Fault`]: status codes, 429 with `Retry-After`, latency, connection reset, malformed body,
-//! HTML error page, hang; for the next N calls or with a probability) and read [`Counters`].
+//! HTML error page, hang, any OAuth error body, any canned response; for the next N calls or with
+//! a probability) and read [`Counters`].
 //! With a fixed [`EmulatorBuilder::seed`] ids, tokens and fault draws are reproducible.
 //!
 //! # Admin API
@@ -78,7 +79,7 @@
 //! | `POST /__emulator/apps/{client_id}/policy` `{AppPolicy}` | replace the app's policy |
 //! | `POST /__emulator/orgs/{org_id}/instance-url?url=` | move the org (no `url`: back to the base URL) |
 //! | `POST /__emulator/device/approve?user_code=&username=&deny=` | act on a device code |
-//! | `POST /__emulator/faults` `{"endpoint","kind","status"?,"retry_after_secs"?,"latency_ms"?,"times"?,"probability"?}` | inject a fault; `DELETE` clears |
+//! | `POST /__emulator/faults` `{"endpoint","kind","status"?,"retry_after_secs"?,"latency_ms"?,"error"?,"error_description"?,"content_type"?,"body"?,"times"?,"probability"?}` | inject a fault (`kind`: `status`, `rate_limited`, `latency`, `connection_reset`, `malformed_body`, `html_error_page`, `hang`, `oauth_error`, `response`); `DELETE` clears |
 //! | `GET /__emulator/counters` | counters; `DELETE` resets |
 //!
 //! # Choices where Salesforce's behaviour is UNCONFIRMED

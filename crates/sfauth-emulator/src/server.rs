@@ -656,6 +656,32 @@ async fn fault_response(shared: &Shared, kind: FaultKind) -> Response {
             shared.shutting_down().await;
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
+        FaultKind::OAuthError {
+            status,
+            error,
+            description,
+        } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            let body = serde_json::json!({"error": error, "error_description": description});
+            let mut r = (status, body.to_string()).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json;charset=UTF-8"),
+            );
+            r
+        }
+        FaultKind::Response {
+            status,
+            content_type,
+            body,
+        } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut r = (status, body).into_response();
+            if let Ok(v) = HeaderValue::from_str(&content_type) {
+                r.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            r
+        }
         FaultKind::Latency(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }

@@ -106,3 +106,42 @@ async fn probabilistic_faults_are_reproducible_with_a_seed() {
     assert_eq!(first, run().await);
     assert!(first.contains(&500) && first.contains(&200), "{first:?}");
 }
+
+#[tokio::test]
+async fn oauth_error_and_canned_response_faults() {
+    let env = env_with(|b| b.admin_api(true)).await;
+    env.emu.inject_fault(
+        Fault::new(
+            Endpoint::Token,
+            FaultKind::OAuthError {
+                status: 400,
+                error: "rate_limit_exceeded".to_owned(),
+                description: "Number of logins exceeded".to_owned(),
+            },
+        )
+        .times(1),
+    );
+    env.password_login_raw().await.expect_error(
+        400,
+        "rate_limit_exceeded",
+        "Number of logins exceeded",
+    );
+    let token = env.password_login().await.field("access_token");
+
+    let body = r#"[{"message":"This session is not valid for use with the REST API","errorCode":"INVALID_SESSION_ID"}]"#;
+    let fault = serde_json::json!({
+        "endpoint": "rest", "kind": "response", "status": 401,
+        "content_type": "application/json;charset=UTF-8", "body": body, "times": 1,
+    });
+    env.send(env.http.post(env.url("/__emulator/faults")).json(&fault))
+        .await
+        .expect_ok();
+    let r = env
+        .get_bearer(
+            "/services/data/v62.0/query?q=SELECT+Id+FROM+Account",
+            &token,
+        )
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (401, body));
+    assert_eq!(env.rest_status(&token).await, 200);
+}
