@@ -61,6 +61,38 @@
 //! a probability) and read [`Counters`].
 //! With a fixed [`EmulatorBuilder::seed`] ids, tokens and fault draws are reproducible.
 //!
+//! # Configuration file
+//!
+//! The binary reads TOML ([`EmulatorConfig::from_file`]); every key is optional and unknown keys
+//! are errors. `crates/sfauth-emulator/emulator.example.toml` shows them all:
+//!
+//! ```toml
+//! seed = 7                         # reproducible ids and tokens
+//! [settings]
+//! admin_api = true
+//! site_prefix = "customers"
+//! [[orgs]]
+//! name = "Acme"
+//! [[orgs.users]]
+//! username = "integration@acme.test"
+//! password = "Sup3r-secret"
+//! security_token = "ACMETOKEN123"
+//! [[orgs.apps]]
+//! client_id = "3MVG9acme"
+//! client_secret = "secret"
+//! callback_urls = ["http://localhost:1717/OauthRedirect"]
+//! flows = ["authorization_code", "refresh_token", "client_credentials"]
+//! run_as = "integration@acme.test"
+//! [orgs.apps.policy]
+//! session_timeout_secs = 900
+//! rotation = true
+//! refresh_token_policy = { kind = "expire_if_unused", secs = 604800 }
+//! ```
+//!
+//! Connected apps require the client secret on the code exchange by default
+//! ([`AppConfig::require_secret_for_web_server_flow`]); turn it off for PKCE-only public clients.
+//! The crate has no cargo features.
+//!
 //! # Admin API
 //!
 //! Served only with [`Settings::admin_api`] (`--admin-api`); bodies are JSON, answers
