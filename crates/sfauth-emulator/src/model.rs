@@ -39,7 +39,8 @@ pub struct EmulatorConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// Path prefix of the Experience Cloud-style site that serves every endpoint a second time.
+    /// Path prefix of the Experience Cloud-style site that serves every endpoint a second time
+    /// (read once at start; empty disables the site).
     pub site_prefix: String,
     /// Host names (without port) treated as the login pool (`login`/`test`): client credentials
     /// are refused there with `request not supported on this domain`.
