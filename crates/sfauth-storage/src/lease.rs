@@ -1,0 +1,93 @@
+//! The lease rules shared by the backends that keep a key's lease as one value (memory, file):
+//! who may take it, how the fence grows, when a lease is still current.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use sfauth_core::TokenKey;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::record::Lease;
+
+/// One key's lease: the last fence ever issued and the current holder, if any.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LeaseState {
+    /// The greatest fence issued for the key so far; never decreases.
+    pub(crate) last_fence: u64,
+    /// The lease issued last, unless it was released. It may have expired.
+    pub(crate) current: Option<Held>,
+}
+
+/// A lease as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Held {
+    pub(crate) holder: String,
+    pub(crate) fence: u64,
+    pub(crate) expires_at: SystemTime,
+}
+
+pub(crate) fn check_holder(holder: &str) -> Result<()> {
+    if holder.is_empty() {
+        return Err(Error::config("a lease holder name must not be empty"));
+    }
+    Ok(())
+}
+
+pub(crate) fn expiry(now: SystemTime, ttl: Duration) -> Result<SystemTime> {
+    now.checked_add(ttl)
+        .ok_or_else(|| Error::config("lease ttl is too large"))
+}
+
+impl LeaseState {
+    /// Takes the lease for `holder` if it is free, expired or already theirs (a renewal keeps
+    /// the fence). Returns `None`, changing nothing, when somebody else holds it.
+    pub(crate) fn try_acquire(
+        &mut self,
+        key: &TokenKey,
+        holder: &str,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<Option<Lease>> {
+        check_holder(holder)?;
+        let expires_at = expiry(now, ttl)?;
+        let fence = match &self.current {
+            Some(held) if held.expires_at > now && held.holder != holder => return Ok(None),
+            Some(held) if held.expires_at > now => held.fence,
+            _ => self
+                .last_fence
+                .checked_add(1)
+                .ok_or_else(|| Error::new(ErrorKind::Backend, "the fence counter is exhausted"))?,
+        };
+        self.last_fence = self.last_fence.max(fence);
+        self.current = Some(Held {
+            holder: holder.to_owned(),
+            fence,
+            expires_at,
+        });
+        Ok(Some(Lease {
+            key: key.clone(),
+            holder: holder.to_owned(),
+            fence,
+            expires_at,
+        }))
+    }
+
+    /// Whether `lease` is the current, unexpired lease.
+    pub(crate) fn is_current(&self, lease: &Lease, now: SystemTime) -> bool {
+        self.current.as_ref().is_some_and(|held| {
+            held.holder == lease.holder && held.fence == lease.fence && held.expires_at > now
+        })
+    }
+
+    /// Frees the lease if `lease` is the current one (expired or not); returns whether it did.
+    pub(crate) fn release(&mut self, lease: &Lease) -> bool {
+        let current = self
+            .current
+            .as_ref()
+            .is_some_and(|held| held.holder == lease.holder && held.fence == lease.fence);
+        if current {
+            self.current = None;
+        }
+        current
+    }
+}

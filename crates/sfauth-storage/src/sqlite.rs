@@ -1,0 +1,395 @@
+//! [`SqliteStore`]: every record in one SQLite file, through sqlx (feature `sqlite`).
+//!
+//! The database runs in WAL mode with `synchronous = FULL` (a write that returned survives a
+//! power cut) and a busy timeout, so several processes can share one file. The schema is
+//! embedded (`migrations/`) and applied on open.
+//!
+//! Every conditional write is a single SQL statement: SQLite takes the write lock at the start
+//! of a writing statement, so the check (`WHERE version = ?`, the lease `EXISTS`) and the write
+//! are one atomic step, as with `BEGIN IMMEDIATE`, without a read-then-upgrade that WAL mode
+//! would answer with `SQLITE_BUSY`. When such a statement changes no row, a second read says
+//! why (missing, stale, lease lost, unknown key); nothing was written either way.
+
+use std::fs;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use sfauth_core::TokenKey;
+use sqlx::Row as _;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::crypto::{Keyring, create_private_dir, open_record, seal_record};
+use crate::error::{Error, ErrorKind, Result};
+use crate::lease::{check_holder, expiry};
+use crate::record::{Lease, ListPage, ListQuery, TokenRecord};
+use crate::store::TokenStore;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How long a statement waits for another connection's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A [`TokenStore`] in one SQLite file, records sealed with a [`Keyring`].
+///
+/// Safe to share between tasks (it holds a connection pool), between handles and between
+/// processes on one machine. Not for network file systems: SQLite's WAL needs shared memory.
+///
+/// ```no_run
+/// use sfauth_storage::{Keyring, SqliteStore};
+///
+/// # async fn open() -> sfauth_storage::Result<()> {
+/// let path = SqliteStore::default_path()?;
+/// let keyring = Keyring::from_key_file(&path.with_file_name("tokens.key"))?;
+/// let store = SqliteStore::open(&path, keyring).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    keyring: Keyring,
+    path: PathBuf,
+}
+
+fn backend(what: &str, error: sqlx::Error) -> Error {
+    Error::with_source(ErrorKind::Backend, format!("sqlite: {what}"), error)
+}
+
+fn to_millis(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn from_millis(millis: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+}
+
+fn to_i64(value: u64, what: &str) -> Result<i64> {
+    i64::try_from(value).map_err(|_| Error::new(ErrorKind::Backend, format!("{what} is too large")))
+}
+
+fn to_u64(value: i64, what: &str) -> Result<u64> {
+    u64::try_from(value).map_err(|_| Error::corrupt(format!("stored {what} is negative")))
+}
+
+impl SqliteStore {
+    /// The default database: `tokens.db` in an `sfauth` folder of the user's data directory
+    /// (`$XDG_DATA_HOME/sfauth/tokens.db`, else `~/.local/share/sfauth/tokens.db` on Linux;
+    /// `~/Library/Application Support/sfauth/tokens.db` on macOS).
+    pub fn default_path() -> Result<PathBuf> {
+        dirs::data_dir()
+            .map(|dir| dir.join("sfauth").join("tokens.db"))
+            .ok_or_else(|| Error::config("no data directory for this user (is HOME set?)"))
+    }
+
+    /// Opens the database at `path`, creating it (mode 0600, parent directories 0700) and its
+    /// schema if missing.
+    pub async fn open(path: impl AsRef<Path>, keyring: Keyring) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            create_private_dir(dir)?;
+        }
+        // SQLite gives its journal files the database file's mode, so creating it private
+        // keeps them private too.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        if let Ok(meta) = file.metadata()
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(path = %path.display(), "token database is readable by group or others");
+        }
+        drop(file);
+
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|e| backend("connect options", e))?
+            .filename(&path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| backend("opening database", e))?;
+        // Two processes opening a new file at once can race on the schema: the loser fails,
+        // and its second try finds the migration applied.
+        if MIGRATOR.run(&pool).await.is_err() {
+            MIGRATOR
+                .run(&pool)
+                .await
+                .map_err(|e| Error::with_source(ErrorKind::Backend, "sqlite: migrating", e))?;
+        }
+        Ok(Self {
+            pool,
+            keyring,
+            path,
+        })
+    }
+
+    /// Opens [`SqliteStore::default_path`].
+    pub async fn open_default(keyring: Keyring) -> Result<Self> {
+        Self::open(Self::default_path()?, keyring).await
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes every connection, checkpointing the WAL. Later calls fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn known_key_ids(&self) -> Result<String> {
+        serde_json::to_string(&self.keyring.key_ids().collect::<Vec<_>>())
+            .map_err(|e| Error::with_source(ErrorKind::Backend, "encoding key ids", e))
+    }
+
+    fn decode(&self, key: &str, version: i64, sealed: &[u8]) -> Result<TokenRecord> {
+        open_record(&self.keyring, key, to_u64(version, "version")?, sealed)
+    }
+}
+
+#[async_trait]
+impl TokenStore for SqliteStore {
+    async fn get(&self, key: &TokenKey) -> Result<Option<TokenRecord>> {
+        let name = key.to_string();
+        let row = sqlx::query("SELECT version, sealed FROM token_records WHERE key = ?1")
+            .bind(&name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| backend("reading record", e))?;
+        row.map(|row| {
+            let sealed: Vec<u8> = row.get("sealed");
+            self.decode(&name, row.get("version"), &sealed)
+        })
+        .transpose()
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<ListPage> {
+        let limit = query.effective_limit();
+        let rows = sqlx::query(
+            "SELECT key, version, sealed FROM token_records \
+             WHERE (?1 IS NULL OR org_id = ?1) AND (?2 IS NULL OR user_id = ?2) \
+               AND (?3 IS NULL OR client_id = ?3) AND (?4 IS NULL OR status = ?4) \
+               AND (?5 IS NULL OR key > ?5) \
+             ORDER BY key LIMIT ?6",
+        )
+        .bind(query.org_id.as_ref().map(|id| id.as_str()))
+        .bind(query.user_id.as_ref().map(|id| id.as_str()))
+        .bind(query.client_id.as_deref())
+        .bind(query.status.map(|status| status.as_str()))
+        .bind(query.after.as_ref().map(|cursor| cursor.last_key()))
+        .bind(to_i64(limit as u64 + 1, "limit")?)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| backend("listing records", e))?;
+        let records = rows
+            .iter()
+            .map(|row| {
+                let key: String = row.get("key");
+                let sealed: Vec<u8> = row.get("sealed");
+                self.decode(&key, row.get("version"), &sealed)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ListPage::from_matches(records, limit))
+    }
+
+    async fn insert(&self, record: TokenRecord) -> Result<u64> {
+        let name = record.key.to_string();
+        let sealed = seal_record(&self.keyring, &record, 1)?;
+        let done = sqlx::query(
+            "INSERT INTO token_records \
+               (key, org_id, user_id, client_id, status, version, key_id, sealed, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&name)
+        .bind(record.key.org_id.as_str())
+        .bind(record.key.user_id.as_str())
+        .bind(&record.key.client_id)
+        .bind(record.status.kind().as_str())
+        .bind(self.keyring.current_key_id())
+        .bind(sealed)
+        .bind(to_millis(SystemTime::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| backend("inserting record", e))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::conflict(format!(
+                "a record for {name} already exists"
+            )));
+        }
+        Ok(1)
+    }
+
+    async fn put<'a>(
+        &self,
+        record: TokenRecord,
+        expected_version: u64,
+        lease: Option<&'a Lease>,
+    ) -> Result<u64> {
+        let name = record.key.to_string();
+        if lease.is_some_and(|lease| lease.key != record.key) {
+            return Err(Error::lease_lost(&name));
+        }
+        let version = expected_version
+            .checked_add(1)
+            .ok_or_else(|| Error::conflict("version counter is exhausted"))?;
+        let sealed = seal_record(&self.keyring, &record, version)?;
+        let now = to_millis(SystemTime::now());
+        let done = sqlx::query(
+            "UPDATE token_records SET org_id = ?1, user_id = ?2, client_id = ?3, status = ?4, \
+               version = ?5, key_id = ?6, sealed = ?7, updated_at = ?8 \
+             WHERE key = ?9 AND version = ?10 \
+               AND key_id IN (SELECT value FROM json_each(?11)) \
+               AND (?12 IS NULL OR EXISTS (SELECT 1 FROM token_leases AS l \
+                 WHERE l.key = ?9 AND l.holder = ?12 AND l.fence = ?13 AND l.expires_at > ?8))",
+        )
+        .bind(record.key.org_id.as_str())
+        .bind(record.key.user_id.as_str())
+        .bind(&record.key.client_id)
+        .bind(record.status.kind().as_str())
+        .bind(to_i64(version, "version")?)
+        .bind(self.keyring.current_key_id())
+        .bind(sealed)
+        .bind(now)
+        .bind(&name)
+        .bind(to_i64(expected_version, "version")?)
+        .bind(self.known_key_ids()?)
+        .bind(lease.map(|lease| lease.holder.as_str()))
+        .bind(
+            lease
+                .map(|lease| to_i64(lease.fence, "fence"))
+                .transpose()?,
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(|e| backend("writing record", e))?;
+        if done.rows_affected() == 1 {
+            return Ok(version);
+        }
+        // Nothing was written; say why.
+        let row = sqlx::query("SELECT version, key_id FROM token_records WHERE key = ?1")
+            .bind(&name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| backend("reading record", e))?;
+        let Some(row) = row else {
+            return Err(Error::not_found(&name));
+        };
+        let current: i64 = row.get("version");
+        let key_id: String = row.get("key_id");
+        if current != to_i64(expected_version, "version")? {
+            Err(Error::conflict(format!(
+                "{name} is at version {current}, not {expected_version}"
+            )))
+        } else if !self.keyring.knows(&key_id) {
+            Err(Error::new(
+                ErrorKind::WrongKey,
+                format!(
+                    "{name} is sealed with key {key_id}, which the keyring does not hold; not overwriting it"
+                ),
+            ))
+        } else {
+            Err(Error::lease_lost(&name))
+        }
+    }
+
+    async fn delete(&self, key: &TokenKey, expected_version: Option<u64>) -> Result<bool> {
+        let name = key.to_string();
+        let expected = expected_version.map(|v| to_i64(v, "version")).transpose()?;
+        let done = sqlx::query(
+            "DELETE FROM token_records WHERE key = ?1 AND (?2 IS NULL OR version = ?2)",
+        )
+        .bind(&name)
+        .bind(expected)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| backend("deleting record", e))?;
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM token_records WHERE key = ?1")
+                .bind(&name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| backend("reading record", e))?;
+        match (current, expected_version) {
+            (Some(current), Some(expected)) => Err(Error::conflict(format!(
+                "{name} is at version {current}, not {expected}"
+            ))),
+            _ => Ok(false),
+        }
+    }
+
+    async fn try_acquire(
+        &self,
+        key: &TokenKey,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        check_holder(holder)?;
+        let now = SystemTime::now();
+        let expires_at = to_millis(expiry(now, ttl)?);
+        // In an upsert's SET, every column on the right is the row's old value.
+        let fence: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO token_leases (key, last_fence, holder, fence, expires_at) \
+             VALUES (?1, 1, ?2, 1, ?3) \
+             ON CONFLICT (key) DO UPDATE SET \
+               fence = CASE WHEN holder = excluded.holder AND expires_at > ?4 \
+                 THEN fence ELSE last_fence + 1 END, \
+               last_fence = CASE WHEN holder = excluded.holder AND expires_at > ?4 \
+                 THEN last_fence ELSE last_fence + 1 END, \
+               holder = excluded.holder, \
+               expires_at = excluded.expires_at \
+             WHERE holder IS NULL OR expires_at <= ?4 OR holder = excluded.holder \
+             RETURNING fence",
+        )
+        .bind(key.to_string())
+        .bind(holder)
+        .bind(expires_at)
+        .bind(to_millis(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| backend("acquiring lease", e))?;
+        fence
+            .map(|fence| {
+                Ok(Lease {
+                    key: key.clone(),
+                    holder: holder.to_owned(),
+                    fence: to_u64(fence, "fence")?,
+                    expires_at: from_millis(expires_at),
+                })
+            })
+            .transpose()
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        sqlx::query(
+            "UPDATE token_leases SET holder = NULL, fence = NULL, expires_at = NULL \
+             WHERE key = ?1 AND holder = ?2 AND fence = ?3",
+        )
+        .bind(lease.key.to_string())
+        .bind(&lease.holder)
+        .bind(to_i64(lease.fence, "fence")?)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| backend("releasing lease", e))?;
+        Ok(())
+    }
+}

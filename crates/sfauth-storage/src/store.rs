@@ -1,0 +1,128 @@
+//! The [`TokenStore`] trait every backend implements, and [`TokenStoreExt`], its helpers.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sfauth_core::TokenKey;
+
+use crate::error::Result;
+use crate::record::{Lease, ListPage, ListQuery, TokenRecord};
+
+/// Durable, versioned storage of [`TokenRecord`]s, keyed by [`TokenKey`], with a per-key refresh
+/// lease.
+///
+/// Object-safe: hold it as `Arc<dyn TokenStore>`.
+///
+/// # Contract
+///
+/// Every backend promises the following, and `sfauth_storage::conformance` checks it. A
+/// "version" is a per-key counter: `1` after [`insert`](Self::insert), `+1` on every successful
+/// [`put`](Self::put).
+///
+/// - [`get`](Self::get) returns the latest committed version, never an older one once a newer
+///   write has returned (read-your-writes and monotonic reads, across handles and processes on
+///   the same data). A record that cannot be decoded is an error
+///   ([`Corrupt`](crate::ErrorKind::Corrupt) or [`WrongKey`](crate::ErrorKind::WrongKey)) and is
+///   left untouched.
+/// - [`list`](Self::list) returns the matching records in the order of the key's string form,
+///   at most the query's limit, and a cursor for the next page. Paging through a set of keys
+///   that does not change meanwhile yields each key exactly once. Each record is the latest
+///   version at the time it was read (a page is not a snapshot across keys). An undecodable
+///   matching record fails the call.
+/// - [`insert`](Self::insert) stores the record only if the key is absent, at version 1; an
+///   existing key is [`Conflict`](crate::ErrorKind::Conflict).
+/// - [`put`](Self::put) is compare-and-swap: it replaces the record only if the stored version
+///   is `expected_version`, and then stores it at `expected_version + 1`. Of many concurrent
+///   puts on one version exactly one succeeds. A stale version is
+///   [`Conflict`](crate::ErrorKind::Conflict), a missing key
+///   [`NotFound`](crate::ErrorKind::NotFound); with `Some(lease)`, the write also requires that
+///   lease (holder and fence) to be the key's current, unexpired lease, else
+///   [`LeaseLost`](crate::ErrorKind::LeaseLost). A failed put changes nothing. The `version`
+///   field of the record passed in is ignored.
+/// - [`delete`](Self::delete) removes the record (only at `expected_version` when given; a
+///   different version is [`Conflict`](crate::ErrorKind::Conflict)) and returns whether there
+///   was one. It does not reset the key's fence.
+/// - [`try_acquire`](Self::try_acquire) gives at most one holder at a time a lease on a key (the
+///   key needs no record). A free or expired lease is taken, with a fence strictly greater than
+///   any fence ever issued for that key (persisted: it survives restarts, release, expiry and
+///   deletion). The current holder asking again renews: same fence, later expiry. Anybody else
+///   gets `None` while the lease is live.
+/// - [`release`](Self::release) frees the lease if it is still the current one (same holder and
+///   fence); otherwise it does nothing.
+///
+/// Writes are durable when they return (file and SQLite backends sync to disk). Times are the
+/// wall clock of the machine doing the operation: processes sharing a store need roughly
+/// synchronised clocks for lease expiry.
+///
+/// # Wrappers
+///
+/// A wrapper (metrics, tracing, caching) implements every method by forwarding; the helpers of
+/// [`TokenStoreExt`] come for free through its blanket impl, so it cannot forget one. A caching
+/// wrapper must not serve a read from cache after another handle may have written: the contract
+/// above is about the latest version.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// The record for `key` at its latest version, or `None`.
+    async fn get(&self, key: &TokenKey) -> Result<Option<TokenRecord>>;
+
+    /// One page of the records matching `query`, in key order.
+    async fn list(&self, query: &ListQuery) -> Result<ListPage>;
+
+    /// Stores `record` under `record.key` if the key is absent; returns the new version (1).
+    async fn insert(&self, record: TokenRecord) -> Result<u64>;
+
+    /// Replaces the record under `record.key` if it is at `expected_version` (and, with a lease,
+    /// if that lease is still current); returns the new version.
+    async fn put<'a>(
+        &self,
+        record: TokenRecord,
+        expected_version: u64,
+        lease: Option<&'a Lease>,
+    ) -> Result<u64>;
+
+    /// Removes the record for `key` (only at `expected_version`, when given); returns whether
+    /// one was removed.
+    async fn delete(&self, key: &TokenKey, expected_version: Option<u64>) -> Result<bool>;
+
+    /// Takes or renews the refresh lease on `key` for `ttl`; `None` when somebody else holds it.
+    async fn try_acquire(
+        &self,
+        key: &TokenKey,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>>;
+
+    /// Frees `lease` if it is still the current lease of its key.
+    async fn release(&self, lease: &Lease) -> Result<()>;
+}
+
+/// Helpers over any [`TokenStore`], through a blanket impl.
+#[async_trait]
+pub trait TokenStoreExt: TokenStore {
+    /// Every record matching `query` (its cursor and limit set the start and the page size),
+    /// following cursors to the end.
+    async fn list_all(&self, query: &ListQuery) -> Result<Vec<TokenRecord>> {
+        let mut query = query.clone();
+        let mut all = Vec::new();
+        loop {
+            let page = self.list(&query).await?;
+            all.extend(page.records);
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Stores `record`, as [`TokenStore::insert`] when `expected_version` is `None` and as
+    /// [`TokenStore::put`] without a lease otherwise.
+    async fn upsert(&self, record: TokenRecord, expected_version: Option<u64>) -> Result<u64> {
+        match expected_version {
+            None => self.insert(record).await,
+            Some(version) => self.put(record, version, None).await,
+        }
+    }
+}
+
+impl<T: TokenStore + ?Sized> TokenStoreExt for T {}

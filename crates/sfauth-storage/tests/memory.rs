@@ -1,0 +1,3 @@
+//! The conformance suite against `MemoryStore`.
+
+sfauth_storage::conformance_tests!(store = async { sfauth_storage::MemoryStore::new() });

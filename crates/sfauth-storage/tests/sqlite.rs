@@ -1,0 +1,166 @@
+//! The conformance suite against `SqliteStore` on a real file, and two pools sharing one file.
+#![cfg(all(feature = "sqlite", feature = "conformance"))]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers outside #[test] functions"
+)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::future::join_all;
+use sfauth_core::TokenKey;
+use sfauth_storage::conformance::{Namespace, Persistent};
+use sfauth_storage::{ErrorKind, Key, Keyring, SqliteStore, TokenStore};
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    keyring: Keyring,
+    store: Arc<SqliteStore>,
+}
+
+impl Harness {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data/tokens.db");
+        let keyring = Keyring::new(Key::generate());
+        let store = Arc::new(SqliteStore::open(&path, keyring.clone()).await.unwrap());
+        Self {
+            _dir: dir,
+            path,
+            keyring,
+            store,
+        }
+    }
+
+    async fn raw_pool(&self) -> sqlx::SqlitePool {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&self.path)
+            .busy_timeout(Duration::from_secs(10));
+        sqlx::SqlitePool::connect_with(options).await.unwrap()
+    }
+}
+
+#[async_trait]
+impl Persistent for Harness {
+    fn store(&self) -> Arc<dyn TokenStore> {
+        self.store.clone()
+    }
+
+    fn keyring(&self) -> Keyring {
+        self.keyring.clone()
+    }
+
+    async fn reopen(&self, keyring: Keyring) -> sfauth_storage::Result<Arc<dyn TokenStore>> {
+        Ok(Arc::new(SqliteStore::open(&self.path, keyring).await?))
+    }
+
+    async fn raw_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = self.path.clone().into_os_string();
+            name.push(suffix);
+            if let Ok(data) = std::fs::read(PathBuf::from(name)) {
+                bytes.extend(data);
+            }
+        }
+        bytes
+    }
+
+    async fn read_raw(&self, key: &TokenKey) -> Option<Vec<u8>> {
+        let pool = self.raw_pool().await;
+        let raw = sqlx::query_scalar("SELECT sealed FROM token_records WHERE key = ?1")
+            .bind(key.to_string())
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        raw
+    }
+
+    async fn write_raw(&self, key: &TokenKey, bytes: Vec<u8>) {
+        let pool = self.raw_pool().await;
+        let done = sqlx::query("UPDATE token_records SET sealed = ?1 WHERE key = ?2")
+            .bind(bytes)
+            .bind(key.to_string())
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+        pool.close().await;
+    }
+}
+
+sfauth_storage::conformance_tests!(persistent = Harness::new());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pools_on_one_file_race_and_share_leases() {
+    let h = Harness::new().await;
+    let other = SqliteStore::open(&h.path, h.keyring.clone()).await.unwrap();
+    let stores: [&dyn TokenStore; 2] = [&*h.store, &other];
+    let ns = Namespace::new();
+    let (key, record) = ns.fresh("two-pools");
+    stores[0].insert(record.clone()).await.unwrap();
+
+    let attempts = (0..16).map(|i| {
+        let mut record = record.clone();
+        record.refresh_count = i;
+        let store = stores[i as usize % 2];
+        async move { store.put(record, 1, None).await }
+    });
+    let results = join_all(attempts).await;
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(wins, 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| e.kind() == ErrorKind::Conflict)
+    );
+    let a = stores[0].get(&key).await.unwrap().unwrap();
+    let b = stores[1].get(&key).await.unwrap().unwrap();
+    assert_eq!(a, b, "both pools see the winner");
+
+    let ttl = Duration::from_secs(30);
+    let leases = join_all((0..16).map(|i| {
+        let store = stores[i % 2];
+        let key = &key;
+        async move {
+            store
+                .try_acquire(key, &format!("holder-{i}"), ttl)
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let held: Vec<_> = leases.into_iter().flatten().collect();
+    assert_eq!(held.len(), 1, "one lease across both pools");
+    let lease = &held[0];
+    stores[1].release(lease).await.unwrap();
+    let next = stores[0]
+        .try_acquire(&key, "late", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(next.fence > lease.fence);
+}
+
+#[tokio::test]
+async fn default_path_is_under_the_data_dir_and_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = SqliteStore::default_path().unwrap();
+    assert!(path.ends_with("sfauth/tokens.db"), "{}", path.display());
+    let h = Harness::new().await;
+    let mode = std::fs::metadata(&h.path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let dir_mode = std::fs::metadata(h.path.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(dir_mode, 0o700);
+}
