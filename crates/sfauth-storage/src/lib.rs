@@ -70,6 +70,7 @@
 pub mod conformance;
 mod crypto;
 mod error;
+mod file;
 mod lease;
 mod memory;
 mod record;
@@ -79,6 +80,7 @@ mod store;
 
 pub use crypto::{Key, Keyring};
 pub use error::{Error, ErrorKind, Result};
+pub use file::FileStore;
 pub use memory::MemoryStore;
 pub use record::{
     Cursor, InFlight, Lease, ListPage, ListQuery, RecordStatus, StatusKind, TokenRecord,
