@@ -10,7 +10,7 @@
 //! a failure names the case (the calling crate needs `tokio` with the `macros` and
 //! `rt-multi-thread` features):
 //!
-//! ```ignore
+//! ```text
 //! // Only the trait: every case that needs no harness.
 //! sfauth_storage::conformance_tests!(store = async { sfauth_storage::MemoryStore::new() });
 //! // A persistent backend: every case, given a future of a `Persistent` harness.
@@ -424,8 +424,8 @@ pub async fn lease_expiry_and_takeover(store: &dyn TokenStore) {
     let (key, record) = ns.fresh("expiry");
     store.insert(record.clone()).await.expect("insert");
     let (a, b) = (holder("a"), holder("b"));
-    let first = store
-        .try_acquire(&key, &a, Duration::from_millis(50))
+    let held = store
+        .try_acquire(&key, &a, Duration::from_secs(30))
         .await
         .expect("acquire")
         .expect("free lease");
@@ -436,6 +436,14 @@ pub async fn lease_expiry_and_takeover(store: &dyn TokenStore) {
             .expect("b")
             .is_none()
     );
+    // A renewal sets the expiry to now + ttl, so it can also shorten the lease. (Taking the
+    // lease with a short ttl at once would make the check above race the clock.)
+    let first = store
+        .try_acquire(&key, &a, Duration::from_millis(50))
+        .await
+        .expect("renew")
+        .expect("the holder renews");
+    assert_eq!(first.fence, held.fence);
     tokio::time::sleep(Duration::from_millis(80)).await;
     let second = store
         .try_acquire(&key, &b, Duration::from_secs(30))

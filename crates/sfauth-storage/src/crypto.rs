@@ -1,25 +1,7 @@
 //! Encryption at rest: [`Key`] and [`Keyring`], and the sealed-record format that the file and
 //! SQLite backends share.
 //!
-//! A record's contents (the [`TokenSet`](sfauth_core::TokenSet) with its secrets, and the
-//! record's metadata) are serialized to JSON and sealed with XChaCha20-Poly1305 under a random
-//! 24-byte nonce. The associated data binds the blob to its key's string form and its version,
-//! so a blob copied to another key, or replayed at another version, fails to open. A blob is
-//!
-//! ```text
-//! "sfs1" | key id length (1 byte) | key id | nonce (24 bytes) | ciphertext and tag
-//! ```
-//!
-//! A key's id is a fingerprint of the key (16 hex digits of a SHA-256 over it), so the id says
-//! which key a record needs without revealing it, and a known id with a failing tag means the
-//! blob was damaged, not that the key is wrong:
-//!
-//! - unknown key id → [`ErrorKind::WrongKey`];
-//! - bad header, failing tag, undecodable contents → [`ErrorKind::Corrupt`].
-//!
-//! Rotation: a [`Keyring`] seals with its current key and opens with the current key or any old
-//! one, and backends seal every write afresh, so records move to the new key as they are
-//! written.
+//! The format and the error rules are on [`Keyring`].
 
 use std::fmt;
 use std::fs;
@@ -179,6 +161,32 @@ impl fmt::Debug for Key {
 /// The keys a store encrypts with: the current one, which seals every write, and old ones that
 /// still open records written before a rotation. Cheap to clone.
 ///
+/// Key sources: [`Keyring::from_env`] (base64 in an environment variable),
+/// [`Keyring::from_key_file`] (a file created 0600 with a random key if missing), or
+/// [`Key::from_bytes`] for a key the caller keeps elsewhere (a secret manager). Key bytes are
+/// zeroized on drop and never printed.
+///
+/// # Format
+///
+/// A record's contents (the [`TokenSet`](sfauth_core::TokenSet) with its secrets, and the
+/// record's metadata) are serialized to JSON and sealed with XChaCha20-Poly1305 under a random
+/// 24-byte nonce. The associated data binds the blob to its key's string form and its version,
+/// so a blob copied to another key, or replayed at another version, fails to open. A blob is
+///
+/// ```text
+/// "sfs1" | key id length (1 byte) | key id | nonce (24 bytes) | ciphertext and tag
+/// ```
+///
+/// A key's id is a fingerprint of the key (16 hex digits of a SHA-256 over it), so the id says
+/// which key a record needs without revealing it, and a known id with a failing tag means the
+/// blob was damaged, not that the key is wrong:
+///
+/// - unknown key id → [`ErrorKind::WrongKey`];
+/// - bad header, failing tag, undecodable contents → [`ErrorKind::Corrupt`].
+///
+/// Rotation: a [`Keyring`] seals with its current key and opens with the current key or any old
+/// one, and backends seal every write afresh, so records move to the new key as they are
+/// written.///
 /// ```
 /// use sfauth_storage::{Key, Keyring};
 ///

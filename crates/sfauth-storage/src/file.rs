@@ -1,32 +1,7 @@
 //! [`FileStore`]: one directory, one encrypted file per key, advisory locks for the
 //! cross-process lease. Always available.
 //!
-//! # Layout
-//!
-//! For a key whose string form hashes (SHA-256, hex) to `H`, the directory holds:
-//!
-//! - `H.rec`: the record, a small JSON envelope (format, key, version, status, key id) around
-//!   the sealed record (see [`Keyring`]);
-//! - `H.lease`: the key's lease and its fence counter, JSON;
-//! - `H.lock`: an empty file whose advisory lock (`flock`) serializes every
-//!   read-check-write on the key, across processes.
-//!
-//! # Why one file per key
-//!
-//! One file for all keys would make every write rewrite every tenant, serialize all writers on
-//! one lock, and let one torn or damaged file lose every refresh token at once. With one file
-//! per key, compare-and-swap writes to different keys are independent, a write rewrites one
-//! small file, and a damaged file loses one tenant, not all. The name is a hash so that any key
-//! (with `/`, `|` or non-ASCII in its parts) maps to a safe, fixed-length name, and the name
-//! itself reveals nothing about the org or user.
-//!
-//! # Writes
-//!
-//! A write goes to a temporary file in the same directory (mode 0600), is synced, renamed over
-//! the old file, and the directory is synced: a reader sees the old file or the new one, never
-//! a mix, and a write that returned survives a crash. Readers (`get`, `list`) take no lock;
-//! writers hold the key's lock from the check to the rename. Advisory locks work between
-//! processes on one machine; they are not reliable on network file systems.
+//! The layout and the reasons for it are on [`FileStore`].
 
 use std::fs;
 use std::io::{ErrorKind as IoErrorKind, Write as _};
@@ -52,8 +27,34 @@ const RECORD: &str = "rec";
 const LEASE: &str = "lease";
 const LOCK: &str = "lock";
 
-/// A [`TokenStore`] in a directory, one encrypted file per key; see the
-/// [module docs](self) for the layout and why.
+/// A [`TokenStore`] in a directory, one encrypted file per key.
+///
+/// # Layout
+///
+/// For a key whose string form hashes (SHA-256, hex) to `H`, the directory holds:
+///
+/// - `H.rec`: the record, a small JSON envelope (format, key, version, status, key id) around
+///   the sealed record (see [`Keyring`]);
+/// - `H.lease`: the key's lease and its fence counter, JSON;
+/// - `H.lock`: an empty file whose advisory lock (`flock`) serializes every
+///   read-check-write on the key, across processes.
+///
+/// # Why one file per key
+///
+/// One file for all keys would make every write rewrite every tenant, serialize all writers on
+/// one lock, and let one torn or damaged file lose every refresh token at once. With one file
+/// per key, compare-and-swap writes to different keys are independent, a write rewrites one
+/// small file, and a damaged file loses one tenant, not all. The name is a hash so that any key
+/// (with `/`, `|` or non-ASCII in its parts) maps to a safe, fixed-length name, and the name
+/// itself reveals nothing about the org or user.
+///
+/// # Writes
+///
+/// A write goes to a temporary file in the same directory (mode 0600), is synced, renamed over
+/// the old file, and the directory is synced: a reader sees the old file or the new one, never
+/// a mix, and a write that returned survives a crash. Readers (`get`, `list`) take no lock;
+/// writers hold the key's lock from the check to the rename. Advisory locks work between
+/// processes on one machine; they are not reliable on network file systems.
 ///
 /// Operations run on tokio's blocking thread pool, so a tokio runtime must be running.
 ///

@@ -21,7 +21,11 @@
 //! | [`FileStore`] | always | one directory, one file per key | cross-process lease by advisory file locks |
 //! | `SqliteStore` | `sqlite` (default) | one SQLite file (WAL) | the default of the CLI and the demo |
 //! | `MockTokenStore` | `mock` | — | a mockall mock of the trait |
-//! | `conformance` module | `conformance` | — | the shared suite and [`conformance_tests!`] |
+//! | `conformance` module | `conformance` | — | the shared suite and `conformance_tests!` |
+//!
+//! [`FileStore`] keeps one file per key rather than one file for all: compare-and-swap writes to
+//! different keys are then independent, a write rewrites one small file, and a damaged file
+//! loses one tenant rather than every refresh token at once (details on [`FileStore`]).
 //!
 //! The file and SQLite backends encrypt every record at rest with a [`Keyring`]
 //! (XChaCha20-Poly1305; see [`Keyring`] for key sources and rotation). A wrong key is

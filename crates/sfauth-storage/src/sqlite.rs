@@ -1,14 +1,6 @@
 //! [`SqliteStore`]: every record in one SQLite file, through sqlx (feature `sqlite`).
 //!
-//! The database runs in WAL mode with `synchronous = FULL` (a write that returned survives a
-//! power cut) and a busy timeout, so several processes can share one file. The schema is
-//! embedded (`migrations/`) and applied on open.
-//!
-//! Every conditional write is a single SQL statement: SQLite takes the write lock at the start
-//! of a writing statement, so the check (`WHERE version = ?`, the lease `EXISTS`) and the write
-//! are one atomic step, as with `BEGIN IMMEDIATE`, without a read-then-upgrade that WAL mode
-//! would answer with `SQLITE_BUSY`. When such a statement changes no row, a second read says
-//! why (missing, stale, lease lost, unknown key); nothing was written either way.
+//! See [`SqliteStore`] for the guarantees and how they are kept.
 
 use std::fs;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -20,7 +12,8 @@ use async_trait::async_trait;
 use sfauth_core::TokenKey;
 use sqlx::Row as _;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 
 use crate::crypto::{Keyring, create_private_dir, open_record, seal_record};
@@ -38,6 +31,20 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// Safe to share between tasks (it holds a connection pool), between handles and between
 /// processes on one machine. Not for network file systems: SQLite's WAL needs shared memory.
+///
+/// The database runs in WAL mode with `synchronous = FULL` (a write that returned survives a
+/// power cut) and a busy timeout, so several processes can share one file. The schema is
+/// embedded (`migrations/`) and applied on open.
+///
+/// Every conditional write is a single SQL statement: SQLite takes the write lock at the start
+/// of a writing statement, so the check (`WHERE version = ?`, the lease `EXISTS`) and the write
+/// are one atomic step, as with `BEGIN IMMEDIATE`, without a read-then-upgrade that WAL mode
+/// would answer with `SQLITE_BUSY`. When such a statement changes no row, a second read says
+/// why (missing, stale, lease lost, unknown key); nothing was written either way.
+///
+/// Records are sealed as described on [`Keyring`]; the org id, user id, client id, status,
+/// version and key id stay in clear columns for listing and for the checks of a
+/// compare-and-swap, and are checked against the sealed record when it is read.
 ///
 /// ```no_run
 /// use sfauth_storage::{Keyring, SqliteStore};
@@ -159,8 +166,23 @@ impl SqliteStore {
             .map_err(|e| Error::with_source(ErrorKind::Backend, "encoding key ids", e))
     }
 
-    fn decode(&self, key: &str, version: i64, sealed: &[u8]) -> Result<TokenRecord> {
-        open_record(&self.keyring, key, to_u64(version, "version")?, sealed)
+    /// Opens a row (`key`, `version`, `status`, `sealed`), checking the clear status column
+    /// against the sealed record.
+    fn decode(&self, key: &str, row: &SqliteRow) -> Result<TokenRecord> {
+        let sealed: Vec<u8> = row.get("sealed");
+        let status: String = row.get("status");
+        let record = open_record(
+            &self.keyring,
+            key,
+            to_u64(row.get("version"), "version")?,
+            &sealed,
+        )?;
+        if record.status.kind().as_str() != status {
+            return Err(Error::corrupt(format!(
+                "row for {key} contradicts its sealed record"
+            )));
+        }
+        Ok(record)
     }
 }
 
@@ -168,22 +190,18 @@ impl SqliteStore {
 impl TokenStore for SqliteStore {
     async fn get(&self, key: &TokenKey) -> Result<Option<TokenRecord>> {
         let name = key.to_string();
-        let row = sqlx::query("SELECT version, sealed FROM token_records WHERE key = ?1")
+        let row = sqlx::query("SELECT version, status, sealed FROM token_records WHERE key = ?1")
             .bind(&name)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| backend("reading record", e))?;
-        row.map(|row| {
-            let sealed: Vec<u8> = row.get("sealed");
-            self.decode(&name, row.get("version"), &sealed)
-        })
-        .transpose()
+        row.map(|row| self.decode(&name, &row)).transpose()
     }
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
         let limit = query.effective_limit();
         let rows = sqlx::query(
-            "SELECT key, version, sealed FROM token_records \
+            "SELECT key, version, status, sealed FROM token_records \
              WHERE (?1 IS NULL OR org_id = ?1) AND (?2 IS NULL OR user_id = ?2) \
                AND (?3 IS NULL OR client_id = ?3) AND (?4 IS NULL OR status = ?4) \
                AND (?5 IS NULL OR key > ?5) \
@@ -200,11 +218,7 @@ impl TokenStore for SqliteStore {
         .map_err(|e| backend("listing records", e))?;
         let records = rows
             .iter()
-            .map(|row| {
-                let key: String = row.get("key");
-                let sealed: Vec<u8> = row.get("sealed");
-                self.decode(&key, row.get("version"), &sealed)
-            })
+            .map(|row| self.decode(&row.get::<String, _>("key"), row))
             .collect::<Result<Vec<_>>>()?;
         Ok(ListPage::from_matches(records, limit))
     }

@@ -45,7 +45,8 @@ use crate::record::{Lease, ListPage, ListQuery, TokenRecord};
 /// - [`try_acquire`](Self::try_acquire) gives at most one holder at a time a lease on a key (the
 ///   key needs no record). A free or expired lease is taken, with a fence strictly greater than
 ///   any fence ever issued for that key (persisted: it survives restarts, release, expiry and
-///   deletion). The current holder asking again renews: same fence, later expiry. Anybody else
+///   deletion). The current holder asking again (before expiry) renews: same fence, expiry
+///   set to now + `ttl`. Anybody else
 ///   gets `None` while the lease is live.
 /// - [`release`](Self::release) frees the lease if it is still the current one (same holder and
 ///   fence); otherwise it does nothing.

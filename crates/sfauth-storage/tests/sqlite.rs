@@ -164,3 +164,20 @@ async fn default_path_is_under_the_data_dir_and_files_are_private() {
         & 0o777;
     assert_eq!(dir_mode, 0o700);
 }
+
+#[tokio::test]
+async fn clear_columns_that_contradict_the_sealed_record_are_corrupt() {
+    let h = Harness::new().await;
+    let ns = Namespace::new();
+    let (key, record) = ns.fresh("contradiction");
+    h.store.insert(record).await.unwrap();
+    let pool = h.raw_pool().await;
+    sqlx::query("UPDATE token_records SET status = 'reauth_required' WHERE key = ?1")
+        .bind(key.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let error = h.store.get(&key).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Corrupt);
+}
