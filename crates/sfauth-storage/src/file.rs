@@ -56,6 +56,10 @@ const LOCK: &str = "lock";
 /// writers hold the key's lock from the check to the rename. Advisory locks work between
 /// processes on one machine; they are not reliable on network file systems.
 ///
+/// `list` reads every record file's envelope: a file too damaged to say which key it holds
+/// fails every listing (with [`ErrorKind::Corrupt`]) until it is repaired or removed, rather
+/// than silently hiding a tenant. `get` on other keys is unaffected.
+///
 /// Operations run on tokio's blocking thread pool, so a tokio runtime must be running.
 ///
 /// ```

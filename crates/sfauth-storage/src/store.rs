@@ -118,7 +118,7 @@ pub trait TokenStoreExt: TokenStore {
 
     /// Stores `record`, as [`TokenStore::insert`] when `expected_version` is `None` and as
     /// [`TokenStore::put`] without a lease otherwise.
-    async fn upsert(&self, record: TokenRecord, expected_version: Option<u64>) -> Result<u64> {
+    async fn save(&self, record: TokenRecord, expected_version: Option<u64>) -> Result<u64> {
         match expected_version {
             None => self.insert(record).await,
             Some(version) => self.put(record, version, None).await,
@@ -127,3 +127,46 @@ pub trait TokenStoreExt: TokenStore {
 }
 
 impl<T: TokenStore + ?Sized> TokenStoreExt for T {}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use sfauth_core::{AccessToken, LoginHost, TokenSet};
+
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::memory::MemoryStore;
+
+    #[tokio::test]
+    async fn save_inserts_then_compares_and_swaps() {
+        let identity = "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK"
+            .parse()
+            .unwrap();
+        let tokens = TokenSet::new(
+            AccessToken::new("token"),
+            "https://acme.my.salesforce.com".parse().unwrap(),
+            identity,
+        );
+        let key = TokenKey::new(
+            &LoginHost::Production,
+            &tokens.identity,
+            "client",
+            "default",
+        );
+        let record = TokenRecord::new(key, tokens, SystemTime::now());
+        let store: &dyn TokenStore = &MemoryStore::new();
+        assert_eq!(store.save(record.clone(), None).await.unwrap(), 1);
+        let again = store.save(record.clone(), None).await.unwrap_err();
+        assert_eq!(again.kind(), ErrorKind::Conflict);
+        assert_eq!(store.save(record.clone(), Some(1)).await.unwrap(), 2);
+        assert_eq!(
+            store
+                .list_all(&ListQuery::new().limit(1))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+}
