@@ -1,0 +1,159 @@
+//! The one public error of the `sfauth` crate, [`Error`], and what a caller decides from it,
+//! [`ErrorKind`].
+
+use std::time::Duration;
+
+use sfauth_core::TokenKey;
+use sfauth_core::error::Cause;
+
+/// What went wrong with a [`TokenManager`](crate::TokenManager) call.
+///
+/// Messages name the tenant by its [`TokenKey`] string (host, org, user, client id, label: no
+/// secret) and never contain a token.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Salesforce refused the grant for good, now or earlier (the record is marked
+    /// `ReauthRequired`): a human must authorize this tenant again.
+    #[error("re-authorization required for {key}: {reason}")]
+    ReauthorizationRequired {
+        /// The tenant.
+        key: Box<TokenKey>,
+        /// Why, in words without secrets.
+        reason: String,
+        /// The classified cause, when Salesforce said one.
+        cause: Option<Cause>,
+    },
+    /// The manager knows no tokens for this tenant, in memory or in the store.
+    #[error("no tokens stored for {key}")]
+    UnknownTenant {
+        /// The tenant.
+        key: Box<TokenKey>,
+    },
+    /// A request to Salesforce failed; the core error says how (see its `kind()`).
+    #[error("salesforce request for {key} failed")]
+    OAuth {
+        /// The tenant.
+        key: Box<TokenKey>,
+        /// The failure.
+        #[source]
+        source: sfauth_core::Error,
+    },
+    /// The token store failed.
+    #[error("token store failed for {key}")]
+    Store {
+        /// The tenant.
+        key: Box<TokenKey>,
+        /// The failure.
+        #[source]
+        source: sfauth_storage::Error,
+    },
+    /// Salesforce returned tokens of another org or user than the tenant's; they were not stored.
+    #[error(
+        "refreshed tokens for {key} belong to org {org_id} user {user_id}; they were not stored"
+    )]
+    IdentityMismatch {
+        /// The tenant.
+        key: Box<TokenKey>,
+        /// The org the new tokens name.
+        org_id: String,
+        /// The user the new tokens name.
+        user_id: String,
+    },
+    /// Another process held the refresh lease and did not publish new tokens in time.
+    #[error("another refresher of {key} did not finish within {waited:?}")]
+    RefreshInProgress {
+        /// The tenant.
+        key: Box<TokenKey>,
+        /// How long this call waited.
+        waited: Duration,
+    },
+    /// New tokens were obtained but could not be saved. They are kept in memory, are not handed
+    /// out, and saving them is retried first thing on the next call for this tenant.
+    #[error("refreshed tokens for {key} could not be saved; they are kept and saving is retried")]
+    Unsaved {
+        /// The tenant.
+        key: Box<TokenKey>,
+        /// The store failure.
+        #[source]
+        source: sfauth_storage::Error,
+    },
+    /// A refresh of this tenant failed moments ago; the manager pauses before trying again
+    /// rather than hammering Salesforce. `kind` is the kind of that failure.
+    #[error("refresh of {key} failed recently and is paused: {message}")]
+    RecentlyFailed {
+        /// The tenant.
+        key: Box<TokenKey>,
+        /// The kind of the failure.
+        kind: ErrorKind,
+        /// Its message, without secrets.
+        message: String,
+    },
+    /// The manager was configured in a way that cannot work.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// The decision behind an [`Error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Send a human through a login flow for this tenant; retrying will not help.
+    ReauthorizationRequired,
+    /// Another refresher is at work: try again shortly.
+    RefreshInProgress,
+    /// A network or server problem: try again later.
+    Transient,
+    /// Salesforce asks to slow down.
+    RateLimited,
+    /// Fix the configuration (connected app, host, key, store path).
+    Config,
+    /// The tenant is unknown: log it in or import it first.
+    UnknownTenant,
+    /// The token store failed, or refreshed tokens await saving.
+    Storage,
+    /// Salesforce answered something unexpected (malformed, wrong identity).
+    Protocol,
+}
+
+impl Error {
+    /// The decision to make.
+    pub fn kind(&self) -> ErrorKind {
+        use sfauth_core::ErrorKind as Core;
+        match self {
+            Self::ReauthorizationRequired { .. } => ErrorKind::ReauthorizationRequired,
+            Self::UnknownTenant { .. } => ErrorKind::UnknownTenant,
+            Self::OAuth { source, .. } => match source.kind() {
+                Core::ReauthorizationRequired => ErrorKind::ReauthorizationRequired,
+                Core::RefreshInProgress => ErrorKind::RefreshInProgress,
+                Core::RateLimited => ErrorKind::RateLimited,
+                Core::Transient | Core::SessionExpired => ErrorKind::Transient,
+                Core::InvalidClient | Core::InvalidRequest | Core::Config => ErrorKind::Config,
+                _ => ErrorKind::Protocol,
+            },
+            Self::Store { .. } | Self::Unsaved { .. } => ErrorKind::Storage,
+            Self::IdentityMismatch { .. } => ErrorKind::Protocol,
+            Self::RefreshInProgress { .. } => ErrorKind::RefreshInProgress,
+            Self::RecentlyFailed { kind, .. } => *kind,
+            Self::Config(_) => ErrorKind::Config,
+        }
+    }
+
+    /// The tenant concerned, if any.
+    pub fn key(&self) -> Option<&TokenKey> {
+        match self {
+            Self::ReauthorizationRequired { key, .. }
+            | Self::UnknownTenant { key }
+            | Self::OAuth { key, .. }
+            | Self::Store { key, .. }
+            | Self::IdentityMismatch { key, .. }
+            | Self::RefreshInProgress { key, .. }
+            | Self::Unsaved { key, .. }
+            | Self::RecentlyFailed { key, .. } => Some(key.as_ref()),
+            Self::Config(_) => None,
+        }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

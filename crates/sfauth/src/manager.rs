@@ -1,0 +1,627 @@
+//! [`TokenManager`]: the cache in front of the store, and the public calls.
+//!
+//! The hot path (`access_token` on a fresh token) is a lookup in a lock-free map and an
+//! `ArcSwap` load; everything else (loading from the store, refreshing, learning lifetimes)
+//! lives on the slow path in `refresh.rs`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use sfauth_core::http::HttpTransport;
+use sfauth_core::{AccessToken, OAuthClient, OrgId, TokenKey, TokenSet};
+use sfauth_storage::{ErrorKind as StoreErrorKind, RecordStatus, TokenRecord, TokenStore};
+use tokio::sync::broadcast;
+
+use crate::clock;
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::{Event, EventKind};
+use crate::policy::RefreshPolicy;
+use crate::renewal::Renewal;
+use crate::stats::{Counters, Stats};
+use crate::tenant::{AccessTokenGuard, Cached, CachedState, Tenant, TenantState};
+
+type Map<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Hands out valid Salesforce access tokens for many tenants, refreshing them safely.
+///
+/// Cheap to clone (an `Arc` inside); share one per connected app and store.
+///
+/// - **Hot path:** [`access_token`](Self::access_token) on a fresh cached token takes no lock
+///   and allocates nothing. A [`Tenant`] handle skips even the map lookup.
+/// - **Single flight:** concurrent callers needing a refresh of one tenant share one token
+///   request; other tenants are not blocked.
+/// - **Across processes:** every refresh runs under the store's lease, and a write-ahead mark
+///   is set before a refresh token is spent, so two processes never spend the same rotating
+///   refresh token and a crash mid-refresh is noticed.
+/// - **Rotation-safe:** new tokens are saved (compare-and-swap under the lease) before anyone
+///   sees the new access token; a failed save is an error, never a silent drop.
+/// - **Re-authorization:** when Salesforce refuses the grant for good, the record is marked,
+///   an [`Event`] is sent, and later calls fail fast without calling Salesforce until a new
+///   login replaces the record ([`store_tokens`](Self::store_tokens)).
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use sfauth::{TokenManager, MemoryStore};
+/// use sfauth_core::{ConnectedApp, LoginHost, OAuthClient};
+///
+/// # async fn run(tokens: sfauth_core::TokenSet) -> sfauth::Result<()> {
+/// let client = OAuthClient::new(LoginHost::Production, ConnectedApp::new("3MVG9.key"));
+/// let manager = TokenManager::builder(client)
+///     .store(Arc::new(MemoryStore::new()))
+///     .build()
+///     .await?;
+/// let key = manager.store_tokens(tokens, "default").await?;
+/// let token = manager.access_token(&key).await?;
+/// println!("calling {}", token.instance_url());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct TokenManager {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) client: OAuthClient,
+    pub(crate) transport: Arc<dyn HttpTransport>,
+    pub(crate) store: Arc<dyn TokenStore>,
+    pub(crate) policy: RefreshPolicy,
+    pub(crate) tenants: Map<TokenKey, Arc<TenantState>>,
+    /// Session lifetimes learned per org, in milliseconds.
+    pub(crate) lifetimes: Map<OrgId, u64>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) counters: Counters,
+    /// This manager's name as a lease holder: unique per process and instance.
+    pub(crate) holder: String,
+    pub(crate) default_renewal: Option<Renewal>,
+}
+
+impl fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenManager")
+            .field("host", self.inner.client.host())
+            .field("client_id", &self.inner.client.app().client_id())
+            .field("holder", &self.inner.holder)
+            .field("tenants", &self.inner.tenants.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`TokenManager`]; see [`TokenManager::builder`].
+#[must_use]
+pub struct TokenManagerBuilder {
+    client: OAuthClient,
+    transport: Option<Arc<dyn HttpTransport>>,
+    store: Option<Arc<dyn TokenStore>>,
+    policy: RefreshPolicy,
+    holder: Option<String>,
+    default_renewal: Option<Renewal>,
+    event_capacity: usize,
+}
+
+impl fmt::Debug for TokenManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenManagerBuilder")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenManagerBuilder {
+    /// Sends requests through `transport`. Default: a `ReqwestTransport` inside `Retry`.
+    pub fn transport(mut self, transport: Arc<dyn HttpTransport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Keeps records in `store`. Default (feature `sqlite`): the `SqliteStore` at its default
+    /// path with the key file beside it.
+    pub fn store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Sets the refresh policy.
+    pub fn policy(mut self, policy: RefreshPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Names this manager as a lease holder (default: host name, process id and a random part).
+    /// Two managers must never share a name.
+    pub fn holder(mut self, holder: impl Into<String>) -> Self {
+        self.holder = Some(holder.into());
+        self
+    }
+
+    /// How tenants without a refresh token and without their own [`Renewal`] are renewed.
+    pub fn default_renewal(mut self, renewal: Renewal) -> Self {
+        self.default_renewal = Some(renewal);
+        self
+    }
+
+    /// How many events a slow subscriber may fall behind before it misses some (default 1024).
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity.max(1);
+        self
+    }
+
+    /// Builds the manager. Without a store this needs the `sqlite` feature and opens the
+    /// default SQLite store (see [`STORE_KEY_ENV`] for its key).
+    pub async fn build(self) -> Result<TokenManager> {
+        let transport = match self.transport {
+            Some(transport) => transport,
+            None => {
+                let reqwest = sfauth_transport::ReqwestTransport::new()
+                    .map_err(|e| Error::Config(format!("cannot build the http client: {e}")))?;
+                Arc::new(sfauth_transport::Retry::new(
+                    reqwest,
+                    sfauth_transport::RetryPolicy::default(),
+                ))
+            }
+        };
+        let store = match self.store {
+            Some(store) => store,
+            None => default_store().await?,
+        };
+        clock::start();
+        let (events, _) = broadcast::channel(self.event_capacity);
+        let holder = self.holder.unwrap_or_else(default_holder);
+        Ok(TokenManager {
+            inner: Arc::new(Inner {
+                client: self.client,
+                transport,
+                store,
+                policy: self.policy,
+                tenants: Map::default(),
+                lifetimes: Map::default(),
+                events,
+                counters: Counters::default(),
+                holder,
+                default_renewal: self.default_renewal,
+            }),
+        })
+    }
+}
+
+/// The variable holding the base64 key that seals the default store; without it, a key file
+/// beside the database is used (created on first use, mode 0600).
+pub const STORE_KEY_ENV: &str = "SFAUTH_STORE_KEY";
+
+#[cfg(feature = "sqlite")]
+async fn default_store() -> Result<Arc<dyn TokenStore>> {
+    use sfauth_storage::{Key, Keyring, SqliteStore};
+    let config = |e: sfauth_storage::Error| Error::Config(format!("default token store: {e}"));
+    let path = SqliteStore::default_path().map_err(config)?;
+    let keyring = if std::env::var_os(STORE_KEY_ENV).is_some() {
+        Keyring::from_env(STORE_KEY_ENV).map_err(config)?
+    } else {
+        Keyring::new(Key::load_or_create(&path.with_file_name("tokens.key")).map_err(config)?)
+    };
+    let store = SqliteStore::open(&path, keyring).await.map_err(config)?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn default_store() -> Result<Arc<dyn TokenStore>> {
+    Err(Error::Config(
+        "no token store given and the sqlite feature is off".into(),
+    ))
+}
+
+fn default_holder() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    format!(
+        "{host}-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    )
+}
+
+impl TokenManager {
+    /// Starts building a manager for the connected app and host of `client`.
+    pub fn builder(client: OAuthClient) -> TokenManagerBuilder {
+        TokenManagerBuilder {
+            client,
+            transport: None,
+            store: None,
+            policy: RefreshPolicy::default(),
+            holder: None,
+            default_renewal: None,
+            event_capacity: 1024,
+        }
+    }
+
+    /// The OAuth client (host and connected app) this manager refreshes with.
+    pub fn client(&self) -> &OAuthClient {
+        &self.inner.client
+    }
+
+    /// The store records live in.
+    pub fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.inner.store
+    }
+
+    /// The transport requests go through.
+    pub fn transport(&self) -> &Arc<dyn HttpTransport> {
+        &self.inner.transport
+    }
+
+    /// The key under which a login result for this manager's app is stored.
+    pub fn key_for(&self, tokens: &TokenSet, label: &str) -> TokenKey {
+        TokenKey::new(
+            self.inner.client.host(),
+            &tokens.identity,
+            self.inner.client.app().client_id(),
+            label,
+        )
+    }
+
+    /// A valid access token for `key`.
+    ///
+    /// From the cache when the token is fresh (no lock, no allocation); otherwise loaded from
+    /// the store and refreshed if needed, sharing one token request with every concurrent
+    /// caller. While a refresh fails for a transient reason, a token that has not expired yet
+    /// keeps being served.
+    ///
+    /// Fails fast with [`ErrorKind::ReauthorizationRequired`] for a tenant that needs a new
+    /// login.
+    pub async fn access_token(&self, key: &TokenKey) -> Result<AccessTokenGuard> {
+        if let Some(tenant) = self.inner.tenants.pin().get(key) {
+            let guard = tenant.current.load();
+            if guard.is_fresh() {
+                return Ok(AccessTokenGuard::new(guard));
+            }
+        }
+        let tenant = self.load(key).await?;
+        let seen = tenant.current.load_full();
+        self.slow_path(&tenant, seen).await?;
+        Ok(AccessTokenGuard::new(tenant.current.load()))
+    }
+
+    /// A handle on one tenant whose [`Tenant::access_token`] skips the map lookup.
+    pub async fn tenant(&self, key: &TokenKey) -> Result<Tenant> {
+        let state = self.load(key).await?;
+        Ok(Tenant::new(self.clone(), state))
+    }
+
+    /// Reports that Salesforce rejected `stale` with 401 `INVALID_SESSION_ID`, and returns a
+    /// token to retry with.
+    ///
+    /// Refreshes only if `stale` is still the current token: when many requests fail at once,
+    /// the first report refreshes and the others get its result. The age of the dead token
+    /// teaches the manager the org's session lifetime, so later refreshes happen before expiry.
+    pub async fn session_expired(
+        &self,
+        key: &TokenKey,
+        stale: &AccessToken,
+    ) -> Result<AccessTokenGuard> {
+        let tenant = self.load(key).await?;
+        self.expired(&tenant, stale).await?;
+        Ok(AccessTokenGuard::new(tenant.current.load()))
+    }
+
+    /// Refreshes `key` now, whatever the state of its cached token (for example after a
+    /// configuration change), and returns the new token.
+    pub async fn refresh(&self, key: &TokenKey) -> Result<AccessTokenGuard> {
+        let tenant = self.load(key).await?;
+        let seen = tenant.current.load_full();
+        if let Some(error) = seen.reauth_error(key) {
+            return Err(error);
+        }
+        self.inner
+            .refresh(&tenant, seen.generation, "forced")
+            .await?;
+        Ok(AccessTokenGuard::new(tenant.current.load()))
+    }
+
+    /// Stores the result of a login (or an import) under [`key_for`](Self::key_for)`(tokens,
+    /// label)`, replacing what was there and clearing any re-authorization mark. Returns the
+    /// key.
+    pub async fn store_tokens(&self, tokens: TokenSet, label: &str) -> Result<TokenKey> {
+        let key = self.key_for(&tokens, label);
+        self.store_tokens_as(key.clone(), tokens).await?;
+        Ok(key)
+    }
+
+    /// Stores `tokens` under an explicit `key`; refused with [`Error::IdentityMismatch`] when the
+    /// tokens belong to another org or user than the key names.
+    pub async fn store_tokens_as(&self, key: TokenKey, tokens: TokenSet) -> Result<()> {
+        check_identity(&key, &tokens)?;
+        let store = &self.inner.store;
+        let store_error = |source| Error::Store {
+            key: Box::new(key.clone()),
+            source,
+        };
+        let now = SystemTime::now();
+        let mut record = loop {
+            match store.get(&key).await.map_err(store_error)? {
+                None => {
+                    let mut record = TokenRecord::new(key.clone(), tokens.clone(), now);
+                    record.last_refreshed_at = Some(now);
+                    match store.insert(record.clone()).await {
+                        Ok(version) => {
+                            record.version = version;
+                            break record;
+                        }
+                        Err(e) if e.kind() == StoreErrorKind::Conflict => continue,
+                        Err(e) => return Err(store_error(e)),
+                    }
+                }
+                Some(mut record) => {
+                    let expected = record.version;
+                    record.tokens = tokens.clone();
+                    record.status = RecordStatus::Active;
+                    record.refresh_in_flight = None;
+                    record.last_refreshed_at = Some(now);
+                    match store.put(record.clone(), expected, None).await {
+                        Ok(version) => {
+                            record.version = version;
+                            break record;
+                        }
+                        Err(e) if e.kind() == StoreErrorKind::Conflict => continue,
+                        Err(e) => return Err(store_error(e)),
+                    }
+                }
+            }
+        };
+        record.learned_lifetime = record.learned_lifetime.or_else(|| {
+            self.inner
+                .lifetimes
+                .pin()
+                .get(&key.org_id)
+                .map(|ms| Duration::from_millis(*ms))
+        });
+        let tenant = self.inner.tenant_for(&record);
+        *lock(&tenant.unsaved) = None;
+        tenant.retry_at_ms.store(0, Ordering::Release);
+        tenant.consecutive_failures.store(0, Ordering::Release);
+        self.inner.install(&tenant, &record);
+        self.inner.emit(&key, EventKind::Stored);
+        Ok(())
+    }
+
+    /// Sets how `key` is renewed when it has no refresh token.
+    pub async fn set_renewal(&self, key: &TokenKey, renewal: Renewal) -> Result<()> {
+        let tenant = self.load(key).await?;
+        *lock(&tenant.renewal) = Some(renewal);
+        Ok(())
+    }
+
+    /// Forgets `key` in memory and deletes its record. Returns whether a record was deleted.
+    pub async fn remove(&self, key: &TokenKey) -> Result<bool> {
+        self.inner.tenants.pin().remove(key);
+        self.inner
+            .store
+            .delete(key, None)
+            .await
+            .map_err(|source| Error::Store {
+                key: Box::new(key.clone()),
+                source,
+            })
+    }
+
+    /// Loads every record of this manager's app from the store into memory (a warm start), and
+    /// returns how many there are.
+    pub async fn load_all(&self) -> Result<usize> {
+        use sfauth_storage::{ListQuery, TokenStoreExt as _};
+        let query = ListQuery::new()
+            .client_id(self.inner.client.app().client_id())
+            .limit(1000);
+        let records = self
+            .inner
+            .store
+            .list_all(&query)
+            .await
+            .map_err(|e| Error::Config(format!("cannot list stored tokens: {e}")))?;
+        let count = records.len();
+        for record in &records {
+            let tenant = self.inner.tenant_for(record);
+            self.inner.install(&tenant, record);
+        }
+        Ok(count)
+    }
+
+    /// Subscribes to [`Event`]s from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// The counters since the manager was built.
+    pub fn stats(&self) -> Stats {
+        let pinned = self.inner.tenants.pin();
+        let reauth = pinned
+            .values()
+            .filter(|t| matches!(t.current.load().state, CachedState::Reauth { .. }))
+            .count() as u64;
+        self.inner.counters.snapshot(pinned.len() as u64, reauth)
+    }
+
+    /// The session lifetime learned for `org`, if any.
+    pub fn learned_lifetime(&self, org: &OrgId) -> Option<Duration> {
+        self.inner
+            .lifetimes
+            .pin()
+            .get(org)
+            .map(|ms| Duration::from_millis(*ms))
+    }
+
+    /// The tenant's in-memory state, loaded from the store on first use.
+    pub(crate) async fn load(&self, key: &TokenKey) -> Result<Arc<TenantState>> {
+        if let Some(tenant) = self.inner.tenants.pin().get(key) {
+            return Ok(tenant.clone());
+        }
+        let record = self
+            .inner
+            .store
+            .get(key)
+            .await
+            .map_err(|source| Error::Store {
+                key: Box::new(key.clone()),
+                source,
+            })?
+            .ok_or_else(|| Error::UnknownTenant {
+                key: Box::new(key.clone()),
+            })?;
+        let tenant = self.inner.tenant_for(&record);
+        Ok(tenant)
+    }
+
+    /// Everything but a fresh cached token: refresh (single flight), serve a still-usable token
+    /// while refreshes fail, or fail fast for a tenant that needs a login.
+    pub(crate) async fn slow_path(
+        &self,
+        tenant: &Arc<TenantState>,
+        seen: Arc<Cached>,
+    ) -> Result<()> {
+        if let Some(error) = seen.reauth_error(&tenant.key) {
+            return Err(error);
+        }
+        if seen.is_fresh() {
+            return Ok(());
+        }
+        match self
+            .inner
+            .refresh(tenant, seen.generation, "expiring")
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(error) if serve_stale(&error) && tenant.current.load().is_usable() => {
+                Counters::bump(&self.inner.counters.served_stale);
+                tracing::warn!(key = %tenant.key, error = %error, "refresh failed; serving the still-valid token");
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    pub(crate) async fn expired(
+        &self,
+        tenant: &Arc<TenantState>,
+        stale: &AccessToken,
+    ) -> Result<()> {
+        let seen = tenant.current.load_full();
+        if let Some(error) = seen.reauth_error(&tenant.key) {
+            return Err(error);
+        }
+        if &seen.tokens.access_token != stale {
+            // Somebody already replaced the token this caller used.
+            Counters::bump(&self.inner.counters.coalesced);
+            return Ok(());
+        }
+        self.inner.learn_lifetime(&tenant.key, &seen);
+        self.inner
+            .refresh(tenant, seen.generation, "session_expired")
+            .await
+    }
+}
+
+/// Whether a failed refresh may be papered over with a token that has not expired yet.
+fn serve_stale(error: &Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Transient
+            | ErrorKind::RateLimited
+            | ErrorKind::RefreshInProgress
+            | ErrorKind::Storage
+    ) && !matches!(error, Error::Unsaved { .. })
+}
+
+pub(crate) fn check_identity(key: &TokenKey, tokens: &TokenSet) -> Result<()> {
+    let identity = &tokens.identity;
+    if identity.org_id() != &key.org_id || identity.user_id() != &key.user_id {
+        return Err(Error::IdentityMismatch {
+            key: Box::new(key.clone()),
+            org_id: identity.org_id().to_string(),
+            user_id: identity.user_id().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Locks a std mutex, recovering from poisoning: the data behind these mutexes is always left
+/// consistent (plain replacements), so a panic elsewhere must not wedge a tenant.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Inner {
+    /// The tenant for `record.key`, created (with the record cached) if it is not in memory.
+    pub(crate) fn tenant_for(&self, record: &TokenRecord) -> Arc<TenantState> {
+        let pinned = self.tenants.pin();
+        if let Some(tenant) = pinned.get(&record.key) {
+            return tenant.clone();
+        }
+        let cached = self.cached_from(record, 0);
+        let fresh = Arc::new(TenantState::new(record.key.clone(), cached));
+        match pinned.try_insert(record.key.clone(), fresh.clone()) {
+            Ok(_) => fresh,
+            Err(occupied) => occupied.current.clone(),
+        }
+    }
+
+    pub(crate) fn cached_from(&self, record: &TokenRecord, generation: u64) -> Cached {
+        let hint = self.lifetimes.pin().get(&record.key.org_id).copied();
+        Cached::from_record(
+            record,
+            generation,
+            hint,
+            duration_ms(self.policy.margin),
+            duration_ms(self.policy.jitter),
+        )
+    }
+
+    /// Makes `record` the tenant's current token, with a new generation.
+    pub(crate) fn install(&self, tenant: &TenantState, record: &TokenRecord) -> Arc<Cached> {
+        let generation = tenant.current.load().generation + 1;
+        let cached = Arc::new(self.cached_from(record, generation));
+        tenant.current.store(cached.clone());
+        cached
+    }
+
+    /// Marks the tenant as needing a login, in memory.
+    pub(crate) fn install_reauth(
+        &self,
+        tenant: &TenantState,
+        record: &TokenRecord,
+        reason: &str,
+        cause: Option<sfauth_core::Cause>,
+    ) {
+        let mut cached = self.cached_from(record, tenant.current.load().generation + 1);
+        cached.state = CachedState::Reauth {
+            reason: reason.to_owned(),
+            cause,
+        };
+        tenant.current.store(Arc::new(cached));
+    }
+
+    pub(crate) fn emit(&self, key: &TokenKey, kind: EventKind) {
+        // No subscriber is not an error.
+        let _ = self.events.send(Event {
+            key: key.clone(),
+            kind,
+        });
+    }
+
+    /// Learns the org's session lifetime from the age of a token Salesforce just refused.
+    fn learn_lifetime(&self, key: &TokenKey, dead: &Cached) {
+        let Some(issued) = dead.tokens.issued_at else {
+            return;
+        };
+        let age = clock::precise_ms().saturating_sub(clock::to_ms(issued));
+        let floor = duration_ms(self.policy.min_learned_lifetime);
+        let learned = age.max(floor);
+        let lifetimes = self.lifetimes.pin();
+        let updated =
+            lifetimes.update_or_insert(key.org_id.clone(), |old| (*old).min(learned), learned);
+        tracing::info!(key = %key, lifetime_ms = *updated, "learned session lifetime");
+    }
+}
+
+pub(crate) fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

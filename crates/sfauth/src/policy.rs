@@ -1,0 +1,117 @@
+//! [`RefreshPolicy`]: when and how patiently the manager refreshes.
+
+use std::time::Duration;
+
+/// When to refresh, and how long to wait on others.
+///
+/// ```
+/// use std::time::Duration;
+/// use sfauth::RefreshPolicy;
+///
+/// let policy = RefreshPolicy::default()
+///     .margin(Duration::from_secs(120))
+///     .lease_ttl(Duration::from_secs(90));
+/// assert_eq!(policy.margin, Duration::from_secs(120));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RefreshPolicy {
+    /// Refresh this long before a known expiry.
+    pub margin: Duration,
+    /// Up to this much earlier again, drawn at random per token, so that thousands of tenants
+    /// issued at once do not all refresh in the same second.
+    pub jitter: Duration,
+    /// How long a refresher may hold a tenant's refresh lease. It must comfortably exceed the
+    /// transport's total timeout: a lease that lapses mid-refresh lets another process spend
+    /// the same refresh token.
+    pub lease_ttl: Duration,
+    /// How long a caller waits for another process that holds the lease before giving up with
+    /// [`ErrorKind::RefreshInProgress`](crate::ErrorKind::RefreshInProgress).
+    pub lease_wait: Duration,
+    /// Attempts at a refresh that Salesforce answered with a 5xx or 429 (the refresh token was
+    /// not consumed, so re-sending it is safe). Transport-level retries of requests that never
+    /// left are the transport's business.
+    pub attempts: u32,
+    /// The first pause between those attempts; it doubles each time, and a `Retry-After` from
+    /// the server takes precedence.
+    pub backoff: Duration,
+    /// After a failed refresh, how long callers are served the still-valid cached token (or the
+    /// failure) before the next attempt; doubles with each consecutive failure up to
+    /// [`Self::max_failure_backoff`].
+    pub failure_backoff: Duration,
+    /// The ceiling of [`Self::failure_backoff`].
+    pub max_failure_backoff: Duration,
+    /// The shortest session lifetime the manager will learn from a token that died early
+    /// (Salesforce's shortest session timeout is 15 minutes; a revoked token can die sooner).
+    pub min_learned_lifetime: Duration,
+}
+
+impl Default for RefreshPolicy {
+    /// Refresh 60 s (plus up to 30 s of jitter) before a known expiry; lease 120 s; wait up to
+    /// 30 s for another process; 3 attempts from 250 ms; back off 1 s to 60 s after failures;
+    /// learn lifetimes of at least 5 minutes.
+    fn default() -> Self {
+        Self {
+            margin: Duration::from_secs(60),
+            jitter: Duration::from_secs(30),
+            lease_ttl: Duration::from_secs(120),
+            lease_wait: Duration::from_secs(30),
+            attempts: 3,
+            backoff: Duration::from_millis(250),
+            failure_backoff: Duration::from_secs(1),
+            max_failure_backoff: Duration::from_secs(60),
+            min_learned_lifetime: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RefreshPolicy {
+    /// Sets [`Self::margin`].
+    pub fn margin(mut self, margin: Duration) -> Self {
+        self.margin = margin;
+        self
+    }
+
+    /// Sets [`Self::jitter`].
+    pub fn jitter(mut self, jitter: Duration) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Sets [`Self::lease_ttl`].
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Sets [`Self::lease_wait`].
+    pub fn lease_wait(mut self, wait: Duration) -> Self {
+        self.lease_wait = wait;
+        self
+    }
+
+    /// Sets [`Self::attempts`] (at least 1).
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+
+    /// Sets [`Self::backoff`].
+    pub fn backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets [`Self::failure_backoff`] and [`Self::max_failure_backoff`].
+    pub fn failure_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.failure_backoff = first;
+        self.max_failure_backoff = max.max(first);
+        self
+    }
+
+    /// Sets [`Self::min_learned_lifetime`].
+    pub fn min_learned_lifetime(mut self, lifetime: Duration) -> Self {
+        self.min_learned_lifetime = lifetime;
+        self
+    }
+}

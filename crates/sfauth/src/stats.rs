@@ -1,0 +1,80 @@
+//! Counters the manager keeps, readable as a [`Stats`] snapshot and published through the
+//! `metrics` facade.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of the manager's counters since it was built.
+///
+/// ```
+/// # async fn run(manager: sfauth::TokenManager) {
+/// let stats = manager.stats();
+/// println!("{} refreshes, {} callers served by another's refresh", stats.refreshes, stats.coalesced);
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Tenants in memory.
+    pub tenants: u64,
+    /// Tenants in memory that need re-authorization.
+    pub tenants_reauth_required: u64,
+    /// Token requests sent to Salesforce (refreshes and renewals, each attempt counted).
+    pub token_requests: u64,
+    /// Refreshes that ended with new tokens saved.
+    pub refreshes: u64,
+    /// Refreshes that returned a new refresh token.
+    pub rotations: u64,
+    /// Refreshes that failed.
+    pub refresh_failures: u64,
+    /// Callers that needed a refresh and were served by one another caller ran
+    /// (the single-flight saving).
+    pub coalesced: u64,
+    /// Refreshes done by another process and adopted from the store.
+    pub adopted: u64,
+    /// Tenants newly marked as needing re-authorization.
+    pub reauth_required: u64,
+    /// Calls served a still-valid token while a refresh was failing.
+    pub served_stale: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) token_requests: AtomicU64,
+    pub(crate) refreshes: AtomicU64,
+    pub(crate) rotations: AtomicU64,
+    pub(crate) refresh_failures: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) adopted: AtomicU64,
+    pub(crate) reauth_required: AtomicU64,
+    pub(crate) served_stale: AtomicU64,
+}
+
+/// Names of the metrics published through the `metrics` facade.
+pub(crate) mod names {
+    pub(crate) const REFRESHES: &str = "sfauth_refreshes_total";
+    pub(crate) const REFRESH_SECONDS: &str = "sfauth_refresh_duration_seconds";
+    pub(crate) const COALESCED: &str = "sfauth_coalesced_callers_total";
+    pub(crate) const TOKEN_REQUESTS: &str = "sfauth_token_requests_total";
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, tenants: u64, reauth: u64) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            tenants,
+            tenants_reauth_required: reauth,
+            token_requests: get(&self.token_requests),
+            refreshes: get(&self.refreshes),
+            rotations: get(&self.rotations),
+            refresh_failures: get(&self.refresh_failures),
+            coalesced: get(&self.coalesced),
+            adopted: get(&self.adopted),
+            reauth_required: get(&self.reauth_required),
+            served_stale: get(&self.served_stale),
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! Per-tenant state: the cached token every caller reads ([`Cached`] behind an `ArcSwap`), the
+//! locks and marks the refresher uses, and the two ways callers hold a token
+//! ([`AccessTokenGuard`], [`Tenant`]).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, Guard};
+use sfauth_core::error::Cause;
+use sfauth_core::{AccessToken, TokenKey, TokenSet};
+use sfauth_storage::{RecordStatus, TokenRecord};
+use url::Url;
+
+use crate::clock;
+use crate::error::{Error, ErrorKind, Result};
+use crate::manager::TokenManager;
+use crate::renewal::Renewal;
+
+/// Deadline value meaning "not known": the hot path then skips the clock altogether.
+pub(crate) const NEVER: u64 = u64::MAX;
+
+/// One immutable view of a tenant's tokens, swapped whole on every change.
+pub(crate) struct Cached {
+    pub(crate) tokens: TokenSet,
+    /// The store version these tokens were read or written at.
+    pub(crate) version: u64,
+    /// Bumped on every swap in this process; a caller that saw generation `g` and finds
+    /// another one knows somebody else already dealt with the token it saw.
+    pub(crate) generation: u64,
+    /// Refresh when the coarse clock reaches this (ms since the epoch), or [`NEVER`].
+    pub(crate) refresh_at_ms: u64,
+    /// The access token is dead from this moment, or [`NEVER`] if unknown.
+    pub(crate) expires_at_ms: u64,
+    /// When the tokens were last obtained (refresh, renewal or login), for keep-alive.
+    pub(crate) obtained_at_ms: u64,
+    pub(crate) state: CachedState,
+}
+
+pub(crate) enum CachedState {
+    Active,
+    Reauth {
+        reason: String,
+        cause: Option<Cause>,
+    },
+}
+
+impl Cached {
+    /// Whether the token can be handed out without a refresh. With no known deadline this
+    /// reads no clock: it is one comparison.
+    #[inline]
+    pub(crate) fn is_fresh(&self) -> bool {
+        matches!(self.state, CachedState::Active)
+            && (self.refresh_at_ms == NEVER || clock::now_ms() < self.refresh_at_ms)
+    }
+
+    /// Whether the token is still accepted by Salesforce as far as we know, even if a refresh is
+    /// due: such a token may be served while a refresh is failing.
+    pub(crate) fn is_usable(&self) -> bool {
+        matches!(self.state, CachedState::Active)
+            && (self.expires_at_ms == NEVER || clock::precise_ms() < self.expires_at_ms)
+    }
+
+    pub(crate) fn reauth_error(&self, key: &TokenKey) -> Option<Error> {
+        match &self.state {
+            CachedState::Reauth { reason, cause } => Some(Error::ReauthorizationRequired {
+                key: Box::new(key.clone()),
+                reason: reason.clone(),
+                cause: *cause,
+            }),
+            CachedState::Active => None,
+        }
+    }
+
+    pub(crate) fn from_record(
+        record: &TokenRecord,
+        generation: u64,
+        lifetime_hint_ms: Option<u64>,
+        margin_ms: u64,
+        jitter_ms: u64,
+    ) -> Self {
+        let tokens = &record.tokens;
+        let lifetime = record
+            .learned_lifetime
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .or(lifetime_hint_ms);
+        let issued_ms = tokens.issued_at.map(clock::to_ms);
+        let expires_at_ms = match (tokens.expires_at, issued_ms, lifetime) {
+            (Some(at), _, _) => clock::to_ms(at),
+            (None, Some(issued), Some(lifetime)) => issued.saturating_add(lifetime),
+            _ => NEVER,
+        };
+        let refresh_at_ms = if expires_at_ms == NEVER {
+            NEVER
+        } else {
+            let jitter = if jitter_ms == 0 {
+                0
+            } else {
+                rand::random_range(0..=jitter_ms)
+            };
+            expires_at_ms.saturating_sub(margin_ms.saturating_add(jitter))
+        };
+        let obtained_at_ms = record
+            .last_refreshed_at
+            .map(clock::to_ms)
+            .or(issued_ms)
+            .unwrap_or_else(|| clock::to_ms(record.issued_at));
+        let state = match &record.status {
+            RecordStatus::ReauthRequired { reason, .. } => CachedState::Reauth {
+                reason: reason.clone(),
+                cause: None,
+            },
+            _ => CachedState::Active,
+        };
+        Self {
+            tokens: tokens.clone(),
+            version: record.version,
+            generation,
+            refresh_at_ms,
+            expires_at_ms,
+            obtained_at_ms,
+            state,
+        }
+    }
+}
+
+/// Everything the manager keeps for one tenant.
+pub(crate) struct TenantState {
+    pub(crate) key: TokenKey,
+    /// In its own `Arc` so that a [`Tenant`] handle can keep an `arc_swap::Cache` of it.
+    pub(crate) current: Arc<ArcSwap<Cached>>,
+    /// Single-flight within the process; the store lease does it across processes.
+    pub(crate) refresh_lock: tokio::sync::Mutex<()>,
+    pub(crate) renewal: Mutex<Option<Renewal>>,
+    /// Tokens obtained but not yet saved (the store failed): saved before anything else.
+    pub(crate) unsaved: Mutex<Option<TokenRecord>>,
+    /// No refresh attempt before this (ms since the epoch), after a failure.
+    pub(crate) retry_at_ms: AtomicU64,
+    pub(crate) consecutive_failures: AtomicU64,
+    pub(crate) last_failure: Mutex<Option<(ErrorKind, String)>>,
+}
+
+impl TenantState {
+    pub(crate) fn new(key: TokenKey, cached: Cached) -> Self {
+        Self {
+            key,
+            current: Arc::new(ArcSwap::from_pointee(cached)),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            renewal: Mutex::new(None),
+            unsaved: Mutex::new(None),
+            retry_at_ms: AtomicU64::new(0),
+            consecutive_failures: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn in_failure_backoff(&self) -> bool {
+        clock::precise_ms() < self.retry_at_ms.load(Ordering::Acquire)
+    }
+}
+
+/// A valid access token, borrowed from the manager's cache without copying it.
+///
+/// Hold it for the duration of one request, not longer: it pins the token it was created with,
+/// so a long-lived guard keeps serving a token that may have been replaced.
+pub struct AccessTokenGuard {
+    inner: Guard<Arc<Cached>>,
+}
+
+impl AccessTokenGuard {
+    pub(crate) fn new(inner: Guard<Arc<Cached>>) -> Self {
+        Self { inner }
+    }
+
+    /// The access token.
+    pub fn access_token(&self) -> &AccessToken {
+        &self.inner.tokens.access_token
+    }
+
+    /// The access token in the clear, for an `Authorization: Bearer` header.
+    pub fn secret(&self) -> &str {
+        self.inner.tokens.access_token.expose_secret()
+    }
+
+    /// The base URL for API calls.
+    pub fn instance_url(&self) -> &Url {
+        &self.inner.tokens.instance_url
+    }
+
+    /// The whole token set, for fields such as `scope` or `id_token`.
+    pub fn tokens(&self) -> &TokenSet {
+        &self.inner.tokens
+    }
+}
+
+impl fmt::Debug for AccessTokenGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessTokenGuard")
+            .field("instance_url", &self.inner.tokens.instance_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A handle on one tenant that skips the tenant map on every call.
+///
+/// Each handle keeps its own cached pointer to the tenant's current token, so checking it is a
+/// pointer comparison; give each task its own handle (they are cheap to clone).
+///
+/// ```no_run
+/// # async fn run(manager: sfauth::TokenManager, key: sfauth_core::TokenKey) -> sfauth::Result<()> {
+/// let mut tenant = manager.tenant(&key).await?;
+/// for _ in 0..3 {
+///     let token = tenant.access_token().await?;
+///     // send a request with `token.secret()` to `token.instance_url()`
+/// #   let _ = token;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct Tenant {
+    manager: TokenManager,
+    state: Arc<TenantState>,
+    cache: arc_swap::Cache<Arc<ArcSwap<Cached>>, Arc<Cached>>,
+}
+
+impl Clone for Tenant {
+    fn clone(&self) -> Self {
+        Self::new(self.manager.clone(), self.state.clone())
+    }
+}
+
+impl fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tenant")
+            .field("key", &self.state.key.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token borrowed from a [`Tenant`] handle.
+#[derive(Clone, Copy)]
+pub struct TokenRef<'a> {
+    cached: &'a Cached,
+}
+
+impl TokenRef<'_> {
+    /// The access token.
+    pub fn access_token(&self) -> &AccessToken {
+        &self.cached.tokens.access_token
+    }
+
+    /// The access token in the clear, for an `Authorization: Bearer` header.
+    pub fn secret(&self) -> &str {
+        self.cached.tokens.access_token.expose_secret()
+    }
+
+    /// The base URL for API calls.
+    pub fn instance_url(&self) -> &Url {
+        &self.cached.tokens.instance_url
+    }
+}
+
+impl fmt::Debug for TokenRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRef")
+            .field("instance_url", &self.cached.tokens.instance_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tenant {
+    pub(crate) fn new(manager: TokenManager, state: Arc<TenantState>) -> Self {
+        let cache = arc_swap::Cache::new(state.current.clone());
+        Self {
+            manager,
+            state,
+            cache,
+        }
+    }
+
+    /// The tenant's key.
+    pub fn key(&self) -> &TokenKey {
+        &self.state.key
+    }
+
+    /// The cached token if it needs no refresh: no lock, no allocation, no map lookup.
+    #[inline]
+    pub fn cached(&mut self) -> Option<TokenRef<'_>> {
+        let cached = self.cache.load();
+        if cached.is_fresh() {
+            Some(TokenRef { cached })
+        } else {
+            None
+        }
+    }
+
+    /// A valid access token, refreshed first if needed; see
+    /// [`TokenManager::access_token`].
+    pub async fn access_token(&mut self) -> Result<TokenRef<'_>> {
+        if self.cache.load().is_fresh() {
+            return Ok(TokenRef {
+                cached: self.cache.load(),
+            });
+        }
+        let seen = self.state.current.load_full();
+        self.manager.slow_path(&self.state, seen).await?;
+        Ok(TokenRef {
+            cached: self.cache.load(),
+        })
+    }
+
+    /// Reports that Salesforce rejected `stale` (a 401 `INVALID_SESSION_ID`); see
+    /// [`TokenManager::session_expired`].
+    pub async fn session_expired(&mut self, stale: &AccessToken) -> Result<TokenRef<'_>> {
+        self.manager.expired(&self.state, stale).await?;
+        Ok(TokenRef {
+            cached: self.cache.load(),
+        })
+    }
+}
