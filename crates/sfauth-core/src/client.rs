@@ -81,6 +81,11 @@ impl OAuthClient {
         &self.app
     }
 
+    /// The configured session timeout, if any.
+    pub fn session_timeout(&self) -> Option<Duration> {
+        self.session_timeout
+    }
+
     /// The requested response format.
     pub fn format(&self) -> ResponseFormat {
         self.format

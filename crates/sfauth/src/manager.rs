@@ -328,8 +328,11 @@ impl TokenManager {
 
     /// Stores `tokens` under an explicit `key`; refused with [`Error::IdentityMismatch`] when the
     /// tokens belong to another org or user than the key names.
-    pub async fn store_tokens_as(&self, key: TokenKey, tokens: TokenSet) -> Result<()> {
+    pub async fn store_tokens_as(&self, key: TokenKey, mut tokens: TokenSet) -> Result<()> {
         check_identity(&key, &tokens)?;
+        if let Some(timeout) = self.inner.client.session_timeout() {
+            tokens.apply_session_timeout(timeout, SystemTime::now());
+        }
         let store = &self.inner.store;
         let store_error = |source| Error::Store {
             key: Box::new(key.clone()),
@@ -565,7 +568,12 @@ impl Inner {
     }
 
     pub(crate) fn cached_from(&self, record: &TokenRecord, generation: u64) -> Cached {
-        let hint = self.lifetimes.pin().get(&record.key.org_id).copied();
+        let hint = self
+            .lifetimes
+            .pin()
+            .get(&record.key.org_id)
+            .copied()
+            .or_else(|| self.client.session_timeout().map(duration_ms));
         Cached::from_record(
             record,
             generation,
