@@ -101,6 +101,8 @@ impl TokenManager {
                     _ = ticker.tick() => {}
                 }
                 while running.try_join_next().is_some() {}
+                // Keeps the tenant gauges current for whoever scrapes the metrics.
+                let _ = manager.stats();
                 for (key, generation) in manager.due(&config) {
                     let Ok(permit) = permits.clone().acquire_owned().await else {
                         break;

@@ -19,7 +19,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventKind};
 use crate::policy::RefreshPolicy;
 use crate::renewal::Renewal;
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counters, Stats, names};
 use crate::tenant::{AccessTokenGuard, Cached, CachedState, Tenant, TenantState};
 
 type Map<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomState>;
@@ -432,14 +432,18 @@ impl TokenManager {
         self.inner.events.subscribe()
     }
 
-    /// The counters since the manager was built.
+    /// The counters since the manager was built. Also publishes the tenant gauges
+    /// (`sfauth_tenants{status}`) through the `metrics` facade.
     pub fn stats(&self) -> Stats {
         let pinned = self.inner.tenants.pin();
+        let tenants = pinned.len() as u64;
         let reauth = pinned
             .values()
             .filter(|t| matches!(t.current.load().state, CachedState::Reauth { .. }))
             .count() as u64;
-        self.inner.counters.snapshot(pinned.len() as u64, reauth)
+        metrics::gauge!(names::TENANTS, "status" => "active").set((tenants - reauth) as f64);
+        metrics::gauge!(names::TENANTS, "status" => "reauth_required").set(reauth as f64);
+        self.inner.counters.snapshot(tenants, reauth)
     }
 
     /// The session lifetime learned for `org`, if any.

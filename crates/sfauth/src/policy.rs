@@ -44,12 +44,16 @@ pub struct RefreshPolicy {
     /// The shortest session lifetime the manager will learn from a token that died early
     /// (Salesforce's shortest session timeout is 15 minutes; a revoked token can die sooner).
     pub min_learned_lifetime: Duration,
+    /// After each refresh whose expiry is not known from the response, introspect the new
+    /// access token to learn its `exp` (one extra request per refresh; needs the app's secret).
+    /// The lifetime learned this way is kept per org and used for every tenant of the org.
+    pub learn_from_introspection: bool,
 }
 
 impl Default for RefreshPolicy {
     /// Refresh 60 s (plus up to 30 s of jitter) before a known expiry; lease 120 s; wait up to
     /// 30 s for another process; 3 attempts from 250 ms; back off 1 s to 60 s after failures;
-    /// learn lifetimes of at least 5 minutes.
+    /// learn lifetimes of at least 5 minutes; no introspection.
     fn default() -> Self {
         Self {
             margin: Duration::from_secs(60),
@@ -61,6 +65,7 @@ impl Default for RefreshPolicy {
             failure_backoff: Duration::from_secs(1),
             max_failure_backoff: Duration::from_secs(60),
             min_learned_lifetime: Duration::from_secs(300),
+            learn_from_introspection: false,
         }
     }
 }
@@ -106,6 +111,12 @@ impl RefreshPolicy {
     pub fn failure_backoff(mut self, first: Duration, max: Duration) -> Self {
         self.failure_backoff = first;
         self.max_failure_backoff = max.max(first);
+        self
+    }
+
+    /// Sets [`Self::learn_from_introspection`].
+    pub fn learn_from_introspection(mut self, on: bool) -> Self {
+        self.learn_from_introspection = on;
         self
     }
 

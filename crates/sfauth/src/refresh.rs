@@ -448,6 +448,10 @@ impl Inner {
             self.clear_mark(tenant, &mut marked, lease).await;
             return Err(error);
         }
+        let mut tokens = tokens;
+        if self.policy.learn_from_introspection {
+            self.learn_by_introspection(key, &mut tokens).await;
+        }
         let rotated = tokens.refresh_token != marked.tokens.refresh_token;
         let moved = (tokens.instance_url != marked.tokens.instance_url).then(|| {
             (
@@ -500,6 +504,41 @@ impl Inner {
                     key: Box::new(key.clone()),
                     source,
                 })
+            }
+        }
+    }
+
+    /// Asks Salesforce when the new access token expires, when the response did not say, and
+    /// remembers the lifetime for the org. A failure here costs nothing but the knowledge.
+    async fn learn_by_introspection(&self, key: &sfauth_core::TokenKey, tokens: &mut TokenSet) {
+        use sfauth_core::ExpirySource;
+        use sfauth_core::flows::TokenTypeHint;
+        let strong = matches!(
+            tokens.expiry_source,
+            Some(ExpirySource::ExpiresIn | ExpirySource::JwtExp)
+        );
+        if strong {
+            return;
+        }
+        let token = sfauth_core::SecretValue::from(tokens.access_token.clone());
+        match self
+            .client
+            .introspect(&*self.transport, &token, Some(TokenTypeHint::AccessToken))
+            .await
+        {
+            Ok(introspection) => {
+                tokens.apply_introspection(&introspection);
+                if let (Some(exp), Some(issued)) = (introspection.exp, tokens.issued_at) {
+                    // `exp` has whole seconds, counted from the issuing second.
+                    let issued_secs = clock::to_ms(issued) / 1000;
+                    let lifetime = exp.saturating_sub(issued_secs).saturating_mul(1000);
+                    if lifetime > 0 {
+                        self.lifetimes.pin().insert(key.org_id.clone(), lifetime);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::debug!(key = %key, error = %error, "introspection failed; expiry stays unknown")
             }
         }
     }

@@ -55,6 +55,7 @@ pub(crate) mod names {
     pub(crate) const REFRESH_SECONDS: &str = "sfauth_refresh_duration_seconds";
     pub(crate) const COALESCED: &str = "sfauth_coalesced_callers_total";
     pub(crate) const TOKEN_REQUESTS: &str = "sfauth_token_requests_total";
+    pub(crate) const TENANTS: &str = "sfauth_tenants";
 }
 
 impl Counters {
