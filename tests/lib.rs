@@ -1,4 +1,163 @@
 //! Shared helpers for the end-to-end tests in this package.
 //!
 //! Each scenario is its own test target (`cargo test -p sfauth-tests --test NAME`), so one can
-//! be run alone; what several scenarios need lives here.
+//! be run alone; what several scenarios need lives here: an emulator started with auto-approve,
+//! a manual clock and a fixed seed ([`Env`]), an [`OAuthClient`] pointed at it as a My Domain,
+//! the production [`ReqwestTransport`], and a plain HTTP client that plays the browser at the
+//! authorize endpoint.
+//!
+//! Everything goes over real TCP to the emulator: nothing here short-circuits the wire.
+
+use std::time::Duration;
+
+use sfauth_core::flows::AuthorizeParams;
+use sfauth_core::http::{HttpRequest, HttpTransport, RetrySafety};
+use sfauth_core::{AccessToken, ConnectedApp, LoginHost, OAuthClient, TokenSet};
+use sfauth_emulator::{Clock, Credentials, Emulator, EmulatorBuilder};
+use sfauth_transport::ReqwestTransport;
+use url::Url;
+
+/// Any error a helper can meet; tests unwrap it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `Result` with [`BoxError`].
+pub type Result<T, E = BoxError> = std::result::Result<T, E>;
+
+/// The seed every emulator here starts with, so ids and tokens are reproducible.
+pub const SEED: u64 = 20_261_124;
+
+/// The REST API version the tests call.
+pub const API_VERSION: &str = "v62.0";
+
+/// A running emulator and the clients that talk to it.
+#[derive(Debug)]
+pub struct Env {
+    /// The emulator: its handle controls time, policies, faults and counters.
+    pub emulator: Emulator,
+    /// The transport core sends through: the production reqwest one, over real TCP.
+    pub transport: ReqwestTransport,
+    /// A plain client that follows no redirect, for what a browser would do.
+    pub browser: reqwest::Client,
+}
+
+impl Env {
+    /// An emulator with the seeded org, user and app, auto-approve on, a manual clock starting
+    /// now and the fixed [`SEED`].
+    pub async fn start() -> Result<Self> {
+        Self::start_with(|builder| builder).await
+    }
+
+    /// Like [`Env::start`], with `configure` applied to the builder last.
+    pub async fn start_with(
+        configure: impl FnOnce(EmulatorBuilder) -> EmulatorBuilder,
+    ) -> Result<Self> {
+        let builder = Emulator::builder()
+            .clock(Clock::manual_now())
+            .auto_approve(true)
+            .seed(SEED);
+        let emulator = configure(builder).start().await?;
+        Ok(Self {
+            emulator,
+            transport: ReqwestTransport::builder()
+                .timeout(Duration::from_secs(20))
+                .build()?,
+            browser: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+        })
+    }
+
+    /// The seeded org, user and app.
+    pub fn creds(&self) -> &Credentials {
+        self.emulator.credentials()
+    }
+
+    /// The emulator as a My Domain login host (`http://127.0.0.1:PORT`).
+    pub fn host(&self) -> Result<LoginHost> {
+        Ok(LoginHost::my_domain(self.emulator.base_url())?)
+    }
+
+    /// The seeded connected app: consumer key, secret and callback URL, body client auth.
+    pub fn app(&self) -> Result<ConnectedApp> {
+        let creds = self.creds();
+        Ok(ConnectedApp::new(creds.client_id.clone())
+            .with_secret(creds.client_secret.clone())
+            .with_redirect_uri(&creds.callback_url)?)
+    }
+
+    /// A client for the seeded app on [`Env::host`].
+    pub fn client(&self) -> Result<OAuthClient> {
+        Ok(OAuthClient::new(self.host()?, self.app()?))
+    }
+
+    /// Plays the browser: `GET url` on the authorize endpoint (auto-approve answers at once) and
+    /// returns where the emulator redirects to.
+    pub async fn follow_authorize(&self, url: &Url) -> Result<Url> {
+        let response = self.browser.get(url.as_str()).send().await?;
+        if response.status() != reqwest::StatusCode::FOUND {
+            return Err(format!("authorize answered {}, not 302", response.status()).into());
+        }
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .ok_or("authorize redirect has no location")?
+            .to_str()?;
+        Ok(Url::parse(location)?)
+    }
+
+    /// The whole web server flow with PKCE for `scopes`: authorization URL, browser redirect,
+    /// callback parsing and code exchange.
+    pub async fn web_server_login(
+        &self,
+        client: &OAuthClient,
+        scopes: &[&str],
+    ) -> Result<TokenSet> {
+        let request = client.authorize_url(&AuthorizeParams::scopes(scopes.iter().copied()))?;
+        let callback = self.follow_authorize(&request.url).await?;
+        let code = client.parse_callback(&callback, &request.state)?;
+        Ok(client
+            .exchange_code(&self.transport, &code, request.pkce_verifier.as_ref())
+            .await?)
+    }
+
+    /// A fresh token set with a refresh token, from the web server flow on the seeded app.
+    pub async fn login(&self) -> Result<TokenSet> {
+        let client = self.client()?;
+        self.web_server_login(&client, &["api", "id", "refresh_token"])
+            .await
+    }
+
+    /// `GET {instance_url}/services/data/{API_VERSION}/{path}` with `token`, through the
+    /// transport: the REST slice that tells a client its session died. Returns the status and
+    /// body.
+    pub async fn rest_get(
+        &self,
+        instance_url: &Url,
+        token: &AccessToken,
+        path: &str,
+    ) -> Result<(u16, bytes::Bytes)> {
+        let base = instance_url.as_str().trim_end_matches('/');
+        let mut request: HttpRequest =
+            http::Request::get(format!("{base}/services/data/{API_VERSION}/{path}"))
+                .header(
+                    http::header::AUTHORIZATION,
+                    format!("Bearer {}", token.expose_secret()),
+                )
+                .body(bytes::Bytes::new())?;
+        request.extensions_mut().insert(RetrySafety::Idempotent);
+        let response = self.transport.send(request).await?;
+        Ok((response.status().as_u16(), response.into_body()))
+    }
+
+    /// The status of a SOQL query with `tokens`' access token on its instance.
+    pub async fn query_status(&self, tokens: &TokenSet) -> Result<u16> {
+        let (status, _) = self
+            .rest_get(
+                &tokens.instance_url,
+                &tokens.access_token,
+                "query?q=SELECT+Id+FROM+Account",
+            )
+            .await?;
+        Ok(status)
+    }
+}

@@ -53,8 +53,9 @@ pub enum ErrorKind {
     /// A 5xx answer or a transport failure: trying again later may succeed (if the request's
     /// [`RetrySafety`](crate::http::RetrySafety) allows re-sending it).
     Transient,
-    /// The access token is no longer accepted ([`Error::SessionExpired`]: HTTP 401 from userinfo
-    /// or the identity URL; `INVALID_SESSION_ID` from the REST API, see [`crate::rest`]):
+    /// The access token is no longer accepted ([`Error::SessionExpired`]: HTTP 401, or 403
+    /// `Bad_OAuth_Token`, from userinfo or the identity URL; `INVALID_SESSION_ID` from the REST
+    /// API, see [`crate::rest`]):
     /// refresh it, then retry once.
     SessionExpired,
     /// The response was malformed or unexpected: a status, a short redacted excerpt and a
@@ -272,10 +273,11 @@ fn classify(
                 C::WrongHost
             } else if says("client credentials user") {
                 C::NoClientCredentialsUser
+            } else if says("blocked") || says("not installed") {
+                // Before the user checks: "blocked" contains "locked".
+                C::AppBlocked
             } else if says("inactive") || says("frozen") || says("locked") {
                 C::UserInactive
-            } else if says("blocked") || says("not installed") {
-                C::AppBlocked
             } else {
                 C::Other
             };
@@ -330,7 +332,8 @@ pub enum Error {
         excerpt: String,
     },
     /// A request authenticated with an access token (userinfo, the identity URL) was refused
-    /// with HTTP 401: the token is dead, refresh it.
+    /// with HTTP 401, or with the identity service's 403 `Bad_OAuth_Token`: the token is dead,
+    /// refresh it.
     #[error("access token refused with http {status}")]
     SessionExpired {
         /// The HTTP status.
@@ -566,6 +569,18 @@ mod tests {
             (
                 "user is frozen",
                 Context::Refresh,
+                Cause::UserInactive,
+                ErrorKind::ReauthorizationRequired,
+            ),
+            (
+                "app is blocked",
+                Context::Other,
+                Cause::AppBlocked,
+                ErrorKind::Config,
+            ),
+            (
+                "user is locked out",
+                Context::Other,
                 Cause::UserInactive,
                 ErrorKind::ReauthorizationRequired,
             ),

@@ -208,8 +208,8 @@
 //! as the host instead.
 //!
 //! **Error kinds.** The kinds are all there; one more, [`ErrorKind::SessionExpired`],
-//! marks a dead access token (a 401 from userinfo or the identity URL), which calls for a
-//! refresh rather than a re-authorization.
+//! marks a dead access token (a 401, or the identity service's 403 `Bad_OAuth_Token`, from
+//! userinfo or the identity URL), which calls for a refresh rather than a re-authorization.
 //!
 //! # UNCONFIRMED points of the protocol reference, and what this crate does
 //!
@@ -229,6 +229,7 @@
 //! | revoke success body and error encoding | Mobile SDK guide: 200 on success, 400 with `unsupported_token_type` or `invalid_token` | any 2xx is success whatever the body; error bodies read as JSON, form encoding or XML |
 //! | introspection of an inactive token | RFC 7662 `{"active":false}` expected | `Ok` with `active == false` |
 //! | `invalid_client` with 401 | not documented | classified by the `error` code, whatever the status |
+//! | userinfo / identity URL refusing an access token | the reference leaves identity-URL errors unresearched; Salesforce's identity service answers a dead token with 403 and the plain-text code `Bad_OAuth_Token` (jsforce/nforce refresh on it), the REST API with 401 | 401, and 403 whose body is `Bad_OAuth_Token`, are [`Error::SessionExpired`]; other 403s (`Missing_OAuth_Token`, `Wrong_Org`, `No_Oauth_Scope`) stay [`Error::Status`] |
 //! | "client credentials flow not enabled" error code | not documented | classified by code; an unknown `invalid_grant` is re-authorization |
 //! | `api_instance_url` value | not documented | kept as an optional URL |
 //! | session timeout default (2 h) | Help documents the setting, 15 min to 24 h | no default: `expires_at` uses it only when configured with [`OAuthClient::with_session_timeout`] |

@@ -1513,6 +1513,20 @@ async fn userinfo_and_identity_url() {
             ),
             Reply::json(200, r#"{"sub": tru"#),
         ),
+        (
+            bearer_get(
+                "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK",
+                Some(access),
+            ),
+            Reply::new(403, Some("text/plain"), "Bad_OAuth_Token"),
+        ),
+        (
+            bearer_get(
+                "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK",
+                Some(access),
+            ),
+            Reply::new(403, Some("text/plain"), "Wrong_Org"),
+        ),
     ]);
     let transport = script.transport();
     let info = client
@@ -1544,6 +1558,15 @@ async fn userinfo_and_identity_url() {
         .await
         .unwrap_err();
     assert_eq!(malformed.kind(), ErrorKind::Protocol);
+    // The identity service refuses a dead token with 403 Bad_OAuth_Token: a refresh fixes it.
+    let bad_token = client.identity(&transport, &tokens).await.unwrap_err();
+    assert!(
+        matches!(bad_token, Error::SessionExpired { status: 403 }),
+        "{bad_token}"
+    );
+    // Other 403s of the identity service are not about the token's life.
+    let wrong_org = client.identity(&transport, &tokens).await.unwrap_err();
+    assert_eq!(wrong_org.kind(), ErrorKind::Protocol, "{wrong_org}");
 }
 
 fn id_token(claims: serde_json::Value, kid: &str) -> IdToken {

@@ -370,6 +370,7 @@ async fn counters(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
         "refresh_tokens_issued": c.refresh_tokens_issued,
         "refresh_tokens_rotated": c.refresh_tokens_rotated,
         "refresh_tokens_rejected": c.refresh_tokens_rejected,
+        "refresh_tokens_reused": c.refresh_tokens_reused,
     }))
     .into_response()
 }

@@ -166,6 +166,9 @@ pub struct Counters {
     pub refresh_tokens_rotated: u64,
     /// Refresh requests rejected (unknown, expired, revoked, reused, or locked).
     pub refresh_tokens_rejected: u64,
+    /// Rotated-out refresh tokens presented again (each revoked its whole family). Also counted
+    /// in `refresh_tokens_rejected`.
+    pub refresh_tokens_reused: u64,
 }
 
 impl Counters {
@@ -674,6 +677,7 @@ impl State {
             RefreshState::RotatedOut => {
                 // Reuse detection: a retired token coming back means it leaked or a client raced;
                 // Salesforce revokes the whole family.
+                self.counters.refresh_tokens_reused += 1;
                 self.revoke_family(rt.family);
                 return Err(OAuthError::expired_token());
             }
@@ -928,6 +932,7 @@ mod tests {
         assert!(s.live_access(&first.access_token, 3).is_none());
         assert_eq!(s.counters.refresh_tokens_rotated, 1);
         assert_eq!(s.counters.refresh_tokens_rejected, 2);
+        assert_eq!(s.counters.refresh_tokens_reused, 1);
     }
 
     #[test]

@@ -121,7 +121,8 @@ pub struct IdTokenCheck {
 }
 
 impl OAuthClient {
-    /// `GET /services/oauth2/userinfo` with the access token as a Bearer header. A 401 is
+    /// `GET /services/oauth2/userinfo` with the access token as a Bearer header. A dead access
+    /// token (401, or the identity service's 403 `Bad_OAuth_Token`) is
     /// [`ErrorKind::SessionExpired`](crate::ErrorKind::SessionExpired).
     pub async fn userinfo(
         &self,
@@ -243,7 +244,7 @@ impl OAuthClient {
 fn read_json<T: DeserializeOwned>(response: &HttpResponse) -> Result<T, Error> {
     let status = response.status().as_u16();
     let body = response.body();
-    if status == 401 {
+    if status == 401 || (status == 403 && is_bad_oauth_token(body)) {
         return Err(Error::SessionExpired { status });
     }
     if !response.status().is_success() {
@@ -260,3 +261,15 @@ fn read_json<T: DeserializeOwned>(response: &HttpResponse) -> Result<T, Error> {
         )
     })
 }
+
+/// Whether a 403 body is the identity service's `Bad_OAuth_Token`: Salesforce's userinfo and
+/// identity URL answer a dead or unknown access token with 403 and that one word (where the REST
+/// API answers 401 `INVALID_SESSION_ID`), and a refresh fixes it. Other 403 codes of the identity
+/// service (`Missing_OAuth_Token`, `Wrong_Org`, `No_Oauth_Scope`, …) are not about the token's
+/// life and stay errors of their own.
+fn is_bad_oauth_token(body: &[u8]) -> bool {
+    body.windows(BAD_OAUTH_TOKEN.len())
+        .any(|w| w.eq_ignore_ascii_case(BAD_OAUTH_TOKEN))
+}
+
+const BAD_OAUTH_TOKEN: &[u8] = b"Bad_OAuth_Token";

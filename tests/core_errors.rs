@@ -1,0 +1,792 @@
+//! Every documented error of `sfauth-core` through the real wire, against the emulator.
+//!
+//! The emulator produces each failure the way Salesforce does (policy, admin action, injected
+//! fault); the test checks that core reads it as the right `ErrorKind` and `Cause`, and, where it
+//! matters, what the emulator saw (how many token requests, how many reused refresh tokens).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly on an unexpected error"
+)]
+
+use std::time::Duration;
+
+use sfauth_core::flows::{AuthorizeParams, JwtBearer};
+use sfauth_core::rest::{RestAuth, classify, is_invalid_session_id};
+use sfauth_core::{
+    Cause, ConnectedApp, Error, ErrorKind, OAuthClient, Password, PrivateKey, RefreshToken,
+    TokenSet,
+};
+use sfauth_emulator::{
+    Endpoint, Fault, FaultKind, RefreshTokenPolicy, SEED_CLIENT_PRIVATE_KEY, UserStatus,
+};
+use sfauth_tests::Env;
+use sfauth_transport::{Retry, RetryPolicy};
+
+/// Asserts an OAuth error from the server with this kind, `error` and cause.
+#[track_caller]
+fn assert_server_error(error: &Error, kind: ErrorKind, code: &str, cause: Cause) {
+    assert_eq!(error.kind(), kind, "{error}");
+    let server = error
+        .server()
+        .unwrap_or_else(|| panic!("not a server error: {error}"));
+    assert_eq!(server.error(), code, "{error}");
+    assert_eq!(server.cause(), cause, "{error}");
+}
+
+async fn refresh(env: &Env, token: &RefreshToken) -> Result<TokenSet, Error> {
+    env.client().unwrap().refresh(&env.transport, token).await
+}
+
+#[tokio::test]
+async fn reusing_a_rotated_refresh_token_revokes_the_family() {
+    let env = Env::start_with(|b| b.app_policy(|p| p.rotation = true))
+        .await
+        .unwrap();
+    let first = env.login().await.unwrap();
+    let old = first.refresh_token.clone().unwrap();
+    let second = refresh(&env, &old).await.unwrap();
+    let current = second.refresh_token.clone().unwrap();
+    assert_eq!(env.query_status(&second).await.unwrap(), 200);
+
+    // The rotated-out token comes back (a client that dropped the new one).
+    let error = refresh(&env, &old).await.unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::ReauthorizationRequired,
+        "invalid_grant",
+        Cause::TokenExpiredOrRevoked,
+    );
+    assert_eq!(
+        error.server().unwrap().description(),
+        Some("expired access/refresh token")
+    );
+    let counters = env.emulator.counters();
+    assert_eq!(counters.refresh_tokens_reused, 1);
+    assert_eq!(counters.refresh_tokens_rejected, 1);
+
+    // Salesforce's answer to reuse: the current token and its sessions are dead too.
+    let error = refresh(&env, &current).await.unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::ReauthorizationRequired,
+        "invalid_grant",
+        Cause::TokenExpiredOrRevoked,
+    );
+    assert_eq!(env.query_status(&second).await.unwrap(), 401);
+    assert_eq!(env.emulator.counters().refresh_tokens_reused, 1);
+}
+
+#[tokio::test]
+async fn concurrent_refresh_of_one_token_is_refresh_in_progress() {
+    let env = Env::start_with(|b| b.app_policy(|p| p.refresh_latency_ms = 1_500))
+        .await
+        .unwrap();
+    let tokens = env.login().await.unwrap();
+    let token = tokens.refresh_token.clone().unwrap();
+
+    let first = {
+        let client = env.client().unwrap();
+        let transport = env.transport.clone();
+        let token = token.clone();
+        tokio::spawn(async move { client.refresh(&transport, &token).await })
+    };
+    // Wait until the first request holds the emulator's per-token lock.
+    for _ in 0..500 {
+        if env.emulator.refreshes_in_flight() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(env.emulator.refreshes_in_flight(), 1);
+    let error = refresh(&env, &token).await.unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::RefreshInProgress,
+        "invalid_grant",
+        Cause::RequestInProgress,
+    );
+    assert!(error.kind().is_retryable());
+
+    let winner = first.await.unwrap().unwrap();
+    assert_eq!(env.query_status(&winner).await.unwrap(), 200);
+    let counters = env.emulator.counters();
+    assert_eq!(counters.grant("refresh_token"), 2);
+    assert_eq!(counters.refresh_tokens_rejected, 1);
+    // Once the lock is released the same token works again (no rotation here).
+    refresh(&env, &token).await.unwrap();
+}
+
+#[tokio::test]
+async fn revoked_refresh_tokens_need_reauthorization() {
+    type Revoke = fn(&Env);
+    let actions: [(&str, Revoke); 5] = [
+        ("revoke for user", |env| {
+            let c = env.creds();
+            env.emulator
+                .revoke_for_user(&c.client_id, &c.username)
+                .unwrap();
+        }),
+        ("revoke all of the app", |env| {
+            env.emulator.revoke_app_tokens(&env.creds().client_id);
+        }),
+        ("revoke all of the user", |env| {
+            env.emulator
+                .revoke_user_tokens(&env.creds().username)
+                .unwrap();
+        }),
+        ("reset refresh tokens", |env| {
+            env.emulator
+                .reset_refresh_tokens(&env.creds().client_id)
+                .unwrap();
+        }),
+        ("block the app", |env| {
+            env.emulator.block_app(&env.creds().client_id).unwrap();
+        }),
+    ];
+    for (name, action) in actions {
+        let env = Env::start().await.unwrap();
+        let tokens = env.login().await.unwrap();
+        action(&env);
+        let error = refresh(&env, tokens.refresh_token.as_ref().unwrap())
+            .await
+            .unwrap_err();
+        assert_server_error(
+            &error,
+            ErrorKind::ReauthorizationRequired,
+            "invalid_grant",
+            Cause::TokenExpiredOrRevoked,
+        );
+        assert_eq!(env.query_status(&tokens).await.unwrap(), 401, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_blocked_app_gets_no_new_tokens() {
+    let env = Env::start().await.unwrap();
+    env.emulator.block_app(&env.creds().client_id).unwrap();
+    let error = env
+        .client()
+        .unwrap()
+        .client_credentials(&env.transport)
+        .await
+        .unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::Config,
+        "invalid_grant",
+        Cause::AppBlocked,
+    );
+    env.emulator.unblock_app(&env.creds().client_id).unwrap();
+    env.client()
+        .unwrap()
+        .client_credentials(&env.transport)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn refresh_token_policies_expire_tokens() {
+    let cases = [
+        (RefreshTokenPolicy::ExpireImmediately, 0),
+        (RefreshTokenPolicy::ExpireAfter { secs: 3600 }, 3600),
+        (RefreshTokenPolicy::ExpireIfUnused { secs: 600 }, 600),
+    ];
+    for (policy, age) in cases {
+        let env = Env::start_with(|b| b.app_policy(|p| p.refresh_token_policy = policy))
+            .await
+            .unwrap();
+        let tokens = env.login().await.unwrap();
+        let token = tokens.refresh_token.clone().unwrap();
+        if age > 0 {
+            // Just inside the policy, the token works.
+            env.emulator.advance(Duration::from_secs(age - 1));
+            refresh(&env, &token).await.unwrap();
+            env.emulator.advance(Duration::from_secs(age));
+        }
+        let error = refresh(&env, &token).await.unwrap_err();
+        assert_server_error(
+            &error,
+            ErrorKind::ReauthorizationRequired,
+            "invalid_grant",
+            Cause::TokenExpiredOrRevoked,
+        );
+        assert_eq!(
+            env.emulator.counters().refresh_tokens_rejected,
+            1,
+            "{policy:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_thirty_day_idle_cap() {
+    let env = Env::start_with(|b| b.app_policy(|p| p.idle_ttl_cap_30_days = true))
+        .await
+        .unwrap();
+    let tokens = env.login().await.unwrap();
+    let token = tokens.refresh_token.clone().unwrap();
+    env.emulator.advance(Duration::from_secs(29 * 24 * 3600));
+    refresh(&env, &token).await.unwrap();
+    env.emulator.advance(Duration::from_secs(29 * 24 * 3600));
+    refresh(&env, &token).await.unwrap();
+    env.emulator.advance(Duration::from_secs(30 * 24 * 3600));
+    let error = refresh(&env, &token).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::ReauthorizationRequired, "{error}");
+}
+
+#[tokio::test]
+async fn a_sixth_approval_evicts_the_oldest_refresh_token() {
+    let env = Env::start().await.unwrap();
+    let oldest = env.login().await.unwrap();
+    for _ in 0..5 {
+        env.login().await.unwrap();
+    }
+    let error = refresh(&env, oldest.refresh_token.as_ref().unwrap())
+        .await
+        .unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::ReauthorizationRequired,
+        "invalid_grant",
+        Cause::TokenExpiredOrRevoked,
+    );
+}
+
+#[tokio::test]
+async fn frozen_and_inactive_users_need_reauthorization() {
+    for status in [UserStatus::Frozen, UserStatus::Inactive] {
+        let env = Env::start().await.unwrap();
+        let tokens = env.login().await.unwrap();
+        env.emulator
+            .set_user_status(&env.creds().username, status)
+            .unwrap();
+        let error = refresh(&env, tokens.refresh_token.as_ref().unwrap())
+            .await
+            .unwrap_err();
+        assert_server_error(
+            &error,
+            ErrorKind::ReauthorizationRequired,
+            "inactive_user",
+            Cause::UserInactive,
+        );
+        assert_eq!(env.query_status(&tokens).await.unwrap(), 401, "{status:?}");
+
+        // New grants are refused the same way.
+        let creds = env.creds();
+        let error = env
+            .client()
+            .unwrap()
+            .password(
+                &env.transport,
+                &creds.username,
+                &Password::new(creds.password_with_token()),
+            )
+            .await
+            .unwrap_err();
+        assert_server_error(
+            &error,
+            ErrorKind::ReauthorizationRequired,
+            "inactive_user",
+            Cause::UserInactive,
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_client_credentials_are_invalid_client() {
+    let env = Env::start().await.unwrap();
+    let tokens = env.login().await.unwrap();
+    let creds = env.creds();
+    let wrong_secret = OAuthClient::new(
+        env.host().unwrap(),
+        ConnectedApp::new(creds.client_id.clone()).with_secret("not-the-secret"),
+    );
+    let error = wrong_secret
+        .refresh(&env.transport, tokens.refresh_token.as_ref().unwrap())
+        .await
+        .unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::InvalidClient,
+        "invalid_client",
+        Cause::Other,
+    );
+    assert_eq!(error.server().unwrap().status(), 400);
+    let error = wrong_secret
+        .client_credentials(&env.transport)
+        .await
+        .unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::InvalidClient,
+        "invalid_client",
+        Cause::Other,
+    );
+
+    let unknown = OAuthClient::new(
+        env.host().unwrap(),
+        ConnectedApp::new("3MVG9unknown").with_secret("whatever"),
+    );
+    let error = unknown
+        .password(
+            &env.transport,
+            &creds.username,
+            &Password::new(creds.password_with_token()),
+        )
+        .await
+        .unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::InvalidClient,
+        "invalid_client_id",
+        Cause::Other,
+    );
+    // A failed client authentication spends nothing: the refresh token still works.
+    refresh(&env, tokens.refresh_token.as_ref().unwrap())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn username_password_failures_are_authentication_failures() {
+    let env = Env::start().await.unwrap();
+    let client = env.client().unwrap();
+    let creds = env.creds();
+    // The security token not appended, then the flow blocked for the app.
+    let error = client
+        .password(
+            &env.transport,
+            &creds.username,
+            &Password::new(creds.password.clone()),
+        )
+        .await
+        .unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::ReauthorizationRequired,
+        "invalid_grant",
+        Cause::AuthenticationFailure,
+    );
+    env.emulator
+        .update_app(&creds.client_id, |app| {
+            app.flows.retain(|f| *f != sfauth_emulator::Flow::Password);
+        })
+        .unwrap();
+    let error = client
+        .password(
+            &env.transport,
+            &creds.username,
+            &Password::new(creds.password_with_token()),
+        )
+        .await
+        .unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::ReauthorizationRequired,
+        "invalid_grant",
+        Cause::AuthenticationFailure,
+    );
+}
+
+#[tokio::test]
+async fn authorization_code_failures() {
+    let env = Env::start().await.unwrap();
+    let client = env.client().unwrap();
+    let authorize = |client: &OAuthClient| {
+        client
+            .authorize_url(&AuthorizeParams::scopes(["api", "refresh_token"]))
+            .unwrap()
+    };
+
+    // A code is single use.
+    let request = authorize(&client);
+    let callback = env.follow_authorize(&request.url).await.unwrap();
+    let code = client.parse_callback(&callback, &request.state).unwrap();
+    client
+        .exchange_code(&env.transport, &code, request.pkce_verifier.as_ref())
+        .await
+        .unwrap();
+    let error = client
+        .exchange_code(&env.transport, &code, request.pkce_verifier.as_ref())
+        .await
+        .unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::ReauthorizationRequired,
+        "invalid_grant",
+        Cause::AuthorizationCodeExpired,
+    );
+
+    // A code lives 15 minutes.
+    let request = authorize(&client);
+    let callback = env.follow_authorize(&request.url).await.unwrap();
+    let code = client.parse_callback(&callback, &request.state).unwrap();
+    env.emulator.advance(Duration::from_secs(16 * 60));
+    let error = client
+        .exchange_code(&env.transport, &code, request.pkce_verifier.as_ref())
+        .await
+        .unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::ReauthorizationRequired,
+        "invalid_grant",
+        Cause::AuthorizationCodeExpired,
+    );
+
+    // The PKCE verifier of another request, then none at all.
+    let request = authorize(&client);
+    let other = authorize(&client);
+    let callback = env.follow_authorize(&request.url).await.unwrap();
+    let code = client.parse_callback(&callback, &request.state).unwrap();
+    let error = client
+        .exchange_code(&env.transport, &code, other.pkce_verifier.as_ref())
+        .await
+        .unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::InvalidRequest,
+        "invalid_request",
+        Cause::Other,
+    );
+    let error = client
+        .exchange_code(&env.transport, &code, None)
+        .await
+        .unwrap_err();
+    assert_eq!(error.server().unwrap().error(), "invalid_grant", "{error}");
+    assert_eq!(error.kind(), ErrorKind::ReauthorizationRequired);
+
+    // A callback from another authorization request is refused before any exchange.
+    let error = client.parse_callback(&callback, &other.state).unwrap_err();
+    assert!(matches!(error, Error::StateMismatch));
+    assert_eq!(error.kind(), ErrorKind::InvalidRequest);
+}
+
+#[tokio::test]
+async fn authorize_errors_come_back_in_the_redirect() {
+    let env = Env::start().await.unwrap();
+    let client = env.client().unwrap();
+    let params = AuthorizeParams::scopes(["api", "not_a_scope"]);
+    let request = client.authorize_url(&params).unwrap();
+    let callback = env.follow_authorize(&request.url).await.unwrap();
+    let error = client
+        .parse_callback(&callback, &request.state)
+        .unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::InvalidRequest,
+        "invalid_scope",
+        Cause::Other,
+    );
+    assert_eq!(error.server().unwrap().status(), 0);
+
+    // A frozen user cannot approve; the user-agent flow reports it in the fragment.
+    env.emulator.freeze_user(&env.creds().username).unwrap();
+    let request = client
+        .user_agent_url(&AuthorizeParams::scopes(["api"]))
+        .unwrap();
+    let redirect = env.follow_authorize(&request.url).await.unwrap();
+    let error = client
+        .parse_fragment(&redirect, &request.state)
+        .unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::ReauthorizationRequired,
+        "inactive_user",
+        Cause::UserInactive,
+    );
+}
+
+#[tokio::test]
+async fn jwt_bearer_configuration_errors() {
+    let env = Env::start().await.unwrap();
+    let client = OAuthClient::new(
+        env.host().unwrap(),
+        ConnectedApp::new(env.creds().client_id.clone()),
+    );
+    let key = || PrivateKey::new(SEED_CLIENT_PRIVATE_KEY);
+    let username = env.creds().username.clone();
+
+    let wrong_audience = JwtBearer::new(username.clone(), key()).audience("https://example.com");
+    let error = client
+        .jwt_bearer(&env.transport, &wrong_audience)
+        .await
+        .unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::Config,
+        "invalid_grant",
+        Cause::AudienceInvalid,
+    );
+
+    env.emulator
+        .update_app(&env.creds().client_id, |app| {
+            app.preauthorized_users = Some(Vec::new());
+        })
+        .unwrap();
+    let error = client
+        .jwt_bearer(&env.transport, &JwtBearer::new(username, key()))
+        .await
+        .unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::ReauthorizationRequired,
+        "invalid_grant",
+        Cause::NotApproved,
+    );
+}
+
+#[tokio::test]
+async fn client_credentials_without_a_run_as_user() {
+    let env = Env::start().await.unwrap();
+    env.emulator
+        .update_app(&env.creds().client_id, |app| app.run_as = None)
+        .unwrap();
+    let error = env
+        .client()
+        .unwrap()
+        .client_credentials(&env.transport)
+        .await
+        .unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::Config,
+        "invalid_grant",
+        Cause::NoClientCredentialsUser,
+    );
+}
+
+#[tokio::test]
+async fn injected_server_faults_map_to_kinds() {
+    let env = Env::start().await.unwrap();
+    let client = env.client().unwrap();
+    let tokens = env.login().await.unwrap();
+    let token = tokens.refresh_token.clone().unwrap();
+    let token_fault = |kind| Fault::new(Endpoint::Token, kind).times(1);
+
+    env.emulator
+        .inject_fault(token_fault(FaultKind::Status(503)));
+    let error = client.refresh(&env.transport, &token).await.unwrap_err();
+    assert!(
+        matches!(error, Error::Status { status: 503, .. }),
+        "{error}"
+    );
+    assert_eq!(error.kind(), ErrorKind::Transient);
+
+    env.emulator
+        .inject_fault(token_fault(FaultKind::RateLimited {
+            retry_after_secs: 7,
+        }));
+    let error = client.refresh(&env.transport, &token).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::RateLimited, "{error}");
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
+
+    env.emulator
+        .inject_fault(token_fault(FaultKind::HtmlErrorPage));
+    let error = client.refresh(&env.transport, &token).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
+    assert!(!error.to_string().contains("5Aep"), "{error}");
+
+    env.emulator
+        .inject_fault(token_fault(FaultKind::MalformedBody));
+    let error = client.refresh(&env.transport, &token).await.unwrap_err();
+    assert!(matches!(error, Error::Parse { status: 200, .. }), "{error}");
+    assert_eq!(error.kind(), ErrorKind::Protocol);
+
+    env.emulator
+        .inject_fault(token_fault(FaultKind::ConnectionReset));
+    let error = client.refresh(&env.transport, &token).await.unwrap_err();
+    assert!(matches!(error, Error::Transport(_)), "{error}");
+    assert_eq!(error.kind(), ErrorKind::Transient);
+
+    env.emulator
+        .inject_fault(token_fault(FaultKind::OAuthError {
+            status: 400,
+            error: "rate_limit_exceeded".into(),
+            description: "Number of logins exceeded".into(),
+        }));
+    let error = client.refresh(&env.transport, &token).await.unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::RateLimited,
+        "rate_limit_exceeded",
+        Cause::Other,
+    );
+
+    env.emulator
+        .inject_fault(token_fault(FaultKind::OAuthError {
+            status: 400,
+            error: "invalid_grant".into(),
+            description: "IP restricted or invalid login hours".into(),
+        }));
+    let error = client.refresh(&env.transport, &token).await.unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::ReauthorizationRequired,
+        "invalid_grant",
+        Cause::IpOrLoginHoursRestricted,
+    );
+
+    // Before Winter '25 Salesforce described a concurrent refresh as an expired code.
+    env.emulator
+        .inject_fault(token_fault(FaultKind::OAuthError {
+            status: 400,
+            error: "invalid_grant".into(),
+            description: "expired authorization code".into(),
+        }));
+    let error = client.refresh(&env.transport, &token).await.unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::RefreshInProgress,
+        "invalid_grant",
+        Cause::RequestInProgress,
+    );
+
+    // None of the faults reached the token logic: the refresh token is intact.
+    let refreshed = client.refresh(&env.transport, &token).await.unwrap();
+    assert_eq!(env.query_status(&refreshed).await.unwrap(), 200);
+    let counters = env.emulator.counters();
+    assert_eq!(counters.requests("token"), 10);
+    assert_eq!(counters.grant("refresh_token"), 1);
+}
+
+#[tokio::test]
+async fn rest_401_invalid_session_id_is_classified() {
+    let env = Env::start().await.unwrap();
+    let tokens = env.login().await.unwrap();
+    let (status, body) = env
+        .rest_get(
+            &tokens.instance_url,
+            &tokens.access_token,
+            "sobjects/Account/001000000000001AAA",
+        )
+        .await
+        .unwrap();
+    assert_eq!(classify(status, &body), RestAuth::Ok, "{status}");
+
+    env.emulator.advance(Duration::from_secs(2 * 60 * 60));
+    let (status, body) = env
+        .rest_get(
+            &tokens.instance_url,
+            &tokens.access_token,
+            "query?q=SELECT+Id+FROM+Account",
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+    assert_eq!(classify(status, &body), RestAuth::SessionExpired);
+    assert!(is_invalid_session_id(&body));
+
+    // A refresh fixes it.
+    let refreshed = refresh(&env, tokens.refresh_token.as_ref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(env.query_status(&refreshed).await.unwrap(), 200);
+
+    // A live session without the `api` scope: same errorCode, but a refresh cannot fix it.
+    let client = env.client().unwrap();
+    let no_api = env
+        .web_server_login(&client, &["id", "refresh_token"])
+        .await
+        .unwrap();
+    let (status, body) = env
+        .rest_get(
+            &no_api.instance_url,
+            &no_api.access_token,
+            "query?q=SELECT+Id+FROM+Account",
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+    assert!(is_invalid_session_id(&body));
+    assert!(
+        matches!(classify(status, &body), RestAuth::NotRefreshable { .. }),
+        "{:?}",
+        classify(status, &body)
+    );
+}
+
+fn retrying(env: &Env) -> Retry<sfauth_transport::ReqwestTransport> {
+    Retry::new(
+        env.transport.clone(),
+        RetryPolicy::default()
+            .max_attempts(4)
+            .base_delay(Duration::from_millis(5))
+            .max_delay(Duration::from_millis(20))
+            .max_retry_after(Duration::from_secs(1)),
+    )
+}
+
+#[tokio::test]
+async fn retry_never_resends_a_refresh() {
+    let env = Env::start_with(|b| b.app_policy(|p| p.rotation = true))
+        .await
+        .unwrap();
+    let client = env.client().unwrap();
+    let transport = retrying(&env);
+    let tokens = env.login().await.unwrap();
+    let token = tokens.refresh_token.clone().unwrap();
+    env.emulator.reset_counters();
+
+    for kind in [
+        FaultKind::Status(503),
+        FaultKind::RateLimited {
+            retry_after_secs: 0,
+        },
+        FaultKind::Status(502),
+        FaultKind::ConnectionReset,
+    ] {
+        env.emulator
+            .inject_fault(Fault::new(Endpoint::Token, kind.clone()).times(1));
+        let before = env.emulator.counters().requests("token");
+        let error = client.refresh(&transport, &token).await.unwrap_err();
+        assert!(error.kind().is_retryable(), "{kind:?}: {error}");
+        assert_eq!(
+            env.emulator.counters().requests("token"),
+            before + 1,
+            "{kind:?} was re-sent"
+        );
+    }
+    // The refresh token was never spent, so it is still the current one.
+    let refreshed = client.refresh(&transport, &token).await.unwrap();
+    let counters = env.emulator.counters();
+    assert_eq!(counters.requests("token"), 5);
+    assert_eq!(counters.grant("refresh_token"), 1);
+    assert_eq!(counters.refresh_tokens_reused, 0);
+    assert_eq!(env.query_status(&refreshed).await.unwrap(), 200);
+
+    // An idempotent grant through the same transport is retried past the same faults.
+    env.emulator.reset_counters();
+    env.emulator
+        .inject_fault(Fault::new(Endpoint::Token, FaultKind::Status(503)).times(2));
+    client.client_credentials(&transport).await.unwrap();
+    let counters = env.emulator.counters();
+    assert_eq!(counters.requests("token"), 3);
+    assert_eq!(counters.grant("client_credentials"), 1);
+}
+
+#[tokio::test]
+async fn retry_does_not_resend_a_code_exchange_either() {
+    let env = Env::start().await.unwrap();
+    let client = env.client().unwrap();
+    let transport = retrying(&env);
+    let request = client
+        .authorize_url(&AuthorizeParams::scopes(["api", "refresh_token"]))
+        .unwrap();
+    let callback = env.follow_authorize(&request.url).await.unwrap();
+    let code = client.parse_callback(&callback, &request.state).unwrap();
+    env.emulator
+        .inject_fault(Fault::new(Endpoint::Token, FaultKind::Status(503)).times(1));
+    let error = client
+        .exchange_code(&transport, &code, request.pkce_verifier.as_ref())
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Transient);
+    assert_eq!(env.emulator.counters().requests("token"), 1);
+    // The code was never redeemed, so it still works once.
+    client
+        .exchange_code(&transport, &code, request.pkce_verifier.as_ref())
+        .await
+        .unwrap();
+}
