@@ -68,7 +68,8 @@ impl Inner {
                 None => Ok(()),
             };
         }
-        if tenant.in_failure_backoff() {
+        // Tokens waiting to be saved are never held back by the pause: saving them is urgent.
+        if tenant.in_failure_backoff() && lock(&tenant.unsaved).is_none() {
             let (kind, message) = lock(&tenant.last_failure)
                 .clone()
                 .unwrap_or((ErrorKind::Transient, "refresh failed".into()));

@@ -1,0 +1,305 @@
+//! The manager's safety rules where only a scripted store or transport can provoke the failure:
+//! a store that fails after Salesforce rotated the token, a refresh that returns another user's
+//! tokens, a response lost in flight, and what secrets may appear in errors and events.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sfauth::storage::{
+    ErrorKind as StoreErrorKind, Lease, ListPage, ListQuery, RecordStatus, TokenRecord, TokenStore,
+};
+use sfauth::{ErrorKind, MemoryStore, TokenManager};
+use sfauth_core::http::{HttpRequest, HttpResponse, TransportError, TransportErrorKind};
+use sfauth_core::{
+    AccessToken, ConnectedApp, LoginHost, OAuthClient, RefreshToken, TokenKey, TokenSet,
+};
+
+const ORG: &str = "00D5e000000AbcdEAC";
+const USER: &str = "0055e000001XyZaAAK";
+
+fn tokens(access: &str, refresh: &str) -> TokenSet {
+    let mut tokens = TokenSet::new(
+        AccessToken::new(access),
+        "https://acme.my.salesforce.com".parse().unwrap(),
+        format!("https://login.salesforce.com/id/{ORG}/{USER}")
+            .parse()
+            .unwrap(),
+    );
+    tokens.refresh_token = Some(RefreshToken::new(refresh));
+    tokens
+}
+
+fn token_response(access: &str, refresh: &str, user: &str) -> HttpResponse {
+    let body = format!(
+        r#"{{"access_token":"{access}","refresh_token":"{refresh}","instance_url":"https://acme.my.salesforce.com","id":"https://login.salesforce.com/id/{ORG}/{user}","issued_at":"1700000000000","token_type":"Bearer"}}"#
+    );
+    http::Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(Bytes::from(body))
+        .unwrap()
+}
+
+/// A transport answering token requests from a script, counting them.
+#[derive(Clone, Default)]
+struct Scripted {
+    answers: Arc<Mutex<VecDeque<Result<HttpResponse, TransportErrorKind>>>>,
+    sent: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    fn push(&self, answer: Result<HttpResponse, TransportErrorKind>) {
+        self.answers.lock().unwrap().push_back(answer);
+    }
+
+    fn sent(&self) -> usize {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    fn transport(&self) -> Arc<dyn sfauth_core::http::HttpTransport> {
+        let this = self.clone();
+        Arc::new(move |_request: HttpRequest| {
+            let this = this.clone();
+            async move {
+                this.sent.fetch_add(1, Ordering::SeqCst);
+                match this.answers.lock().unwrap().pop_front() {
+                    Some(Ok(response)) => Ok(response),
+                    Some(Err(kind)) => Err(TransportError::new(kind, "scripted failure")),
+                    None => Err(TransportError::new(
+                        TransportErrorKind::Connect,
+                        "no answer scripted",
+                    )),
+                }
+            }
+        })
+    }
+}
+
+/// A memory store whose puts fail while `failing_puts` is above zero.
+struct FlakyStore {
+    inner: MemoryStore,
+    failing_puts: AtomicUsize,
+}
+
+#[async_trait]
+impl TokenStore for FlakyStore {
+    async fn get(&self, key: &TokenKey) -> sfauth::storage::Result<Option<TokenRecord>> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, query: &ListQuery) -> sfauth::storage::Result<ListPage> {
+        self.inner.list(query).await
+    }
+    async fn insert(&self, record: TokenRecord) -> sfauth::storage::Result<u64> {
+        self.inner.insert(record).await
+    }
+    async fn put<'a>(
+        &self,
+        record: TokenRecord,
+        expected_version: u64,
+        lease: Option<&'a Lease>,
+    ) -> sfauth::storage::Result<u64> {
+        let failing = self
+            .failing_puts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing && record.refresh_in_flight.is_none() {
+            return Err(sfauth::storage::Error::new(StoreErrorKind::Io, "disk full"));
+        }
+        if failing {
+            // Only the saves of results fail in these tests; give the count back.
+            self.failing_puts.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.put(record, expected_version, lease).await
+    }
+    async fn delete(&self, key: &TokenKey, expected: Option<u64>) -> sfauth::storage::Result<bool> {
+        self.inner.delete(key, expected).await
+    }
+    async fn try_acquire(
+        &self,
+        key: &TokenKey,
+        holder: &str,
+        ttl: Duration,
+    ) -> sfauth::storage::Result<Option<Lease>> {
+        self.inner.try_acquire(key, holder, ttl).await
+    }
+    async fn release(&self, lease: &Lease) -> sfauth::storage::Result<()> {
+        self.inner.release(lease).await
+    }
+}
+
+async fn setup(store: Arc<dyn TokenStore>, script: &Scripted) -> (TokenManager, TokenKey) {
+    let client = OAuthClient::new(LoginHost::Production, ConnectedApp::new("3MVG9.test"));
+    let manager = TokenManager::builder(client)
+        .transport(script.transport())
+        .store(store)
+        .policy(
+            sfauth::RefreshPolicy::default()
+                .failure_backoff(Duration::from_millis(10), Duration::from_millis(10)),
+        )
+        .build()
+        .await
+        .unwrap();
+    let key = manager
+        .store_tokens(tokens("00Dxx!OLDACCESS", "5Aep861OLDREFRESH"), "default")
+        .await
+        .unwrap();
+    (manager, key)
+}
+
+#[tokio::test]
+async fn rotated_tokens_that_cannot_be_saved_are_kept_not_handed_out() {
+    let store = Arc::new(FlakyStore {
+        inner: MemoryStore::new(),
+        failing_puts: AtomicUsize::new(0),
+    });
+    let script = Scripted::default();
+    let (manager, key) = setup(store.clone(), &script).await;
+
+    script.push(Ok(token_response(
+        "00Dxx!NEWACCESS",
+        "5Aep861NEWREFRESH",
+        USER,
+    )));
+    store.failing_puts.store(3, Ordering::SeqCst);
+    let error = manager.refresh(&key).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Storage, "{error:?}");
+    assert!(matches!(error, sfauth::Error::Unsaved { .. }));
+    // The new access token was not handed out, and the old one is what the cache holds.
+    let cached = manager
+        .tenant(&key)
+        .await
+        .unwrap()
+        .cached()
+        .map(|t| t.secret().to_owned());
+    assert_eq!(cached.as_deref(), Some("00Dxx!OLDACCESS"));
+    // The record still carries the write-ahead mark: whoever comes next knows.
+    let stored = store.get(&key).await.unwrap().unwrap();
+    assert!(stored.refresh_in_flight.is_some());
+    assert_eq!(
+        stored.tokens.refresh_token.unwrap().expose_secret(),
+        "5Aep861OLDREFRESH"
+    );
+
+    // The store recovers: the next refresh saves the kept tokens without spending anything.
+    let sent = script.sent();
+    let token = manager.refresh(&key).await.unwrap();
+    assert_eq!(token.secret(), "00Dxx!NEWACCESS");
+    assert_eq!(
+        script.sent(),
+        sent,
+        "the rotated-out token was not sent again"
+    );
+    let stored = store.get(&key).await.unwrap().unwrap();
+    assert_eq!(
+        stored.tokens.refresh_token.unwrap().expose_secret(),
+        "5Aep861NEWREFRESH"
+    );
+    assert!(stored.refresh_in_flight.is_none());
+}
+
+#[tokio::test]
+async fn tokens_of_another_user_from_a_refresh_are_refused() {
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    let script = Scripted::default();
+    let (manager, key) = setup(store.clone(), &script).await;
+    script.push(Ok(token_response(
+        "00Dxx!OTHER",
+        "5Aep861OTHER",
+        "005000000000009AAA",
+    )));
+
+    let error = manager.refresh(&key).await.unwrap_err();
+    assert!(
+        matches!(error, sfauth::Error::IdentityMismatch { .. }),
+        "{error:?}"
+    );
+    let stored = store.get(&key).await.unwrap().unwrap();
+    assert_eq!(
+        stored.tokens.access_token.expose_secret(),
+        "00Dxx!OLDACCESS"
+    );
+    assert!(stored.refresh_in_flight.is_none());
+}
+
+#[tokio::test]
+async fn a_refresh_lost_in_flight_is_not_resent_and_the_next_attempt_is_careful() {
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    let script = Scripted::default();
+    let (manager, key) = setup(store.clone(), &script).await;
+
+    // The request may have reached Salesforce: a timeout.
+    script.push(Err(TransportErrorKind::Timeout));
+    let error = manager.refresh(&key).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Transient);
+    assert_eq!(script.sent(), 1, "never re-sent after a timeout");
+    let stored = store.get(&key).await.unwrap().unwrap();
+    assert!(
+        stored.refresh_in_flight.is_some(),
+        "the mark stays: the token may be spent"
+    );
+
+    // Later (after the failure pause), Salesforce says the token is gone: the rotation was lost.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    script.push(Ok(http::Response::builder()
+        .status(400)
+        .header("content-type", "application/json")
+        .body(Bytes::from_static(
+            br#"{"error":"invalid_grant","error_description":"expired access/refresh token"}"#,
+        ))
+        .unwrap()));
+    let error = manager.refresh(&key).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::ReauthorizationRequired);
+    assert!(error.to_string().contains("interrupted"), "{error}");
+    let stored = store.get(&key).await.unwrap().unwrap();
+    assert!(matches!(stored.status, RecordStatus::ReauthRequired { .. }));
+}
+
+#[tokio::test]
+async fn a_connect_error_proves_the_token_unspent() {
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    let script = Scripted::default();
+    let (manager, key) = setup(store.clone(), &script).await;
+    script.push(Err(TransportErrorKind::Connect));
+    let error = manager.refresh(&key).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Transient);
+    let stored = store.get(&key).await.unwrap().unwrap();
+    assert!(
+        stored.refresh_in_flight.is_none(),
+        "a request that never left spends nothing"
+    );
+}
+
+#[tokio::test]
+async fn no_secret_in_errors_events_or_debug() {
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    let script = Scripted::default();
+    let (manager, key) = setup(store.clone(), &script).await;
+    let mut events = manager.subscribe();
+    script.push(Ok(http::Response::builder()
+        .status(400)
+        .body(Bytes::from_static(
+            br#"{"error":"invalid_grant","error_description":"expired access/refresh token"}"#,
+        ))
+        .unwrap()));
+    let error = manager.refresh(&key).await.unwrap_err();
+    let token = manager.tenant(&key).await.unwrap();
+    let mut text = format!("{error} {error:?} {manager:?} {token:?}");
+    while let Ok(event) = events.try_recv() {
+        text.push_str(&format!("{event:?}"));
+    }
+    let record = store.get(&key).await.unwrap().unwrap();
+    text.push_str(&format!("{record:?}"));
+    for secret in ["OLDACCESS", "OLDREFRESH"] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+}

@@ -1,0 +1,218 @@
+//! Refreshers that do not share memory: two managers on one SQLite file, a refresh interrupted
+//! by a crash between the write-ahead mark and the save, and a refresher outside sfauth holding
+//! the same refresh token.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sfauth::storage::{InFlight, Key, Keyring, RecordStatus, TokenStore};
+use sfauth::{ErrorKind, MemoryStore, RefreshPolicy, SqliteStore, TokenManager};
+use sfauth_emulator::Clock;
+use sfauth_tests::Env;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+async fn manager(env: &Env, store: Arc<dyn TokenStore>, holder: &str) -> TokenManager {
+    let client = env.client().unwrap().with_session_timeout(HOUR);
+    TokenManager::builder(client)
+        .transport(Arc::new(env.transport.clone()))
+        .store(store)
+        .holder(holder)
+        .policy(
+            RefreshPolicy::default()
+                .jitter(Duration::ZERO)
+                .lease_wait(Duration::from_secs(5)),
+        )
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn rotating_env(clock: Clock) -> Env {
+    let env = Env::start_with(|builder| builder.clock(clock))
+        .await
+        .unwrap();
+    let client_id = env.creds().client_id.clone();
+    env.emulator
+        .set_policy(&client_id, |p| p.rotation = true)
+        .unwrap();
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_sqlite_file_refresh_once() {
+    // Tokens issued two hours before the real clock, with a one-hour timeout: due at once.
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let env = rotating_env(Clock::manual(now_ms - 2 * HOUR.as_millis() as i64)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.db");
+    let key_bytes = Key::generate();
+    let keyring = || Keyring::new(Key::from_base64(&key_bytes.to_base64()).unwrap());
+    let store_a: Arc<dyn TokenStore> = Arc::new(SqliteStore::open(&path, keyring()).await.unwrap());
+    let store_b: Arc<dyn TokenStore> = Arc::new(SqliteStore::open(&path, keyring()).await.unwrap());
+    let a = manager(&env, store_a, "process-a").await;
+    let b = manager(&env, store_b, "process-b").await;
+
+    let key = a
+        .store_tokens(env.login().await.unwrap(), "default")
+        .await
+        .unwrap();
+    env.emulator.advance(2 * HOUR);
+
+    let mut callers = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let manager = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let key = key.clone();
+        callers.spawn(async move {
+            manager
+                .access_token(&key)
+                .await
+                .unwrap()
+                .secret()
+                .to_owned()
+        });
+    }
+    let tokens: std::collections::HashSet<String> = callers.join_all().await.into_iter().collect();
+
+    let counters = env.emulator.counters();
+    assert_eq!(
+        counters.grant("refresh_token"),
+        1,
+        "one token request for both processes"
+    );
+    assert_eq!(counters.refresh_tokens_rejected, 0);
+    assert_eq!(tokens.len(), 1, "both processes serve the same token");
+    assert_eq!(a.stats().adopted + b.stats().adopted, 1);
+}
+
+#[tokio::test]
+async fn an_interrupted_refresh_that_spent_nothing_is_completed() {
+    let env = rotating_env(Clock::manual_now()).await;
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    let manager = manager(&env, store.clone(), "survivor").await;
+    let key = manager
+        .store_tokens(env.login().await.unwrap(), "default")
+        .await
+        .unwrap();
+
+    // A process marked the record, then died before sending anything.
+    let mut record = store.get(&key).await.unwrap().unwrap();
+    let version = record.version;
+    record.refresh_in_flight = Some(InFlight {
+        holder: "crashed".into(),
+        fence: 1,
+        since: SystemTime::now(),
+    });
+    store.put(record, version, None).await.unwrap();
+
+    let token = manager.refresh(&key).await.unwrap();
+    assert_eq!(env.query_status(token.tokens()).await.unwrap(), 200);
+    let record = store.get(&key).await.unwrap().unwrap();
+    assert!(record.refresh_in_flight.is_none());
+    assert_eq!(record.status, RecordStatus::Active);
+    assert_eq!(env.emulator.counters().refresh_tokens_rejected, 0);
+}
+
+#[tokio::test]
+async fn an_interrupted_refresh_that_lost_a_rotation_asks_for_reauthorization() {
+    let env = rotating_env(Clock::manual_now()).await;
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    let manager = manager(&env, store.clone(), "survivor").await;
+    let key = manager
+        .store_tokens(env.login().await.unwrap(), "default")
+        .await
+        .unwrap();
+
+    // A process marked the record, spent the refresh token (Salesforce rotated it), and died
+    // before saving the answer.
+    let mut record = store.get(&key).await.unwrap().unwrap();
+    let version = record.version;
+    record.refresh_in_flight = Some(InFlight {
+        holder: "crashed".into(),
+        fence: 1,
+        since: SystemTime::now(),
+    });
+    let spent = record.tokens.refresh_token.clone().unwrap();
+    store.put(record, version, None).await.unwrap();
+    manager
+        .client()
+        .refresh(&env.transport, &spent)
+        .await
+        .unwrap();
+
+    let before = env.emulator.counters().grant("refresh_token");
+    let error = manager.refresh(&key).await.unwrap_err();
+    assert_eq!(
+        error.kind(),
+        ErrorKind::ReauthorizationRequired,
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("interrupted"), "{error}");
+    // One careful attempt, no more.
+    assert_eq!(env.emulator.counters().grant("refresh_token") - before, 1);
+    let record = store.get(&key).await.unwrap().unwrap();
+    assert!(matches!(record.status, RecordStatus::ReauthRequired { .. }));
+    assert!(record.refresh_in_flight.is_none());
+    // Fails fast from now on.
+    let before = env.emulator.counters().requests("token");
+    assert_eq!(
+        manager.access_token(&key).await.unwrap_err().kind(),
+        ErrorKind::ReauthorizationRequired
+    );
+    assert_eq!(env.emulator.counters().requests("token"), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_refresher_in_flight_is_not_raced() {
+    let env = Env::start().await.unwrap();
+    let client_id = env.creds().client_id.clone();
+    env.emulator
+        .set_policy(&client_id, |p| {
+            p.rotation = true;
+            p.refresh_latency_ms = 500;
+        })
+        .unwrap();
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    let manager = manager(&env, store.clone(), "sfauth").await;
+    let key = manager
+        .store_tokens(env.login().await.unwrap(), "default")
+        .await
+        .unwrap();
+    let refresh_token = store
+        .get(&key)
+        .await
+        .unwrap()
+        .unwrap()
+        .tokens
+        .refresh_token
+        .unwrap();
+
+    // Another program holding a copy of the refresh token starts a refresh.
+    let foreign_client = env.client().unwrap();
+    let transport = env.transport.clone();
+    let foreign =
+        tokio::spawn(async move { foreign_client.refresh(&transport, &refresh_token).await });
+    while env.emulator.refreshes_in_flight() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let error = manager.refresh(&key).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::RefreshInProgress, "{error:?}");
+    assert!(foreign.await.unwrap().is_ok());
+    // sfauth sent the token once, was told it was busy, and did not send it again.
+    assert_eq!(env.emulator.counters().grant("refresh_token"), 2);
+    let record = store.get(&key).await.unwrap().unwrap();
+    assert!(
+        record.refresh_in_flight.is_none(),
+        "Salesforce's answer proved the token unspent by us"
+    );
+}
