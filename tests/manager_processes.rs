@@ -90,6 +90,7 @@ async fn two_processes_on_one_sqlite_file_refresh_once() {
         "one token request for both processes"
     );
     assert_eq!(counters.refresh_tokens_rejected, 0);
+    assert_eq!(counters.refresh_tokens_reused, 0);
     assert_eq!(tokens.len(), 1, "both processes serve the same token");
     assert_eq!(a.stats().adopted + b.stats().adopted, 1);
 }
@@ -120,6 +121,7 @@ async fn an_interrupted_refresh_that_spent_nothing_is_completed() {
     assert!(record.refresh_in_flight.is_none());
     assert_eq!(record.status, RecordStatus::Active);
     assert_eq!(env.emulator.counters().refresh_tokens_rejected, 0);
+    assert_eq!(env.emulator.counters().refresh_tokens_reused, 0);
 }
 
 #[tokio::test]
@@ -157,8 +159,9 @@ async fn an_interrupted_refresh_that_lost_a_rotation_asks_for_reauthorization() 
         "{error:?}"
     );
     assert!(error.to_string().contains("interrupted"), "{error}");
-    // One careful attempt, no more.
+    // One careful attempt, no more: it is the one reuse Salesforce sees, and it ends the family.
     assert_eq!(env.emulator.counters().grant("refresh_token") - before, 1);
+    assert_eq!(env.emulator.counters().refresh_tokens_reused, 1);
     let record = store.get(&key).await.unwrap().unwrap();
     assert!(matches!(record.status, RecordStatus::ReauthRequired { .. }));
     assert!(record.refresh_in_flight.is_none());

@@ -52,8 +52,14 @@ fn token_requests(env: &Env) -> u64 {
     env.emulator.counters().requests("token")
 }
 
+/// Rejected refresh requests; reuse of a rotated-out token is one kind, counted apart too.
 fn rejected(env: &Env) -> u64 {
-    env.emulator.counters().refresh_tokens_rejected
+    let counters = env.emulator.counters();
+    assert_eq!(
+        counters.refresh_tokens_reused, 0,
+        "a rotated-out refresh token was presented"
+    );
+    counters.refresh_tokens_rejected
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,6 +215,7 @@ async fn rotate_many(store: Arc<dyn TokenStore>, rounds: usize) {
 
     assert_eq!(rotated, rounds);
     assert_eq!(manager.stats().rotations, rounds as u64);
+    assert_eq!(rejected(&env), 0);
 }
 
 #[tokio::test]
