@@ -363,12 +363,14 @@ fn complete(shared: &Shared, request: &AuthRequest, user_id: &str) -> Response {
             &user,
             &issued,
             request.nonce.clone(),
+            request.via_site,
         );
         fields.push(("id_token", Value::from(token)));
     }
     if request.via_site {
         let prefix = st.settings.site_prefix.clone();
         fields.push(("sfdc_community_url", Value::from(shared.site_url(&prefix))));
+        fields.push(("sfdc_community_id", Value::from(crate::token::COMMUNITY_ID)));
     }
     if let Some(s) = &request.state {
         fields.push(("state", Value::from(s.clone())));

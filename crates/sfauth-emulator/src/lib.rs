@@ -150,6 +150,9 @@
 //!   [`Settings::revoke_error_format`]); revoke success is an empty 200.
 //! - userinfo/identity failures: 403 `Missing_OAuth_Token` / `Bad_OAuth_Token`.
 //! - `api_instance_url` (client credentials) is the emulator's base URL.
+//! - Id tokens name as `iss` the host the user came through: the site URL through the site
+//!   prefix (matching the site's discovery document), the base URL otherwise. Responses and
+//!   fragments through the site carry `sfdc_community_url` and `sfdc_community_id`.
 //! - When no scope is requested, `api id refresh_token web` is granted.
 //!
 //! # Pointing any client at it

@@ -24,6 +24,9 @@ const TT_REFRESH: &str = "urn:ietf:params:oauth:token-type:refresh_token";
 const TT_ID: &str = "urn:ietf:params:oauth:token-type:id_token";
 const TT_SAML2: &str = "urn:ietf:params:oauth:token-type:saml2";
 
+/// `sfdc_community_id` of the Experience Cloud-style site.
+pub(crate) const COMMUNITY_ID: &str = "0DB5e000000EMU1GAO";
+
 /// What the response of a grant carries besides the tokens.
 #[derive(Debug, Default)]
 struct Shape {
@@ -163,7 +166,8 @@ fn wants_refresh(st: &State, client_id: &str, scopes: &[String]) -> bool {
 }
 
 /// Builds the response fields, swapping in a JWT access token when the app asks for them.
-fn finish(shared: &Shared, st: &mut State, mut issued: Issued, shape: Shape) -> Fields {
+fn finish(ctx: &Ctx<'_>, st: &mut State, mut issued: Issued, shape: Shape) -> Fields {
+    let shared = ctx.shared;
     let Some(app) = st.app(&issued.client_id).cloned() else {
         return Vec::new();
     };
@@ -216,7 +220,15 @@ fn finish(shared: &Shared, st: &mut State, mut issued: Issued, shape: Shape) -> 
         .id_token_nonce
         .filter(|_| issued.scopes.iter().any(|s| s == "openid"))
     {
-        let token = id_token(shared, st, &app.config.client_id, &user, &issued, nonce);
+        let token = id_token(
+            shared,
+            st,
+            &app.config.client_id,
+            &user,
+            &issued,
+            nonce,
+            ctx.via_site,
+        );
         fields.push(("id_token", Value::from(token)));
     }
     fields.push(("instance_url", Value::from(instance_url)));
@@ -231,6 +243,10 @@ fn finish(shared: &Shared, st: &mut State, mut issued: Issued, shape: Shape) -> 
 
 /// An RS256 id token for `issued` (claims as observed: `at_hash`, `sub` = identity URL, `aud` =
 /// client id, `iss`, `exp`, `iat`, `nonce`, plus standard profile claims).
+///
+/// `iss` is the host the user signed in through, as the discovery document served there says:
+/// the site URL for a request that came through the Experience Cloud-style site, the base URL
+/// otherwise (OpenID Connect requires the two to match).
 pub(crate) fn id_token(
     shared: &Shared,
     st: &State,
@@ -238,14 +254,20 @@ pub(crate) fn id_token(
     user: &crate::state::User,
     issued: &Issued,
     nonce: Option<String>,
+    via_site: bool,
 ) -> String {
+    let issuer = if via_site {
+        shared.site_url(&st.settings.site_prefix)
+    } else {
+        shared.base_url.clone()
+    };
     let now_s = issued.issued_ms.div_euclid(1000);
     let exp = now_s + i64::try_from(st.settings.id_token_lifetime_secs).unwrap_or(300);
     let mut claims = json!({
         "at_hash": crypto::at_hash(&issued.access_token),
         "sub": st.identity_url(user),
         "aud": client_id,
-        "iss": shared.base_url,
+        "iss": issuer,
         "exp": exp,
         "iat": now_s,
         "name": format!("{} {}", user.config.first_name, user.config.last_name),
@@ -277,7 +299,7 @@ fn site_fields(ctx: &Ctx<'_>, st: &State) -> Fields {
                 "sfdc_community_url",
                 Value::from(ctx.shared.site_url(&st.settings.site_prefix)),
             ),
-            ("sfdc_community_id", Value::from("0DB5e000000EMU1GAO")),
+            ("sfdc_community_id", Value::from(COMMUNITY_ID)),
         ]
     } else {
         Vec::new()
@@ -337,7 +359,7 @@ fn authorization_code(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     let mut shape = full_shape();
     shape.id_token_nonce = Some(code.nonce.clone());
     shape.extra = site_fields(ctx, &st);
-    Ok(finish(ctx.shared, &mut st, issued, shape))
+    Ok(finish(ctx, &mut st, issued, shape))
 }
 
 /// Removes a refresh token from the in-flight set when its request ends, however it ends.
@@ -390,7 +412,7 @@ async fn refresh(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     let issued = st.redeem_refresh(&token, &client_id, now)?;
     let mut shape = full_shape();
     shape.extra = site_fields(ctx, &st);
-    Ok(finish(ctx.shared, &mut st, issued, shape))
+    Ok(finish(ctx, &mut st, issued, shape))
 }
 
 fn password(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
@@ -414,7 +436,7 @@ fn password(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     let issued = st.issue(&client_id, &user_id, scopes, false, now);
     let mut shape = full_shape();
     shape.extra = site_fields(ctx, &st);
-    Ok(finish(ctx.shared, &mut st, issued, shape))
+    Ok(finish(ctx, &mut st, issued, shape))
 }
 
 fn client_credentials(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
@@ -463,7 +485,7 @@ fn client_credentials(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
         // UNCONFIRMED value: the emulator serves the API itself.
         extra: vec![("api_instance_url", Value::from(ctx.shared.base_url.clone()))],
     };
-    Ok(finish(ctx.shared, &mut st, issued, shape))
+    Ok(finish(ctx, &mut st, issued, shape))
 }
 
 /// Audiences accepted in bearer assertions.
@@ -572,7 +594,7 @@ fn jwt_bearer(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
         id_token_nonce: None,
         extra: site_fields(ctx, &st),
     };
-    Ok(finish(ctx.shared, &mut st, issued, shape))
+    Ok(finish(ctx, &mut st, issued, shape))
 }
 
 fn device_start(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
@@ -657,7 +679,7 @@ fn device_poll(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     st.check_user(&user_id)?;
     let with_refresh = wants_refresh(&st, &client_id, &scopes);
     let issued = st.issue(&client_id, &user_id, scopes, with_refresh, now);
-    Ok(finish(ctx.shared, &mut st, issued, full_shape()))
+    Ok(finish(ctx, &mut st, issued, full_shape()))
 }
 
 /// Maps a subject token to a user id. The Apex handler of a real org is replaced by a fixed
@@ -728,7 +750,7 @@ fn token_exchange(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     let issued = st.issue(&client_id, &user_id, scopes, with_refresh, now);
     let mut shape = full_shape();
     shape.extra = vec![("issued_token_type", Value::from(TT_ACCESS))];
-    Ok(finish(ctx.shared, &mut st, issued, shape))
+    Ok(finish(ctx, &mut st, issued, shape))
 }
 
 fn saml_bearer(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
@@ -786,7 +808,7 @@ fn saml_bearer(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
         id_token_nonce: None,
         extra: site_fields(ctx, &st),
     };
-    Ok(finish(ctx.shared, &mut st, issued, shape))
+    Ok(finish(ctx, &mut st, issued, shape))
 }
 
 /// Standard base64, tolerant of the URL-safe alphabet and missing padding.

@@ -519,9 +519,12 @@ async fn user_agent_id_token_through_the_site() {
         .await;
     let p = r.location_params();
     assert_eq!(p["sfdc_community_url"], env.emu.site_url());
+    assert!(p.contains_key("sfdc_community_id"), "{p:?}");
     let claims = jwt_part(&p["id_token"], 1);
     assert_eq!(claims["nonce"], "abc");
     assert_eq!(claims["sub"], p["id"]);
+    // The issuer is the site's, as its discovery document says.
+    assert_eq!(claims["iss"], env.emu.site_url());
 }
 
 #[tokio::test]

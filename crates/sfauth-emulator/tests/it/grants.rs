@@ -1,5 +1,6 @@
 //! Every grant of the token endpoint, its response fields and its errors.
 
+use base64::Engine as _;
 use serde_json::json;
 use sfauth_emulator::{Flow, SEED_CLIENT_PRIVATE_KEY, assertions};
 
@@ -823,6 +824,30 @@ async fn experience_cloud_site_prefix() {
         .await
         .json();
     assert_eq!(discovery["issuer"], env.emu.site_url());
+    // An id token issued through the site names the site as its issuer.
+    let r = env
+        .post(
+            "/community/services/oauth2/token",
+            &[
+                ("grant_type", "password"),
+                ("client_id", &c.client_id),
+                ("client_secret", &c.client_secret),
+                ("username", &c.username),
+                ("password", &pw),
+                ("scope", "api openid"),
+            ],
+        )
+        .await;
+    r.expect_ok();
+    let id_token = r.field("id_token");
+    let payload = id_token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["iss"], env.emu.site_url());
     let token = r.field("access_token");
     assert_eq!(
         env.get_bearer(
