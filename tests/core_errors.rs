@@ -790,3 +790,64 @@ async fn retry_does_not_resend_a_code_exchange_either() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_timed_out_refresh_is_not_resent() {
+    let env = Env::start().await.unwrap();
+    let client = env.client().unwrap();
+    let tokens = env.login().await.unwrap();
+    let token = tokens.refresh_token.clone().unwrap();
+    let impatient = sfauth_transport::ReqwestTransport::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let transport = Retry::new(
+        impatient,
+        RetryPolicy::default()
+            .max_attempts(3)
+            .base_delay(Duration::from_millis(5)),
+    );
+    env.emulator.reset_counters();
+
+    // The server never answers: the refresh may or may not have happened there, so it is not
+    // sent again.
+    env.emulator
+        .inject_fault(Fault::new(Endpoint::Token, FaultKind::Hang).times(1));
+    let error = client.refresh(&transport, &token).await.unwrap_err();
+    assert!(matches!(error, Error::Transport(_)), "{error}");
+    assert_eq!(error.kind(), ErrorKind::Transient);
+    assert_eq!(env.emulator.counters().requests("token"), 1);
+
+    // An idempotent grant is sent again after the same timeout, and succeeds.
+    env.emulator
+        .inject_fault(Fault::new(Endpoint::Token, FaultKind::Hang).times(1));
+    client.client_credentials(&transport).await.unwrap();
+    assert_eq!(env.emulator.counters().requests("token"), 3);
+}
+
+#[tokio::test]
+async fn a_redirect_from_the_token_endpoint_is_not_followed() {
+    let env = Env::start().await.unwrap();
+    let client = env.client().unwrap();
+    let tokens = env.login().await.unwrap();
+    env.emulator.inject_fault(
+        Fault::new(
+            Endpoint::Token,
+            FaultKind::Response {
+                status: 302,
+                content_type: "text/html".into(),
+                body: "<html><body>moved to your My Domain</body></html>".into(),
+            },
+        )
+        .times(1),
+    );
+    let error = client
+        .refresh(&env.transport, tokens.refresh_token.as_ref().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::Status { status: 302, .. }),
+        "{error}"
+    );
+    assert_eq!(error.kind(), ErrorKind::Protocol);
+}

@@ -912,3 +912,154 @@ async fn every_format_works_for_every_token_grant() {
         );
     }
 }
+
+#[tokio::test]
+async fn token_exchange_of_refresh_tokens_saml_and_jwts() {
+    let env = Env::start().await.unwrap();
+    let client = env.client().unwrap();
+    let creds = env.creds().clone();
+    let original = env.login().await.unwrap();
+
+    let refresh = TokenExchange::new(
+        SecretValue::from(original.refresh_token.clone().unwrap()),
+        token_type::REFRESH_TOKEN,
+    );
+    let saml = TokenExchange::new(
+        SecretValue::new(assertions::saml(
+            &creds.client_id,
+            &creds.username,
+            "https://login.salesforce.com",
+            now_secs() + 300,
+        )),
+        token_type::SAML2,
+    );
+    // A JWT signed with the app's certificate key, with RFC 8693's lower-case type name.
+    let jwt = assertions::jwt(
+        SEED_CLIENT_PRIVATE_KEY,
+        &serde_json::json!({"iss": "https://idp.example.com", "sub": creds.username, "exp": now_secs() + 300}),
+    )
+    .unwrap();
+    let jwt = TokenExchange::new(
+        SecretValue::new(jwt),
+        "urn:ietf:params:oauth:token-type:jwt",
+    );
+    for exchange in [refresh, saml, jwt] {
+        let tokens = client
+            .token_exchange(&env.transport, &exchange)
+            .await
+            .unwrap();
+        assert_seeded(&env, &tokens);
+        assert_eq!(env.query_status(&tokens).await.unwrap(), 200);
+    }
+
+    // A subject the handler does not accept.
+    let bogus = TokenExchange::new(SecretValue::new("00Dnot!atoken"), token_type::ACCESS_TOKEN);
+    let error = client
+        .token_exchange(&env.transport, &bogus)
+        .await
+        .unwrap_err();
+    assert_eq!(error.server().unwrap().error(), "invalid_grant", "{error}");
+}
+
+#[tokio::test]
+async fn introspecting_another_apps_token_says_inactive() {
+    let env = Env::start().await.unwrap();
+    let creds = env.creds().clone();
+    env.emulator
+        .add_app(
+            &creds.org_id,
+            sfauth_emulator::AppConfig {
+                client_id: "3MVG9other.app".into(),
+                client_secret: "other-secret".into(),
+                callback_urls: vec![creds.callback_url.clone()],
+                ..sfauth_emulator::AppConfig::default()
+            },
+        )
+        .unwrap();
+    let tokens = env.login().await.unwrap();
+    let other = OAuthClient::new(
+        env.host().unwrap(),
+        ConnectedApp::new("3MVG9other.app").with_secret("other-secret"),
+    );
+    let introspection = other
+        .introspect(
+            &env.transport,
+            &SecretValue::from(tokens.access_token.clone()),
+            Some(TokenTypeHint::AccessToken),
+        )
+        .await
+        .unwrap();
+    assert!(!introspection.active);
+}
+
+#[tokio::test]
+async fn web_server_flow_through_the_login_and_consent_pages() {
+    let env = Env::start_with(|b| b.auto_approve(false)).await.unwrap();
+    let client = env.client().unwrap();
+    let creds = env.creds().clone();
+    let params = AuthorizeParams {
+        login_hint: Some(creds.username.clone()),
+        ..AuthorizeParams::scopes(["api", "refresh_token"])
+    };
+
+    // State and PKCE challenge travel through the pages' hidden fields.
+    let request = client.authorize_url(&params).unwrap();
+    let callback = env
+        .sign_in_and_consent(&request.url, &creds.username, &creds.password, "allow")
+        .await
+        .unwrap();
+    let code = client.parse_callback(&callback, &request.state).unwrap();
+    let tokens = client
+        .exchange_code(&env.transport, &code, request.pkce_verifier.as_ref())
+        .await
+        .unwrap();
+    assert_seeded(&env, &tokens);
+
+    // The person says no.
+    let request = client.authorize_url(&params).unwrap();
+    let callback = env
+        .sign_in_and_consent(&request.url, &creds.username, &creds.password, "deny")
+        .await
+        .unwrap();
+    let error = client
+        .parse_callback(&callback, &request.state)
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::ReauthorizationRequired, "{error}");
+    assert_eq!(error.server().unwrap().cause(), Cause::AccessDenied);
+}
+
+#[tokio::test]
+async fn device_flow_approved_on_the_verification_page() {
+    let env = Env::start().await.unwrap();
+    let client = env.client().unwrap();
+    let creds = env.creds().clone();
+    let authorization = client
+        .device_start(&env.transport, Some("api refresh_token"))
+        .await
+        .unwrap();
+    let page = env
+        .browser
+        .post(authorization.verification_uri.as_str())
+        .form(&[
+            ("user_code", authorization.user_code.to_lowercase()),
+            ("username", creds.username.clone()),
+            ("pw", creds.password.clone()),
+            ("decision", "allow".into()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("connected"), "{page}");
+    let DevicePoll::Complete(tokens) = client
+        .device_poll(&env.transport, &authorization)
+        .await
+        .unwrap()
+    else {
+        panic!("approved on the page, the poll must complete");
+    };
+    assert_seeded(&env, &tokens);
+    assert!(tokens.refresh_token.is_some());
+}

@@ -15,7 +15,7 @@ use sfauth_core::{
     ClientAuth, ConnectedApp, ErrorKind, ExpirySource, LoginHost, OAuthClient, Password,
     PrivateKey, SecretValue,
 };
-use sfauth_emulator::{AppConfig, RevokeErrorFormat, SEED_CLIENT_PRIVATE_KEY};
+use sfauth_emulator::{AppConfig, Clock, RevokeErrorFormat, SEED_CLIENT_PRIVATE_KEY};
 use sfauth_tests::Env;
 
 fn site_client(env: &Env) -> OAuthClient {
@@ -250,4 +250,75 @@ async fn revoke_errors_in_form_encoding_are_read() {
         assert_eq!(server.description(), Some("Token was invalid"));
         assert_eq!(server.status(), 400);
     }
+}
+
+#[tokio::test]
+async fn a_public_pkce_client_without_a_secret() {
+    let env = Env::start().await.unwrap();
+    let creds = env.creds().clone();
+    env.emulator
+        .update_app(&creds.client_id, |app| {
+            app.require_secret_for_web_server_flow = false;
+            app.pkce_required = true;
+        })
+        .unwrap();
+    // A Mobile SDK-style public client: consumer key and callback, no secret.
+    let app = ConnectedApp::new(creds.client_id.clone())
+        .with_redirect_uri(&creds.callback_url)
+        .unwrap();
+    let client = OAuthClient::new(env.host().unwrap(), app);
+    let tokens = env
+        .web_server_login(&client, &["api", "refresh_token"])
+        .await
+        .unwrap();
+    // The signature is there but cannot be checked without the secret.
+    assert!(tokens.signature.is_some());
+    let refreshed = client
+        .refresh(&env.transport, tokens.refresh_token.as_ref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(env.query_status(&refreshed).await.unwrap(), 200);
+
+    // An app that requires the secret on refresh refuses the public client.
+    env.emulator
+        .update_app(&creds.client_id, |app| {
+            app.require_secret_for_refresh = true
+        })
+        .unwrap();
+    let error = client
+        .refresh(&env.transport, tokens.refresh_token.as_ref().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidClient, "{error}");
+}
+
+#[tokio::test]
+async fn jwt_assertions_stay_within_three_minutes() {
+    // On the system clock, with Salesforce's "expiration within 3 minutes" enforced.
+    let env = Env::start_with(|b| {
+        b.clock(Clock::system())
+            .settings(|s| s.jwt_max_exp_secs = Some(180))
+    })
+    .await
+    .unwrap();
+    let client = OAuthClient::new(
+        env.host().unwrap(),
+        ConnectedApp::new(env.creds().client_id.clone()),
+    );
+    let jwt = JwtBearer::new(
+        env.creds().username.clone(),
+        PrivateKey::new(SEED_CLIENT_PRIVATE_KEY),
+    );
+    let tokens = client.jwt_bearer(&env.transport, &jwt).await.unwrap();
+    assert_eq!(env.query_status(&tokens).await.unwrap(), 200);
+
+    // An assertion valid for longer is refused, as Salesforce does.
+    let mut long = jwt.clone();
+    long.lifetime = Duration::from_secs(600);
+    let error = client.jwt_bearer(&env.transport, &long).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::ReauthorizationRequired, "{error}");
+    assert_eq!(
+        error.server().unwrap().description(),
+        Some("expired authorization code")
+    );
 }

@@ -149,6 +149,49 @@ impl Env {
         Ok((response.status().as_u16(), response.into_body()))
     }
 
+    /// Plays a person at the emulator's HTML pages: `GET url` (the authorize endpoint with auto
+    /// approve off shows the login form), submits `username`/`password`, then answers the consent
+    /// page with `decision` (`allow` or `deny`). Returns where the emulator redirects to.
+    pub async fn sign_in_and_consent(
+        &self,
+        url: &Url,
+        username: &str,
+        password: &str,
+        decision: &str,
+    ) -> Result<Url> {
+        let mut form_url = url.clone();
+        form_url.set_query(None);
+        let login = self.browser.get(url.as_str()).send().await?.text().await?;
+        let mut fields = hidden_inputs(&login);
+        fields.push(("username".into(), username.into()));
+        fields.push(("pw".into(), password.into()));
+        let consent = self
+            .browser
+            .post(form_url.as_str())
+            .form(&fields)
+            .send()
+            .await?
+            .text()
+            .await?;
+        let mut fields = hidden_inputs(&consent);
+        if !fields.iter().any(|(name, _)| name == "ticket") {
+            return Err("the login form did not lead to the consent page".into());
+        }
+        fields.push(("decision".into(), decision.into()));
+        let response = self
+            .browser
+            .post(form_url.as_str())
+            .form(&fields)
+            .send()
+            .await?;
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .ok_or("consent answered without a redirect")?
+            .to_str()?;
+        Ok(Url::parse(location)?)
+    }
+
     /// The status of a SOQL query with `tokens`' access token on its instance.
     pub async fn query_status(&self, tokens: &TokenSet) -> Result<u16> {
         let (status, _) = self
@@ -160,4 +203,27 @@ impl Env {
             .await?;
         Ok(status)
     }
+}
+
+/// The `name` and `value` of every `<input type="hidden">` of an HTML page, unescaped.
+pub fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+    let attribute = |tag: &str, name: &str| -> Option<String> {
+        let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+        let end = tag[start..].find('"')? + start;
+        Some(unescape(&tag[start..end]))
+    };
+    html.split("<input")
+        .skip(1)
+        .filter_map(|rest| rest.split('>').next())
+        .filter(|tag| tag.contains("type=\"hidden\""))
+        .filter_map(|tag| Some((attribute(tag, "name")?, attribute(tag, "value")?)))
+        .collect()
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
 }
