@@ -851,3 +851,69 @@ async fn a_redirect_from_the_token_endpoint_is_not_followed() {
     );
     assert_eq!(error.kind(), ErrorKind::Protocol);
 }
+
+#[tokio::test]
+async fn resending_after_refresh_in_progress_kills_a_rotating_family() {
+    // Why core says "wait and re-read, never re-send" for RefreshInProgress: with rotation, the
+    // winner's refresh retires the token the loser still holds.
+    let env = Env::start_with(|b| {
+        b.app_policy(|p| {
+            p.rotation = true;
+            p.refresh_latency_ms = 1_500;
+        })
+    })
+    .await
+    .unwrap();
+    let tokens = env.login().await.unwrap();
+    let token = tokens.refresh_token.clone().unwrap();
+    let first = {
+        let client = env.client().unwrap();
+        let transport = env.transport.clone();
+        let token = token.clone();
+        tokio::spawn(async move { client.refresh(&transport, &token).await })
+    };
+    for _ in 0..500 {
+        if env.emulator.refreshes_in_flight() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let error = refresh(&env, &token).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::RefreshInProgress, "{error}");
+    let winner = first.await.unwrap().unwrap();
+    assert_ne!(winner.refresh_token.as_ref(), Some(&token));
+
+    // The right move: re-read the winner's tokens (here: use them).
+    assert_eq!(env.query_status(&winner).await.unwrap(), 200);
+    // The wrong move: send the old token again.
+    let error = refresh(&env, &token).await.unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::ReauthorizationRequired,
+        "invalid_grant",
+        Cause::TokenExpiredOrRevoked,
+    );
+    assert_eq!(env.emulator.counters().refresh_tokens_reused, 1);
+    assert_eq!(env.query_status(&winner).await.unwrap(), 401);
+}
+
+#[tokio::test]
+async fn an_immediate_authorization_without_a_session_is_refused() {
+    let env = Env::start_with(|b| b.auto_approve(false)).await.unwrap();
+    let client = env.client().unwrap();
+    let params = AuthorizeParams {
+        extra: vec![("immediate".into(), "true".into())],
+        ..AuthorizeParams::scopes(["api"])
+    };
+    let request = client.authorize_url(&params).unwrap();
+    let callback = env.follow_authorize(&request.url).await.unwrap();
+    let error = client
+        .parse_callback(&callback, &request.state)
+        .unwrap_err();
+    assert_server_error(
+        &error,
+        ErrorKind::ReauthorizationRequired,
+        "immediate_unsuccessful",
+        Cause::AccessDenied,
+    );
+}

@@ -1063,3 +1063,35 @@ async fn device_flow_approved_on_the_verification_page() {
     assert_seeded(&env, &tokens);
     assert!(tokens.refresh_token.is_some());
 }
+
+#[tokio::test]
+async fn real_token_sets_survive_storage_serialization() {
+    let env = Env::start().await.unwrap();
+    let client = env
+        .client()
+        .unwrap()
+        .with_session_timeout(Duration::from_secs(7200));
+    let tokens = env
+        .web_server_login(&client, &["api", "refresh_token", "openid"])
+        .await
+        .unwrap();
+    let stored = serde_json::to_string(&tokens).unwrap();
+    let loaded: TokenSet = serde_json::from_str(&stored).unwrap();
+    assert_eq!(loaded, tokens);
+    // What was stored still works against the server.
+    assert_eq!(env.query_status(&loaded).await.unwrap(), 200);
+    client
+        .refresh(&env.transport, loaded.refresh_token.as_ref().unwrap())
+        .await
+        .unwrap();
+    let key = sfauth_core::TokenKey::new(
+        client.host(),
+        &loaded.identity,
+        client.app().client_id(),
+        "default",
+    );
+    assert_eq!(
+        key.to_string().parse::<sfauth_core::TokenKey>().unwrap(),
+        key
+    );
+}

@@ -190,6 +190,15 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Tested against a server
+//!
+//! Besides the wire-level tests of this crate (a closure transport checking each exact request),
+//! every flow and every documented error runs end to end against `sfauth-emulator` over real TCP
+//! through `sfauth-transport`'s `ReqwestTransport`, in the workspace's `tests/` package:
+//! `cargo test -p sfauth-tests --test core_flows` (each flow, the three response formats),
+//! `--test core_errors` (each error kind and cause, faults, retries) and `--test core_hosts`
+//! (sites, HTTP Basic, expiry).
+//!
 //! # Design notes
 //!
 //! **The `oauth2` crate.** PKCE (S256), the `state` value and the authorization URL come from
