@@ -322,3 +322,46 @@ async fn jwt_assertions_stay_within_three_minutes() {
         Some("expired authorization code")
     );
 }
+
+#[tokio::test]
+async fn custom_endpoints_set_one_by_one() {
+    let env = Env::start().await.unwrap();
+    let base = url::Url::parse(env.emulator.base_url()).unwrap();
+    let site = env.emulator.site_url();
+    // A proxy-style setup: the token endpoint lives elsewhere (here: under the site prefix).
+    let endpoints = sfauth_core::Endpoints::from_base(&base)
+        .with_token(url::Url::parse(&format!("{site}/services/oauth2/token")).unwrap());
+    let client = OAuthClient::new(LoginHost::Custom(Box::new(endpoints)), env.app().unwrap());
+    let tokens = env
+        .web_server_login(&client, &["api", "refresh_token", "openid"])
+        .await
+        .unwrap();
+    // The code exchange went through the site, so the community fields are there.
+    assert!(tokens.community_url.is_some());
+    let refreshed = client
+        .refresh(&env.transport, tokens.refresh_token.as_ref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(env.query_status(&refreshed).await.unwrap(), 200);
+    let introspection = client
+        .introspect(
+            &env.transport,
+            &SecretValue::from(refreshed.access_token.clone()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(introspection.active);
+    // The id token names the host it was issued through, which a custom setup names itself.
+    let check = IdTokenCheck {
+        issuers: vec![site],
+        ..IdTokenCheck::default()
+    };
+    client
+        .validate_id_token(&env.transport, tokens.id_token.as_ref().unwrap(), &check)
+        .await
+        .unwrap();
+    let counters = env.emulator.counters();
+    assert_eq!(counters.requests("authorize"), 1);
+    assert_eq!(counters.requests("token"), 2);
+}
