@@ -1,0 +1,371 @@
+//! `sfauth token`, `refresh`, `revoke`, `introspect` and `whoami`: commands on stored logins.
+
+use std::io::IsTerminal as _;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use sfauth::core::SecretValue;
+use sfauth::core::flows::{RevokeMethod, TokenTypeHint};
+
+use crate::cli::{AliasArgs, AliasJsonArgs, RefreshArgs, TokenArgs};
+use crate::error::{CliError, Exit, Result};
+use crate::session::{self, Context};
+use crate::store::Store;
+
+/// `sfauth token`: the access token alone on stdout.
+pub(crate) async fn token(args: &TokenArgs, ctx: &Context) -> Result<()> {
+    let alias = ctx.alias(args.alias.given());
+    let store = ctx.open_store().await?;
+    let resolved = store.resolve(&alias).await?;
+    let transport = session::transport()?;
+    let manager = session::manager_for(&store, &resolved, &ctx.file, transport.clone()).await?;
+    let mut guard = manager
+        .access_token(&resolved.key)
+        .await
+        .map_err(|e| session::manager_error(&e, &resolved))?;
+    if args.verify {
+        let client = manager.client();
+        match client
+            .userinfo(transport.as_ref(), guard.access_token())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == sfauth::core::ErrorKind::SessionExpired => {
+                let stale = guard.access_token().clone();
+                guard = manager
+                    .session_expired(&resolved.key, &stale)
+                    .await
+                    .map_err(|e| session::manager_error(&e, &resolved))?;
+            }
+            Err(e) => {
+                return Err(CliError::core(
+                    &e,
+                    "checking the token",
+                    "try again without --verify",
+                ));
+            }
+        }
+    }
+    println!("{}", guard.secret());
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct Outcome {
+    alias: String,
+    ok: bool,
+    exit_code: u8,
+    message: Option<String>,
+}
+
+/// `sfauth refresh [ALIAS|--all]`.
+pub(crate) async fn refresh(args: &RefreshArgs, ctx: &Context) -> Result<()> {
+    let store = ctx.open_store().await?;
+    let aliases: Vec<String> = if args.all {
+        let mut labels: Vec<String> = store
+            .records()
+            .await?
+            .into_iter()
+            .map(|record| record.key.label)
+            .collect();
+        labels.sort();
+        labels.dedup();
+        labels
+    } else {
+        vec![ctx.alias(args.alias.as_deref())]
+    };
+    if aliases.is_empty() {
+        println!("No logins to refresh in {}.", store.location);
+        return Ok(());
+    }
+    let transport = session::transport()?;
+    let bar = if args.all {
+        let bar =
+            ProgressBar::with_draw_target(Some(aliases.len() as u64), ProgressDrawTarget::stderr());
+        if let Ok(style) =
+            ProgressStyle::with_template("{spinner} refreshing [{bar:30}] {pos}/{len} {msg}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        if std::io::stderr().is_terminal() {
+            bar.enable_steady_tick(Duration::from_millis(100));
+        }
+        Some(bar)
+    } else {
+        None
+    };
+    let store_ref = &store;
+    let transport_ref = &transport;
+    let bar_ref = bar.as_ref();
+    let outcomes: Vec<Outcome> = futures_util::stream::iter(aliases)
+        .map(|alias| async move {
+            let result = refresh_one(store_ref, &alias, ctx, transport_ref.clone()).await;
+            if let Some(bar) = bar_ref {
+                bar.set_message(alias.clone());
+                bar.inc(1);
+            }
+            match result {
+                Ok(()) => Outcome {
+                    alias,
+                    ok: true,
+                    exit_code: 0,
+                    message: None,
+                },
+                Err(error) => Outcome {
+                    alias,
+                    ok: false,
+                    exit_code: error.exit as u8,
+                    message: Some(error.message),
+                },
+            }
+        })
+        .buffer_unordered(usize::from(args.concurrency))
+        .collect()
+        .await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let mut outcomes = outcomes;
+    outcomes.sort_by(|a, b| a.alias.cmp(&b.alias));
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !o.ok).collect();
+    let worst = failed
+        .iter()
+        .map(|o| o.exit_code)
+        .max_by_key(|code| match code {
+            3 => 3,
+            4 => 2,
+            1 => 1,
+            _ => 0,
+        });
+    if args.json {
+        let text = serde_json::to_string_pretty(&outcomes)
+            .map_err(|e| CliError::other(format!("cannot write JSON ({e})")))?;
+        println!("{text}");
+    } else {
+        for outcome in &outcomes {
+            match &outcome.message {
+                None => println!("refreshed {}", outcome.alias),
+                Some(message) => eprintln!("failed {}: {message}", outcome.alias),
+            }
+        }
+        if outcomes.len() > 1 {
+            println!(
+                "{} refreshed, {} failed, {} need a new login",
+                outcomes.len() - failed.len(),
+                failed.len(),
+                failed.iter().filter(|o| o.exit_code == 3).count()
+            );
+        }
+    }
+    match (worst, failed.as_slice()) {
+        (None, _) => Ok(()),
+        (Some(code), [only]) if outcomes.len() == 1 => Err(CliError::new(
+            exit_of(code),
+            only.message.clone().unwrap_or_default(),
+        )),
+        (Some(code), _) => Err(CliError::new(
+            exit_of(code),
+            format!(
+                "{} of {} logins could not be refreshed: see the lines above",
+                failed.len(),
+                outcomes.len()
+            ),
+        )),
+    }
+}
+
+fn exit_of(code: u8) -> Exit {
+    match code {
+        2 => Exit::Usage,
+        3 => Exit::Reauth,
+        4 => Exit::Transient,
+        _ => Exit::Other,
+    }
+}
+
+async fn refresh_one(
+    store: &Store,
+    alias: &str,
+    ctx: &Context,
+    transport: std::sync::Arc<dyn sfauth::core::http::HttpTransport>,
+) -> Result<()> {
+    let resolved = store.resolve(alias).await?;
+    let manager = session::manager_for(store, &resolved, &ctx.file, transport).await?;
+    manager
+        .refresh(&resolved.key)
+        .await
+        .map_err(|e| session::manager_error(&e, &resolved))?;
+    Ok(())
+}
+
+/// `sfauth revoke`: revokes the refresh token (which takes its access tokens with it) or the
+/// access token, then forgets the login.
+pub(crate) async fn revoke(args: &AliasArgs, ctx: &Context) -> Result<()> {
+    let alias = ctx.alias(args.given());
+    let store = ctx.open_store().await?;
+    let resolved = store.resolve(&alias).await?;
+    let record = store
+        .store
+        .get(&resolved.key)
+        .await
+        .map_err(|e| CliError::store(&e, "reading the login", &store.location))?
+        .ok_or_else(|| CliError::usage(format!("no login named {alias}: see `sfauth list`")))?;
+    let client = session::client_for(&resolved, &ctx.file)?;
+    let transport = session::transport()?;
+    let (token, what): (SecretValue, &str) = match &record.tokens.refresh_token {
+        Some(refresh) => (refresh.clone().into(), "refresh token"),
+        None => (record.tokens.access_token.clone().into(), "access token"),
+    };
+    match client
+        .revoke(transport.as_ref(), &token, RevokeMethod::Post)
+        .await
+    {
+        Ok(()) => {}
+        // An already-dead token is what revoking wanted.
+        Err(e) if e.kind() == sfauth::core::ErrorKind::ReauthorizationRequired => {}
+        Err(e) => {
+            return Err(CliError::core(
+                &e,
+                &format!("revoking the {what} of alias {alias}"),
+                "try again; the login was kept",
+            ));
+        }
+    }
+    store
+        .store
+        .delete(&resolved.key, None)
+        .await
+        .map_err(|e| CliError::store(&e, "deleting the login", &store.location))?;
+    store.remove_alias(&alias)?;
+    println!(
+        "Revoked the {what} of alias {alias} and removed the login from {}",
+        store.location
+    );
+    Ok(())
+}
+
+/// `sfauth introspect`.
+pub(crate) async fn introspect(args: &AliasJsonArgs, ctx: &Context) -> Result<()> {
+    let alias = ctx.alias(args.alias.given());
+    let store = ctx.open_store().await?;
+    let resolved = store.resolve(&alias).await?;
+    let record = store
+        .store
+        .get(&resolved.key)
+        .await
+        .map_err(|e| CliError::store(&e, "reading the login", &store.location))?
+        .ok_or_else(|| CliError::usage(format!("no login named {alias}: see `sfauth list`")))?;
+    let client = session::client_for(&resolved, &ctx.file)?;
+    let transport = session::transport()?;
+    let token: SecretValue = record.tokens.access_token.clone().into();
+    let info = client
+        .introspect(transport.as_ref(), &token, Some(TokenTypeHint::AccessToken))
+        .await
+        .map_err(|e| {
+            CliError::core(
+                &e,
+                &format!("introspecting the token of alias {alias}"),
+                "introspection needs the connected app's secret: set SFAUTH_CLIENT_SECRET",
+            )
+        })?;
+    let exp = info
+        .exp
+        .map(|s| super::status::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(s)));
+    if args.json {
+        let json = serde_json::json!({
+            "alias": alias,
+            "active": info.active,
+            "scope": info.scope,
+            "client_id": info.client_id,
+            "username": info.username,
+            "sub": info.sub,
+            "token_type": info.token_type,
+            "exp": info.exp,
+            "expires_at": exp,
+            "iat": info.iat,
+        });
+        println!("{json}");
+    } else {
+        println!("alias:     {alias}");
+        println!("active:    {}", info.active);
+        for (name, value) in [
+            ("username", info.username.clone()),
+            ("scope", info.scope.clone()),
+            ("client_id", info.client_id.clone()),
+            ("expires", exp),
+        ] {
+            if let Some(value) = value {
+                println!("{:<10} {value}", format!("{name}:"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `sfauth whoami`.
+pub(crate) async fn whoami(args: &AliasJsonArgs, ctx: &Context) -> Result<()> {
+    let alias = ctx.alias(args.alias.given());
+    let store = ctx.open_store().await?;
+    let resolved = store.resolve(&alias).await?;
+    let transport = session::transport()?;
+    let manager = session::manager_for(&store, &resolved, &ctx.file, transport.clone()).await?;
+    let mut guard = manager
+        .access_token(&resolved.key)
+        .await
+        .map_err(|e| session::manager_error(&e, &resolved))?;
+    let client = manager.client();
+    let info = match client
+        .userinfo(transport.as_ref(), guard.access_token())
+        .await
+    {
+        Ok(info) => info,
+        Err(e) if e.kind() == sfauth::core::ErrorKind::SessionExpired => {
+            let stale = guard.access_token().clone();
+            guard = manager
+                .session_expired(&resolved.key, &stale)
+                .await
+                .map_err(|e| session::manager_error(&e, &resolved))?;
+            client
+                .userinfo(transport.as_ref(), guard.access_token())
+                .await
+                .map_err(|e| CliError::core(&e, "asking who is logged in", "try again"))?
+        }
+        Err(e) => return Err(CliError::core(&e, "asking who is logged in", "try again")),
+    };
+    let instance = guard
+        .instance_url()
+        .as_str()
+        .trim_end_matches('/')
+        .to_owned();
+    if args.json {
+        let json = serde_json::json!({
+            "alias": alias,
+            "username": info.preferred_username,
+            "name": info.name,
+            "email": info.email,
+            "user_id": resolved.key.user_id.as_str(),
+            "org_id": resolved.key.org_id.as_str(),
+            "instance_url": instance,
+            "login_host": resolved.key.login_host,
+        });
+        println!("{json}");
+    } else {
+        println!("alias:     {alias}");
+        println!(
+            "username:  {}",
+            info.preferred_username.as_deref().unwrap_or("(unknown)")
+        );
+        if let Some(name) = &info.name {
+            println!("name:      {name}");
+        }
+        if let Some(email) = &info.email {
+            println!("email:     {email}");
+        }
+        println!("user id:   {}", resolved.key.user_id);
+        println!("org id:    {}", resolved.key.org_id);
+        println!("instance:  {instance}");
+    }
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! `sfauth status` / `sfauth list`: every stored login as a table or JSON.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use serde::Serialize;
+use sfauth::storage::{RecordStatus, TokenRecord};
+
+use crate::cli::ListArgs;
+use crate::error::Result;
+use crate::session::Context;
+
+/// One row of the table, also the JSON object.
+#[derive(Debug, Serialize)]
+struct Row {
+    alias: String,
+    org_id: String,
+    user_id: String,
+    username: Option<String>,
+    instance_url: String,
+    login_host: String,
+    client_id: String,
+    flow: Option<String>,
+    last_refresh: Option<String>,
+    expires_at: Option<String>,
+    expiry_source: String,
+    has_refresh_token: bool,
+    status: String,
+    reason: Option<String>,
+}
+
+pub(crate) async fn run(args: &ListArgs, ctx: &Context) -> Result<()> {
+    let store = ctx.open_store().await?;
+    let aliases = store.aliases()?;
+    let mut records = store.records().await?;
+    records.sort_by(|a, b| a.key.label.cmp(&b.key.label));
+    let now = SystemTime::now();
+    let timeout = ctx.file.session_timeout();
+    let rows: Vec<(Row, Option<SystemTime>, Option<SystemTime>)> = records
+        .iter()
+        .map(|record| {
+            let meta = aliases
+                .get(&record.key.label)
+                .filter(|meta| meta.key == record.key.to_string());
+            let (expires, source) = expiry(record, timeout);
+            let last = record.last_refreshed_at.unwrap_or(record.issued_at);
+            let (status, reason) = match &record.status {
+                RecordStatus::ReauthRequired { reason, .. } => {
+                    ("reauth_required".to_owned(), Some(reason.clone()))
+                }
+                RecordStatus::Active if expires.is_some_and(|at| at <= now) => {
+                    let fix = if record.tokens.refresh_token.is_some() {
+                        "expired"
+                    } else {
+                        "expired_no_refresh_token"
+                    };
+                    (fix.to_owned(), None)
+                }
+                RecordStatus::Active => ("active".to_owned(), None),
+                #[allow(unreachable_patterns, reason = "RecordStatus may grow")]
+                _ => ("unknown".to_owned(), None),
+            };
+            let row = Row {
+                alias: record.key.label.clone(),
+                org_id: record.key.org_id.to_string(),
+                user_id: record.key.user_id.to_string(),
+                username: meta.and_then(|m| m.username.clone()),
+                instance_url: record
+                    .tokens
+                    .instance_url
+                    .as_str()
+                    .trim_end_matches('/')
+                    .to_owned(),
+                login_host: record.key.login_host.clone(),
+                client_id: record.key.client_id.clone(),
+                flow: meta.map(|m| {
+                    m.flow
+                        .login_command()
+                        .trim_start_matches("login ")
+                        .to_owned()
+                }),
+                last_refresh: Some(rfc3339(last)),
+                expires_at: expires.map(rfc3339),
+                expiry_source: source.to_owned(),
+                has_refresh_token: record.tokens.refresh_token.is_some(),
+                status,
+                reason,
+            };
+            (row, Some(last), expires)
+        })
+        .collect();
+    if args.json {
+        let json: Vec<&Row> = rows.iter().map(|(row, _, _)| row).collect();
+        let text = serde_json::to_string_pretty(&json)
+            .map_err(|e| crate::error::CliError::other(format!("cannot write JSON ({e})")))?;
+        println!("{text}");
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!(
+            "No logins in {}. Log in with `sfauth login web --alias NAME`, or try `sfauth demo`.",
+            store.location
+        );
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header([
+            "ALIAS",
+            "ORG",
+            "USER",
+            "INSTANCE",
+            "LAST REFRESH",
+            "EXPIRES (EST.)",
+            "STATUS",
+        ]);
+    for (row, last, expires) in &rows {
+        table.add_row([
+            row.alias.clone(),
+            row.org_id.clone(),
+            row.username.clone().unwrap_or_else(|| row.user_id.clone()),
+            row.instance_url.clone(),
+            last.map(|t| relative(t, now)).unwrap_or_default(),
+            expires
+                .map(|t| relative(t, now))
+                .unwrap_or_else(|| "unknown".to_owned()),
+            row.status.replace('_', " "),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+/// When the access token expires: the stored expiry, else issue time plus the session timeout.
+pub(crate) fn expiry(
+    record: &TokenRecord,
+    timeout: Duration,
+) -> (Option<SystemTime>, &'static str) {
+    if let Some(at) = record.tokens.expires_at {
+        return (Some(at), "token");
+    }
+    let issued = record.tokens.issued_at.unwrap_or(record.issued_at);
+    let lifetime = record.learned_lifetime.unwrap_or(timeout);
+    (
+        Some(issued + lifetime),
+        if record.learned_lifetime.is_some() {
+            "learned_lifetime"
+        } else {
+            "session_timeout"
+        },
+    )
+}
+
+/// `in 1h 59m`, `3m ago`.
+pub(crate) fn relative(time: SystemTime, now: SystemTime) -> String {
+    let (span, future) = match time.duration_since(now) {
+        Ok(ahead) => (ahead, true),
+        Err(behind) => (behind.duration(), false),
+    };
+    let secs = span.as_secs();
+    let text = if secs < 60 {
+        format!("{secs}s")
+    } else if secs < 3600 {
+        format!("{}m", secs / 60)
+    } else if secs < 86_400 {
+        format!("{}h {}m", secs / 3600, secs % 3600 / 60)
+    } else {
+        format!("{}d {}h", secs / 86_400, secs % 86_400 / 3600)
+    };
+    if future {
+        format!("in {text}")
+    } else {
+        format!("{text} ago")
+    }
+}
+
+/// `2026-11-24T10:15:00Z`.
+pub(crate) fn rfc3339(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_times() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(relative(t + Duration::from_secs(7140), t), "in 1h 59m");
+        assert_eq!(relative(t, t + Duration::from_secs(180)), "3m ago");
+    }
+}

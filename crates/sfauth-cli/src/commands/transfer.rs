@@ -1,0 +1,235 @@
+//! `sfauth export` / `sfauth import`: logins moved between machines in a passphrase-encrypted
+//! file.
+//!
+//! The file is `SFAUTH-EXPORT-1\n`, a 16-byte salt, a 24-byte nonce, then the JSON list of
+//! logins sealed with XChaCha20-Poly1305 under a key derived from the passphrase by Argon2id
+//! (the crate's default parameters). A passphrase, not the store key, so that the file can be
+//! opened on a machine whose store has another key. The passphrase comes from
+//! `SFAUTH_EXPORT_PASSPHRASE` or a prompt, never from the command line.
+
+use std::io::Write as _;
+use std::time::SystemTime;
+
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+use sfauth::core::{TokenKey, TokenSet};
+use sfauth::storage::{TokenRecord, TokenStoreExt as _};
+use zeroize::Zeroizing;
+
+use crate::cli::{ExportArgs, ImportArgs};
+use crate::config;
+use crate::error::{CliError, Result};
+use crate::session::Context;
+use crate::store::{AliasMeta, Flow, meta_from_key};
+
+const MAGIC: &[u8] = b"SFAUTH-EXPORT-1\n";
+const SALT_LEN: usize = 16;
+const NONCE_LEN: usize = 24;
+const PASSPHRASE_ENV: &str = "SFAUTH_EXPORT_PASSPHRASE";
+
+#[derive(Serialize, Deserialize)]
+struct Payload {
+    version: u32,
+    logins: Vec<Login>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Login {
+    alias: String,
+    key: String,
+    tokens: TokenSet,
+    meta: Option<AliasMeta>,
+}
+
+pub(crate) async fn export(args: &ExportArgs, ctx: &Context) -> Result<()> {
+    let store = ctx.open_store().await?;
+    let aliases = store.aliases()?;
+    let wanted = if args.all {
+        None
+    } else {
+        Some(ctx.alias(args.alias.as_deref()))
+    };
+    if let Some(alias) = &wanted {
+        store.resolve(alias).await?;
+    }
+    if args.output.exists() && !args.force {
+        return Err(CliError::usage(format!(
+            "{} already exists: pass --force to replace it, or choose another --output",
+            args.output.display()
+        )));
+    }
+    let logins: Vec<Login> = store
+        .records()
+        .await?
+        .into_iter()
+        .filter(|record| {
+            wanted
+                .as_ref()
+                .is_none_or(|alias| &record.key.label == alias)
+        })
+        .map(|record| Login {
+            alias: record.key.label.clone(),
+            key: record.key.to_string(),
+            meta: aliases
+                .get(&record.key.label)
+                .filter(|meta| meta.key == record.key.to_string())
+                .cloned(),
+            tokens: record.tokens,
+        })
+        .collect();
+    let count = logins.len();
+    let plain = Zeroizing::new(
+        serde_json::to_vec(&Payload { version: 1, logins })
+            .map_err(|e| CliError::other(format!("cannot encode the logins ({e})")))?,
+    );
+    let passphrase = passphrase(true)?;
+    let mut salt = [0u8; SALT_LEN];
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rng().fill_bytes(&mut salt);
+    rand::rng().fill_bytes(&mut nonce);
+    let cipher = cipher(&passphrase, &salt)?;
+    let sealed = cipher
+        .encrypt(XNonce::from_slice(&nonce), plain.as_slice())
+        .map_err(|_| CliError::other("encryption failed"))?;
+    let mut bytes = Vec::with_capacity(MAGIC.len() + SALT_LEN + NONCE_LEN + sealed.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&salt);
+    bytes.extend_from_slice(&nonce);
+    bytes.extend_from_slice(&sealed);
+    write_private(&args.output, &bytes)?;
+    println!("Exported {count} login(s) to {}", args.output.display());
+    Ok(())
+}
+
+pub(crate) async fn import(args: &ImportArgs, ctx: &Context) -> Result<()> {
+    let bytes = std::fs::read(&args.file).map_err(|e| {
+        CliError::usage(format!(
+            "cannot read {} ({e}): check the path",
+            args.file.display()
+        ))
+    })?;
+    let rest = bytes
+        .strip_prefix(MAGIC)
+        .filter(|rest| rest.len() > SALT_LEN + NONCE_LEN)
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "{} is not a file written by `sfauth export`",
+                args.file.display()
+            ))
+        })?;
+    let (salt, rest) = rest.split_at(SALT_LEN);
+    let (nonce, sealed) = rest.split_at(NONCE_LEN);
+    let passphrase = passphrase(false)?;
+    let plain = Zeroizing::new(
+        cipher(&passphrase, salt)?
+            .decrypt(XNonce::from_slice(nonce), sealed)
+            .map_err(|_| {
+                CliError::other(format!(
+                    "the passphrase does not open {} (or the file is damaged): check SFAUTH_EXPORT_PASSPHRASE; nothing was imported",
+                    args.file.display()
+                ))
+            })?,
+    );
+    let payload: Payload = serde_json::from_slice(&plain).map_err(|e| {
+        CliError::other(format!(
+            "{} holds no readable logins ({e})",
+            args.file.display()
+        ))
+    })?;
+    let store = ctx.open_store().await?;
+    let existing = store.records().await?;
+    // Check everything before writing anything.
+    let mut parsed = Vec::with_capacity(payload.logins.len());
+    for login in payload.logins {
+        let key: TokenKey = login.key.parse().map_err(|e| {
+            CliError::other(format!(
+                "the login {} in the file has a bad key ({e})",
+                login.alias
+            ))
+        })?;
+        if !args.force
+            && existing
+                .iter()
+                .any(|record| record.key.label == login.alias)
+        {
+            return Err(CliError::usage(format!(
+                "a login named {} already exists: pass --force to replace it; nothing was imported",
+                login.alias
+            )));
+        }
+        parsed.push((key, login));
+    }
+    let count = parsed.len();
+    for (key, login) in parsed {
+        let current = store
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| CliError::store(&e, "reading a login", &store.location))?;
+        let record = TokenRecord::new(key.clone(), login.tokens, SystemTime::now());
+        store
+            .store
+            .save(record, current.map(|r| r.version))
+            .await
+            .map_err(|e| CliError::store(&e, "importing a login", &store.location))?;
+        store.remove_other_records(&login.alias, &key).await?;
+        let meta = match login.meta {
+            Some(meta) => meta,
+            None => meta_from_key(&key, Flow::Import)?,
+        };
+        store.set_alias(&login.alias, meta)?;
+    }
+    println!("Imported {count} login(s) into {}", store.location);
+    Ok(())
+}
+
+fn passphrase(confirm: bool) -> Result<Zeroizing<String>> {
+    if let Some(value) = config::secret(PASSPHRASE_ENV, "export passphrase", false)? {
+        return Ok(value);
+    }
+    let first = config::required_secret(PASSPHRASE_ENV, "export passphrase")?;
+    if confirm {
+        let second = config::required_secret(PASSPHRASE_ENV, "export passphrase (again)")?;
+        if *first != *second {
+            return Err(CliError::usage(
+                "the two passphrases differ: run the command again",
+            ));
+        }
+    }
+    if first.len() < 8 {
+        return Err(CliError::usage(
+            "the passphrase is shorter than 8 characters: choose a longer one",
+        ));
+    }
+    Ok(first)
+}
+
+fn cipher(passphrase: &str, salt: &[u8]) -> Result<XChaCha20Poly1305> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    argon2::Argon2::default()
+        .hash_password_into(passphrase.as_bytes(), salt, key.as_mut_slice())
+        .map_err(|e| CliError::other(format!("cannot derive a key from the passphrase ({e})")))?;
+    XChaCha20Poly1305::new_from_slice(key.as_slice())
+        .map_err(|_| CliError::other("cannot set up encryption"))
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let failed = |e: std::io::Error| {
+        CliError::other(format!(
+            "cannot write {} ({e}): choose another --output",
+            path.display()
+        ))
+    };
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(failed)?;
+    file.write_all(bytes).map_err(failed)?;
+    file.sync_all().map_err(failed)
+}

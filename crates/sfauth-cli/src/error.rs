@@ -1,0 +1,185 @@
+//! The CLI's one error type: a sentence for stderr and the exit code scripts decide on.
+//!
+//! | exit code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | any other failure (store, protocol, configuration of the connected app) |
+//! | 2 | usage: a bad flag, value, URL or alias |
+//! | 3 | re-authorization required: a human must log in again |
+//! | 4 | network or transient failure (timeout, 5xx, rate limit, refresh in progress): retry later |
+//!
+//! Messages are lowercase sentences that end with the fix, and never contain a secret: they are
+//! built from error messages that the library crates already keep free of secrets.
+
+use std::fmt;
+use std::process::ExitCode;
+
+use sfauth::ErrorKind;
+
+/// Why the process exits non-zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// 1: anything else.
+    Other = 1,
+    /// 2: bad command-line input.
+    Usage = 2,
+    /// 3: a human must log in again.
+    Reauth = 3,
+    /// 4: try again later.
+    Transient = 4,
+}
+
+/// A failure of a command: one sentence with the fix, and an exit code.
+#[derive(Debug)]
+pub(crate) struct CliError {
+    pub(crate) exit: Exit,
+    pub(crate) message: String,
+}
+
+pub(crate) type Result<T, E = CliError> = std::result::Result<T, E>;
+
+impl CliError {
+    pub(crate) fn new(exit: Exit, message: impl Into<String>) -> Self {
+        Self {
+            exit,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self::new(Exit::Usage, message)
+    }
+
+    pub(crate) fn other(message: impl Into<String>) -> Self {
+        Self::new(Exit::Other, message)
+    }
+
+    pub(crate) fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.exit as u8)
+    }
+
+    /// The error of a `TokenManager` call for `alias`, with the fix; `login` is the command
+    /// that logs this alias in again.
+    pub(crate) fn manager(error: &sfauth::Error, alias: &str, login: &str) -> Self {
+        let detail = chain(error);
+        match error.kind() {
+            ErrorKind::ReauthorizationRequired => Self::new(
+                Exit::Reauth,
+                format!(
+                    "alias {alias} needs a new login: salesforce refused its refresh token ({}); run `sfauth {login} --alias {alias}`",
+                    reauth_reason(error)
+                ),
+            ),
+            ErrorKind::Transient | ErrorKind::RateLimited | ErrorKind::RefreshInProgress => {
+                Self::new(
+                    Exit::Transient,
+                    format!(
+                        "salesforce could not be reached for alias {alias} ({detail}): check the network and try again"
+                    ),
+                )
+            }
+            ErrorKind::UnknownTenant => Self::usage(format!(
+                "no tokens stored for alias {alias}: run `sfauth {login} --alias {alias}`"
+            )),
+            ErrorKind::Storage => Self::other(format!(
+                "the token store failed for alias {alias} ({detail}): {}",
+                store_fix(error)
+            )),
+            ErrorKind::Config => Self::other(format!(
+                "salesforce refused the connected app for alias {alias} ({detail}): check the client id, and set SFAUTH_CLIENT_SECRET if the app requires its secret"
+            )),
+            _ => Self::other(format!(
+                "the request for alias {alias} failed ({detail}): try again, or run `sfauth {login} --alias {alias}`"
+            )),
+        }
+    }
+
+    /// The error of a direct `OAuthClient` call (`what`: "login", "revoke", ...).
+    pub(crate) fn core(error: &sfauth::core::Error, what: &str, fix: &str) -> Self {
+        use sfauth::core::ErrorKind as Core;
+        let detail = chain(error);
+        match error.kind() {
+            Core::Transient | Core::RateLimited | Core::RefreshInProgress => Self::new(
+                Exit::Transient,
+                format!(
+                    "{what} failed: salesforce could not be reached ({detail}): check the network and try again"
+                ),
+            ),
+            Core::ReauthorizationRequired => Self::new(
+                Exit::Reauth,
+                format!("{what} was refused ({detail}): {fix}"),
+            ),
+            Core::InvalidClient => Self::other(format!(
+                "{what} was refused: the connected app was not accepted ({detail}): check --client-id, and set SFAUTH_CLIENT_SECRET if the app requires its secret"
+            )),
+            Core::Config => Self::usage(format!("{what}: {detail}: {fix}")),
+            _ => Self::other(format!("{what} failed ({detail}): {fix}")),
+        }
+    }
+
+    /// A store error while `doing` something with the store at `location`.
+    pub(crate) fn store(error: &sfauth::storage::Error, doing: &str, location: &str) -> Self {
+        use sfauth::storage::ErrorKind as Store;
+        let detail = chain(error);
+        let fix = match error.kind() {
+            Store::WrongKey => {
+                "set SFAUTH_STORE_KEY to the key the store was written with (or restore its key file); nothing was changed"
+            }
+            Store::Corrupt => {
+                "the store is damaged; restore it from a backup or point --store elsewhere; nothing was overwritten"
+            }
+            Store::Config => "check SFAUTH_STORE_KEY and the --store URL",
+            _ => {
+                "check that the --store location exists, is readable and writable, and is an sfauth store"
+            }
+        };
+        Self::other(format!(
+            "the token store at {location} failed while {doing} ({detail}): {fix}"
+        ))
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// An error and its sources, joined with ": ".
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(next) = source {
+        let part = next.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = next.source();
+    }
+    text
+}
+
+fn reauth_reason(error: &sfauth::Error) -> String {
+    match error {
+        sfauth::Error::ReauthorizationRequired { reason, .. } => reason.clone(),
+        other => chain(other),
+    }
+}
+
+fn store_fix(error: &sfauth::Error) -> &'static str {
+    use sfauth::storage::ErrorKind as Store;
+    let kind = match error {
+        sfauth::Error::Store { source, .. } | sfauth::Error::Unsaved { source, .. } => {
+            Some(source.kind())
+        }
+        _ => None,
+    };
+    match kind {
+        Some(Store::WrongKey) => {
+            "set SFAUTH_STORE_KEY to the key the store was written with; nothing was changed"
+        }
+        Some(Store::Corrupt) => "the record is damaged; log in again to replace it",
+        _ => "check the --store location and try again",
+    }
+}

@@ -1,0 +1,128 @@
+//! The `sfauth` command-line tool: log in to Salesforce, keep OAuth tokens fresh, print them
+//! for scripts.
+//!
+//! It sits on the `sfauth` facade (`TokenManager`, the stores, the flows) and adds what a
+//! person at a terminal needs: `sfauth login ...` for every flow, `sfauth token` for scripts,
+//! `status`/`list` tables, `refresh` with a progress bar, `revoke`, `introspect`, `whoami`,
+//! encrypted `export`/`import`, shell completions, and `sfauth demo`, which runs the whole life
+//! of a token against an emulator started in-process. `docs/cli.md` is the manual; `--help`
+//! on every command teaches the same.
+//!
+//! Exit codes: 0 ok, 1 other failure, 2 usage, 3 re-authorization required, 4 network or
+//! transient failure. Errors are one sentence on stderr ending with the fix.
+//!
+//! ```text
+//! $ cargo run -p sfauth-cli -- demo
+//! ```
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line tool reports to the terminal"
+)]
+
+mod cli;
+mod commands;
+mod config;
+mod error;
+mod session;
+mod store;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory as _, Parser as _};
+
+use crate::cli::{Cli, Command};
+use crate::config::FileConfig;
+use crate::error::Result;
+use crate::session::Context;
+
+fn main() -> ExitCode {
+    quiet_broken_pipe();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let code = if error.use_stderr() { 2 } else { 0 };
+            let _ = error.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime ({error})");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", error.message);
+            error.exit_code()
+        }
+    }
+}
+
+/// `sfauth status | head` closes stdout early: end quietly, as other Unix tools do, instead of
+/// panicking with a backtrace.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to std") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
+/// Logs go to stderr, off unless `SFAUTH_LOG` sets a filter (such as `info` or `sfauth=debug`).
+fn init_logging() {
+    let Ok(filter) = std::env::var("SFAUTH_LOG") else {
+        return;
+    };
+    let Ok(filter) = tracing_subscriber::EnvFilter::try_new(filter) else {
+        eprintln!("warning: SFAUTH_LOG is not a valid filter; logging stays off");
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "sfauth", &mut std::io::stdout());
+        return Ok(());
+    }
+    if let Command::Demo = cli.command {
+        return commands::demo::run().await;
+    }
+    let ctx = Context {
+        file: FileConfig::load(cli.config.as_deref())?,
+        store_url: cli.store,
+    };
+    match cli.command {
+        Command::Login(flow) => commands::login::run(flow, &ctx).await,
+        Command::Token(args) => commands::manage::token(&args, &ctx).await,
+        Command::Status(args) | Command::List(args) => commands::status::run(&args, &ctx).await,
+        Command::Refresh(args) => commands::manage::refresh(&args, &ctx).await,
+        Command::Revoke(args) => commands::manage::revoke(&args, &ctx).await,
+        Command::Introspect(args) => commands::manage::introspect(&args, &ctx).await,
+        Command::Whoami(args) => commands::manage::whoami(&args, &ctx).await,
+        Command::Export(args) => commands::transfer::export(&args, &ctx).await,
+        Command::Import(args) => commands::transfer::import(&args, &ctx).await,
+        Command::Completions { .. } | Command::Demo => Ok(()),
+    }
+}

@@ -1,0 +1,116 @@
+//! What every command shares: the parsed config, the HTTP transport, and a `TokenManager` for
+//! one alias.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sfauth::core::flows::JwtBearer;
+use sfauth::core::http::HttpTransport;
+use sfauth::core::{OAuthClient, PrivateKey};
+use sfauth::transport::{ReqwestTransport, Retry, RetryPolicy};
+use sfauth::{RefreshPolicy, Renewal, TokenManager};
+
+use crate::config::{self, FileConfig};
+use crate::error::{CliError, Result};
+use crate::store::{Flow, Resolved, Store};
+
+/// The global options, merged with the config file.
+pub(crate) struct Context {
+    pub(crate) file: FileConfig,
+    pub(crate) store_url: Option<String>,
+}
+
+impl Context {
+    /// Opens the store of `--store`, `SFAUTH_STORE` or the config file.
+    pub(crate) async fn open_store(&self) -> Result<Store> {
+        Store::open(self.store_url.as_deref().or(self.file.store.as_deref())).await
+    }
+
+    /// The alias given, or the configured default.
+    pub(crate) fn alias(&self, given: Option<&str>) -> String {
+        config::alias(given, &self.file)
+    }
+}
+
+/// The production transport: reqwest over rustls, with a short retry on network errors.
+pub(crate) fn transport() -> Result<Arc<dyn HttpTransport>> {
+    let reqwest = ReqwestTransport::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("sfauth-cli/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| CliError::other(format!("cannot set up HTTPS ({e})")))?;
+    Ok(Arc::new(Retry::new(
+        reqwest,
+        RetryPolicy::default().max_attempts(2),
+    )))
+}
+
+/// The refresh policy of a short-lived process: few attempts, so that a dead network fails fast.
+pub(crate) fn policy() -> RefreshPolicy {
+    RefreshPolicy::default()
+        .attempts(2)
+        .backoff(Duration::from_millis(200))
+}
+
+/// The OAuth client of an alias: its host and app, the secret from the environment.
+pub(crate) fn client_for(resolved: &Resolved, file: &FileConfig) -> Result<OAuthClient> {
+    let app = config::app(
+        &resolved.meta.client_id,
+        resolved.meta.basic_auth,
+        false,
+        None,
+    )?;
+    Ok(OAuthClient::new(resolved.meta.host.clone(), app)
+        .with_session_timeout(file.session_timeout()))
+}
+
+/// A manager for `resolved`, with its renewal (JWT, client credentials) installed.
+pub(crate) async fn manager_for(
+    store: &Store,
+    resolved: &Resolved,
+    file: &FileConfig,
+    transport: Arc<dyn HttpTransport>,
+) -> Result<TokenManager> {
+    let client = client_for(resolved, file)?;
+    let manager = TokenManager::builder(client)
+        .store(store.store.clone())
+        .transport(transport)
+        .policy(policy())
+        .build()
+        .await
+        .map_err(|e| CliError::manager(&e, &resolved.alias, resolved.meta.flow.login_command()))?;
+    let renewal = match (&resolved.meta.jwt, resolved.meta.flow) {
+        (Some(jwt), _) => {
+            let pem = std::fs::read_to_string(&jwt.key_file).map_err(|e| {
+                CliError::other(format!(
+                    "cannot read the JWT key {} of alias {} ({e}): restore it or run `sfauth login jwt --alias {}`",
+                    jwt.key_file.display(),
+                    resolved.alias,
+                    resolved.alias
+                ))
+            })?;
+            let mut bearer = JwtBearer::new(jwt.username.clone(), PrivateKey::new(pem));
+            if let Some(audience) = &jwt.audience {
+                bearer = bearer.audience(audience.clone());
+            }
+            Some(Renewal::JwtBearer(bearer))
+        }
+        (None, Flow::ClientCredentials) => Some(Renewal::ClientCredentials),
+        _ => None,
+    };
+    if let Some(renewal) = renewal {
+        manager
+            .set_renewal(&resolved.key, renewal)
+            .await
+            .map_err(|e| {
+                CliError::manager(&e, &resolved.alias, resolved.meta.flow.login_command())
+            })?;
+    }
+    Ok(manager)
+}
+
+/// The error of a manager call for `resolved`, with the right login command.
+pub(crate) fn manager_error(error: &sfauth::Error, resolved: &Resolved) -> CliError {
+    CliError::manager(error, &resolved.alias, resolved.meta.flow.login_command())
+}
