@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sfauth::storage::{InFlight, Key, Keyring, RecordStatus, TokenStore};
 use sfauth::{ErrorKind, MemoryStore, RefreshPolicy, SqliteStore, TokenManager};
+use sfauth_core::TokenKey;
 use sfauth_emulator::Clock;
 use sfauth_tests::Env;
 
@@ -95,8 +96,9 @@ async fn two_processes_on_one_sqlite_file_refresh_once() {
     assert_eq!(a.stats().adopted + b.stats().adopted, 1);
 }
 
-#[tokio::test]
-async fn an_interrupted_refresh_that_spent_nothing_is_completed() {
+/// A rotating tenant whose record carries the write-ahead mark of a process that died; with
+/// `spent`, that process had also sent the refresh token and Salesforce rotated it.
+async fn crashed_mid_refresh(spent: bool) -> (Env, Arc<dyn TokenStore>, TokenManager, TokenKey) {
     let env = rotating_env(Clock::manual_now()).await;
     let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
     let manager = manager(&env, store.clone(), "survivor").await;
@@ -104,8 +106,6 @@ async fn an_interrupted_refresh_that_spent_nothing_is_completed() {
         .store_tokens(env.login().await.unwrap(), "default")
         .await
         .unwrap();
-
-    // A process marked the record, then died before sending anything.
     let mut record = store.get(&key).await.unwrap().unwrap();
     let version = record.version;
     record.refresh_in_flight = Some(InFlight {
@@ -113,7 +113,22 @@ async fn an_interrupted_refresh_that_spent_nothing_is_completed() {
         fence: 1,
         since: SystemTime::now(),
     });
+    let refresh_token = record.tokens.refresh_token.clone().unwrap();
     store.put(record, version, None).await.unwrap();
+    if spent {
+        manager
+            .client()
+            .refresh(&env.transport, &refresh_token)
+            .await
+            .unwrap();
+    }
+    (env, store, manager, key)
+}
+
+#[tokio::test]
+async fn an_interrupted_refresh_that_spent_nothing_is_completed() {
+    // A process marked the record, then died before sending anything.
+    let (env, store, manager, key) = crashed_mid_refresh(false).await;
 
     let token = manager.refresh(&key).await.unwrap();
     assert_eq!(env.query_status(token.tokens()).await.unwrap(), 200);
@@ -126,30 +141,9 @@ async fn an_interrupted_refresh_that_spent_nothing_is_completed() {
 
 #[tokio::test]
 async fn an_interrupted_refresh_that_lost_a_rotation_asks_for_reauthorization() {
-    let env = rotating_env(Clock::manual_now()).await;
-    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
-    let manager = manager(&env, store.clone(), "survivor").await;
-    let key = manager
-        .store_tokens(env.login().await.unwrap(), "default")
-        .await
-        .unwrap();
-
     // A process marked the record, spent the refresh token (Salesforce rotated it), and died
     // before saving the answer.
-    let mut record = store.get(&key).await.unwrap().unwrap();
-    let version = record.version;
-    record.refresh_in_flight = Some(InFlight {
-        holder: "crashed".into(),
-        fence: 1,
-        since: SystemTime::now(),
-    });
-    let spent = record.tokens.refresh_token.clone().unwrap();
-    store.put(record, version, None).await.unwrap();
-    manager
-        .client()
-        .refresh(&env.transport, &spent)
-        .await
-        .unwrap();
+    let (env, store, manager, key) = crashed_mid_refresh(true).await;
 
     let before = env.emulator.counters().grant("refresh_token");
     let error = manager.refresh(&key).await.unwrap_err();

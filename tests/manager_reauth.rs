@@ -25,6 +25,10 @@ async fn manager(env: &Env, store: Arc<dyn TokenStore>) -> TokenManager {
         .unwrap()
 }
 
+async fn secret(manager: &TokenManager, key: &sfauth_core::TokenKey) -> String {
+    manager.access_token(key).await.unwrap().secret().to_owned()
+}
+
 fn token_requests(env: &Env) -> u64 {
     env.emulator.counters().requests("token")
 }
@@ -132,12 +136,7 @@ async fn client_credentials_tenants_are_renewed_by_their_flow() {
         .unwrap();
     assert!(tokens.refresh_token.is_none());
     let key = manager.store_tokens(tokens, "integration").await.unwrap();
-    let first = manager
-        .access_token(&key)
-        .await
-        .unwrap()
-        .secret()
-        .to_owned();
+    let first = secret(&manager, &key).await;
 
     // Without a renewal, a tenant with no refresh token can only be logged in again.
     let error = manager.refresh(&key).await.unwrap_err();
@@ -181,12 +180,7 @@ async fn jwt_bearer_tenants_are_renewed_by_their_flow() {
         .await
         .unwrap();
     let key = manager.store_tokens(tokens, "jwt").await.unwrap();
-    let first = manager
-        .access_token(&key)
-        .await
-        .unwrap()
-        .secret()
-        .to_owned();
+    let first = secret(&manager, &key).await;
 
     let renewed = manager.refresh(&key).await.unwrap();
     assert_ne!(renewed.secret(), first);

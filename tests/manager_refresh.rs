@@ -62,9 +62,10 @@ fn rejected(env: &Env) -> u64 {
     counters.refresh_tokens_rejected
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_callers_at_expiry_make_one_token_request() {
-    // Tokens issued two hours "ago" with a one-hour session timeout are past their refresh time.
+/// A tenant whose token is due at once (issued two hours before the real clock, with a one-hour
+/// session timeout) while the emulator's clock has caught up, so new tokens are fresh; and the
+/// refresh count so far.
+async fn due_tenant() -> (Env, TokenManager, sfauth_core::TokenKey, u64) {
     let env = env_behind(2 * HOUR).await;
     let manager = manager(&env, Arc::new(MemoryStore::new()), RefreshPolicy::default()).await;
     let key = manager
@@ -73,6 +74,12 @@ async fn ten_thousand_callers_at_expiry_make_one_token_request() {
         .unwrap();
     env.emulator.advance(2 * HOUR);
     let before = refreshes(&env);
+    (env, manager, key, before)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_callers_at_expiry_make_one_token_request() {
+    let (env, manager, key, before) = due_tenant().await;
 
     let barrier = Arc::new(tokio::sync::Barrier::new(10_000));
     let mut callers = tokio::task::JoinSet::new();
@@ -361,15 +368,7 @@ async fn introspection_teaches_the_org_session_lifetime() {
 
 #[tokio::test]
 async fn the_background_refresher_refreshes_due_and_idle_tenants_then_stops() {
-    // Due: issued two hours before the real clock with a one-hour timeout.
-    let env = env_behind(2 * HOUR).await;
-    let manager = manager(&env, Arc::new(MemoryStore::new()), RefreshPolicy::default()).await;
-    let due = manager
-        .store_tokens(env.login().await.unwrap(), "due")
-        .await
-        .unwrap();
-    env.emulator.advance(2 * HOUR);
-    let before = refreshes(&env);
+    let (env, manager, due, before) = due_tenant().await;
 
     let refresher = manager.spawn_refresher(
         sfauth::RefresherConfig::default()

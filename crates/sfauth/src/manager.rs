@@ -460,18 +460,7 @@ impl TokenManager {
         if let Some(tenant) = self.inner.tenants.pin().get(key) {
             return Ok(tenant.clone());
         }
-        let record = self
-            .inner
-            .store
-            .get(key)
-            .await
-            .map_err(|source| Error::Store {
-                key: Box::new(key.clone()),
-                source,
-            })?
-            .ok_or_else(|| Error::UnknownTenant {
-                key: Box::new(key.clone()),
-            })?;
+        let record = self.inner.read(key).await?;
         let tenant = self.inner.tenant_for(&record);
         Ok(tenant)
     }
@@ -557,6 +546,20 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 }
 
 impl Inner {
+    /// The stored record of `key`; a missing one is [`Error::UnknownTenant`].
+    pub(crate) async fn read(&self, key: &TokenKey) -> Result<TokenRecord> {
+        self.store
+            .get(key)
+            .await
+            .map_err(|source| Error::Store {
+                key: Box::new(key.clone()),
+                source,
+            })?
+            .ok_or_else(|| Error::UnknownTenant {
+                key: Box::new(key.clone()),
+            })
+    }
+
     /// The tenant for `record.key`, created (with the record cached) if it is not in memory.
     pub(crate) fn tenant_for(&self, record: &TokenRecord) -> Arc<TenantState> {
         let pinned = self.tenants.pin();

@@ -239,14 +239,7 @@ impl Inner {
         lease: &Lease,
     ) -> Result<Outcome> {
         let key = &tenant.key;
-        let record = self
-            .store
-            .get(key)
-            .await
-            .map_err(|source| store_error(tenant, source))?
-            .ok_or_else(|| Error::UnknownTenant {
-                key: Box::new(key.clone()),
-            })?;
+        let record = self.read(key).await?;
         let pending = lock(&tenant.unsaved).take();
         if let Some(pending) = pending {
             return self.save_pending(tenant, record, pending, lease).await;
@@ -488,14 +481,7 @@ impl Inner {
             Err(source) if source.kind() == StoreErrorKind::Conflict => {
                 // The record was replaced while we refreshed (a new login): the stored tokens
                 // are newer than ours.
-                let stored = self
-                    .store
-                    .get(key)
-                    .await
-                    .map_err(|source| store_error(tenant, source))?
-                    .ok_or_else(|| Error::UnknownTenant {
-                        key: Box::new(key.clone()),
-                    })?;
+                let stored = self.read(key).await?;
                 self.install(tenant, &stored);
                 Ok(Outcome::Adopted)
             }
