@@ -1,0 +1,315 @@
+//! Every command of the `sfauth` binary against the emulator over TCP, with `--json` output
+//! parsed.
+
+mod common;
+
+use common::Cli;
+use sfauth_emulator::{SEED_CLIENT_PRIVATE_KEY, SEED_USERNAME};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_login_then_token_status_whoami_introspect_refresh_revoke() {
+    let cli = Cli::start().await;
+    let login = cli.login_web("prod").await;
+    login.ok();
+    assert!(login.stdout.contains("saved as alias prod"), "{login:?}");
+    assert!(
+        login.stderr.contains("/services/oauth2/authorize"),
+        "{login:?}"
+    );
+
+    let token = cli.run(&["token", "prod"]).await;
+    token.ok();
+    let first = token.stdout.trim().to_owned();
+    assert!(!first.is_empty() && !first.contains(' '));
+    assert_eq!(
+        cli.run(&["token", "--alias", "prod"]).await.stdout.trim(),
+        first
+    );
+
+    let status = cli.run(&["status", "--json"]).await;
+    status.ok();
+    let rows = status.json();
+    let row = &rows.as_array().unwrap()[0];
+    assert_eq!(row["alias"], "prod");
+    assert_eq!(row["status"], "active");
+    assert_eq!(row["username"], SEED_USERNAME);
+    assert_eq!(row["org_id"], cli.emulator.credentials().org_id.as_str());
+    assert_eq!(row["has_refresh_token"], true);
+    assert!(row["expires_at"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        !status.stdout.contains(&first),
+        "status never prints a token"
+    );
+
+    let list = cli.run(&["list"]).await;
+    list.ok();
+    for column in [
+        "ALIAS",
+        "ORG",
+        "USER",
+        "INSTANCE",
+        "LAST REFRESH",
+        "STATUS",
+        "prod",
+    ] {
+        assert!(list.stdout.contains(column), "{list:?}");
+    }
+
+    let whoami = cli.run(&["whoami", "prod", "--json"]).await;
+    whoami.ok();
+    assert_eq!(whoami.json()["username"], SEED_USERNAME);
+    assert!(
+        cli.run(&["whoami", "prod"])
+            .await
+            .ok()
+            .stdout
+            .contains(SEED_USERNAME)
+    );
+
+    let introspect = cli.run(&["introspect", "prod", "--json"]).await;
+    introspect.ok();
+    assert_eq!(introspect.json()["active"], true);
+
+    // A forced refresh rotates and gives a new access token.
+    let refresh = cli.run(&["refresh", "prod"]).await;
+    refresh.ok();
+    assert!(refresh.stdout.contains("refreshed prod"));
+    let second = cli
+        .run(&["token", "prod"])
+        .await
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    assert_ne!(first, second);
+
+    // The session dies at the org: --verify notices and refreshes.
+    cli.emulator.expire_access_tokens();
+    let third = cli.run(&["token", "prod", "--verify"]).await;
+    third.ok();
+    assert_ne!(third.stdout.trim(), second);
+
+    let revoke = cli.run(&["revoke", "prod"]).await;
+    revoke.ok();
+    assert!(
+        revoke
+            .stdout
+            .contains("Revoked the refresh token of alias prod")
+    );
+    cli.run(&["token", "prod"])
+        .await
+        .fails(2, "no login named prod");
+    let empty = cli.run(&["status", "--json"]).await;
+    assert_eq!(empty.ok().json(), serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_other_login_flow() {
+    let cli = Cli::start().await;
+    let creds = cli.emulator.credentials().clone();
+
+    let password = cli
+        .run_env(
+            &[
+                "login",
+                "password",
+                "--username",
+                &creds.username,
+                "--alias",
+                "pw",
+            ],
+            &[("SFAUTH_PASSWORD", &creds.password_with_token())],
+        )
+        .await;
+    password.ok();
+    assert!(
+        !password.stdout.contains(&creds.password),
+        "no secret printed"
+    );
+
+    cli.run(&["login", "client-credentials", "--alias", "cc"])
+        .await
+        .ok();
+
+    let key = cli.dir.path().join("jwt.pem");
+    std::fs::write(&key, SEED_CLIENT_PRIVATE_KEY).unwrap();
+    cli.run(&[
+        "login",
+        "jwt",
+        "--key",
+        key.to_str().unwrap(),
+        "--username",
+        &creds.username,
+        "--alias",
+        "jwt",
+    ])
+    .await
+    .ok();
+    // No refresh token: a refresh mints a new assertion from the remembered key file.
+    cli.run(&["refresh", "jwt"]).await.ok();
+
+    let subject = cli
+        .run(&["token", "pw"])
+        .await
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    cli.run_env(
+        &[
+            "login",
+            "token-exchange",
+            "--subject-token-type",
+            "access-token",
+            "--alias",
+            "tx",
+        ],
+        &[("SFAUTH_SUBJECT_TOKEN", &subject)],
+    )
+    .await
+    .ok();
+
+    // Device flow: the test approves the code the CLI shows.
+    let mut command = cli.command(&["login", "device", "--alias", "dev", "--timeout", "30"]);
+    command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let code = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead as _;
+        let mut reader = std::io::BufReader::new(stderr);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let code = line.trim().rsplit(' ').next().unwrap().to_owned();
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        code
+    })
+    .await
+    .unwrap();
+    cli.emulator.approve_device(&code, &creds.username).unwrap();
+    let device: common::Run =
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap().into())
+            .await
+            .unwrap();
+    device.ok();
+
+    let rows = cli.run(&["list", "--json"]).await.ok().json();
+    let mut aliases: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["alias"].as_str().unwrap())
+        .collect();
+    aliases.sort_unstable();
+    assert_eq!(aliases, ["cc", "dev", "jwt", "pw", "tx"]);
+    for alias in aliases {
+        cli.run(&["token", alias]).await.ok();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_all_reports_each_alias() {
+    let cli = Cli::start().await;
+    for alias in ["a", "b", "c"] {
+        cli.login_web(alias).await.ok();
+    }
+    let all = cli
+        .run(&["refresh", "--all", "--concurrency", "2", "--json"])
+        .await;
+    all.ok();
+    let outcomes = all.json();
+    assert_eq!(outcomes.as_array().unwrap().len(), 3);
+    assert!(outcomes.as_array().unwrap().iter().all(|o| o["ok"] == true));
+
+    // One login revoked at the org: the others still refresh, the exit code says re-auth.
+    let token_b = cli.run(&["token", "b"]).await.ok().stdout.trim().to_owned();
+    let _ = token_b;
+    let client_id = cli.emulator.credentials().client_id.clone();
+    cli.emulator.revoke_app_tokens(&client_id);
+    cli.login_web("c").await.ok();
+    let mixed = cli.run(&["refresh", "--all"]).await;
+    assert_eq!(mixed.code, 3, "{mixed:?}");
+    assert!(mixed.stdout.contains("refreshed c"), "{mixed:?}");
+    assert!(
+        mixed
+            .stdout
+            .contains("1 refreshed, 2 failed, 2 need a new login"),
+        "{mixed:?}"
+    );
+    assert!(
+        mixed.stderr.contains("run `sfauth login web --alias a`"),
+        "{mixed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_then_import_into_another_store() {
+    let cli = Cli::start().await;
+    cli.login_web("prod").await.ok();
+    let token = cli
+        .run(&["token", "prod"])
+        .await
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    let file = cli.dir.path().join("logins.sfauth");
+    let file_arg = file.to_str().unwrap();
+    let pass = [("SFAUTH_EXPORT_PASSPHRASE", "correct horse battery")];
+    cli.run_env(&["export", "prod", "--output", file_arg], &pass)
+        .await
+        .ok();
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains(&token),
+        "the export is encrypted"
+    );
+    cli.run_env(&["export", "--all", "--output", file_arg], &pass)
+        .await
+        .fails(2, "--force");
+
+    let other = format!("file://{}", cli.dir.path().join("other").display());
+    cli.run_env(
+        &["import", file_arg, "--store", &other],
+        &[("SFAUTH_EXPORT_PASSPHRASE", "wrong passphrase")],
+    )
+    .await
+    .fails(1, "passphrase does not open");
+    assert_eq!(
+        cli.run(&["list", "--json", "--store", &other])
+            .await
+            .ok()
+            .json(),
+        serde_json::json!([])
+    );
+
+    cli.run_env(&["import", file_arg, "--store", &other], &pass)
+        .await
+        .ok();
+    let imported = cli.run(&["token", "prod", "--store", &other]).await;
+    assert_eq!(imported.ok().stdout.trim(), token);
+    cli.run_env(&["import", file_arg, "--store", &other], &pass)
+        .await
+        .fails(2, "already exists");
+    cli.run_env(&["import", file_arg, "--store", &other, "--force"], &pass)
+        .await
+        .ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_help_and_version() {
+    let cli = Cli::start().await;
+    for shell in ["bash", "zsh", "fish"] {
+        let run = cli.run(&["completions", shell]).await;
+        run.ok();
+        assert!(run.stdout.contains("sfauth"));
+    }
+    let help = cli.run(&["--help"]).await;
+    help.ok();
+    assert!(help.stdout.contains("Exit codes"));
+    assert!(help.stdout.contains("SFAUTH_CLIENT_SECRET"));
+    let login_help = cli.run(&["login", "web", "--help"]).await;
+    assert!(login_help.ok().stdout.contains("--no-browser"));
+    cli.run(&["--version"]).await.ok();
+}
