@@ -61,7 +61,7 @@ impl CliError {
     /// The error of a `TokenManager` call for `alias`, with the fix; `login` is the command
     /// that logs this alias in again.
     pub(crate) fn manager(error: &sfauth::Error, alias: &str, login: &str) -> Self {
-        let detail = chain(error);
+        let detail = manager_detail(error);
         match error.kind() {
             ErrorKind::ReauthorizationRequired => Self::new(
                 Exit::Reauth,
@@ -160,10 +160,22 @@ pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// What went wrong, without the tenant key the top-level message repeats (the alias names it).
+fn manager_detail(error: &sfauth::Error) -> String {
+    match error {
+        sfauth::Error::OAuth { source, .. } => chain(source),
+        sfauth::Error::Store { source, .. } | sfauth::Error::Unsaved { source, .. } => {
+            chain(source)
+        }
+        sfauth::Error::RecentlyFailed { message, .. } => message.clone(),
+        other => chain(other),
+    }
+}
+
 fn reauth_reason(error: &sfauth::Error) -> String {
     match error {
         sfauth::Error::ReauthorizationRequired { reason, .. } => reason.clone(),
-        other => chain(other),
+        other => manager_detail(other),
     }
 }
 

@@ -223,8 +223,6 @@ async fn refresh_all_reports_each_alias() {
     assert!(outcomes.as_array().unwrap().iter().all(|o| o["ok"] == true));
 
     // One login revoked at the org: the others still refresh, the exit code says re-auth.
-    let token_b = cli.run(&["token", "b"]).await.ok().stdout.trim().to_owned();
-    let _ = token_b;
     let client_id = cli.emulator.credentials().client_id.clone();
     cli.emulator.revoke_app_tokens(&client_id);
     cli.login_web("c").await.ok();

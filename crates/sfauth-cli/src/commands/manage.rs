@@ -147,7 +147,11 @@ pub(crate) async fn refresh(args: &RefreshArgs, ctx: &Context) -> Result<()> {
         for outcome in &outcomes {
             match &outcome.message {
                 None => println!("refreshed {}", outcome.alias),
-                Some(message) => eprintln!("failed {}: {message}", outcome.alias),
+                // A single failure is the error line itself.
+                Some(message) if outcomes.len() > 1 => {
+                    eprintln!("failed {}: {message}", outcome.alias);
+                }
+                Some(_) => {}
             }
         }
         if outcomes.len() > 1 {

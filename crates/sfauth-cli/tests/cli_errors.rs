@@ -1,0 +1,206 @@
+//! Every exit code of the `sfauth` binary, and bad input: each gives one clear sentence with
+//! the fix on stderr, and nothing stored is overwritten.
+
+mod common;
+
+use common::Cli;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_exit_2() {
+    let cli = Cli::start().await;
+    let unknown_flag = cli.run(&["token", "--no-such-flag"]).await;
+    assert_eq!(unknown_flag.code, 2, "{unknown_flag:?}");
+    assert_eq!(cli.run(&[]).await.code, 2);
+    cli.run(&["token", "nobody"])
+        .await
+        .fails(2, "no login named nobody");
+    cli.run(&["login", "client-credentials", "--instance", "not a url"])
+        .await
+        .fails(2, "--instance not a url is not a valid URL");
+    cli.run(&["login", "client-credentials", "--token-url", "ftp://x"])
+        .await
+        .fails(2, "--token-url ftp://x is not an http(s) URL");
+    cli.run_env(
+        &["login", "client-credentials"],
+        &[("SFAUTH_CLIENT_ID", "")],
+    )
+    .await
+    .fails(2, "pass --client-id");
+    cli.run(&["status", "--store", "redis://127.0.0.1:6379"])
+        .await
+        .fails(2, "redis:// token stores are not supported yet");
+    cli.run(&["status", "--store", "postgres://localhost/db"])
+        .await
+        .fails(2, "not supported yet");
+    cli.run(&["status", "--store", "/just/a/path"])
+        .await
+        .fails(2, "use sqlite://PATH or file://DIR");
+    cli.run(&["login", "password", "--username", "u@example.com"])
+        .await
+        .fails(2, "set SFAUTH_PASSWORD");
+    cli.run(&["status", "--config", "/no/such/config.toml"])
+        .await
+        .fails(2, "cannot read the config file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_refresh_token_exits_3_with_the_login_command() {
+    let cli = Cli::start().await;
+    cli.login_web("prod").await.ok();
+    let username = cli.emulator.credentials().username.clone();
+    cli.emulator.revoke_user_tokens(&username).unwrap();
+    cli.run(&["refresh", "prod"])
+        .await
+        .fails(3, "run `sfauth login web --alias prod`");
+    // The mark is stored: later calls fail fast, without asking Salesforce again.
+    cli.run(&["token", "prod"])
+        .await
+        .fails(3, "alias prod needs a new login");
+    let rows = cli.run(&["status", "--json"]).await.ok().json();
+    assert_eq!(rows[0]["status"], "reauth_required");
+    assert!(
+        cli.run(&["status"])
+            .await
+            .ok()
+            .stdout
+            .contains("reauth required")
+    );
+    // A new login clears it.
+    cli.login_web("prod").await.ok();
+    cli.run(&["token", "prod"]).await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_salesforce_exits_4_and_keeps_the_login() {
+    let cli = Cli::start().await;
+    cli.login_web("prod").await.ok();
+    let before = std::fs::read(cli.db_path()).unwrap().len();
+    let Cli {
+        emulator,
+        dir,
+        store,
+    } = cli;
+    emulator.shutdown().await;
+    let cli = Cli {
+        emulator: sfauth_emulator::Emulator::builder().start().await.unwrap(),
+        dir,
+        store,
+    };
+    // The alias still points at the stopped emulator's port.
+    cli.run(&["refresh", "prod"])
+        .await
+        .fails(4, "check the network and try again");
+    assert!(std::fs::read(cli.db_path()).unwrap().len() >= before);
+    let rows = cli.run(&["status", "--json"]).await.ok().json();
+    assert_eq!(
+        rows[0]["status"], "active",
+        "a network failure is not a re-authorization"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_store_key_exits_1_and_changes_nothing() {
+    let cli = Cli::start().await;
+    let key_a = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let key_b = "HxwdHhscGRoXGBUWExQREg8QDQ4LDAkKBwgFBgMEAQI=";
+    cli.login_web_env("prod", &[("SFAUTH_STORE_KEY", key_a)])
+        .await
+        .ok();
+    cli.run_env(&["token", "prod"], &[("SFAUTH_STORE_KEY", key_b)])
+        .await
+        .fails(1, "SFAUTH_STORE_KEY");
+    cli.run_env(&["refresh", "prod"], &[("SFAUTH_STORE_KEY", key_b)])
+        .await
+        .fails(1, "nothing was changed");
+    cli.run_env(&["token", "prod"], &[("SFAUTH_STORE_KEY", "not base64!")])
+        .await
+        .fails(2, "SFAUTH_STORE_KEY is not a usable key");
+    // The right key still opens everything.
+    cli.run_env(&["token", "prod"], &[("SFAUTH_STORE_KEY", key_a)])
+        .await
+        .ok();
+    let _ = before;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_or_unreachable_store_exits_1_untouched() {
+    let cli = Cli::start().await;
+    let garbage = b"this is not a sqlite database, and must stay exactly as it is".repeat(100);
+    std::fs::write(cli.db_path(), &garbage).unwrap();
+    cli.run(&["status"])
+        .await
+        .fails(1, "the token store at sqlite://");
+    cli.run(&["token", "prod"])
+        .await
+        .fails(1, "the token store at sqlite://");
+    assert_eq!(
+        std::fs::read(cli.db_path()).unwrap(),
+        garbage,
+        "nothing overwritten"
+    );
+
+    let blocker = cli.dir.path().join("a-file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let under_file = format!("sqlite://{}/tokens.db", blocker.display());
+    cli.run(&["status", "--store", &under_file])
+        .await
+        .fails(1, "the token store at");
+    let dir_under_file = format!("file://{}/dir", blocker.display());
+    cli.run(&["status", "--store", &dir_under_file])
+        .await
+        .fails(1, "cannot create the token store directory");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_precedence_flags_then_env_then_file() {
+    let cli = Cli::start().await;
+    cli.login_web("fromfile").await.ok();
+    cli.login_web("fromenv").await.ok();
+    cli.login_web("fromflag").await.ok();
+    let config = cli.dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "alias = \"fromfile\"\nsession_timeout_secs = 900\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let token_of = |alias: &str| {
+        let alias = alias.to_owned();
+        let cli = &cli;
+        async move { cli.run(&["token", &alias]).await.ok().stdout.clone() }
+    };
+    let file = token_of("fromfile").await;
+    let env = token_of("fromenv").await;
+    let flag = token_of("fromflag").await;
+    assert_eq!(
+        cli.run(&["token", "--config", config]).await.ok().stdout,
+        file
+    );
+    assert_eq!(
+        cli.run_env(
+            &["token", "--config", config],
+            &[("SFAUTH_ALIAS", "fromenv")]
+        )
+        .await
+        .ok()
+        .stdout,
+        env
+    );
+    assert_eq!(
+        cli.run_env(
+            &["token", "fromflag", "--config", config],
+            &[("SFAUTH_ALIAS", "fromenv")]
+        )
+        .await
+        .ok()
+        .stdout,
+        flag
+    );
+    // The default file is read from $XDG_CONFIG_HOME/sfauth/config.toml.
+    let default = cli.dir.path().join("config").join("sfauth");
+    std::fs::create_dir_all(&default).unwrap();
+    std::fs::write(default.join("config.toml"), "alias = \"fromfile\"\n").unwrap();
+    assert_eq!(cli.run(&["token"]).await.ok().stdout, file);
+    std::fs::write(default.join("config.toml"), "no_such_key = 1\n").unwrap();
+    cli.run(&["token"]).await.fails(2, "is not valid");
+}
