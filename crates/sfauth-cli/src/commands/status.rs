@@ -116,6 +116,20 @@ pub(crate) async fn run(args: &ListArgs, ctx: &Context) -> Result<()> {
             "EXPIRES (EST.)",
             "STATUS",
         ]);
+    // A terminal that reports no usable size (a fresh pseudo-terminal) would squeeze every
+    // column to one character: honour COLUMNS, else do not wrap.
+    match std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse::<u16>().ok())
+    {
+        Some(columns) if columns >= 40 => {
+            table.set_width(columns);
+        }
+        _ if table.width().is_none_or(|width| width < 40) => {
+            table.set_content_arrangement(ContentArrangement::Disabled);
+        }
+        _ => {}
+    }
     for (row, last, expires) in &rows {
         table.add_row([
             row.alias.clone(),

@@ -91,21 +91,35 @@ impl Cli {
         }
     }
 
+    /// The environment every run gets: this test's store, home and emulator.
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
+        let creds = self.emulator.credentials();
+        let path = |p: PathBuf| p.display().to_string();
+        vec![
+            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+            ("HOME".into(), path(self.dir.path().to_path_buf())),
+            (
+                "XDG_CONFIG_HOME".into(),
+                path(self.dir.path().join("config")),
+            ),
+            ("XDG_DATA_HOME".into(), path(self.dir.path().join("data"))),
+            ("SFAUTH_STORE".into(), self.store.clone()),
+            (
+                "SFAUTH_INSTANCE".into(),
+                self.emulator.base_url().to_owned(),
+            ),
+            ("SFAUTH_CLIENT_ID".into(), creds.client_id.clone()),
+            ("SFAUTH_CLIENT_SECRET".into(), creds.client_secret.clone()),
+        ]
+    }
+
     /// The binary with a clean environment: this test's store, home and emulator.
     pub(crate) fn command(&self, args: &[&str]) -> Command {
-        let creds = self.emulator.credentials();
         let mut command = Command::new(binary());
         command
             .args(args)
             .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
-            .env("XDG_DATA_HOME", self.dir.path().join("data"))
-            .env("SFAUTH_STORE", &self.store)
-            .env("SFAUTH_INSTANCE", self.emulator.base_url())
-            .env("SFAUTH_CLIENT_ID", &creds.client_id)
-            .env("SFAUTH_CLIENT_SECRET", &creds.client_secret)
+            .envs(self.env())
             .stdin(Stdio::null());
         command
     }
