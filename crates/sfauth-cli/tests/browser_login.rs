@@ -6,6 +6,13 @@
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them the
 //! test skips loudly, except under `CI=true`, where it fails.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    reason = "tests fail on any error, and say loudly when they skip"
+)]
+
 mod common;
 
 use std::io::{BufRead as _, BufReader};

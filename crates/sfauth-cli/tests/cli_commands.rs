@@ -1,6 +1,12 @@
 //! Every command of the `sfauth` binary against the emulator over TCP, with `--json` output
 //! parsed.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail on any error"
+)]
+
 mod common;
 
 use common::Cli;

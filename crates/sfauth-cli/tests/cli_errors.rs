@@ -1,6 +1,12 @@
 //! Every exit code of the `sfauth` binary, and bad input: each gives one clear sentence with
 //! the fix on stderr, and nothing stored is overwritten.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail on any error"
+)]
+
 mod common;
 
 use common::Cli;
@@ -119,7 +125,6 @@ async fn wrong_store_key_exits_1_and_changes_nothing() {
     cli.run_env(&["token", "prod"], &[("SFAUTH_STORE_KEY", key_a)])
         .await
         .ok();
-    let _ = before;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,13 @@
 //! The progress bar and the tables as a person sees them: the binary run under a
 //! pseudo-terminal (util-linux `script`), so that it detects a terminal and draws.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    reason = "tests fail on any error, and say loudly when they skip"
+)]
+
 mod common;
 
 use std::process::Command;

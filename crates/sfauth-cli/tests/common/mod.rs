@@ -2,6 +2,11 @@
 //! built `sfauth` binary run with a clean environment.
 
 #![allow(dead_code, reason = "each test file uses a different subset")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail the test on any error"
+)]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
