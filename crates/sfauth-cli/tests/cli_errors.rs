@@ -81,6 +81,8 @@ async fn unreachable_salesforce_exits_4_and_keeps_the_login() {
     let cli = Cli::start().await;
     cli.login_web("prod").await.ok();
     let before = std::fs::read(cli.db_path()).unwrap().len();
+    // The stand-in starts before the first stops, so it cannot take the first one's port.
+    let stand_in = sfauth_emulator::Emulator::builder().start().await.unwrap();
     let Cli {
         emulator,
         dir,
@@ -88,7 +90,7 @@ async fn unreachable_salesforce_exits_4_and_keeps_the_login() {
     } = cli;
     emulator.shutdown().await;
     let cli = Cli {
-        emulator: sfauth_emulator::Emulator::builder().start().await.unwrap(),
+        emulator: stand_in,
         dir,
         store,
     };
