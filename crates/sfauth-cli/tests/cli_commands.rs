@@ -95,6 +95,23 @@ async fn web_login_then_token_status_whoami_introspect_refresh_revoke() {
     third.ok();
     assert_ne!(third.stdout.trim(), second);
 
+    // No secret anywhere but `sfauth token`'s stdout.
+    for args in [
+        &["status"][..],
+        &["list", "--json"],
+        &["whoami", "prod", "--json"],
+        &["introspect", "prod"],
+        &["refresh", "prod"],
+    ] {
+        let run = cli.run(args).await;
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(
+            !all.contains("!AQ") && !all.contains("5Aep861"),
+            "{args:?}: {run:?}"
+        );
+    }
+    assert!(!login.stdout.contains("!AQ") && !login.stderr.contains("!AQ"));
+
     let revoke = cli.run(&["revoke", "prod"]).await;
     revoke.ok();
     assert!(
@@ -316,4 +333,37 @@ async fn completions_help_and_version() {
     let login_help = cli.run(&["login", "web", "--help"]).await;
     assert!(login_help.ok().stdout.contains("--no-browser"));
     cli.run(&["--version"]).await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_walks_through_the_life_of_a_token_without_printing_secrets() {
+    let cli = Cli::start().await;
+    let demo = cli.run(&["demo"]).await;
+    demo.ok();
+    for step in [
+        "[1/6] Emulator",
+        "[2/6] Login",
+        "PKCE",
+        "[3/6] API call",
+        "200 OK",
+        "401 INVALID_SESSION_ID",
+        "rotation",
+        "[5/6] Revoke",
+        "[6/6] Re-auth",
+        "exit with code 3",
+        "run `sfauth login web --alias demo`",
+    ] {
+        assert!(
+            demo.stdout.contains(step),
+            "{step:?} missing: {}",
+            demo.stdout
+        );
+    }
+    // Emulator access tokens look like `00D...!AQ...`, refresh tokens `5Aep861...`.
+    assert!(
+        !demo.stdout.contains("!AQ") && !demo.stdout.contains("5Aep861"),
+        "{}",
+        demo.stdout
+    );
+    assert!(demo.stderr.is_empty(), "{demo:?}");
 }
