@@ -12,15 +12,12 @@
 
 use std::time::Duration;
 
-use sfauth_core::flows::{AuthorizeParams, JwtBearer};
+use sfauth_core::flows::AuthorizeParams;
 use sfauth_core::rest::{RestAuth, classify, is_invalid_session_id};
 use sfauth_core::{
-    Cause, ConnectedApp, Error, ErrorKind, OAuthClient, Password, PrivateKey, RefreshToken,
-    TokenSet,
+    Cause, ConnectedApp, Error, ErrorKind, OAuthClient, Password, RefreshToken, TokenSet,
 };
-use sfauth_emulator::{
-    Endpoint, Fault, FaultKind, RefreshTokenPolicy, SEED_CLIENT_PRIVATE_KEY, UserStatus,
-};
+use sfauth_emulator::{Endpoint, Fault, FaultKind, RefreshTokenPolicy, UserStatus};
 use sfauth_tests::Env;
 use sfauth_transport::{Retry, RetryPolicy};
 
@@ -35,8 +32,41 @@ fn assert_server_error(error: &Error, kind: ErrorKind, code: &str, cause: Cause)
     assert_eq!(server.cause(), cause, "{error}");
 }
 
+/// Asserts the `invalid_grant` Salesforce answers for an expired or revoked refresh token.
+#[track_caller]
+fn assert_revoked(error: &Error) {
+    assert_server_error(
+        error,
+        ErrorKind::ReauthorizationRequired,
+        "invalid_grant",
+        Cause::TokenExpiredOrRevoked,
+    );
+}
+
 async fn refresh(env: &Env, token: &RefreshToken) -> Result<TokenSet, Error> {
     env.client().unwrap().refresh(&env.transport, token).await
+}
+
+/// Starts a refresh of `token` in the background and waits until it holds the emulator's
+/// per-token lock (the app's `refresh_latency_ms` keeps it there). Returns its handle.
+async fn refresh_holding_the_lock(
+    env: &Env,
+    token: &RefreshToken,
+) -> tokio::task::JoinHandle<Result<TokenSet, Error>> {
+    let first = {
+        let client = env.client().unwrap();
+        let transport = env.transport.clone();
+        let token = token.clone();
+        tokio::spawn(async move { client.refresh(&transport, &token).await })
+    };
+    for _ in 0..500 {
+        if env.emulator.refreshes_in_flight() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(env.emulator.refreshes_in_flight(), 1);
+    first
 }
 
 #[tokio::test]
@@ -52,12 +82,7 @@ async fn reusing_a_rotated_refresh_token_revokes_the_family() {
 
     // The rotated-out token comes back (a client that dropped the new one).
     let error = refresh(&env, &old).await.unwrap_err();
-    assert_server_error(
-        &error,
-        ErrorKind::ReauthorizationRequired,
-        "invalid_grant",
-        Cause::TokenExpiredOrRevoked,
-    );
+    assert_revoked(&error);
     assert_eq!(
         error.server().unwrap().description(),
         Some("expired access/refresh token")
@@ -68,12 +93,7 @@ async fn reusing_a_rotated_refresh_token_revokes_the_family() {
 
     // Salesforce's answer to reuse: the current token and its sessions are dead too.
     let error = refresh(&env, &current).await.unwrap_err();
-    assert_server_error(
-        &error,
-        ErrorKind::ReauthorizationRequired,
-        "invalid_grant",
-        Cause::TokenExpiredOrRevoked,
-    );
+    assert_revoked(&error);
     assert_eq!(env.query_status(&second).await.unwrap(), 401);
     assert_eq!(env.emulator.counters().refresh_tokens_reused, 1);
 }
@@ -86,20 +106,7 @@ async fn concurrent_refresh_of_one_token_is_refresh_in_progress() {
     let tokens = env.login().await.unwrap();
     let token = tokens.refresh_token.clone().unwrap();
 
-    let first = {
-        let client = env.client().unwrap();
-        let transport = env.transport.clone();
-        let token = token.clone();
-        tokio::spawn(async move { client.refresh(&transport, &token).await })
-    };
-    // Wait until the first request holds the emulator's per-token lock.
-    for _ in 0..500 {
-        if env.emulator.refreshes_in_flight() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    assert_eq!(env.emulator.refreshes_in_flight(), 1);
+    let first = refresh_holding_the_lock(&env, &token).await;
     let error = refresh(&env, &token).await.unwrap_err();
     assert_server_error(
         &error,
@@ -152,12 +159,7 @@ async fn revoked_refresh_tokens_need_reauthorization() {
         let error = refresh(&env, tokens.refresh_token.as_ref().unwrap())
             .await
             .unwrap_err();
-        assert_server_error(
-            &error,
-            ErrorKind::ReauthorizationRequired,
-            "invalid_grant",
-            Cause::TokenExpiredOrRevoked,
-        );
+        assert_revoked(&error);
         assert_eq!(env.query_status(&tokens).await.unwrap(), 401, "{name}");
     }
 }
@@ -206,12 +208,7 @@ async fn refresh_token_policies_expire_tokens() {
             env.emulator.advance(Duration::from_secs(age));
         }
         let error = refresh(&env, &token).await.unwrap_err();
-        assert_server_error(
-            &error,
-            ErrorKind::ReauthorizationRequired,
-            "invalid_grant",
-            Cause::TokenExpiredOrRevoked,
-        );
+        assert_revoked(&error);
         assert_eq!(
             env.emulator.counters().refresh_tokens_rejected,
             1,
@@ -246,12 +243,7 @@ async fn a_sixth_approval_evicts_the_oldest_refresh_token() {
     let error = refresh(&env, oldest.refresh_token.as_ref().unwrap())
         .await
         .unwrap_err();
-    assert_server_error(
-        &error,
-        ErrorKind::ReauthorizationRequired,
-        "invalid_grant",
-        Cause::TokenExpiredOrRevoked,
-    );
+    assert_revoked(&error);
 }
 
 #[tokio::test]
@@ -394,16 +386,15 @@ async fn username_password_failures_are_authentication_failures() {
 async fn authorization_code_failures() {
     let env = Env::start().await.unwrap();
     let client = env.client().unwrap();
+    const SCOPES: &[&str] = &["api", "refresh_token"];
     let authorize = |client: &OAuthClient| {
         client
-            .authorize_url(&AuthorizeParams::scopes(["api", "refresh_token"]))
+            .authorize_url(&AuthorizeParams::scopes(SCOPES.iter().copied()))
             .unwrap()
     };
 
     // A code is single use.
-    let request = authorize(&client);
-    let callback = env.follow_authorize(&request.url).await.unwrap();
-    let code = client.parse_callback(&callback, &request.state).unwrap();
+    let (request, code) = env.authorize_code(&client, SCOPES).await.unwrap();
     client
         .exchange_code(&env.transport, &code, request.pkce_verifier.as_ref())
         .await
@@ -420,9 +411,7 @@ async fn authorization_code_failures() {
     );
 
     // A code lives 15 minutes.
-    let request = authorize(&client);
-    let callback = env.follow_authorize(&request.url).await.unwrap();
-    let code = client.parse_callback(&callback, &request.state).unwrap();
+    let (request, code) = env.authorize_code(&client, SCOPES).await.unwrap();
     env.emulator.advance(Duration::from_secs(16 * 60));
     let error = client
         .exchange_code(&env.transport, &code, request.pkce_verifier.as_ref())
@@ -501,14 +490,9 @@ async fn authorize_errors_come_back_in_the_redirect() {
 #[tokio::test]
 async fn jwt_bearer_configuration_errors() {
     let env = Env::start().await.unwrap();
-    let client = OAuthClient::new(
-        env.host().unwrap(),
-        ConnectedApp::new(env.creds().client_id.clone()),
-    );
-    let key = || PrivateKey::new(SEED_CLIENT_PRIVATE_KEY);
-    let username = env.creds().username.clone();
+    let client = env.key_only_client(env.host().unwrap());
 
-    let wrong_audience = JwtBearer::new(username.clone(), key()).audience("https://example.com");
+    let wrong_audience = env.seeded_jwt().audience("https://example.com");
     let error = client
         .jwt_bearer(&env.transport, &wrong_audience)
         .await
@@ -526,7 +510,7 @@ async fn jwt_bearer_configuration_errors() {
         })
         .unwrap();
     let error = client
-        .jwt_bearer(&env.transport, &JwtBearer::new(username, key()))
+        .jwt_bearer(&env.transport, &env.seeded_jwt())
         .await
         .unwrap_err();
     assert_server_error(
@@ -557,94 +541,82 @@ async fn client_credentials_without_a_run_as_user() {
     );
 }
 
+/// Injects `kind` once on the token endpoint and returns the error of the refresh that meets it.
+async fn refresh_through_fault(env: &Env, token: &RefreshToken, kind: FaultKind) -> Error {
+    env.emulator
+        .inject_fault(Fault::new(Endpoint::Token, kind).times(1));
+    refresh(env, token).await.unwrap_err()
+}
+
 #[tokio::test]
 async fn injected_server_faults_map_to_kinds() {
     let env = Env::start().await.unwrap();
-    let client = env.client().unwrap();
     let tokens = env.login().await.unwrap();
     let token = tokens.refresh_token.clone().unwrap();
-    let token_fault = |kind| Fault::new(Endpoint::Token, kind).times(1);
 
-    env.emulator
-        .inject_fault(token_fault(FaultKind::Status(503)));
-    let error = client.refresh(&env.transport, &token).await.unwrap_err();
+    let error = refresh_through_fault(&env, &token, FaultKind::Status(503)).await;
     assert!(
         matches!(error, Error::Status { status: 503, .. }),
         "{error}"
     );
     assert_eq!(error.kind(), ErrorKind::Transient);
 
-    env.emulator
-        .inject_fault(token_fault(FaultKind::RateLimited {
+    let error = refresh_through_fault(
+        &env,
+        &token,
+        FaultKind::RateLimited {
             retry_after_secs: 7,
-        }));
-    let error = client.refresh(&env.transport, &token).await.unwrap_err();
+        },
+    )
+    .await;
     assert_eq!(error.kind(), ErrorKind::RateLimited, "{error}");
     assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
 
-    env.emulator
-        .inject_fault(token_fault(FaultKind::HtmlErrorPage));
-    let error = client.refresh(&env.transport, &token).await.unwrap_err();
+    let error = refresh_through_fault(&env, &token, FaultKind::HtmlErrorPage).await;
     assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
     assert!(!error.to_string().contains("5Aep"), "{error}");
 
-    env.emulator
-        .inject_fault(token_fault(FaultKind::MalformedBody));
-    let error = client.refresh(&env.transport, &token).await.unwrap_err();
+    let error = refresh_through_fault(&env, &token, FaultKind::MalformedBody).await;
     assert!(matches!(error, Error::Parse { status: 200, .. }), "{error}");
     assert_eq!(error.kind(), ErrorKind::Protocol);
 
-    env.emulator
-        .inject_fault(token_fault(FaultKind::ConnectionReset));
-    let error = client.refresh(&env.transport, &token).await.unwrap_err();
+    let error = refresh_through_fault(&env, &token, FaultKind::ConnectionReset).await;
     assert!(matches!(error, Error::Transport(_)), "{error}");
     assert_eq!(error.kind(), ErrorKind::Transient);
 
-    env.emulator
-        .inject_fault(token_fault(FaultKind::OAuthError {
+    let oauth_errors = [
+        (
+            "rate_limit_exceeded",
+            "Number of logins exceeded",
+            ErrorKind::RateLimited,
+            Cause::Other,
+        ),
+        (
+            "invalid_grant",
+            "IP restricted or invalid login hours",
+            ErrorKind::ReauthorizationRequired,
+            Cause::IpOrLoginHoursRestricted,
+        ),
+        // Before Winter '25 Salesforce described a concurrent refresh as an expired code.
+        (
+            "invalid_grant",
+            "expired authorization code",
+            ErrorKind::RefreshInProgress,
+            Cause::RequestInProgress,
+        ),
+    ];
+    for (code, description, kind, cause) in oauth_errors {
+        let fault = FaultKind::OAuthError {
             status: 400,
-            error: "rate_limit_exceeded".into(),
-            description: "Number of logins exceeded".into(),
-        }));
-    let error = client.refresh(&env.transport, &token).await.unwrap_err();
-    assert_server_error(
-        &error,
-        ErrorKind::RateLimited,
-        "rate_limit_exceeded",
-        Cause::Other,
-    );
-
-    env.emulator
-        .inject_fault(token_fault(FaultKind::OAuthError {
-            status: 400,
-            error: "invalid_grant".into(),
-            description: "IP restricted or invalid login hours".into(),
-        }));
-    let error = client.refresh(&env.transport, &token).await.unwrap_err();
-    assert_server_error(
-        &error,
-        ErrorKind::ReauthorizationRequired,
-        "invalid_grant",
-        Cause::IpOrLoginHoursRestricted,
-    );
-
-    // Before Winter '25 Salesforce described a concurrent refresh as an expired code.
-    env.emulator
-        .inject_fault(token_fault(FaultKind::OAuthError {
-            status: 400,
-            error: "invalid_grant".into(),
-            description: "expired authorization code".into(),
-        }));
-    let error = client.refresh(&env.transport, &token).await.unwrap_err();
-    assert_server_error(
-        &error,
-        ErrorKind::RefreshInProgress,
-        "invalid_grant",
-        Cause::RequestInProgress,
-    );
+            error: code.into(),
+            description: description.into(),
+        };
+        let error = refresh_through_fault(&env, &token, fault).await;
+        assert_server_error(&error, kind, code, cause);
+    }
 
     // None of the faults reached the token logic: the refresh token is intact.
-    let refreshed = client.refresh(&env.transport, &token).await.unwrap();
+    let refreshed = refresh(&env, &token).await.unwrap();
     assert_eq!(env.query_status(&refreshed).await.unwrap(), 200);
     let counters = env.emulator.counters();
     assert_eq!(counters.requests("token"), 10);
@@ -771,11 +743,10 @@ async fn retry_does_not_resend_a_code_exchange_either() {
     let env = Env::start().await.unwrap();
     let client = env.client().unwrap();
     let transport = retrying(&env);
-    let request = client
-        .authorize_url(&AuthorizeParams::scopes(["api", "refresh_token"]))
+    let (request, code) = env
+        .authorize_code(&client, &["api", "refresh_token"])
+        .await
         .unwrap();
-    let callback = env.follow_authorize(&request.url).await.unwrap();
-    let code = client.parse_callback(&callback, &request.state).unwrap();
     env.emulator
         .inject_fault(Fault::new(Endpoint::Token, FaultKind::Status(503)).times(1));
     let error = client
@@ -866,18 +837,7 @@ async fn resending_after_refresh_in_progress_kills_a_rotating_family() {
     .unwrap();
     let tokens = env.login().await.unwrap();
     let token = tokens.refresh_token.clone().unwrap();
-    let first = {
-        let client = env.client().unwrap();
-        let transport = env.transport.clone();
-        let token = token.clone();
-        tokio::spawn(async move { client.refresh(&transport, &token).await })
-    };
-    for _ in 0..500 {
-        if env.emulator.refreshes_in_flight() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let first = refresh_holding_the_lock(&env, &token).await;
     let error = refresh(&env, &token).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::RefreshInProgress, "{error}");
     let winner = first.await.unwrap().unwrap();
@@ -887,12 +847,7 @@ async fn resending_after_refresh_in_progress_kills_a_rotating_family() {
     assert_eq!(env.query_status(&winner).await.unwrap(), 200);
     // The wrong move: send the old token again.
     let error = refresh(&env, &token).await.unwrap_err();
-    assert_server_error(
-        &error,
-        ErrorKind::ReauthorizationRequired,
-        "invalid_grant",
-        Cause::TokenExpiredOrRevoked,
-    );
+    assert_revoked(&error);
     assert_eq!(env.emulator.counters().refresh_tokens_reused, 1);
     assert_eq!(env.query_status(&winner).await.unwrap(), 401);
 }

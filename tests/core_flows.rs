@@ -15,13 +15,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sfauth_core::flows::{
-    AuthorizeParams, DevicePoll, IdTokenCheck, JwtBearer, RevokeMethod, TokenExchange,
-    TokenTypeHint, token_type,
+    AuthorizeParams, DevicePoll, IdTokenCheck, RevokeMethod, TokenExchange, TokenTypeHint,
+    token_type,
 };
 use sfauth_core::format::ResponseFormat;
 use sfauth_core::{
     Cause, ConnectedApp, Error, ErrorKind, ExpirySource, IdToken, OAuthClient, Password,
-    PrivateKey, SecretValue, TokenSet,
+    SecretValue, TokenSet,
 };
 use sfauth_emulator::{Clock, Emulator, SEED_CLIENT_PRIVATE_KEY, assertions};
 use sfauth_tests::{Env, SEED};
@@ -94,8 +94,7 @@ async fn web_server_flow_with_pkce() {
 #[tokio::test]
 async fn web_server_flow_through_the_site_prefix() {
     let env = Env::start().await.unwrap();
-    let host = sfauth_core::LoginHost::site(&env.emulator.site_url()).unwrap();
-    let client = OAuthClient::new(host, env.app().unwrap());
+    let client = env.site_client().unwrap();
     assert!(
         client
             .endpoints()
@@ -136,11 +135,7 @@ async fn user_agent_flow_reads_the_fragment() {
     assert_eq!(env.query_status(&tokens).await.unwrap(), 200);
 
     // The refresh token from the fragment is a real one.
-    let refreshed = client
-        .refresh(&env.transport, tokens.refresh_token.as_ref().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(env.query_status(&refreshed).await.unwrap(), 200);
+    env.refresh_and_query(&client, &tokens).await.unwrap();
 }
 
 #[tokio::test]
@@ -267,14 +262,10 @@ async fn username_password_flow() {
 async fn jwt_bearer_flow_with_the_seeded_key() {
     let env = Env::start().await.unwrap();
     // The JWT bearer flow needs no secret: a certificate-only app.
-    let app = ConnectedApp::new(env.creds().client_id.clone());
-    let client = OAuthClient::new(env.host().unwrap(), app);
+    let client = env.key_only_client(env.host().unwrap());
     // Posted to the My Domain, with `aud` the production login pool (the host's default).
     assert_eq!(client.host().jwt_audience(), "https://login.salesforce.com");
-    let jwt = JwtBearer::new(
-        env.creds().username.clone(),
-        PrivateKey::new(SEED_CLIENT_PRIVATE_KEY),
-    );
+    let jwt = env.seeded_jwt();
     let tokens = client.jwt_bearer(&env.transport, &jwt).await.unwrap();
     assert_seeded(&env, &tokens);
     assert!(tokens.refresh_token.is_none());
@@ -558,11 +549,7 @@ async fn revoke_an_access_token_by_post() {
         .unwrap();
     assert_eq!(env.query_status(&tokens).await.unwrap(), 401);
     // Only the session died: the refresh token still works.
-    let refreshed = client
-        .refresh(&env.transport, tokens.refresh_token.as_ref().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(env.query_status(&refreshed).await.unwrap(), 200);
+    env.refresh_and_query(&client, &tokens).await.unwrap();
 
     // Revoking it again is an error the server explains.
     let error = client
@@ -870,25 +857,13 @@ async fn every_format_works_for_every_token_grant() {
             .await
             .unwrap();
         assert!(tokens.id_token.is_some(), "{format:?}");
-        let refreshed = client
-            .refresh(&env.transport, tokens.refresh_token.as_ref().unwrap())
+        let refreshed = env
+            .refresh_and_query(&client, &tokens)
             .await
-            .unwrap();
-        assert_eq!(
-            env.query_status(&refreshed).await.unwrap(),
-            200,
-            "{format:?}"
-        );
+            .unwrap_or_else(|error| panic!("{format:?}: {error}"));
         let cc = client.client_credentials(&env.transport).await.unwrap();
         assert!(cc.api_instance_url.is_some(), "{format:?}");
-        let introspection = client
-            .introspect(
-                &env.transport,
-                &SecretValue::from(refreshed.access_token.clone()),
-                None,
-            )
-            .await
-            .unwrap();
+        let introspection = env.introspect_access(&client, &refreshed).await.unwrap();
         assert!(introspection.active, "{format:?}");
         let device = client.device_start(&env.transport, None).await.unwrap();
         assert!(!device.user_code.is_empty(), "{format:?}");

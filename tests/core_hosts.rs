@@ -10,25 +10,18 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use sfauth_core::flows::{AuthorizeParams, IdTokenCheck, JwtBearer, RevokeMethod};
+use sfauth_core::flows::{AuthorizeParams, IdTokenCheck, RevokeMethod};
 use sfauth_core::{
     ClientAuth, ConnectedApp, ErrorKind, ExpirySource, LoginHost, OAuthClient, Password,
-    PrivateKey, SecretValue,
+    SecretValue,
 };
-use sfauth_emulator::{AppConfig, Clock, RevokeErrorFormat, SEED_CLIENT_PRIVATE_KEY};
+use sfauth_emulator::{AppConfig, Clock, RevokeErrorFormat};
 use sfauth_tests::Env;
-
-fn site_client(env: &Env) -> OAuthClient {
-    OAuthClient::new(
-        LoginHost::site(&env.emulator.site_url()).unwrap(),
-        env.app().unwrap(),
-    )
-}
 
 #[tokio::test]
 async fn id_tokens_from_the_site_validate_against_the_site() {
     let env = Env::start().await.unwrap();
-    let client = site_client(&env);
+    let client = env.site_client().unwrap();
     let tokens = env
         .web_server_login(&client, &["api", "openid"])
         .await
@@ -49,7 +42,7 @@ async fn id_tokens_from_the_site_validate_against_the_site() {
 #[tokio::test]
 async fn the_user_agent_fragment_from_the_site_names_the_community() {
     let env = Env::start().await.unwrap();
-    let client = site_client(&env);
+    let client = env.site_client().unwrap();
     let request = client
         .user_agent_url(&AuthorizeParams::scopes(["api"]))
         .unwrap();
@@ -68,16 +61,12 @@ async fn the_user_agent_fragment_from_the_site_names_the_community() {
 #[tokio::test]
 async fn jwt_bearer_through_the_site_uses_the_site_audience() {
     let env = Env::start().await.unwrap();
-    let client = OAuthClient::new(
-        LoginHost::site(&env.emulator.site_url()).unwrap(),
-        ConnectedApp::new(env.creds().client_id.clone()),
-    );
+    let client = env.key_only_client(LoginHost::site(&env.emulator.site_url()).unwrap());
     assert_eq!(client.host().jwt_audience(), env.emulator.site_url());
-    let jwt = JwtBearer::new(
-        env.creds().username.clone(),
-        PrivateKey::new(SEED_CLIENT_PRIVATE_KEY),
-    );
-    let tokens = client.jwt_bearer(&env.transport, &jwt).await.unwrap();
+    let tokens = client
+        .jwt_bearer(&env.transport, &env.seeded_jwt())
+        .await
+        .unwrap();
     assert_eq!(env.query_status(&tokens).await.unwrap(), 200);
 }
 
@@ -111,11 +100,7 @@ async fn basic_client_authentication_on_every_authenticated_endpoint() {
         .await
         .unwrap();
     assert!(tokens.signature.is_some());
-    let refreshed = client
-        .refresh(&env.transport, tokens.refresh_token.as_ref().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(env.query_status(&refreshed).await.unwrap(), 200);
+    let refreshed = env.refresh_and_query(&client, &tokens).await.unwrap();
     client
         .password(
             &env.transport,
@@ -125,14 +110,7 @@ async fn basic_client_authentication_on_every_authenticated_endpoint() {
         .await
         .unwrap();
     client.client_credentials(&env.transport).await.unwrap();
-    let introspection = client
-        .introspect(
-            &env.transport,
-            &SecretValue::from(refreshed.access_token.clone()),
-            None,
-        )
-        .await
-        .unwrap();
+    let introspection = env.introspect_access(&client, &refreshed).await.unwrap();
     assert!(introspection.active);
     assert_eq!(
         introspection.client_id.as_deref(),
@@ -151,14 +129,7 @@ async fn basic_client_authentication_on_every_authenticated_endpoint() {
         .await
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::InvalidClient, "{error}");
-    let error = wrong
-        .introspect(
-            &env.transport,
-            &SecretValue::from(refreshed.access_token.clone()),
-            None,
-        )
-        .await
-        .unwrap_err();
+    let error = env.introspect_access(&wrong, &refreshed).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::InvalidClient, "{error}");
 }
 
@@ -211,14 +182,7 @@ async fn a_configured_session_timeout_matches_the_server() {
         .await
         .unwrap();
     assert_eq!(tokens.expiry_source, Some(ExpirySource::SessionTimeout));
-    let introspection = client
-        .introspect(
-            &env.transport,
-            &SecretValue::from(tokens.access_token.clone()),
-            None,
-        )
-        .await
-        .unwrap();
+    let introspection = env.introspect_access(&client, &tokens).await.unwrap();
     // Core counts from `issued_at` in milliseconds, introspection says whole seconds.
     let expires_secs = tokens
         .expires_at
@@ -273,11 +237,7 @@ async fn a_public_pkce_client_without_a_secret() {
         .unwrap();
     // The signature is there but cannot be checked without the secret.
     assert!(tokens.signature.is_some());
-    let refreshed = client
-        .refresh(&env.transport, tokens.refresh_token.as_ref().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(env.query_status(&refreshed).await.unwrap(), 200);
+    env.refresh_and_query(&client, &tokens).await.unwrap();
 
     // An app that requires the secret on refresh refuses the public client.
     env.emulator
@@ -301,14 +261,8 @@ async fn jwt_assertions_stay_within_three_minutes() {
     })
     .await
     .unwrap();
-    let client = OAuthClient::new(
-        env.host().unwrap(),
-        ConnectedApp::new(env.creds().client_id.clone()),
-    );
-    let jwt = JwtBearer::new(
-        env.creds().username.clone(),
-        PrivateKey::new(SEED_CLIENT_PRIVATE_KEY),
-    );
+    let client = env.key_only_client(env.host().unwrap());
+    let jwt = env.seeded_jwt();
     let tokens = client.jwt_bearer(&env.transport, &jwt).await.unwrap();
     assert_eq!(env.query_status(&tokens).await.unwrap(), 200);
 
@@ -338,19 +292,8 @@ async fn custom_endpoints_set_one_by_one() {
         .unwrap();
     // The code exchange went through the site, so the community fields are there.
     assert!(tokens.community_url.is_some());
-    let refreshed = client
-        .refresh(&env.transport, tokens.refresh_token.as_ref().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(env.query_status(&refreshed).await.unwrap(), 200);
-    let introspection = client
-        .introspect(
-            &env.transport,
-            &SecretValue::from(refreshed.access_token.clone()),
-            None,
-        )
-        .await
-        .unwrap();
+    let refreshed = env.refresh_and_query(&client, &tokens).await.unwrap();
+    let introspection = env.introspect_access(&client, &refreshed).await.unwrap();
     assert!(introspection.active);
     // The id token names the host it was issued through, which a custom setup names itself.
     let check = IdTokenCheck {

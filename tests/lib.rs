@@ -10,10 +10,13 @@
 
 use std::time::Duration;
 
-use sfauth_core::flows::AuthorizeParams;
+use sfauth_core::flows::{AuthorizationRequest, AuthorizeParams, Introspection, JwtBearer};
 use sfauth_core::http::{HttpRequest, HttpTransport, RetrySafety};
-use sfauth_core::{AccessToken, ConnectedApp, LoginHost, OAuthClient, TokenSet};
-use sfauth_emulator::{Clock, Credentials, Emulator, EmulatorBuilder};
+use sfauth_core::{
+    AccessToken, AuthorizationCode, ConnectedApp, LoginHost, OAuthClient, PrivateKey, SecretValue,
+    TokenSet,
+};
+use sfauth_emulator::{Clock, Credentials, Emulator, EmulatorBuilder, SEED_CLIENT_PRIVATE_KEY};
 use sfauth_transport::ReqwestTransport;
 use url::Url;
 
@@ -90,6 +93,76 @@ impl Env {
         Ok(OAuthClient::new(self.host()?, self.app()?))
     }
 
+    /// The seeded app on the emulator's Experience Cloud-style site (`{base}/community`).
+    pub fn site_client(&self) -> Result<OAuthClient> {
+        Ok(OAuthClient::new(
+            LoginHost::site(&self.emulator.site_url())?,
+            self.app()?,
+        ))
+    }
+
+    /// A client on `host` that knows only the seeded consumer key (no secret, no callback): what
+    /// the JWT bearer flow needs.
+    pub fn key_only_client(&self, host: LoginHost) -> OAuthClient {
+        OAuthClient::new(host, ConnectedApp::new(self.creds().client_id.clone()))
+    }
+
+    /// A JWT bearer grant for the seeded user, signed with the seeded app's certificate key.
+    pub fn seeded_jwt(&self) -> JwtBearer {
+        JwtBearer::new(
+            self.creds().username.clone(),
+            PrivateKey::new(SEED_CLIENT_PRIVATE_KEY),
+        )
+    }
+
+    /// `client` refreshes with the refresh token of `tokens`, and the new access token must work:
+    /// a SOQL query with it answers 200. Returns the new token set.
+    pub async fn refresh_and_query(
+        &self,
+        client: &OAuthClient,
+        tokens: &TokenSet,
+    ) -> Result<TokenSet> {
+        let token = tokens
+            .refresh_token
+            .as_ref()
+            .ok_or("the token set has no refresh token")?;
+        let refreshed = client.refresh(&self.transport, token).await?;
+        let status = self.query_status(&refreshed).await?;
+        if status != 200 {
+            return Err(format!("a query with the refreshed token answered {status}").into());
+        }
+        Ok(refreshed)
+    }
+
+    /// `client` introspects the access token of `tokens`, without a type hint.
+    pub async fn introspect_access(
+        &self,
+        client: &OAuthClient,
+        tokens: &TokenSet,
+    ) -> Result<Introspection, sfauth_core::Error> {
+        client
+            .introspect(
+                &self.transport,
+                &SecretValue::from(tokens.access_token.clone()),
+                None,
+            )
+            .await
+    }
+
+    /// The first half of the web server flow: authorization URL for `scopes`, browser redirect
+    /// and callback parsing. Returns the request (state, PKCE verifier) and the code, not yet
+    /// exchanged.
+    pub async fn authorize_code(
+        &self,
+        client: &OAuthClient,
+        scopes: &[&str],
+    ) -> Result<(AuthorizationRequest, AuthorizationCode)> {
+        let request = client.authorize_url(&AuthorizeParams::scopes(scopes.iter().copied()))?;
+        let callback = self.follow_authorize(&request.url).await?;
+        let code = client.parse_callback(&callback, &request.state)?;
+        Ok((request, code))
+    }
+
     /// Plays the browser: `GET url` on the authorize endpoint (auto-approve answers at once) and
     /// returns where the emulator redirects to.
     pub async fn follow_authorize(&self, url: &Url) -> Result<Url> {
@@ -112,9 +185,7 @@ impl Env {
         client: &OAuthClient,
         scopes: &[&str],
     ) -> Result<TokenSet> {
-        let request = client.authorize_url(&AuthorizeParams::scopes(scopes.iter().copied()))?;
-        let callback = self.follow_authorize(&request.url).await?;
-        let code = client.parse_callback(&callback, &request.state)?;
+        let (request, code) = self.authorize_code(client, scopes).await?;
         Ok(client
             .exchange_code(&self.transport, &code, request.pkce_verifier.as_ref())
             .await?)
