@@ -42,6 +42,11 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// A text fixture with every `from` replaced by `to`.
+fn fixture_replacing(name: &str, from: &str, to: &str) -> String {
+    String::from_utf8(fixture(name)).unwrap().replace(from, to)
+}
+
 fn app() -> ConnectedApp {
     ConnectedApp::new(CLIENT_ID)
         .with_secret(SECRET)
@@ -448,6 +453,11 @@ async fn check(
     grant.run(&client, &script.transport()).await
 }
 
+/// [`check`] with the defaults: client authentication in the body, JSON responses.
+async fn check_json(grant: Grant, reply: Reply) -> Result<TokenSet, Error> {
+    check(grant, ClientAuth::RequestBody, ResponseFormat::Json, reply).await
+}
+
 #[tokio::test]
 async fn every_grant_sends_the_exact_request_and_parses_success() {
     for grant in ALL_GRANTS {
@@ -479,14 +489,9 @@ async fn every_grant_sends_the_exact_request_and_parses_success() {
 
 #[tokio::test]
 async fn success_fields_are_all_read() {
-    let tokens = check(
-        Grant::Code,
-        ClientAuth::RequestBody,
-        ResponseFormat::Json,
-        Reply::fixture("token_success.json"),
-    )
-    .await
-    .unwrap();
+    let tokens = check_json(Grant::Code, Reply::fixture("token_success.json"))
+        .await
+        .unwrap();
     assert_eq!(
         tokens.access_token.expose_secret(),
         "00D5e000000Abcd!AQ4AQFakeAccessTokenValue"
@@ -501,10 +506,8 @@ async fn success_fields_are_all_read() {
         ["refresh_token", "api", "id"]
     );
     assert_eq!(tokens.expires_at, None, "salesforce sends no expires_in");
-    let cc = check(
+    let cc = check_json(
         Grant::ClientCredentials,
-        ClientAuth::RequestBody,
-        ResponseFormat::Json,
         Reply::fixture("token_client_credentials.json"),
     )
     .await
@@ -543,43 +546,28 @@ async fn three_formats_give_the_same_token_set() {
         "token_success.xml",
     ] {
         let reply = Reply::new(200, None, self::fixture(fixture));
-        let tokens = check(
-            Grant::Refresh,
-            ClientAuth::RequestBody,
-            ResponseFormat::Json,
-            reply,
-        )
-        .await
-        .unwrap();
+        let tokens = check_json(Grant::Refresh, reply).await.unwrap();
         assert_eq!(tokens, sets[0], "{fixture}");
     }
 }
 
 #[tokio::test]
 async fn refresh_keeps_the_old_refresh_token_unless_rotated() {
-    let body = String::from_utf8(fixture("token_success.json"))
-        .unwrap()
-        .replace(r#""refresh_token":"5Aep861FakeRefreshTokenValue","#, "");
-    let tokens = check(
-        Grant::Refresh,
-        ClientAuth::RequestBody,
-        ResponseFormat::Json,
-        Reply::json(200, body),
-    )
-    .await
-    .unwrap();
+    let body = fixture_replacing(
+        "token_success.json",
+        r#""refresh_token":"5Aep861FakeRefreshTokenValue","#,
+        "",
+    );
+    let tokens = check_json(Grant::Refresh, Reply::json(200, body))
+        .await
+        .unwrap();
     assert_eq!(
         tokens.refresh_token.unwrap().expose_secret(),
         "5Aep861OldRefresh"
     );
-    let rotated = check(
-        Grant::Refresh,
-        ClientAuth::RequestBody,
-        ResponseFormat::Json,
-        Reply::fixture("token_success.json"),
-    )
-    .await
-    .unwrap();
+    let rotated = check_json(Grant::Refresh, Reply::fixture("token_success.json"))
+        .await
+        .unwrap();
     assert_eq!(
         rotated.refresh_token.unwrap().expose_secret(),
         "5Aep861FakeRefreshTokenValue"
@@ -602,24 +590,15 @@ async fn experience_cloud_site_with_basic_auth() {
 
 #[tokio::test]
 async fn signature_mismatch_is_a_typed_error() {
-    let body = String::from_utf8(fixture("token_success.json"))
-        .unwrap()
-        .replace("1700000000123", "1700000000124");
-    let error = check(
-        Grant::Refresh,
-        ClientAuth::RequestBody,
-        ResponseFormat::Json,
-        Reply::json(200, body),
-    )
-    .await
-    .unwrap_err();
+    let body = fixture_replacing("token_success.json", "1700000000123", "1700000000124");
+    let error = check_json(Grant::Refresh, Reply::json(200, body))
+        .await
+        .unwrap_err();
     assert!(matches!(error, Error::SignatureMismatch), "{error}");
     assert_eq!(error.kind(), ErrorKind::Protocol);
     // Without a secret the signature cannot be checked, and is not.
     let client = OAuthClient::new(LoginHost::Production, ConnectedApp::new(CLIENT_ID));
-    let body = String::from_utf8(fixture("token_success.json"))
-        .unwrap()
-        .replace("1700000000123", "1700000000124");
+    let body = fixture_replacing("token_success.json", "1700000000123", "1700000000124");
     let expect = Expect::token(
         &[
             ("grant_type", "refresh_token"),
@@ -839,27 +818,13 @@ async fn expired_authorization_code_depends_on_the_grant() {
             r#"{"error":"invalid_grant","error_description":"expired authorization code"}"#,
         )
     };
-    let refresh = check(
-        Grant::Refresh,
-        ClientAuth::RequestBody,
-        ResponseFormat::Json,
-        reply(),
-    )
-    .await
-    .unwrap_err();
+    let refresh = check_json(Grant::Refresh, reply()).await.unwrap_err();
     assert_eq!(
         refresh.kind(),
         ErrorKind::RefreshInProgress,
         "pre-Winter '25 wording of a concurrent refresh"
     );
-    let code = check(
-        Grant::Code,
-        ClientAuth::RequestBody,
-        ResponseFormat::Json,
-        reply(),
-    )
-    .await
-    .unwrap_err();
+    let code = check_json(Grant::Code, reply()).await.unwrap_err();
     assert_eq!(code.kind(), ErrorKind::ReauthorizationRequired);
     assert_eq!(
         code.server().unwrap().cause(),
@@ -915,14 +880,7 @@ async fn status_and_transport_failures() {
     cases.push((Reply::new(403, None, ""), ErrorKind::Protocol, None));
     for (reply, kind, retry_after) in cases {
         let status = reply.status;
-        let error = check(
-            Grant::JwtBearer,
-            ClientAuth::RequestBody,
-            ResponseFormat::Json,
-            reply,
-        )
-        .await
-        .unwrap_err();
+        let error = check_json(Grant::JwtBearer, reply).await.unwrap_err();
         assert_eq!(error.kind(), kind, "{status}: {error}");
         assert_eq!(error.retry_after(), retry_after, "{status}");
     }
@@ -966,14 +924,7 @@ async fn malformed_huge_and_truncated_bodies_are_parse_errors_with_redacted_exce
         (Reply::json(200, vec![0xff, 0xfe, b'{']), "invalid json"),
     ];
     for (reply, reason) in cases {
-        let error = check(
-            Grant::Refresh,
-            ClientAuth::RequestBody,
-            ResponseFormat::Json,
-            reply,
-        )
-        .await
-        .unwrap_err();
+        let error = check_json(Grant::Refresh, reply).await.unwrap_err();
         let Error::Parse {
             reason: got,
             excerpt,
@@ -1398,14 +1349,9 @@ async fn introspection_and_expiry_from_it() {
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::InvalidClient);
 
-    let mut tokens = check(
-        Grant::Refresh,
-        ClientAuth::RequestBody,
-        ResponseFormat::Json,
-        Reply::fixture("token_success.json"),
-    )
-    .await
-    .unwrap();
+    let mut tokens = check_json(Grant::Refresh, Reply::fixture("token_success.json"))
+        .await
+        .unwrap();
     tokens.apply_introspection(&inactive);
     assert_eq!(
         tokens.expires_at, None,
@@ -1436,9 +1382,11 @@ async fn session_timeout_is_the_last_resort() {
         Some(std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123 + 7_200_000))
     );
     // expires_in, when a server sends it, wins.
-    let body = String::from_utf8(fixture("token_success.json"))
-        .unwrap()
-        .replace(r#""token_type""#, r#""expires_in":"3600","token_type""#);
+    let body = fixture_replacing(
+        "token_success.json",
+        r#""token_type""#,
+        r#""expires_in":"3600","token_type""#,
+    );
     let script = Script::new(vec![(
         Grant::Refresh.expect(ClientAuth::RequestBody, ResponseFormat::Json),
         Reply::json(200, body),
@@ -1472,14 +1420,9 @@ fn bearer_get(url: &str, token: Option<&str>) -> Expect {
 #[tokio::test]
 async fn userinfo_and_identity_url() {
     let client = client();
-    let tokens = check(
-        Grant::Refresh,
-        ClientAuth::RequestBody,
-        ResponseFormat::Json,
-        Reply::fixture("token_success.json"),
-    )
-    .await
-    .unwrap();
+    let tokens = check_json(Grant::Refresh, Reply::fixture("token_success.json"))
+        .await
+        .unwrap();
     let access = "00D5e000000Abcd!AQ4AQFakeAccessTokenValue";
     let script = Script::new(vec![
         (
@@ -1692,14 +1635,9 @@ async fn no_secret_in_any_debug_or_display() {
         "aPrxFakeCode",
         "external-subject",
     ];
-    let tokens = check(
-        Grant::Code,
-        ClientAuth::RequestBody,
-        ResponseFormat::Json,
-        Reply::fixture("token_success.json"),
-    )
-    .await
-    .unwrap();
+    let tokens = check_json(Grant::Code, Reply::fixture("token_success.json"))
+        .await
+        .unwrap();
     let client = client();
     let request = client.authorize_url(&AuthorizeParams::default()).unwrap();
     let mut exchange = TokenExchange::new(
@@ -1723,10 +1661,8 @@ async fn no_secret_in_any_debug_or_display() {
         .device_poll(&script.transport(), &authorization)
         .await
         .unwrap();
-    let error_with_body = check(
+    let error_with_body = check_json(
         Grant::Refresh,
-        ClientAuth::RequestBody,
-        ResponseFormat::Json,
         Reply::json(200, &fixture("token_success.json")[..120]),
     )
     .await
