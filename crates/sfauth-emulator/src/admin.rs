@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State as AxumState};
+use axum::extract::{Path, Query, Request, State as AxumState};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,9 +16,9 @@ use serde_json::json;
 use crate::faults::{Endpoint, Fault, FaultKind};
 use crate::model::{AppConfig, AppPolicy, UserConfig, UserStatus};
 use crate::server::Shared;
-use crate::state::DeviceStatus;
+use crate::state::{DeviceStatus, State};
 
-pub(crate) fn routes() -> Router<Arc<Shared>> {
+pub(crate) fn routes(shared: &Arc<Shared>) -> Router<Arc<Shared>> {
     Router::new()
         .route("/__emulator/clock/advance", post(advance))
         .route("/__emulator/access-tokens/expire", post(expire))
@@ -32,11 +33,29 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/__emulator/device/approve", post(approve_device))
         .route("/__emulator/faults", post(add_fault).delete(clear_faults))
         .route("/__emulator/counters", get(counters).delete(reset_counters))
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            only_when_enabled,
+        ))
 }
 
-/// A 404 when the admin API is off.
-fn disabled(shared: &Shared) -> Option<Response> {
-    (!shared.lock().settings.admin_api).then(|| StatusCode::NOT_FOUND.into_response())
+/// Answers 404 on every admin route while the admin API is off, before any extractor runs.
+async fn only_when_enabled(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !shared.lock().settings.admin_api {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    next.run(req).await
+}
+
+/// `org_id`, or the first org when none is named.
+fn org_or_first(st: &State, org_id: Option<String>) -> String {
+    org_id
+        .or_else(|| st.orgs.first().map(|o| o.id.clone()))
+        .unwrap_or_default()
 }
 
 fn bad(message: impl Into<String>) -> Response {
@@ -66,17 +85,11 @@ struct Seconds {
 }
 
 async fn advance(AxumState(shared): AxumState<Arc<Shared>>, Query(q): Query<Seconds>) -> Response {
-    if let Some(r) = disabled(&shared) {
-        return r;
-    }
     shared.clock.advance(Duration::from_secs(q.seconds));
     done(Ok(shared.clock.now_ms()))
 }
 
 async fn expire(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
-    if let Some(r) = disabled(&shared) {
-        return r;
-    }
     let now = shared.clock.now_ms();
     shared.lock().expire_access_tokens(now);
     done(Ok(()))
@@ -92,9 +105,6 @@ async fn revoke(
     AxumState(shared): AxumState<Arc<Shared>>,
     Query(q): Query<RevokeQuery>,
 ) -> Response {
-    if let Some(r) = disabled(&shared) {
-        return r;
-    }
     let mut st = shared.lock();
     let user_id = match &q.username {
         Some(name) => match st.user_by_name(name) {
@@ -117,9 +127,6 @@ struct NewOrg {
 }
 
 async fn add_org(AxumState(shared): AxumState<Arc<Shared>>, Json(body): Json<NewOrg>) -> Response {
-    if let Some(r) = disabled(&shared) {
-        return r;
-    }
     done(shared.lock().add_org(None, &body.name, body.instance_url))
 }
 
@@ -134,14 +141,8 @@ async fn add_user(
     AxumState(shared): AxumState<Arc<Shared>>,
     Json(body): Json<NewUser>,
 ) -> Response {
-    if let Some(r) = disabled(&shared) {
-        return r;
-    }
     let mut st = shared.lock();
-    let org = body
-        .org_id
-        .or_else(|| st.orgs.first().map(|o| o.id.clone()))
-        .unwrap_or_default();
+    let org = org_or_first(&st, body.org_id);
     done(st.add_user(&org, body.user))
 }
 
@@ -153,14 +154,8 @@ struct NewApp {
 }
 
 async fn add_app(AxumState(shared): AxumState<Arc<Shared>>, Json(body): Json<NewApp>) -> Response {
-    if let Some(r) = disabled(&shared) {
-        return r;
-    }
     let mut st = shared.lock();
-    let org = body
-        .org_id
-        .or_else(|| st.orgs.first().map(|o| o.id.clone()))
-        .unwrap_or_default();
+    let org = org_or_first(&st, body.org_id);
     done(st.add_app(&org, body.app))
 }
 
@@ -174,9 +169,6 @@ async fn user_status(
     Path(username): Path<String>,
     Query(q): Query<StatusQuery>,
 ) -> Response {
-    if let Some(r) = disabled(&shared) {
-        return r;
-    }
     done(
         shared
             .lock()
@@ -189,9 +181,6 @@ async fn app_action(
     AxumState(shared): AxumState<Arc<Shared>>,
     Path((client_id, action)): Path<(String, String)>,
 ) -> Response {
-    if let Some(r) = disabled(&shared) {
-        return r;
-    }
     let mut st = shared.lock();
     let result = match action.as_str() {
         "block" => st
@@ -216,9 +205,6 @@ async fn app_policy(
     Path(client_id): Path<String>,
     Json(policy): Json<AppPolicy>,
 ) -> Response {
-    if let Some(r) = disabled(&shared) {
-        return r;
-    }
     done(
         shared
             .lock()
@@ -237,9 +223,6 @@ async fn instance_url(
     Path(org_id): Path<String>,
     Query(q): Query<UrlQuery>,
 ) -> Response {
-    if let Some(r) = disabled(&shared) {
-        return r;
-    }
     let mut st = shared.lock();
     let result = st
         .orgs
@@ -262,9 +245,6 @@ async fn approve_device(
     AxumState(shared): AxumState<Arc<Shared>>,
     Query(q): Query<DeviceQuery>,
 ) -> Response {
-    if let Some(r) = disabled(&shared) {
-        return r;
-    }
     let mut st = shared.lock();
     let user_id = match q
         .username
@@ -311,9 +291,6 @@ async fn add_fault(
     AxumState(shared): AxumState<Arc<Shared>>,
     Json(body): Json<FaultBody>,
 ) -> Response {
-    if let Some(r) = disabled(&shared) {
-        return r;
-    }
     let Some(endpoint) = Endpoint::from_name(&body.endpoint) else {
         return bad(format!("unknown endpoint {}", body.endpoint));
     };
@@ -351,17 +328,11 @@ async fn add_fault(
 }
 
 async fn clear_faults(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
-    if let Some(r) = disabled(&shared) {
-        return r;
-    }
     shared.lock().faults.clear();
     done(Ok(()))
 }
 
 async fn counters(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
-    if let Some(r) = disabled(&shared) {
-        return r;
-    }
     let c = shared.lock().counters.clone();
     Json(json!({
         "requests": c.requests,
@@ -376,9 +347,6 @@ async fn counters(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
 }
 
 async fn reset_counters(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
-    if let Some(r) = disabled(&shared) {
-        return r;
-    }
     shared.lock().counters = Default::default();
     done(Ok(()))
 }

@@ -555,7 +555,7 @@ fn router(shared: &Arc<Shared>) -> Router {
         .site_prefix
         .trim_matches('/')
         .to_owned();
-    let mut app = routes().merge(crate::admin::routes());
+    let mut app = routes().merge(crate::admin::routes(shared));
     if !prefix.is_empty() {
         app = app.nest(&format!("/{prefix}"), routes());
     }

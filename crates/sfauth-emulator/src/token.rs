@@ -1,6 +1,6 @@
 //! `/services/oauth2/token`: every grant, both device-flow steps, and the response fields.
 
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use axum::extract::{Request, State as AxumState};
@@ -308,10 +308,8 @@ fn site_fields(ctx: &Ctx<'_>, st: &State) -> Fields {
 
 fn authorization_code(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     let now = ctx.now();
+    let (mut st, client_id) = authenticated_client(ctx, false, Flow::AuthorizationCode)?;
     let auth = ClientAuth::from(ctx.headers, ctx.params);
-    let mut st = ctx.shared.lock();
-    let client_id = authenticate(&st, &auth, false)?;
-    require_flow(&st, &client_id, Flow::AuthorizationCode)?;
     let app = st
         .app(&client_id)
         .ok_or_else(OAuthError::invalid_client_id)?;
@@ -417,10 +415,7 @@ async fn refresh(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
 
 fn password(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     let now = ctx.now();
-    let auth = ClientAuth::from(ctx.headers, ctx.params);
-    let mut st = ctx.shared.lock();
-    let client_id = authenticate(&st, &auth, true)?;
-    require_flow(&st, &client_id, Flow::Password)?;
+    let (mut st, client_id) = authenticated_client(ctx, true, Flow::Password)?;
     let username = ctx.param("username").unwrap_or("");
     let presented = ctx.param("password").unwrap_or("");
     let user = st
@@ -441,10 +436,7 @@ fn password(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
 
 fn client_credentials(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     let now = ctx.now();
-    let auth = ClientAuth::from(ctx.headers, ctx.params);
-    let mut st = ctx.shared.lock();
-    let client_id = authenticate(&st, &auth, true)?;
-    require_flow(&st, &client_id, Flow::ClientCredentials)?;
+    let (mut st, client_id) = authenticated_client(ctx, true, Flow::ClientCredentials)?;
     let host = crate::params::host(ctx.headers);
     if st
         .settings
@@ -474,10 +466,7 @@ fn client_credentials(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
         .map(|u| u.id.clone())
         .ok_or_else(|| OAuthError::invalid_grant("no client credentials user enabled"))?;
     st.check_user(&user_id)?;
-    let scopes = State::grant_scopes(ctx.param("scope"))?
-        .into_iter()
-        .filter(|s| s != "refresh_token")
-        .collect();
+    let scopes = scopes_without_refresh(ctx)?;
     let issued = st.issue(&client_id, &user_id, scopes, false, now);
     let shape = Shape {
         signature: true,
@@ -533,6 +522,59 @@ fn preauthorized(st: &State, client_id: &str, user_id: &str) -> bool {
     }
 }
 
+/// The start of every grant that authenticates its client: `authenticate` (`need_secret`: a
+/// client id alone is not enough) and the app's `flow` switch. Returns the locked state and the
+/// client id.
+fn authenticated_client<'a>(
+    ctx: &Ctx<'a>,
+    need_secret: bool,
+    flow: Flow,
+) -> Result<(MutexGuard<'a, State>, String), OAuthError> {
+    let auth = ClientAuth::from(ctx.headers, ctx.params);
+    let st = ctx.shared.lock();
+    let client_id = authenticate(&st, &auth, need_secret)?;
+    require_flow(&st, &client_id, flow)?;
+    Ok((st, client_id))
+}
+
+/// The requested scopes without `refresh_token`, for the grants that never issue one.
+fn scopes_without_refresh(ctx: &Ctx<'_>) -> Result<Vec<String>, OAuthError> {
+    Ok(State::grant_scopes(ctx.param("scope"))?
+        .into_iter()
+        .filter(|s| s != "refresh_token")
+        .collect())
+}
+
+/// The end the bearer assertion grants (JWT, SAML) share once the assertion checks out: its
+/// subject must be a user the app is pre-authorized for, no refresh token is issued, and, as
+/// observed, the response carries no signature or `issued_at`.
+fn issue_to_assertion_subject(
+    ctx: &Ctx<'_>,
+    st: &mut State,
+    client_id: &str,
+    subject: &str,
+    now: i64,
+) -> Result<Fields, OAuthError> {
+    let user_id = st
+        .user_by_name(subject)
+        .map(|u| u.id.clone())
+        .ok_or_else(|| OAuthError::invalid_grant("user hasn't approved this consumer"))?;
+    if !preauthorized(st, client_id, &user_id) {
+        return Err(OAuthError::invalid_grant(
+            "user hasn't approved this consumer",
+        ));
+    }
+    st.check_user(&user_id)?;
+    let scopes = scopes_without_refresh(ctx)?;
+    let issued = st.issue(client_id, &user_id, scopes, false, now);
+    let shape = Shape {
+        signature: false,
+        id_token_nonce: None,
+        extra: site_fields(ctx, st),
+    };
+    Ok(finish(ctx, st, issued, shape))
+}
+
 fn jwt_bearer(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     let now = ctx.now();
     let assertion = ctx
@@ -573,28 +615,7 @@ fn jwt_bearer(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
         .or_else(|| claims.get("sub"))
         .and_then(Value::as_str)
         .unwrap_or("");
-    let user_id = st
-        .user_by_name(subject)
-        .map(|u| u.id.clone())
-        .ok_or_else(|| OAuthError::invalid_grant("user hasn't approved this consumer"))?;
-    if !preauthorized(&st, &client_id, &user_id) {
-        return Err(OAuthError::invalid_grant(
-            "user hasn't approved this consumer",
-        ));
-    }
-    st.check_user(&user_id)?;
-    let scopes = State::grant_scopes(ctx.param("scope"))?
-        .into_iter()
-        .filter(|s| s != "refresh_token")
-        .collect();
-    let issued = st.issue(&client_id, &user_id, scopes, false, now);
-    // Observed JWT bearer responses carry no signature or issued_at.
-    let shape = Shape {
-        signature: false,
-        id_token_nonce: None,
-        extra: site_fields(ctx, &st),
-    };
-    Ok(finish(ctx, &mut st, issued, shape))
+    issue_to_assertion_subject(ctx, &mut st, &client_id, subject, now)
 }
 
 fn device_start(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
@@ -634,10 +655,7 @@ fn device_start(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
 
 fn device_poll(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     let now = ctx.now();
-    let auth = ClientAuth::from(ctx.headers, ctx.params);
-    let mut st = ctx.shared.lock();
-    let client_id = authenticate(&st, &auth, false)?;
-    require_flow(&st, &client_id, Flow::Device)?;
+    let (mut st, client_id) = authenticated_client(ctx, false, Flow::Device)?;
     let code = ctx.param("code").unwrap_or("");
     let interval_ms =
         i64::try_from(st.settings.device_interval_secs.saturating_mul(1000)).unwrap_or(0);
@@ -738,10 +756,7 @@ fn exchange_subject(
 
 fn token_exchange(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     let now = ctx.now();
-    let auth = ClientAuth::from(ctx.headers, ctx.params);
-    let mut st = ctx.shared.lock();
-    let client_id = authenticate(&st, &auth, false)?;
-    require_flow(&st, &client_id, Flow::TokenExchange)?;
+    let (mut st, client_id) = authenticated_client(ctx, false, Flow::TokenExchange)?;
     let user_id = exchange_subject(ctx, &st, &client_id, now)?;
     st.check_user(&user_id)?;
     let scopes = State::grant_scopes(ctx.param("scope"))?;
@@ -788,27 +803,7 @@ fn saml_bearer(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     {
         return Err(OAuthError::invalid_grant("expired authorization code"));
     }
-    let user_id = st
-        .user_by_name(&assertion.subject)
-        .map(|u| u.id.clone())
-        .ok_or_else(|| OAuthError::invalid_grant("user hasn't approved this consumer"))?;
-    if !preauthorized(&st, &client_id, &user_id) {
-        return Err(OAuthError::invalid_grant(
-            "user hasn't approved this consumer",
-        ));
-    }
-    st.check_user(&user_id)?;
-    let scopes = State::grant_scopes(ctx.param("scope"))?
-        .into_iter()
-        .filter(|s| s != "refresh_token")
-        .collect();
-    let issued = st.issue(&client_id, &user_id, scopes, false, now);
-    let shape = Shape {
-        signature: false,
-        id_token_nonce: None,
-        extra: site_fields(ctx, &st),
-    };
-    Ok(finish(ctx, &mut st, issued, shape))
+    issue_to_assertion_subject(ctx, &mut st, &client_id, &assertion.subject, now)
 }
 
 /// Standard base64, tolerant of the URL-safe alphabet and missing padding.
