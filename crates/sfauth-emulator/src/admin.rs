@@ -223,14 +223,12 @@ async fn instance_url(
     Path(org_id): Path<String>,
     Query(q): Query<UrlQuery>,
 ) -> Response {
-    let mut st = shared.lock();
-    let result = st
-        .orgs
-        .iter_mut()
-        .find(|o| o.id == org_id)
-        .map(|o| o.instance_url = q.url)
-        .ok_or_else(|| crate::Error::not_found("org", org_id));
-    done(result)
+    done(
+        shared
+            .lock()
+            .org_mut(&org_id)
+            .map(|o| o.instance_url = q.url),
+    )
 }
 
 #[derive(Deserialize)]

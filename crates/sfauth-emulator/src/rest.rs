@@ -101,6 +101,15 @@ fn authed(shared: &Shared, req: &Request) -> Result<(User, String), fn() -> Resp
     Ok((user, org_name))
 }
 
+/// [`authed`], then the version in the path: the 401 comes before the 404 of an unknown version.
+fn authed_at(shared: &Shared, req: &Request, version: &str) -> Result<(User, String), Response> {
+    let found = authed(shared, req).map_err(|respond| respond())?;
+    if !version_ok(version) {
+        return Err(not_found());
+    }
+    Ok(found)
+}
+
 /// `/services/data/`: public, no session needed.
 pub(crate) async fn versions(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
     let list: Vec<Value> = VERSIONS
@@ -117,11 +126,8 @@ pub(crate) async fn resources(
     Path(version): Path<String>,
     req: Request,
 ) -> Response {
-    if let Err(respond) = authed(&shared, &req) {
-        return respond();
-    }
-    if !version_ok(&version) {
-        return not_found();
+    if let Err(response) = authed_at(&shared, &req, &version) {
+        return response;
     }
     let base = format!("/services/data/{version}");
     Json(json!({
@@ -168,13 +174,10 @@ pub(crate) async fn query(
     Path(version): Path<String>,
     req: Request,
 ) -> Response {
-    let (user, org_name) = match authed(&shared, &req) {
+    let (user, org_name) = match authed_at(&shared, &req, &version) {
         Ok(found) => found,
-        Err(respond) => return respond(),
+        Err(response) => return response,
     };
-    if !version_ok(&version) {
-        return not_found();
-    }
     let (_, _, params) = Params::from_request(req).await;
     let Some(q) = params.get("q") else {
         return error(
@@ -226,13 +229,10 @@ pub(crate) async fn sobject(
     Path((version, kind, id)): Path<(String, String, String)>,
     req: Request,
 ) -> Response {
-    let (user, org_name) = match authed(&shared, &req) {
+    let (user, org_name) = match authed_at(&shared, &req, &version) {
         Ok(found) => found,
-        Err(respond) => return respond(),
+        Err(response) => return response,
     };
-    if !version_ok(&version) {
-        return not_found();
-    }
     let Some(rows) = records(&user, &org_name, &version, &kind) else {
         return error(
             StatusCode::NOT_FOUND,

@@ -435,13 +435,7 @@ impl Emulator {
 
     /// Changes an org's `instance_url` (an org migration); `None` goes back to the base URL.
     pub fn set_instance_url(&self, org_id: &str, url: Option<String>) -> Result<()> {
-        let mut st = self.shared.lock();
-        let org = st
-            .orgs
-            .iter_mut()
-            .find(|o| o.id == org_id)
-            .ok_or_else(|| Error::not_found("org", org_id))?;
-        org.instance_url = url;
+        self.shared.lock().org_mut(org_id)?.instance_url = url;
         Ok(())
     }
 

@@ -303,12 +303,7 @@ impl State {
     }
 
     pub(crate) fn set_org_inactive(&mut self, org_id: &str, inactive: bool) -> crate::Result<()> {
-        let org = self
-            .orgs
-            .iter_mut()
-            .find(|o| o.id == org_id)
-            .ok_or_else(|| crate::Error::not_found("org", org_id))?;
-        org.inactive = inactive;
+        self.org_mut(org_id)?.inactive = inactive;
         Ok(())
     }
 
@@ -408,6 +403,13 @@ impl State {
 
     pub(crate) fn org(&self, id: &str) -> Option<&Org> {
         self.orgs.iter().find(|o| o.id == id)
+    }
+
+    pub(crate) fn org_mut(&mut self, id: &str) -> crate::Result<&mut Org> {
+        self.orgs
+            .iter_mut()
+            .find(|o| o.id == id)
+            .ok_or_else(|| crate::Error::not_found("org", id))
     }
 
     /// The instance URL of an org.

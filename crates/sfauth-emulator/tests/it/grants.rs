@@ -491,28 +491,31 @@ async fn jwt_bearer_flow() {
 
 #[tokio::test]
 async fn device_flow() {
-    let env = env_with(|b| b.settings(|s| s.device_slow_down = true)).await;
+    let env = &env_with(|b| b.settings(|s| s.device_slow_down = true)).await;
     let c = &env.c;
-    let start = env
-        .token(&[
+    let start_device = |scope: Option<&'static str>| async move {
+        let mut form = vec![
             ("response_type", "device_code"),
+            ("client_id", c.client_id.as_str()),
+        ];
+        form.extend(scope.map(|scope| ("scope", scope)));
+        env.token(&form).await
+    };
+    let poll_device = |code: String| async move {
+        env.token(&[
+            ("grant_type", "device"),
             ("client_id", &c.client_id),
-            ("scope", "refresh_token web api"),
+            ("code", &code),
         ])
-        .await;
+        .await
+    };
+    let start = start_device(Some("refresh_token web api")).await;
     start.expect_ok();
     let device_code = start.field("device_code");
     let user_code = start.field("user_code");
     assert_eq!(start.json()["interval"], 5);
     assert!(start.field("verification_uri").ends_with("/setup/connect"));
-    let poll = || async {
-        env.token(&[
-            ("grant_type", "device"),
-            ("client_id", &c.client_id),
-            ("code", &device_code),
-        ])
-        .await
-    };
+    let poll = || poll_device(device_code.clone());
     poll()
         .await
         .expect_error(400, "authorization_pending", "authorization pending");
@@ -533,35 +536,20 @@ async fn device_flow() {
         .expect_error(400, "invalid_grant", "invalid device code");
 
     // Expiry and denial.
-    let start = env
-        .token(&[
-            ("response_type", "device_code"),
-            ("client_id", &c.client_id),
-        ])
-        .await;
-    let expiring = start.field("device_code");
+    let start = start_device(None).await;
     env.emu.advance(std::time::Duration::from_secs(600));
-    env.token(&[
-        ("grant_type", "device"),
-        ("client_id", &c.client_id),
-        ("code", &expiring),
-    ])
-    .await
-    .expect_error(400, "expired_token", "device code expired");
-    let start = env
-        .token(&[
-            ("response_type", "device_code"),
-            ("client_id", &c.client_id),
-        ])
-        .await;
+    poll_device(start.field("device_code")).await.expect_error(
+        400,
+        "expired_token",
+        "device code expired",
+    );
+    let start = start_device(None).await;
     env.emu.deny_device(&start.field("user_code")).unwrap();
-    env.token(&[
-        ("grant_type", "device"),
-        ("client_id", &c.client_id),
-        ("code", &start.field("device_code")),
-    ])
-    .await
-    .expect_error(400, "access_denied", "end-user denied authorization");
+    poll_device(start.field("device_code")).await.expect_error(
+        400,
+        "access_denied",
+        "end-user denied authorization",
+    );
 
     // Approval through the HTML page, and a multipart start as sfdx sends it.
     let form = reqwest::multipart::Form::new()
@@ -588,13 +576,7 @@ async fn device_flow() {
         .await;
     assert!(page.body.contains("You're connected"), "{}", page.body);
     env.emu.advance(std::time::Duration::from_secs(5));
-    env.token(&[
-        ("grant_type", "device"),
-        ("client_id", &c.client_id),
-        ("code", &start.field("device_code")),
-    ])
-    .await
-    .expect_ok();
+    poll_device(start.field("device_code")).await.expect_ok();
 }
 
 #[tokio::test]
@@ -802,21 +784,21 @@ async fn response_formats() {
 
 #[tokio::test]
 async fn experience_cloud_site_prefix() {
-    let env = env().await;
+    let env = &env().await;
     let c = &env.c;
     let pw = c.password_with_token();
-    let r = env
-        .post(
-            "/community/services/oauth2/token",
-            &[
-                ("grant_type", "password"),
-                ("client_id", &c.client_id),
-                ("client_secret", &c.client_secret),
-                ("username", &c.username),
-                ("password", &pw),
-            ],
-        )
-        .await;
+    let site_password_login = |extra: &'static [(&'static str, &'static str)]| {
+        let mut form = vec![
+            ("grant_type", "password"),
+            ("client_id", c.client_id.as_str()),
+            ("client_secret", c.client_secret.as_str()),
+            ("username", c.username.as_str()),
+            ("password", pw.as_str()),
+        ];
+        form.extend_from_slice(extra);
+        async move { env.post("/community/services/oauth2/token", &form).await }
+    };
+    let r = site_password_login(&[]).await;
     r.expect_ok();
     assert_eq!(r.field("sfdc_community_url"), env.emu.site_url());
     let discovery = env
@@ -825,19 +807,7 @@ async fn experience_cloud_site_prefix() {
         .json();
     assert_eq!(discovery["issuer"], env.emu.site_url());
     // An id token issued through the site names the site as its issuer.
-    let r = env
-        .post(
-            "/community/services/oauth2/token",
-            &[
-                ("grant_type", "password"),
-                ("client_id", &c.client_id),
-                ("client_secret", &c.client_secret),
-                ("username", &c.username),
-                ("password", &pw),
-                ("scope", "api openid"),
-            ],
-        )
-        .await;
+    let r = site_password_login(&[("scope", "api openid")]).await;
     r.expect_ok();
     let id_token = r.field("id_token");
     let payload = id_token.split('.').nth(1).unwrap();
