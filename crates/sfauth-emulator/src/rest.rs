@@ -102,10 +102,14 @@ fn authed(shared: &Shared, req: &Request) -> Result<(User, String), fn() -> Resp
 }
 
 /// [`authed`], then the version in the path: the 401 comes before the 404 of an unknown version.
-fn authed_at(shared: &Shared, req: &Request, version: &str) -> Result<(User, String), Response> {
-    let found = authed(shared, req).map_err(|respond| respond())?;
+fn authed_at(
+    shared: &Shared,
+    req: &Request,
+    version: &str,
+) -> Result<(User, String), fn() -> Response> {
+    let found = authed(shared, req)?;
     if !version_ok(version) {
-        return Err(not_found());
+        return Err(not_found);
     }
     Ok(found)
 }
@@ -126,8 +130,8 @@ pub(crate) async fn resources(
     Path(version): Path<String>,
     req: Request,
 ) -> Response {
-    if let Err(response) = authed_at(&shared, &req, &version) {
-        return response;
+    if let Err(respond) = authed_at(&shared, &req, &version) {
+        return respond();
     }
     let base = format!("/services/data/{version}");
     Json(json!({
@@ -176,7 +180,7 @@ pub(crate) async fn query(
 ) -> Response {
     let (user, org_name) = match authed_at(&shared, &req, &version) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(respond) => return respond(),
     };
     let (_, _, params) = Params::from_request(req).await;
     let Some(q) = params.get("q") else {
@@ -231,7 +235,7 @@ pub(crate) async fn sobject(
 ) -> Response {
     let (user, org_name) = match authed_at(&shared, &req, &version) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(respond) => return respond(),
     };
     let Some(rows) = records(&user, &org_name, &version, &kind) else {
         return error(
