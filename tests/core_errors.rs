@@ -21,26 +21,45 @@ use sfauth_emulator::{Endpoint, Fault, FaultKind, RefreshTokenPolicy, UserStatus
 use sfauth_tests::Env;
 use sfauth_transport::{Retry, RetryPolicy};
 
-/// Asserts an OAuth error from the server with this kind, `error` and cause.
+/// What core makes of an OAuth error from the server: its kind, the `error` code and the cause.
+type Expected = (ErrorKind, &'static str, Cause);
+
+/// An expired or revoked refresh token.
+const REVOKED: Expected = (
+    ErrorKind::ReauthorizationRequired,
+    "invalid_grant",
+    Cause::TokenExpiredOrRevoked,
+);
+/// A frozen or inactive user.
+const INACTIVE_USER: Expected = (
+    ErrorKind::ReauthorizationRequired,
+    "inactive_user",
+    Cause::UserInactive,
+);
+/// A wrong password, or a blocked username-password flow.
+const AUTHENTICATION_FAILURE: Expected = (
+    ErrorKind::ReauthorizationRequired,
+    "invalid_grant",
+    Cause::AuthenticationFailure,
+);
+/// A used or expired authorization code.
+const CODE_EXPIRED: Expected = (
+    ErrorKind::ReauthorizationRequired,
+    "invalid_grant",
+    Cause::AuthorizationCodeExpired,
+);
+/// A known client id with the wrong secret.
+const INVALID_CLIENT: Expected = (ErrorKind::InvalidClient, "invalid_client", Cause::Other);
+
+/// Asserts an OAuth error from the server with the `expected` kind, `error` and cause.
 #[track_caller]
-fn assert_server_error(error: &Error, kind: ErrorKind, code: &str, cause: Cause) {
+fn assert_server_error(error: &Error, (kind, code, cause): Expected) {
     assert_eq!(error.kind(), kind, "{error}");
     let server = error
         .server()
         .unwrap_or_else(|| panic!("not a server error: {error}"));
     assert_eq!(server.error(), code, "{error}");
     assert_eq!(server.cause(), cause, "{error}");
-}
-
-/// Asserts the `invalid_grant` Salesforce answers for an expired or revoked refresh token.
-#[track_caller]
-fn assert_revoked(error: &Error) {
-    assert_server_error(
-        error,
-        ErrorKind::ReauthorizationRequired,
-        "invalid_grant",
-        Cause::TokenExpiredOrRevoked,
-    );
 }
 
 async fn refresh(env: &Env, token: &RefreshToken) -> Result<TokenSet, Error> {
@@ -82,7 +101,7 @@ async fn reusing_a_rotated_refresh_token_revokes_the_family() {
 
     // The rotated-out token comes back (a client that dropped the new one).
     let error = refresh(&env, &old).await.unwrap_err();
-    assert_revoked(&error);
+    assert_server_error(&error, REVOKED);
     assert_eq!(
         error.server().unwrap().description(),
         Some("expired access/refresh token")
@@ -93,7 +112,7 @@ async fn reusing_a_rotated_refresh_token_revokes_the_family() {
 
     // Salesforce's answer to reuse: the current token and its sessions are dead too.
     let error = refresh(&env, &current).await.unwrap_err();
-    assert_revoked(&error);
+    assert_server_error(&error, REVOKED);
     assert_eq!(env.query_status(&second).await.unwrap(), 401);
     assert_eq!(env.emulator.counters().refresh_tokens_reused, 1);
 }
@@ -110,9 +129,11 @@ async fn concurrent_refresh_of_one_token_is_refresh_in_progress() {
     let error = refresh(&env, &token).await.unwrap_err();
     assert_server_error(
         &error,
-        ErrorKind::RefreshInProgress,
-        "invalid_grant",
-        Cause::RequestInProgress,
+        (
+            ErrorKind::RefreshInProgress,
+            "invalid_grant",
+            Cause::RequestInProgress,
+        ),
     );
     assert!(error.kind().is_retryable());
 
@@ -159,7 +180,7 @@ async fn revoked_refresh_tokens_need_reauthorization() {
         let error = refresh(&env, tokens.refresh_token.as_ref().unwrap())
             .await
             .unwrap_err();
-        assert_revoked(&error);
+        assert_server_error(&error, REVOKED);
         assert_eq!(env.query_status(&tokens).await.unwrap(), 401, "{name}");
     }
 }
@@ -176,9 +197,7 @@ async fn a_blocked_app_gets_no_new_tokens() {
         .unwrap_err();
     assert_server_error(
         &error,
-        ErrorKind::Config,
-        "invalid_grant",
-        Cause::AppBlocked,
+        (ErrorKind::Config, "invalid_grant", Cause::AppBlocked),
     );
     env.emulator.unblock_app(&env.creds().client_id).unwrap();
     env.client()
@@ -208,7 +227,7 @@ async fn refresh_token_policies_expire_tokens() {
             env.emulator.advance(Duration::from_secs(age));
         }
         let error = refresh(&env, &token).await.unwrap_err();
-        assert_revoked(&error);
+        assert_server_error(&error, REVOKED);
         assert_eq!(
             env.emulator.counters().refresh_tokens_rejected,
             1,
@@ -243,7 +262,7 @@ async fn a_sixth_approval_evicts_the_oldest_refresh_token() {
     let error = refresh(&env, oldest.refresh_token.as_ref().unwrap())
         .await
         .unwrap_err();
-    assert_revoked(&error);
+    assert_server_error(&error, REVOKED);
 }
 
 #[tokio::test]
@@ -257,32 +276,15 @@ async fn frozen_and_inactive_users_need_reauthorization() {
         let error = refresh(&env, tokens.refresh_token.as_ref().unwrap())
             .await
             .unwrap_err();
-        assert_server_error(
-            &error,
-            ErrorKind::ReauthorizationRequired,
-            "inactive_user",
-            Cause::UserInactive,
-        );
+        assert_server_error(&error, INACTIVE_USER);
         assert_eq!(env.query_status(&tokens).await.unwrap(), 401, "{status:?}");
 
         // New grants are refused the same way.
-        let creds = env.creds();
         let error = env
-            .client()
-            .unwrap()
-            .password(
-                &env.transport,
-                &creds.username,
-                &Password::new(creds.password_with_token()),
-            )
+            .password_login(&env.client().unwrap())
             .await
             .unwrap_err();
-        assert_server_error(
-            &error,
-            ErrorKind::ReauthorizationRequired,
-            "inactive_user",
-            Cause::UserInactive,
-        );
+        assert_server_error(&error, INACTIVE_USER);
     }
 }
 
@@ -299,41 +301,22 @@ async fn bad_client_credentials_are_invalid_client() {
         .refresh(&env.transport, tokens.refresh_token.as_ref().unwrap())
         .await
         .unwrap_err();
-    assert_server_error(
-        &error,
-        ErrorKind::InvalidClient,
-        "invalid_client",
-        Cause::Other,
-    );
+    assert_server_error(&error, INVALID_CLIENT);
     assert_eq!(error.server().unwrap().status(), 400);
     let error = wrong_secret
         .client_credentials(&env.transport)
         .await
         .unwrap_err();
-    assert_server_error(
-        &error,
-        ErrorKind::InvalidClient,
-        "invalid_client",
-        Cause::Other,
-    );
+    assert_server_error(&error, INVALID_CLIENT);
 
     let unknown = OAuthClient::new(
         env.host().unwrap(),
         ConnectedApp::new("3MVG9unknown").with_secret("whatever"),
     );
-    let error = unknown
-        .password(
-            &env.transport,
-            &creds.username,
-            &Password::new(creds.password_with_token()),
-        )
-        .await
-        .unwrap_err();
+    let error = env.password_login(&unknown).await.unwrap_err();
     assert_server_error(
         &error,
-        ErrorKind::InvalidClient,
-        "invalid_client_id",
-        Cause::Other,
+        (ErrorKind::InvalidClient, "invalid_client_id", Cause::Other),
     );
     // A failed client authentication spends nothing: the refresh token still works.
     refresh(&env, tokens.refresh_token.as_ref().unwrap())
@@ -355,31 +338,14 @@ async fn username_password_failures_are_authentication_failures() {
         )
         .await
         .unwrap_err();
-    assert_server_error(
-        &error,
-        ErrorKind::ReauthorizationRequired,
-        "invalid_grant",
-        Cause::AuthenticationFailure,
-    );
+    assert_server_error(&error, AUTHENTICATION_FAILURE);
     env.emulator
         .update_app(&creds.client_id, |app| {
             app.flows.retain(|f| *f != sfauth_emulator::Flow::Password);
         })
         .unwrap();
-    let error = client
-        .password(
-            &env.transport,
-            &creds.username,
-            &Password::new(creds.password_with_token()),
-        )
-        .await
-        .unwrap_err();
-    assert_server_error(
-        &error,
-        ErrorKind::ReauthorizationRequired,
-        "invalid_grant",
-        Cause::AuthenticationFailure,
-    );
+    let error = env.password_login(&client).await.unwrap_err();
+    assert_server_error(&error, AUTHENTICATION_FAILURE);
 }
 
 #[tokio::test]
@@ -403,12 +369,7 @@ async fn authorization_code_failures() {
         .exchange_code(&env.transport, &code, request.pkce_verifier.as_ref())
         .await
         .unwrap_err();
-    assert_server_error(
-        &error,
-        ErrorKind::ReauthorizationRequired,
-        "invalid_grant",
-        Cause::AuthorizationCodeExpired,
-    );
+    assert_server_error(&error, CODE_EXPIRED);
 
     // A code lives 15 minutes.
     let (request, code) = env.authorize_code(&client, SCOPES).await.unwrap();
@@ -417,12 +378,7 @@ async fn authorization_code_failures() {
         .exchange_code(&env.transport, &code, request.pkce_verifier.as_ref())
         .await
         .unwrap_err();
-    assert_server_error(
-        &error,
-        ErrorKind::ReauthorizationRequired,
-        "invalid_grant",
-        Cause::AuthorizationCodeExpired,
-    );
+    assert_server_error(&error, CODE_EXPIRED);
 
     // The PKCE verifier of another request, then none at all.
     let request = authorize(&client);
@@ -435,9 +391,7 @@ async fn authorization_code_failures() {
         .unwrap_err();
     assert_server_error(
         &error,
-        ErrorKind::InvalidRequest,
-        "invalid_request",
-        Cause::Other,
+        (ErrorKind::InvalidRequest, "invalid_request", Cause::Other),
     );
     let error = client
         .exchange_code(&env.transport, &code, None)
@@ -464,9 +418,7 @@ async fn authorize_errors_come_back_in_the_redirect() {
         .unwrap_err();
     assert_server_error(
         &error,
-        ErrorKind::InvalidRequest,
-        "invalid_scope",
-        Cause::Other,
+        (ErrorKind::InvalidRequest, "invalid_scope", Cause::Other),
     );
     assert_eq!(error.server().unwrap().status(), 0);
 
@@ -479,12 +431,7 @@ async fn authorize_errors_come_back_in_the_redirect() {
     let error = client
         .parse_fragment(&redirect, &request.state)
         .unwrap_err();
-    assert_server_error(
-        &error,
-        ErrorKind::ReauthorizationRequired,
-        "inactive_user",
-        Cause::UserInactive,
-    );
+    assert_server_error(&error, INACTIVE_USER);
 }
 
 #[tokio::test]
@@ -499,9 +446,7 @@ async fn jwt_bearer_configuration_errors() {
         .unwrap_err();
     assert_server_error(
         &error,
-        ErrorKind::Config,
-        "invalid_grant",
-        Cause::AudienceInvalid,
+        (ErrorKind::Config, "invalid_grant", Cause::AudienceInvalid),
     );
 
     env.emulator
@@ -515,9 +460,11 @@ async fn jwt_bearer_configuration_errors() {
         .unwrap_err();
     assert_server_error(
         &error,
-        ErrorKind::ReauthorizationRequired,
-        "invalid_grant",
-        Cause::NotApproved,
+        (
+            ErrorKind::ReauthorizationRequired,
+            "invalid_grant",
+            Cause::NotApproved,
+        ),
     );
 }
 
@@ -535,9 +482,11 @@ async fn client_credentials_without_a_run_as_user() {
         .unwrap_err();
     assert_server_error(
         &error,
-        ErrorKind::Config,
-        "invalid_grant",
-        Cause::NoClientCredentialsUser,
+        (
+            ErrorKind::Config,
+            "invalid_grant",
+            Cause::NoClientCredentialsUser,
+        ),
     );
 }
 
@@ -612,7 +561,7 @@ async fn injected_server_faults_map_to_kinds() {
             description: description.into(),
         };
         let error = refresh_through_fault(&env, &token, fault).await;
-        assert_server_error(&error, kind, code, cause);
+        assert_server_error(&error, (kind, code, cause));
     }
 
     // None of the faults reached the token logic: the refresh token is intact.
@@ -847,7 +796,7 @@ async fn resending_after_refresh_in_progress_kills_a_rotating_family() {
     assert_eq!(env.query_status(&winner).await.unwrap(), 200);
     // The wrong move: send the old token again.
     let error = refresh(&env, &token).await.unwrap_err();
-    assert_revoked(&error);
+    assert_server_error(&error, REVOKED);
     assert_eq!(env.emulator.counters().refresh_tokens_reused, 1);
     assert_eq!(env.query_status(&winner).await.unwrap(), 401);
 }
@@ -867,8 +816,10 @@ async fn an_immediate_authorization_without_a_session_is_refused() {
         .unwrap_err();
     assert_server_error(
         &error,
-        ErrorKind::ReauthorizationRequired,
-        "immediate_unsuccessful",
-        Cause::AccessDenied,
+        (
+            ErrorKind::ReauthorizationRequired,
+            "immediate_unsuccessful",
+            Cause::AccessDenied,
+        ),
     );
 }

@@ -239,15 +239,7 @@ async fn refresh_picks_up_an_org_migration() {
 async fn username_password_flow() {
     let env = Env::start().await.unwrap();
     let client = env.client().unwrap();
-    let creds = env.creds();
-    let tokens = client
-        .password(
-            &env.transport,
-            &creds.username,
-            &Password::new(creds.password_with_token()),
-        )
-        .await
-        .unwrap();
+    let tokens = env.password_login(&client).await.unwrap();
     assert_seeded(&env, &tokens);
     assert!(
         tokens.refresh_token.is_none(),

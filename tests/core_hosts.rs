@@ -12,8 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use sfauth_core::flows::{AuthorizeParams, IdTokenCheck, RevokeMethod};
 use sfauth_core::{
-    ClientAuth, ConnectedApp, ErrorKind, ExpirySource, LoginHost, OAuthClient, Password,
-    SecretValue,
+    ClientAuth, ConnectedApp, ErrorKind, ExpirySource, LoginHost, OAuthClient, SecretValue,
 };
 use sfauth_emulator::{AppConfig, Clock, RevokeErrorFormat};
 use sfauth_tests::Env;
@@ -101,14 +100,7 @@ async fn basic_client_authentication_on_every_authenticated_endpoint() {
         .unwrap();
     assert!(tokens.signature.is_some());
     let refreshed = env.refresh_and_query(&client, &tokens).await.unwrap();
-    client
-        .password(
-            &env.transport,
-            &creds.username,
-            &Password::new(creds.password_with_token()),
-        )
-        .await
-        .unwrap();
+    env.password_login(&client).await.unwrap();
     client.client_credentials(&env.transport).await.unwrap();
     let introspection = env.introspect_access(&client, &refreshed).await.unwrap();
     assert!(introspection.active);

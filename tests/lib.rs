@@ -13,8 +13,8 @@ use std::time::Duration;
 use sfauth_core::flows::{AuthorizationRequest, AuthorizeParams, Introspection, JwtBearer};
 use sfauth_core::http::{HttpRequest, HttpTransport, RetrySafety};
 use sfauth_core::{
-    AccessToken, AuthorizationCode, ConnectedApp, LoginHost, OAuthClient, PrivateKey, SecretValue,
-    TokenSet,
+    AccessToken, AuthorizationCode, ConnectedApp, LoginHost, OAuthClient, Password, PrivateKey,
+    SecretValue, TokenSet,
 };
 use sfauth_emulator::{Clock, Credentials, Emulator, EmulatorBuilder, SEED_CLIENT_PRIVATE_KEY};
 use sfauth_transport::ReqwestTransport;
@@ -132,6 +132,21 @@ impl Env {
             return Err(format!("a query with the refreshed token answered {status}").into());
         }
         Ok(refreshed)
+    }
+
+    /// The username-password flow with `client` for the seeded user, security token appended.
+    pub async fn password_login(
+        &self,
+        client: &OAuthClient,
+    ) -> Result<TokenSet, sfauth_core::Error> {
+        let creds = self.creds();
+        client
+            .password(
+                &self.transport,
+                &creds.username,
+                &Password::new(creds.password_with_token()),
+            )
+            .await
     }
 
     /// `client` introspects the access token of `tokens`, without a type hint.
