@@ -424,10 +424,7 @@ async fn authorize_errors_come_back_in_the_redirect() {
 
     // A frozen user cannot approve; the user-agent flow reports it in the fragment.
     env.emulator.freeze_user(&env.creds().username).unwrap();
-    let request = client
-        .user_agent_url(&AuthorizeParams::scopes(["api"]))
-        .unwrap();
-    let redirect = env.follow_authorize(&request.url).await.unwrap();
+    let (request, redirect) = env.user_agent_redirect(&client, &["api"]).await.unwrap();
     let error = client
         .parse_fragment(&redirect, &request.state)
         .unwrap_err();
@@ -587,23 +584,15 @@ async fn rest_401_invalid_session_id_is_classified() {
     assert_eq!(classify(status, &body), RestAuth::Ok, "{status}");
 
     env.emulator.advance(Duration::from_secs(2 * 60 * 60));
-    let (status, body) = env
-        .rest_get(
-            &tokens.instance_url,
-            &tokens.access_token,
-            "query?q=SELECT+Id+FROM+Account",
-        )
-        .await
-        .unwrap();
+    let (status, body) = env.query(&tokens).await.unwrap();
     assert_eq!(status, 401);
     assert_eq!(classify(status, &body), RestAuth::SessionExpired);
     assert!(is_invalid_session_id(&body));
 
     // A refresh fixes it.
-    let refreshed = refresh(&env, tokens.refresh_token.as_ref().unwrap())
+    env.refresh_and_query(&env.client().unwrap(), &tokens)
         .await
         .unwrap();
-    assert_eq!(env.query_status(&refreshed).await.unwrap(), 200);
 
     // A live session without the `api` scope: same errorCode, but a refresh cannot fix it.
     let client = env.client().unwrap();
@@ -611,14 +600,7 @@ async fn rest_401_invalid_session_id_is_classified() {
         .web_server_login(&client, &["id", "refresh_token"])
         .await
         .unwrap();
-    let (status, body) = env
-        .rest_get(
-            &no_api.instance_url,
-            &no_api.access_token,
-            "query?q=SELECT+Id+FROM+Account",
-        )
-        .await
-        .unwrap();
+    let (status, body) = env.query(&no_api).await.unwrap();
     assert_eq!(status, 401);
     assert!(is_invalid_session_id(&body));
     assert!(

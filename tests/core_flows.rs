@@ -121,11 +121,11 @@ async fn web_server_flow_through_the_site_prefix() {
 async fn user_agent_flow_reads_the_fragment() {
     let env = Env::start().await.unwrap();
     let client = env.client().unwrap();
-    let request = client
-        .user_agent_url(&AuthorizeParams::scopes(["api", "refresh_token"]))
+    let (request, redirect) = env
+        .user_agent_redirect(&client, &["api", "refresh_token"])
+        .await
         .unwrap();
     assert!(request.pkce_verifier.is_none());
-    let redirect = env.follow_authorize(&request.url).await.unwrap();
     assert!(redirect.query().is_none());
     assert!(redirect.fragment().is_some());
     let tokens = client.parse_fragment(&redirect, &request.state).unwrap();
@@ -759,10 +759,7 @@ async fn id_token_validation_against_the_jwks() {
 async fn signatures_of_real_responses_are_verified() {
     let env = Env::start().await.unwrap();
     let client = env.client().unwrap();
-    let request = client
-        .user_agent_url(&AuthorizeParams::scopes(["api"]))
-        .unwrap();
-    let redirect = env.follow_authorize(&request.url).await.unwrap();
+    let (request, redirect) = env.user_agent_redirect(&client, &["api"]).await.unwrap();
     let tokens = client.parse_fragment(&redirect, &request.state).unwrap();
     sfauth_core::signature::verify(
         env.app().unwrap().client_secret().unwrap(),

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use sfauth_core::flows::{AuthorizeParams, IdTokenCheck, RevokeMethod};
+use sfauth_core::flows::{IdTokenCheck, RevokeMethod};
 use sfauth_core::{
     ClientAuth, ConnectedApp, ErrorKind, ExpirySource, LoginHost, OAuthClient, SecretValue,
 };
@@ -42,10 +42,7 @@ async fn id_tokens_from_the_site_validate_against_the_site() {
 async fn the_user_agent_fragment_from_the_site_names_the_community() {
     let env = Env::start().await.unwrap();
     let client = env.site_client().unwrap();
-    let request = client
-        .user_agent_url(&AuthorizeParams::scopes(["api"]))
-        .unwrap();
-    let redirect = env.follow_authorize(&request.url).await.unwrap();
+    let (request, redirect) = env.user_agent_redirect(&client, &["api"]).await.unwrap();
     let tokens = client.parse_fragment(&redirect, &request.state).unwrap();
     assert_eq!(
         tokens

@@ -178,6 +178,18 @@ impl Env {
         Ok((request, code))
     }
 
+    /// The user-agent flow up to the redirect: authorization URL for `scopes`, then the browser.
+    /// Returns the request (its state) and the redirect, whose fragment carries the tokens.
+    pub async fn user_agent_redirect(
+        &self,
+        client: &OAuthClient,
+        scopes: &[&str],
+    ) -> Result<(AuthorizationRequest, Url)> {
+        let request = client.user_agent_url(&AuthorizeParams::scopes(scopes.iter().copied()))?;
+        let redirect = self.follow_authorize(&request.url).await?;
+        Ok((request, redirect))
+    }
+
     /// Plays the browser: `GET url` on the authorize endpoint (auto-approve answers at once) and
     /// returns where the emulator redirects to.
     pub async fn follow_authorize(&self, url: &Url) -> Result<Url> {
@@ -278,16 +290,19 @@ impl Env {
         Ok(Url::parse(location)?)
     }
 
-    /// The status of a SOQL query with `tokens`' access token on its instance.
+    /// A SOQL query with `tokens`' access token on its instance: the status and body.
+    pub async fn query(&self, tokens: &TokenSet) -> Result<(u16, bytes::Bytes)> {
+        self.rest_get(
+            &tokens.instance_url,
+            &tokens.access_token,
+            "query?q=SELECT+Id+FROM+Account",
+        )
+        .await
+    }
+
+    /// The status of [`Env::query`].
     pub async fn query_status(&self, tokens: &TokenSet) -> Result<u16> {
-        let (status, _) = self
-            .rest_get(
-                &tokens.instance_url,
-                &tokens.access_token,
-                "query?q=SELECT+Id+FROM+Account",
-            )
-            .await?;
-        Ok(status)
+        Ok(self.query(tokens).await?.0)
     }
 }
 
