@@ -10,7 +10,7 @@ use axum::extract::{Request, State as AxumState};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{MethodRouter, any, get};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -506,7 +506,7 @@ impl Drop for Emulator {
 }
 
 fn routes() -> Router<Arc<Shared>> {
-    Router::new()
+    let router = Router::new()
         .route("/services/oauth2/token", any(crate::token::token))
         .route(
             "/services/oauth2/authorize",
@@ -530,16 +530,23 @@ fn routes() -> Router<Arc<Shared>> {
         .route("/id/keys", get(crate::endpoints::jwks))
         .route("/services/oauth2/id/keys", get(crate::endpoints::jwks))
         .route("/id/{org}/{user}", any(crate::endpoints::identity))
-        .route("/services/data", get(crate::rest::versions))
-        .route("/services/data/", get(crate::rest::versions))
-        .route("/services/data/{version}", get(crate::rest::resources))
-        .route("/services/data/{version}/", get(crate::rest::resources))
-        .route("/services/data/{version}/query", get(crate::rest::query))
-        .route("/services/data/{version}/query/", get(crate::rest::query))
         .route(
             "/services/data/{version}/sobjects/{kind}/{id}",
             get(crate::rest::sobject),
-        )
+        );
+    // The REST API answers these with and without a trailing slash.
+    let listings: [(&str, MethodRouter<Arc<Shared>>); 3] = [
+        ("/services/data", get(crate::rest::versions)),
+        ("/services/data/{version}", get(crate::rest::resources)),
+        ("/services/data/{version}/query", get(crate::rest::query)),
+    ];
+    listings
+        .into_iter()
+        .fold(router, |router, (path, handler)| {
+            router
+                .route(path, handler.clone())
+                .route(&format!("{path}/"), handler)
+        })
 }
 
 fn router(shared: &Arc<Shared>) -> Router {
