@@ -48,6 +48,19 @@ struct AuthRequest {
     via_site: bool,
 }
 
+impl AuthRequest {
+    /// Sends an OAuth error back to the client's callback, where this request wants results.
+    fn error_redirect(&self, error: &str, description: &str) -> Response {
+        redirect_error(
+            &self.redirect_uri,
+            self.fragment,
+            error,
+            description,
+            self.state.as_deref(),
+        )
+    }
+}
+
 enum Failure {
     /// Cannot trust the redirect URI: send the browser to Salesforce's error page.
     Page(&'static str, &'static str),
@@ -190,21 +203,9 @@ fn first_step(shared: &Shared, params: &Params, request: &AuthRequest) -> Respon
     };
     match auto {
         Some(Some(user_id)) => complete(shared, request, &user_id),
-        Some(None) => redirect_error(
-            &request.redirect_uri,
-            request.fragment,
-            "access_denied",
-            "no user to approve as",
-            request.state.as_deref(),
-        ),
+        Some(None) => request.error_redirect("access_denied", "no user to approve as"),
         None if params.get("immediate") == Some("true") || params.get("prompt") == Some("none") => {
-            redirect_error(
-                &request.redirect_uri,
-                request.fragment,
-                "immediate_unsuccessful",
-                "immediate unsuccessful",
-                request.state.as_deref(),
-            )
+            request.error_redirect("immediate_unsuccessful", "immediate unsuccessful")
         }
         None => login_page(params, None),
     }
@@ -232,13 +233,7 @@ fn login_step(shared: &Shared, params: &Params, request: &AuthRequest) -> Respon
                 "Please check your username and password. If you still can't log in, contact your Salesforce administrator.",
             ),
         ),
-        Some((_, Err(e))) => redirect_error(
-            &request.redirect_uri,
-            request.fragment,
-            e.error,
-            &e.description,
-            request.state.as_deref(),
-        ),
+        Some((_, Err(e))) => request.error_redirect(e.error, &e.description),
         Some((user_id, Ok(()))) => {
             let ticket = {
                 let mut st = shared.lock();
@@ -268,13 +263,7 @@ fn consent_step(shared: &Shared, params: &Params, request: &AuthRequest) -> Resp
         );
     };
     if params.get("decision") != Some("allow") {
-        return redirect_error(
-            &request.redirect_uri,
-            request.fragment,
-            "access_denied",
-            "end-user denied authorization",
-            request.state.as_deref(),
-        );
+        return request.error_redirect("access_denied", "end-user denied authorization");
     }
     complete(shared, request, &user_id)
 }
@@ -285,13 +274,7 @@ fn complete(shared: &Shared, request: &AuthRequest, user_id: &str) -> Response {
     let mut st = shared.lock();
     if let Err(e) = st.check_user(user_id) {
         drop(st);
-        return redirect_error(
-            &request.redirect_uri,
-            request.fragment,
-            e.error,
-            &e.description,
-            request.state.as_deref(),
-        );
+        return request.error_redirect(e.error, &e.description);
     }
     if !request.fragment {
         let code = format!("aPrx{}", st.random(60));
