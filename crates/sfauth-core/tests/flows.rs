@@ -449,8 +449,18 @@ async fn check(
 ) -> Result<TokenSet, Error> {
     let client =
         OAuthClient::new(grant.host(), app().with_client_auth(client_auth)).with_format(format);
-    let script = Script::new(vec![(grant.expect(client_auth, format), reply)]);
-    grant.run(&client, &script.transport()).await
+    run_once(&client, grant, grant.expect(client_auth, format), reply).await
+}
+
+/// Runs `grant` through `client` against a single scripted step: `expect`, answered by `reply`.
+async fn run_once(
+    client: &OAuthClient,
+    grant: Grant,
+    expect: Expect,
+    reply: Reply,
+) -> Result<TokenSet, Error> {
+    let script = Script::new(vec![(expect, reply)]);
+    grant.run(client, &script.transport()).await
 }
 
 /// [`check`] with the defaults: client authentication in the body, JSON responses.
@@ -581,11 +591,14 @@ async fn experience_cloud_site_with_basic_auth() {
     let expect = Grant::Refresh
         .expect(ClientAuth::Basic, ResponseFormat::Json)
         .url("https://acme.my.site.com/customers/services/oauth2/token");
-    let script = Script::new(vec![(expect, Reply::fixture("token_success.json"))]);
-    Grant::Refresh
-        .run(&client, &script.transport())
-        .await
-        .unwrap();
+    run_once(
+        &client,
+        Grant::Refresh,
+        expect,
+        Reply::fixture("token_success.json"),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -1238,12 +1251,17 @@ async fn revoke_post_and_get() {
             RetrySafety::Idempotent,
         )
     };
-    let script = Script::new(vec![(post.clone(), Reply::new(200, None, ""))]);
     let token = SecretValue::from(RefreshToken::new("5Aep861FakeRefreshTokenValue"));
-    client
-        .revoke(&script.transport(), &token, RevokeMethod::Post)
-        .await
-        .unwrap();
+    let revoke_by_post = |reply| {
+        let script = Script::new(vec![(post.clone(), reply)]);
+        let (client, token) = (&client, &token);
+        async move {
+            client
+                .revoke(&script.transport(), token, RevokeMethod::Post)
+                .await
+        }
+    };
+    revoke_by_post(Reply::new(200, None, "")).await.unwrap();
 
     let get = Expect {
         method: "GET",
@@ -1277,25 +1295,16 @@ async fn revoke_post_and_get() {
         ),
         Reply::new(400, None, "error=invalid_token"),
     ] {
-        let script = Script::new(vec![(post.clone(), reply)]);
-        let error = client
-            .revoke(&script.transport(), &token, RevokeMethod::Post)
-            .await
-            .unwrap_err();
+        let error = revoke_by_post(reply).await.unwrap_err();
         assert_eq!(error.server().unwrap().error(), "invalid_token");
         assert_eq!(error.kind(), ErrorKind::InvalidRequest);
     }
-    let script = Script::new(vec![(
-        post.clone(),
-        Reply::json(
-            400,
-            r#"{"error":"unsupported_token_type","error_description":"Token type not supported"}"#,
-        ),
-    )]);
-    let error = client
-        .revoke(&script.transport(), &token, RevokeMethod::Post)
-        .await
-        .unwrap_err();
+    let error = revoke_by_post(Reply::json(
+        400,
+        r#"{"error":"unsupported_token_type","error_description":"Token type not supported"}"#,
+    ))
+    .await
+    .unwrap_err();
     assert_eq!(
         error.server().unwrap().description(),
         Some("Token type not supported")
@@ -1368,14 +1377,11 @@ async fn introspection_and_expiry_from_it() {
 #[tokio::test]
 async fn session_timeout_is_the_last_resort() {
     let client = client().with_session_timeout(Duration::from_secs(7200));
-    let script = Script::new(vec![(
-        Grant::Refresh.expect(ClientAuth::RequestBody, ResponseFormat::Json),
-        Reply::fixture("token_success.json"),
-    )]);
-    let tokens = Grant::Refresh
-        .run(&client, &script.transport())
-        .await
-        .unwrap();
+    let refresh = |reply| {
+        let expect = Grant::Refresh.expect(ClientAuth::RequestBody, ResponseFormat::Json);
+        run_once(&client, Grant::Refresh, expect, reply)
+    };
+    let tokens = refresh(Reply::fixture("token_success.json")).await.unwrap();
     assert_eq!(tokens.expiry_source, Some(ExpirySource::SessionTimeout));
     assert_eq!(
         tokens.expires_at,
@@ -1387,14 +1393,7 @@ async fn session_timeout_is_the_last_resort() {
         r#""token_type""#,
         r#""expires_in":"3600","token_type""#,
     );
-    let script = Script::new(vec![(
-        Grant::Refresh.expect(ClientAuth::RequestBody, ResponseFormat::Json),
-        Reply::json(200, body),
-    )]);
-    let tokens = Grant::Refresh
-        .run(&client, &script.transport())
-        .await
-        .unwrap();
+    let tokens = refresh(Reply::json(200, body)).await.unwrap();
     assert_eq!(tokens.expiry_source, Some(ExpirySource::ExpiresIn));
     assert_eq!(
         tokens.expires_at,
