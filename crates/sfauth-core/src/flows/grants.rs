@@ -203,20 +203,29 @@ impl OAuthClient {
         transport: &dyn HttpTransport,
         assertion: &SecretValue,
     ) -> Result<TokenSet, Error> {
-        let params = vec![
-            (
-                "grant_type",
-                "urn:ietf:params:oauth:grant-type:saml2-bearer".to_owned(),
-            ),
-            ("assertion", assertion.expose_secret().to_owned()),
-        ];
-        self.token_grant(
+        self.assertion_grant(
             transport,
-            params,
-            false,
+            "urn:ietf:params:oauth:grant-type:saml2-bearer",
+            assertion.expose_secret(),
             RetrySafety::SingleUse,
-            Context::Other,
         )
         .await
+    }
+
+    /// A bearer assertion grant (JWT or SAML): `grant_type` and `assertion` only. The assertion
+    /// authenticates the request, so no client credentials are sent.
+    pub(crate) async fn assertion_grant(
+        &self,
+        transport: &dyn HttpTransport,
+        grant_type: &str,
+        assertion: &str,
+        safety: RetrySafety,
+    ) -> Result<TokenSet, Error> {
+        let params = vec![
+            ("grant_type", grant_type.to_owned()),
+            ("assertion", assertion.to_owned()),
+        ];
+        self.token_grant(transport, params, false, safety, Context::Other)
+            .await
     }
 }

@@ -7,7 +7,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 
 use crate::client::OAuthClient;
-use crate::error::{Context, Error};
+use crate::error::Error;
 use crate::http::{HttpTransport, RetrySafety};
 use crate::secret::{PrivateKey, SecretValue};
 use crate::token::TokenSet;
@@ -111,19 +111,11 @@ impl OAuthClient {
             &self.host().jwt_audience(),
             SystemTime::now(),
         )?;
-        let params = vec![
-            (
-                "grant_type",
-                "urn:ietf:params:oauth:grant-type:jwt-bearer".to_owned(),
-            ),
-            ("assertion", assertion.expose_secret().to_owned()),
-        ];
-        self.token_grant(
+        self.assertion_grant(
             transport,
-            params,
-            false,
+            "urn:ietf:params:oauth:grant-type:jwt-bearer",
+            assertion.expose_secret(),
             RetrySafety::Idempotent,
-            Context::Other,
         )
         .await
     }
