@@ -153,20 +153,24 @@ impl Env {
         reply(req.send().await.unwrap()).await
     }
 
-    /// A password-flow login of the seeded user.
+    /// A password-flow login of the seeded user, which must succeed.
     pub(crate) async fn password_login(&self) -> Reply {
-        let pw = self.c.password_with_token();
-        let r = self
-            .token(&[
-                ("grant_type", "password"),
-                ("client_id", &self.c.client_id),
-                ("client_secret", &self.c.client_secret),
-                ("username", &self.c.username),
-                ("password", &pw),
-            ])
-            .await;
+        let r = self.password_login_raw().await;
         r.expect_ok();
         r
+    }
+
+    /// A password-flow login of the seeded user, whatever the answer.
+    pub(crate) async fn password_login_raw(&self) -> Reply {
+        let pw = self.c.password_with_token();
+        self.token(&[
+            ("grant_type", "password"),
+            ("client_id", &self.c.client_id),
+            ("client_secret", &self.c.client_secret),
+            ("username", &self.c.username),
+            ("password", &pw),
+        ])
+        .await
     }
 
     /// Auto-approved web server flow with PKCE; returns the token response.

@@ -265,20 +265,6 @@ async fn seeded_credentials_and_clean_shutdown() {
     );
 }
 
-impl Env {
-    pub(crate) async fn password_login_raw(&self) -> Reply {
-        let pw = self.c.password_with_token();
-        self.token(&[
-            ("grant_type", "password"),
-            ("client_id", &self.c.client_id),
-            ("client_secret", &self.c.client_secret),
-            ("username", &self.c.username),
-            ("password", &pw),
-        ])
-        .await
-    }
-}
-
 #[tokio::test]
 async fn sliding_session_extends_on_use() {
     let env = env_with(|b| {
