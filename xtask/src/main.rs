@@ -1,7 +1,8 @@
 //! Project automation for sfauth, run as `cargo xtask <command>`.
 //!
 //! Commands live in one module each, so a new one is a new file and a line in [`main`]. Only
-//! `anyhow` is allowed here as a dependency; the rest is the standard library and `cargo`.
+//! `anyhow` (and `serde_json`, for the bench figures) is allowed here as a dependency; the rest
+//! is the standard library and `cargo`.
 
 #![allow(
     clippy::print_stdout,
@@ -9,6 +10,7 @@
     reason = "a command-line tool reports to the terminal"
 )]
 
+mod bench;
 mod ci;
 mod tidy;
 
@@ -19,12 +21,14 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
+  bench  the TokenManager benchmarks and their targets; --json writes target/bench/summary.json
   ci     everything CI checks: fmt, clippy, docs, tidy and the whole test suite
   tidy   repository rules: module docs, lint settings, the crates' dependency direction";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("bench") => bench::run(&args[1..]),
         Some("ci") => ci::run(),
         Some("tidy") => tidy::run(),
         Some("-h" | "--help" | "help") => {

@@ -1,0 +1,324 @@
+//! The `TokenManager` figures that are not timings of a hot loop, measured once per run and
+//! written as a flat JSON object for `cargo xtask bench`:
+//!
+//! - `coalesced_token_requests_10k_callers`: refresh grants the emulator (over TCP) handled
+//!   when 10,000 tasks asked for one tenant's token at the moment it was due;
+//! - `bytes_per_tenant_100k`: live heap bytes the manager holds per tenant after loading
+//!   100,000 tenants, less the bytes of their access and refresh tokens;
+//! - `warm_start_100k_sqlite_s`: seconds `load_all` takes on a fresh manager over a SQLite file
+//!   of 100,000 sealed records (prepared once under the bench directory and reused), and
+//!   `warm_start_100k_list_only_s`, the store's listing alone;
+//! - `cached_token_allocs_per_call`, `handle_token_allocs_per_call`: heap allocations per call
+//!   on the two cached-token paths (the issue asks for none).
+//!
+//! The whole binary runs on a counting global allocator, so it is kept apart from the timing
+//! benchmarks in `manager.rs`.
+//!
+//! Environment: `SFAUTH_BENCH_DIR` (default: `target/bench` of the workspace) holds the SQLite
+//! file; `SFAUTH_BENCH_FIGURES` (default: `figures.json` in that directory) receives the figures.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark fails by panicking"
+)]
+#![allow(clippy::print_stdout, reason = "a benchmark reports its figures")]
+
+mod common;
+
+use std::alloc::System;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, json};
+use sfauth::storage::{Key, Keyring, ListQuery, TokenRecord, TokenStoreExt as _};
+use sfauth::{MemoryStore, SqliteStore, TokenManager, TokenStore};
+use sfauth_core::flows::AuthorizeParams;
+use sfauth_core::http::HttpTransport;
+use sfauth_core::{ConnectedApp, LoginHost, OAuthClient, TokenSet};
+use sfauth_emulator::{Clock, Emulator};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+const CALLERS: usize = 10_000;
+const BIG: usize = 100_000;
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn main() {
+    let runtime = common::runtime();
+    let dir = bench_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut figures = Map::new();
+
+    let (keyed, handle) = runtime.block_on(allocations_per_call());
+    figures.insert("cached_token_allocs_per_call".into(), json!(keyed));
+    figures.insert("handle_token_allocs_per_call".into(), json!(handle));
+
+    let coalesced = runtime.block_on(coalesced_token_requests());
+    figures.insert(
+        "coalesced_token_requests_10k_callers".into(),
+        json!(coalesced),
+    );
+
+    let bytes = runtime.block_on(bytes_per_tenant());
+    figures.insert("bytes_per_tenant_100k".into(), json!(bytes));
+
+    let (seconds, list_seconds) = runtime.block_on(warm_start(&dir));
+    figures.insert("warm_start_100k_sqlite_s".into(), json!(seconds));
+    figures.insert("warm_start_100k_list_only_s".into(), json!(list_seconds));
+
+    // Inline sizes of the types a tenant holds copies of, to read `bytes_per_tenant_100k` by.
+    for (name, size) in [
+        (
+            "size_of_token_key",
+            std::mem::size_of::<sfauth_core::TokenKey>(),
+        ),
+        ("size_of_token_set", std::mem::size_of::<TokenSet>()),
+        ("size_of_token_record", std::mem::size_of::<TokenRecord>()),
+        ("size_of_url", std::mem::size_of::<url::Url>()),
+    ] {
+        figures.insert(name.into(), json!(size));
+    }
+
+    for (name, value) in &figures {
+        println!("{name:<40} {value}");
+    }
+    let out = std::env::var_os("SFAUTH_BENCH_FIGURES")
+        .map_or_else(|| dir.join("figures.json"), PathBuf::from);
+    std::fs::write(&out, serde_json::to_vec_pretty(&figures).unwrap()).unwrap();
+    println!("figures written to {}", out.display());
+}
+
+/// Where prepared data and the figures go: `SFAUTH_BENCH_DIR`, else `target/bench` beside the
+/// build output (cargo runs benchmarks from the package directory, so not a relative path).
+fn bench_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SFAUTH_BENCH_DIR") {
+        return dir.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        PathBuf::from,
+    );
+    target.join("bench")
+}
+
+/// Heap allocations per call of the keyed and the handle paths on a fresh cached token.
+async fn allocations_per_call() -> (f64, f64) {
+    const CALLS: u32 = 10_000;
+    let manager = common::loaded_manager(1_000).await;
+    let key = common::key(7);
+    let mut tenant = manager.tenant(&key).await.unwrap();
+    // Warm up thread-local state (arc-swap debt slots, the map's epoch registration).
+    for _ in 0..100 {
+        common::ready(manager.access_token(&key)).unwrap();
+        common::ready(tenant.access_token()).unwrap();
+    }
+    let region = Region::new(GLOBAL);
+    for _ in 0..CALLS {
+        let token = common::ready(manager.access_token(&key)).unwrap();
+        std::hint::black_box(token.secret().len());
+    }
+    let keyed = allocations(&region) / f64::from(CALLS);
+    let region = Region::new(GLOBAL);
+    for _ in 0..CALLS {
+        let token = common::ready(tenant.access_token()).unwrap();
+        std::hint::black_box(token.secret().len());
+    }
+    let handle = allocations(&region) / f64::from(CALLS);
+    (keyed, handle)
+}
+
+/// Allocations and reallocations since `region` began.
+fn allocations(region: &Region<'_, System>) -> f64 {
+    let change = region.change();
+    (change.allocations + change.reallocations) as f64
+}
+
+/// 10,000 concurrent `access_token` calls on a tenant whose token is due, against the emulator
+/// over TCP; returns the refresh grants the emulator handled meanwhile.
+async fn coalesced_token_requests() -> u64 {
+    // The emulator's clock runs two hours behind: the tokens of the login look two hours old,
+    // past the one-hour session timeout, so they are due at once; advancing the clock by two
+    // hours afterwards makes the refreshed ones new.
+    let now_ms = i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let behind = i64::try_from((2 * HOUR).as_millis()).unwrap();
+    let emulator = Emulator::builder()
+        .clock(Clock::manual(now_ms - behind))
+        .auto_approve(true)
+        .seed(20_261_124)
+        .start()
+        .await
+        .unwrap();
+    let creds = emulator.credentials().clone();
+    let client = OAuthClient::new(
+        LoginHost::my_domain(emulator.base_url()).unwrap(),
+        ConnectedApp::new(creds.client_id.clone())
+            .with_secret(creds.client_secret.clone())
+            .with_redirect_uri(&creds.callback_url)
+            .unwrap(),
+    )
+    .with_session_timeout(HOUR);
+    let transport = sfauth::transport::ReqwestTransport::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let tokens = login(&client, &transport).await;
+    let manager = TokenManager::builder(client)
+        .transport(Arc::new(transport))
+        .store(Arc::new(MemoryStore::new()))
+        .build()
+        .await
+        .unwrap();
+    let key = manager.store_tokens(tokens, "default").await.unwrap();
+    emulator.advance(2 * HOUR);
+    let before = emulator.counters().grant("refresh_token");
+
+    let barrier = Arc::new(tokio::sync::Barrier::new(CALLERS));
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..CALLERS {
+        let (manager, key, barrier) = (manager.clone(), key.clone(), barrier.clone());
+        callers.spawn(async move {
+            barrier.wait().await;
+            manager.access_token(&key).await.unwrap().secret().len()
+        });
+    }
+    callers.join_all().await;
+    let refreshes = emulator.counters().grant("refresh_token") - before;
+    emulator.shutdown().await;
+    refreshes
+}
+
+/// The web server flow against the emulator, playing the browser through the transport (which
+/// follows no redirect): a token set with a refresh token.
+async fn login(client: &OAuthClient, transport: &dyn HttpTransport) -> TokenSet {
+    let request = client
+        .authorize_url(&AuthorizeParams::scopes(["api", "id", "refresh_token"]))
+        .unwrap();
+    let response = transport
+        .send(
+            http::Request::get(request.url.as_str())
+                .body(bytes::Bytes::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 302, "auto-approve redirects at once");
+    let location = response
+        .headers()
+        .get(http::header::LOCATION)
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let code = client
+        .parse_callback(&location.parse().unwrap(), &request.state)
+        .unwrap();
+    client
+        .exchange_code(transport, &code, request.pkce_verifier.as_ref())
+        .await
+        .unwrap()
+}
+
+/// Live heap bytes the manager holds per tenant once 100,000 tenants are loaded (from a
+/// `MemoryStore` filled beforehand, whose own copies are not counted), less the access and
+/// refresh token bytes.
+async fn bytes_per_tenant() -> f64 {
+    let store = Arc::new(MemoryStore::new());
+    let now = SystemTime::now();
+    let mut token_bytes = 0usize;
+    for i in 0..BIG {
+        let tokens = common::tokens(i);
+        token_bytes += tokens.access_token.expose_secret().len()
+            + tokens
+                .refresh_token
+                .as_ref()
+                .map_or(0, |t| t.expose_secret().len());
+        store
+            .insert(TokenRecord::new(common::key(i), tokens, now))
+            .await
+            .unwrap();
+    }
+    let region = Region::new(GLOBAL);
+    let manager = common::offline_manager(store.clone()).await;
+    let loaded = manager.load_all().await.unwrap();
+    assert_eq!(loaded, BIG);
+    let change = region.change();
+    // `stats_alloc` books a growing or shrinking `realloc` as bytes allocated or deallocated.
+    let live = change.bytes_allocated as f64 - change.bytes_deallocated as f64;
+    drop(manager);
+    (live - token_bytes as f64) / BIG as f64
+}
+
+/// Seconds `load_all` takes on a fresh manager over a SQLite file of 100,000 records of one
+/// client id. The file is made once (it takes a while) and reused while it is complete.
+/// Also returns the seconds the store alone takes to list the records.
+async fn warm_start(dir: &Path) -> (f64, f64) {
+    let db = dir.join("warm_start_100k.db");
+    let key_file = dir.join("warm_start_100k.key");
+    let ready = dir.join("warm_start_100k.ready");
+    if !(ready.exists() && key_file.exists() && db.exists()) {
+        prepare_sqlite(&db, &key_file, &ready).await;
+    }
+    let key = Key::from_base64(std::fs::read_to_string(&key_file).unwrap().trim()).unwrap();
+    let keyring = Keyring::new(key);
+
+    // The store's share first, on its own: the same listing `load_all` makes, on another fresh
+    // store over the same file, so the manager's share is the difference.
+    let store = SqliteStore::open(&db, keyring.clone()).await.unwrap();
+    let query = ListQuery::new().client_id(common::CLIENT_ID).limit(1000);
+    let started = Instant::now();
+    let listed = store.list_all(&query).await.unwrap().len();
+    let list_seconds = started.elapsed().as_secs_f64();
+    assert_eq!(listed, BIG);
+    store.close().await;
+
+    let store = SqliteStore::open(&db, keyring).await.unwrap();
+    let manager = common::offline_manager(Arc::new(store)).await;
+    let started = Instant::now();
+    let loaded = manager.load_all().await.unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(loaded, BIG);
+    (seconds, list_seconds)
+}
+
+async fn prepare_sqlite(db: &Path, key_file: &Path, ready: &Path) {
+    println!("preparing {} with {BIG} records (once)", db.display());
+    let started = Instant::now();
+    for stale in [db, key_file, ready] {
+        let _ = std::fs::remove_file(stale);
+    }
+    for suffix in ["-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(name));
+    }
+    let key = Key::generate();
+    std::fs::write(key_file, key.to_base64().as_bytes()).unwrap();
+    let store = Arc::new(SqliteStore::open(db, Keyring::new(key)).await.unwrap());
+    let now = SystemTime::now();
+    let mut writers = tokio::task::JoinSet::new();
+    const WRITERS: usize = 8;
+    for writer in 0..WRITERS {
+        let store = store.clone();
+        writers.spawn(async move {
+            for i in (writer..BIG).step_by(WRITERS) {
+                store
+                    .insert(TokenRecord::new(common::key(i), common::tokens(i), now))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    writers.join_all().await;
+    store.close().await;
+    std::fs::write(ready, format!("{BIG}\n")).unwrap();
+    println!("prepared in {:.1}s", started.elapsed().as_secs_f64());
+}

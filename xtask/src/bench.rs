@@ -1,0 +1,288 @@
+//! `cargo xtask bench [--json]`: runs the `TokenManager` benchmarks and checks them against the
+//! targets of the issue that asked for them.
+//!
+//! Two bench targets of `sfauth` run in one `cargo bench`: `manager` (criterion timings of the
+//! cached-token paths and their baselines) and `figures` (the stampede, memory and warm-start
+//! figures, which it writes as JSON). The medians are read back from criterion's
+//! `<target>/criterion/<group>/<id>/new/estimates.json`, only if written by this run, and the
+//! ratios the issue asks for are printed as a table. `--json` also writes every figure to
+//! `<target>/bench/summary.json`, one flat object. Missing a target is reported, not an error:
+//! the figures are for people to read.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Map, Value};
+
+use crate::cargo;
+
+/// Summary keys read from criterion, and the benchmark ids they come from (median, ns).
+const TIMINGS: &[(&str, &str)] = &[
+    ("cached_token_ns_1t", "manager/cached_token_1t"),
+    ("cached_token_ns_2t", "manager/cached_token_2t"),
+    ("handle_token_ns_1t", "manager/handle_token_1t"),
+    ("handle_token_ns_2t", "manager/handle_token_2t"),
+    ("handle_cached_ns_1t", "manager/handle_cached_1t"),
+    ("handle_cached_ns_2t", "manager/handle_cached_2t"),
+    ("mutex_baseline_ns_1t", "baseline/mutex_1t"),
+    ("mutex_baseline_ns_2t", "baseline/mutex_2t"),
+    ("yup_oauth2_token_ns_1t", "baseline/yup_oauth2_1t"),
+    (
+        "yup_oauth2_custom_storage_ns_1t",
+        "baseline/yup_oauth2_custom_storage_1t",
+    ),
+    // The pieces of a keyed lookup, and a control with nothing shared between threads.
+    ("part_foldhash_key_ns", "parts/foldhash_key_1t"),
+    ("part_key_eq_ns", "parts/key_eq_1t"),
+    ("part_papaya_pin_ns", "parts/papaya_pin_1t"),
+    ("part_papaya_get_ns_1t", "parts/papaya_get_1t"),
+    ("part_papaya_get_ns_2t", "parts/papaya_get_2t"),
+    ("part_arcswap_load_ns_1t", "parts/arcswap_load_1t"),
+    ("part_arcswap_load_ns_2t", "parts/arcswap_load_2t"),
+    ("part_coarse_clock_ns", "parts/coarse_clock_1t"),
+    ("part_system_time_now_ns", "parts/system_time_now_1t"),
+    ("control_unshared_ns_1t", "parts/control_unshared_cache_1t"),
+    ("control_unshared_ns_2t", "parts/control_unshared_cache_2t"),
+];
+
+/// Keys the `figures` bench target must have written.
+const FIGURES: &[&str] = &[
+    "coalesced_token_requests_10k_callers",
+    "bytes_per_tenant_100k",
+    "warm_start_100k_sqlite_s",
+];
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let mut json = false;
+    for arg in args {
+        match arg.as_str() {
+            "--json" => json = true,
+            other => bail!("bench: unknown argument {other:?} (expected --json)"),
+        }
+    }
+    let target = target_dir()?;
+    let bench_dir = target.join("bench");
+    let criterion_dir = target.join("criterion");
+    let figures_file = bench_dir.join("figures.json");
+    fs::create_dir_all(&bench_dir).with_context(|| format!("creating {}", bench_dir.display()))?;
+    // Whatever an earlier run left must not pass for this run's figures.
+    if figures_file.exists() {
+        fs::remove_file(&figures_file)
+            .with_context(|| format!("removing {}", figures_file.display()))?;
+    }
+
+    let started = SystemTime::now();
+    let status = cargo()
+        .args([
+            "bench", "-p", "sfauth", "--bench", "manager", "--bench", "figures",
+        ])
+        .env("CRITERION_HOME", &criterion_dir)
+        .env("SFAUTH_BENCH_DIR", &bench_dir)
+        .env("SFAUTH_BENCH_FIGURES", &figures_file)
+        .status()
+        .context("cannot start cargo bench")?;
+    if !status.success() {
+        bail!("cargo bench failed ({status})");
+    }
+
+    let mut summary = Map::new();
+    for (key, id) in TIMINGS {
+        let median = criterion_median(&criterion_dir, id, started)?;
+        summary.insert((*key).to_owned(), Value::from(median));
+    }
+    let figures: Map<String, Value> = serde_json::from_slice(
+        &fs::read(&figures_file)
+            .with_context(|| format!("the figures bench wrote no {}", figures_file.display()))?,
+    )
+    .with_context(|| format!("parsing {}", figures_file.display()))?;
+    for key in FIGURES {
+        if !figures.get(*key).is_some_and(Value::is_number) {
+            bail!("{} has no number for {key}", figures_file.display());
+        }
+    }
+    summary.extend(figures);
+
+    let checks = checks(&summary)?;
+    print_table(&summary, &checks);
+    if json {
+        let path = bench_dir.join("summary.json");
+        fs::write(&path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("bench: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The build directory as cargo sees it (`CARGO_TARGET_DIR`, config, or `target/`).
+fn target_dir() -> Result<PathBuf> {
+    let output = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .context("running cargo metadata")?;
+    if !output.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let metadata: Value =
+        serde_json::from_slice(&output.stdout).context("parsing cargo metadata")?;
+    metadata
+        .get("target_directory")
+        .and_then(Value::as_str)
+        .map(PathBuf::from)
+        .context("cargo metadata has no target_directory")
+}
+
+/// The median (ns) of benchmark `id`, which must have been measured since `since`.
+fn criterion_median(criterion_dir: &Path, id: &str, since: SystemTime) -> Result<f64> {
+    let path = criterion_dir.join(id).join("new").join("estimates.json");
+    let modified = fs::metadata(&path)
+        .and_then(|meta| meta.modified())
+        .with_context(|| format!("criterion wrote no {}", path.display()))?;
+    if modified < since {
+        bail!("{} is from an earlier run", path.display());
+    }
+    let estimates: Value = serde_json::from_slice(&fs::read(&path)?)
+        .with_context(|| format!("parsing {}", path.display()))?;
+    estimates
+        .pointer("/median/point_estimate")
+        .and_then(Value::as_f64)
+        .with_context(|| format!("{} has no median", path.display()))
+}
+
+/// One target of the issue: what is measured, its value, the goal and whether it is met.
+struct Check {
+    what: &'static str,
+    value: String,
+    goal: &'static str,
+    met: bool,
+}
+
+fn checks(summary: &Map<String, Value>) -> Result<Vec<Check>> {
+    let get = |key: &str| {
+        summary
+            .get(key)
+            .and_then(Value::as_f64)
+            .with_context(|| format!("the summary has no number for {key}"))
+    };
+    let keyed = get("cached_token_ns_1t")?;
+    let keyed_2t = get("cached_token_ns_2t")?;
+    let handle = get("handle_token_ns_1t")?;
+    let handle_2t = get("handle_token_ns_2t")?;
+    let yup = get("yup_oauth2_token_ns_1t")?;
+    let mutex = get("mutex_baseline_ns_1t")?;
+    let coalesced = get("coalesced_token_requests_10k_callers")?;
+    let bytes = get("bytes_per_tenant_100k")?;
+    let warm = get("warm_start_100k_sqlite_s")?;
+    let control = get("control_unshared_ns_1t")?;
+    let control_2t = get("control_unshared_ns_2t")?;
+    let mut checks = vec![
+        Check {
+            what: "keyed access_token, median",
+            value: format!("{keyed:.1} ns"),
+            goal: "<= 30 ns",
+            met: keyed <= 30.0,
+        },
+        Check {
+            what: "keyed: yup-oauth2 token() / ours",
+            value: format!("{:.1}x", yup / keyed),
+            goal: ">= 20x",
+            met: yup / keyed >= 20.0,
+        },
+        Check {
+            what: "keyed: mutex baseline / ours",
+            value: format!("{:.1}x", mutex / keyed),
+            goal: ">= 3x",
+            met: mutex / keyed >= 3.0,
+        },
+        Check {
+            what: "keyed at 2 threads / 1 thread",
+            value: format!("{:.2}x ({keyed_2t:.1} ns)", keyed_2t / keyed),
+            goal: "(no target)",
+            met: true,
+        },
+        Check {
+            what: "handle access_token, median",
+            value: format!("{handle:.1} ns"),
+            goal: "<= 5 ns",
+            met: handle <= 5.0,
+        },
+        Check {
+            what: "handle at 2 threads / 1 thread",
+            value: format!("{:.2}x ({handle_2t:.1} ns)", handle_2t / handle),
+            goal: "<= 1.2x",
+            met: handle_2t / handle <= 1.2,
+        },
+        Check {
+            what: "control, nothing shared: 2 threads / 1",
+            value: format!("{:.2}x ({control_2t:.1} ns)", control_2t / control),
+            goal: "(machine)",
+            met: true,
+        },
+        Check {
+            what: "token requests, 10k callers at expiry",
+            value: format!("{coalesced}"),
+            goal: "== 1",
+            met: coalesced == 1.0,
+        },
+        Check {
+            what: "bytes per tenant beyond tokens, 100k",
+            value: format!("{bytes:.0} B"),
+            goal: "<= 1024 B",
+            met: bytes <= 1024.0,
+        },
+        Check {
+            what: "warm start, 100k tenants from SQLite",
+            value: format!("{warm:.3} s"),
+            goal: "<= 1 s",
+            met: warm <= 1.0,
+        },
+    ];
+    for (key, what) in [
+        ("cached_token_allocs_per_call", "allocations per keyed call"),
+        (
+            "handle_token_allocs_per_call",
+            "allocations per handle call",
+        ),
+    ] {
+        if let Some(allocs) = summary.get(key).and_then(Value::as_f64) {
+            checks.push(Check {
+                what,
+                value: format!("{allocs}"),
+                goal: "== 0",
+                met: allocs == 0.0,
+            });
+        }
+    }
+    Ok(checks)
+}
+
+fn print_table(summary: &Map<String, Value>, checks: &[Check]) {
+    println!();
+    println!("{:<42} {:>18}", "figure", "value");
+    for (key, value) in summary {
+        let shown = value
+            .as_f64()
+            .map_or_else(|| value.to_string(), |v| format!("{v:.2}"));
+        println!("{key:<42} {shown:>18}");
+    }
+    println!();
+    println!("{:<42} {:>22}  {:<12} met", "target", "measured", "goal");
+    for check in checks {
+        let met = if check.met { "yes" } else { "NO" };
+        println!(
+            "{:<42} {:>22}  {:<12} {met}",
+            check.what, check.value, check.goal
+        );
+    }
+    let missed = checks.iter().filter(|check| !check.met).count();
+    println!();
+    println!(
+        "bench: {} of {} targets met",
+        checks.len() - missed,
+        checks.len()
+    );
+}
