@@ -188,13 +188,13 @@ fn checks(summary: &Map<String, Value>) -> Result<Vec<Check>> {
         },
         Check {
             what: "keyed: yup-oauth2 token() / ours",
-            value: format!("{:.1}x", yup / keyed),
+            value: format!("{:.2}x", yup / keyed),
             goal: ">= 20x",
             met: yup / keyed >= 20.0,
         },
         Check {
             what: "keyed: mutex baseline / ours",
-            value: format!("{:.1}x", mutex / keyed),
+            value: format!("{:.2}x", mutex / keyed),
             goal: ">= 3x",
             met: mutex / keyed >= 3.0,
         },
