@@ -204,14 +204,16 @@ impl TokenStore for SqliteStore {
             "SELECT key, version, status, sealed FROM token_records \
              WHERE (?1 IS NULL OR org_id = ?1) AND (?2 IS NULL OR user_id = ?2) \
                AND (?3 IS NULL OR client_id = ?3) AND (?4 IS NULL OR status = ?4) \
-               AND (?5 IS NULL OR key > ?5) \
+               AND key > ?5 \
              ORDER BY key LIMIT ?6",
         )
         .bind(query.org_id.as_ref().map(|id| id.as_str()))
         .bind(query.user_id.as_ref().map(|id| id.as_str()))
         .bind(query.client_id.as_deref())
         .bind(query.status.map(|status| status.as_str()))
-        .bind(query.after.as_ref().map(|cursor| cursor.last_key()))
+        // A plain `key > ?` (every key is greater than the empty string) lets SQLite walk the
+        // primary key from the cursor; an `IS NULL OR` around it made every page a full scan.
+        .bind(query.after.as_ref().map_or("", |cursor| cursor.last_key()))
         .bind(to_i64(limit as u64 + 1, "limit")?)
         .fetch_all(&self.pool)
         .await
