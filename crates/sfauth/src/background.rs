@@ -140,7 +140,7 @@ impl TokenManager {
                 }
                 let expiring = cached.refresh_at_ms != NEVER && cached.refresh_at_ms <= horizon;
                 let idle = keep_alive_before.is_some_and(|before| cached.obtained_at_ms <= before);
-                (expiring || idle).then(|| (key.clone(), cached.generation))
+                (expiring || idle).then(|| ((*key.0).clone(), cached.generation))
             })
             .collect()
     }

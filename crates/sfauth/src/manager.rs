@@ -5,6 +5,7 @@
 //! lives on the slow path in `refresh.rs`.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -23,6 +24,57 @@ use crate::stats::{Counters, Stats, names};
 use crate::tenant::{AccessTokenGuard, Cached, CachedState, Tenant, TenantState};
 
 type Map<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The tenant map's key: the tenant's [`TokenKey`], shared with its state.
+///
+/// It hashes only the user id and the label: the login host and the client id are the same for
+/// nearly every tenant of one manager, so hashing them (the client id alone is 85 characters)
+/// costs time on every lookup and tells no tenants apart. Equality still compares every field,
+/// the ones that differ most often first.
+#[derive(Clone)]
+pub(crate) struct MapKey(pub(crate) Arc<TokenKey>);
+
+/// A borrowed [`MapKey`], for lookups with the caller's `&TokenKey`.
+pub(crate) struct KeyRef<'a>(pub(crate) &'a TokenKey);
+
+fn hash_key<H: Hasher>(key: &TokenKey, state: &mut H) {
+    key.user_id.hash(state);
+    key.label.hash(state);
+}
+
+fn same_key(a: &TokenKey, b: &TokenKey) -> bool {
+    a.user_id == b.user_id
+        && a.label == b.label
+        && a.org_id == b.org_id
+        && a.client_id == b.client_id
+        && a.login_host == b.login_host
+}
+
+impl Hash for MapKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_key(&self.0, state);
+    }
+}
+
+impl PartialEq for MapKey {
+    fn eq(&self, other: &Self) -> bool {
+        same_key(&self.0, &other.0)
+    }
+}
+
+impl Eq for MapKey {}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_key(self.0, state);
+    }
+}
+
+impl papaya::Equivalent<MapKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &MapKey) -> bool {
+        same_key(self.0, &key.0)
+    }
+}
 
 /// Hands out valid Salesforce access tokens for many tenants, refreshing them safely.
 ///
@@ -68,7 +120,7 @@ pub(crate) struct Inner {
     pub(crate) transport: Arc<dyn HttpTransport>,
     pub(crate) store: Arc<dyn TokenStore>,
     pub(crate) policy: RefreshPolicy,
-    pub(crate) tenants: Map<TokenKey, Arc<TenantState>>,
+    pub(crate) tenants: Map<MapKey, Arc<TenantState>>,
     /// Session lifetimes learned per org, in milliseconds.
     pub(crate) lifetimes: Map<OrgId, u64>,
     pub(crate) events: broadcast::Sender<Event>,
@@ -269,7 +321,7 @@ impl TokenManager {
     /// Fails fast with [`ErrorKind::ReauthorizationRequired`] for a tenant that needs a new
     /// login.
     pub async fn access_token(&self, key: &TokenKey) -> Result<AccessTokenGuard> {
-        if let Some(tenant) = self.inner.tenants.pin().get(key) {
+        if let Some(tenant) = self.inner.tenants.pin().get(&KeyRef(key)) {
             let guard = tenant.current.load();
             if guard.is_fresh() {
                 return Ok(AccessTokenGuard::new(guard));
@@ -389,13 +441,13 @@ impl TokenManager {
     /// Sets how `key` is renewed when it has no refresh token.
     pub async fn set_renewal(&self, key: &TokenKey, renewal: Renewal) -> Result<()> {
         let tenant = self.load(key).await?;
-        *lock(&tenant.renewal) = Some(renewal);
+        *lock(&tenant.renewal) = Some(Box::new(renewal));
         Ok(())
     }
 
     /// Forgets `key` in memory and deletes its record. Returns whether a record was deleted.
     pub async fn remove(&self, key: &TokenKey) -> Result<bool> {
-        self.inner.tenants.pin().remove(key);
+        self.inner.tenants.pin().remove(&KeyRef(key));
         self.inner
             .store
             .delete(key, None)
@@ -457,7 +509,7 @@ impl TokenManager {
 
     /// The tenant's in-memory state, loaded from the store on first use.
     pub(crate) async fn load(&self, key: &TokenKey) -> Result<Arc<TenantState>> {
-        if let Some(tenant) = self.inner.tenants.pin().get(key) {
+        if let Some(tenant) = self.inner.tenants.pin().get(&KeyRef(key)) {
             return Ok(tenant.clone());
         }
         let record = self.inner.read(key).await?;
@@ -563,12 +615,13 @@ impl Inner {
     /// The tenant for `record.key`, created (with the record cached) if it is not in memory.
     pub(crate) fn tenant_for(&self, record: &TokenRecord) -> Arc<TenantState> {
         let pinned = self.tenants.pin();
-        if let Some(tenant) = pinned.get(&record.key) {
+        if let Some(tenant) = pinned.get(&KeyRef(&record.key)) {
             return tenant.clone();
         }
+        let key = Arc::new(record.key.clone());
         let cached = self.cached_from(record, 0);
-        let fresh = Arc::new(TenantState::new(record.key.clone(), cached));
-        match pinned.try_insert(record.key.clone(), fresh.clone()) {
+        let fresh = Arc::new(TenantState::new(key.clone(), cached));
+        match pinned.try_insert(MapKey(key), fresh.clone()) {
             Ok(_) => fresh,
             Err(occupied) => occupied.current.clone(),
         }
@@ -639,4 +692,32 @@ impl Inner {
 
 pub(crate) fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    fn key(client: &str, label: &str) -> TokenKey {
+        let identity = "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK"
+            .parse()
+            .unwrap();
+        TokenKey::new(&sfauth_core::LoginHost::Production, &identity, client, label)
+    }
+
+    #[test]
+    fn lookups_hash_like_the_stored_key_and_compare_every_field() {
+        let state = foldhash::fast::RandomState::default();
+        let stored = MapKey(Arc::new(key("3MVG9.a", "default")));
+        let same = key("3MVG9.a", "default");
+        assert_eq!(state.hash_one(&stored), state.hash_one(KeyRef(&same)));
+        assert!(papaya::Equivalent::equivalent(&KeyRef(&same), &stored));
+        for other in [key("3MVG9.b", "default"), key("3MVG9.a", "backup")] {
+            assert!(!papaya::Equivalent::equivalent(&KeyRef(&other), &stored));
+        }
+        let mut sandbox = same.clone();
+        sandbox.login_host = "https://test.salesforce.com".into();
+        assert!(!papaya::Equivalent::equivalent(&KeyRef(&sandbox), &stored));
+    }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use sfauth_core::{Error as CoreError, ErrorKind as CoreKind, RefreshToken, TokenSet};
+use sfauth_core::{Error as CoreError, ErrorKind as CoreKind, RefreshToken, TokenKey, TokenSet};
 use sfauth_storage::{ErrorKind as StoreErrorKind, InFlight, Lease, RecordStatus, TokenRecord};
 use tracing::Instrument as _;
 
@@ -71,10 +71,11 @@ impl Inner {
         // Tokens waiting to be saved are never held back by the pause: saving them is urgent.
         if tenant.in_failure_backoff() && lock(&tenant.unsaved).is_none() {
             let (kind, message) = lock(&tenant.last_failure)
-                .clone()
+                .as_deref()
+                .cloned()
                 .unwrap_or((ErrorKind::Transient, "refresh failed".into()));
             return Err(Error::RecentlyFailed {
-                key: Box::new(tenant.key.clone()),
+                key: Box::new((*tenant.key).clone()),
                 kind,
                 message,
             });
@@ -132,7 +133,7 @@ impl Inner {
         tenant
             .retry_at_ms
             .store(clock::precise_ms() + duration_ms(pause), Ordering::Release);
-        *lock(&tenant.last_failure) = Some((error.kind(), error.to_string()));
+        *lock(&tenant.last_failure) = Some(Box::new((error.kind(), error.to_string())));
         tracing::warn!(key = %tenant.key, error = %error, retry_in_ms = duration_ms(pause), "refresh failed");
         self.emit(
             &tenant.key,
@@ -164,7 +165,7 @@ impl Inner {
                     Acquired::Lease(lease) => {
                         let _ = self.store.release(&lease).await;
                         Err(Error::RefreshInProgress {
-                            key: Box::new(tenant.key.clone()),
+                            key: Box::new((*tenant.key).clone()),
                             waited: self.policy.lease_wait,
                         })
                     }
@@ -176,7 +177,7 @@ impl Inner {
 
     /// Takes the lease, or waits for its holder's result and adopts it.
     async fn acquire_or_adopt(&self, tenant: &TenantState, current: &Cached) -> Result<Acquired> {
-        let key = &tenant.key;
+        let key: &TokenKey = &tenant.key;
         let started = Instant::now();
         let mut pause = Duration::from_millis(20);
         loop {
@@ -238,11 +239,11 @@ impl Inner {
         current: &Cached,
         lease: &Lease,
     ) -> Result<Outcome> {
-        let key = &tenant.key;
+        let key: &TokenKey = &tenant.key;
         let record = self.read(key).await?;
         let pending = lock(&tenant.unsaved).take();
         if let Some(pending) = pending {
-            return self.save_pending(tenant, record, pending, lease).await;
+            return self.save_pending(tenant, record, *pending, lease).await;
         }
         if self.adopt_if_newer(tenant, current, &record) {
             return Ok(Outcome::Adopted);
@@ -293,9 +294,9 @@ impl Inner {
                 Ok(Outcome::Refreshed)
             }
             Err(source) => {
-                *lock(&tenant.unsaved) = Some(record);
+                *lock(&tenant.unsaved) = Some(Box::new(record));
                 Err(Error::Unsaved {
-                    key: Box::new(tenant.key.clone()),
+                    key: Box::new((*tenant.key).clone()),
                     source,
                 })
             }
@@ -310,7 +311,7 @@ impl Inner {
         refresh_token: RefreshToken,
         lease: &Lease,
     ) -> Result<Outcome> {
-        let key = &tenant.key;
+        let key: &TokenKey = &tenant.key;
         let interrupted = record.refresh_in_flight.clone();
         if let Some(mark) = &interrupted {
             tracing::warn!(key = %key, holder = %mark.holder, fence = mark.fence, "an earlier refresh was interrupted; making one careful attempt");
@@ -374,7 +375,8 @@ impl Inner {
         lease: &Lease,
     ) -> Result<Outcome> {
         let renewal = lock(&tenant.renewal)
-            .clone()
+            .as_deref()
+            .cloned()
             .or_else(|| self.default_renewal.clone());
         let Some(renewal) = renewal else {
             let reason =
@@ -435,7 +437,7 @@ impl Inner {
         tokens: TokenSet,
         lease: &Lease,
     ) -> Result<Outcome> {
-        let key = &tenant.key;
+        let key: &TokenKey = &tenant.key;
         if let Err(error) = check_identity(key, &tokens) {
             // Tokens of another org or user must never be stored under this key.
             let mut marked = marked;
@@ -486,7 +488,7 @@ impl Inner {
                 Ok(Outcome::Adopted)
             }
             Err(source) => {
-                *lock(&tenant.unsaved) = Some(next);
+                *lock(&tenant.unsaved) = Some(Box::new(next));
                 Err(Error::Unsaved {
                     key: Box::new(key.clone()),
                     source,
@@ -602,7 +604,7 @@ impl Inner {
             },
         );
         Err(Error::ReauthorizationRequired {
-            key: Box::new(tenant.key.clone()),
+            key: Box::new((*tenant.key).clone()),
             reason,
             cause,
         })
@@ -626,14 +628,14 @@ fn may_have_been_spent(error: &CoreError) -> bool {
 
 fn store_error(tenant: &TenantState, source: sfauth_storage::Error) -> Error {
     Error::Store {
-        key: Box::new(tenant.key.clone()),
+        key: Box::new((*tenant.key).clone()),
         source,
     }
 }
 
 fn oauth_error(tenant: &TenantState, source: CoreError) -> Error {
     Error::OAuth {
-        key: Box::new(tenant.key.clone()),
+        key: Box::new((*tenant.key).clone()),
         source,
     }
 }

@@ -126,22 +126,25 @@ impl Cached {
 
 /// Everything the manager keeps for one tenant.
 pub(crate) struct TenantState {
-    pub(crate) key: TokenKey,
+    /// Shared with the tenant map's key, so it is stored once.
+    pub(crate) key: Arc<TokenKey>,
     /// In its own `Arc` so that a [`Tenant`] handle can keep an `arc_swap::Cache` of it.
     pub(crate) current: Arc<ArcSwap<Cached>>,
     /// Single-flight within the process; the store lease does it across processes.
     pub(crate) refresh_lock: tokio::sync::Mutex<()>,
-    pub(crate) renewal: Mutex<Option<Renewal>>,
+    // The fields below are used on the slow path only and are almost always empty: boxed, so
+    // that an idle tenant pays a pointer for each rather than the whole value.
+    pub(crate) renewal: Mutex<Option<Box<Renewal>>>,
     /// Tokens obtained but not yet saved (the store failed): saved before anything else.
-    pub(crate) unsaved: Mutex<Option<TokenRecord>>,
+    pub(crate) unsaved: Mutex<Option<Box<TokenRecord>>>,
     /// No refresh attempt before this (ms since the epoch), after a failure.
     pub(crate) retry_at_ms: AtomicU64,
     pub(crate) consecutive_failures: AtomicU64,
-    pub(crate) last_failure: Mutex<Option<(ErrorKind, String)>>,
+    pub(crate) last_failure: Mutex<Option<Box<(ErrorKind, String)>>>,
 }
 
 impl TenantState {
-    pub(crate) fn new(key: TokenKey, cached: Cached) -> Self {
+    pub(crate) fn new(key: Arc<TokenKey>, cached: Cached) -> Self {
         Self {
             key,
             current: Arc::new(ArcSwap::from_pointee(cached)),
