@@ -703,7 +703,12 @@ mod tests {
         let identity = "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK"
             .parse()
             .unwrap();
-        TokenKey::new(&sfauth_core::LoginHost::Production, &identity, client, label)
+        TokenKey::new(
+            &sfauth_core::LoginHost::Production,
+            &identity,
+            client,
+            label,
+        )
     }
 
     #[test]
