@@ -304,6 +304,18 @@ impl Env {
     pub async fn query_status(&self, tokens: &TokenSet) -> Result<u16> {
         Ok(self.query(tokens).await?.0)
     }
+
+    /// The status of the same query sent with a token the `TokenManager` handed out.
+    pub async fn query_status_with(&self, token: &sfauth::AccessTokenGuard) -> Result<u16> {
+        let (status, _) = self
+            .rest_get(
+                token.instance_url(),
+                token.access_token(),
+                "query?q=SELECT+Id+FROM+Account",
+            )
+            .await?;
+        Ok(status)
+    }
 }
 
 /// The `name` and `value` of every `<input type="hidden">` of an HTML page, unescaped.

@@ -131,7 +131,7 @@ async fn an_interrupted_refresh_that_spent_nothing_is_completed() {
     let (env, store, manager, key) = crashed_mid_refresh(false).await;
 
     let token = manager.refresh(&key).await.unwrap();
-    assert_eq!(env.query_status(token.tokens()).await.unwrap(), 200);
+    assert_eq!(env.query_status_with(&token).await.unwrap(), 200);
     let record = store.get(&key).await.unwrap().unwrap();
     assert!(record.refresh_in_flight.is_none());
     assert_eq!(record.status, RecordStatus::Active);

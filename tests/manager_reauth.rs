@@ -101,7 +101,7 @@ async fn revocation_sends_one_event_then_fails_fast_until_a_new_login() {
         .unwrap();
     assert_eq!(relogin, key);
     let token = manager.access_token(&key).await.unwrap();
-    assert_eq!(env.query_status(token.tokens()).await.unwrap(), 200);
+    assert_eq!(env.query_status_with(&token).await.unwrap(), 200);
     let record = store.get(&key).await.unwrap().unwrap();
     assert_eq!(record.status, RecordStatus::Active);
     drop(token);
@@ -154,7 +154,7 @@ async fn client_credentials_tenants_are_renewed_by_their_flow() {
         .unwrap();
     let renewed = manager.refresh(&key).await.unwrap();
     assert_ne!(renewed.secret(), first);
-    assert_eq!(env.query_status(renewed.tokens()).await.unwrap(), 200);
+    assert_eq!(env.query_status_with(&renewed).await.unwrap(), 200);
     assert_eq!(env.emulator.counters().grant("client_credentials"), 3);
     assert_eq!(env.emulator.counters().grant("refresh_token"), 0);
 }
@@ -184,7 +184,7 @@ async fn jwt_bearer_tenants_are_renewed_by_their_flow() {
 
     let renewed = manager.refresh(&key).await.unwrap();
     assert_ne!(renewed.secret(), first);
-    assert_eq!(env.query_status(renewed.tokens()).await.unwrap(), 200);
+    assert_eq!(env.query_status_with(&renewed).await.unwrap(), 200);
     assert_eq!(env.emulator.counters().grant("jwt_bearer"), 2);
 }
 

@@ -123,18 +123,13 @@ async fn invalid_session_triggers_one_refresh_and_teaches_the_lifetime() {
 
     let token = manager.access_token(&key).await.unwrap();
     let stale = token.access_token().clone();
-    assert_eq!(env.query_status(token.tokens()).await.unwrap(), 200);
+    assert_eq!(env.query_status_with(&token).await.unwrap(), 200);
     drop(token);
 
     env.emulator.expire_access_tokens();
     let (status, body) = env
         .rest_get(
-            &manager
-                .access_token(&key)
-                .await
-                .unwrap()
-                .tokens()
-                .instance_url,
+            manager.access_token(&key).await.unwrap().instance_url(),
             &stale,
             "query?q=SELECT+Id+FROM+Account",
         )
@@ -164,7 +159,7 @@ async fn invalid_session_triggers_one_refresh_and_teaches_the_lifetime() {
     assert_ne!(fresh.iter().next().unwrap(), stale.expose_secret());
 
     let token = manager.access_token(&key).await.unwrap();
-    assert_eq!(env.query_status(token.tokens()).await.unwrap(), 200);
+    assert_eq!(env.query_status_with(&token).await.unwrap(), 200);
     // The dead token was seconds old; the floor keeps the learned lifetime sane.
     assert_eq!(
         manager.learned_lifetime(&key.org_id),
@@ -218,7 +213,7 @@ async fn rotate_many(store: Arc<dyn TokenStore>, rounds: usize) {
         "no rotated-out token was ever presented"
     );
     let token = manager.access_token(&key).await.unwrap();
-    assert_eq!(env.query_status(token.tokens()).await.unwrap(), 200);
+    assert_eq!(env.query_status_with(&token).await.unwrap(), 200);
 
     assert_eq!(rotated, rounds);
     assert_eq!(manager.stats().rotations, rounds as u64);
@@ -324,7 +319,7 @@ async fn an_org_migration_updates_the_instance_url() {
         site.trim_end_matches('/')
     );
     assert_ne!(token.instance_url(), &old);
-    assert_eq!(env.query_status(token.tokens()).await.unwrap(), 200);
+    assert_eq!(env.query_status_with(&token).await.unwrap(), 200);
     let stored = store.get(&key).await.unwrap().unwrap();
     assert_eq!(&stored.tokens.instance_url, token.instance_url());
 
@@ -358,8 +353,8 @@ async fn introspection_teaches_the_org_session_lifetime() {
     let token = manager.refresh(&key).await.unwrap();
     // The emulator's seeded app has a two-hour session timeout.
     assert_eq!(manager.learned_lifetime(&key.org_id), Some(2 * HOUR));
-    let issued = token.tokens().issued_at.unwrap();
-    let expires = token.tokens().expires_at.unwrap();
+    let issued = token.issued_at().unwrap();
+    let expires = token.expires_at().unwrap();
     // `exp` has whole seconds: the expiry is the issuing second plus two hours.
     let early = (issued + 2 * HOUR).duration_since(expires).unwrap();
     assert!(early < Duration::from_secs(1), "{early:?}");

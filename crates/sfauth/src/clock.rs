@@ -48,6 +48,11 @@ pub(crate) fn to_ms(time: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the epoch back to a `SystemTime`.
+pub(crate) fn from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + std::time::Duration::from_millis(ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -438,6 +438,12 @@ impl TokenManager {
         Ok(())
     }
 
+    /// The whole stored token set of `key` (identity URL, scopes, ID token, signature, refresh
+    /// token), read from the store: the in-memory cache keeps only what the hot path needs.
+    pub async fn tokens(&self, key: &TokenKey) -> Result<TokenSet> {
+        Ok(self.inner.read(key).await?.tokens)
+    }
+
     /// Sets how `key` is renewed when it has no refresh token.
     pub async fn set_renewal(&self, key: &TokenKey, renewal: Renewal) -> Result<()> {
         let tenant = self.load(key).await?;
@@ -554,7 +560,7 @@ impl TokenManager {
         if let Some(error) = seen.reauth_error(&tenant.key) {
             return Err(error);
         }
-        if &seen.tokens.access_token != stale {
+        if &seen.access_token != stale {
             // Somebody already replaced the token this caller used.
             Counters::bump(&self.inner.counters.coalesced);
             return Ok(());
@@ -660,10 +666,10 @@ impl Inner {
         cause: Option<sfauth_core::Cause>,
     ) {
         let mut cached = self.cached_from(record, tenant.current.load().generation + 1);
-        cached.state = CachedState::Reauth {
+        cached.state = CachedState::Reauth(Box::new(crate::tenant::Reauth {
             reason: reason.to_owned(),
             cause,
-        };
+        }));
         tenant.current.store(Arc::new(cached));
     }
 
@@ -677,7 +683,7 @@ impl Inner {
 
     /// Learns the org's session lifetime from the age of a token Salesforce just refused.
     fn learn_lifetime(&self, key: &TokenKey, dead: &Cached) {
-        let Some(issued) = dead.tokens.issued_at else {
+        let Some(issued) = dead.issued_at else {
             return;
         };
         let age = clock::precise_ms().saturating_sub(clock::to_ms(issued));

@@ -215,7 +215,7 @@ impl Inner {
     /// since `current` was cached.
     fn adopt_if_newer(&self, tenant: &TenantState, current: &Cached, record: &TokenRecord) -> bool {
         let newer = record.version > current.version
-            && (record.tokens.access_token != current.tokens.access_token
+            && (record.tokens.access_token != current.access_token
                 || record.status != RecordStatus::Active);
         if !newer {
             return false;

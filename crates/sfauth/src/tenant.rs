@@ -5,10 +5,11 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, Guard};
 use sfauth_core::error::Cause;
-use sfauth_core::{AccessToken, TokenKey, TokenSet};
+use sfauth_core::{AccessToken, TokenKey};
 use sfauth_storage::{RecordStatus, TokenRecord};
 use url::Url;
 
@@ -21,8 +22,15 @@ use crate::renewal::Renewal;
 pub(crate) const NEVER: u64 = u64::MAX;
 
 /// One immutable view of a tenant's tokens, swapped whole on every change.
+///
+/// It keeps only what callers and the refresher read in memory: with thousands of tenants, the
+/// whole `TokenSet` (identity URL, signature, scopes, ID token) would more than double the
+/// memory per tenant, and the store has it when it is wanted
+/// ([`TokenManager::tokens`](crate::TokenManager::tokens)).
 pub(crate) struct Cached {
-    pub(crate) tokens: TokenSet,
+    pub(crate) access_token: AccessToken,
+    pub(crate) instance_url: Url,
+    pub(crate) issued_at: Option<SystemTime>,
     /// The store version these tokens were read or written at.
     pub(crate) version: u64,
     /// Bumped on every swap in this process; a caller that saw generation `g` and finds
@@ -39,10 +47,13 @@ pub(crate) struct Cached {
 
 pub(crate) enum CachedState {
     Active,
-    Reauth {
-        reason: String,
-        cause: Option<Cause>,
-    },
+    /// Boxed: rare, and it would otherwise widen every tenant's entry.
+    Reauth(Box<Reauth>),
+}
+
+pub(crate) struct Reauth {
+    pub(crate) reason: String,
+    pub(crate) cause: Option<Cause>,
 }
 
 impl Cached {
@@ -63,10 +74,10 @@ impl Cached {
 
     pub(crate) fn reauth_error(&self, key: &TokenKey) -> Option<Error> {
         match &self.state {
-            CachedState::Reauth { reason, cause } => Some(Error::ReauthorizationRequired {
+            CachedState::Reauth(reauth) => Some(Error::ReauthorizationRequired {
                 key: Box::new(key.clone()),
-                reason: reason.clone(),
-                cause: *cause,
+                reason: reauth.reason.clone(),
+                cause: reauth.cause,
             }),
             CachedState::Active => None,
         }
@@ -106,14 +117,16 @@ impl Cached {
             .or(issued_ms)
             .unwrap_or_else(|| clock::to_ms(record.issued_at));
         let state = match &record.status {
-            RecordStatus::ReauthRequired { reason, .. } => CachedState::Reauth {
+            RecordStatus::ReauthRequired { reason, .. } => CachedState::Reauth(Box::new(Reauth {
                 reason: reason.clone(),
                 cause: None,
-            },
+            })),
             _ => CachedState::Active,
         };
         Self {
-            tokens: tokens.clone(),
+            access_token: tokens.access_token.clone(),
+            instance_url: tokens.instance_url.clone(),
+            issued_at: tokens.issued_at,
             version: record.version,
             generation,
             refresh_at_ms,
@@ -177,29 +190,35 @@ impl AccessTokenGuard {
 
     /// The access token.
     pub fn access_token(&self) -> &AccessToken {
-        &self.inner.tokens.access_token
+        &self.inner.access_token
     }
 
     /// The access token in the clear, for an `Authorization: Bearer` header.
     pub fn secret(&self) -> &str {
-        self.inner.tokens.access_token.expose_secret()
+        self.inner.access_token.expose_secret()
     }
 
     /// The base URL for API calls.
     pub fn instance_url(&self) -> &Url {
-        &self.inner.tokens.instance_url
+        &self.inner.instance_url
     }
 
-    /// The whole token set, for fields such as `scope` or `id_token`.
-    pub fn tokens(&self) -> &TokenSet {
-        &self.inner.tokens
+    /// When the access token was issued, if Salesforce said.
+    pub fn issued_at(&self) -> Option<SystemTime> {
+        self.inner.issued_at
+    }
+
+    /// When the access token expires as far as the manager knows (from the response, a JWT
+    /// `exp`, introspection, the configured session timeout or a learned lifetime), if at all.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        (self.inner.expires_at_ms != NEVER).then(|| clock::from_ms(self.inner.expires_at_ms))
     }
 }
 
 impl fmt::Debug for AccessTokenGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AccessTokenGuard")
-            .field("instance_url", &self.inner.tokens.instance_url.as_str())
+            .field("instance_url", &self.inner.instance_url.as_str())
             .finish_non_exhaustive()
     }
 }
@@ -249,24 +268,24 @@ pub struct TokenRef<'a> {
 impl TokenRef<'_> {
     /// The access token.
     pub fn access_token(&self) -> &AccessToken {
-        &self.cached.tokens.access_token
+        &self.cached.access_token
     }
 
     /// The access token in the clear, for an `Authorization: Bearer` header.
     pub fn secret(&self) -> &str {
-        self.cached.tokens.access_token.expose_secret()
+        self.cached.access_token.expose_secret()
     }
 
     /// The base URL for API calls.
     pub fn instance_url(&self) -> &Url {
-        &self.cached.tokens.instance_url
+        &self.cached.instance_url
     }
 }
 
 impl fmt::Debug for TokenRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenRef")
-            .field("instance_url", &self.cached.tokens.instance_url.as_str())
+            .field("instance_url", &self.cached.instance_url.as_str())
             .finish_non_exhaustive()
     }
 }
