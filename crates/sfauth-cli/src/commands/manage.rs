@@ -14,41 +14,70 @@ use crate::error::{CliError, Exit, Result};
 use crate::session::{self, Context};
 use crate::store::Store;
 
+/// A stored login, the manager serving it, and a valid access token for it.
+struct SignedIn {
+    resolved: crate::store::Resolved,
+    transport: std::sync::Arc<dyn sfauth::core::http::HttpTransport>,
+    manager: sfauth::TokenManager,
+    guard: sfauth::AccessTokenGuard,
+}
+
+impl SignedIn {
+    /// Opens the store, resolves `alias` and gets a valid access token (refreshed if needed).
+    async fn open(alias: &str, ctx: &Context) -> Result<Self> {
+        let store = ctx.open_store().await?;
+        let resolved = store.resolve(alias).await?;
+        let transport = session::transport()?;
+        let manager = session::manager_for(&store, &resolved, &ctx.file, transport.clone()).await?;
+        let guard = manager
+            .access_token(&resolved.key)
+            .await
+            .map_err(|e| session::manager_error(&e, &resolved))?;
+        Ok(Self {
+            resolved,
+            transport,
+            manager,
+            guard,
+        })
+    }
+
+    /// Calls userinfo with the token; when Salesforce no longer accepts it, refreshes once
+    /// (through the manager, so the refresh is shared and saved) and calls again. `doing` and
+    /// `fix` word the error.
+    async fn userinfo(&mut self, doing: &str, fix: &str) -> Result<sfauth::core::flows::UserInfo> {
+        let client = self.manager.client();
+        match client
+            .userinfo(self.transport.as_ref(), self.guard.access_token())
+            .await
+        {
+            Ok(info) => Ok(info),
+            Err(e) if e.kind() == sfauth::core::ErrorKind::SessionExpired => {
+                let stale = self.guard.access_token().clone();
+                self.guard = self
+                    .manager
+                    .session_expired(&self.resolved.key, &stale)
+                    .await
+                    .map_err(|e| session::manager_error(&e, &self.resolved))?;
+                client
+                    .userinfo(self.transport.as_ref(), self.guard.access_token())
+                    .await
+                    .map_err(|e| CliError::core(&e, doing, fix))
+            }
+            Err(e) => Err(CliError::core(&e, doing, fix)),
+        }
+    }
+}
+
 /// `sfauth token`: the access token alone on stdout.
 pub(crate) async fn token(args: &TokenArgs, ctx: &Context) -> Result<()> {
     let alias = ctx.alias(args.alias.given());
-    let store = ctx.open_store().await?;
-    let resolved = store.resolve(&alias).await?;
-    let transport = session::transport()?;
-    let manager = session::manager_for(&store, &resolved, &ctx.file, transport.clone()).await?;
-    let mut guard = manager
-        .access_token(&resolved.key)
-        .await
-        .map_err(|e| session::manager_error(&e, &resolved))?;
+    let mut signed = SignedIn::open(&alias, ctx).await?;
     if args.verify {
-        let client = manager.client();
-        match client
-            .userinfo(transport.as_ref(), guard.access_token())
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == sfauth::core::ErrorKind::SessionExpired => {
-                let stale = guard.access_token().clone();
-                guard = manager
-                    .session_expired(&resolved.key, &stale)
-                    .await
-                    .map_err(|e| session::manager_error(&e, &resolved))?;
-            }
-            Err(e) => {
-                return Err(CliError::core(
-                    &e,
-                    "checking the token",
-                    "try again without --verify",
-                ));
-            }
-        }
+        signed
+            .userinfo("checking the token", "try again without --verify")
+            .await?;
     }
-    println!("{}", guard.secret());
+    println!("{}", signed.guard.secret());
     Ok(())
 }
 
@@ -311,33 +340,13 @@ pub(crate) async fn introspect(args: &AliasJsonArgs, ctx: &Context) -> Result<()
 /// `sfauth whoami`.
 pub(crate) async fn whoami(args: &AliasJsonArgs, ctx: &Context) -> Result<()> {
     let alias = ctx.alias(args.alias.given());
-    let store = ctx.open_store().await?;
-    let resolved = store.resolve(&alias).await?;
-    let transport = session::transport()?;
-    let manager = session::manager_for(&store, &resolved, &ctx.file, transport.clone()).await?;
-    let mut guard = manager
-        .access_token(&resolved.key)
-        .await
-        .map_err(|e| session::manager_error(&e, &resolved))?;
-    let client = manager.client();
-    let info = match client
-        .userinfo(transport.as_ref(), guard.access_token())
-        .await
-    {
-        Ok(info) => info,
-        Err(e) if e.kind() == sfauth::core::ErrorKind::SessionExpired => {
-            let stale = guard.access_token().clone();
-            guard = manager
-                .session_expired(&resolved.key, &stale)
-                .await
-                .map_err(|e| session::manager_error(&e, &resolved))?;
-            client
-                .userinfo(transport.as_ref(), guard.access_token())
-                .await
-                .map_err(|e| CliError::core(&e, "asking who is logged in", "try again"))?
-        }
-        Err(e) => return Err(CliError::core(&e, "asking who is logged in", "try again")),
-    };
+    let mut signed = SignedIn::open(&alias, ctx).await?;
+    let info = signed
+        .userinfo("asking who is logged in", "try again")
+        .await?;
+    let SignedIn {
+        resolved, guard, ..
+    } = signed;
     let instance = guard
         .instance_url()
         .as_str()
