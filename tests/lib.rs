@@ -14,7 +14,7 @@ use sfauth_core::flows::{AuthorizationRequest, AuthorizeParams, Introspection, J
 use sfauth_core::http::{HttpRequest, HttpTransport, RetrySafety};
 use sfauth_core::{
     AccessToken, AuthorizationCode, ConnectedApp, LoginHost, OAuthClient, Password, PrivateKey,
-    SecretValue, TokenSet,
+    SecretValue, TokenKey, TokenSet,
 };
 use sfauth_emulator::{Clock, Credentials, Emulator, EmulatorBuilder, SEED_CLIENT_PRIVATE_KEY};
 use sfauth_transport::ReqwestTransport;
@@ -303,6 +303,15 @@ impl Env {
     /// The status of [`Env::query`].
     pub async fn query_status(&self, tokens: &TokenSet) -> Result<u16> {
         Ok(self.query(tokens).await?.0)
+    }
+
+    /// Logs in with the web server flow and stores the result in `manager` under `label`.
+    pub async fn store_login(
+        &self,
+        manager: &sfauth::TokenManager,
+        label: &str,
+    ) -> Result<TokenKey> {
+        Ok(manager.store_tokens(self.login().await?, label).await?)
     }
 
     /// The status of the same query sent with a token the `TokenManager` handed out.

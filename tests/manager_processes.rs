@@ -63,10 +63,7 @@ async fn two_processes_on_one_sqlite_file_refresh_once() {
     let a = manager(&env, store_a, "process-a").await;
     let b = manager(&env, store_b, "process-b").await;
 
-    let key = a
-        .store_tokens(env.login().await.unwrap(), "default")
-        .await
-        .unwrap();
+    let key = env.store_login(&a, "default").await.unwrap();
     env.emulator.advance(2 * HOUR);
 
     let mut callers = tokio::task::JoinSet::new();
@@ -102,10 +99,7 @@ async fn crashed_mid_refresh(spent: bool) -> (Env, Arc<dyn TokenStore>, TokenMan
     let env = rotating_env(Clock::manual_now()).await;
     let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
     let manager = manager(&env, store.clone(), "survivor").await;
-    let key = manager
-        .store_tokens(env.login().await.unwrap(), "default")
-        .await
-        .unwrap();
+    let key = env.store_login(&manager, "default").await.unwrap();
     let mut record = store.get(&key).await.unwrap().unwrap();
     let version = record.version;
     record.refresh_in_flight = Some(InFlight {
@@ -180,10 +174,7 @@ async fn a_foreign_refresher_in_flight_is_not_raced() {
         .unwrap();
     let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
     let manager = manager(&env, store.clone(), "sfauth").await;
-    let key = manager
-        .store_tokens(env.login().await.unwrap(), "default")
-        .await
-        .unwrap();
+    let key = env.store_login(&manager, "default").await.unwrap();
     let refresh_token = store
         .get(&key)
         .await

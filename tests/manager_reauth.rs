@@ -38,10 +38,7 @@ async fn revocation_sends_one_event_then_fails_fast_until_a_new_login() {
     let env = Env::start().await.unwrap();
     let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
     let manager = manager(&env, store.clone()).await;
-    let key = manager
-        .store_tokens(env.login().await.unwrap(), "default")
-        .await
-        .unwrap();
+    let key = env.store_login(&manager, "default").await.unwrap();
     let stale = manager
         .access_token(&key)
         .await
@@ -95,10 +92,7 @@ async fn revocation_sends_one_event_then_fails_fast_until_a_new_login() {
     assert_eq!(manager.stats().tenants_reauth_required, 1);
 
     // A new login replaces the record and clears the mark.
-    let relogin = manager
-        .store_tokens(env.login().await.unwrap(), "default")
-        .await
-        .unwrap();
+    let relogin = env.store_login(&manager, "default").await.unwrap();
     assert_eq!(relogin, key);
     let token = manager.access_token(&key).await.unwrap();
     assert_eq!(env.query_status_with(&token).await.unwrap(), 200);
@@ -112,10 +106,7 @@ async fn revocation_sends_one_event_then_fails_fast_until_a_new_login() {
 async fn a_frozen_user_needs_reauthorization_with_that_cause() {
     let env = Env::start().await.unwrap();
     let manager = manager(&env, Arc::new(MemoryStore::new())).await;
-    let key = manager
-        .store_tokens(env.login().await.unwrap(), "default")
-        .await
-        .unwrap();
+    let key = env.store_login(&manager, "default").await.unwrap();
     env.emulator.freeze_user(&env.creds().username).unwrap();
     let error = manager.refresh(&key).await.unwrap_err();
     assert_eq!(

@@ -68,10 +68,7 @@ fn rejected(env: &Env) -> u64 {
 async fn due_tenant() -> (Env, TokenManager, sfauth_core::TokenKey, u64) {
     let env = env_behind(2 * HOUR).await;
     let manager = manager(&env, Arc::new(MemoryStore::new()), RefreshPolicy::default()).await;
-    let key = manager
-        .store_tokens(env.login().await.unwrap(), "default")
-        .await
-        .unwrap();
+    let key = env.store_login(&manager, "default").await.unwrap();
     env.emulator.advance(2 * HOUR);
     let before = refreshes(&env);
     (env, manager, key, before)
@@ -116,10 +113,7 @@ async fn invalid_session_triggers_one_refresh_and_teaches_the_lifetime() {
         .build()
         .await
         .unwrap();
-    let key = manager
-        .store_tokens(env.login().await.unwrap(), "default")
-        .await
-        .unwrap();
+    let key = env.store_login(&manager, "default").await.unwrap();
 
     let token = manager.access_token(&key).await.unwrap();
     let stale = token.access_token().clone();
@@ -175,10 +169,7 @@ async fn rotate_many(store: Arc<dyn TokenStore>, rounds: usize) {
         .set_policy(&client_id, |p| p.rotation = true)
         .unwrap();
     let manager = manager(&env, store.clone(), RefreshPolicy::default()).await;
-    let key = manager
-        .store_tokens(env.login().await.unwrap(), "default")
-        .await
-        .unwrap();
+    let key = env.store_login(&manager, "default").await.unwrap();
     let mut events = manager.subscribe();
 
     let mut previous = store
@@ -244,10 +235,7 @@ async fn transient_503s_are_retried_and_the_old_token_keeps_serving() {
         .backoff(Duration::from_millis(10))
         .failure_backoff(Duration::from_millis(50), Duration::from_millis(50));
     let manager = manager(&env, Arc::new(MemoryStore::new()), policy).await;
-    let key = manager
-        .store_tokens(env.login().await.unwrap(), "default")
-        .await
-        .unwrap();
+    let key = env.store_login(&manager, "default").await.unwrap();
     let original = manager
         .access_token(&key)
         .await
@@ -297,10 +285,7 @@ async fn an_org_migration_updates_the_instance_url() {
     let env = Env::start().await.unwrap();
     let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
     let manager = manager(&env, store.clone(), RefreshPolicy::default()).await;
-    let key = manager
-        .store_tokens(env.login().await.unwrap(), "default")
-        .await
-        .unwrap();
+    let key = env.store_login(&manager, "default").await.unwrap();
     let old = manager
         .access_token(&key)
         .await
@@ -344,10 +329,7 @@ async fn introspection_teaches_the_org_session_lifetime() {
         .build()
         .await
         .unwrap();
-    let key = manager
-        .store_tokens(env.login().await.unwrap(), "default")
-        .await
-        .unwrap();
+    let key = env.store_login(&manager, "default").await.unwrap();
     assert_eq!(manager.learned_lifetime(&key.org_id), None);
 
     let token = manager.refresh(&key).await.unwrap();
