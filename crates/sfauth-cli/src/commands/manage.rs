@@ -233,18 +233,27 @@ async fn refresh_one(
     Ok(())
 }
 
-/// `sfauth revoke`: revokes the refresh token (which takes its access tokens with it) or the
-/// access token, then forgets the login.
-pub(crate) async fn revoke(args: &AliasArgs, ctx: &Context) -> Result<()> {
-    let alias = ctx.alias(args.given());
+/// The store, the resolved alias and its stored record, read without refreshing anything.
+async fn stored_login(
+    alias: &str,
+    ctx: &Context,
+) -> Result<(Store, crate::store::Resolved, sfauth::storage::TokenRecord)> {
     let store = ctx.open_store().await?;
-    let resolved = store.resolve(&alias).await?;
+    let resolved = store.resolve(alias).await?;
     let record = store
         .store
         .get(&resolved.key)
         .await
         .map_err(|e| CliError::store(&e, "reading the login", &store.location))?
         .ok_or_else(|| CliError::usage(format!("no login named {alias}: see `sfauth list`")))?;
+    Ok((store, resolved, record))
+}
+
+/// `sfauth revoke`: revokes the refresh token (which takes its access tokens with it) or the
+/// access token, then forgets the login.
+pub(crate) async fn revoke(args: &AliasArgs, ctx: &Context) -> Result<()> {
+    let alias = ctx.alias(args.given());
+    let (store, resolved, record) = stored_login(&alias, ctx).await?;
     let client = session::client_for(&resolved, &ctx.file)?;
     let transport = session::transport()?;
     let (token, what): (SecretValue, &str) = match &record.tokens.refresh_token {
@@ -282,14 +291,7 @@ pub(crate) async fn revoke(args: &AliasArgs, ctx: &Context) -> Result<()> {
 /// `sfauth introspect`.
 pub(crate) async fn introspect(args: &AliasJsonArgs, ctx: &Context) -> Result<()> {
     let alias = ctx.alias(args.alias.given());
-    let store = ctx.open_store().await?;
-    let resolved = store.resolve(&alias).await?;
-    let record = store
-        .store
-        .get(&resolved.key)
-        .await
-        .map_err(|e| CliError::store(&e, "reading the login", &store.location))?
-        .ok_or_else(|| CliError::usage(format!("no login named {alias}: see `sfauth list`")))?;
+    let (_store, resolved, record) = stored_login(&alias, ctx).await?;
     let client = session::client_for(&resolved, &ctx.file)?;
     let transport = session::transport()?;
     let token: SecretValue = record.tokens.access_token.clone().into();
