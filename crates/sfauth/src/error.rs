@@ -48,6 +48,13 @@ pub enum Error {
         #[source]
         source: sfauth_storage::Error,
     },
+    /// Listing the stored tenants failed.
+    #[error("cannot list stored tokens")]
+    List {
+        /// The store failure.
+        #[source]
+        source: sfauth_storage::Error,
+    },
     /// Salesforce returned tokens of another org or user than the tenant's; they were not stored.
     #[error(
         "refreshed tokens for {key} belong to org {org_id} user {user_id}; they were not stored"
@@ -131,7 +138,7 @@ impl Error {
                 Core::InvalidClient | Core::InvalidRequest | Core::Config => ErrorKind::Config,
                 _ => ErrorKind::Protocol,
             },
-            Self::Store { .. } | Self::Unsaved { .. } => ErrorKind::Storage,
+            Self::Store { .. } | Self::Unsaved { .. } | Self::List { .. } => ErrorKind::Storage,
             Self::IdentityMismatch { .. } => ErrorKind::Protocol,
             Self::RefreshInProgress { .. } => ErrorKind::RefreshInProgress,
             Self::RecentlyFailed { kind, .. } => *kind,
@@ -150,7 +157,7 @@ impl Error {
             | Self::RefreshInProgress { key, .. }
             | Self::Unsaved { key, .. }
             | Self::RecentlyFailed { key, .. } => Some(key.as_ref()),
-            Self::Config(_) => None,
+            Self::Config(_) | Self::List { .. } => None,
         }
     }
 }

@@ -244,13 +244,13 @@ pub const STORE_KEY_ENV: &str = "SFAUTH_STORE_KEY";
 
 #[cfg(feature = "sqlite")]
 async fn default_store() -> Result<Arc<dyn TokenStore>> {
-    use sfauth_storage::{Key, Keyring, SqliteStore};
+    use sfauth_storage::{Keyring, SqliteStore};
     let config = |e: sfauth_storage::Error| Error::Config(format!("default token store: {e}"));
     let path = SqliteStore::default_path().map_err(config)?;
     let keyring = if std::env::var_os(STORE_KEY_ENV).is_some() {
         Keyring::from_env(STORE_KEY_ENV).map_err(config)?
     } else {
-        Keyring::new(Key::load_or_create(&path.with_file_name("tokens.key")).map_err(config)?)
+        Keyring::from_key_file(&path.with_file_name("tokens.key")).map_err(config)?
     };
     let store = SqliteStore::open(&path, keyring).await.map_err(config)?;
     Ok(Arc::new(store))
@@ -391,7 +391,7 @@ impl TokenManager {
             source,
         };
         let now = SystemTime::now();
-        let mut record = loop {
+        let record = loop {
             match store.get(&key).await.map_err(store_error)? {
                 None => {
                     let mut record = TokenRecord::new(key.clone(), tokens.clone(), now);
@@ -422,18 +422,10 @@ impl TokenManager {
                 }
             }
         };
-        record.learned_lifetime = record.learned_lifetime.or_else(|| {
-            self.inner
-                .lifetimes
-                .pin()
-                .get(&key.org_id)
-                .map(|ms| Duration::from_millis(*ms))
-        });
-        let tenant = self.inner.tenant_for(&record);
+        let tenant = self.inner.install_record(&record);
         *lock(&tenant.unsaved) = None;
         tenant.retry_at_ms.store(0, Ordering::Release);
         tenant.consecutive_failures.store(0, Ordering::Release);
-        self.inner.install(&tenant, &record);
         self.inner.emit(&key, EventKind::Stored);
         Ok(())
     }
@@ -476,13 +468,11 @@ impl TokenManager {
             .store
             .list_all(&query)
             .await
-            .map_err(|e| Error::Config(format!("cannot list stored tokens: {e}")))?;
-        let count = records.len();
+            .map_err(|source| Error::List { source })?;
         for record in &records {
-            let tenant = self.inner.tenant_for(record);
-            self.inner.install(&tenant, record);
+            self.inner.install_record(record);
         }
-        Ok(count)
+        Ok(records.len())
     }
 
     /// Subscribes to [`Event`]s from now on.
@@ -618,18 +608,33 @@ impl Inner {
             })
     }
 
-    /// The tenant for `record.key`, created (with the record cached) if it is not in memory.
+    /// The tenant for `record.key`, created (with the record cached) if it is not in memory;
+    /// a tenant already in memory keeps its cached token.
     pub(crate) fn tenant_for(&self, record: &TokenRecord) -> Arc<TenantState> {
+        self.tenant_entry(record).0
+    }
+
+    /// Makes `record` the current token of its tenant, creating the tenant if needed.
+    pub(crate) fn install_record(&self, record: &TokenRecord) -> Arc<TenantState> {
+        let (tenant, created) = self.tenant_entry(record);
+        if !created {
+            self.install(&tenant, record);
+        }
+        tenant
+    }
+
+    /// The tenant for `record.key`, and whether it was just created from `record`.
+    fn tenant_entry(&self, record: &TokenRecord) -> (Arc<TenantState>, bool) {
         let pinned = self.tenants.pin();
         if let Some(tenant) = pinned.get(&KeyRef(&record.key)) {
-            return tenant.clone();
+            return (tenant.clone(), false);
         }
         let key = Arc::new(record.key.clone());
         let cached = self.cached_from(record, 0);
         let fresh = Arc::new(TenantState::new(key.clone(), cached));
         match pinned.try_insert(MapKey(key), fresh.clone()) {
-            Ok(_) => fresh,
-            Err(occupied) => occupied.current.clone(),
+            Ok(_) => (fresh, true),
+            Err(occupied) => (occupied.current.clone(), false),
         }
     }
 
