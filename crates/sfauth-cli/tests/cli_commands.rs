@@ -23,9 +23,7 @@ async fn web_login_then_token_status_whoami_introspect_refresh_revoke() {
         "{login:?}"
     );
 
-    let token = cli.run(&["token", "prod"]).await;
-    token.ok();
-    let first = token.stdout.trim().to_owned();
+    let first = cli.token("prod").await;
     assert!(!first.is_empty() && !first.contains(' '));
     assert_eq!(
         cli.run(&["token", "--alias", "prod"]).await.stdout.trim(),
@@ -80,13 +78,7 @@ async fn web_login_then_token_status_whoami_introspect_refresh_revoke() {
     let refresh = cli.run(&["refresh", "prod"]).await;
     refresh.ok();
     assert!(refresh.stdout.contains("refreshed prod"));
-    let second = cli
-        .run(&["token", "prod"])
-        .await
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
+    let second = cli.token("prod").await;
     assert_ne!(first, second);
 
     // The session dies at the org: --verify notices and refreshes.
@@ -171,13 +163,7 @@ async fn every_other_login_flow() {
     // No refresh token: a refresh mints a new assertion from the remembered key file.
     cli.run(&["refresh", "jwt"]).await.ok();
 
-    let subject = cli
-        .run(&["token", "pw"])
-        .await
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
+    let subject = cli.token("pw").await;
     cli.run_env(
         &[
             "login",
@@ -268,13 +254,7 @@ async fn refresh_all_reports_each_alias() {
 async fn export_then_import_into_another_store() {
     let cli = Cli::start().await;
     cli.login_web("prod").await.ok();
-    let token = cli
-        .run(&["token", "prod"])
-        .await
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
+    let token = cli.token("prod").await;
     let file = cli.dir.path().join("logins.sfauth");
     let file_arg = file.to_str().unwrap();
     let pass = [("SFAUTH_EXPORT_PASSPHRASE", "correct horse battery")];

@@ -134,6 +134,16 @@ impl Cli {
         self.run_env(args, &[]).await
     }
 
+    /// `sfauth token ALIAS`, which must succeed; its stdout is the token.
+    pub(crate) async fn token(&self, alias: &str) -> String {
+        self.run(&["token", alias])
+            .await
+            .ok()
+            .stdout
+            .trim()
+            .to_owned()
+    }
+
     pub(crate) async fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut command = self.command(args);
         for (name, value) in env {
