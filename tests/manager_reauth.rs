@@ -13,7 +13,7 @@ use std::sync::Arc;
 use sfauth::storage::{RecordStatus, TokenStore};
 use sfauth::{ErrorKind, EventKind, MemoryStore, Renewal, TokenManager};
 use sfauth_core::flows::JwtBearer;
-use sfauth_core::{Cause, PrivateKey};
+use sfauth_core::{Cause, PrivateKey, TokenKey};
 use sfauth_tests::Env;
 
 async fn manager(env: &Env, store: Arc<dyn TokenStore>) -> TokenManager {
@@ -185,8 +185,14 @@ async fn tokens_of_another_user_are_never_stored_under_a_key() {
     let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
     let manager = manager(&env, store.clone()).await;
     let tokens = env.login().await.unwrap();
-    let mut key = manager.key_for(&tokens, "default");
-    key.user_id = "005000000000001AAA".parse().unwrap();
+    let own = manager.key_for(&tokens, "default");
+    let key = TokenKey::from_parts(
+        own.login_host(),
+        own.org_id().clone(),
+        "005000000000001AAA".parse().unwrap(),
+        own.client_id(),
+        own.label(),
+    );
     let error = manager
         .store_tokens_as(key.clone(), tokens)
         .await

@@ -159,7 +159,7 @@ async fn invalid_session_triggers_one_refresh_and_teaches_the_lifetime() {
     assert_eq!(env.query_status_with(&token).await.unwrap(), 200);
     // The dead token was seconds old; the floor keeps the learned lifetime sane.
     assert_eq!(
-        manager.learned_lifetime(&key.org_id),
+        manager.learned_lifetime(key.org_id()),
         Some(Duration::from_secs(900))
     );
     assert_eq!(rejected(&env), 0);
@@ -333,11 +333,11 @@ async fn introspection_teaches_the_org_session_lifetime() {
         .await
         .unwrap();
     let key = env.store_login(&manager, "default").await.unwrap();
-    assert_eq!(manager.learned_lifetime(&key.org_id), None);
+    assert_eq!(manager.learned_lifetime(key.org_id()), None);
 
     let token = manager.refresh(&key).await.unwrap();
     // The emulator's seeded app has a two-hour session timeout.
-    assert_eq!(manager.learned_lifetime(&key.org_id), Some(2 * HOUR));
+    assert_eq!(manager.learned_lifetime(key.org_id()), Some(2 * HOUR));
     let issued = token.issued_at().unwrap();
     let expires = token.expires_at().unwrap();
     // `exp` has whole seconds: the expiry is the issuing second plus two hours.

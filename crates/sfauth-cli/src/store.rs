@@ -262,7 +262,7 @@ impl Store {
             .records()
             .await?
             .into_iter()
-            .filter(|record| record.key.label == alias)
+            .filter(|record| record.key.label() == alias)
             .collect();
         match found.as_slice() {
             [record] => Ok(Resolved {
@@ -284,7 +284,7 @@ impl Store {
     /// Removes the record of `key` and any other record holding `alias`, except `keep`.
     pub(crate) async fn remove_other_records(&self, alias: &str, keep: &TokenKey) -> Result<()> {
         for record in self.records().await? {
-            if record.key.label == alias && &record.key != keep {
+            if record.key.label() == alias && &record.key != keep {
                 self.store
                     .delete(&record.key, None)
                     .await
@@ -297,16 +297,16 @@ impl Store {
 
 /// Metadata rebuilt from a record key alone.
 pub(crate) fn meta_from_key(key: &TokenKey, flow: Flow) -> Result<AliasMeta> {
-    let host: LoginHost = key.login_host.parse().map_err(|e| {
+    let host: LoginHost = key.login_host().parse().map_err(|e| {
         CliError::other(format!(
             "the stored login host {} is not usable ({e}): log in again",
-            key.login_host
+            key.login_host()
         ))
     })?;
     Ok(AliasMeta {
         key: key.to_string(),
         host,
-        client_id: key.client_id.clone(),
+        client_id: key.client_id().to_owned(),
         flow,
         basic_auth: false,
         username: None,

@@ -453,30 +453,157 @@ impl fmt::Display for IdentityUrl {
 /// Its string form (`Display` / `FromStr`) is stable and suitable as a storage key:
 /// `v1|{login host}|{org id}|{user id}|{client id}|{label}`, each part percent-encoded for `|`
 /// and `%`. Ids are kept in 18-character form, so a 15-character spelling gives the same key.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// A key carries its hash, computed once when it is made: a token cache looks keys up far more
+/// often than it makes them, and hashing five strings would otherwise be a good part of every
+/// lookup. That is why the parts are read through methods and a key is never changed in place.
+/// The hash is seeded once per process (so it is not predictable from outside) and is neither
+/// serialized nor part of the ordering.
+///
+/// ```
+/// use sfauth_core::{LoginHost, TokenKey};
+///
+/// let identity = "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK".parse()?;
+/// let key = TokenKey::new(&LoginHost::Production, &identity, "3MVG9.example", "default");
+/// assert_eq!(key.org_id().as_str(), "00D5e000000AbcdEAC");
+/// assert_eq!(key.to_string().parse::<TokenKey>()?, key);
+/// # Ok::<(), sfauth_core::Error>(())
+/// ```
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(from = "KeyParts", into = "KeyParts")]
 pub struct TokenKey {
-    /// [`LoginHost::key`] of the host the grant came from.
-    pub login_host: String,
-    /// The org.
-    pub org_id: OrgId,
-    /// The user.
-    pub user_id: UserId,
-    /// The connected app's consumer key.
-    pub client_id: String,
-    /// A caller-chosen name for this connection (`default` when there is only one).
-    pub label: String,
+    parts: KeyParts,
+    hash: u64,
+}
+
+/// The parts of a [`TokenKey`], as it is serialized.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct KeyParts {
+    login_host: String,
+    org_id: OrgId,
+    user_id: UserId,
+    client_id: String,
+    label: String,
+}
+
+impl From<KeyParts> for TokenKey {
+    fn from(parts: KeyParts) -> Self {
+        // One keyed SipHash state for the whole process: every key made in it hashes alike, and
+        // an outsider cannot choose ids that collide.
+        static STATE: std::sync::LazyLock<std::hash::RandomState> =
+            std::sync::LazyLock::new(std::hash::RandomState::new);
+        let hash = std::hash::BuildHasher::hash_one(&*STATE, &parts);
+        Self { parts, hash }
+    }
+}
+
+impl From<TokenKey> for KeyParts {
+    fn from(key: TokenKey) -> Self {
+        key.parts
+    }
 }
 
 impl TokenKey {
     /// The key for the user of `identity`, signed in through `host` with app `client_id`.
     pub fn new(host: &LoginHost, identity: &IdentityUrl, client_id: &str, label: &str) -> Self {
-        Self {
-            login_host: host.key(),
-            org_id: identity.org_id().clone(),
-            user_id: identity.user_id().clone(),
-            client_id: client_id.to_owned(),
-            label: label.to_owned(),
+        Self::from_parts(
+            host.key(),
+            identity.org_id().clone(),
+            identity.user_id().clone(),
+            client_id,
+            label,
+        )
+    }
+
+    /// A key from its parts: `login_host` as [`LoginHost::key`] spells it.
+    pub fn from_parts(
+        login_host: impl Into<String>,
+        org_id: OrgId,
+        user_id: UserId,
+        client_id: impl Into<String>,
+        label: impl Into<String>,
+    ) -> Self {
+        KeyParts {
+            login_host: login_host.into(),
+            org_id,
+            user_id,
+            client_id: client_id.into(),
+            label: label.into(),
         }
+        .into()
+    }
+
+    /// The same key with another label.
+    pub fn with_label(&self, label: impl Into<String>) -> Self {
+        KeyParts {
+            label: label.into(),
+            ..self.parts.clone()
+        }
+        .into()
+    }
+
+    /// [`LoginHost::key`] of the host the grant came from.
+    pub fn login_host(&self) -> &str {
+        &self.parts.login_host
+    }
+
+    /// The org.
+    pub fn org_id(&self) -> &OrgId {
+        &self.parts.org_id
+    }
+
+    /// The user.
+    pub fn user_id(&self) -> &UserId {
+        &self.parts.user_id
+    }
+
+    /// The connected app's consumer key.
+    pub fn client_id(&self) -> &str {
+        &self.parts.client_id
+    }
+
+    /// The caller-chosen name for this connection (`default` when there is only one).
+    pub fn label(&self) -> &str {
+        &self.parts.label
+    }
+
+    /// The hash computed when the key was made (the value its `Hash` impl feeds a hasher).
+    pub fn precomputed_hash(&self) -> u64 {
+        self.hash
+    }
+}
+
+impl PartialEq for TokenKey {
+    fn eq(&self, other: &Self) -> bool {
+        // The hash first: two different keys almost never share it. Then the parts that differ
+        // most often between the tenants of one app.
+        let (a, b) = (&self.parts, &other.parts);
+        self.hash == other.hash
+            && a.user_id == b.user_id
+            && a.label == b.label
+            && a.org_id == b.org_id
+            && a.client_id == b.client_id
+            && a.login_host == b.login_host
+    }
+}
+
+impl Eq for TokenKey {}
+
+impl std::hash::Hash for TokenKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialOrd for TokenKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TokenKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts.cmp(&other.parts)
     }
 }
 
@@ -486,11 +613,11 @@ impl fmt::Display for TokenKey {
         write!(
             f,
             "v1|{}|{}|{}|{}|{}",
-            escape(&self.login_host),
-            self.org_id,
-            self.user_id,
-            escape(&self.client_id),
-            escape(&self.label)
+            escape(&self.parts.login_host),
+            self.parts.org_id,
+            self.parts.user_id,
+            escape(&self.parts.client_id),
+            escape(&self.parts.label)
         )
     }
 }
@@ -506,13 +633,13 @@ impl FromStr for TokenKey {
                 "token key is not v1|host|org|user|client|label",
             ));
         };
-        Ok(Self {
-            login_host: unescape(host),
-            org_id: org.parse()?,
-            user_id: user.parse()?,
-            client_id: unescape(client),
-            label: unescape(label),
-        })
+        Ok(Self::from_parts(
+            unescape(host),
+            org.parse()?,
+            user.parse()?,
+            unescape(client),
+            unescape(label),
+        ))
     }
 }
 
@@ -562,6 +689,61 @@ mod tests {
         assert_eq!(text.parse::<TokenKey>().unwrap(), key);
         let json = serde_json::to_string(&key).unwrap();
         assert_eq!(serde_json::from_str::<TokenKey>(&json).unwrap(), key);
+    }
+
+    #[test]
+    fn token_key_hash_is_the_same_however_the_key_is_made() {
+        use std::hash::{BuildHasher, RandomState};
+        let key = TokenKey::new(&LoginHost::Production, &identity(), "3MVG9.a", "default");
+        // The JSON shape is the one stored records already have: the parts, no hash.
+        let json = r#"{"login_host":"https://login.salesforce.com","org_id":"00D5e000000AbcdEAC","user_id":"0055e000001XyZaAAK","client_id":"3MVG9.a","label":"default"}"#;
+        assert_eq!(serde_json::to_string(&key).unwrap(), json);
+        let copies = [
+            key.clone(),
+            key.to_string().parse().unwrap(),
+            serde_json::from_str(json).unwrap(),
+            key.with_label("other").with_label("default"),
+            TokenKey::from_parts(
+                key.login_host(),
+                "00D5e000000Abcd".parse().unwrap(),
+                key.user_id().clone(),
+                key.client_id(),
+                key.label(),
+            ),
+        ];
+        let state = RandomState::new();
+        for copy in &copies {
+            assert_eq!(copy, &key);
+            assert_eq!(copy.precomputed_hash(), key.precomputed_hash());
+            assert_eq!(state.hash_one(copy), state.hash_one(&key));
+        }
+        // Each part on its own makes a different key (and, here, a different hash).
+        let others = [
+            TokenKey::new(&LoginHost::Sandbox, &identity(), "3MVG9.a", "default"),
+            TokenKey::new(&LoginHost::Production, &identity(), "3MVG9.b", "default"),
+            key.with_label("backup"),
+            TokenKey::from_parts(
+                key.login_host(),
+                "00D5e000000AbcE".parse().unwrap(),
+                key.user_id().clone(),
+                key.client_id(),
+                key.label(),
+            ),
+            TokenKey::from_parts(
+                key.login_host(),
+                key.org_id().clone(),
+                "0055e000001XyZb".parse().unwrap(),
+                key.client_id(),
+                key.label(),
+            ),
+        ];
+        for other in &others {
+            assert_ne!(other, &key);
+            assert_ne!(other.precomputed_hash(), key.precomputed_hash());
+        }
+        // Ordering follows the parts (host first), never the per-process hash.
+        assert!(others[0] > key);
+        assert!(key.with_label("a") < key.with_label("b"));
     }
 
     #[test]

@@ -113,10 +113,11 @@ impl Namespace {
     /// A record with every field of the token set and the record set, with secrets unique to
     /// this namespace and `label`.
     pub fn record(&self, key: &TokenKey) -> TokenRecord {
-        let identity = identity(&key.org_id, &key.user_id);
-        let secret = |kind: &str| format!("{kind}-{}-{}-{}", self.tag, key.label, random_text(10));
+        let identity = identity(key.org_id(), key.user_id());
+        let secret =
+            |kind: &str| format!("{kind}-{}-{}-{}", self.tag, key.label(), random_text(10));
         let mut tokens = TokenSet::new(
-            AccessToken::new(format!("{}!AQ{}", key.org_id, secret("access"))),
+            AccessToken::new(format!("{}!AQ{}", key.org_id(), secret("access"))),
             url("https://acme.my.salesforce.com"),
             identity,
         );
@@ -214,7 +215,7 @@ pub async fn round_trip_every_field(store: &dyn TokenStore) {
     sparse.tokens = TokenSet::new(
         AccessToken::new("sparse-access"),
         url("https://acme.my.salesforce.com"),
-        identity(&key.org_id, &key.user_id),
+        identity(key.org_id(), key.user_id()),
     );
     sparse.last_refreshed_at = None;
     sparse.learned_lifetime = None;

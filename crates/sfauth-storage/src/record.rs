@@ -253,15 +253,15 @@ impl ListQuery {
 
     /// Whether a record with this key and status passes the filters (the cursor aside).
     pub fn matches(&self, key: &TokenKey, status: StatusKind) -> bool {
-        self.org_id.as_ref().is_none_or(|org| *org == key.org_id)
+        self.org_id.as_ref().is_none_or(|org| org == key.org_id())
             && self
                 .user_id
                 .as_ref()
-                .is_none_or(|user| *user == key.user_id)
+                .is_none_or(|user| user == key.user_id())
             && self
                 .client_id
                 .as_ref()
-                .is_none_or(|client| *client == key.client_id)
+                .is_none_or(|client| *client == key.client_id())
             && self.status.is_none_or(|wanted| wanted == status)
     }
 

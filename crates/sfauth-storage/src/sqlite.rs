@@ -234,9 +234,9 @@ impl TokenStore for SqliteStore {
              VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8) ON CONFLICT (key) DO NOTHING",
         )
         .bind(&name)
-        .bind(record.key.org_id.as_str())
-        .bind(record.key.user_id.as_str())
-        .bind(&record.key.client_id)
+        .bind(record.key.org_id().as_str())
+        .bind(record.key.user_id().as_str())
+        .bind(record.key.client_id())
         .bind(record.status.kind().as_str())
         .bind(self.keyring.current_key_id())
         .bind(sealed)
@@ -275,9 +275,9 @@ impl TokenStore for SqliteStore {
                AND (?12 IS NULL OR EXISTS (SELECT 1 FROM token_leases AS l \
                  WHERE l.key = ?9 AND l.holder = ?12 AND l.fence = ?13 AND l.expires_at > ?8))",
         )
-        .bind(record.key.org_id.as_str())
-        .bind(record.key.user_id.as_str())
-        .bind(&record.key.client_id)
+        .bind(record.key.org_id().as_str())
+        .bind(record.key.user_id().as_str())
+        .bind(record.key.client_id())
         .bind(record.status.kind().as_str())
         .bind(to_i64(version, "version")?)
         .bind(self.keyring.current_key_id())

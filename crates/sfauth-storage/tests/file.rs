@@ -98,7 +98,7 @@ async fn files_are_private_and_named_by_hash() {
         let name = entry.file_name().into_string().unwrap();
         assert_eq!(mode, 0o600, "{name}");
         assert!(
-            !name.contains(key.org_id.as_str()),
+            !name.contains(key.org_id().as_str()),
             "file names reveal no org"
         );
         names.push(name);

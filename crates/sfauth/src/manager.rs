@@ -5,7 +5,7 @@
 //! lives on the slow path in `refresh.rs`.
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -27,52 +27,18 @@ type Map<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The tenant map's key: the tenant's [`TokenKey`], shared with its state.
 ///
-/// It hashes only the user id and the label: the login host and the client id are the same for
-/// nearly every tenant of one manager, so hashing them (the client id alone is 85 characters)
-/// costs time on every lookup and tells no tenants apart. Equality still compares every field,
-/// the ones that differ most often first.
-#[derive(Clone)]
+/// It hashes and compares as the key does: by the hash the key carries (so a lookup hashes one
+/// `u64`, not five strings), then every part.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub(crate) struct MapKey(pub(crate) Arc<TokenKey>);
 
 /// A borrowed [`MapKey`], for lookups with the caller's `&TokenKey`.
+#[derive(Hash)]
 pub(crate) struct KeyRef<'a>(pub(crate) &'a TokenKey);
-
-fn hash_key<H: Hasher>(key: &TokenKey, state: &mut H) {
-    key.user_id.hash(state);
-    key.label.hash(state);
-}
-
-fn same_key(a: &TokenKey, b: &TokenKey) -> bool {
-    a.user_id == b.user_id
-        && a.label == b.label
-        && a.org_id == b.org_id
-        && a.client_id == b.client_id
-        && a.login_host == b.login_host
-}
-
-impl Hash for MapKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_key(&self.0, state);
-    }
-}
-
-impl PartialEq for MapKey {
-    fn eq(&self, other: &Self) -> bool {
-        same_key(&self.0, &other.0)
-    }
-}
-
-impl Eq for MapKey {}
-
-impl Hash for KeyRef<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_key(self.0, state);
-    }
-}
 
 impl papaya::Equivalent<MapKey> for KeyRef<'_> {
     fn equivalent(&self, key: &MapKey) -> bool {
-        same_key(self.0, &key.0)
+        *self.0 == *key.0
     }
 }
 
@@ -575,7 +541,7 @@ fn serve_stale(error: &Error) -> bool {
 
 pub(crate) fn check_identity(key: &TokenKey, tokens: &TokenSet) -> Result<()> {
     let identity = &tokens.identity;
-    if identity.org_id() != &key.org_id || identity.user_id() != &key.user_id {
+    if identity.org_id() != key.org_id() || identity.user_id() != key.user_id() {
         return Err(Error::IdentityMismatch {
             key: Box::new(key.clone()),
             org_id: identity.org_id().to_string(),
@@ -642,7 +608,7 @@ impl Inner {
         let hint = self
             .lifetimes
             .pin()
-            .get(&record.key.org_id)
+            .get(record.key.org_id())
             .copied()
             .or_else(|| self.client.session_timeout().map(duration_ms));
         Cached::from_record(
@@ -696,7 +662,7 @@ impl Inner {
         let learned = age.max(floor);
         let lifetimes = self.lifetimes.pin();
         let updated =
-            lifetimes.update_or_insert(key.org_id.clone(), |old| (*old).min(learned), learned);
+            lifetimes.update_or_insert(key.org_id().clone(), |old| (*old).min(learned), learned);
         tracing::info!(key = %key, lifetime_ms = *updated, "learned session lifetime");
     }
 }
@@ -732,8 +698,13 @@ mod tests {
         for other in [key("3MVG9.b", "default"), key("3MVG9.a", "backup")] {
             assert!(!papaya::Equivalent::equivalent(&KeyRef(&other), &stored));
         }
-        let mut sandbox = same.clone();
-        sandbox.login_host = "https://test.salesforce.com".into();
+        let sandbox = TokenKey::from_parts(
+            "https://test.salesforce.com",
+            same.org_id().clone(),
+            same.user_id().clone(),
+            same.client_id(),
+            same.label(),
+        );
         assert!(!papaya::Equivalent::equivalent(&KeyRef(&sandbox), &stored));
     }
 }

@@ -461,7 +461,7 @@ impl Inner {
         next.refresh_in_flight = None;
         next.last_refreshed_at = Some(SystemTime::now());
         next.refresh_count += 1;
-        if let Some(ms) = self.lifetimes.pin().get(&key.org_id) {
+        if let Some(ms) = self.lifetimes.pin().get(key.org_id()) {
             next.learned_lifetime = Some(Duration::from_millis(*ms));
         }
         match self.put_retrying(next.clone(), marked.version, lease).await {
@@ -522,7 +522,7 @@ impl Inner {
                     let issued_secs = clock::to_ms(issued) / 1000;
                     let lifetime = exp.saturating_sub(issued_secs).saturating_mul(1000);
                     if lifetime > 0 {
-                        self.lifetimes.pin().insert(key.org_id.clone(), lifetime);
+                        self.lifetimes.pin().insert(key.org_id().clone(), lifetime);
                     }
                 }
             }

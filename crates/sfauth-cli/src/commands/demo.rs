@@ -137,7 +137,8 @@ pub(crate) async fn run() -> Result<()> {
         .map_err(|e| demo_error("storing the tokens", &e))?;
     more(&format!(
         "saved as alias {ALIAS:?} for org {} user {}",
-        key.org_id, key.user_id
+        key.org_id(),
+        key.user_id()
     ));
     print_events(&mut events);
 

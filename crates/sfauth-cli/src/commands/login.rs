@@ -168,8 +168,8 @@ pub(crate) async fn run(flow: LoginFlow, ctx: &Context) -> Result<()> {
         saved
             .username
             .as_deref()
-            .unwrap_or(saved.key.user_id.as_str()),
-        saved.key.org_id,
+            .unwrap_or(saved.key.user_id().as_str()),
+        saved.key.org_id(),
         saved.instance_url,
         connection.alias,
         store.location

@@ -97,7 +97,7 @@ pub(crate) async fn refresh(args: &RefreshArgs, ctx: &Context) -> Result<()> {
             .records()
             .await?
             .into_iter()
-            .map(|record| record.key.label)
+            .map(|record| record.key.label().to_owned())
             .collect();
         labels.sort();
         labels.dedup();
@@ -360,10 +360,10 @@ pub(crate) async fn whoami(args: &AliasJsonArgs, ctx: &Context) -> Result<()> {
             "username": info.preferred_username,
             "name": info.name,
             "email": info.email,
-            "user_id": resolved.key.user_id.as_str(),
-            "org_id": resolved.key.org_id.as_str(),
+            "user_id": resolved.key.user_id().as_str(),
+            "org_id": resolved.key.org_id().as_str(),
             "instance_url": instance,
-            "login_host": resolved.key.login_host,
+            "login_host": resolved.key.login_host(),
         });
         println!("{json}");
     } else {
@@ -378,8 +378,8 @@ pub(crate) async fn whoami(args: &AliasJsonArgs, ctx: &Context) -> Result<()> {
         if let Some(email) = &info.email {
             println!("email:     {email}");
         }
-        println!("user id:   {}", resolved.key.user_id);
-        println!("org id:    {}", resolved.key.org_id);
+        println!("user id:   {}", resolved.key.user_id());
+        println!("org id:    {}", resolved.key.org_id());
         println!("instance:  {instance}");
     }
     Ok(())

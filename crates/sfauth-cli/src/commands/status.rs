@@ -33,14 +33,14 @@ pub(crate) async fn run(args: &ListArgs, ctx: &Context) -> Result<()> {
     let store = ctx.open_store().await?;
     let aliases = store.aliases()?;
     let mut records = store.records().await?;
-    records.sort_by(|a, b| a.key.label.cmp(&b.key.label));
+    records.sort_by(|a, b| a.key.label().cmp(b.key.label()));
     let now = SystemTime::now();
     let timeout = ctx.file.session_timeout();
     let rows: Vec<(Row, Option<SystemTime>, Option<SystemTime>)> = records
         .iter()
         .map(|record| {
             let meta = aliases
-                .get(&record.key.label)
+                .get(record.key.label())
                 .filter(|meta| meta.key == record.key.to_string());
             let (expires, source) = expiry(record, timeout);
             let last = record.last_refreshed_at.unwrap_or(record.issued_at);
@@ -61,9 +61,9 @@ pub(crate) async fn run(args: &ListArgs, ctx: &Context) -> Result<()> {
                 _ => ("unknown".to_owned(), None),
             };
             let row = Row {
-                alias: record.key.label.clone(),
-                org_id: record.key.org_id.to_string(),
-                user_id: record.key.user_id.to_string(),
+                alias: record.key.label().to_owned(),
+                org_id: record.key.org_id().to_string(),
+                user_id: record.key.user_id().to_string(),
                 username: meta.and_then(|m| m.username.clone()),
                 instance_url: record
                     .tokens
@@ -71,8 +71,8 @@ pub(crate) async fn run(args: &ListArgs, ctx: &Context) -> Result<()> {
                     .as_str()
                     .trim_end_matches('/')
                     .to_owned(),
-                login_host: record.key.login_host.clone(),
-                client_id: record.key.client_id.clone(),
+                login_host: record.key.login_host().to_owned(),
+                client_id: record.key.client_id().to_owned(),
                 flow: meta.map(|m| {
                     m.flow
                         .login_command()

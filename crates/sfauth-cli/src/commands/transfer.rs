@@ -67,13 +67,13 @@ pub(crate) async fn export(args: &ExportArgs, ctx: &Context) -> Result<()> {
         .filter(|record| {
             wanted
                 .as_ref()
-                .is_none_or(|alias| &record.key.label == alias)
+                .is_none_or(|alias| record.key.label() == alias)
         })
         .map(|record| Login {
-            alias: record.key.label.clone(),
+            alias: record.key.label().to_owned(),
             key: record.key.to_string(),
             meta: aliases
-                .get(&record.key.label)
+                .get(record.key.label())
                 .filter(|meta| meta.key == record.key.to_string())
                 .cloned(),
             tokens: record.tokens,
@@ -152,7 +152,7 @@ pub(crate) async fn import(args: &ImportArgs, ctx: &Context) -> Result<()> {
         if !args.force
             && existing
                 .iter()
-                .any(|record| record.key.label == login.alias)
+                .any(|record| record.key.label() == login.alias)
         {
             return Err(CliError::usage(format!(
                 "a login named {} already exists: pass --force to replace it; nothing was imported",
