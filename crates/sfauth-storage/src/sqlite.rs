@@ -169,21 +169,80 @@ impl SqliteStore {
     /// Opens a row (`key`, `version`, `status`, `sealed`), checking the clear status column
     /// against the sealed record.
     fn decode(&self, key: &str, row: &SqliteRow) -> Result<TokenRecord> {
-        let sealed: Vec<u8> = row.get("sealed");
-        let status: String = row.get("status");
-        let record = open_record(
-            &self.keyring,
-            key,
-            to_u64(row.get("version"), "version")?,
-            &sealed,
-        )?;
-        if record.status.kind().as_str() != status {
-            return Err(Error::corrupt(format!(
-                "row for {key} contradicts its sealed record"
-            )));
-        }
-        Ok(record)
+        decode_row(&self.keyring, key, row)
     }
+
+    /// Opens a page of listed rows (each with its `key` column), in order. Opening is most of
+    /// the cost of a listing (decrypting and parsing each record), so a large page is split
+    /// across blocking tasks, one per core, while this task opens the first part.
+    async fn decode_page(&self, rows: Vec<SqliteRow>) -> Result<Vec<TokenRecord>> {
+        let parts = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .min(MAX_DECODE_TASKS);
+        if parts < 2 || rows.len() < PARALLEL_DECODE_MIN_ROWS {
+            return decode_rows(&self.keyring, &rows);
+        }
+        let chunk = rows.len().div_ceil(parts);
+        let mut rows = rows.into_iter();
+        let first: Vec<SqliteRow> = rows.by_ref().take(chunk).collect();
+        let mut others = Vec::with_capacity(parts - 1);
+        loop {
+            let part: Vec<SqliteRow> = rows.by_ref().take(chunk).collect();
+            if part.is_empty() {
+                break;
+            }
+            let keyring = self.keyring.clone();
+            others.push(tokio::task::spawn_blocking(move || {
+                decode_rows(&keyring, &part)
+            }));
+        }
+        let mut records = decode_rows(&self.keyring, &first)?;
+        for part in others {
+            let part = part.await.map_err(|join| {
+                Error::new(
+                    ErrorKind::Backend,
+                    format!("sqlite: opening listed records failed: {join}"),
+                )
+            })??;
+            records.extend(part);
+        }
+        Ok(records)
+    }
+}
+
+/// A column of a row, or `Corrupt` if it is missing or of another type (`Row::get` would panic).
+fn column<'r, T>(row: &'r SqliteRow, name: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(name)
+        .map_err(|e| Error::with_source(ErrorKind::Corrupt, format!("sqlite: column {name}"), e))
+}
+
+/// Pages with fewer rows are opened by the listing task alone: handing work to another thread
+/// costs more than it saves.
+const PARALLEL_DECODE_MIN_ROWS: usize = 128;
+
+/// At most this many tasks open one page.
+const MAX_DECODE_TASKS: usize = 4;
+
+fn decode_rows(keyring: &Keyring, rows: &[SqliteRow]) -> Result<Vec<TokenRecord>> {
+    rows.iter()
+        .map(|row| decode_row(keyring, &column::<String>(row, "key")?, row))
+        .collect()
+}
+
+fn decode_row(keyring: &Keyring, key: &str, row: &SqliteRow) -> Result<TokenRecord> {
+    let sealed: Vec<u8> = column(row, "sealed")?;
+    let status: String = column(row, "status")?;
+    let version = to_u64(column(row, "version")?, "version")?;
+    let record = open_record(keyring, key, version, &sealed)?;
+    if record.status.kind().as_str() != status {
+        return Err(Error::corrupt(format!(
+            "row for {key} contradicts its sealed record"
+        )));
+    }
+    Ok(record)
 }
 
 #[async_trait]
@@ -218,10 +277,7 @@ impl TokenStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| backend("listing records", e))?;
-        let records = rows
-            .iter()
-            .map(|row| self.decode(&row.get::<String, _>("key"), row))
-            .collect::<Result<Vec<_>>>()?;
+        let records = self.decode_page(rows).await?;
         Ok(ListPage::from_matches(records, limit))
     }
 
@@ -307,8 +363,8 @@ impl TokenStore for SqliteStore {
         let Some(row) = row else {
             return Err(Error::not_found(&name));
         };
-        let current: i64 = row.get("version");
-        let key_id: String = row.get("key_id");
+        let current: i64 = column(&row, "version")?;
+        let key_id: String = column(&row, "key_id")?;
         if current != to_i64(expected_version, "version")? {
             Err(Error::conflict(format!(
                 "{name} is at version {current}, not {expected_version}"

@@ -181,3 +181,35 @@ async fn clear_columns_that_contradict_the_sealed_record_are_corrupt() {
     let error = h.store.get(&key).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Corrupt);
 }
+
+/// A page large enough to be opened by several tasks comes back whole and in key order, and one
+/// damaged row in any part of it fails the listing instead of being skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_pages_are_opened_in_order_and_a_damaged_row_fails_them() {
+    use sfauth_storage::{ListQuery, TokenStoreExt as _};
+    let h = Harness::new().await;
+    let ns = Namespace::new();
+    let mut inserted = Vec::new();
+    for i in 0..600 {
+        let (key, record) = ns.fresh(&format!("label-{i:03}"));
+        h.store.insert(record.clone()).await.unwrap();
+        inserted.push((key.to_string(), record));
+    }
+    inserted.sort_by(|a, b| a.0.cmp(&b.0));
+    let query = ListQuery::new().client_id(ns.client_id.clone()).limit(500);
+    let listed = h.store.list_all(&query).await.unwrap();
+    assert_eq!(listed.len(), inserted.len());
+    for (record, (name, expected)) in listed.iter().zip(&inserted) {
+        assert_eq!(&record.key.to_string(), name);
+        assert_eq!(record.tokens, expected.tokens);
+    }
+
+    // Damage a row near the end of the first page: a part that another task opens.
+    let damaged = &inserted[450].1.key;
+    let mut raw = h.read_raw(damaged).await.unwrap();
+    let last = raw.len() - 1;
+    raw[last] ^= 0x55;
+    h.write_raw(damaged, raw).await;
+    let error = h.store.list_all(&query).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Corrupt);
+}
