@@ -469,15 +469,23 @@ impl fmt::Display for IdentityUrl {
 /// assert_eq!(key.to_string().parse::<TokenKey>()?, key);
 /// # Ok::<(), sfauth_core::Error>(())
 /// ```
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(from = "KeyParts", into = "KeyParts")]
 pub struct TokenKey {
-    parts: KeyParts,
+    /// The five parts one after the other (login host, org id, user id, client id, label), so
+    /// that comparing two keys is one comparison of bytes rather than five.
+    text: Box<str>,
+    /// Where each of the first four parts ends in `text`. Part of equality, so that no two
+    /// different splits of the same bytes compare equal.
+    ends: [usize; 4],
+    /// The ids again, typed, for [`TokenKey::org_id`] and [`TokenKey::user_id`].
+    org_id: OrgId,
+    user_id: UserId,
     hash: u64,
 }
 
 /// The parts of a [`TokenKey`], as it is serialized.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct KeyParts {
     login_host: String,
     org_id: OrgId,
@@ -488,18 +496,25 @@ struct KeyParts {
 
 impl From<KeyParts> for TokenKey {
     fn from(parts: KeyParts) -> Self {
-        // One keyed SipHash state for the whole process: every key made in it hashes alike, and
-        // an outsider cannot choose ids that collide.
-        static STATE: std::sync::LazyLock<std::hash::RandomState> =
-            std::sync::LazyLock::new(std::hash::RandomState::new);
-        let hash = std::hash::BuildHasher::hash_one(&*STATE, &parts);
-        Self { parts, hash }
+        TokenKey::from_parts(
+            parts.login_host,
+            parts.org_id,
+            parts.user_id,
+            parts.client_id,
+            parts.label,
+        )
     }
 }
 
 impl From<TokenKey> for KeyParts {
     fn from(key: TokenKey) -> Self {
-        key.parts
+        KeyParts {
+            login_host: key.login_host().to_owned(),
+            client_id: key.client_id().to_owned(),
+            label: key.label().to_owned(),
+            org_id: key.org_id,
+            user_id: key.user_id,
+        }
     }
 }
 
@@ -517,73 +532,99 @@ impl TokenKey {
 
     /// A key from its parts: `login_host` as [`LoginHost::key`] spells it.
     pub fn from_parts(
-        login_host: impl Into<String>,
+        login_host: impl AsRef<str>,
         org_id: OrgId,
         user_id: UserId,
-        client_id: impl Into<String>,
-        label: impl Into<String>,
+        client_id: impl AsRef<str>,
+        label: impl AsRef<str>,
     ) -> Self {
-        KeyParts {
-            login_host: login_host.into(),
+        let parts = [
+            login_host.as_ref(),
+            org_id.as_str(),
+            user_id.as_str(),
+            client_id.as_ref(),
+            label.as_ref(),
+        ];
+        let mut text = String::with_capacity(parts.iter().map(|part| part.len()).sum());
+        let mut ends = [0; 4];
+        for (i, part) in parts.iter().enumerate() {
+            text.push_str(part);
+            if let Some(end) = ends.get_mut(i) {
+                *end = text.len();
+            }
+        }
+        // One keyed SipHash state for the whole process: every key made in it hashes alike, and
+        // an outsider cannot choose ids that collide.
+        static STATE: std::sync::LazyLock<std::hash::RandomState> =
+            std::sync::LazyLock::new(std::hash::RandomState::new);
+        let hash = std::hash::BuildHasher::hash_one(&*STATE, (&ends, &text));
+        Self {
+            text: text.into_boxed_str(),
+            ends,
             org_id,
             user_id,
-            client_id: client_id.into(),
-            label: label.into(),
+            hash,
         }
-        .into()
     }
 
     /// The same key with another label.
-    pub fn with_label(&self, label: impl Into<String>) -> Self {
-        KeyParts {
-            label: label.into(),
-            ..self.parts.clone()
-        }
-        .into()
+    pub fn with_label(&self, label: impl AsRef<str>) -> Self {
+        Self::from_parts(
+            self.login_host(),
+            self.org_id.clone(),
+            self.user_id.clone(),
+            self.client_id(),
+            label,
+        )
     }
 
     /// [`LoginHost::key`] of the host the grant came from.
     pub fn login_host(&self) -> &str {
-        &self.parts.login_host
+        self.text.get(..self.ends[0]).unwrap_or_default()
     }
 
     /// The org.
     pub fn org_id(&self) -> &OrgId {
-        &self.parts.org_id
+        &self.org_id
     }
 
     /// The user.
     pub fn user_id(&self) -> &UserId {
-        &self.parts.user_id
+        &self.user_id
     }
 
     /// The connected app's consumer key.
     pub fn client_id(&self) -> &str {
-        &self.parts.client_id
+        self.text
+            .get(self.ends[2]..self.ends[3])
+            .unwrap_or_default()
     }
 
     /// The caller-chosen name for this connection (`default` when there is only one).
     pub fn label(&self) -> &str {
-        &self.parts.label
+        self.text.get(self.ends[3]..).unwrap_or_default()
     }
 
     /// The hash computed when the key was made (the value its `Hash` impl feeds a hasher).
     pub fn precomputed_hash(&self) -> u64 {
         self.hash
     }
+
+    fn parts(&self) -> (&str, &OrgId, &UserId, &str, &str) {
+        (
+            self.login_host(),
+            &self.org_id,
+            &self.user_id,
+            self.client_id(),
+            self.label(),
+        )
+    }
 }
 
 impl PartialEq for TokenKey {
     fn eq(&self, other: &Self) -> bool {
-        // The hash first: two different keys almost never share it. Then the parts that differ
-        // most often between the tenants of one app.
-        let (a, b) = (&self.parts, &other.parts);
-        self.hash == other.hash
-            && a.user_id == b.user_id
-            && a.label == b.label
-            && a.org_id == b.org_id
-            && a.client_id == b.client_id
-            && a.login_host == b.login_host
+        // The hash first: two different keys almost never share it.
+        self.hash == other.hash && self.ends == other.ends && self.text == other.text
     }
 }
 
@@ -602,8 +643,21 @@ impl PartialOrd for TokenKey {
 }
 
 impl Ord for TokenKey {
+    /// By login host, then org, user, client id and label; never by the per-process hash.
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.parts.cmp(&other.parts)
+        self.parts().cmp(&other.parts())
+    }
+}
+
+impl fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenKey")
+            .field("login_host", &self.login_host())
+            .field("org_id", &self.org_id)
+            .field("user_id", &self.user_id)
+            .field("client_id", &self.client_id())
+            .field("label", &self.label())
+            .finish()
     }
 }
 
@@ -613,11 +667,11 @@ impl fmt::Display for TokenKey {
         write!(
             f,
             "v1|{}|{}|{}|{}|{}",
-            escape(&self.parts.login_host),
-            self.parts.org_id,
-            self.parts.user_id,
-            escape(&self.parts.client_id),
-            escape(&self.parts.label)
+            escape(self.login_host()),
+            self.org_id,
+            self.user_id,
+            escape(self.client_id()),
+            escape(self.label())
         )
     }
 }
