@@ -6,6 +6,7 @@
 //! and no runtime is involved:
 //!
 //! - `manager/cached_token_{1t,2t}`: `manager.access_token(&key)`, the keyed path;
+//! - `manager/cached_token_rotating_{1t,2t}`: the keyed path over [`ROTATING`] tenants in turn;
 //! - `manager/handle_token_{1t,2t}`: `tenant.access_token()` on a `Tenant` handle;
 //! - `manager/handle_cached_{1t,2t}`: `tenant.cached()`, the handle's synchronous check;
 //! - `baseline/mutex_{1t,2t}`: a `tokio::sync::Mutex<HashMap<TokenKey, TokenSet>>` lookup that
@@ -47,7 +48,10 @@ use common::ready;
 /// Tenants in the manager's map (and in the baseline's): the benchmarks read one of them.
 const TENANTS: usize = 10_000;
 
-/// The tenant every benchmark reads.
+/// Tenants the rotating benchmark reads in turn.
+const ROTATING: usize = 1_000;
+
+/// The tenant every other benchmark reads.
 const PROBE: usize = 4_242;
 
 /// Runs `op` `iters` times on each of `threads` threads at once, each with its own state from
@@ -143,6 +147,24 @@ fn manager_benches(c: &mut Criterion) {
         || (),
         |()| {
             let token = ready(manager.access_token(black_box(&key))).unwrap();
+            black_box(token.secret().len());
+        },
+    );
+    // Many tenants served by one thread in turn, so that the per-thread shortcut to recent
+    // tenants misses on nearly every call: the keyed path as an ISV's sync worker sees it.
+    let keys: Vec<TokenKey> = (0..ROTATING).map(|i| common::key(i * 7)).collect();
+    for key in &keys {
+        assert!(ready(manager.access_token(key)).is_ok());
+    }
+    threaded(
+        &mut group,
+        "cached_token_rotating",
+        true,
+        || 0usize,
+        |next| {
+            let key = &keys[*next % ROTATING];
+            *next += 1;
+            let token = ready(manager.access_token(black_box(key))).unwrap();
             black_box(token.secret().len());
         },
     );

@@ -47,6 +47,7 @@ mod error;
 mod events;
 mod manager;
 mod policy;
+mod recent;
 mod refresh;
 mod renewal;
 mod stats;

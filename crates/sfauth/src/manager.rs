@@ -6,10 +6,12 @@
 
 use std::fmt;
 use std::hash::Hash;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use futures_util::future::Either;
 use sfauth_core::http::HttpTransport;
 use sfauth_core::{AccessToken, OAuthClient, OrgId, TokenKey, TokenSet};
 use sfauth_storage::{
@@ -21,6 +23,7 @@ use crate::clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventKind};
 use crate::policy::RefreshPolicy;
+use crate::recent::{self, Recent};
 use crate::renewal::Renewal;
 use crate::stats::{Counters, Stats, names};
 use crate::tenant::{AccessTokenGuard, Cached, CachedState, Tenant, TenantState};
@@ -89,6 +92,8 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn TokenStore>,
     pub(crate) policy: RefreshPolicy,
     pub(crate) tenants: Map<MapKey, Arc<TenantState>>,
+    /// This manager's share of the per-thread shortcut to recently used tenants.
+    pub(crate) recent: Recent,
     /// Session lifetimes learned per org, in milliseconds.
     pub(crate) lifetimes: Map<OrgId, u64>,
     pub(crate) events: broadcast::Sender<Event>,
@@ -196,6 +201,7 @@ impl TokenManagerBuilder {
                 store,
                 policy: self.policy,
                 tenants: Map::default(),
+                recent: Recent::new(),
                 lifetimes: Map::default(),
                 events,
                 counters: Counters::default(),
@@ -288,13 +294,50 @@ impl TokenManager {
     ///
     /// Fails fast with [`ErrorKind::ReauthorizationRequired`] for a tenant that needs a new
     /// login.
-    pub async fn access_token(&self, key: &TokenKey) -> Result<AccessTokenGuard> {
-        if let Some(tenant) = self.inner.tenants.pin().get(&KeyRef(key)) {
-            let guard = tenant.current.load();
-            if guard.is_fresh() {
-                return Ok(AccessTokenGuard::new(guard));
-            }
+    ///
+    /// The cache is checked when this is called, before the future is first polled; a cache
+    /// hit gives a future that is ready at once and holds just the token. The slow path's much
+    /// larger future is boxed and made only on a miss, so that it neither costs every hit a copy
+    /// nor grows every caller's own future.
+    #[inline]
+    pub fn access_token<'a>(
+        &'a self,
+        key: &'a TokenKey,
+    ) -> impl Future<Output = Result<AccessTokenGuard>> + Send + 'a {
+        match self.cached_token(key) {
+            Some(guard) => Either::Left(std::future::ready(Ok(guard))),
+            None => Either::Right(self.boxed_slow_path(key)),
         }
+    }
+
+    /// Out of line: the slow path's future is several kilobytes and is built on the stack before
+    /// it is boxed, and a caller that builds it inline reserves (and probes) that stack on every
+    /// call, hits included.
+    #[inline(never)]
+    fn boxed_slow_path<'a>(
+        &'a self,
+        key: &'a TokenKey,
+    ) -> Pin<Box<impl Future<Output = Result<AccessTokenGuard>> + Send + 'a>> {
+        Box::pin(self.access_token_slow(key))
+    }
+
+    /// The cached token for `key` if it is fresh: through this thread's recent tenants, then
+    /// the map.
+    #[inline]
+    fn cached_token(&self, key: &TokenKey) -> Option<AccessTokenGuard> {
+        // Read before the map, so that whatever the map gives is remembered no later than it.
+        let epoch = self.inner.recent.epoch();
+        if let Some(Some(guard)) = recent::with(epoch, key, fresh_guard) {
+            return Some(guard);
+        }
+        let pinned = self.inner.tenants.pin();
+        let tenant = pinned.get(&KeyRef(key))?;
+        let guard = fresh_guard(tenant)?;
+        recent::remember(epoch, tenant);
+        Some(guard)
+    }
+
+    async fn access_token_slow(&self, key: &TokenKey) -> Result<AccessTokenGuard> {
         let tenant = self.load(key).await?;
         let seen = tenant.current.load_full();
         self.slow_path(&tenant, seen).await?;
@@ -413,7 +456,9 @@ impl TokenManager {
 
     /// Forgets `key` in memory and deletes its record. Returns whether a record was deleted.
     pub async fn remove(&self, key: &TokenKey) -> Result<bool> {
-        self.inner.tenants.pin().remove(&KeyRef(key));
+        if self.inner.tenants.pin().remove(&KeyRef(key)).is_some() {
+            self.inner.recent.removed();
+        }
         self.inner
             .store
             .delete(key, None)
@@ -578,6 +623,13 @@ fn serve_stale(error: &Error) -> bool {
             | ErrorKind::RefreshInProgress
             | ErrorKind::Storage
     ) && !matches!(error, Error::Unsaved { .. })
+}
+
+/// The tenant's current token, if it can be handed out without a refresh.
+#[inline]
+fn fresh_guard(tenant: &TenantState) -> Option<AccessTokenGuard> {
+    let guard = tenant.current.load();
+    guard.is_fresh().then(|| AccessTokenGuard::new(guard))
 }
 
 pub(crate) fn check_identity(key: &TokenKey, tokens: &TokenSet) -> Result<()> {

@@ -3,11 +3,13 @@
 //! ([`AccessTokenGuard`], [`Tenant`]).
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, Guard};
+use futures_util::future::Either;
 use sfauth_core::error::Cause;
 use sfauth_core::{AccessToken, TokenKey};
 use sfauth_storage::{RecordStatus, TokenRecord};
@@ -317,17 +319,30 @@ impl Tenant {
     }
 
     /// A valid access token, refreshed first if needed; see
-    /// [`TokenManager::access_token`].
-    pub async fn access_token(&mut self) -> Result<TokenRef<'_>> {
+    /// [`TokenManager::access_token`]. As there, a fresh token gives a future that is ready at
+    /// once, and the slow path's future is boxed and made only when it is needed.
+    #[inline]
+    pub fn access_token(&mut self) -> impl Future<Output = Result<TokenRef<'_>>> + Send + '_ {
         if self.cache.load().is_fresh() {
-            return Ok(TokenRef {
+            Either::Left(std::future::ready(Ok(TokenRef {
                 cached: self.cache.load(),
-            });
+            })))
+        } else {
+            Either::Right(self.boxed_slow_path())
         }
-        let seen = self.state.current.load_full();
-        self.manager.slow_path(&self.state, seen).await?;
-        Ok(TokenRef {
-            cached: self.cache.load(),
+    }
+
+    /// Out of line, for the reason given at [`TokenManager::access_token`]'s.
+    #[inline(never)]
+    fn boxed_slow_path(
+        &mut self,
+    ) -> Pin<Box<impl Future<Output = Result<TokenRef<'_>>> + Send + '_>> {
+        Box::pin(async move {
+            let seen = self.state.current.load_full();
+            self.manager.slow_path(&self.state, seen).await?;
+            Ok(TokenRef {
+                cached: self.cache.load(),
+            })
         })
     }
 
