@@ -371,7 +371,7 @@ impl TokenManager {
     pub async fn refresh(&self, key: &TokenKey) -> Result<AccessTokenGuard> {
         let tenant = self.load(key).await?;
         let seen = tenant.current.load_full();
-        if let Some(error) = seen.reauth_error(key) {
+        if let Some(error) = seen.unavailable_error(key) {
             return Err(error);
         }
         self.inner
@@ -456,8 +456,9 @@ impl TokenManager {
 
     /// Forgets `key` in memory and deletes its record. Returns whether a record was deleted.
     pub async fn remove(&self, key: &TokenKey) -> Result<bool> {
-        if self.inner.tenants.pin().remove(&KeyRef(key)).is_some() {
+        if let Some(tenant) = self.inner.tenants.pin().remove(&KeyRef(key)) {
             self.inner.recent.removed();
+            tenant.forget();
         }
         self.inner
             .store
@@ -572,7 +573,7 @@ impl TokenManager {
         tenant: &Arc<TenantState>,
         seen: Arc<Cached>,
     ) -> Result<()> {
-        if let Some(error) = seen.reauth_error(&tenant.key) {
+        if let Some(error) = seen.unavailable_error(&tenant.key) {
             return Err(error);
         }
         if seen.is_fresh() {
@@ -599,7 +600,7 @@ impl TokenManager {
         stale: &AccessToken,
     ) -> Result<()> {
         let seen = tenant.current.load_full();
-        if let Some(error) = seen.reauth_error(&tenant.key) {
+        if let Some(error) = seen.unavailable_error(&tenant.key) {
             return Err(error);
         }
         if &seen.access_token != stale {
@@ -650,6 +651,15 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Drop for Inner {
+    /// Threads' tables of recent tenants may outlive the manager: leave them no token.
+    fn drop(&mut self) {
+        for tenant in self.tenants.pin().values() {
+            tenant.forget();
+        }
+    }
 }
 
 impl Inner {

@@ -63,7 +63,7 @@ impl Inner {
         if current.generation != seen_generation {
             Counters::bump(&self.counters.coalesced);
             metrics::counter!(names::COALESCED).increment(1);
-            return match current.reauth_error(&tenant.key) {
+            return match current.unavailable_error(&tenant.key) {
                 Some(error) => Err(error),
                 None => Ok(()),
             };
@@ -221,7 +221,7 @@ impl Inner {
             return false;
         }
         let cached = self.install(tenant, record);
-        match cached.reauth_error(&tenant.key) {
+        match cached.unavailable_error(&tenant.key) {
             Some(Error::ReauthorizationRequired { reason, cause, .. }) => {
                 self.emit(&tenant.key, EventKind::ReauthRequired { reason, cause });
             }

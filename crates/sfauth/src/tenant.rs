@@ -51,6 +51,10 @@ pub(crate) enum CachedState {
     Active,
     /// Boxed: rare, and it would otherwise widen every tenant's entry.
     Reauth(Box<Reauth>),
+    /// The tenant was removed from the manager (or the manager dropped): the token is gone
+    /// from memory, and whatever still holds the tenant (a [`Tenant`] handle, a thread's table
+    /// of recent tenants) finds nothing to serve.
+    Removed,
 }
 
 pub(crate) struct Reauth {
@@ -74,14 +78,34 @@ impl Cached {
             && (self.expires_at_ms == NEVER || clock::precise_ms() < self.expires_at_ms)
     }
 
-    pub(crate) fn reauth_error(&self, key: &TokenKey) -> Option<Error> {
+    /// The error to fail with instead of refreshing, for a tenant that needs a new login or was
+    /// removed.
+    pub(crate) fn unavailable_error(&self, key: &TokenKey) -> Option<Error> {
         match &self.state {
             CachedState::Reauth(reauth) => Some(Error::ReauthorizationRequired {
                 key: Box::new(key.clone()),
                 reason: reauth.reason.clone(),
                 cause: reauth.cause,
             }),
+            CachedState::Removed => Some(Error::UnknownTenant {
+                key: Box::new(key.clone()),
+            }),
             CachedState::Active => None,
+        }
+    }
+
+    /// What replaces `self` when its tenant is removed: no token, never fresh.
+    pub(crate) fn removed(&self) -> Self {
+        Self {
+            access_token: AccessToken::new(String::new()),
+            instance_url: self.instance_url.clone(),
+            issued_at: None,
+            version: self.version,
+            generation: self.generation + 1,
+            refresh_at_ms: NEVER,
+            expires_at_ms: NEVER,
+            obtained_at_ms: self.obtained_at_ms,
+            state: CachedState::Removed,
         }
     }
 
@@ -170,6 +194,12 @@ impl TenantState {
             consecutive_failures: AtomicU64::new(0),
             last_failure: Mutex::new(None),
         }
+    }
+
+    /// Drops the cached token, for a tenant no longer in its manager.
+    pub(crate) fn forget(&self) {
+        let removed = self.current.load().removed();
+        self.current.store(Arc::new(removed));
     }
 
     pub(crate) fn in_failure_backoff(&self) -> bool {

@@ -1,6 +1,7 @@
 //! Keyed lookups first try a small per-thread table of the tenants the thread used last
 //! (`recent.rs`). These tests show that it never hands out a token the tenant map would not:
-//! after a new login, after a removal and a new login under the same key, between managers on
+//! after a new login, after a removal (which also leaves handles nothing) and a new login under
+//! the same key, between managers on
 //! one thread (including a manager dropped and replaced), and with more tenants than the table
 //! has entries. Each test runs on one thread (Tokio's current-thread runtime), where the table
 //! is shared by every call.
@@ -81,9 +82,15 @@ async fn a_removed_tenant_is_not_served_even_when_logged_in_again() {
         .unwrap();
     assert_eq!(token(&manager, &key).await, "before");
     assert_eq!(token(&manager, &key).await, "before");
+    let mut handle = manager.tenant(&key).await.unwrap();
+    assert_eq!(handle.access_token().await.unwrap().secret(), "before");
 
     assert!(manager.remove(&key).await.unwrap());
     let error = manager.access_token(&key).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::UnknownTenant, "{error:?}");
+    // A handle taken before holds the removed tenant, which has no token left to give.
+    assert!(handle.cached().is_none());
+    let error = handle.access_token().await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::UnknownTenant, "{error:?}");
 
     manager
