@@ -1,9 +1,10 @@
 //! `cargo xtask bench [--json]`: runs the `TokenManager` benchmarks and checks them against the
 //! targets of the issue that asked for them.
 //!
-//! Two bench targets of `sfauth` run in one `cargo bench`: `manager` (criterion timings of the
-//! cached-token paths and their baselines) and `figures` (the stampede, memory and warm-start
-//! figures, which it writes as JSON). The medians are read back from criterion's
+//! Three bench targets of `sfauth` run in one `cargo bench`: `manager` (criterion timings of
+//! the cached-token paths and their baselines), `figures` (the stampede, memory and allocation
+//! figures, on a counting allocator) and `startup` (the warm start, on the system allocator);
+//! the last two write their figures as JSON. The medians are read back from criterion's
 //! `<target>/criterion/<group>/<id>/new/estimates.json`, only if written by this run, and the
 //! ratios the issue asks for are printed as a table. `--json` also writes every figure to
 //! `<target>/bench/summary.json`, one flat object. Missing a target is reported, not an error:
@@ -55,11 +56,22 @@ const TIMINGS: &[(&str, &str)] = &[
     ("control_unshared_ns_2t", "parts/control_unshared_cache_2t"),
 ];
 
-/// Keys the `figures` bench target must have written.
-const FIGURES: &[&str] = &[
-    "coalesced_token_requests_10k_callers",
-    "bytes_per_tenant_100k",
-    "warm_start_100k_sqlite_s",
+/// The bench targets that write figures as JSON: the variable naming their output file, the
+/// file (in the bench directory), and the keys it must hold.
+const FIGURE_FILES: &[(&str, &str, &[&str])] = &[
+    (
+        "SFAUTH_BENCH_FIGURES",
+        "figures.json",
+        &[
+            "coalesced_token_requests_10k_callers",
+            "bytes_per_tenant_100k",
+        ],
+    ),
+    (
+        "SFAUTH_BENCH_STARTUP",
+        "startup.json",
+        &["warm_start_100k_sqlite_s"],
+    ),
 ];
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
@@ -73,24 +85,26 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let target = target_dir()?;
     let bench_dir = target.join("bench");
     let criterion_dir = target.join("criterion");
-    let figures_file = bench_dir.join("figures.json");
     fs::create_dir_all(&bench_dir).with_context(|| format!("creating {}", bench_dir.display()))?;
-    // Whatever an earlier run left must not pass for this run's figures.
-    if figures_file.exists() {
-        fs::remove_file(&figures_file)
-            .with_context(|| format!("removing {}", figures_file.display()))?;
+    let mut bench = cargo();
+    bench
+        .args(["bench", "-p", "sfauth"])
+        .args([
+            "--bench", "manager", "--bench", "figures", "--bench", "startup",
+        ])
+        .env("CRITERION_HOME", &criterion_dir)
+        .env("SFAUTH_BENCH_DIR", &bench_dir);
+    for (var, file, _) in FIGURE_FILES {
+        let path = bench_dir.join(file);
+        // Whatever an earlier run left must not pass for this run's figures.
+        if path.exists() {
+            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+        bench.env(var, path);
     }
 
     let started = SystemTime::now();
-    let status = cargo()
-        .args([
-            "bench", "-p", "sfauth", "--bench", "manager", "--bench", "figures",
-        ])
-        .env("CRITERION_HOME", &criterion_dir)
-        .env("SFAUTH_BENCH_DIR", &bench_dir)
-        .env("SFAUTH_BENCH_FIGURES", &figures_file)
-        .status()
-        .context("cannot start cargo bench")?;
+    let status = bench.status().context("cannot start cargo bench")?;
     if !status.success() {
         bail!("cargo bench failed ({status})");
     }
@@ -100,17 +114,20 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         let median = criterion_median(&criterion_dir, id, started)?;
         summary.insert((*key).to_owned(), Value::from(median));
     }
-    let figures: Map<String, Value> = serde_json::from_slice(
-        &fs::read(&figures_file)
-            .with_context(|| format!("the figures bench wrote no {}", figures_file.display()))?,
-    )
-    .with_context(|| format!("parsing {}", figures_file.display()))?;
-    for key in FIGURES {
-        if !figures.get(*key).is_some_and(Value::is_number) {
-            bail!("{} has no number for {key}", figures_file.display());
+    for (_, file, required) in FIGURE_FILES {
+        let path = bench_dir.join(file);
+        let figures: Map<String, Value> = serde_json::from_slice(
+            &fs::read(&path)
+                .with_context(|| format!("the benchmarks wrote no {}", path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", path.display()))?;
+        for key in *required {
+            if !figures.get(*key).is_some_and(Value::is_number) {
+                bail!("{} has no number for {key}", path.display());
+            }
         }
+        summary.extend(figures);
     }
-    summary.extend(figures);
 
     let checks = checks(&summary)?;
     print_table(&summary, &checks);

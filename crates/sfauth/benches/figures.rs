@@ -5,18 +5,16 @@
 //!   when 10,000 tasks asked for one tenant's token at the moment it was due;
 //! - `bytes_per_tenant_100k`: live heap bytes the manager holds per tenant after loading
 //!   100,000 tenants, less the bytes of their access and refresh tokens;
-//! - `warm_start_100k_sqlite_s`: seconds `load_all` takes on a fresh manager over a SQLite file
-//!   of 100,000 sealed records (prepared once under the bench directory and reused), and
-//!   `warm_start_100k_list_only_s`, the store's listing alone;
 //! - `cached_token_allocs_per_call`, `handle_token_allocs_per_call`: heap allocations per call
 //!   on the two cached-token paths (the issue asks for none);
 //! - `load_all_100k_memory_store_s` and `size_of_*`: to read the figures above by.
 //!
 //! The whole binary runs on a counting global allocator, so it is kept apart from the timing
-//! benchmarks in `manager.rs`.
+//! benchmarks in `manager.rs` and the warm start in `startup.rs` (counting every allocation in
+//! shared counters slows a parallel warm start by a fifth).
 //!
-//! Environment: `SFAUTH_BENCH_DIR` (default: `target/bench` of the workspace) holds the SQLite
-//! file; `SFAUTH_BENCH_FIGURES` (default: `figures.json` in that directory) receives the figures.
+//! Environment: `SFAUTH_BENCH_FIGURES` (default: `figures.json` in the bench directory, see
+//! `common::bench_dir`) receives the figures.
 
 #![allow(
     clippy::unwrap_used,
@@ -28,13 +26,12 @@
 mod common;
 
 use std::alloc::System;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, json};
-use sfauth::storage::{Key, Keyring, ListQuery, TokenRecord, TokenStoreExt as _};
-use sfauth::{MemoryStore, SqliteStore, TokenManager, TokenStore};
+use sfauth::storage::TokenRecord;
+use sfauth::{MemoryStore, TokenManager, TokenStore};
 use sfauth_core::flows::AuthorizeParams;
 use sfauth_core::http::HttpTransport;
 use sfauth_core::{ConnectedApp, LoginHost, OAuthClient, TokenSet};
@@ -50,8 +47,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 
 fn main() {
     let runtime = common::runtime();
-    let dir = bench_dir();
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::bench_dir();
     let mut figures = Map::new();
 
     let (keyed, handle) = runtime.block_on(allocations_per_call());
@@ -67,10 +63,6 @@ fn main() {
     let (bytes, memory_seconds) = runtime.block_on(bytes_per_tenant());
     figures.insert("bytes_per_tenant_100k".into(), json!(bytes));
     figures.insert("load_all_100k_memory_store_s".into(), json!(memory_seconds));
-
-    let (seconds, list_seconds) = runtime.block_on(warm_start(&dir));
-    figures.insert("warm_start_100k_sqlite_s".into(), json!(seconds));
-    figures.insert("warm_start_100k_list_only_s".into(), json!(list_seconds));
 
     // Inline sizes of the types a tenant holds copies of, to read `bytes_per_tenant_100k` by.
     for (name, size) in [
@@ -97,26 +89,7 @@ fn main() {
         figures.insert(name.into(), json!(size));
     }
 
-    for (name, value) in &figures {
-        println!("{name:<40} {value}");
-    }
-    let out = std::env::var_os("SFAUTH_BENCH_FIGURES")
-        .map_or_else(|| dir.join("figures.json"), PathBuf::from);
-    std::fs::write(&out, serde_json::to_vec_pretty(&figures).unwrap()).unwrap();
-    println!("figures written to {}", out.display());
-}
-
-/// Where prepared data and the figures go: `SFAUTH_BENCH_DIR`, else `target/bench` beside the
-/// build output (cargo runs benchmarks from the package directory, so not a relative path).
-fn bench_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SFAUTH_BENCH_DIR") {
-        return dir.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-        PathBuf::from,
-    );
-    target.join("bench")
+    common::write_figures("SFAUTH_BENCH_FIGURES", &dir.join("figures.json"), &figures);
 }
 
 /// Heap allocations per call of the keyed and the handle paths on a fresh cached token.
@@ -272,70 +245,4 @@ async fn bytes_per_tenant() -> (f64, f64) {
     let live = change.bytes_allocated as f64 - change.bytes_deallocated as f64;
     drop(manager);
     ((live - token_bytes as f64) / BIG as f64, seconds)
-}
-
-/// Seconds `load_all` takes on a fresh manager over a SQLite file of 100,000 records of one
-/// client id. The file is made once (it takes a while) and reused while it is complete.
-/// Also returns the seconds the store alone takes to list the records.
-async fn warm_start(dir: &Path) -> (f64, f64) {
-    let db = dir.join("warm_start_100k.db");
-    let key_file = dir.join("warm_start_100k.key");
-    let ready = dir.join("warm_start_100k.ready");
-    if !(ready.exists() && key_file.exists() && db.exists()) {
-        prepare_sqlite(&db, &key_file, &ready).await;
-    }
-    let key = Key::from_base64(std::fs::read_to_string(&key_file).unwrap().trim()).unwrap();
-    let keyring = Keyring::new(key);
-
-    // The store's share first, on its own: the same listing `load_all` makes, on another fresh
-    // store over the same file, so the manager's share is the difference.
-    let store = SqliteStore::open(&db, keyring.clone()).await.unwrap();
-    let query = ListQuery::new().client_id(common::CLIENT_ID).limit(1000);
-    let started = Instant::now();
-    let listed = store.list_all(&query).await.unwrap().len();
-    let list_seconds = started.elapsed().as_secs_f64();
-    assert_eq!(listed, BIG);
-    store.close().await;
-
-    let store = SqliteStore::open(&db, keyring).await.unwrap();
-    let manager = common::offline_manager(Arc::new(store)).await;
-    let started = Instant::now();
-    let loaded = manager.load_all().await.unwrap();
-    let seconds = started.elapsed().as_secs_f64();
-    assert_eq!(loaded, BIG);
-    (seconds, list_seconds)
-}
-
-async fn prepare_sqlite(db: &Path, key_file: &Path, ready: &Path) {
-    println!("preparing {} with {BIG} records (once)", db.display());
-    let started = Instant::now();
-    for stale in [db, key_file, ready] {
-        let _ = std::fs::remove_file(stale);
-    }
-    for suffix in ["-wal", "-shm"] {
-        let mut name = db.as_os_str().to_owned();
-        name.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(name));
-    }
-    let key = Key::generate();
-    std::fs::write(key_file, key.to_base64().as_bytes()).unwrap();
-    let store = Arc::new(SqliteStore::open(db, Keyring::new(key)).await.unwrap());
-    let now = SystemTime::now();
-    let mut writers = tokio::task::JoinSet::new();
-    const WRITERS: usize = 8;
-    for writer in 0..WRITERS {
-        let store = store.clone();
-        writers.spawn(async move {
-            for i in (writer..BIG).step_by(WRITERS) {
-                store
-                    .insert(TokenRecord::new(common::key(i), common::tokens(i), now))
-                    .await
-                    .unwrap();
-            }
-        });
-    }
-    writers.join_all().await;
-    store.close().await;
-    std::fs::write(ready, format!("{BIG}\n")).unwrap();
-    println!("prepared in {:.1}s", started.elapsed().as_secs_f64());
 }

@@ -1,13 +1,15 @@
-//! Setup shared by the `manager` and `figures` benchmarks: tenants with realistic key and token
+//! Setup shared by the `manager`, `figures` and `startup` benchmarks: tenants with realistic key and token
 //! sizes, and managers whose transport fails every request, so that nothing measured here can
 //! reach a network.
 
 #![allow(dead_code, reason = "each benchmark binary uses part of the setup")]
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
+use serde_json::{Map, Value};
 use sfauth::{MemoryStore, TokenManager, TokenStore};
 use sfauth_core::http::TransportErrorKind;
 use sfauth_core::http::{HttpRequest, HttpResponse, HttpTransport, TransportError};
@@ -160,4 +162,37 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a tokio runtime")
+}
+
+/// Where prepared data and the figures go: `SFAUTH_BENCH_DIR`, else `target/bench` beside the
+/// build output (cargo runs benchmarks from the package directory, so not a relative path).
+/// Created if missing.
+pub(crate) fn bench_dir() -> PathBuf {
+    let dir = match std::env::var_os("SFAUTH_BENCH_DIR") {
+        Some(dir) => dir.into(),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(
+                || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+                PathBuf::from,
+            )
+            .join("bench"),
+    };
+    std::fs::create_dir_all(&dir).expect("the bench directory");
+    dir
+}
+
+/// Prints `figures` and writes them as JSON to the file named by the variable `env`, else to
+/// `default`.
+#[allow(clippy::print_stdout, reason = "a benchmark reports its figures")]
+pub(crate) fn write_figures(env: &str, default: &Path, figures: &Map<String, Value>) {
+    for (name, value) in figures {
+        println!("{name:<40} {value}");
+    }
+    let out = std::env::var_os(env).map_or_else(|| default.to_owned(), PathBuf::from);
+    std::fs::write(
+        &out,
+        serde_json::to_vec_pretty(figures).expect("figures as JSON"),
+    )
+    .expect("the figures file");
+    println!("figures written to {}", out.display());
 }

@@ -1,0 +1,108 @@
+//! The warm start of a `TokenManager` from SQLite, measured once per run and written as a flat
+//! JSON object for `cargo xtask bench`:
+//!
+//! - `warm_start_100k_sqlite_s`: seconds `load_all` takes on a fresh manager over a SQLite file
+//!   of 100,000 sealed records (prepared once under the bench directory and reused);
+//! - `warm_start_100k_list_only_s`: the store's listing alone, on another fresh store over the
+//!   same file, so that the manager's share is the difference.
+//!
+//! It runs on the system allocator, as an application would: the counting allocator of
+//! `figures.rs` makes every allocation of the parallel listing contend on shared counters.
+//!
+//! Environment: `SFAUTH_BENCH_STARTUP` (default: `startup.json` in the bench directory, see
+//! `common::bench_dir`) receives the figures; the SQLite file is kept in the bench directory.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark fails by panicking"
+)]
+#![allow(clippy::print_stdout, reason = "a benchmark reports its figures")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use serde_json::{Map, json};
+use sfauth::storage::{Key, Keyring, ListQuery, TokenRecord, TokenStoreExt as _};
+use sfauth::{SqliteStore, TokenStore};
+
+const BIG: usize = 100_000;
+
+fn main() {
+    let runtime = common::runtime();
+    let dir = common::bench_dir();
+    let mut figures = Map::new();
+    let (seconds, list_seconds) = runtime.block_on(warm_start(&dir));
+    figures.insert("warm_start_100k_sqlite_s".into(), json!(seconds));
+    figures.insert("warm_start_100k_list_only_s".into(), json!(list_seconds));
+    common::write_figures("SFAUTH_BENCH_STARTUP", &dir.join("startup.json"), &figures);
+}
+
+/// Seconds `load_all` takes on a fresh manager over a SQLite file of 100,000 records of one
+/// client id. The file is made once (it takes a while) and reused while it is complete.
+/// Also returns the seconds the store alone takes to list the records.
+async fn warm_start(dir: &Path) -> (f64, f64) {
+    let db = dir.join("warm_start_100k.db");
+    let key_file = dir.join("warm_start_100k.key");
+    let ready = dir.join("warm_start_100k.ready");
+    if !(ready.exists() && key_file.exists() && db.exists()) {
+        prepare_sqlite(&db, &key_file, &ready).await;
+    }
+    let key = Key::from_base64(std::fs::read_to_string(&key_file).unwrap().trim()).unwrap();
+    let keyring = Keyring::new(key);
+
+    // The store's share first, on its own: the same listing `load_all` makes, on another fresh
+    // store over the same file, so the manager's share is the difference.
+    let store = SqliteStore::open(&db, keyring.clone()).await.unwrap();
+    let query = ListQuery::new().client_id(common::CLIENT_ID).limit(1000);
+    let started = Instant::now();
+    let listed = store.list_all(&query).await.unwrap().len();
+    let list_seconds = started.elapsed().as_secs_f64();
+    assert_eq!(listed, BIG);
+    store.close().await;
+
+    let store = SqliteStore::open(&db, keyring).await.unwrap();
+    let manager = common::offline_manager(Arc::new(store)).await;
+    let started = Instant::now();
+    let loaded = manager.load_all().await.unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(loaded, BIG);
+    (seconds, list_seconds)
+}
+
+async fn prepare_sqlite(db: &Path, key_file: &Path, ready: &Path) {
+    println!("preparing {} with {BIG} records (once)", db.display());
+    let started = Instant::now();
+    for stale in [db, key_file, ready] {
+        let _ = std::fs::remove_file(stale);
+    }
+    for suffix in ["-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(name));
+    }
+    let key = Key::generate();
+    std::fs::write(key_file, key.to_base64().as_bytes()).unwrap();
+    let store = Arc::new(SqliteStore::open(db, Keyring::new(key)).await.unwrap());
+    let now = SystemTime::now();
+    let mut writers = tokio::task::JoinSet::new();
+    const WRITERS: usize = 8;
+    for writer in 0..WRITERS {
+        let store = store.clone();
+        writers.spawn(async move {
+            for i in (writer..BIG).step_by(WRITERS) {
+                store
+                    .insert(TokenRecord::new(common::key(i), common::tokens(i), now))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    writers.join_all().await;
+    store.close().await;
+    std::fs::write(ready, format!("{BIG}\n")).unwrap();
+    println!("prepared in {:.1}s", started.elapsed().as_secs_f64());
+}
