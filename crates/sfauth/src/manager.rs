@@ -296,7 +296,8 @@ impl TokenManager {
     /// login.
     ///
     /// The cache is checked when this is called, before the future is first polled; a cache
-    /// hit gives a future that is ready at once and holds just the token. The slow path's much
+    /// hit gives a future that is ready at once and holds just the token (so awaiting it later
+    /// still gives that token, as a guard taken then would). The slow path's much
     /// larger future is boxed and made only on a miss, so that it neither costs every hit a copy
     /// nor grows every caller's own future.
     #[inline]
@@ -341,7 +342,7 @@ impl TokenManager {
         let tenant = self.load(key).await?;
         let seen = tenant.current.load_full();
         self.slow_path(&tenant, seen).await?;
-        Ok(AccessTokenGuard::new(tenant.current.load()))
+        current_guard(&tenant)
     }
 
     /// A handle on one tenant whose [`Tenant::access_token`] skips the map lookup.
@@ -363,7 +364,7 @@ impl TokenManager {
     ) -> Result<AccessTokenGuard> {
         let tenant = self.load(key).await?;
         self.expired(&tenant, stale).await?;
-        Ok(AccessTokenGuard::new(tenant.current.load()))
+        current_guard(&tenant)
     }
 
     /// Refreshes `key` now, whatever the state of its cached token (for example after a
@@ -377,7 +378,7 @@ impl TokenManager {
         self.inner
             .refresh(&tenant, seen.generation, "forced")
             .await?;
-        Ok(AccessTokenGuard::new(tenant.current.load()))
+        current_guard(&tenant)
     }
 
     /// Stores the result of a login (or an import) under [`key_for`](Self::key_for)`(tokens,
@@ -455,6 +456,12 @@ impl TokenManager {
     }
 
     /// Forgets `key` in memory and deletes its record. Returns whether a record was deleted.
+    ///
+    /// The tenant's secrets leave memory at once: its token, tokens waiting to be saved, and
+    /// its renewal credentials; a refresh still in flight does not bring them back. [`Tenant`]
+    /// handles taken before then answer [`ErrorKind::UnknownTenant`] for good, even after a new
+    /// login under the same key: take a new handle. A future returned by
+    /// [`access_token`](Self::access_token) before the removal already holds its token.
     pub async fn remove(&self, key: &TokenKey) -> Result<bool> {
         if let Some(tenant) = self.inner.tenants.pin().remove(&KeyRef(key)) {
             self.inner.recent.removed();
@@ -626,6 +633,16 @@ fn serve_stale(error: &Error) -> bool {
     ) && !matches!(error, Error::Unsaved { .. })
 }
 
+/// The tenant's current token after a refresh or a wait, or the error for a tenant that was
+/// removed or needs a login meanwhile (never an empty token).
+fn current_guard(tenant: &TenantState) -> Result<AccessTokenGuard> {
+    let guard = tenant.current.load();
+    match guard.unavailable_error(&tenant.key) {
+        Some(error) => Err(error),
+        None => Ok(AccessTokenGuard::new(guard)),
+    }
+}
+
 /// The tenant's current token, if it can be handed out without a refresh.
 #[inline]
 fn fresh_guard(tenant: &TenantState) -> Option<AccessTokenGuard> {
@@ -726,9 +743,7 @@ impl Inner {
     /// Makes `record` the tenant's current token, with a new generation.
     pub(crate) fn install(&self, tenant: &TenantState, record: &TokenRecord) -> Arc<Cached> {
         let generation = tenant.current.load().generation + 1;
-        let cached = Arc::new(self.cached_from(record, generation));
-        tenant.current.store(cached.clone());
-        cached
+        tenant.set_current(Arc::new(self.cached_from(record, generation)))
     }
 
     /// Marks the tenant as needing a login, in memory.
@@ -744,7 +759,7 @@ impl Inner {
             reason: reason.to_owned(),
             cause,
         }));
-        tenant.current.store(Arc::new(cached));
+        tenant.set_current(Arc::new(cached));
     }
 
     pub(crate) fn emit(&self, key: &TokenKey, kind: EventKind) {

@@ -9,9 +9,10 @@
 //!
 //! Entries hold the tenant (not the token: the token is still loaded through the tenant's
 //! `ArcSwap` on every call, so a refresh is seen at once). A removed tenant's entry is never
-//! used again and is replaced by a later lookup that lands on its slot; until then it holds a
-//! tenant whose token was already dropped (on removal, and for every tenant when the manager is
-//! dropped), so no secret outlives its manager in these tables.
+//! used again and is replaced by the next lookup that lands on its slot; until then it holds a
+//! tenant that has already dropped its secrets (its token, unsaved tokens and renewal
+//! credentials: on removal, and for every tenant when the manager is dropped), so no secret
+//! outlives its manager in these tables. What is left is the key and the instance URL.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -127,7 +128,10 @@ pub(crate) fn remember(epoch: Epoch, tenant: &Arc<TenantState>) {
             return;
         };
         let index = slot_of(&tenant.key);
+        // An entry is dead, and free to take, once its tenant left its manager (removed, or
+        // the manager dropped) or a removal since has made it unusable.
         if let Some(slot) = &recent.slots[index]
+            && !slot.tenant.is_removed()
             && !(slot.manager == epoch.manager && slot.removals != epoch.removals)
         {
             recent.misses = recent.misses.wrapping_add(1);

@@ -294,7 +294,7 @@ impl Inner {
                 Ok(Outcome::Refreshed)
             }
             Err(source) => {
-                *lock(&tenant.unsaved) = Some(Box::new(record));
+                tenant.keep_unsaved(record);
                 Err(Error::Unsaved {
                     key: Box::new((*tenant.key).clone()),
                     source,
@@ -488,7 +488,7 @@ impl Inner {
                 Ok(Outcome::Adopted)
             }
             Err(source) => {
-                *lock(&tenant.unsaved) = Some(Box::new(next));
+                tenant.keep_unsaved(next);
                 Err(Error::Unsaved {
                     key: Box::new(key.clone()),
                     source,

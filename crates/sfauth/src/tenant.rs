@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -17,7 +17,7 @@ use url::Url;
 
 use crate::clock;
 use crate::error::{Error, ErrorKind, Result};
-use crate::manager::TokenManager;
+use crate::manager::{TokenManager, lock};
 use crate::renewal::Renewal;
 
 /// Deadline value meaning "not known": the hot path then skips the clock altogether.
@@ -180,6 +180,8 @@ pub(crate) struct TenantState {
     pub(crate) retry_at_ms: AtomicU64,
     pub(crate) consecutive_failures: AtomicU64,
     pub(crate) last_failure: Mutex<Option<Box<(ErrorKind, String)>>>,
+    /// Set once, when the tenant leaves its manager.
+    removed: AtomicBool,
 }
 
 impl TenantState {
@@ -192,14 +194,48 @@ impl TenantState {
             unsaved: Mutex::new(None),
             retry_at_ms: AtomicU64::new(0),
             consecutive_failures: AtomicU64::new(0),
+            removed: AtomicBool::new(false),
             last_failure: Mutex::new(None),
         }
     }
 
-    /// Drops the cached token, for a tenant no longer in its manager.
+    /// Drops every secret the tenant holds (its token, tokens waiting to be saved, the
+    /// credentials it renews with), for a tenant no longer in its manager. It then stays
+    /// removed: [`TenantState::set_current`] will not bring a token back.
     pub(crate) fn forget(&self) {
+        self.removed.store(true, Ordering::SeqCst);
         let removed = self.current.load().removed();
         self.current.store(Arc::new(removed));
+        *lock(&self.unsaved) = None;
+        *lock(&self.renewal) = None;
+        *lock(&self.last_failure) = None;
+    }
+
+    /// Keeps tokens that could not be saved, to save first on the next call; a removed tenant
+    /// keeps nothing (its record is gone, and so should its tokens be).
+    pub(crate) fn keep_unsaved(&self, record: TokenRecord) {
+        *lock(&self.unsaved) = Some(Box::new(record));
+        if self.is_removed() {
+            *lock(&self.unsaved) = None;
+        }
+    }
+
+    /// Whether [`forget`](Self::forget) was called.
+    pub(crate) fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::SeqCst)
+    }
+
+    /// Makes `cached` the current token, unless the tenant was removed (a refresh that was in
+    /// flight when it was must not bring its token back). Returns what is current afterwards.
+    pub(crate) fn set_current(&self, cached: Arc<Cached>) -> Arc<Cached> {
+        self.current.store(cached.clone());
+        // Checked after the store: a `forget` that ran before it is seen here and done again;
+        // one that runs after it replaces the token anyway.
+        if self.is_removed() {
+            self.forget();
+            return self.current.load_full();
+        }
+        cached
     }
 
     pub(crate) fn in_failure_backoff(&self) -> bool {
@@ -354,9 +390,12 @@ impl Tenant {
     #[inline]
     pub fn access_token(&mut self) -> impl Future<Output = Result<TokenRef<'_>>> + Send + '_ {
         if self.cache.load().is_fresh() {
-            Either::Left(std::future::ready(Ok(TokenRef {
-                cached: self.cache.load(),
-            })))
+            // Loaded again (the borrow checker cannot return the first load and otherwise go on
+            // to the slow path); whatever the tenant became in between is answered for.
+            Either::Left(std::future::ready(token_ref(
+                self.cache.load(),
+                &self.state.key,
+            )))
         } else {
             Either::Right(self.boxed_slow_path())
         }
@@ -370,9 +409,7 @@ impl Tenant {
         Box::pin(async move {
             let seen = self.state.current.load_full();
             self.manager.slow_path(&self.state, seen).await?;
-            Ok(TokenRef {
-                cached: self.cache.load(),
-            })
+            token_ref(self.cache.load(), &self.state.key)
         })
     }
 
@@ -380,8 +417,15 @@ impl Tenant {
     /// [`TokenManager::session_expired`].
     pub async fn session_expired(&mut self, stale: &AccessToken) -> Result<TokenRef<'_>> {
         self.manager.expired(&self.state, stale).await?;
-        Ok(TokenRef {
-            cached: self.cache.load(),
-        })
+        token_ref(self.cache.load(), &self.state.key)
+    }
+}
+
+/// `cached` as a token to hand out, or the error for a tenant that was removed or needs a login
+/// (never an empty token).
+fn token_ref<'a>(cached: &'a Cached, key: &TokenKey) -> Result<TokenRef<'a>> {
+    match cached.unavailable_error(key) {
+        Some(error) => Err(error),
+        None => Ok(TokenRef { cached }),
     }
 }
