@@ -391,11 +391,14 @@ impl Tenant {
     pub fn access_token(&mut self) -> impl Future<Output = Result<TokenRef<'_>>> + Send + '_ {
         if self.cache.load().is_fresh() {
             // Loaded again (the borrow checker cannot return the first load and otherwise go on
-            // to the slow path); whatever the tenant became in between is answered for.
-            Either::Left(std::future::ready(token_ref(
-                self.cache.load(),
-                &self.state.key,
-            )))
+            // to the slow path); a tenant removed in between is answered for, not served empty.
+            let cached = self.cache.load();
+            if matches!(cached.state, CachedState::Active) {
+                Either::Left(std::future::ready(Ok(TokenRef { cached })))
+            } else {
+                let error = unavailable(cached, &self.state.key);
+                Either::Right(Box::pin(std::future::ready(Err(error))) as SlowPath<'_>)
+            }
         } else {
             Either::Right(self.boxed_slow_path())
         }
@@ -403,9 +406,7 @@ impl Tenant {
 
     /// Out of line, for the reason given at [`TokenManager::access_token`]'s.
     #[inline(never)]
-    fn boxed_slow_path(
-        &mut self,
-    ) -> Pin<Box<impl Future<Output = Result<TokenRef<'_>>> + Send + '_>> {
+    fn boxed_slow_path(&mut self) -> SlowPath<'_> {
         Box::pin(async move {
             let seen = self.state.current.load_full();
             self.manager.slow_path(&self.state, seen).await?;
@@ -421,11 +422,27 @@ impl Tenant {
     }
 }
 
+/// The future of a handle's slow path (or of its rare error), boxed.
+type SlowPath<'a> = Pin<Box<dyn Future<Output = Result<TokenRef<'a>>> + Send + 'a>>;
+
 /// `cached` as a token to hand out, or the error for a tenant that was removed or needs a login
 /// (never an empty token).
+#[inline]
 fn token_ref<'a>(cached: &'a Cached, key: &TokenKey) -> Result<TokenRef<'a>> {
-    match cached.unavailable_error(key) {
-        Some(error) => Err(error),
-        None => Ok(TokenRef { cached }),
+    if matches!(cached.state, CachedState::Active) {
+        Ok(TokenRef { cached })
+    } else {
+        Err(unavailable(cached, key))
     }
+}
+
+/// Out of line: the error is rare, and building it inline slows the hot path down.
+#[cold]
+#[inline(never)]
+fn unavailable(cached: &Cached, key: &TokenKey) -> Error {
+    cached
+        .unavailable_error(key)
+        .unwrap_or_else(|| Error::UnknownTenant {
+            key: Box::new(key.clone()),
+        })
 }
