@@ -3,8 +3,8 @@
 //!
 //! - `warm_start_100k_sqlite_s`: seconds `load_all` takes on a fresh manager over a SQLite file
 //!   of 100,000 sealed records (prepared once under the bench directory and reused);
-//! - `warm_start_100k_list_only_s`: the store's listing alone, on another fresh store over the
-//!   same file, so that the manager's share is the difference.
+//! - `warm_start_100k_list_only_s`: the store's listing alone, afterwards, on another fresh
+//!   store over the same file.
 //!
 //! It runs on the system allocator, as an application would: the counting allocator of
 //! `figures.rs` makes every allocation of the parallel listing contend on shared counters.
@@ -54,22 +54,24 @@ async fn warm_start(dir: &Path) -> (f64, f64) {
     let key = Key::from_base64(std::fs::read_to_string(&key_file).unwrap().trim()).unwrap();
     let keyring = Keyring::new(key);
 
-    // The store's share first, on its own: the same listing `load_all` makes, on another fresh
-    // store over the same file, so the manager's share is the difference.
+    // The warm start first, so that it is the pass that meets the file (and the process) fresh.
     let store = SqliteStore::open(&db, keyring.clone()).await.unwrap();
+    let manager = common::offline_manager(Arc::new(store)).await;
+    let started = Instant::now();
+    let loaded = manager.load_all().await.unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(loaded, BIG);
+    drop(manager);
+
+    // Then the store's share on its own: the same listing `load_all` makes, on another fresh
+    // store over the same file (a second pass, so a little favoured).
+    let store = SqliteStore::open(&db, keyring).await.unwrap();
     let query = ListQuery::new().client_id(common::CLIENT_ID).limit(1000);
     let started = Instant::now();
     let listed = store.list_all(&query).await.unwrap().len();
     let list_seconds = started.elapsed().as_secs_f64();
     assert_eq!(listed, BIG);
     store.close().await;
-
-    let store = SqliteStore::open(&db, keyring).await.unwrap();
-    let manager = common::offline_manager(Arc::new(store)).await;
-    let started = Instant::now();
-    let loaded = manager.load_all().await.unwrap();
-    let seconds = started.elapsed().as_secs_f64();
-    assert_eq!(loaded, BIG);
     (seconds, list_seconds)
 }
 
