@@ -13,16 +13,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod support;
+
 use async_trait::async_trait;
 use bytes::Bytes;
-use sfauth::storage::{
-    ErrorKind as StoreErrorKind, Lease, ListPage, ListQuery, RecordStatus, TokenRecord, TokenStore,
-};
+use sfauth::storage::{ErrorKind as StoreErrorKind, RecordStatus, TokenRecord, TokenStore};
 use sfauth::{ErrorKind, MemoryStore, TokenManager};
 use sfauth_core::http::{HttpRequest, HttpResponse, TransportError, TransportErrorKind};
 use sfauth_core::{
     AccessToken, ConnectedApp, LoginHost, OAuthClient, RefreshToken, TokenKey, TokenSet,
 };
+use support::{Intercept, Intercepted};
 
 const ORG: &str = "00D5e000000AbcdEAC";
 const USER: &str = "0055e000001XyZaAAK";
@@ -85,55 +86,22 @@ impl Scripted {
     }
 }
 
-/// A memory store whose puts fail while `failing_puts` is above zero.
-struct FlakyStore {
-    inner: MemoryStore,
-    failing_puts: AtomicUsize,
-}
+/// Puts of results fail while the count is above zero (the write-ahead marks still succeed).
+struct FailingPuts(AtomicUsize);
 
 #[async_trait]
-impl TokenStore for FlakyStore {
-    async fn get(&self, key: &TokenKey) -> sfauth::storage::Result<Option<TokenRecord>> {
-        self.inner.get(key).await
-    }
-    async fn list(&self, query: &ListQuery) -> sfauth::storage::Result<ListPage> {
-        self.inner.list(query).await
-    }
-    async fn insert(&self, record: TokenRecord) -> sfauth::storage::Result<u64> {
-        self.inner.insert(record).await
-    }
-    async fn put<'a>(
-        &self,
-        record: TokenRecord,
-        expected_version: u64,
-        lease: Option<&'a Lease>,
-    ) -> sfauth::storage::Result<u64> {
-        let failing = self
-            .failing_puts
+impl Intercept for FailingPuts {
+    async fn put(&self, record: &TokenRecord) -> sfauth::storage::Result<()> {
+        if record.refresh_in_flight.is_some() {
+            return Ok(());
+        }
+        match self
+            .0
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if failing && record.refresh_in_flight.is_none() {
-            return Err(sfauth::storage::Error::new(StoreErrorKind::Io, "disk full"));
+        {
+            Ok(_) => Err(sfauth::storage::Error::new(StoreErrorKind::Io, "disk full")),
+            Err(_) => Ok(()),
         }
-        if failing {
-            // Only the saves of results fail in these tests; give the count back.
-            self.failing_puts.fetch_add(1, Ordering::SeqCst);
-        }
-        self.inner.put(record, expected_version, lease).await
-    }
-    async fn delete(&self, key: &TokenKey, expected: Option<u64>) -> sfauth::storage::Result<bool> {
-        self.inner.delete(key, expected).await
-    }
-    async fn try_acquire(
-        &self,
-        key: &TokenKey,
-        holder: &str,
-        ttl: Duration,
-    ) -> sfauth::storage::Result<Option<Lease>> {
-        self.inner.try_acquire(key, holder, ttl).await
-    }
-    async fn release(&self, lease: &Lease) -> sfauth::storage::Result<()> {
-        self.inner.release(lease).await
     }
 }
 
@@ -158,10 +126,7 @@ async fn setup(store: Arc<dyn TokenStore>, script: &Scripted) -> (TokenManager, 
 
 #[tokio::test]
 async fn rotated_tokens_that_cannot_be_saved_are_kept_not_handed_out() {
-    let store = Arc::new(FlakyStore {
-        inner: MemoryStore::new(),
-        failing_puts: AtomicUsize::new(0),
-    });
+    let store = Arc::new(Intercepted::new(FailingPuts(AtomicUsize::new(0))));
     let script = Scripted::default();
     let (manager, key) = setup(store.clone(), &script).await;
 
@@ -170,7 +135,7 @@ async fn rotated_tokens_that_cannot_be_saved_are_kept_not_handed_out() {
         "5Aep861NEWREFRESH",
         USER,
     )));
-    store.failing_puts.store(3, Ordering::SeqCst);
+    store.intercept.0.store(3, Ordering::SeqCst);
     let error = manager.refresh(&key).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Storage, "{error:?}");
     assert!(matches!(error, sfauth::Error::Unsaved { .. }));

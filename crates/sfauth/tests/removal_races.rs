@@ -10,16 +10,17 @@
 )]
 
 use std::sync::Arc;
-use std::time::Duration;
+
+mod support;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sfauth::storage::{Lease, ListPage, ListQuery, TokenRecord, TokenStore};
-use sfauth::{ErrorKind, MemoryStore, TokenManager};
+use sfauth::{ErrorKind, TokenManager};
 use sfauth_core::http::{HttpRequest, HttpResponse, HttpTransport, TransportError};
 use sfauth_core::{
     AccessToken, ConnectedApp, LoginHost, OAuthClient, RefreshToken, TokenKey, TokenSet,
 };
+use support::{Intercept, Intercepted};
 use tokio::sync::Semaphore;
 
 const ORG: &str = "00D5e000000AbcdEAC";
@@ -62,47 +63,17 @@ fn gated_transport(called: Gate, answer: Gate) -> Arc<dyn HttpTransport> {
     })
 }
 
-/// A memory store whose `delete` says it started, then waits to be let through.
+/// Deletes say they started, then wait to be let through.
 struct GatedDelete {
-    inner: MemoryStore,
     started: Gate,
     proceed: Gate,
 }
 
 #[async_trait]
-impl TokenStore for GatedDelete {
-    async fn get(&self, key: &TokenKey) -> sfauth::storage::Result<Option<TokenRecord>> {
-        self.inner.get(key).await
-    }
-    async fn list(&self, query: &ListQuery) -> sfauth::storage::Result<ListPage> {
-        self.inner.list(query).await
-    }
-    async fn insert(&self, record: TokenRecord) -> sfauth::storage::Result<u64> {
-        self.inner.insert(record).await
-    }
-    async fn put<'a>(
-        &self,
-        record: TokenRecord,
-        expected_version: u64,
-        lease: Option<&'a Lease>,
-    ) -> sfauth::storage::Result<u64> {
-        self.inner.put(record, expected_version, lease).await
-    }
-    async fn delete(&self, key: &TokenKey, expected: Option<u64>) -> sfauth::storage::Result<bool> {
+impl Intercept for GatedDelete {
+    async fn delete(&self) {
         self.started.open();
         self.proceed.pass().await;
-        self.inner.delete(key, expected).await
-    }
-    async fn try_acquire(
-        &self,
-        key: &TokenKey,
-        holder: &str,
-        ttl: Duration,
-    ) -> sfauth::storage::Result<Option<Lease>> {
-        self.inner.try_acquire(key, holder, ttl).await
-    }
-    async fn release(&self, lease: &Lease) -> sfauth::storage::Result<()> {
-        self.inner.release(lease).await
     }
 }
 
@@ -118,11 +89,10 @@ struct Race {
 async fn race() -> Race {
     let (token_called, token_answer) = (Gate::new(), Gate::new());
     let (delete_started, delete_proceed) = (Gate::new(), Gate::new());
-    let store = GatedDelete {
-        inner: MemoryStore::new(),
+    let store = Intercepted::new(GatedDelete {
         started: delete_started.clone(),
         proceed: delete_proceed.clone(),
-    };
+    });
     let manager = TokenManager::builder(OAuthClient::new(
         LoginHost::Production,
         ConnectedApp::new("3MVG9.test"),
