@@ -37,6 +37,18 @@ pub(crate) fn run() -> Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     step("tidy", &mut tidy_command())?;
+    // The fuzz targets are a workspace of their own (cargo-fuzz builds them with sanitizer
+    // flags): checked here so that they keep compiling, run by `cargo xtask fuzz`.
+    step(
+        "fuzz targets",
+        cargo().args([
+            "check",
+            "--quiet",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+            "--bins",
+        ]),
+    )?;
     let totals = tests()?;
     println!("ci: all checks passed in {}s", started.elapsed().as_secs());
     println!(

@@ -12,6 +12,8 @@
 
 mod bench;
 mod ci;
+mod demo;
+mod fuzz;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +25,8 @@ usage: cargo xtask <command>
 commands:
   bench  the TokenManager benchmarks and their targets; --json writes target/bench/summary.json
   ci     everything CI checks: fmt, clippy, docs, tidy and the whole test suite
+  demo   the CLI demo against the embedded emulator (cargo run -p sfauth-cli -- demo)
+  fuzz   the fuzz targets in fuzz/ (needs cargo-fuzz); --seconds N per target, or name targets
   tidy   repository rules: module docs, lint settings, the crates' dependency direction";
 
 fn main() -> ExitCode {
@@ -30,6 +34,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("bench") => bench::run(&args[1..]),
         Some("ci") => ci::run(),
+        Some("demo") => demo::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("tidy") => tidy::run(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
