@@ -7,9 +7,10 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::clock;
-use crate::manager::{TokenManager, duration_ms};
-use crate::tenant::{CachedState, NEVER};
+use crate::clock::{self, duration_ms};
+use crate::manager::TokenManager;
+use crate::stats::publish_tenant_gauges;
+use crate::tenant::{CachedState, NEVER, TenantState};
 
 /// What the background refresher does.
 ///
@@ -101,20 +102,18 @@ impl TokenManager {
                     _ = ticker.tick() => {}
                 }
                 while running.try_join_next().is_some() {}
-                // Keeps the tenant gauges current for whoever scrapes the metrics.
-                let _ = manager.stats();
-                for (key, generation) in manager.due(&config) {
+                for (tenant, generation) in manager.due(&config) {
                     let Ok(permit) = permits.clone().acquire_owned().await else {
                         break;
                     };
                     let manager = manager.clone();
+                    // The tenant itself, not its key: looking the key up again could find a
+                    // tenant removed meanwhile in the store and bring it back. A removed one
+                    // has a new generation, so its refresh stops at once.
                     running.spawn(async move {
                         let _permit = permit;
-                        let Ok(tenant) = manager.load(&key).await else {
-                            return;
-                        };
                         if let Err(error) = manager.inner.refresh(&tenant, generation, "background").await {
-                            tracing::debug!(key = %key, error = %error, "background refresh failed");
+                            tracing::debug!(key = %tenant.key, error = %error, "background refresh failed");
                         }
                     });
                 }
@@ -124,24 +123,33 @@ impl TokenManager {
         Refresher { stop, task }
     }
 
-    /// Tenants whose refresh is due within one scan interval, or whose keep-alive is due.
-    fn due(&self, config: &RefresherConfig) -> Vec<(sfauth_core::TokenKey, u64)> {
+    /// Tenants whose refresh is due within one scan interval, or whose keep-alive is due, with
+    /// the generation they were seen at. The same pass counts the tenants for the gauges, so
+    /// that whoever scrapes the metrics sees them current without a second walk.
+    fn due(&self, config: &RefresherConfig) -> Vec<(Arc<TenantState>, u64)> {
         let horizon = clock::precise_ms().saturating_add(duration_ms(config.interval));
         let keep_alive_before = config
             .keep_alive_after
             .map(|after| clock::precise_ms().saturating_sub(duration_ms(after)));
         let pinned = self.inner.tenants.pin();
-        pinned
-            .iter()
-            .filter_map(|(key, tenant)| {
+        let (mut tenants, mut reauth) = (0, 0);
+        let due = pinned
+            .values()
+            .filter_map(|tenant| {
                 let cached = tenant.current.load();
+                tenants += 1;
+                if matches!(cached.state, CachedState::Reauth(_)) {
+                    reauth += 1;
+                }
                 if !matches!(cached.state, CachedState::Active) || tenant.in_failure_backoff() {
                     return None;
                 }
                 let expiring = cached.refresh_at_ms != NEVER && cached.refresh_at_ms <= horizon;
                 let idle = keep_alive_before.is_some_and(|before| cached.obtained_at_ms <= before);
-                (expiring || idle).then(|| ((*key.0).clone(), cached.generation))
+                (expiring || idle).then(|| (tenant.clone(), cached.generation))
             })
-            .collect()
+            .collect();
+        publish_tenant_gauges(tenants, reauth);
+        due
     }
 }

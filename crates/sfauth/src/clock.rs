@@ -44,8 +44,13 @@ pub(crate) fn precise_ms() -> u64 {
 /// A `SystemTime` as milliseconds since the epoch (0 before it).
 pub(crate) fn to_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map(duration_ms)
         .unwrap_or(0)
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn duration_ms(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Milliseconds since the epoch back to a `SystemTime`.

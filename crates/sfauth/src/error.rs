@@ -124,6 +124,29 @@ pub enum ErrorKind {
 }
 
 impl Error {
+    /// The store failed for `key`.
+    pub(crate) fn store(key: &TokenKey, source: sfauth_storage::Error) -> Self {
+        Self::Store {
+            key: Box::new(key.clone()),
+            source,
+        }
+    }
+
+    /// Salesforce or the OAuth exchange failed for `key`.
+    pub(crate) fn oauth(key: &TokenKey, source: sfauth_core::Error) -> Self {
+        Self::OAuth {
+            key: Box::new(key.clone()),
+            source,
+        }
+    }
+
+    /// `key` is neither in memory nor in the store (or was removed).
+    pub(crate) fn unknown_tenant(key: &TokenKey) -> Self {
+        Self::UnknownTenant {
+            key: Box::new(key.clone()),
+        }
+    }
+
     /// The decision to make.
     pub fn kind(&self) -> ErrorKind {
         use sfauth_core::ErrorKind as Core;

@@ -8,7 +8,6 @@ use std::fmt;
 use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::Either;
@@ -16,16 +15,17 @@ use sfauth_core::http::HttpTransport;
 use sfauth_core::{AccessToken, OAuthClient, OrgId, TokenKey, TokenSet};
 use sfauth_storage::{
     ErrorKind as StoreErrorKind, ListPage, ListQuery, RecordStatus, TokenRecord, TokenStore,
+    TokenStoreExt as _,
 };
 use tokio::sync::broadcast;
 
-use crate::clock;
+use crate::clock::{self, duration_ms};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventKind};
 use crate::policy::RefreshPolicy;
 use crate::recent::{self, Recent};
 use crate::renewal::Renewal;
-use crate::stats::{Counters, Stats, names};
+use crate::stats::{Counters, Stats, publish_tenant_gauges};
 use crate::tenant::{AccessTokenGuard, Cached, CachedState, Tenant, TenantState};
 
 type Map<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomState>;
@@ -398,46 +398,33 @@ impl TokenManager {
             tokens.apply_session_timeout(timeout, SystemTime::now());
         }
         let store = &self.inner.store;
-        let store_error = |source| Error::Store {
-            key: Box::new(key.clone()),
-            source,
-        };
         let now = SystemTime::now();
         let record = loop {
-            match store.get(&key).await.map_err(store_error)? {
-                None => {
-                    let mut record = TokenRecord::new(key.clone(), tokens.clone(), now);
-                    record.last_refreshed_at = Some(now);
-                    match store.insert(record.clone()).await {
-                        Ok(version) => {
-                            record.version = version;
-                            break record;
-                        }
-                        Err(e) if e.kind() == StoreErrorKind::Conflict => continue,
-                        Err(e) => return Err(store_error(e)),
-                    }
+            let existing = store
+                .get(&key)
+                .await
+                .map_err(|source| Error::store(&key, source))?;
+            // A new login replaces whatever the record held: tokens, status, an in-flight mark.
+            let expected = existing.as_ref().map(|record| record.version);
+            let mut record =
+                existing.unwrap_or_else(|| TokenRecord::new(key.clone(), tokens.clone(), now));
+            record.tokens = tokens.clone();
+            record.status = RecordStatus::Active;
+            record.refresh_in_flight = None;
+            record.last_refreshed_at = Some(now);
+            match store.save(record.clone(), expected).await {
+                Ok(version) => {
+                    record.version = version;
+                    break record;
                 }
-                Some(mut record) => {
-                    let expected = record.version;
-                    record.tokens = tokens.clone();
-                    record.status = RecordStatus::Active;
-                    record.refresh_in_flight = None;
-                    record.last_refreshed_at = Some(now);
-                    match store.put(record.clone(), expected, None).await {
-                        Ok(version) => {
-                            record.version = version;
-                            break record;
-                        }
-                        Err(e) if e.kind() == StoreErrorKind::Conflict => continue,
-                        Err(e) => return Err(store_error(e)),
-                    }
-                }
+                // Somebody else wrote it between the read and the save: read again.
+                Err(e) if e.kind() == StoreErrorKind::Conflict => continue,
+                Err(e) => return Err(Error::store(&key, e)),
             }
         };
         let tenant = self.inner.install_record(&record);
         *lock(&tenant.unsaved) = None;
-        tenant.retry_at_ms.store(0, Ordering::Release);
-        tenant.consecutive_failures.store(0, Ordering::Release);
+        tenant.clear_failures();
         self.inner.emit(&key, EventKind::Stored);
         Ok(())
     }
@@ -471,10 +458,7 @@ impl TokenManager {
             .store
             .delete(key, None)
             .await
-            .map_err(|source| Error::Store {
-                key: Box::new(key.clone()),
-                source,
-            })
+            .map_err(|source| Error::store(key, source))
     }
 
     /// Loads every record of this manager's app from the store into memory (a warm start), and
@@ -549,8 +533,7 @@ impl TokenManager {
             .values()
             .filter(|t| matches!(t.current.load().state, CachedState::Reauth { .. }))
             .count() as u64;
-        metrics::gauge!(names::TENANTS, "status" => "active").set((tenants - reauth) as f64);
-        metrics::gauge!(names::TENANTS, "status" => "reauth_required").set(reauth as f64);
+        publish_tenant_gauges(tenants, reauth);
         self.inner.counters.snapshot(tenants, reauth)
     }
 
@@ -612,7 +595,7 @@ impl TokenManager {
         }
         if &seen.access_token != stale {
             // Somebody already replaced the token this caller used.
-            Counters::bump(&self.inner.counters.coalesced);
+            self.inner.counters.coalesced();
             return Ok(());
         }
         self.inner.learn_lifetime(&tenant.key, &seen);
@@ -685,13 +668,8 @@ impl Inner {
         self.store
             .get(key)
             .await
-            .map_err(|source| Error::Store {
-                key: Box::new(key.clone()),
-                source,
-            })?
-            .ok_or_else(|| Error::UnknownTenant {
-                key: Box::new(key.clone()),
-            })
+            .map_err(|source| Error::store(key, source))?
+            .ok_or_else(|| Error::unknown_tenant(key))
     }
 
     /// The tenant for `record.key`, created (with the record cached) if it is not in memory;
@@ -783,10 +761,6 @@ impl Inner {
             lifetimes.update_or_insert(key.org_id().clone(), |old| (*old).min(learned), learned);
         tracing::info!(key = %key, lifetime_ms = *updated, "learned session lifetime");
     }
-}
-
-pub(crate) fn duration_ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

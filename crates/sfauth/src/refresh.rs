@@ -26,9 +26,10 @@ use sfauth_storage::{ErrorKind as StoreErrorKind, InFlight, Lease, RecordStatus,
 use tracing::Instrument as _;
 
 use crate::clock;
+use crate::clock::duration_ms;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::EventKind;
-use crate::manager::{Inner, check_identity, duration_ms, lock};
+use crate::manager::{Inner, check_identity, lock};
 use crate::renewal::Renewal;
 use crate::stats::{Counters, names};
 use crate::tenant::{Cached, TenantState};
@@ -61,8 +62,7 @@ impl Inner {
         let _single = tenant.refresh_lock.lock().await;
         let current = tenant.current.load_full();
         if current.generation != seen_generation {
-            Counters::bump(&self.counters.coalesced);
-            metrics::counter!(names::COALESCED).increment(1);
+            self.counters.coalesced();
             return match current.unavailable_error(&tenant.key) {
                 Some(error) => Err(error),
                 None => Ok(()),
@@ -106,8 +106,7 @@ impl Inner {
 
         match result {
             Ok(_) => {
-                tenant.consecutive_failures.store(0, Ordering::Release);
-                tenant.retry_at_ms.store(0, Ordering::Release);
+                tenant.clear_failures();
                 Ok(())
             }
             Err(error) => {
@@ -185,7 +184,7 @@ impl Inner {
                 .store
                 .try_acquire(key, &self.holder, self.policy.lease_ttl)
                 .await
-                .map_err(|source| store_error(tenant, source))?;
+                .map_err(|source| Error::store(&tenant.key, source))?;
             if let Some(lease) = lease {
                 return Ok(Acquired::Lease(lease));
             }
@@ -193,7 +192,7 @@ impl Inner {
                 .store
                 .get(key)
                 .await
-                .map_err(|source| store_error(tenant, source))?;
+                .map_err(|source| Error::store(&tenant.key, source))?;
             if let Some(record) = record
                 && self.adopt_if_newer(tenant, current, &record)
             {
@@ -248,14 +247,12 @@ impl Inner {
         if self.adopt_if_newer(tenant, current, &record) {
             return Ok(Outcome::Adopted);
         }
-        if let RecordStatus::ReauthRequired { reason, .. } = &record.status {
-            let reason = reason.clone();
-            self.install_reauth(tenant, &record, &reason, None);
-            return Err(Error::ReauthorizationRequired {
-                key: Box::new(key.clone()),
-                reason,
-                cause: None,
-            });
+        if matches!(record.status, RecordStatus::ReauthRequired { .. }) {
+            // The record's status becomes the cached state, so the error comes from there.
+            let cached = self.install(tenant, &record);
+            return Err(cached
+                .unavailable_error(key)
+                .unwrap_or_else(|| Error::unknown_tenant(key)));
         }
         match record.tokens.refresh_token.clone() {
             Some(refresh_token) => self.spend(tenant, record, refresh_token, lease).await,
@@ -326,7 +323,7 @@ impl Inner {
             .store
             .put(marked.clone(), record.version, Some(lease))
             .await
-            .map_err(|source| store_error(tenant, source))?;
+            .map_err(|source| Error::store(&tenant.key, source))?;
 
         let mut attempt = 0;
         loop {
@@ -349,7 +346,7 @@ impl Inner {
             if may_have_been_spent(&error) {
                 // Salesforce may have consumed the token without us seeing the answer: keep the
                 // mark so that the next refresher knows, and do not send it again now.
-                return Err(oauth_error(tenant, error));
+                return Err(Error::oauth(&tenant.key, error));
             }
             if error.kind() == CoreKind::RefreshInProgress {
                 self.clear_mark(tenant, &mut marked, lease).await;
@@ -363,7 +360,7 @@ impl Inner {
             }
             // Salesforce answered, so the token was not consumed: lift the mark.
             self.clear_mark(tenant, &mut marked, lease).await;
-            return Err(oauth_error(tenant, error));
+            return Err(Error::oauth(&tenant.key, error));
         }
     }
 
@@ -407,7 +404,7 @@ impl Inner {
             }
             match self.retry_pause(&error, attempt) {
                 Some(pause) => tokio::time::sleep(pause).await,
-                None => return Err(oauth_error(tenant, error)),
+                None => return Err(Error::oauth(&tenant.key, error)),
             }
         }
     }
@@ -623,19 +620,5 @@ fn may_have_been_spent(error: &CoreError) -> bool {
         CoreError::Parse { status, .. } => (200..300).contains(status),
         CoreError::SignatureMismatch => true,
         _ => false,
-    }
-}
-
-fn store_error(tenant: &TenantState, source: sfauth_storage::Error) -> Error {
-    Error::Store {
-        key: Box::new((*tenant.key).clone()),
-        source,
-    }
-}
-
-fn oauth_error(tenant: &TenantState, source: CoreError) -> Error {
-    Error::OAuth {
-        key: Box::new((*tenant.key).clone()),
-        source,
     }
 }

@@ -58,9 +58,23 @@ pub(crate) mod names {
     pub(crate) const TENANTS: &str = "sfauth_tenants";
 }
 
+/// Sets the `sfauth_tenants{status}` gauges.
+pub(crate) fn publish_tenant_gauges(tenants: u64, reauth: u64) {
+    metrics::gauge!(names::TENANTS, "status" => "active")
+        .set(tenants.saturating_sub(reauth) as f64);
+    metrics::gauge!(names::TENANTS, "status" => "reauth_required").set(reauth as f64);
+}
+
 impl Counters {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A caller needed a refresh and was served by one another caller ran: counted in the
+    /// snapshot and as `sfauth_coalesced_callers_total`, wherever it happens.
+    pub(crate) fn coalesced(&self) {
+        Self::bump(&self.coalesced);
+        metrics::counter!(names::COALESCED).increment(1);
     }
 
     pub(crate) fn snapshot(&self, tenants: u64, reauth: u64) -> Stats {

@@ -87,9 +87,7 @@ impl Cached {
                 reason: reauth.reason.clone(),
                 cause: reauth.cause,
             }),
-            CachedState::Removed => Some(Error::UnknownTenant {
-                key: Box::new(key.clone()),
-            }),
+            CachedState::Removed => Some(Error::unknown_tenant(key)),
             CachedState::Active => None,
         }
     }
@@ -119,7 +117,7 @@ impl Cached {
         let tokens = &record.tokens;
         let lifetime = record
             .learned_lifetime
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .map(clock::duration_ms)
             .or(lifetime_hint_ms);
         let issued_ms = tokens.issued_at.map(clock::to_ms);
         let expires_at_ms = match (tokens.expires_at, issued_ms, lifetime) {
@@ -208,6 +206,13 @@ impl TenantState {
         self.current.store(Arc::new(removed));
         *lock(&self.unsaved) = None;
         *lock(&self.renewal) = None;
+        *lock(&self.last_failure) = None;
+    }
+
+    /// Forgets earlier refresh failures (and their pause) after a success or a new login.
+    pub(crate) fn clear_failures(&self) {
+        self.retry_at_ms.store(0, Ordering::Release);
+        self.consecutive_failures.store(0, Ordering::Release);
         *lock(&self.last_failure) = None;
     }
 
@@ -442,7 +447,5 @@ fn token_ref<'a>(cached: &'a Cached, key: &TokenKey) -> Result<TokenRef<'a>> {
 fn unavailable(cached: &Cached, key: &TokenKey) -> Error {
     cached
         .unavailable_error(key)
-        .unwrap_or_else(|| Error::UnknownTenant {
-            key: Box::new(key.clone()),
-        })
+        .unwrap_or_else(|| Error::unknown_tenant(key))
 }
