@@ -74,12 +74,12 @@ fn main() {
         ("size_of_token_record", std::mem::size_of::<TokenRecord>()),
         ("size_of_url", std::mem::size_of::<url::Url>()),
         (
-            "size_of_mutex_option_token_record",
-            std::mem::size_of::<std::sync::Mutex<Option<TokenRecord>>>(),
+            "size_of_mutex_option_box_token_record",
+            std::mem::size_of::<std::sync::Mutex<Option<Box<TokenRecord>>>>(),
         ),
         (
-            "size_of_mutex_option_renewal",
-            std::mem::size_of::<std::sync::Mutex<Option<sfauth::Renewal>>>(),
+            "size_of_mutex_option_box_renewal",
+            std::mem::size_of::<std::sync::Mutex<Option<Box<sfauth::Renewal>>>>(),
         ),
         (
             "size_of_tokio_mutex_unit",

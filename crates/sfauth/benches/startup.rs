@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use serde_json::{Map, json};
-use sfauth::storage::{Key, Keyring, ListQuery, TokenRecord, TokenStoreExt as _};
+use sfauth::storage::{Keyring, ListQuery, TokenRecord, TokenStoreExt as _};
 use sfauth::{SqliteStore, TokenStore};
 
 const BIG: usize = 100_000;
@@ -51,8 +51,7 @@ async fn warm_start(dir: &Path) -> (f64, f64) {
     if !(ready.exists() && key_file.exists() && db.exists()) {
         prepare_sqlite(&db, &key_file, &ready).await;
     }
-    let key = Key::from_base64(std::fs::read_to_string(&key_file).unwrap().trim()).unwrap();
-    let keyring = Keyring::new(key);
+    let keyring = Keyring::from_key_file(&key_file).unwrap();
 
     // The warm start first, so that it is the pass that meets the file (and the process) fresh.
     let store = SqliteStore::open(&db, keyring.clone()).await.unwrap();
@@ -86,9 +85,9 @@ async fn prepare_sqlite(db: &Path, key_file: &Path, ready: &Path) {
         name.push(suffix);
         let _ = std::fs::remove_file(PathBuf::from(name));
     }
-    let key = Key::generate();
-    std::fs::write(key_file, key.to_base64().as_bytes()).unwrap();
-    let store = Arc::new(SqliteStore::open(db, Keyring::new(key)).await.unwrap());
+    // Created here (0600, random) and read back by `warm_start` the same way.
+    let keyring = Keyring::from_key_file(key_file).unwrap();
+    let store = Arc::new(SqliteStore::open(db, keyring).await.unwrap());
     let now = SystemTime::now();
     let mut writers = tokio::task::JoinSet::new();
     const WRITERS: usize = 8;
