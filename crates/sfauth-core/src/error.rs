@@ -138,6 +138,33 @@ pub enum Cause {
     Other,
 }
 
+impl Cause {
+    /// A stable snake_case name, for metric labels and logs.
+    ///
+    /// ```
+    /// assert_eq!(sfauth_core::Cause::TokenExpiredOrRevoked.as_str(), "token_expired_or_revoked");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TokenExpiredOrRevoked => "token_expired_or_revoked",
+            Self::AuthenticationFailure => "authentication_failure",
+            Self::IpOrLoginHoursRestricted => "ip_or_login_hours_restricted",
+            Self::NotApproved => "not_approved",
+            Self::UserInactive => "user_inactive",
+            Self::OrgInactive => "org_inactive",
+            Self::AppBlocked => "app_blocked",
+            Self::WrongHost => "wrong_host",
+            Self::NoClientCredentialsUser => "no_client_credentials_user",
+            Self::AudienceInvalid => "audience_invalid",
+            Self::AuthorizationCodeExpired => "authorization_code_expired",
+            Self::RequestInProgress => "request_in_progress",
+            Self::DeviceCodeExpired => "device_code_expired",
+            Self::AccessDenied => "access_denied",
+            Self::Other => "other",
+        }
+    }
+}
+
 /// Which request produced an error response, where that changes its meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Context {

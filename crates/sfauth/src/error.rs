@@ -101,6 +101,22 @@ pub enum Error {
     Config(String),
 }
 
+impl ErrorKind {
+    /// A stable snake_case name, for metric labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReauthorizationRequired => "reauthorization_required",
+            Self::RefreshInProgress => "refresh_in_progress",
+            Self::Transient => "transient",
+            Self::RateLimited => "rate_limited",
+            Self::Config => "config",
+            Self::UnknownTenant => "unknown_tenant",
+            Self::Storage => "storage",
+            Self::Protocol => "protocol",
+        }
+    }
+}
+
 /// The decision behind an [`Error`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -86,22 +86,32 @@ impl Inner {
             key = %tenant.key,
             trigger,
             outcome = tracing::field::Empty,
+            cause = tracing::field::Empty,
         );
         let started = Instant::now();
         let result = self
             .refresh_exclusive(tenant, &current)
             .instrument(span.clone())
             .await;
-        let outcome = match &result {
-            Ok(Outcome::Refreshed) => "refreshed",
-            Ok(Outcome::Adopted) => "adopted",
-            Ok(Outcome::WaitForOther) => "waited",
-            Err(error) if error.kind() == ErrorKind::ReauthorizationRequired => "reauth_required",
-            Err(_) => "failed",
+        let (outcome, cause) = match &result {
+            Ok(Outcome::Refreshed) => ("refreshed", "none"),
+            Ok(Outcome::Adopted) => ("adopted", "none"),
+            Ok(Outcome::WaitForOther) => ("waited", "none"),
+            Err(Error::ReauthorizationRequired { cause, .. }) => (
+                "reauth_required",
+                cause.map_or("unknown", sfauth_core::Cause::as_str),
+            ),
+            Err(error) => ("failed", error.kind().as_str()),
         };
         span.record("outcome", outcome);
-        metrics::counter!(names::REFRESHES, "outcome" => outcome, "trigger" => trigger)
-            .increment(1);
+        span.record("cause", cause);
+        metrics::counter!(
+            names::REFRESHES,
+            "outcome" => outcome,
+            "cause" => cause,
+            "trigger" => trigger
+        )
+        .increment(1);
         metrics::histogram!(names::REFRESH_SECONDS).record(started.elapsed().as_secs_f64());
 
         match result {
