@@ -14,6 +14,7 @@ use crate::model::Flow;
 use crate::params::Params;
 use crate::server::{Shared, ViaSite};
 use crate::state::{AuthCode, DeviceStatus, State};
+use crate::token;
 
 /// The parameters that travel through the login and consent pages.
 const CARRIED: [&str; 12] = [
@@ -299,13 +300,9 @@ fn complete(shared: &Shared, request: &AuthRequest, user_id: &str) -> Response {
         }
         return redirect(&request.redirect_uri, false, &fields);
     }
-    let with_refresh = request
-        .scopes
-        .iter()
-        .any(|s| s == "refresh_token" || s == "offline_access")
-        && st
-            .app(&request.client_id)
-            .is_some_and(|a| a.config.flows.contains(&Flow::RefreshToken));
+    // The fragment carries what the token endpoint would answer (JWT access tokens, id token,
+    // site fields included), so it is built by the token endpoint's own code.
+    let with_refresh = token::wants_refresh(&st, &request.client_id, &request.scopes);
     let issued = st.issue(
         &request.client_id,
         user_id,
@@ -313,47 +310,14 @@ fn complete(shared: &Shared, request: &AuthRequest, user_id: &str) -> Response {
         with_refresh,
         now,
     );
-    let (Some(app), Some(user)) = (
-        st.app(&request.client_id).cloned(),
-        st.user(user_id).cloned(),
-    ) else {
+    let mut shape = token::full_shape();
+    shape.id_token_nonce = Some(request.nonce.clone());
+    shape.id_token_asked = request.id_token;
+    shape.extra = token::site_fields(shared, request.via_site, &st);
+    let mut fields = token::finish(shared, request.via_site, &mut st, issued, shape);
+    if fields.is_empty() {
+        // The app or the user went away between validation and issuing.
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
-    let id = st.identity_url(&user);
-    let issued_at = issued.issued_ms.to_string();
-    let mut fields: Fields = vec![("access_token", Value::from(issued.access_token.clone()))];
-    if let Some(rt) = &issued.refresh_token {
-        fields.push(("refresh_token", Value::from(rt.clone())));
-    }
-    fields.push(("instance_url", Value::from(st.instance_url(&user.org_id))));
-    fields.push(("id", Value::from(id.clone())));
-    fields.push(("issued_at", Value::from(issued_at.clone())));
-    fields.push((
-        "signature",
-        Value::from(crypto::token_signature(
-            &app.config.client_secret,
-            &id,
-            &issued_at,
-        )),
-    ));
-    fields.push(("scope", Value::from(issued.scopes.join(" "))));
-    fields.push(("token_type", Value::from("Bearer")));
-    if request.id_token || issued.scopes.iter().any(|s| s == "openid") {
-        let token = crate::token::id_token(
-            shared,
-            &st,
-            &request.client_id,
-            &user,
-            &issued,
-            request.nonce.clone(),
-            request.via_site,
-        );
-        fields.push(("id_token", Value::from(token)));
-    }
-    if request.via_site {
-        let prefix = st.settings.site_prefix.clone();
-        fields.push(("sfdc_community_url", Value::from(shared.site_url(&prefix))));
-        fields.push(("sfdc_community_id", Value::from(crate::token::COMMUNITY_ID)));
     }
     if let Some(s) = &request.state {
         fields.push(("state", Value::from(s.clone())));

@@ -29,10 +29,14 @@ pub(crate) const COMMUNITY_ID: &str = "0DB5e000000EMU1GAO";
 
 /// What the response of a grant carries besides the tokens.
 #[derive(Debug, Default)]
-struct Shape {
-    signature: bool,
-    id_token_nonce: Option<Option<String>>,
-    extra: Fields,
+pub(crate) struct Shape {
+    pub(crate) signature: bool,
+    /// `Some(nonce)` adds an id token when the scopes include `openid`.
+    pub(crate) id_token_nonce: Option<Option<String>>,
+    /// The request asked for an id token by itself (the user-agent flow's `token id_token`), so
+    /// one is added even without the `openid` scope.
+    pub(crate) id_token_asked: bool,
+    pub(crate) extra: Fields,
 }
 
 /// The handler.
@@ -156,7 +160,9 @@ fn require_flow(st: &State, client_id: &str, flow: Flow) -> Result<(), OAuthErro
     Ok(())
 }
 
-fn wants_refresh(st: &State, client_id: &str, scopes: &[String]) -> bool {
+/// Whether a grant for `scopes` also issues a refresh token (shared with the user-agent flow in
+/// `authorize.rs`, which must answer the same way).
+pub(crate) fn wants_refresh(st: &State, client_id: &str, scopes: &[String]) -> bool {
     scopes
         .iter()
         .any(|s| s == "refresh_token" || s == "offline_access")
@@ -166,8 +172,17 @@ fn wants_refresh(st: &State, client_id: &str, scopes: &[String]) -> bool {
 }
 
 /// Builds the response fields, swapping in a JWT access token when the app asks for them.
-fn finish(ctx: &Ctx<'_>, st: &mut State, mut issued: Issued, shape: Shape) -> Fields {
-    let shared = ctx.shared;
+///
+/// Takes the server and the site flag rather than a token request's context so the user-agent
+/// flow's fragment (`authorize.rs`) is built by the same code and cannot drift from it.
+/// Returns no fields when the app or the user is gone.
+pub(crate) fn finish(
+    shared: &Shared,
+    via_site: bool,
+    st: &mut State,
+    mut issued: Issued,
+    shape: Shape,
+) -> Fields {
     let Some(app) = st.app(&issued.client_id).cloned() else {
         return Vec::new();
     };
@@ -216,9 +231,10 @@ fn finish(ctx: &Ctx<'_>, st: &mut State, mut issued: Issued, shape: Shape) -> Fi
         ));
     }
     fields.push(("scope", Value::from(issued.scopes.join(" "))));
+    let openid = issued.scopes.iter().any(|s| s == "openid");
     if let Some(nonce) = shape
         .id_token_nonce
-        .filter(|_| issued.scopes.iter().any(|s| s == "openid"))
+        .filter(|_| openid || shape.id_token_asked)
     {
         let token = id_token(
             shared,
@@ -227,7 +243,7 @@ fn finish(ctx: &Ctx<'_>, st: &mut State, mut issued: Issued, shape: Shape) -> Fi
             &user,
             &issued,
             nonce,
-            ctx.via_site,
+            via_site,
         );
         fields.push(("id_token", Value::from(token)));
     }
@@ -284,20 +300,22 @@ pub(crate) fn id_token(
     shared.keys.sign_jwt(&[], &claims)
 }
 
-fn full_shape() -> Shape {
+pub(crate) fn full_shape() -> Shape {
     Shape {
         signature: true,
         id_token_nonce: Some(None),
+        id_token_asked: false,
         extra: Vec::new(),
     }
 }
 
-fn site_fields(ctx: &Ctx<'_>, st: &State) -> Fields {
-    if ctx.via_site {
+/// The Experience Cloud-style site's fields, for a request that came through the site.
+pub(crate) fn site_fields(shared: &Shared, via_site: bool, st: &State) -> Fields {
+    if via_site {
         vec![
             (
                 "sfdc_community_url",
-                Value::from(ctx.shared.site_url(&st.settings.site_prefix)),
+                Value::from(shared.site_url(&st.settings.site_prefix)),
             ),
             ("sfdc_community_id", Value::from(COMMUNITY_ID)),
         ]
@@ -356,8 +374,8 @@ fn authorization_code(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     );
     let mut shape = full_shape();
     shape.id_token_nonce = Some(code.nonce.clone());
-    shape.extra = site_fields(ctx, &st);
-    Ok(finish(ctx, &mut st, issued, shape))
+    shape.extra = site_fields(ctx.shared, ctx.via_site, &st);
+    Ok(finish(ctx.shared, ctx.via_site, &mut st, issued, shape))
 }
 
 /// Removes a refresh token from the in-flight set when its request ends, however it ends.
@@ -409,8 +427,8 @@ async fn refresh(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     let mut st = ctx.shared.lock();
     let issued = st.redeem_refresh(&token, &client_id, now)?;
     let mut shape = full_shape();
-    shape.extra = site_fields(ctx, &st);
-    Ok(finish(ctx, &mut st, issued, shape))
+    shape.extra = site_fields(ctx.shared, ctx.via_site, &st);
+    Ok(finish(ctx.shared, ctx.via_site, &mut st, issued, shape))
 }
 
 fn password(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
@@ -430,8 +448,8 @@ fn password(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     let scopes = State::grant_scopes(ctx.param("scope"))?;
     let issued = st.issue(&client_id, &user_id, scopes, false, now);
     let mut shape = full_shape();
-    shape.extra = site_fields(ctx, &st);
-    Ok(finish(ctx, &mut st, issued, shape))
+    shape.extra = site_fields(ctx.shared, ctx.via_site, &st);
+    Ok(finish(ctx.shared, ctx.via_site, &mut st, issued, shape))
 }
 
 fn client_credentials(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
@@ -471,10 +489,11 @@ fn client_credentials(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     let shape = Shape {
         signature: true,
         id_token_nonce: None,
+        id_token_asked: false,
         // UNCONFIRMED value: the emulator serves the API itself.
         extra: vec![("api_instance_url", Value::from(ctx.shared.base_url.clone()))],
     };
-    Ok(finish(ctx, &mut st, issued, shape))
+    Ok(finish(ctx.shared, ctx.via_site, &mut st, issued, shape))
 }
 
 /// Audiences accepted in bearer assertions.
@@ -570,9 +589,10 @@ fn issue_to_assertion_subject(
     let shape = Shape {
         signature: false,
         id_token_nonce: None,
-        extra: site_fields(ctx, st),
+        id_token_asked: false,
+        extra: site_fields(ctx.shared, ctx.via_site, st),
     };
-    Ok(finish(ctx, st, issued, shape))
+    Ok(finish(ctx.shared, ctx.via_site, st, issued, shape))
 }
 
 fn jwt_bearer(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
@@ -697,7 +717,13 @@ fn device_poll(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     st.check_user(&user_id)?;
     let with_refresh = wants_refresh(&st, &client_id, &scopes);
     let issued = st.issue(&client_id, &user_id, scopes, with_refresh, now);
-    Ok(finish(ctx, &mut st, issued, full_shape()))
+    Ok(finish(
+        ctx.shared,
+        ctx.via_site,
+        &mut st,
+        issued,
+        full_shape(),
+    ))
 }
 
 /// Maps a subject token to a user id. The Apex handler of a real org is replaced by a fixed
@@ -765,7 +791,7 @@ fn token_exchange(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     let issued = st.issue(&client_id, &user_id, scopes, with_refresh, now);
     let mut shape = full_shape();
     shape.extra = vec![("issued_token_type", Value::from(TT_ACCESS))];
-    Ok(finish(ctx, &mut st, issued, shape))
+    Ok(finish(ctx.shared, ctx.via_site, &mut st, issued, shape))
 }
 
 fn saml_bearer(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {

@@ -231,6 +231,37 @@ async fn jwt_access_tokens() {
     assert_eq!(env.rest_status(&token).await, 401);
 }
 
+/// The user-agent flow's fragment carries the same access token the token endpoint would: a JWT
+/// for an app with `jwt_access_tokens` (the fragment was once built separately and drifted).
+#[tokio::test]
+async fn jwt_access_tokens_in_the_user_agent_fragment() {
+    let env = env().await;
+    let c = &env.c;
+    env.emu
+        .update_app(&c.client_id, |a| a.jwt_access_tokens = true)
+        .unwrap();
+    let r = env
+        .send(env.http.get(env.url("/services/oauth2/authorize")).query(&[
+            ("response_type", "token"),
+            ("client_id", c.client_id.as_str()),
+            ("redirect_uri", c.callback_url.as_str()),
+            ("scope", "api refresh_token"),
+            ("state", "s"),
+        ]))
+        .await;
+    assert_eq!(r.status, 302);
+    let p = r.location_params();
+    let token = &p["access_token"];
+    assert_eq!(token.split('.').count(), 3, "not a JWT: {token}");
+    assert_eq!(jwt_part(token, 0)["tty"], "sfdc-core-token");
+    assert_eq!(jwt_part(token, 1)["client_id"], c.client_id);
+    assert!(
+        p.contains_key("refresh_token") && p["state"] == "s",
+        "{p:?}"
+    );
+    assert_eq!(env.rest_status(token).await, 200);
+}
+
 #[tokio::test]
 async fn counters_count_exactly() {
     let env = env().await;
