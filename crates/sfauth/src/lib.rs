@@ -12,6 +12,21 @@
 //! |---|---|---|
 //! | `sqlite` | yes | the SQLite token store, used when the builder is given no store |
 //!
+//! # Observability
+//!
+//! Through the `metrics` facade (install any recorder, e.g. a Prometheus exporter):
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `sfauth_refreshes_total` | counter | `outcome` (`refreshed`, `adopted`, `waited`, `reauth_required`, `failed`), `cause` (a [`core::Cause`] name for `reauth_required`, an [`ErrorKind`] name for `failed`, else `none`), `trigger` (`expiring`, `session_expired`, `forced`, `background`) |
+//! | `sfauth_refresh_duration_seconds` | histogram | |
+//! | `sfauth_token_requests_total` | counter | |
+//! | `sfauth_coalesced_callers_total` | counter | |
+//! | `sfauth_tenants` | gauge | `status` (`active`, `reauth_required`): set by [`TokenManager::stats`] and each scan of the background refresher |
+//!
+//! Each refresh runs in a `sfauth.refresh` tracing span with the tenant key, trigger, outcome
+//! and cause (never a secret). [`TokenManager::stats`] returns the same counters as a snapshot.
+//!
 //! # Example
 //!
 //! ```no_run
