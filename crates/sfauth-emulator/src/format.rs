@@ -55,7 +55,8 @@ impl Format {
     }
 }
 
-/// An ordered list of response fields.
+/// An ordered list of response fields. The encoders take any string keys (see [`encode`]); this
+/// alias is the common case of names written in the code.
 pub(crate) type Fields = Vec<(&'static str, Value)>;
 
 fn value_text(v: &Value) -> String {
@@ -84,23 +85,29 @@ pub(crate) fn xml_escape(s: &str) -> String {
 /// Encodes fields as a body in `format`.
 ///
 /// XML is `<OAuth><field>value</field>...</OAuth>`: the root name is a guess (UNCONFIRMED).
-pub(crate) fn encode(format: Format, fields: &Fields) -> String {
+///
+/// Keys are any strings, not just `&'static str`, so a body built as a JSON object (userinfo,
+/// identity) is encoded key by key with nothing left out.
+pub(crate) fn encode<K: AsRef<str>>(format: Format, fields: &[(K, Value)]) -> String {
     match format {
         Format::Json => {
             let map: serde_json::Map<String, Value> = fields
                 .iter()
-                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .map(|(k, v)| (k.as_ref().to_owned(), v.clone()))
                 .collect();
             Value::Object(map).to_string()
         }
         Format::Urlencoded => {
-            let pairs: Vec<(&str, String)> =
-                fields.iter().map(|(k, v)| (*k, value_text(v))).collect();
+            let pairs: Vec<(&str, String)> = fields
+                .iter()
+                .map(|(k, v)| (k.as_ref(), value_text(v)))
+                .collect();
             serde_urlencoded::to_string(pairs).unwrap_or_default()
         }
         Format::Xml => {
             let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><OAuth>");
             for (k, v) in fields {
+                let k = k.as_ref();
                 out.push_str(&format!("<{k}>{}</{k}>", xml_escape(&value_text(v))));
             }
             out.push_str("</OAuth>");
@@ -110,7 +117,11 @@ pub(crate) fn encode(format: Format, fields: &Fields) -> String {
 }
 
 /// A response with `fields` encoded in `format`.
-pub(crate) fn respond(status: StatusCode, format: Format, fields: &Fields) -> Response {
+pub(crate) fn respond<K: AsRef<str>>(
+    status: StatusCode,
+    format: Format,
+    fields: &[(K, Value)],
+) -> Response {
     let mut response = (status, encode(format, fields)).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

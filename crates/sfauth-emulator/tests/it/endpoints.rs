@@ -316,6 +316,62 @@ async fn introspection() {
     );
 }
 
+/// The XML and urlencoded userinfo and identity answers carry every field of the JSON one (they
+/// were once filtered through a hand-kept list of names that missed some).
+#[tokio::test]
+async fn userinfo_and_identity_in_xml_and_urlencoded_keep_every_field() {
+    let env = env().await;
+    let c = &env.c;
+    let token = env.password_login().await.field("access_token");
+    let xml = env
+        .get_bearer("/services/oauth2/userinfo?format=xml", &token)
+        .await;
+    for field in [
+        "<is_salesforce_integration_user>false</is_salesforce_integration_user>",
+        "<utcOffset>-28800000</utcOffset>",
+        "<updated_at>2026-01-01T00:00:00Z</updated_at>",
+    ] {
+        assert!(xml.body.contains(field), "{field} missing: {}", xml.body);
+    }
+    let id_path = format!("/id/{}/{}", c.org_id, c.user_id);
+    for path in ["/services/oauth2/userinfo".to_owned(), id_path] {
+        let json = env.get_bearer(&path, &token).await.json();
+        let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+        let xml = env.get_bearer(&format!("{path}?format=xml"), &token).await;
+        let form = env
+            .get_bearer(&format!("{path}?format=urlencoded"), &token)
+            .await;
+        let form_keys: Vec<String> = url::form_urlencoded::parse(form.body.as_bytes())
+            .map(|(k, _)| k.into_owned())
+            .collect();
+        for key in &keys {
+            assert!(
+                xml.body.contains(&format!("<{key}>")),
+                "{path}: {key} missing from XML: {}",
+                xml.body
+            );
+            assert!(
+                form_keys.contains(key),
+                "{path}: {key} missing from urlencoded: {}",
+                form.body
+            );
+        }
+        assert_eq!(form_keys.len(), keys.len(), "{path}: {}", form.body);
+    }
+    let id = env
+        .get_bearer(
+            &format!("/id/{}/{}?format=xml", c.org_id, c.user_id),
+            &token,
+        )
+        .await;
+    for field in [
+        "<timezone>America/Los_Angeles</timezone>",
+        "<last_modified_date>2026-01-01T00:00:00.000+0000</last_modified_date>",
+    ] {
+        assert!(id.body.contains(field), "{field} missing: {}", id.body);
+    }
+}
+
 #[tokio::test]
 async fn userinfo_identity_discovery_and_keys() {
     let env = env().await;
