@@ -24,7 +24,7 @@ usage: cargo xtask <command>
 
 commands:
   bench  the TokenManager benchmarks and their targets; --json writes target/bench/summary.json
-  ci     everything CI checks: fmt, clippy, docs, tidy and the whole test suite
+  ci     everything CI checks: fmt, clippy, docs and the whole test suite (tidy among its tests)
   demo   the CLI demo against the embedded emulator (cargo run -p sfauth-cli -- demo)
   fuzz   the fuzz targets in fuzz/ (needs cargo-fuzz); --seconds N per target, or name targets
   tidy   repository rules: module docs, lint settings, the crates' dependency direction";
