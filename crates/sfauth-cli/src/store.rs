@@ -151,12 +151,8 @@ impl Store {
                     ));
                 }
                 let location = format!("file://{}", dir.display());
-                std::fs::create_dir_all(&dir).map_err(|e| {
-                    CliError::other(format!(
-                        "cannot create the token store directory {} ({e}): choose another --store",
-                        dir.display()
-                    ))
-                })?;
+                // The directory is not created here: the key file and FileStore create it (and
+                // its missing parents) with mode 0700, which a plain create_dir_all would not.
                 let keyring = keyring(&dir.join("tokens.key"), &location)?;
                 let store = FileStore::open(&dir, keyring)
                     .map_err(|e| CliError::store(&e, "opening it", &location))?;

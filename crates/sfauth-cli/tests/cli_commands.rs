@@ -347,3 +347,33 @@ async fn demo_walks_through_the_life_of_a_token_without_printing_secrets() {
     );
     assert!(demo.stderr.is_empty(), "{demo:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_file_store_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let cli = Cli::start().await;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    // Created by the key file (the default) and, with SFAUTH_STORE_KEY, by FileStore itself;
+    // the missing parent must be private too, since it is created on the way.
+    let by_key_file = cli.dir.path().join("parent").join("store");
+    let url = format!("file://{}", by_key_file.display());
+    let listed = cli.run(&["list", "--json", "--store", &url]).await;
+    assert_eq!(listed.ok().json(), serde_json::json!([]));
+    assert_eq!(mode(&by_key_file), 0o700, "store directory");
+    assert_eq!(mode(by_key_file.parent().unwrap()), 0o700, "its new parent");
+    assert_eq!(mode(&by_key_file.join("tokens.key")), 0o600, "key file");
+
+    let by_store = cli.dir.path().join("env-parent").join("store");
+    let url = format!("file://{}", by_store.display());
+    let key = (
+        "SFAUTH_STORE_KEY",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    );
+    let listed = cli
+        .run_env(&["list", "--json", "--store", &url], &[key])
+        .await;
+    assert_eq!(listed.ok().json(), serde_json::json!([]));
+    assert_eq!(mode(&by_store), 0o700, "store directory");
+    assert_eq!(mode(by_store.parent().unwrap()), 0o700, "its new parent");
+}

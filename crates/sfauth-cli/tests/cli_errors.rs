@@ -155,7 +155,8 @@ async fn corrupted_or_unreachable_store_exits_1_untouched() {
     let dir_under_file = format!("file://{}/dir", blocker.display());
     cli.run(&["status", "--store", &dir_under_file])
         .await
-        .fails(1, "cannot create the token store directory");
+        .fails(1, "the token store at file://")
+        .fails(1, "creating directory");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
