@@ -136,36 +136,95 @@ impl<T: HttpTransport> HttpTransport for Recorder<T> {
         &self,
         request: HttpRequest,
     ) -> Result<HttpResponse, sfauth_core::http::TransportError> {
-        let safety = RetrySafety::of(&request);
-        let mut copy = http::Request::builder()
-            .method(request.method().clone())
-            .uri(request.uri().clone())
-            .version(request.version());
-        if let Some(headers) = copy.headers_mut() {
-            headers.clone_from(request.headers());
-        }
-        let copy = copy.body(request.body().clone()).unwrap_or_default();
+        // Both halves are `Clone` in http 1.x, extensions included; `Bytes` bodies are shared.
+        let copy = request.clone();
         let outcome = self.inner.send(request).await;
         let recorded = match &outcome {
-            Ok(response) => {
-                let mut builder = http::Response::builder()
-                    .status(response.status())
-                    .version(response.version());
-                if let Some(headers) = builder.headers_mut() {
-                    headers.clone_from(response.headers());
-                }
-                Ok(builder.body(response.body().clone()).unwrap_or_default())
-            }
+            Ok(response) => Ok(response.clone()),
             Err(error) => Err(error.kind()),
         };
         self.log
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(Exchange {
+                // Read from the copy, so the two can never disagree.
+                safety: RetrySafety::of(&copy),
                 request: copy,
-                safety,
                 outcome: recorded,
             });
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sfauth_core::http::TransportError;
+
+    /// A private extension, standing for whatever a caller's layers attach to a request.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Tag(&'static str);
+
+    /// The log holds the request and response whole, extensions included, and the safety it
+    /// reports is the one the request carried.
+    #[tokio::test]
+    async fn records_the_whole_exchange() {
+        let inner = |_request: HttpRequest| async {
+            let mut response = http::Response::builder()
+                .status(201)
+                .version(http::Version::HTTP_2)
+                .header("x-answer", "42")
+                .body(Bytes::from_static(b"{}"))
+                .unwrap();
+            response.extensions_mut().insert(Tag("response"));
+            Ok::<_, TransportError>(response)
+        };
+        let recorder = Recorder::new(inner);
+        let mut request = http::Request::put("https://example.my.salesforce.com/a?b=c")
+            .version(http::Version::HTTP_11)
+            .header("x-question", "?")
+            .body(Bytes::from_static(b"q"))
+            .unwrap();
+        request.extensions_mut().insert(RetrySafety::SingleUse);
+        request.extensions_mut().insert(Tag("request"));
+        recorder.send(request).await.unwrap();
+
+        let exchanges = recorder.exchanges();
+        assert_eq!(exchanges.len(), 1);
+        let exchange = &exchanges[0];
+        assert_eq!(exchange.safety, RetrySafety::SingleUse);
+        let sent = &exchange.request;
+        assert_eq!(sent.method(), http::Method::PUT);
+        assert_eq!(sent.uri(), "https://example.my.salesforce.com/a?b=c");
+        assert_eq!(sent.version(), http::Version::HTTP_11);
+        assert_eq!(sent.headers()["x-question"], "?");
+        assert_eq!(sent.body(), &Bytes::from_static(b"q"));
+        assert_eq!(sent.extensions().get::<Tag>(), Some(&Tag("request")));
+        let received = exchange.outcome.as_ref().unwrap();
+        assert_eq!(received.status(), 201);
+        assert_eq!(received.version(), http::Version::HTTP_2);
+        assert_eq!(received.headers()["x-answer"], "42");
+        assert_eq!(received.body(), &Bytes::from_static(b"{}"));
+        assert_eq!(received.extensions().get::<Tag>(), Some(&Tag("response")));
+    }
+
+    /// A request with no recorded safety is logged with the method's default.
+    #[tokio::test]
+    async fn safety_defaults_follow_the_request() {
+        let inner = |_request: HttpRequest| async {
+            Err::<HttpResponse, _>(TransportError::new(TransportErrorKind::Connect, "down"))
+        };
+        let recorder = Recorder::new(inner);
+        let request = http::Request::get("https://example.my.salesforce.com/")
+            .body(Bytes::new())
+            .unwrap();
+        let expected = RetrySafety::of(&request);
+        assert!(recorder.send(request).await.is_err());
+        let exchanges = recorder.exchanges();
+        assert_eq!(exchanges[0].safety, expected);
+        assert_eq!(
+            exchanges[0].outcome.as_ref().err(),
+            Some(&TransportErrorKind::Connect)
+        );
     }
 }

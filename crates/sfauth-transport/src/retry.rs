@@ -196,11 +196,11 @@ impl<T> Retry<T> {
 impl<T: HttpTransport> HttpTransport for Retry<T> {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
         let safety = RetrySafety::of(&request);
-        let (parts, body) = request.into_parts();
         let mut retry = 0;
         loop {
-            // `Bytes` clones are reference counts, so keeping the original for a re-send is free.
-            let attempt = HttpRequest::from_parts(clone_parts(&parts), body.clone());
+            // `http::Request<Bytes>` is `Clone` in http 1.x, extensions included, and cloning
+            // `Bytes` is a reference count, so every attempt is the caller's request, whole.
+            let attempt = request.clone();
             let outcome = self.inner.send(attempt).await;
             if retry + 1 >= self.policy.max_attempts {
                 return outcome;
@@ -219,27 +219,6 @@ impl<T: HttpTransport> HttpTransport for Retry<T> {
             tokio::time::sleep(wait).await;
             retry += 1;
         }
-    }
-}
-
-/// `http::request::Parts` is not `Clone` because extensions are not; ours are `Copy` markers,
-/// so the one that matters is carried over by hand.
-fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
-    let mut builder = http::Request::builder()
-        .method(parts.method.clone())
-        .uri(parts.uri.clone())
-        .version(parts.version);
-    if let Some(headers) = builder.headers_mut() {
-        headers.clone_from(&parts.headers);
-    }
-    if let Some(safety) = parts.extensions.get::<RetrySafety>() {
-        builder = builder.extension(*safety);
-    }
-    match builder.body(()) {
-        Ok(request) => request.into_parts().0,
-        // Every part was valid when the caller built the request, so this cannot fail; if http
-        // ever changes that, fall back to an empty request rather than panic.
-        Err(_) => http::Request::new(()).into_parts().0,
     }
 }
 
@@ -361,6 +340,61 @@ mod tests {
             "full jitter should spread delays, got {}",
             distinct.len()
         );
+    }
+
+    /// A private extension, standing for whatever a caller's layers attach to a request.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Tag(&'static str);
+
+    /// Every re-send is the caller's request, whole: method, URI, version, headers, body and
+    /// every extension, not only the ones `Retry` knows about.
+    #[tokio::test]
+    async fn resends_carry_the_whole_request() {
+        use std::sync::{Arc, Mutex};
+        let seen: Arc<Mutex<Vec<HttpRequest>>> = Arc::default();
+        let log = Arc::clone(&seen);
+        let inner = move |request: HttpRequest| {
+            let log = Arc::clone(&log);
+            async move {
+                let first = {
+                    let mut log = log.lock().unwrap();
+                    log.push(request);
+                    log.len() == 1
+                };
+                let status = if first { 503 } else { 200 };
+                Ok::<_, TransportError>(
+                    http::Response::builder()
+                        .status(status)
+                        .body(Bytes::new())
+                        .unwrap(),
+                )
+            }
+        };
+        let policy = RetryPolicy::default().base_delay(Duration::ZERO);
+        let retry = Retry::new(inner, policy);
+        let mut request = http::Request::post("https://example.my.salesforce.com/x?y=1")
+            .version(http::Version::HTTP_2)
+            .header("authorization", "Bearer t")
+            .header("x-two", "a")
+            .header("x-two", "b")
+            .body(Bytes::from_static(b"k=v"))
+            .unwrap();
+        request.extensions_mut().insert(RetrySafety::Idempotent);
+        request.extensions_mut().insert(Tag("kept"));
+        let response = retry.send(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        for sent in seen.iter() {
+            assert_eq!(sent.method(), http::Method::POST);
+            assert_eq!(sent.uri(), "https://example.my.salesforce.com/x?y=1");
+            assert_eq!(sent.version(), http::Version::HTTP_2);
+            assert_eq!(sent.headers(), seen[0].headers());
+            assert_eq!(sent.headers().get_all("x-two").iter().count(), 2);
+            assert_eq!(sent.body(), &Bytes::from_static(b"k=v"));
+            assert_eq!(sent.extensions().get::<Tag>(), Some(&Tag("kept")));
+            assert_eq!(RetrySafety::of(sent), RetrySafety::Idempotent);
+        }
     }
 
     #[test]
