@@ -182,8 +182,91 @@ fn criterion_median(criterion_dir: &Path, id: &str, since: SystemTime) -> Result
 struct Check {
     what: &'static str,
     value: String,
-    goal: &'static str,
+    goal: String,
     met: bool,
+}
+
+/// How a figure is shown: what follows the number, and how many decimals it gets.
+#[derive(Clone, Copy)]
+struct Unit {
+    suffix: &'static str,
+    decimals: usize,
+}
+
+const NS: Unit = Unit {
+    suffix: " ns",
+    decimals: 1,
+};
+const BYTES: Unit = Unit {
+    suffix: " B",
+    decimals: 0,
+};
+const SECS: Unit = Unit {
+    suffix: " s",
+    decimals: 3,
+};
+const TIMES: Unit = Unit {
+    suffix: "x",
+    decimals: 2,
+};
+const COUNT: Unit = Unit {
+    suffix: "",
+    decimals: 0,
+};
+
+impl Unit {
+    fn show(self, value: f64) -> String {
+        format!("{value:.*}{}", self.decimals, self.suffix)
+    }
+}
+
+// The constructors write the goal from the same number the check compares against, so the two
+// cannot disagree.
+impl Check {
+    fn compared(
+        what: &'static str,
+        value: f64,
+        op: &str,
+        limit: f64,
+        unit: Unit,
+        met: bool,
+    ) -> Self {
+        Self {
+            what,
+            value: unit.show(value),
+            goal: format!("{op} {limit}{}", unit.suffix),
+            met,
+        }
+    }
+
+    fn at_most(what: &'static str, value: f64, limit: f64, unit: Unit) -> Self {
+        Self::compared(what, value, "<=", limit, unit, value <= limit)
+    }
+
+    fn at_least(what: &'static str, value: f64, limit: f64, unit: Unit) -> Self {
+        Self::compared(what, value, ">=", limit, unit, value >= limit)
+    }
+
+    /// For counts, which come through JSON as whole floats and compare exactly.
+    fn exactly(what: &'static str, value: f64, target: f64, unit: Unit) -> Self {
+        Self::compared(what, value, "==", target, unit, value == target)
+    }
+
+    /// A figure printed for context, with no target to meet; `note` says why it is shown.
+    fn info(what: &'static str, value: String, note: &str) -> Self {
+        Self {
+            what,
+            value,
+            goal: format!("({note})"),
+            met: true,
+        }
+    }
+
+    /// Adds a second figure after the value, in parentheses.
+    fn detail(mut self, detail: String) -> Self {
+        self.value = format!("{} ({detail})", self.value);
+        self
+    }
 }
 
 fn checks(summary: &Map<String, Value>) -> Result<Vec<Check>> {
@@ -210,78 +293,46 @@ fn checks(summary: &Map<String, Value>) -> Result<Vec<Check>> {
     // the machine measured.
     let floor = get("part_key_eq_ns")? + get("part_arcswap_load_ns_1t")?;
     let mut checks = vec![
-        Check {
-            what: "keyed access_token, median",
-            value: format!("{keyed:.1} ns"),
-            goal: "<= 30 ns",
-            met: keyed <= 30.0,
-        },
-        Check {
-            what: "keyed: yup-oauth2 token() / ours",
-            value: format!("{:.2}x", yup / keyed),
-            goal: ">= 20x",
-            met: yup / keyed >= 20.0,
-        },
-        Check {
-            what: "keyed floor: key compare + ArcSwap load",
-            value: format!("{floor:.1} ns (<= {:.1}x)", yup / floor),
-            goal: "(bound)",
-            met: true,
-        },
-        Check {
-            what: "handle: yup-oauth2 token() / ours",
-            value: format!("{:.2}x", yup / handle),
-            goal: ">= 20x",
-            met: yup / handle >= 20.0,
-        },
-        Check {
-            what: "keyed: mutex baseline / ours",
-            value: format!("{:.2}x", mutex / keyed),
-            goal: ">= 3x",
-            met: mutex / keyed >= 3.0,
-        },
-        Check {
-            what: "keyed at 2 threads / 1 thread",
-            value: format!("{:.2}x ({keyed_2t:.1} ns)", keyed_2t / keyed),
-            goal: "(no target)",
-            met: true,
-        },
-        Check {
-            what: "handle access_token, median",
-            value: format!("{handle:.1} ns"),
-            goal: "<= 5 ns",
-            met: handle <= 5.0,
-        },
-        Check {
-            what: "handle at 2 threads / 1 thread",
-            value: format!("{:.2}x ({handle_2t:.1} ns)", handle_2t / handle),
-            goal: "<= 1.2x",
-            met: handle_2t / handle <= 1.2,
-        },
-        Check {
-            what: "control, nothing shared: 2 threads / 1",
-            value: format!("{:.2}x ({control_2t:.1} ns)", control_2t / control),
-            goal: "(machine)",
-            met: true,
-        },
-        Check {
-            what: "token requests, 10k callers at expiry",
-            value: format!("{coalesced}"),
-            goal: "== 1",
-            met: coalesced == 1.0,
-        },
-        Check {
-            what: "bytes per tenant beyond tokens, 100k",
-            value: format!("{bytes:.0} B"),
-            goal: "<= 1024 B",
-            met: bytes <= 1024.0,
-        },
-        Check {
-            what: "warm start, 100k tenants from SQLite",
-            value: format!("{warm:.3} s"),
-            goal: "<= 1 s",
-            met: warm <= 1.0,
-        },
+        Check::at_most("keyed access_token, median", keyed, 30.0, NS),
+        Check::at_least("keyed: yup-oauth2 token() / ours", yup / keyed, 20.0, TIMES),
+        Check::info(
+            "keyed floor: key compare + ArcSwap load",
+            format!("{floor:.1} ns (<= {:.1}x)", yup / floor),
+            "bound",
+        ),
+        Check::at_least(
+            "handle: yup-oauth2 token() / ours",
+            yup / handle,
+            20.0,
+            TIMES,
+        ),
+        Check::at_least("keyed: mutex baseline / ours", mutex / keyed, 3.0, TIMES),
+        Check::info(
+            "keyed at 2 threads / 1 thread",
+            format!("{:.2}x ({keyed_2t:.1} ns)", keyed_2t / keyed),
+            "no target",
+        ),
+        Check::at_most("handle access_token, median", handle, 5.0, NS),
+        Check::at_most(
+            "handle at 2 threads / 1 thread",
+            handle_2t / handle,
+            1.2,
+            TIMES,
+        )
+        .detail(NS.show(handle_2t)),
+        Check::info(
+            "control, nothing shared: 2 threads / 1",
+            format!("{:.2}x ({control_2t:.1} ns)", control_2t / control),
+            "machine",
+        ),
+        Check::exactly(
+            "token requests, 10k callers at expiry",
+            coalesced,
+            1.0,
+            COUNT,
+        ),
+        Check::at_most("bytes per tenant beyond tokens, 100k", bytes, 1024.0, BYTES),
+        Check::at_most("warm start, 100k tenants from SQLite", warm, 1.0, SECS),
     ];
     for (key, what) in [
         ("cached_token_allocs_per_call", "allocations per keyed call"),
@@ -291,12 +342,7 @@ fn checks(summary: &Map<String, Value>) -> Result<Vec<Check>> {
         ),
     ] {
         if let Some(allocs) = summary.get(key).and_then(Value::as_f64) {
-            checks.push(Check {
-                what,
-                value: format!("{allocs}"),
-                goal: "== 0",
-                met: allocs == 0.0,
-            });
+            checks.push(Check::exactly(what, allocs, 0.0, COUNT));
         }
     }
     Ok(checks)
@@ -327,4 +373,95 @@ fn print_table(summary: &Map<String, Value>, checks: &[Check]) {
         checks.len() - missed,
         checks.len()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, Value, json};
+
+    /// The goals written by the constructors read as the table always showed them.
+    #[test]
+    fn the_table_of_targets() {
+        let summary: Map<String, Value> = serde_json::from_value(json!({
+            "cached_token_ns_1t": 12.34,
+            "cached_token_ns_2t": 13.0,
+            "handle_token_ns_1t": 2.5,
+            "handle_token_ns_2t": 2.75,
+            "yup_oauth2_token_ns_1t": 500.0,
+            "mutex_baseline_ns_1t": 40.0,
+            "coalesced_token_requests_10k_callers": 1.0,
+            "bytes_per_tenant_100k": 900.4,
+            "warm_start_100k_sqlite_s": 0.5,
+            "control_unshared_ns_1t": 1.0,
+            "control_unshared_ns_2t": 1.1,
+            "part_key_eq_ns": 2.0,
+            "part_arcswap_load_ns_1t": 3.0,
+            "cached_token_allocs_per_call": 0.0,
+            "handle_token_allocs_per_call": 1.0,
+        }))
+        .unwrap();
+        let rows: Vec<(&str, String, String, bool)> = super::checks(&summary)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.what, c.value, c.goal, c.met))
+            .collect();
+        let want = [
+            ("keyed access_token, median", "12.3 ns", "<= 30 ns", true),
+            ("keyed: yup-oauth2 token() / ours", "40.52x", ">= 20x", true),
+            (
+                "keyed floor: key compare + ArcSwap load",
+                "5.0 ns (<= 100.0x)",
+                "(bound)",
+                true,
+            ),
+            (
+                "handle: yup-oauth2 token() / ours",
+                "200.00x",
+                ">= 20x",
+                true,
+            ),
+            ("keyed: mutex baseline / ours", "3.24x", ">= 3x", true),
+            (
+                "keyed at 2 threads / 1 thread",
+                "1.05x (13.0 ns)",
+                "(no target)",
+                true,
+            ),
+            ("handle access_token, median", "2.5 ns", "<= 5 ns", true),
+            (
+                "handle at 2 threads / 1 thread",
+                "1.10x (2.8 ns)",
+                "<= 1.2x",
+                true,
+            ),
+            (
+                "control, nothing shared: 2 threads / 1",
+                "1.10x (1.1 ns)",
+                "(machine)",
+                true,
+            ),
+            ("token requests, 10k callers at expiry", "1", "== 1", true),
+            (
+                "bytes per tenant beyond tokens, 100k",
+                "900 B",
+                "<= 1024 B",
+                true,
+            ),
+            (
+                "warm start, 100k tenants from SQLite",
+                "0.500 s",
+                "<= 1 s",
+                true,
+            ),
+            ("allocations per keyed call", "0", "== 0", true),
+            ("allocations per handle call", "1", "== 0", false),
+        ];
+        assert_eq!(rows.len(), want.len());
+        for (row, (what, value, goal, met)) in rows.iter().zip(want) {
+            assert_eq!(
+                (row.0, row.1.as_str(), row.2.as_str(), row.3),
+                (what, value, goal, met)
+            );
+        }
+    }
 }
