@@ -103,6 +103,26 @@ impl Error {
         Self::new(ErrorKind::Conflict, message)
     }
 
+    /// A write or delete expecting `expected` found the record of `key` at `current`.
+    pub(crate) fn stale(
+        key: &impl fmt::Display,
+        current: impl fmt::Display,
+        expected: u64,
+    ) -> Self {
+        Self::conflict(format!("{key} is at version {current}, not {expected}"))
+    }
+
+    /// The record of `key` is sealed with `key_id`, which the keyring lacks: overwriting it
+    /// would destroy tokens that another keyring may still open.
+    pub(crate) fn unknown_key(key: &impl fmt::Display, key_id: &str) -> Self {
+        Self::new(
+            ErrorKind::WrongKey,
+            format!(
+                "{key} is sealed with key {key_id}, which the keyring does not hold; not overwriting it"
+            ),
+        )
+    }
+
     pub(crate) fn lease_lost(key: &impl fmt::Display) -> Self {
         Self::new(
             ErrorKind::LeaseLost,

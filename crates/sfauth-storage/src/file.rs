@@ -19,8 +19,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::crypto::{Keyring, blob_key_id, create_private_dir, open_record, seal_record, sync_dir};
 use crate::error::{Error, ErrorKind, Result};
-use crate::lease::LeaseState;
-use crate::record::{Lease, ListPage, ListQuery, StatusKind, TokenRecord};
+use crate::lease::{LeaseState, check_key};
+use crate::record::{Lease, ListPage, ListQuery, StatusKind, TokenRecord, next_version};
 use crate::store::TokenStore;
 
 const RECORD: &str = "rec";
@@ -347,30 +347,21 @@ impl TokenStore for FileStore {
                 .read_envelope(&path)?
                 .ok_or_else(|| Error::not_found(&name))?;
             if current.version != expected_version {
-                return Err(Error::conflict(format!(
-                    "{name} is at version {}, not {expected_version}",
-                    current.version
-                )));
+                return Err(Error::stale(&name, current.version, expected_version));
             }
             if !inner.keyring.knows(&current.key_id) {
-                return Err(Error::new(
-                    ErrorKind::WrongKey,
-                    format!(
-                        "{name} is sealed with key {}, which the keyring does not hold; not overwriting it",
-                        current.key_id
-                    ),
-                ));
+                return Err(Error::unknown_key(&name, &current.key_id));
             }
             if let Some(lease) = &lease {
-                let held = lease.key == record.key
-                    && inner.read_lease(&name)?.is_current(lease, SystemTime::now());
-                if !held {
+                check_key(lease, &record.key)?;
+                if !inner
+                    .read_lease(&name)?
+                    .is_current(lease, SystemTime::now())
+                {
                     return Err(Error::lease_lost(&name));
                 }
             }
-            let version = expected_version
-                .checked_add(1)
-                .ok_or_else(|| Error::conflict("version counter is exhausted"))?;
+            let version = next_version(expected_version)?;
             let bytes = inner.encode(&record, version)?;
             inner.write_atomic(&path, &bytes)?;
             Ok(version)
@@ -387,10 +378,7 @@ impl TokenStore for FileStore {
                 match inner.read_envelope(&path)? {
                     None => return Ok(false),
                     Some(current) if current.version != expected => {
-                        return Err(Error::conflict(format!(
-                            "{name} is at version {}, not {expected}",
-                            current.version
-                        )));
+                        return Err(Error::stale(&name, current.version, expected));
                     }
                     Some(_) => {}
                 }

@@ -33,6 +33,14 @@ pub(crate) fn check_holder(holder: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a write conditional on `lease` when the lease covers another key than `key`.
+pub(crate) fn check_key(lease: &Lease, key: &TokenKey) -> Result<()> {
+    if lease.key != *key {
+        return Err(Error::lease_lost(key));
+    }
+    Ok(())
+}
+
 pub(crate) fn expiry(now: SystemTime, ttl: Duration) -> Result<SystemTime> {
     now.checked_add(ttl)
         .ok_or_else(|| Error::config("lease ttl is too large"))

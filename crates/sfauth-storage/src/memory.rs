@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use sfauth_core::TokenKey;
 
 use crate::error::{Error, Result};
-use crate::lease::LeaseState;
-use crate::record::{Lease, ListPage, ListQuery, TokenRecord};
+use crate::lease::{LeaseState, check_key};
+use crate::record::{Lease, ListPage, ListQuery, TokenRecord, next_version};
 use crate::store::TokenStore;
 
 /// A [`TokenStore`] in memory: one process, nothing survives it. Always available.
@@ -87,19 +87,19 @@ impl TokenStore for MemoryStore {
             None => return Err(Error::not_found(&name)),
         };
         if current != expected_version {
-            return Err(Error::conflict(format!(
-                "{name} is at version {current}, not {expected_version}"
-            )));
+            return Err(Error::stale(&name, current, expected_version));
         }
         if let Some(lease) = lease {
-            let held = inner.leases.get(&name).is_some_and(|state| {
-                lease.key == record.key && state.is_current(lease, SystemTime::now())
-            });
+            check_key(lease, &record.key)?;
+            let held = inner
+                .leases
+                .get(&name)
+                .is_some_and(|state| state.is_current(lease, SystemTime::now()));
             if !held {
                 return Err(Error::lease_lost(&name));
             }
         }
-        let version = expected_version + 1;
+        let version = next_version(expected_version)?;
         record.version = version;
         inner.records.insert(name, record);
         Ok(version)
@@ -110,9 +110,9 @@ impl TokenStore for MemoryStore {
         let mut inner = self.lock();
         match (inner.records.get(&name), expected_version) {
             (None, _) => Ok(false),
-            (Some(current), Some(expected)) if current.version != expected => Err(Error::conflict(
-                format!("{name} is at version {}, not {expected}", current.version),
-            )),
+            (Some(current), Some(expected)) if current.version != expected => {
+                Err(Error::stale(&name, current.version, expected))
+            }
             (Some(_), _) => Ok(inner.records.remove(&name).is_some()),
         }
     }
@@ -136,5 +136,51 @@ impl TokenStore for MemoryStore {
             state.release(lease);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sfauth_core::{AccessToken, LoginHost, TokenSet};
+
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn record() -> TokenRecord {
+        let identity = "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK"
+            .parse()
+            .unwrap();
+        let tokens = TokenSet::new(
+            AccessToken::new("token"),
+            "https://acme.my.salesforce.com".parse().unwrap(),
+            identity,
+        );
+        let key = TokenKey::new(&LoginHost::Production, &tokens.identity, "client", "a");
+        TokenRecord::new(key, tokens, SystemTime::now())
+    }
+
+    #[tokio::test]
+    async fn put_refuses_a_stale_version_and_an_exhausted_counter() {
+        let store = MemoryStore::new();
+        let record = record();
+        let name = record.key.to_string();
+        store.insert(record.clone()).await.unwrap();
+        let stale = store.put(record.clone(), 7, None).await.unwrap_err();
+        assert_eq!(stale.kind(), ErrorKind::Conflict);
+        assert_eq!(
+            stale.to_string(),
+            format!("conflict: {name} is at version 1, not 7")
+        );
+        // Reaching u64::MAX through puts is out of reach, so the test sets it directly.
+        if let Some(stored) = store.lock().records.get_mut(&name) {
+            stored.version = u64::MAX;
+        }
+        let exhausted = store.put(record.clone(), u64::MAX, None).await.unwrap_err();
+        assert_eq!(exhausted.kind(), ErrorKind::Conflict);
+        assert_eq!(
+            store.get(&record.key).await.unwrap().map(|r| r.version),
+            Some(u64::MAX),
+            "nothing written"
+        );
     }
 }

@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use sfauth_core::{OrgId, TokenKey, TokenSet, UserId};
 
+use crate::error::{Error, Result};
+
 /// Whether a record's tokens can be used.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status")]
@@ -147,6 +149,14 @@ pub struct Lease {
     pub fence: u64,
     /// When it lapses unless renewed.
     pub expires_at: SystemTime,
+}
+
+/// The version a write over `expected` stores: checked, because a wrapped counter would let a
+/// stale writer's expected version match again.
+pub(crate) fn next_version(expected: u64) -> Result<u64> {
+    expected
+        .checked_add(1)
+        .ok_or_else(|| Error::conflict("version counter is exhausted"))
 }
 
 /// Where a listing resumes: after the key whose string form it holds.
@@ -296,5 +306,21 @@ impl ListPage {
             None
         };
         Self { records, next }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn next_version_is_checked() {
+        assert_eq!(next_version(0).unwrap(), 1);
+        assert_eq!(next_version(41).unwrap(), 42);
+        assert_eq!(
+            next_version(u64::MAX).unwrap_err().kind(),
+            ErrorKind::Conflict
+        );
     }
 }

@@ -18,8 +18,8 @@ use sqlx::sqlite::{
 
 use crate::crypto::{Keyring, create_private_dir, open_record, seal_record};
 use crate::error::{Error, ErrorKind, Result};
-use crate::lease::{check_holder, expiry};
-use crate::record::{Lease, ListPage, ListQuery, TokenRecord};
+use crate::lease::{check_holder, check_key, expiry};
+use crate::record::{Lease, ListPage, ListQuery, TokenRecord, next_version};
 use crate::store::TokenStore;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -315,12 +315,10 @@ impl TokenStore for SqliteStore {
         lease: Option<&'a Lease>,
     ) -> Result<u64> {
         let name = record.key.to_string();
-        if lease.is_some_and(|lease| lease.key != record.key) {
-            return Err(Error::lease_lost(&name));
+        if let Some(lease) = lease {
+            check_key(lease, &record.key)?;
         }
-        let version = expected_version
-            .checked_add(1)
-            .ok_or_else(|| Error::conflict("version counter is exhausted"))?;
+        let version = next_version(expected_version)?;
         let sealed = seal_record(&self.keyring, &record, version)?;
         let now = to_millis(SystemTime::now());
         let done = sqlx::query(
@@ -366,16 +364,9 @@ impl TokenStore for SqliteStore {
         let current: i64 = column(&row, "version")?;
         let key_id: String = column(&row, "key_id")?;
         if current != to_i64(expected_version, "version")? {
-            Err(Error::conflict(format!(
-                "{name} is at version {current}, not {expected_version}"
-            )))
+            Err(Error::stale(&name, current, expected_version))
         } else if !self.keyring.knows(&key_id) {
-            Err(Error::new(
-                ErrorKind::WrongKey,
-                format!(
-                    "{name} is sealed with key {key_id}, which the keyring does not hold; not overwriting it"
-                ),
-            ))
+            Err(Error::unknown_key(&name, &key_id))
         } else {
             Err(Error::lease_lost(&name))
         }
@@ -402,9 +393,7 @@ impl TokenStore for SqliteStore {
                 .await
                 .map_err(|e| backend("reading record", e))?;
         match (current, expected_version) {
-            (Some(current), Some(expected)) => Err(Error::conflict(format!(
-                "{name} is at version {current}, not {expected}"
-            ))),
+            (Some(current), Some(expected)) => Err(Error::stale(&name, current, expected)),
             _ => Ok(false),
         }
     }
