@@ -353,7 +353,7 @@ pub enum Error {
     Status {
         /// The HTTP status.
         status: u16,
-        /// `Retry-After` in seconds, when sent.
+        /// `Retry-After` as a wait from when the response was read, when sent.
         retry_after: Option<Duration>,
         /// A short, redacted excerpt of the body.
         excerpt: String,
@@ -439,8 +439,8 @@ impl Error {
         }
     }
 
-    /// How long the server asked us to wait (`Retry-After` in its delta-seconds form), when it
-    /// said.
+    /// How long the server asked us to wait (`Retry-After`, delta-seconds or an HTTP date, read
+    /// by [`crate::http::retry_after`] as of the response), when it said.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Server(server) => server.retry_after,

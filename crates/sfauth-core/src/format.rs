@@ -12,7 +12,7 @@
 //! format but publishes no sample (see the crate docs' UNCONFIRMED section).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::error::{Context, Error, ServerError};
 use crate::http::HttpResponse;
@@ -204,14 +204,9 @@ fn parse_xml(body: &[u8]) -> Result<Fields, String> {
     Ok(Fields(fields))
 }
 
-/// The `Retry-After` header in delta-seconds, when present and numeric.
-pub(crate) fn retry_after(response: &HttpResponse) -> Option<Duration> {
-    let value = response
-        .headers()
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+/// The `Retry-After` of `response` as of now, in either of its forms.
+fn retry_after(response: &HttpResponse) -> Option<Duration> {
+    crate::http::retry_after(response.headers(), SystemTime::now())
 }
 
 fn content_type(response: &HttpResponse) -> Option<&str> {

@@ -13,6 +13,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -119,6 +120,38 @@ impl RetrySafety {
             _ => Self::SingleUse,
         }
     }
+}
+
+/// How long a response's `Retry-After` header asks the client to wait, as of `now`.
+///
+/// The header comes in two forms (RFC 9110 §10.2.3): delta-seconds and an HTTP date. Flows
+/// report it through `Error::retry_after` and a retrying transport sleeps on it, so both read it
+/// here and cannot disagree on what a server said. A date already past means "now"
+/// ([`Duration::ZERO`]); a missing or unparsable header is `None`. `now` is a parameter so the
+/// date form can be tested without a clock; callers pass `SystemTime::now()`.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use sfauth_core::http::retry_after;
+///
+/// let mut headers = http::HeaderMap::new();
+/// let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+/// headers.insert(http::header::RETRY_AFTER, "120".parse().unwrap());
+/// assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(120)));
+/// headers.insert(http::header::RETRY_AFTER, "Tue, 14 Nov 2023 22:13:27 GMT".parse().unwrap());
+/// assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(7)));
+/// ```
+pub fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// What went wrong when a request produced no response; see [`TransportError::kind`].
@@ -289,6 +322,27 @@ mod tests {
         let post = http::Request::post("https://x.test/").body(()).unwrap();
         assert_eq!(RetrySafety::of(&get), RetrySafety::Idempotent);
         assert_eq!(RetrySafety::of(&post), RetrySafety::SingleUse);
+    }
+
+    #[test]
+    fn retry_after_reads_both_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let with = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::RETRY_AFTER, value.parse().unwrap());
+            retry_after(&headers, now)
+        };
+        let in_ten = httpdate::fmt_http_date(now + Duration::from_secs(10));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(10));
+        assert_eq!(with("0"), Some(Duration::ZERO));
+        assert_eq!(with(" 42 "), Some(Duration::from_secs(42)));
+        assert_eq!(with(&in_ten), Some(Duration::from_secs(10)));
+        assert_eq!(with(&past), Some(Duration::ZERO));
+        assert_eq!(with("-1"), None);
+        assert_eq!(with("1.5"), None);
+        assert_eq!(with("soon"), None);
+        assert_eq!(with(""), None);
+        assert_eq!(retry_after(&http::HeaderMap::new(), now), None);
     }
 
     #[test]

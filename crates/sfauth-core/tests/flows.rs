@@ -913,6 +913,39 @@ async fn status_and_transport_failures() {
     }
 }
 
+/// `Retry-After` in its HTTP-date form counts too, on a bare 429 and on an OAuth error body:
+/// Salesforce's edge may send either form, and both mean "wait until then".
+#[tokio::test]
+async fn http_date_retry_after_on_a_429_is_reported() {
+    let in_an_hour = std::time::SystemTime::now() + Duration::from_secs(3600);
+    let date: &'static str = httpdate::fmt_http_date(in_an_hour).leak();
+    let oauth_body = r#"{"error":"rate_limit_exceeded","error_description":"slow down"}"#;
+    for reply in [Reply::new(429, None, ""), Reply::json(429, oauth_body)] {
+        let reply = Reply {
+            headers: vec![("retry-after", date)],
+            ..reply
+        };
+        let error = check_json(Grant::JwtBearer, reply).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::RateLimited, "{error}");
+        let wait = error
+            .retry_after()
+            .expect("an http-date retry-after is read");
+        // The date has whole seconds and the test takes some time, so allow a little under.
+        assert!(
+            wait > Duration::from_secs(3500) && wait <= Duration::from_secs(3600),
+            "{wait:?}"
+        );
+    }
+    let past: &'static str =
+        httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(60)).leak();
+    let reply = Reply {
+        headers: vec![("retry-after", past)],
+        ..Reply::new(429, None, "")
+    };
+    let error = check_json(Grant::JwtBearer, reply).await.unwrap_err();
+    assert_eq!(error.retry_after(), Some(Duration::ZERO));
+}
+
 #[tokio::test]
 async fn malformed_huge_and_truncated_bodies_are_parse_errors_with_redacted_excerpts() {
     let full = String::from_utf8(fixture("token_success.json")).unwrap();

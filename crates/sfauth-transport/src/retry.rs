@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use http::StatusCode;
 use rand::Rng;
-use sfauth_core::http::{HttpRequest, HttpResponse, HttpTransport, RetrySafety, TransportError};
+use sfauth_core::http::{
+    HttpRequest, HttpResponse, HttpTransport, RetrySafety, TransportError, retry_after,
+};
 
 /// How many times and how patiently [`Retry`] tries.
 ///
@@ -179,7 +181,7 @@ impl<T> Retry<T> {
             Ok(_) if safety != RetrySafety::Idempotent => Verdict::Done,
             Ok(response) => match response.status() {
                 StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                    match retry_after(response, now) {
+                    match retry_after(response.headers(), now) {
                         Some(wait) if wait > self.policy.max_retry_after => Verdict::Done,
                         Some(wait) => Verdict::RetryAfter(wait),
                         None => Verdict::RetryAfterBackoff,
@@ -227,21 +229,6 @@ fn describe(outcome: &Result<HttpResponse, TransportError>) -> String {
         Ok(response) => response.status().to_string(),
         Err(error) => error.kind().to_string(),
     }
-}
-
-/// Parses `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3).
-fn retry_after(response: &HttpResponse, now: SystemTime) -> Option<Duration> {
-    let value = response
-        .headers()
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
