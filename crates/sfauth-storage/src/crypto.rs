@@ -7,7 +7,7 @@ use std::fmt;
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -107,20 +107,12 @@ impl Key {
             "{}\n",
             base64::engine::general_purpose::STANDARD.encode(key.bytes.as_slice())
         ));
-        let temp = dir.join(format!(".key-{:016x}.tmp", rand::rng().next_u64()));
-        let write = || -> std::io::Result<()> {
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&temp)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
+        let linked = write_temp(dir, "key", text.as_bytes()).and_then(|temp| {
             // A hard link never replaces an existing file: a concurrent creator's key wins.
-            fs::hard_link(&temp, path)
-        };
-        let linked = write();
-        let _ = fs::remove_file(&temp);
+            let linked = fs::hard_link(&temp, path);
+            let _ = fs::remove_file(&temp);
+            linked
+        });
         match linked {
             Ok(()) => {
                 sync_dir(dir)?;
@@ -213,7 +205,7 @@ impl Keyring {
 
     /// Also opens records sealed with `key` (a key rotated out).
     pub fn with_old_key(mut self, key: Key) -> Self {
-        if key.id != self.current.id && !self.old.iter().any(|old| old.id == key.id) {
+        if !self.knows(&key.id) {
             self.old.push(Arc::new(key));
         }
         self
@@ -420,6 +412,29 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("creating directory {}", dir.display()), e))
 }
 
+/// Writes `bytes` to a new synced file in `dir` (mode 0600, a random name from `stem`) and
+/// returns its path, for the caller to link or rename into place: a file appears at its final
+/// name whole or not at all. On failure the temporary file is removed.
+pub(crate) fn write_temp(dir: &Path, stem: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    let temp = dir.join(format!(".{stem}.{:016x}.tmp", rand::rng().next_u64()));
+    let write = || -> std::io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    };
+    match write() {
+        Ok(()) => Ok(temp),
+        Err(e) => {
+            let _ = fs::remove_file(&temp);
+            Err(e)
+        }
+    }
+}
+
 /// Flushes a directory's entries (a rename or link in it) to disk.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir)
@@ -492,6 +507,11 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(dir_mode, 0o700);
+        let left: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["key"], "the temporary file is gone");
         let loaded = Keyring::from_key_file(&path).unwrap();
         assert_eq!(loaded.current_key_id(), created.id());
     }

@@ -4,7 +4,7 @@
 //! The layout and the reasons for it are on [`FileStore`].
 
 use std::fs;
-use std::io::{ErrorKind as IoErrorKind, Write as _};
+use std::io::ErrorKind as IoErrorKind;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,12 +12,13 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use sfauth_core::TokenKey;
 use sha2::{Digest as _, Sha256};
 
-use crate::crypto::{Keyring, blob_key_id, create_private_dir, open_record, seal_record, sync_dir};
+use crate::crypto::{
+    Keyring, blob_key_id, create_private_dir, open_record, seal_record, sync_dir, write_temp,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lease::{LeaseState, check_key};
 use crate::record::{Lease, ListPage, ListQuery, StatusKind, TokenRecord, next_version};
@@ -175,23 +176,12 @@ impl Inner {
 
     /// Replaces `path` with `bytes`: temp file, sync, rename, sync the directory.
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        let temp = self.dir.join(format!(
-            ".{}.{:016x}.tmp",
-            name.unwrap_or_default(),
-            rand::rng().next_u64()
-        ));
-        let write = || -> std::io::Result<()> {
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&temp)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            fs::rename(&temp, path)
-        };
-        if let Err(e) = write() {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = write_temp(&self.dir, &name, bytes).map_err(|e| io("writing", path, e))?;
+        if let Err(e) = fs::rename(&temp, path) {
             let _ = fs::remove_file(&temp);
             return Err(io("writing", path, e));
         }
@@ -404,6 +394,8 @@ impl TokenStore for FileStore {
         let key = key.clone();
         let holder = holder.to_owned();
         self.blocking(move |inner| {
+            // LeaseState::try_acquire checks this too; checking first refuses a bad holder
+            // before creating the key's lock file or reading a lease file that may be damaged.
             crate::lease::check_holder(&holder)?;
             let name = key.to_string();
             let _lock = inner.lock(&name)?;

@@ -166,12 +166,6 @@ impl SqliteStore {
             .map_err(|e| Error::with_source(ErrorKind::Backend, "encoding key ids", e))
     }
 
-    /// Opens a row (`key`, `version`, `status`, `sealed`), checking the clear status column
-    /// against the sealed record.
-    fn decode(&self, key: &str, row: &SqliteRow) -> Result<TokenRecord> {
-        decode_row(&self.keyring, key, row)
-    }
-
     /// Opens a page of listed rows (each with its `key` column), in order. Opening is most of
     /// the cost of a listing (decrypting and parsing each record), so a large page is split
     /// across blocking tasks, one per core, while this task opens the first part.
@@ -232,6 +226,8 @@ fn decode_rows(keyring: &Keyring, rows: &[SqliteRow]) -> Result<Vec<TokenRecord>
         .collect()
 }
 
+/// Opens a row (`version`, `status`, `sealed`) of `key`, checking the clear status column
+/// against the sealed record.
 fn decode_row(keyring: &Keyring, key: &str, row: &SqliteRow) -> Result<TokenRecord> {
     let sealed: Vec<u8> = column(row, "sealed")?;
     let status: String = column(row, "status")?;
@@ -254,7 +250,8 @@ impl TokenStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| backend("reading record", e))?;
-        row.map(|row| self.decode(&name, &row)).transpose()
+        row.map(|row| decode_row(&self.keyring, &name, &row))
+            .transpose()
     }
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
