@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -191,11 +192,6 @@ impl Store {
     }
 
     fn write_meta(&self, meta: &MetaFile) -> Result<()> {
-        let dir = self
-            .meta_path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
         let failed = |e: &dyn std::fmt::Display| {
             CliError::other(format!(
                 "cannot write the alias file {} ({e}): check the store directory's permissions",
@@ -203,13 +199,7 @@ impl Store {
             ))
         };
         let bytes = serde_json::to_vec_pretty(meta).map_err(|e| failed(&e))?;
-        // Written to a temporary file then renamed, so a crash leaves the old file or the new.
-        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| failed(&e))?;
-        temp.write_all(&bytes).map_err(|e| failed(&e))?;
-        temp.as_file().sync_all().map_err(|e| failed(&e))?;
-        temp.persist(&self.meta_path)
-            .map_err(|e| failed(&e.error))?;
-        Ok(())
+        write_atomic(&self.meta_path, &bytes).map_err(|e| failed(&e))
     }
 
     /// Remembers `meta` for `alias`.
@@ -308,6 +298,23 @@ pub(crate) fn meta_from_key(key: &TokenKey, flow: Flow) -> Result<AliasMeta> {
         username: None,
         jwt: None,
     })
+}
+
+/// Replaces `path` with `bytes` (mode 0600): written to a temporary file in the same directory,
+/// synced, then renamed over it, so that a failed write or a crash leaves the old file or the
+/// new one, never a part and never nothing.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 fn keyring(key_file: &Path, location: &str) -> Result<Keyring> {

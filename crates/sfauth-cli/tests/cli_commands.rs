@@ -377,3 +377,54 @@ async fn fresh_file_store_directory_is_private() {
     assert_eq!(mode(&by_store), 0o700, "store directory");
     assert_eq!(mode(by_store.parent().unwrap()), 0o700, "its new parent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_forced_export_keeps_the_old_export() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut cli = Cli::start().await;
+    // A file store: listing it writes nothing, so under the file size limit below only the
+    // export's own write fails.
+    cli.store = format!("file://{}", cli.dir.path().join("store").display());
+    cli.login_web("prod").await.ok();
+    let file = cli.dir.path().join("prod.sfauth");
+    let file_arg = file.to_str().unwrap();
+    let pass = ("SFAUTH_EXPORT_PASSPHRASE", "correct horse battery");
+    cli.run_env(&["export", "prod", "--output", file_arg], &[pass])
+        .await
+        .ok();
+    let old = std::fs::read(&file).unwrap();
+
+    // RLIMIT_FSIZE 0 makes every write to a regular file fail (EFBIG; SIGXFSZ ignored).
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(r#"trap '' XFSZ; ulimit -f 0; exec "$0" "$@""#)
+        .arg(common::binary())
+        .args(["export", "prod", "--output", file_arg, "--force"])
+        .env_clear()
+        .envs(cli.env())
+        .env(pass.0, pass.1)
+        .stdin(std::process::Stdio::null());
+    let run: common::Run = tokio::task::spawn_blocking(move || command.output().unwrap().into())
+        .await
+        .unwrap();
+    run.fails(1, "cannot write");
+    assert_eq!(std::fs::read(&file).unwrap(), old, "the old export is kept");
+    let names: Vec<_> = std::fs::read_dir(cli.dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("prod") || name.starts_with(".tmp"))
+        .collect();
+    assert_eq!(names, ["prod.sfauth"], "no temporary file is left");
+
+    // A forced export that succeeds replaces it, still private.
+    cli.run_env(
+        &["export", "prod", "--output", file_arg, "--force"],
+        &[pass],
+    )
+    .await
+    .ok();
+    assert_ne!(std::fs::read(&file).unwrap(), old, "a new salt and nonce");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}

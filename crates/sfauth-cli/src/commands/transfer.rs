@@ -7,7 +7,6 @@
 //! opened on a machine whose store has another key. The passphrase comes from
 //! `SFAUTH_EXPORT_PASSPHRASE` or a prompt, never from the command line.
 
-use std::io::Write as _;
 use std::time::SystemTime;
 
 use chacha20poly1305::aead::{Aead, KeyInit};
@@ -22,7 +21,7 @@ use crate::cli::{ExportArgs, ImportArgs};
 use crate::config;
 use crate::error::{CliError, Result};
 use crate::session::Context;
-use crate::store::{AliasMeta, Flow, meta_from_key};
+use crate::store::{AliasMeta, Flow, meta_from_key, write_atomic};
 
 const MAGIC: &[u8] = b"SFAUTH-EXPORT-1\n";
 const SALT_LEN: usize = 16;
@@ -98,7 +97,13 @@ pub(crate) async fn export(args: &ExportArgs, ctx: &Context) -> Result<()> {
     bytes.extend_from_slice(&salt);
     bytes.extend_from_slice(&nonce);
     bytes.extend_from_slice(&sealed);
-    write_private(&args.output, &bytes)?;
+    // Atomic, so that a failed `--force` keeps the old export rather than removing it first.
+    write_atomic(&args.output, &bytes).map_err(|e| {
+        CliError::other(format!(
+            "cannot write {} ({e}): choose another --output",
+            args.output.display()
+        ))
+    })?;
     println!("Exported {count} login(s) to {}", args.output.display());
     Ok(())
 }
@@ -213,23 +218,4 @@ fn cipher(passphrase: &str, salt: &[u8]) -> Result<XChaCha20Poly1305> {
         .map_err(|e| CliError::other(format!("cannot derive a key from the passphrase ({e})")))?;
     XChaCha20Poly1305::new_from_slice(key.as_slice())
         .map_err(|_| CliError::other("cannot set up encryption"))
-}
-
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let failed = |e: std::io::Error| {
-        CliError::other(format!(
-            "cannot write {} ({e}): choose another --output",
-            path.display()
-        ))
-    };
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(failed)?;
-    file.write_all(bytes).map_err(failed)?;
-    file.sync_all().map_err(failed)
 }
