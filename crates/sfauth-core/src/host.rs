@@ -21,7 +21,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use url::Url;
+use url::{Host, Url};
 
 use crate::error::Error;
 
@@ -256,13 +256,43 @@ fn fixed(url: &'static str) -> Url {
     Url::parse(url).expect("login pool constant is a valid url")
 }
 
+/// Whether `url` points at this machine, the one place plain `http` is allowed.
+///
+/// Login hosts and the reqwest transport both ask this, so a URL accepted as a login host is
+/// never refused on the wire, nor the other way round. The rule admits only what cannot leave
+/// the machine without a resolver's say-so: a loopback IP literal (any of `127.0.0.0/8`, or
+/// `[::1]`) and the name `localhost`, which every hosts file maps to loopback. Subdomains of
+/// `.localhost` are refused: RFC 6761 asks resolvers to keep them local, but a plain glibc setup
+/// forwards them to DNS, where any answer may come back. An IPv4-mapped address such as
+/// `[::ffff:127.0.0.1]` is refused too; nothing needs it, and refusing is the safe side.
+///
+/// ```
+/// use sfauth_core::host::is_loopback;
+/// use url::Url;
+///
+/// let local = |s: &str| is_loopback(&Url::parse(s).unwrap());
+/// assert!(local("http://127.0.0.1:8080/x"));
+/// assert!(local("http://[::1]/"));
+/// assert!(local("http://localhost:1717/OauthRedirect"));
+/// assert!(!local("http://app.localhost/"));
+/// assert!(!local("http://localhost.evil.com/"));
+/// ```
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        // `Url` lower-cases the domains of special schemes; other schemes keep their case.
+        Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
 /// Parses a host base URL: absolute, `https` (or `http` on loopback), no query or fragment.
 pub(crate) fn base_url(s: &str) -> Result<Url, Error> {
     let url = Url::parse(s).map_err(|e| Error::config(format!("invalid login host url: {e}")))?;
-    let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
     match url.scheme() {
         "https" => {}
-        "http" if loopback => {}
+        "http" if is_loopback(&url) => {}
         other => {
             return Err(Error::config(format!(
                 "login host must use https, not {other}"
@@ -317,6 +347,60 @@ mod tests {
         );
         assert!("http://127.0.0.1:8080".parse::<LoginHost>().is_ok());
         assert!("https://x.test/?a=b".parse::<LoginHost>().is_err());
+    }
+
+    /// The one loopback rule, as login hosts and the transport both apply it.
+    #[test]
+    fn loopback_rule() {
+        for url in [
+            "http://127.0.0.1/",
+            "http://127.0.0.1:8080/x",
+            "http://127.8.9.1/",
+            "http://[::1]:1717/",
+            "http://localhost/",
+            "http://LOCALHOST:1717/OauthRedirect",
+            "https://localhost/",
+            "custom://localhost/",
+            "custom://LocalHost/",
+        ] {
+            assert!(is_loopback(&Url::parse(url).unwrap()), "{url}");
+        }
+        for url in [
+            "http://10.0.0.1/",
+            "http://0.0.0.0/",
+            "http://[::]/",
+            "http://[::2]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://login.salesforce.com/",
+            "http://localhost.evil.com/",
+            "http://app.localhost/",
+            "http://localhost./",
+            "http://127.0.0.1.nip.io/",
+            "file:///etc/passwd",
+            "mailto:a@localhost",
+        ] {
+            assert!(!is_loopback(&Url::parse(url).unwrap()), "{url}");
+        }
+    }
+
+    /// A login host may be plain `http` exactly when it is loopback by [`is_loopback`].
+    #[test]
+    fn plain_http_login_hosts_follow_the_loopback_rule() {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://127.8.9.1",
+            "http://[::1]:8080",
+            "http://localhost:8080",
+        ] {
+            assert!(url.parse::<LoginHost>().is_ok(), "{url}");
+        }
+        for url in [
+            "http://app.localhost",
+            "http://localhost.evil.com",
+            "http://10.0.0.1",
+        ] {
+            assert!(url.parse::<LoginHost>().is_err(), "{url}");
+        }
     }
 
     #[test]

@@ -2,11 +2,11 @@
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::BytesMut;
+use sfauth_core::host::is_loopback;
 use sfauth_core::http::{
     HttpRequest, HttpResponse, HttpTransport, TransportError, TransportErrorKind,
 };
@@ -74,7 +74,6 @@ impl ReqwestTransport {
     }
 
     async fn send_checked(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-        check_url(request.uri())?;
         let request = reqwest::Request::try_from(request).map_err(|error| {
             TransportError::new(
                 TransportErrorKind::InsecureOrInvalidUrl,
@@ -82,6 +81,8 @@ impl ReqwestTransport {
             )
             .with_source(error.without_url())
         })?;
+        // Checked after the conversion, on the URL reqwest will actually connect to.
+        check_url(request.url())?;
         let mut response = self
             .client
             .execute(request)
@@ -236,35 +237,30 @@ impl ReqwestTransportBuilder {
 }
 
 /// Refuses URLs that would send credentials in the clear: `https` everywhere, `http` only to a
-/// loopback address (the emulator, a local proxy, the CLI's callback listener).
-fn check_url(uri: &http::Uri) -> Result<(), TransportError> {
-    let host = uri.host().ok_or_else(|| {
-        TransportError::new(TransportErrorKind::InsecureOrInvalidUrl, "url has no host")
-    })?;
-    match uri.scheme_str() {
-        Some("https") => Ok(()),
-        Some("http") if is_loopback(host) => Ok(()),
-        Some("http") => Err(TransportError::new(
+/// loopback address (the emulator, a local proxy, the CLI's callback listener), by the same
+/// [`is_loopback`] rule that login hosts follow.
+fn check_url(url: &url::Url) -> Result<(), TransportError> {
+    if !url.has_host() {
+        return Err(TransportError::new(
             TransportErrorKind::InsecureOrInvalidUrl,
-            format!("refusing plain http to non-loopback host {host}: use https"),
+            "url has no host",
+        ));
+    }
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(url) => Ok(()),
+        "http" => Err(TransportError::new(
+            TransportErrorKind::InsecureOrInvalidUrl,
+            format!(
+                "refusing plain http to non-loopback host {}: use https",
+                url.host_str().unwrap_or_default()
+            ),
         )),
-        Some(other) => Err(TransportError::new(
+        other => Err(TransportError::new(
             TransportErrorKind::InsecureOrInvalidUrl,
             format!("unsupported url scheme {other}"),
         )),
-        None => Err(TransportError::new(
-            TransportErrorKind::InsecureOrInvalidUrl,
-            "url has no scheme",
-        )),
     }
-}
-
-fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return ip.is_loopback();
-    }
-    host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost")
 }
 
 fn body_too_large(limit: usize) -> TransportError {
@@ -317,41 +313,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loopback_hosts() {
-        for host in [
-            "127.0.0.1",
-            "127.8.9.1",
-            "[::1]",
-            "localhost",
-            "LOCALHOST",
-            "app.localhost",
-        ] {
-            assert!(is_loopback(host), "{host}");
-        }
-        for host in [
-            "10.0.0.1",
-            "login.salesforce.com",
-            "localhost.evil.com",
-            "[::2]",
-        ] {
-            assert!(!is_loopback(host), "{host}");
-        }
-    }
-
-    #[test]
     fn url_policy() {
         let ok = [
             "https://login.salesforce.com/x",
             "http://127.0.0.1:8080/x",
+            "http://127.8.9.1/x",
+            "http://[::1]/x",
             "http://localhost/x",
+            "http://LOCALHOST/x",
         ];
         for url in ok {
             assert!(check_url(&url.parse().unwrap()).is_ok(), "{url}");
         }
+        // `app.localhost` was once allowed here but not for login hosts; the shared rule refuses
+        // it, since its resolution is up to DNS.
         let refused = [
             "http://login.salesforce.com/x",
+            "http://10.0.0.1/x",
+            "http://[::2]/x",
+            "http://localhost.evil.com/x",
+            "http://app.localhost/x",
             "ftp://127.0.0.1/x",
-            "/relative",
+            "file:///etc/passwd",
         ];
         for url in refused {
             let error = check_url(&url.parse().unwrap()).unwrap_err();
@@ -359,6 +342,26 @@ mod tests {
                 error.kind(),
                 TransportErrorKind::InsecureOrInvalidUrl,
                 "{url}"
+            );
+        }
+    }
+
+    /// Refusals happen before any connection: a relative URI cannot become a reqwest request,
+    /// and plain `http` off loopback is stopped by the check on the converted URL.
+    #[tokio::test]
+    async fn refused_requests_never_connect() {
+        let transport = ReqwestTransport::new().unwrap();
+        for uri in [
+            "/relative",
+            "http://app.localhost:9/x",
+            "http://192.0.2.1:9/x",
+        ] {
+            let request = http::Request::post(uri).body(bytes::Bytes::new()).unwrap();
+            let error = transport.send(request).await.unwrap_err();
+            assert_eq!(
+                error.kind(),
+                TransportErrorKind::InsecureOrInvalidUrl,
+                "{uri}"
             );
         }
     }
