@@ -428,3 +428,24 @@ async fn failed_forced_export_keeps_the_old_export() {
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_stores_the_configured_session_timeout() {
+    let cli = Cli::start().await;
+    // The default config file, read by login: a 15-minute session timeout.
+    let config = cli.dir.path().join("config").join("sfauth");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("config.toml"), "session_timeout_secs = 900\n").unwrap();
+    cli.login_web("prod").await.ok();
+    let at_login = cli.run(&["list", "--json"]).await.ok().json();
+    assert_eq!(
+        at_login[0]["expiry_source"], "session_timeout",
+        "{at_login}"
+    );
+    // The expiry was stored with the tokens at login: listing under another timeout (the
+    // default, 2 hours) shows the same one rather than re-deriving it.
+    std::fs::remove_file(config.join("config.toml")).unwrap();
+    let later = cli.run(&["list", "--json"]).await.ok().json();
+    assert_eq!(later[0]["expires_at"], at_login[0]["expires_at"], "{later}");
+    assert_eq!(later[0]["expiry_source"], "session_timeout");
+}

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use url::Url;
 
 use crate::cli::{LoginFlow, SubjectTokenType};
-use crate::config::{self, Connection};
+use crate::config::{self, Connection, FileConfig};
 use crate::error::{CliError, Result};
 use crate::session::{self, Context};
 use crate::store::{AliasMeta, Flow, JwtRenewal, Store};
@@ -162,7 +162,7 @@ pub(crate) async fn run(flow: LoginFlow, ctx: &Context) -> Result<()> {
         }
     };
     let store = ctx.open_store().await?;
-    let saved = save(&store, &connection, tokens, kind, jwt, transport).await?;
+    let saved = save(&store, &ctx.file, &connection, tokens, kind, jwt, transport).await?;
     println!(
         "Logged in as {} (org {}) on {}; saved as alias {} in {}",
         saved
@@ -188,6 +188,7 @@ pub(crate) struct Saved {
 /// and remembers how to refresh it.
 pub(crate) async fn save(
     store: &Store,
+    file: &FileConfig,
     connection: &Connection,
     tokens: TokenSet,
     flow: Flow,
@@ -195,7 +196,10 @@ pub(crate) async fn save(
     transport: Arc<dyn HttpTransport>,
 ) -> Result<Saved> {
     let app = config::app(&connection.client_id, connection.basic_auth, false, None)?;
-    let client = OAuthClient::new(connection.host.clone(), app);
+    // With the session timeout, as session::client_for builds it: the manager then stores an
+    // expiry with tokens that carry none, so that `status` and refreshes read the same one.
+    let client =
+        OAuthClient::new(connection.host.clone(), app).with_session_timeout(file.session_timeout());
     // The username is shown by `status`; a failure to learn it is not a failed login.
     let username = client
         .userinfo(transport.as_ref(), &tokens.access_token)

@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
+use sfauth::core::ExpirySource;
 use sfauth::storage::{RecordStatus, TokenRecord};
 
 use crate::cli::ListArgs;
@@ -147,24 +148,26 @@ pub(crate) async fn run(args: &ListArgs, ctx: &Context) -> Result<()> {
     Ok(())
 }
 
-/// When the access token expires: the stored expiry, else issue time plus the session timeout.
+/// When the access token expires and what said so: the expiry stored with the tokens (login
+/// and refresh store one, from the token or the session timeout). Records stored without one
+/// (by a program using the library, or by an older `sfauth`) fall back to the issue time plus
+/// the learned lifetime, else the configured session timeout.
 pub(crate) fn expiry(
     record: &TokenRecord,
     timeout: Duration,
 ) -> (Option<SystemTime>, &'static str) {
     if let Some(at) = record.tokens.expires_at {
-        return (Some(at), "token");
+        let source = match record.tokens.expiry_source {
+            Some(ExpirySource::SessionTimeout) => "session_timeout",
+            _ => "token",
+        };
+        return (Some(at), source);
     }
     let issued = record.tokens.issued_at.unwrap_or(record.issued_at);
-    let lifetime = record.learned_lifetime.unwrap_or(timeout);
-    (
-        Some(issued + lifetime),
-        if record.learned_lifetime.is_some() {
-            "learned_lifetime"
-        } else {
-            "session_timeout"
-        },
-    )
+    match record.learned_lifetime {
+        Some(lifetime) => (Some(issued + lifetime), "learned_lifetime"),
+        None => (Some(issued + timeout), "session_timeout"),
+    }
 }
 
 /// `in 1h 59m`, `3m ago`.
