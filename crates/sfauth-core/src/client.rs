@@ -93,10 +93,14 @@ impl OAuthClient {
 
     /// A form POST to `url` with client authentication (when `authenticate`) and the `Accept`
     /// header of the configured format, marked with `safety`.
-    pub(crate) fn form_post(
-        &self,
+    ///
+    /// Values are borrowed, not owned: most are secrets (refresh tokens, passwords, codes,
+    /// assertions, the client secret) that live in zeroizing types, and an owned copy here
+    /// would outlive the request unzeroized. The encoded body is the one copy left.
+    pub(crate) fn form_post<'a>(
+        &'a self,
         url: &url::Url,
-        mut params: Vec<(&str, String)>,
+        mut params: Vec<(&'a str, &'a str)>,
         authenticate: bool,
         safety: RetrySafety,
     ) -> Result<HttpRequest, Error> {
@@ -113,9 +117,9 @@ impl OAuthClient {
                         builder.header(AUTHORIZATION, sensitive(&format!("Basic {encoded}"))?);
                 }
                 (_, secret) => {
-                    params.push(("client_id", self.app.client_id().to_owned()));
+                    params.push(("client_id", self.app.client_id()));
                     if let Some(secret) = secret {
-                        params.push(("client_secret", secret.expose_secret().to_owned()));
+                        params.push(("client_secret", secret.expose_secret()));
                     }
                 }
             }
@@ -133,12 +137,12 @@ impl OAuthClient {
     pub(crate) async fn token_grant(
         &self,
         transport: &dyn HttpTransport,
-        mut grant_params: Vec<(&str, String)>,
+        mut grant_params: Vec<(&str, &str)>,
         authenticate: bool,
         safety: RetrySafety,
         context: Context,
     ) -> Result<TokenSet, Error> {
-        grant_params.push(("format", self.format.param().to_owned()));
+        grant_params.push(("format", self.format.param()));
         let request = self.form_post(&self.endpoints.token, grant_params, authenticate, safety)?;
         let response = transport.send(request).await?;
         self.parse_token_response(&response, context)
@@ -242,4 +246,48 @@ fn parse_url(raw: &str) -> Option<url::Url> {
     url::Url::parse(raw.trim())
         .ok()
         .filter(|url| matches!(url.scheme(), "https" | "http"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ConnectedApp, LoginHost};
+
+    /// Borrowed values are form-encoded exactly as the owned ones were: reserved characters in
+    /// a secret are percent-encoded, and the client credentials follow the grant's fields.
+    #[test]
+    fn form_post_encodes_borrowed_secrets() {
+        let app = ConnectedApp::new("id+1").with_secret("s&e=c r%t");
+        let client = OAuthClient::new(LoginHost::Production, app);
+        let password = String::from("p@ss&word=1 +tok");
+        let url = url::Url::parse("https://login.salesforce.com/services/oauth2/token").unwrap();
+        let request = client
+            .form_post(
+                &url,
+                vec![("grant_type", "password"), ("password", password.as_str())],
+                true,
+                RetrySafety::Idempotent,
+            )
+            .unwrap();
+        assert_eq!(
+            request.body().as_ref(),
+            b"grant_type=password&password=p%40ss%26word%3D1+%2Btok\
+              &client_id=id%2B1&client_secret=s%26e%3Dc+r%25t"
+        );
+        let decoded: Vec<(String, String)> = url::form_urlencoded::parse(request.body())
+            .into_owned()
+            .collect();
+        let expected = [
+            ("grant_type", "password"),
+            ("password", password.as_str()),
+            ("client_id", "id+1"),
+            ("client_secret", "s&e=c r%t"),
+        ];
+        assert_eq!(decoded.len(), expected.len());
+        for ((key, value), (want_key, want_value)) in decoded.iter().zip(expected) {
+            assert_eq!((key.as_str(), value.as_str()), (want_key, want_value));
+        }
+        assert_eq!(RetrySafety::of(&request), RetrySafety::Idempotent);
+        assert!(request.headers().get(AUTHORIZATION).is_none());
+    }
 }

@@ -179,12 +179,12 @@ impl OAuthClient {
     ) -> Result<TokenSet, Error> {
         let redirect = self.app().require_redirect_uri()?;
         let mut params = vec![
-            ("grant_type", "authorization_code".to_owned()),
-            ("code", code.expose_secret().to_owned()),
-            ("redirect_uri", redirect.to_string()),
+            ("grant_type", "authorization_code"),
+            ("code", code.expose_secret()),
+            ("redirect_uri", redirect.as_str()),
         ];
         if let Some(verifier) = pkce_verifier {
-            params.push(("code_verifier", verifier.expose_secret().to_owned()));
+            params.push(("code_verifier", verifier.expose_secret()));
         }
         self.token_grant(
             transport,

@@ -68,13 +68,13 @@ impl OAuthClient {
         scope: Option<&str>,
     ) -> Result<DeviceAuthorization, Error> {
         let mut params = vec![
-            ("response_type", "device_code".to_owned()),
-            ("client_id", self.app().client_id().to_owned()),
+            ("response_type", "device_code"),
+            ("client_id", self.app().client_id()),
         ];
         if let Some(scope) = scope {
-            params.push(("scope", scope.to_owned()));
+            params.push(("scope", scope));
         }
-        params.push(("format", self.format().param().to_owned()));
+        params.push(("format", self.format().param()));
         let request = self.form_post(
             &self.endpoints().token,
             params,
@@ -139,8 +139,8 @@ impl OAuthClient {
         authorization: &DeviceAuthorization,
     ) -> Result<DevicePoll, Error> {
         let params = vec![
-            ("grant_type", "device".to_owned()),
-            ("code", authorization.device_code.expose_secret().to_owned()),
+            ("grant_type", "device"),
+            ("code", authorization.device_code.expose_secret()),
         ];
         match self
             .token_grant(

@@ -88,8 +88,8 @@ impl OAuthClient {
         refresh_token: &RefreshToken,
     ) -> Result<TokenSet, Error> {
         let params = vec![
-            ("grant_type", "refresh_token".to_owned()),
-            ("refresh_token", refresh_token.expose_secret().to_owned()),
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.expose_secret()),
         ];
         let mut tokens = self
             .token_grant(
@@ -116,9 +116,9 @@ impl OAuthClient {
         password: &Password,
     ) -> Result<TokenSet, Error> {
         let params = vec![
-            ("grant_type", "password".to_owned()),
-            ("username", username.to_owned()),
-            ("password", password.expose_secret().to_owned()),
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", password.expose_secret()),
         ];
         self.token_grant(
             transport,
@@ -147,7 +147,7 @@ impl OAuthClient {
                 "the client credentials flow needs a client secret",
             ));
         }
-        let params = vec![("grant_type", "client_credentials".to_owned())];
+        let params = vec![("grant_type", "client_credentials")];
         self.token_grant(
             transport,
             params,
@@ -168,22 +168,19 @@ impl OAuthClient {
         let mut params = vec![
             (
                 "grant_type",
-                "urn:ietf:params:oauth:grant-type:token-exchange".to_owned(),
+                "urn:ietf:params:oauth:grant-type:token-exchange",
             ),
-            (
-                "subject_token",
-                exchange.subject_token.expose_secret().to_owned(),
-            ),
-            ("subject_token_type", exchange.subject_token_type.clone()),
+            ("subject_token", exchange.subject_token.expose_secret()),
+            ("subject_token_type", exchange.subject_token_type.as_str()),
         ];
         if let Some((actor_token, actor_token_type)) = &exchange.actor {
-            params.push(("actor_token", actor_token.expose_secret().to_owned()));
-            params.push(("actor_token_type", actor_token_type.clone()));
+            params.push(("actor_token", actor_token.expose_secret()));
+            params.push(("actor_token_type", actor_token_type.as_str()));
         }
         if let Some(scope) = &exchange.scope {
-            params.push(("scope", scope.clone()));
+            params.push(("scope", scope.as_str()));
         }
-        params.extend(exchange.extra.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        params.extend(exchange.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         self.token_grant(
             transport,
             params,
@@ -221,10 +218,7 @@ impl OAuthClient {
         assertion: &str,
         safety: RetrySafety,
     ) -> Result<TokenSet, Error> {
-        let params = vec![
-            ("grant_type", grant_type.to_owned()),
-            ("assertion", assertion.to_owned()),
-        ];
+        let params = vec![("grant_type", grant_type), ("assertion", assertion)];
         self.token_grant(transport, params, false, safety, Context::Other)
             .await
     }

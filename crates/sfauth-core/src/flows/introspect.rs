@@ -132,9 +132,9 @@ impl OAuthClient {
         token: &SecretValue,
         hint: Option<TokenTypeHint>,
     ) -> Result<Introspection, Error> {
-        let mut params = vec![("token", token.expose_secret().to_owned())];
+        let mut params = vec![("token", token.expose_secret())];
         if let Some(hint) = hint {
-            params.push(("token_type_hint", hint.as_str().to_owned()));
+            params.push(("token_type_hint", hint.as_str()));
         }
         let request = self.form_post(
             &self.endpoints().introspect,
@@ -160,7 +160,7 @@ impl OAuthClient {
         let request = match method {
             RevokeMethod::Post => self.form_post(
                 &self.endpoints().revoke,
-                vec![("token", token.expose_secret().to_owned())],
+                vec![("token", token.expose_secret())],
                 false,
                 RetrySafety::Idempotent,
             )?,
