@@ -4,6 +4,8 @@
 
 #![no_main]
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sfauth_core::format::ResponseFormat;
@@ -20,6 +22,23 @@ const CONTENT_TYPES: [Option<&str>; 6] = [
 ];
 const STATUSES: [u16; 6] = [200, 302, 400, 401, 429, 503];
 const REFRESH: &str = "5Aep861FUZZREFRESHTOKEN";
+
+// Built once, not per input: neither holds state between calls that an input could change, and
+// building them for every input spent the run's time on setup instead of on the parser.
+static CLIENT: LazyLock<OAuthClient> = LazyLock::new(|| {
+    OAuthClient::new(
+        LoginHost::Production,
+        ConnectedApp::new("3MVG9.fuzz").with_secret("fuzz-secret"),
+    )
+    .with_format(ResponseFormat::Json)
+});
+// A current-thread runtime with no drivers enabled has nothing to fail on; a panic here would be
+// a finding all the same.
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime")
+});
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
@@ -39,15 +58,7 @@ fuzz_target!(|data: &[u8]| {
             });
         async move { response }
     };
-    let client = OAuthClient::new(
-        LoginHost::Production,
-        ConnectedApp::new("3MVG9.fuzz").with_secret("fuzz-secret"),
-    )
-    .with_format(ResponseFormat::Json);
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
-        return;
-    };
-    if let Err(error) = runtime.block_on(client.refresh(&transport, &RefreshToken::new(REFRESH))) {
+    if let Err(error) = RUNTIME.block_on(CLIENT.refresh(&transport, &RefreshToken::new(REFRESH))) {
         let text = format!("{error} {error:?}");
         assert!(
             !text.contains(REFRESH),
