@@ -232,39 +232,25 @@ impl Store {
         Ok(self.read_meta()?.aliases)
     }
 
-    /// The record key and settings of `alias`.
+    /// The record key and settings of `alias`. The store is listed only when the alias has no
+    /// usable metadata, so that `sfauth token` reads one record.
     pub(crate) async fn resolve(&self, alias: &str) -> Result<Resolved> {
-        if let Some(meta) = self.read_meta()?.aliases.remove(alias)
-            && let Ok(key) = meta.key.parse::<TokenKey>()
-        {
-            return Ok(Resolved {
-                alias: alias.to_owned(),
-                key,
-                meta,
-            });
+        if let Some(resolved) = resolve_by_meta(alias, self.aliases()?.remove(alias)) {
+            return Ok(resolved);
         }
-        // A record stored by a program using the library, or imported without metadata.
-        let found: Vec<TokenRecord> = self
-            .records()
-            .await?
-            .into_iter()
-            .filter(|record| record.key.label() == alias)
-            .collect();
-        match found.as_slice() {
-            [record] => Ok(Resolved {
-                alias: alias.to_owned(),
-                key: record.key.clone(),
-                meta: meta_from_key(&record.key, Flow::Web)?,
-            }),
-            [] => Err(CliError::usage(format!(
-                "no login named {alias} in {}: run `sfauth login web --alias {alias}`, or `sfauth list` to see the aliases",
-                self.location
-            ))),
-            _ => Err(CliError::usage(format!(
-                "several logins are named {alias} in {}: log in again with `sfauth login web --alias {alias}` to replace them",
-                self.location
-            ))),
-        }
+        resolve_by_records(alias, &self.records().await?, &self.location)
+    }
+
+    /// Every stored record and every alias's metadata, read once: for the commands that work
+    /// on many aliases, which would otherwise read both again for each.
+    pub(crate) async fn logins(&self) -> Result<Logins> {
+        let aliases = self.aliases()?;
+        let records = self.records().await?;
+        Ok(Logins {
+            aliases,
+            records,
+            location: self.location.clone(),
+        })
     }
 
     /// Removes the record of `key` and any other record holding `alias`, except `keep`.
@@ -278,6 +264,61 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+/// A snapshot of the store's records and alias metadata, from [`Store::logins`].
+pub(crate) struct Logins {
+    aliases: BTreeMap<String, AliasMeta>,
+    /// Every stored record.
+    pub(crate) records: Vec<TokenRecord>,
+    location: String,
+}
+
+impl Logins {
+    /// The record key and settings of `alias`, as [`Store::resolve`] finds them.
+    pub(crate) fn resolve(&self, alias: &str) -> Result<Resolved> {
+        if let Some(resolved) = resolve_by_meta(alias, self.aliases.get(alias).cloned()) {
+            return Ok(resolved);
+        }
+        resolve_by_records(alias, &self.records, &self.location)
+    }
+
+    /// The metadata of `record`'s alias, if it names this record.
+    pub(crate) fn meta_of(&self, record: &TokenRecord) -> Option<&AliasMeta> {
+        self.aliases
+            .get(record.key.label())
+            .filter(|meta| meta.key == record.key.to_string())
+    }
+}
+
+/// `alias` resolved from its metadata, if it has metadata with a usable key.
+fn resolve_by_meta(alias: &str, meta: Option<AliasMeta>) -> Option<Resolved> {
+    let meta = meta?;
+    let key = meta.key.parse::<TokenKey>().ok()?;
+    Some(Resolved {
+        alias: alias.to_owned(),
+        key,
+        meta,
+    })
+}
+
+/// `alias` resolved from the one record labelled with it: a record stored by a program using
+/// the library, or imported without metadata.
+fn resolve_by_records(alias: &str, records: &[TokenRecord], location: &str) -> Result<Resolved> {
+    let mut found = records.iter().filter(|record| record.key.label() == alias);
+    match (found.next(), found.next()) {
+        (Some(record), None) => Ok(Resolved {
+            alias: alias.to_owned(),
+            key: record.key.clone(),
+            meta: meta_from_key(&record.key, Flow::Web)?,
+        }),
+        (None, _) => Err(CliError::usage(format!(
+            "no login named {alias} in {location}: run `sfauth login web --alias {alias}`, or `sfauth list` to see the aliases"
+        ))),
+        (Some(_), Some(_)) => Err(CliError::usage(format!(
+            "several logins are named {alias} in {location}: log in again with `sfauth login web --alias {alias}` to replace them"
+        ))),
     }
 }
 

@@ -449,3 +449,37 @@ async fn login_stores_the_configured_session_timeout() {
     assert_eq!(later[0]["expires_at"], at_login[0]["expires_at"], "{later}");
     assert_eq!(later[0]["expiry_source"], "session_timeout");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_without_alias_metadata_resolve_from_their_records() {
+    let cli = Cli::start().await;
+    cli.login_web("one").await.ok();
+    cli.login_web("two").await.ok();
+    // As if stored by a program using the library: records, no alias file.
+    std::fs::remove_file(cli.dir.path().join("tokens.aliases.json")).unwrap();
+    let refreshed = cli.run(&["refresh", "--all", "--json"]).await.ok().json();
+    assert_eq!(
+        refreshed,
+        serde_json::json!([
+            {"alias": "one", "ok": true, "exit_code": 0, "message": null},
+            {"alias": "two", "ok": true, "exit_code": 0, "message": null},
+        ])
+    );
+    let file = cli.dir.path().join("one.sfauth");
+    let pass = [("SFAUTH_EXPORT_PASSPHRASE", "correct horse battery")];
+    cli.run_env(
+        &["export", "one", "--output", file.to_str().unwrap()],
+        &pass,
+    )
+    .await
+    .ok();
+    cli.run_env(
+        &["export", "three", "--output", file.to_str().unwrap()],
+        &pass,
+    )
+    .await
+    .fails(2, "no login named three");
+    let listed = cli.run(&["list", "--json"]).await.ok().json();
+    assert_eq!(listed[0]["alias"], "one");
+    assert_eq!(listed[0]["flow"], serde_json::Value::Null, "no metadata");
+}

@@ -12,7 +12,7 @@ use sfauth::core::flows::{RevokeMethod, TokenTypeHint};
 use crate::cli::{AliasArgs, AliasJsonArgs, RefreshArgs, TokenArgs};
 use crate::error::{CliError, Exit, Result};
 use crate::session::{self, Context};
-use crate::store::Store;
+use crate::store::{Resolved, Store};
 
 /// A stored login, the manager serving it, and a valid access token for it.
 struct SignedIn {
@@ -92,18 +92,29 @@ struct Outcome {
 /// `sfauth refresh [ALIAS|--all]`.
 pub(crate) async fn refresh(args: &RefreshArgs, ctx: &Context) -> Result<()> {
     let store = ctx.open_store().await?;
-    let aliases: Vec<String> = if args.all {
-        let mut labels: Vec<String> = store
-            .records()
-            .await?
-            .into_iter()
+    // Each alias resolved up front; a failure is that alias's outcome, not the whole run's.
+    let aliases: Vec<(String, Result<Resolved>)> = if args.all {
+        // Read once: resolving each alias from the store would re-read the alias file, and
+        // list the store for each alias without metadata.
+        let logins = store.logins().await?;
+        let mut labels: Vec<String> = logins
+            .records
+            .iter()
             .map(|record| record.key.label().to_owned())
             .collect();
         labels.sort();
         labels.dedup();
         labels
+            .into_iter()
+            .map(|alias| {
+                let resolved = logins.resolve(&alias);
+                (alias, resolved)
+            })
+            .collect()
     } else {
-        vec![ctx.alias(args.alias.as_deref())]
+        let alias = ctx.alias(args.alias.as_deref());
+        let resolved = store.resolve(&alias).await;
+        vec![(alias, resolved)]
     };
     if aliases.is_empty() {
         println!("No logins to refresh in {}.", store.location);
@@ -129,8 +140,11 @@ pub(crate) async fn refresh(args: &RefreshArgs, ctx: &Context) -> Result<()> {
     let transport_ref = &transport;
     let bar_ref = bar.as_ref();
     let outcomes: Vec<Outcome> = futures_util::stream::iter(aliases)
-        .map(|alias| async move {
-            let result = refresh_one(store_ref, &alias, ctx, transport_ref.clone()).await;
+        .map(|(alias, resolved)| async move {
+            let result = match resolved {
+                Ok(resolved) => refresh_one(store_ref, &resolved, ctx, transport_ref.clone()).await,
+                Err(error) => Err(error),
+            };
             if let Some(bar) = bar_ref {
                 bar.set_message(alias.clone());
                 bar.inc(1);
@@ -220,16 +234,15 @@ fn exit_of(code: u8) -> Exit {
 
 async fn refresh_one(
     store: &Store,
-    alias: &str,
+    resolved: &Resolved,
     ctx: &Context,
     transport: std::sync::Arc<dyn sfauth::core::http::HttpTransport>,
 ) -> Result<()> {
-    let resolved = store.resolve(alias).await?;
-    let manager = session::manager_for(store, &resolved, &ctx.file, transport).await?;
+    let manager = session::manager_for(store, resolved, &ctx.file, transport).await?;
     manager
         .refresh(&resolved.key)
         .await
-        .map_err(|e| session::manager_error(&e, &resolved))?;
+        .map_err(|e| session::manager_error(&e, resolved))?;
     Ok(())
 }
 

@@ -32,17 +32,17 @@ struct Row {
 
 pub(crate) async fn run(args: &ListArgs, ctx: &Context) -> Result<()> {
     let store = ctx.open_store().await?;
-    let aliases = store.aliases()?;
-    let mut records = store.records().await?;
-    records.sort_by(|a, b| a.key.label().cmp(b.key.label()));
+    let mut logins = store.logins().await?;
+    logins
+        .records
+        .sort_by(|a, b| a.key.label().cmp(b.key.label()));
     let now = SystemTime::now();
     let timeout = ctx.file.session_timeout();
-    let rows: Vec<(Row, Option<SystemTime>, Option<SystemTime>)> = records
+    let rows: Vec<(Row, Option<SystemTime>, Option<SystemTime>)> = logins
+        .records
         .iter()
         .map(|record| {
-            let meta = aliases
-                .get(record.key.label())
-                .filter(|meta| meta.key == record.key.to_string());
+            let meta = logins.meta_of(record);
             let (expires, source) = expiry(record, timeout);
             let last = record.last_refreshed_at.unwrap_or(record.issued_at);
             let (status, reason) = match &record.status {

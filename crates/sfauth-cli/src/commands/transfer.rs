@@ -44,14 +44,15 @@ struct Login {
 
 pub(crate) async fn export(args: &ExportArgs, ctx: &Context) -> Result<()> {
     let store = ctx.open_store().await?;
-    let aliases = store.aliases()?;
+    // One read of the store and the alias file serves both the check and the export.
+    let logins = store.logins().await?;
     let wanted = if args.all {
         None
     } else {
         Some(ctx.alias(args.alias.as_deref()))
     };
     if let Some(alias) = &wanted {
-        store.resolve(alias).await?;
+        logins.resolve(alias)?;
     }
     if args.output.exists() && !args.force {
         return Err(CliError::usage(format!(
@@ -59,10 +60,9 @@ pub(crate) async fn export(args: &ExportArgs, ctx: &Context) -> Result<()> {
             args.output.display()
         )));
     }
-    let logins: Vec<Login> = store
-        .records()
-        .await?
-        .into_iter()
+    let exported: Vec<Login> = logins
+        .records
+        .iter()
         .filter(|record| {
             wanted
                 .as_ref()
@@ -71,17 +71,17 @@ pub(crate) async fn export(args: &ExportArgs, ctx: &Context) -> Result<()> {
         .map(|record| Login {
             alias: record.key.label().to_owned(),
             key: record.key.to_string(),
-            meta: aliases
-                .get(record.key.label())
-                .filter(|meta| meta.key == record.key.to_string())
-                .cloned(),
-            tokens: record.tokens,
+            meta: logins.meta_of(record).cloned(),
+            tokens: record.tokens.clone(),
         })
         .collect();
-    let count = logins.len();
+    let count = exported.len();
     let plain = Zeroizing::new(
-        serde_json::to_vec(&Payload { version: 1, logins })
-            .map_err(|e| CliError::other(format!("cannot encode the logins ({e})")))?,
+        serde_json::to_vec(&Payload {
+            version: 1,
+            logins: exported,
+        })
+        .map_err(|e| CliError::other(format!("cannot encode the logins ({e})")))?,
     );
     let passphrase = passphrase(true)?;
     let mut salt = [0u8; SALT_LEN];
