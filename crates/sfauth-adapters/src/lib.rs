@@ -1,5 +1,5 @@
-//! Integrations of sfauth with the HTTP ecosystem: reqwest-middleware, tower and axum login
-//! routes.
+//! Reserved for integrations of sfauth with the HTTP ecosystem: reqwest-middleware, tower and
+//! axum login routes. None is written yet; this crate has no items.
 //!
-//! Each adapter is a thin layer over the `TokenManager` of the `sfauth` crate, which is this
-//! crate's only sfauth dependency.
+//! When they come, each adapter is to be a thin layer over the `TokenManager` of the `sfauth`
+//! crate, which is this crate's only sfauth dependency.
