@@ -8,6 +8,7 @@
 //!
 //! Everything goes over real TCP to the emulator: nothing here short-circuits the wire.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sfauth_core::flows::{AuthorizationRequest, AuthorizeParams, Introspection, JwtBearer};
@@ -113,6 +114,12 @@ impl Env {
             self.creds().username.clone(),
             PrivateKey::new(SEED_CLIENT_PRIVATE_KEY),
         )
+    }
+
+    /// A `TokenManager` builder for `client` that sends through this environment's transport; the
+    /// manager tests add their store, policy and renewal to it.
+    pub fn manager_builder(&self, client: OAuthClient) -> sfauth::TokenManagerBuilder {
+        sfauth::TokenManager::builder(client).transport(Arc::new(self.transport.clone()))
     }
 
     /// `client` refreshes with the refresh token of `tokens`, and the new access token must work:

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use sfauth::{ErrorKind, MemoryStore, TokenManager};
+use sfauth::{ErrorKind, MemoryStore};
 use sfauth_emulator::Clock;
 use sfauth_tests::Env;
 use tracing::field::{Field, Visit};
@@ -123,8 +123,8 @@ async fn refreshes_are_counted_by_outcome_and_cause_and_traced() {
     let env = Env::start_with(|b| b.clock(Clock::manual(now_ms - 2 * HOUR.as_millis() as i64)))
         .await
         .unwrap();
-    let manager = TokenManager::builder(env.client().unwrap().with_session_timeout(HOUR))
-        .transport(Arc::new(env.transport.clone()))
+    let manager = env
+        .manager_builder(env.client().unwrap().with_session_timeout(HOUR))
         .store(Arc::new(MemoryStore::new()))
         .build()
         .await

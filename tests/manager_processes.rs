@@ -21,8 +21,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 
 async fn manager(env: &Env, store: Arc<dyn TokenStore>, holder: &str) -> TokenManager {
     let client = env.client().unwrap().with_session_timeout(HOUR);
-    TokenManager::builder(client)
-        .transport(Arc::new(env.transport.clone()))
+    env.manager_builder(client)
         .store(store)
         .holder(holder)
         .policy(

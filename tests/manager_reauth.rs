@@ -12,13 +12,11 @@ use std::sync::Arc;
 
 use sfauth::storage::{RecordStatus, TokenStore};
 use sfauth::{ErrorKind, EventKind, MemoryStore, Renewal, TokenManager};
-use sfauth_core::flows::JwtBearer;
-use sfauth_core::{Cause, PrivateKey, TokenKey};
+use sfauth_core::{Cause, TokenKey};
 use sfauth_tests::Env;
 
 async fn manager(env: &Env, store: Arc<dyn TokenStore>) -> TokenManager {
-    TokenManager::builder(env.client().unwrap())
-        .transport(Arc::new(env.transport.clone()))
+    env.manager_builder(env.client().unwrap())
         .store(store)
         .build()
         .await
@@ -153,13 +151,10 @@ async fn client_credentials_tenants_are_renewed_by_their_flow() {
 #[tokio::test]
 async fn jwt_bearer_tenants_are_renewed_by_their_flow() {
     let env = Env::start().await.unwrap();
-    let jwt = JwtBearer::new(
-        env.creds().username.clone(),
-        PrivateKey::new(sfauth_emulator::SEED_CLIENT_PRIVATE_KEY),
-    );
+    let jwt = env.seeded_jwt();
     let client = env.client().unwrap();
-    let manager = TokenManager::builder(client)
-        .transport(Arc::new(env.transport.clone()))
+    let manager = env
+        .manager_builder(client)
         .store(Arc::new(MemoryStore::new()))
         .default_renewal(Renewal::JwtBearer(jwt.clone()))
         .build()

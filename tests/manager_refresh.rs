@@ -33,8 +33,7 @@ async fn env_behind(behind: Duration) -> Env {
 
 async fn manager(env: &Env, store: Arc<dyn TokenStore>, policy: RefreshPolicy) -> TokenManager {
     let client = env.client().unwrap().with_session_timeout(HOUR);
-    TokenManager::builder(client)
-        .transport(Arc::new(env.transport.clone()))
+    env.manager_builder(client)
         .store(store)
         .policy(policy.jitter(Duration::ZERO))
         .build()
@@ -109,8 +108,8 @@ async fn ten_thousand_callers_at_expiry_make_one_token_request() {
 async fn invalid_session_triggers_one_refresh_and_teaches_the_lifetime() {
     let env = Env::start().await.unwrap();
     let client = env.client().unwrap();
-    let manager = TokenManager::builder(client)
-        .transport(Arc::new(env.transport.clone()))
+    let manager = env
+        .manager_builder(client)
         .store(Arc::new(MemoryStore::new()))
         .policy(RefreshPolicy::default().min_learned_lifetime(Duration::from_secs(900)))
         .build()
@@ -325,8 +324,8 @@ async fn an_org_migration_updates_the_instance_url() {
 async fn introspection_teaches_the_org_session_lifetime() {
     let env = Env::start().await.unwrap();
     let client = env.client().unwrap();
-    let manager = TokenManager::builder(client)
-        .transport(Arc::new(env.transport.clone()))
+    let manager = env
+        .manager_builder(client)
         .store(Arc::new(MemoryStore::new()))
         .policy(RefreshPolicy::default().learn_from_introspection(true))
         .build()
@@ -372,8 +371,8 @@ async fn the_background_refresher_refreshes_due_and_idle_tenants_then_stops() {
 
     // Keep-alive: a tenant without known expiry, idle longer than the threshold.
     let idle_env = Env::start().await.unwrap();
-    let idle_manager = TokenManager::builder(idle_env.client().unwrap())
-        .transport(Arc::new(idle_env.transport.clone()))
+    let idle_manager = idle_env
+        .manager_builder(idle_env.client().unwrap())
         .store(Arc::new(MemoryStore::new()))
         .build()
         .await
