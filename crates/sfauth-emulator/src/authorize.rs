@@ -313,7 +313,7 @@ fn complete(shared: &Shared, request: &AuthRequest, user_id: &str) -> Response {
     let mut shape = token::full_shape();
     shape.id_token_nonce = Some(request.nonce.clone());
     shape.id_token_asked = request.id_token;
-    shape.extra = token::site_fields(shared, request.via_site, &st);
+    shape.extra = token::site_fields(shared, request.via_site);
     let mut fields = token::finish(shared, request.via_site, &mut st, issued, shape);
     if fields.is_empty() {
         // The app or the user went away between validation and issuing.

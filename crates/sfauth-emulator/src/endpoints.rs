@@ -308,9 +308,8 @@ pub(crate) async fn identity(
 /// `/.well-known/openid-configuration`, for the host or site the request came through.
 pub(crate) async fn discovery(AxumState(shared): AxumState<Arc<Shared>>, req: Request) -> Response {
     let via_site = req.extensions().get::<ViaSite>().is_some_and(|v| v.0);
-    let prefix = shared.lock().settings.site_prefix.clone();
     let issuer = if via_site {
-        shared.site_url(&prefix)
+        shared.site_url()
     } else {
         shared.base_url.clone()
     };

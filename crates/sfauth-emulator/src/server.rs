@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     pub(crate) clock: Clock,
     pub(crate) keys: SigningKeys,
     pub(crate) base_url: String,
+    /// The site prefix without slashes (empty: no site), fixed at start.
+    pub(crate) site_prefix: String,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -48,8 +50,8 @@ impl Shared {
     }
 
     /// The URL of the Experience Cloud-style site.
-    pub(crate) fn site_url(&self, prefix: &str) -> String {
-        format!("{}/{}", self.base_url, prefix)
+    pub(crate) fn site_url(&self) -> String {
+        format!("{}/{}", self.base_url, self.site_prefix)
     }
 }
 
@@ -219,6 +221,8 @@ impl EmulatorBuilder {
         }
         .map_err(Error::InvalidConfig)?;
         let state = State::new(&self.config, base_url.clone())?;
+        // Read once: the router is built from it, so changing it later could not take effect.
+        let site_prefix = state.settings.site_prefix.trim_matches('/').to_owned();
         let credentials = first_credentials(&state);
         let (tx, rx) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -226,6 +230,7 @@ impl EmulatorBuilder {
             clock: self.clock,
             keys,
             base_url,
+            site_prefix,
             shutdown: rx.clone(),
         });
         let router = router(&shared);
@@ -294,8 +299,7 @@ impl Emulator {
 
     /// The URL of the Experience Cloud-style site (`{base_url}/{site_prefix}`).
     pub fn site_url(&self) -> String {
-        let prefix = self.shared.lock().settings.site_prefix.clone();
-        self.shared.site_url(&prefix)
+        self.shared.site_url()
     }
 
     /// `{base_url}/services/oauth2/token`.
@@ -550,12 +554,7 @@ fn routes() -> Router<Arc<Shared>> {
 }
 
 fn router(shared: &Arc<Shared>) -> Router {
-    let prefix = shared
-        .lock()
-        .settings
-        .site_prefix
-        .trim_matches('/')
-        .to_owned();
+    let prefix = &shared.site_prefix;
     let mut app = routes().merge(crate::admin::routes(shared));
     if !prefix.is_empty() {
         app = app.nest(&format!("/{prefix}"), routes());
@@ -573,12 +572,7 @@ async fn observe(
 ) -> Response {
     let method = req.method().clone();
     let full_path = req.uri().path().to_owned();
-    let prefix = shared
-        .lock()
-        .settings
-        .site_prefix
-        .trim_matches('/')
-        .to_owned();
+    let prefix = &shared.site_prefix;
     let site_path = full_path
         .strip_prefix('/')
         .and_then(|p| p.strip_prefix(prefix.as_str()))

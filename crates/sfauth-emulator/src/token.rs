@@ -273,7 +273,7 @@ pub(crate) fn id_token(
     via_site: bool,
 ) -> String {
     let issuer = if via_site {
-        shared.site_url(&st.settings.site_prefix)
+        shared.site_url()
     } else {
         shared.base_url.clone()
     };
@@ -310,13 +310,10 @@ pub(crate) fn full_shape() -> Shape {
 }
 
 /// The Experience Cloud-style site's fields, for a request that came through the site.
-pub(crate) fn site_fields(shared: &Shared, via_site: bool, st: &State) -> Fields {
+pub(crate) fn site_fields(shared: &Shared, via_site: bool) -> Fields {
     if via_site {
         vec![
-            (
-                "sfdc_community_url",
-                Value::from(shared.site_url(&st.settings.site_prefix)),
-            ),
+            ("sfdc_community_url", Value::from(shared.site_url())),
             ("sfdc_community_id", Value::from(COMMUNITY_ID)),
         ]
     } else {
@@ -374,7 +371,7 @@ fn authorization_code(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     );
     let mut shape = full_shape();
     shape.id_token_nonce = Some(code.nonce.clone());
-    shape.extra = site_fields(ctx.shared, ctx.via_site, &st);
+    shape.extra = site_fields(ctx.shared, ctx.via_site);
     Ok(finish(ctx.shared, ctx.via_site, &mut st, issued, shape))
 }
 
@@ -427,7 +424,7 @@ async fn refresh(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     let mut st = ctx.shared.lock();
     let issued = st.redeem_refresh(&token, &client_id, now)?;
     let mut shape = full_shape();
-    shape.extra = site_fields(ctx.shared, ctx.via_site, &st);
+    shape.extra = site_fields(ctx.shared, ctx.via_site);
     Ok(finish(ctx.shared, ctx.via_site, &mut st, issued, shape))
 }
 
@@ -448,7 +445,7 @@ fn password(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     let scopes = State::grant_scopes(ctx.param("scope"))?;
     let issued = st.issue(&client_id, &user_id, scopes, false, now);
     let mut shape = full_shape();
-    shape.extra = site_fields(ctx.shared, ctx.via_site, &st);
+    shape.extra = site_fields(ctx.shared, ctx.via_site);
     Ok(finish(ctx.shared, ctx.via_site, &mut st, issued, shape))
 }
 
@@ -500,7 +497,7 @@ fn client_credentials(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
 fn audiences(ctx: &Ctx<'_>, st: &State) -> Vec<String> {
     let mut out = st.settings.audiences.clone();
     out.push(ctx.shared.base_url.clone());
-    out.push(ctx.shared.site_url(&st.settings.site_prefix));
+    out.push(ctx.shared.site_url());
     out
 }
 
@@ -590,7 +587,7 @@ fn issue_to_assertion_subject(
         signature: false,
         id_token_nonce: None,
         id_token_asked: false,
-        extra: site_fields(ctx.shared, ctx.via_site, st),
+        extra: site_fields(ctx.shared, ctx.via_site),
     };
     Ok(finish(ctx.shared, ctx.via_site, st, issued, shape))
 }

@@ -841,3 +841,15 @@ async fn experience_cloud_site_prefix() {
     .await
     .expect_ok();
 }
+
+#[tokio::test]
+async fn a_site_prefix_given_with_slashes_is_served_and_named_once() {
+    let env = &env_with(|b| b.settings(|s| s.site_prefix = "/customers/".to_owned())).await;
+    let site = env.emu.site_url();
+    assert_eq!(site, format!("{}/customers", env.emu.base_url()));
+    let discovery = env
+        .get("/customers/.well-known/openid-configuration")
+        .await
+        .json();
+    assert_eq!(discovery["issuer"], site);
+}
