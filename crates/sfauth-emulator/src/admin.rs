@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::faults::{Endpoint, Fault, FaultKind};
 use crate::model::{AppConfig, AppPolicy, UserConfig, UserStatus};
 use crate::server::Shared;
-use crate::state::{DeviceStatus, State};
+use crate::state::{DeviceStatus, RefreshTokenStatus, State};
 
 pub(crate) fn routes(shared: &Arc<Shared>) -> Router<Arc<Shared>> {
     Router::new()
@@ -33,6 +33,11 @@ pub(crate) fn routes(shared: &Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/__emulator/device/approve", post(approve_device))
         .route("/__emulator/faults", post(add_fault).delete(clear_faults))
         .route("/__emulator/counters", get(counters).delete(reset_counters))
+        .route(
+            "/__emulator/refresh-token-status",
+            post(refresh_token_status),
+        )
+        .route("/__emulator/idle", get(idle))
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
             only_when_enabled,
@@ -271,8 +276,8 @@ async fn approve_device(
 #[derive(Deserialize)]
 struct FaultBody {
     endpoint: String,
-    /// `status`, `rate_limited`, `latency`, `connection_reset`, `malformed_body`,
-    /// `html_error_page`, `hang`, `oauth_error`, `response`.
+    /// `status`, `rate_limited`, `latency`, `latency_after_commit`, `connection_reset`,
+    /// `malformed_body`, `html_error_page`, `hang`, `oauth_error`, `response`.
     kind: String,
     status: Option<u16>,
     retry_after_secs: Option<u64>,
@@ -298,6 +303,9 @@ async fn add_fault(
             retry_after_secs: body.retry_after_secs.unwrap_or(1),
         },
         "latency" => FaultKind::Latency(Duration::from_millis(body.latency_ms.unwrap_or(0))),
+        "latency_after_commit" => {
+            FaultKind::LatencyAfterCommit(Duration::from_millis(body.latency_ms.unwrap_or(0)))
+        }
         "connection_reset" => FaultKind::ConnectionReset,
         "malformed_body" => FaultKind::MalformedBody,
         "html_error_page" => FaultKind::HtmlErrorPage,
@@ -340,8 +348,39 @@ async fn counters(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
         "refresh_tokens_rotated": c.refresh_tokens_rotated,
         "refresh_tokens_rejected": c.refresh_tokens_rejected,
         "refresh_tokens_reused": c.refresh_tokens_reused,
+        "answers_abandoned": c.answers_abandoned,
+        "refresh_tokens_rotated_unanswered": c.refresh_tokens_rotated_unanswered,
     }))
     .into_response()
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    token: String,
+}
+
+/// The refresh token travels in the body, never the query string: the path is logged.
+async fn refresh_token_status(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Json(body): Json<TokenBody>,
+) -> Response {
+    let now = shared.clock.now_ms();
+    let status = shared.lock().refresh_status(&body.token, now);
+    let name = match status {
+        RefreshTokenStatus::Active => "active",
+        RefreshTokenStatus::RotatedOut => "rotated_out",
+        RefreshTokenStatus::Revoked => "revoked",
+        RefreshTokenStatus::Expired => "expired",
+        RefreshTokenStatus::Inactive => "inactive",
+        RefreshTokenStatus::Unknown => "unknown",
+    };
+    done(Ok(name))
+}
+
+/// Answers once every request received so far has been processed (see `Emulator::wait_idle`).
+async fn idle(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
+    shared.idle().await;
+    done(Ok(()))
 }
 
 async fn reset_counters(AxumState(shared): AxumState<Arc<Shared>>) -> Response {

@@ -93,8 +93,16 @@ pub enum FaultKind {
         /// `Retry-After`, in seconds.
         retry_after_secs: u64,
     },
-    /// Wait this long, then handle the request normally.
+    /// Wait this long, then handle the request normally: the server is slow before it acts. The
+    /// request is still handled if its client gives up during the wait (it reached the server).
     Latency(Duration),
+    /// Handle the request normally, committing whatever it changes, then wait this long before
+    /// answering: the answer is slow to come back. A client that gives up during the wait has
+    /// lost an answer whose effect (a rotation, a revocation) already happened. Unlike
+    /// [`AppPolicy::refresh_latency_ms`](crate::AppPolicy::refresh_latency_ms), the refresh
+    /// token's concurrency lock is already released during the wait, so a retry with a
+    /// rotated-out token meets reuse detection.
+    LatencyAfterCommit(Duration),
     /// Start a 200 response and then drop the connection before the body completes.
     ConnectionReset,
     /// Answer 200 with a body that is not valid JSON.

@@ -187,13 +187,13 @@ pub use clock::Clock;
 pub use error::{Error, ErrorKind, Result};
 pub use faults::{Endpoint, Fault, FaultKind};
 pub use model::{
-    AppConfig, AppPolicy, EmulatorConfig, Flow, OrgConfig, RefreshTokenPolicy, RevokeErrorFormat,
-    SEED_CALLBACK_URL, SEED_CLIENT_CERTIFICATE, SEED_CLIENT_ID, SEED_CLIENT_PRIVATE_KEY,
-    SEED_CLIENT_SECRET, SEED_ORG_ID, SEED_PASSWORD, SEED_SECURITY_TOKEN, SEED_USER_ID,
-    SEED_USERNAME, Settings, UserConfig, UserStatus,
+    AppConfig, AppPolicy, EmulatorConfig, Flow, LatencyPlacement, OrgConfig, RefreshTokenPolicy,
+    RevokeErrorFormat, SEED_CALLBACK_URL, SEED_CLIENT_CERTIFICATE, SEED_CLIENT_ID,
+    SEED_CLIENT_PRIVATE_KEY, SEED_CLIENT_SECRET, SEED_ORG_ID, SEED_PASSWORD, SEED_SECURITY_TOKEN,
+    SEED_USER_ID, SEED_USERNAME, Settings, UserConfig, UserStatus,
 };
 pub use server::{Credentials, Emulator, EmulatorBuilder};
-pub use state::Counters;
+pub use state::{Counters, RefreshTokenStatus};
 
 /// Builders of bearer assertions, for tests of the JWT and SAML bearer flows.
 pub mod assertions {

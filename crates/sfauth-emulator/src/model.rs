@@ -329,8 +329,12 @@ pub struct AppPolicy {
     /// Unique approvals per user; the oldest is revoked when exceeded. Default 5.
     pub max_approvals_per_user: usize,
     /// Artificial latency of `grant_type=refresh_token`, in milliseconds, so tests can make two
-    /// requests with the same refresh token overlap.
+    /// requests with the same refresh token overlap, or make a client give up while its refresh
+    /// is being processed. Where it falls: [`AppPolicy::refresh_latency_placement`].
     pub refresh_latency_ms: u64,
+    /// Whether [`AppPolicy::refresh_latency_ms`] elapses after the refresh is committed (the
+    /// default) or before.
+    pub refresh_latency_placement: LatencyPlacement,
     /// Extend an access token's life to `now + session_timeout_secs` each time it is used
     /// (Salesforce sessions are inactivity-based; UNCONFIRMED details, so off by default).
     pub sliding_session: bool,
@@ -345,9 +349,29 @@ impl Default for AppPolicy {
             rotation: false,
             max_approvals_per_user: 5,
             refresh_latency_ms: 0,
+            refresh_latency_placement: LatencyPlacement::AfterCommit,
             sliding_session: false,
         }
     }
+}
+
+/// Where an artificial refresh latency falls relative to the state change.
+///
+/// Either way the refresh runs to its end whether or not the client is still connected (as at
+/// Salesforce, which does not abandon a token request because its caller left), and the
+/// per-refresh-token lock ("token request is already being processed") is held for the whole
+/// request, latency included, and released just before the answer is sent.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LatencyPlacement {
+    /// Commit (rotate, retire, revoke), then wait, then answer: a client that times out during
+    /// the wait has lost an answer whose rotation already happened. The hard case that real
+    /// clients meet, hence the default.
+    #[default]
+    AfterCommit,
+    /// Wait, then commit, then answer: the server is slow before it acts. A client that times
+    /// out during the wait still finds its token rotated afterwards.
+    BeforeCommit,
 }
 
 /// When a refresh token stops working.

@@ -11,14 +11,15 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::crypto::SigningKeys;
 use crate::faults::{self, Endpoint, Fault, FaultKind};
 use crate::model::{AppConfig, AppPolicy, EmulatorConfig, Settings, UserConfig, UserStatus};
-use crate::state::{Counters, DeviceStatus, State};
+use crate::state::{Counters, DeviceStatus, RefreshTokenStatus, State};
+use crate::token::Rotated;
 use crate::{Error, Result};
 
 /// State shared by every request handler.
@@ -31,6 +32,8 @@ pub(crate) struct Shared {
     /// The site prefix without slashes (empty: no site), fixed at start.
     pub(crate) site_prefix: String,
     shutdown: watch::Receiver<bool>,
+    /// How many requests are being processed, counting those whose client has gone.
+    work: watch::Sender<usize>,
 }
 
 impl Shared {
@@ -52,6 +55,41 @@ impl Shared {
     /// The URL of the Experience Cloud-style site.
     pub(crate) fn site_url(&self) -> String {
         format!("{}/{}", self.base_url, self.site_prefix)
+    }
+
+    /// Resolves when no request (admin requests aside) is being processed.
+    pub(crate) async fn idle(&self) {
+        let mut rx = self.work.subscribe();
+        // The sender lives in `self`, so this cannot fail while we hold it.
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// One request being processed; counted in [`Shared::work`] until dropped, however its task
+/// ends. Admin requests are not counted, so that the admin API's own wait for idleness does not
+/// wait for itself.
+struct Work {
+    shared: Arc<Shared>,
+    counted: bool,
+}
+
+impl Work {
+    fn begin(shared: &Arc<Shared>, counted: bool) -> Self {
+        if counted {
+            shared.work.send_modify(|n| *n = n.saturating_add(1));
+        }
+        Self {
+            shared: shared.clone(),
+            counted,
+        }
+    }
+}
+
+impl Drop for Work {
+    fn drop(&mut self) {
+        if self.counted {
+            self.shared.work.send_modify(|n| *n = n.saturating_sub(1));
+        }
     }
 }
 
@@ -232,6 +270,7 @@ impl EmulatorBuilder {
             base_url,
             site_prefix,
             shutdown: rx.clone(),
+            work: watch::Sender::new(0),
         });
         let router = router(&shared);
         let mut stop = rx;
@@ -331,6 +370,37 @@ impl Emulator {
     /// send a second request while the first is in flight).
     pub fn refreshes_in_flight(&self) -> usize {
         self.shared.lock().in_flight.len()
+    }
+
+    /// Where `refresh_token` stands (active, rotated out, revoked, expired, inactive or
+    /// unknown), read without spending it: no counter moves and no idle timer is reset. A
+    /// refresh with it would be accepted now exactly when the answer is
+    /// [`RefreshTokenStatus::Active`].
+    ///
+    /// ```no_run
+    /// # async fn demo(emulator: &sfauth_emulator::Emulator, stored_refresh_token: &str) {
+    /// emulator.wait_idle().await; // let a request whose client was killed finish first
+    /// assert!(emulator.refresh_token_status(stored_refresh_token).is_accepted());
+    /// # }
+    /// ```
+    pub fn refresh_token_status(&self, refresh_token: &str) -> RefreshTokenStatus {
+        let now = self.shared.clock.now_ms();
+        self.shared.lock().refresh_status(refresh_token, now)
+    }
+
+    /// How many requests are being processed now, including those whose client has gone away
+    /// (the emulator finishes every request it received, as Salesforce does). Admin API
+    /// requests are not counted.
+    pub fn requests_in_progress(&self) -> usize {
+        *self.shared.work.borrow()
+    }
+
+    /// Resolves once no request is being processed: every request received so far (admin API
+    /// requests aside), answered or abandoned by its client, has committed its effects and been
+    /// counted. A request stuck in
+    /// an injected [`FaultKind::Hang`] keeps this pending until shutdown.
+    pub async fn wait_idle(&self) {
+        self.shared.idle().await;
     }
 
     /// Sets every counter back to zero.
@@ -563,13 +633,17 @@ fn router(shared: &Arc<Shared>) -> Router {
         .with_state(shared.clone())
 }
 
+/// The largest request body the emulator reads (token requests are a few hundred bytes).
+const MAX_REQUEST_BODY: usize = 16 << 20;
+
 /// Counts requests, applies injected faults, and logs method, path and status (never a query
 /// string or body: they carry secrets).
-async fn observe(
-    AxumState(shared): AxumState<Arc<Shared>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+///
+/// Salesforce finishes a request it has received whether or not its client waits for the
+/// answer, so the request is read whole and handled in a task of its own: the connection
+/// closing (a client timeout, a killed process) drops only the wait for the answer, never the
+/// work. An answer nobody was waiting for is counted in [`Counters::answers_abandoned`].
+async fn observe(AxumState(shared): AxumState<Arc<Shared>>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let full_path = req.uri().path().to_owned();
     let prefix = &shared.site_prefix;
@@ -577,16 +651,53 @@ async fn observe(
         .strip_prefix('/')
         .and_then(|p| p.strip_prefix(prefix.as_str()))
         .filter(|rest| !prefix.is_empty() && rest.starts_with('/'));
-    req.extensions_mut().insert(ViaSite(site_path.is_some()));
-    let path = site_path.unwrap_or(&full_path);
-    let endpoint = Endpoint::classify(path);
+    let via_site = site_path.is_some();
+    let endpoint = Endpoint::classify(site_path.unwrap_or(&full_path));
     let fault = endpoint.and_then(|e| {
         let mut st = shared.lock();
         *st.counters.requests.entry(e.name().to_owned()).or_default() += 1;
         let st = &mut *st;
         faults::take(&mut st.faults, e, &mut st.rng)
     });
-    let response = match fault {
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_REQUEST_BODY).await else {
+        // The request never arrived whole (or is absurdly large): nothing to act on.
+        tracing::info!(%method, path = %full_path, status = 400, "request body unreadable");
+        return (StatusCode::BAD_REQUEST, "Bad Request").into_response();
+    };
+    let mut req = Request::from_parts(parts, Body::from(body));
+    req.extensions_mut().insert(ViaSite(via_site));
+    let (tx, rx) = oneshot::channel();
+    let work = Work::begin(&shared, !full_path.starts_with("/__emulator/"));
+    tokio::spawn(async move {
+        let shared = &work.shared;
+        let response = handle(shared, fault, req, next).await;
+        let status = response.status().as_u16();
+        let rotated = response.extensions().get::<Rotated>().is_some();
+        let answered = tx.send(response).is_ok();
+        if !answered && let Some(e) = endpoint {
+            let mut st = shared.lock();
+            *st.counters
+                .answers_abandoned
+                .entry(e.name().to_owned())
+                .or_default() += 1;
+            if rotated {
+                st.counters.refresh_tokens_rotated_unanswered += 1;
+            }
+        }
+        tracing::info!(%method, path = %full_path, status, answered, "request");
+        // `work` drops here, after the counters: `wait_idle` then sees them final.
+    });
+    match rx.await {
+        Ok(response) => response,
+        // The task panicked, or the runtime is going down.
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Runs the request with its fault, if any.
+async fn handle(shared: &Shared, fault: Option<FaultKind>, req: Request, next: Next) -> Response {
+    match fault {
         None => next.run(req).await,
         Some(FaultKind::Latency(d)) => {
             tokio::select! {
@@ -594,10 +705,17 @@ async fn observe(
                 () = shared.shutting_down() => StatusCode::SERVICE_UNAVAILABLE.into_response(),
             }
         }
-        Some(kind) => fault_response(&shared, kind).await,
-    };
-    tracing::info!(%method, path = %full_path, status = response.status().as_u16(), "request");
-    response
+        Some(FaultKind::LatencyAfterCommit(d)) => {
+            let response = next.run(req).await;
+            // The work is done; on shutdown the answer simply goes out sooner.
+            tokio::select! {
+                () = tokio::time::sleep(d) => {}
+                () = shared.shutting_down() => {}
+            }
+            response
+        }
+        Some(kind) => fault_response(shared, kind).await,
+    }
 }
 
 async fn fault_response(shared: &Shared, kind: FaultKind) -> Response {
@@ -677,6 +795,9 @@ async fn fault_response(shared: &Shared, kind: FaultKind) -> Response {
             }
             r
         }
-        FaultKind::Latency(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        // Handled in `handle`, around the request.
+        FaultKind::Latency(_) | FaultKind::LatencyAfterCommit(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
     }
 }

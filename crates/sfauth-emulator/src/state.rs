@@ -169,6 +169,14 @@ pub struct Counters {
     /// Rotated-out refresh tokens presented again (each revoked its whole family). Also counted
     /// in `refresh_tokens_rejected`.
     pub refresh_tokens_reused: u64,
+    /// Requests per endpoint name whose client was gone (timed out, disconnected) by the time
+    /// the answer was ready. Each was still processed to its end, as Salesforce does; the answer
+    /// went nowhere.
+    pub answers_abandoned: BTreeMap<String, u64>,
+    /// Rotations whose answer no client received (the client was gone when it was ready): the
+    /// old refresh token is retired and the new one was never delivered. Also counted in
+    /// `refresh_tokens_rotated`.
+    pub refresh_tokens_rotated_unanswered: u64,
 }
 
 impl Counters {
@@ -180,6 +188,41 @@ impl Counters {
     /// Token requests seen for `grant`.
     pub fn grant(&self, grant: &str) -> u64 {
         self.grants.get(grant).copied().unwrap_or(0)
+    }
+
+    /// Answers of `endpoint` whose client was gone when they were ready.
+    pub fn abandoned(&self, endpoint: &str) -> u64 {
+        self.answers_abandoned.get(endpoint).copied().unwrap_or(0)
+    }
+}
+
+/// Where a refresh token stands at the emulator, as [`Emulator::refresh_token_status`] reads it
+/// without spending it.
+///
+/// [`Emulator::refresh_token_status`]: crate::Emulator::refresh_token_status
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RefreshTokenStatus {
+    /// A refresh with it would be accepted now.
+    Active,
+    /// Retired by rotation: presenting it is refused and revokes its whole family.
+    RotatedOut,
+    /// Revoked (by the revoke endpoint, reuse detection, an admin action, the approval cap, a
+    /// blocked app or an expiry already noticed): refused.
+    Revoked,
+    /// Its app's refresh-token policy expired it at the current clock: refused (and its family
+    /// revoked) when presented.
+    Expired,
+    /// Its user or org is frozen or inactive: refused with `inactive_user` / `inactive_org`.
+    Inactive,
+    /// Never issued by this emulator.
+    Unknown,
+}
+
+impl RefreshTokenStatus {
+    /// Whether a refresh with the token would be accepted now.
+    pub fn is_accepted(self) -> bool {
+        self == Self::Active
     }
 }
 
@@ -776,6 +819,35 @@ impl State {
         live.then_some(family)
     }
 
+    /// Where a refresh token stands, read without spending it. The checks are those of
+    /// [`State::redeem_refresh`], in its order.
+    pub(crate) fn refresh_status(&self, token: &str, now: i64) -> RefreshTokenStatus {
+        let Some(rt) = self.refresh.get(token) else {
+            return RefreshTokenStatus::Unknown;
+        };
+        let Some(family) = self.families.get(&rt.family) else {
+            return RefreshTokenStatus::Unknown;
+        };
+        match rt.state {
+            RefreshState::Revoked => return RefreshTokenStatus::Revoked,
+            RefreshState::RotatedOut => return RefreshTokenStatus::RotatedOut,
+            RefreshState::Active => {}
+        }
+        let Some(app) = self.app(&family.client_id) else {
+            return RefreshTokenStatus::Revoked;
+        };
+        if family.revoked || app.blocked {
+            return RefreshTokenStatus::Revoked;
+        }
+        if Self::family_expired(&app.config.policy, family, now) {
+            return RefreshTokenStatus::Expired;
+        }
+        if self.check_user(&family.user_id).is_err() {
+            return RefreshTokenStatus::Inactive;
+        }
+        RefreshTokenStatus::Active
+    }
+
     /// `/services/oauth2/revoke`: an access token alone, or a refresh token with its family.
     pub(crate) fn revoke_token(&mut self, token: &str) -> bool {
         if let Some(at) = self.access.get_mut(token) {
@@ -935,6 +1007,45 @@ mod tests {
         assert_eq!(s.counters.refresh_tokens_rotated, 1);
         assert_eq!(s.counters.refresh_tokens_rejected, 2);
         assert_eq!(s.counters.refresh_tokens_reused, 1);
+    }
+
+    #[test]
+    fn status_reads_without_spending() {
+        let mut s = policy(|p| {
+            p.rotation = true;
+            p.refresh_token_policy = RefreshTokenPolicy::ExpireIfUnused { secs: 10 };
+        });
+        assert_eq!(
+            s.refresh_status("5Aep861nope", 0),
+            RefreshTokenStatus::Unknown
+        );
+        let rt1 = issue(&mut s, 0).refresh_token.unwrap();
+        for _ in 0..3 {
+            assert_eq!(s.refresh_status(&rt1, 1), RefreshTokenStatus::Active);
+        }
+        assert_eq!(
+            (
+                s.counters.refresh_tokens_rotated,
+                s.counters.refresh_tokens_rejected
+            ),
+            (0, 0)
+        );
+        assert_eq!(s.refresh_status(&rt1, 10_000), RefreshTokenStatus::Expired);
+        let rt2 = s
+            .redeem_refresh(&rt1, SEED_CLIENT_ID, 1)
+            .unwrap()
+            .refresh_token
+            .unwrap();
+        assert_eq!(s.refresh_status(&rt1, 2), RefreshTokenStatus::RotatedOut);
+        assert!(s.refresh_status(&rt2, 2).is_accepted());
+        s.user_by_name_mut(crate::model::SEED_USERNAME)
+            .unwrap()
+            .config
+            .status = UserStatus::Frozen;
+        assert_eq!(s.refresh_status(&rt2, 2), RefreshTokenStatus::Inactive);
+        assert!(s.revoke_token(&rt2));
+        assert_eq!(s.refresh_status(&rt2, 2), RefreshTokenStatus::Revoked);
+        assert_eq!(s.refresh_status(&rt1, 2), RefreshTokenStatus::Revoked);
     }
 
     #[test]

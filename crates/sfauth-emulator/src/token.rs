@@ -1,5 +1,6 @@
 //! `/services/oauth2/token`: every grant, both device-flow steps, and the response fields.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::crypto;
 use crate::format::{Fields, Format, OAuthError, respond};
-use crate::model::Flow;
+use crate::model::{Flow, LatencyPlacement};
 use crate::params::{ClientAuth, Params};
 use crate::server::{Shared, ViaSite};
 use crate::state::{DeviceGrant, DeviceStatus, Issued, State};
@@ -49,18 +50,30 @@ pub(crate) async fn token(AxumState(shared): AxumState<Arc<Shared>>, req: Reques
         headers: &headers,
         params: &params,
         via_site,
+        rotated: AtomicBool::new(false),
     };
-    match dispatch(&ctx).await {
+    let mut response = match dispatch(&ctx).await {
         Ok(fields) => respond(StatusCode::OK, format, &fields),
         Err(e) => e.respond(format),
+    };
+    if ctx.rotated.load(Ordering::Relaxed) {
+        response.extensions_mut().insert(Rotated);
     }
+    response
 }
+
+/// Marks a token response whose refresh rotated the refresh token, so the server can count a
+/// rotation whose answer no client received.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rotated;
 
 struct Ctx<'a> {
     shared: &'a Arc<Shared>,
     headers: &'a HeaderMap,
     params: &'a Params,
     via_site: bool,
+    /// Set when a refresh retired its refresh token for a new one.
+    rotated: AtomicBool,
 }
 
 impl Ctx<'_> {
@@ -408,24 +421,45 @@ async fn refresh(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
                 "token request is already being processed",
             ));
         }
-        let latency = st
-            .app(&client_id)
-            .map_or(0, |a| a.config.policy.refresh_latency_ms);
+        let latency = st.app(&client_id).map(|a| {
+            (
+                a.config.policy.refresh_latency_ms,
+                a.config.policy.refresh_latency_placement,
+            )
+        });
         (client_id, latency)
     };
+    // Held until the answer is ready, latency included: a second request with the same token
+    // meanwhile meets "already being processed", whichever side of the commit the wait is on.
     let _guard = InFlight {
         shared: ctx.shared,
         token: token.clone(),
     };
-    if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
+    let (latency_ms, placement) = latency.unwrap_or((0, LatencyPlacement::AfterCommit));
+    let wait = || async move {
+        if latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(latency_ms)).await;
+        }
+    };
+    if placement == LatencyPlacement::BeforeCommit {
+        wait().await;
     }
-    let now = ctx.now();
-    let mut st = ctx.shared.lock();
-    let issued = st.redeem_refresh(&token, &client_id, now)?;
-    let mut shape = full_shape();
-    shape.extra = site_fields(ctx.shared, ctx.via_site);
-    Ok(finish(ctx.shared, ctx.via_site, &mut st, issued, shape))
+    let result = {
+        let now = ctx.now();
+        let mut st = ctx.shared.lock();
+        st.redeem_refresh(&token, &client_id, now).map(|issued| {
+            if issued.refresh_token.is_some() {
+                ctx.rotated.store(true, Ordering::Relaxed);
+            }
+            let mut shape = full_shape();
+            shape.extra = site_fields(ctx.shared, ctx.via_site);
+            finish(ctx.shared, ctx.via_site, &mut st, issued, shape)
+        })
+    };
+    if placement == LatencyPlacement::AfterCommit {
+        wait().await;
+    }
+    result
 }
 
 fn password(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {

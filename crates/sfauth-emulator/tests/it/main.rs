@@ -12,4 +12,5 @@ mod common;
 mod endpoints;
 mod faults;
 mod grants;
+mod lost_answers;
 mod policies;
