@@ -174,6 +174,7 @@ mod endpoints;
 mod error;
 mod faults;
 mod format;
+mod gateway;
 mod ids;
 mod model;
 mod params;
@@ -186,6 +187,7 @@ mod token;
 pub use clock::Clock;
 pub use error::{Error, ErrorKind, Result};
 pub use faults::{Endpoint, Fault, FaultKind};
+pub use gateway::{Gateway, GatewayAction, GatewayBuilder, GatewayCounters, GatewayRule};
 pub use model::{
     AppConfig, AppPolicy, EmulatorConfig, Flow, LatencyPlacement, OrgConfig, RefreshTokenPolicy,
     RevokeErrorFormat, SEED_CALLBACK_URL, SEED_CLIENT_CERTIFICATE, SEED_CLIENT_ID,
