@@ -37,7 +37,7 @@ use sfauth_core::{
 
 use crate::crypto::{Key, Keyring};
 use crate::error::{ErrorKind, Result};
-use crate::record::{InFlight, ListQuery, RecordStatus, StatusKind, TokenRecord};
+use crate::record::{InFlight, Lease, ListQuery, RecordStatus, StatusKind, TokenRecord};
 use crate::store::{TokenStore, TokenStoreExt as _};
 
 /// How many tasks race in the race cases.
@@ -612,6 +612,357 @@ pub async fn put_with_lost_lease_changes_nothing(store: &dyn TokenStore) {
     assert_eq!(store.put(lost, 2, Some(&taken)).await.expect("put"), 3);
 }
 
+/// `lease` reports the current holder, fence and expiry exactly as issued, and `None` for a
+/// free, released or expired lease; asking changes nothing.
+pub async fn lease_is_reported_and_unchanged(store: &dyn TokenStore) {
+    let ns = Namespace::new();
+    let (key, _) = ns.fresh("report");
+    let (a, b) = (holder("a"), holder("b"));
+    let long = Duration::from_secs(30);
+    assert!(store.lease(&key).await.expect("free").is_none(), "free");
+    let held = store
+        .try_acquire(&key, &a, long)
+        .await
+        .expect("a")
+        .expect("a");
+    assert_eq!(store.lease(&key).await.expect("held"), Some(held.clone()));
+    assert_eq!(
+        store.lease(&key).await.expect("again"),
+        Some(held.clone()),
+        "asking does not extend the lease"
+    );
+    assert!(
+        store
+            .try_acquire(&key, &b, long)
+            .await
+            .expect("b")
+            .is_none(),
+        "asking does not free the lease"
+    );
+    store.release(&held).await.expect("release");
+    assert!(
+        store.lease(&key).await.expect("released").is_none(),
+        "released"
+    );
+
+    let short = store
+        .try_acquire(&key, &b, Duration::from_millis(50))
+        .await
+        .expect("b")
+        .expect("b");
+    assert!(short.fence > held.fence);
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(
+        store.lease(&key).await.expect("expired").is_none(),
+        "expired"
+    );
+    let (other, _) = ns.fresh("report-other");
+    assert!(
+        store.lease(&other).await.expect("other").is_none(),
+        "leases are per key"
+    );
+}
+
+/// `renew` extends the current lease (same fence, later expiry), and returns `None`, changing
+/// nothing, for a lease that is not the current one: another holder's name or fence, or one
+/// that was released.
+pub async fn renew_extends_only_the_current_lease(store: &dyn TokenStore) {
+    let ns = Namespace::new();
+    let (key, record) = ns.fresh("renew");
+    store.insert(record.clone()).await.expect("insert");
+    let (a, b) = (holder("a"), holder("b"));
+    let held = store
+        .try_acquire(&key, &a, Duration::from_secs(30))
+        .await
+        .expect("a")
+        .expect("a");
+    let renewed = store
+        .renew(&held, Duration::from_secs(300))
+        .await
+        .expect("renew")
+        .expect("the current lease renews");
+    assert_eq!(renewed.key, held.key);
+    assert_eq!(renewed.holder, held.holder);
+    assert_eq!(renewed.fence, held.fence, "a renewal keeps the fence");
+    assert!(renewed.expires_at > held.expires_at, "a renewal extends");
+    assert_eq!(
+        store.lease(&key).await.expect("lease"),
+        Some(renewed.clone())
+    );
+    // The lease from before the renewal is the same lease: it still renews and still writes.
+    let again = store
+        .renew(&held, Duration::from_secs(300))
+        .await
+        .expect("renew")
+        .expect("same holder and fence");
+    assert_eq!(again.fence, held.fence);
+    assert_eq!(
+        store
+            .put(record.clone(), 1, Some(&held))
+            .await
+            .expect("put"),
+        2
+    );
+
+    let forged = [
+        Lease {
+            holder: b.clone(),
+            ..renewed.clone()
+        },
+        Lease {
+            fence: renewed.fence + 1,
+            ..renewed.clone()
+        },
+        Lease {
+            fence: renewed.fence.saturating_sub(1),
+            ..renewed.clone()
+        },
+    ];
+    for lease in &forged {
+        assert!(
+            store
+                .renew(lease, Duration::from_secs(300))
+                .await
+                .expect("renew")
+                .is_none(),
+            "{lease:?} is not the current lease"
+        );
+    }
+    let current = store.lease(&key).await.expect("lease").expect("still held");
+    assert_eq!((current.holder, current.fence), (a.clone(), held.fence));
+
+    store.release(&renewed).await.expect("release");
+    assert!(
+        store
+            .renew(&renewed, Duration::from_secs(300))
+            .await
+            .expect("renew")
+            .is_none(),
+        "a released lease does not renew"
+    );
+    assert!(
+        store.lease(&key).await.expect("lease").is_none(),
+        "and stays free"
+    );
+    let (other, _) = ns.fresh("renew-missing");
+    let never = Lease {
+        key: other.clone(),
+        ..renewed.clone()
+    };
+    assert!(
+        store
+            .renew(&never, Duration::from_secs(300))
+            .await
+            .expect("renew")
+            .is_none(),
+        "a key that never had a lease"
+    );
+    assert!(store.lease(&other).await.expect("lease").is_none());
+}
+
+/// A lease that expired does not renew, even if nobody took it meanwhile; a write under it is
+/// `LeaseLost`; the next holder gets a greater fence.
+pub async fn renew_after_expiry_is_lost(store: &dyn TokenStore) {
+    let ns = Namespace::new();
+    let (key, record) = ns.fresh("renew-expired");
+    store.insert(record.clone()).await.expect("insert");
+    let (a, b) = (holder("a"), holder("b"));
+    let held = store
+        .try_acquire(&key, &a, Duration::from_secs(30))
+        .await
+        .expect("a")
+        .expect("a");
+    // A renewal sets the expiry to now + ttl, so it can also shorten the lease.
+    let short = store
+        .renew(&held, Duration::from_millis(50))
+        .await
+        .expect("renew")
+        .expect("renews");
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(
+        store
+            .renew(&short, Duration::from_secs(30))
+            .await
+            .expect("renew")
+            .is_none(),
+        "an expired lease does not renew"
+    );
+    assert!(store.lease(&key).await.expect("lease").is_none());
+    assert_kind(
+        store.put(record.clone(), 1, Some(&short)).await,
+        ErrorKind::LeaseLost,
+        "write under the expired lease",
+    );
+    assert_eq!(must_get(store, &key).await.version, 1, "nothing written");
+    let next = store
+        .try_acquire(&key, &b, Duration::from_secs(30))
+        .await
+        .expect("b")
+        .expect("an expired lease is free");
+    assert!(next.fence > held.fence);
+}
+
+/// `take_over` replaces the current lease when it is exactly the stale one, expired or not,
+/// with a greater fence; the stale holder then cannot write, renew or release. Anything else
+/// (another fence or holder, a free key, an empty holder name) changes nothing.
+pub async fn take_over_replaces_only_the_stale_lease(store: &dyn TokenStore) {
+    let ns = Namespace::new();
+    let (key, record) = ns.fresh("take-over");
+    store.insert(record.clone()).await.expect("insert");
+    let (a, b, c) = (holder("a"), holder("b"), holder("c"));
+    let long = Duration::from_secs(30);
+    assert!(
+        store
+            .take_over(
+                &Lease {
+                    key: key.clone(),
+                    holder: a.clone(),
+                    fence: 1,
+                    expires_at: SystemTime::now() + long,
+                },
+                &b,
+                long
+            )
+            .await
+            .expect("take over free")
+            .is_none(),
+        "a free key is not taken over"
+    );
+    assert!(store.lease(&key).await.expect("lease").is_none());
+
+    let stale = store
+        .try_acquire(&key, &a, long)
+        .await
+        .expect("a")
+        .expect("a");
+    for forged in [
+        Lease {
+            holder: c.clone(),
+            ..stale.clone()
+        },
+        Lease {
+            fence: stale.fence + 1,
+            ..stale.clone()
+        },
+    ] {
+        assert!(
+            store
+                .take_over(&forged, &b, long)
+                .await
+                .expect("take over")
+                .is_none(),
+            "{forged:?} is not the current lease"
+        );
+    }
+    assert_eq!(store.lease(&key).await.expect("lease"), Some(stale.clone()));
+    assert_kind(
+        store.take_over(&stale, "", long).await,
+        ErrorKind::Config,
+        "empty holder",
+    );
+    assert_eq!(store.lease(&key).await.expect("lease"), Some(stale.clone()));
+
+    let taken = store
+        .take_over(&stale, &b, long)
+        .await
+        .expect("take over")
+        .expect("the live stale lease is taken over");
+    assert_eq!(taken.key, key);
+    assert_eq!(taken.holder, b);
+    assert!(taken.fence > stale.fence, "take-over raises the fence");
+    assert!(taken.expires_at > SystemTime::now());
+    assert_eq!(store.lease(&key).await.expect("lease"), Some(taken.clone()));
+
+    assert_kind(
+        store.put(record.clone(), 1, Some(&stale)).await,
+        ErrorKind::LeaseLost,
+        "write under the stale lease",
+    );
+    assert!(
+        store.renew(&stale, long).await.expect("renew").is_none(),
+        "the stale lease does not renew"
+    );
+    store.release(&stale).await.expect("stale release");
+    assert_eq!(
+        store.lease(&key).await.expect("lease"),
+        Some(taken.clone()),
+        "the stale holder's release does not free the new lease"
+    );
+    assert!(
+        store
+            .take_over(&stale, &c, long)
+            .await
+            .expect("take over")
+            .is_none(),
+        "a lease is taken over once"
+    );
+    assert_eq!(
+        store
+            .put(record.clone(), 1, Some(&taken))
+            .await
+            .expect("put"),
+        2
+    );
+
+    // An expired stale lease can be taken over too, still with a greater fence.
+    let short = store
+        .renew(&taken, Duration::from_millis(50))
+        .await
+        .expect("renew")
+        .expect("renews");
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let after_expiry = store
+        .take_over(&short, &c, long)
+        .await
+        .expect("take over")
+        .expect("an expired but unreplaced lease is taken over");
+    assert!(after_expiry.fence > taken.fence);
+    store.release(&after_expiry).await.expect("release");
+    let next = store
+        .try_acquire(&key, &a, long)
+        .await
+        .expect("a")
+        .expect("free");
+    assert!(next.fence > after_expiry.fence, "fences keep growing");
+}
+
+/// Of `RACERS` concurrent take-overs of one stale lease, exactly one wins; the losers get
+/// `None`, the stale lease can no longer write and the winner can.
+pub async fn take_over_race(store: &dyn TokenStore) {
+    let ns = Namespace::new();
+    let (key, record) = ns.fresh("take-over-race");
+    store.insert(record.clone()).await.expect("insert");
+    let long = Duration::from_secs(30);
+    let stale = store
+        .try_acquire(&key, &holder("dead"), long)
+        .await
+        .expect("dead")
+        .expect("dead");
+    let holders: Vec<String> = (0..RACERS).map(|i| holder(&format!("racer{i}"))).collect();
+    let attempts = holders.iter().map(|name| {
+        let stale = &stale;
+        async move { store.take_over(stale, name, long).await }
+    });
+    let winners: Vec<_> = join_all(attempts)
+        .await
+        .into_iter()
+        .filter_map(|result| result.expect("take_over"))
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one take-over wins: {winners:?}");
+    let winner = &winners[0];
+    assert!(winner.fence > stale.fence);
+    assert_eq!(
+        store.lease(&key).await.expect("lease"),
+        Some(winner.clone())
+    );
+    assert_kind(
+        store.put(record.clone(), 1, Some(&stale)).await,
+        ErrorKind::LeaseLost,
+        "write under the stale lease",
+    );
+    assert_eq!(store.put(record, 1, Some(winner)).await.expect("put"), 2);
+}
+
 /// A listing test record: its key, org, user and whether it needs re-authorization.
 type Placed = (TokenKey, OrgId, UserId, bool);
 
@@ -800,6 +1151,11 @@ pub async fn persistence_across_reopen(store: &dyn TokenStore, disk: &dyn Persis
         .expect("lease");
 
     let reopened = disk.reopen(disk.keyring()).await.expect("reopen");
+    assert_eq!(
+        reopened.lease(&key).await.expect("lease"),
+        Some(held.clone()),
+        "the lease's holder, fence and expiry persist"
+    );
     let stored = must_get(&*reopened, &key).await;
     let mut expected = record.clone();
     expected.version = 2;
@@ -1011,6 +1367,11 @@ macro_rules! conformance_tests {
             lease_expiry_and_takeover,
             fencing_is_monotonic,
             put_with_lost_lease_changes_nothing,
+            lease_is_reported_and_unchanged,
+            renew_extends_only_the_current_lease,
+            renew_after_expiry_is_lost,
+            take_over_replaces_only_the_stale_lease,
+            take_over_race,
             listing_filters_and_pagination,
             status_transitions
         );

@@ -422,4 +422,47 @@ impl TokenStore for FileStore {
         })
         .await
     }
+
+    async fn lease(&self, key: &TokenKey) -> Result<Option<Lease>> {
+        let key = key.clone();
+        // No lock: lease files are replaced by rename, so a reader sees one whole version.
+        self.blocking(move |inner| {
+            Ok(inner
+                .read_lease(&key.to_string())?
+                .current_lease(&key, SystemTime::now()))
+        })
+        .await
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
+        let lease = lease.clone();
+        self.blocking(move |inner| {
+            let name = lease.key.to_string();
+            let _lock = inner.lock(&name)?;
+            let mut state = inner.read_lease(&name)?;
+            let renewed = state.renew(&lease, ttl, SystemTime::now())?;
+            if renewed.is_some() {
+                inner.write_lease(&name, state)?;
+            }
+            Ok(renewed)
+        })
+        .await
+    }
+
+    async fn take_over(&self, stale: &Lease, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
+        let stale = stale.clone();
+        let holder = holder.to_owned();
+        self.blocking(move |inner| {
+            crate::lease::check_holder(&holder)?;
+            let name = stale.key.to_string();
+            let _lock = inner.lock(&name)?;
+            let mut state = inner.read_lease(&name)?;
+            let taken = state.take_over(&stale, &holder, ttl, SystemTime::now())?;
+            if taken.is_some() {
+                inner.write_lease(&name, state)?;
+            }
+            Ok(taken)
+        })
+        .await
+    }
 }

@@ -61,10 +61,7 @@ impl LeaseState {
         let fence = match &self.current {
             Some(held) if held.expires_at > now && held.holder != holder => return Ok(None),
             Some(held) if held.expires_at > now => held.fence,
-            _ => self
-                .last_fence
-                .checked_add(1)
-                .ok_or_else(|| Error::new(ErrorKind::Backend, "the fence counter is exhausted"))?,
+            _ => self.next_fence()?,
         };
         self.last_fence = self.last_fence.max(fence);
         self.current = Some(Held {
@@ -78,6 +75,84 @@ impl LeaseState {
             fence,
             expires_at,
         }))
+    }
+
+    /// The current lease of `key`, unless it was released or has expired at `now`.
+    pub(crate) fn current_lease(&self, key: &TokenKey, now: SystemTime) -> Option<Lease> {
+        self.current
+            .as_ref()
+            .filter(|held| held.expires_at > now)
+            .map(|held| Lease {
+                key: key.clone(),
+                holder: held.holder.clone(),
+                fence: held.fence,
+                expires_at: held.expires_at,
+            })
+    }
+
+    /// Extends `lease` to `now + ttl`, keeping its fence, if it is still the current, unexpired
+    /// lease. Returns `None`, changing nothing, otherwise.
+    pub(crate) fn renew(
+        &mut self,
+        lease: &Lease,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<Option<Lease>> {
+        let expires_at = expiry(now, ttl)?;
+        if !self.is_current(lease, now) {
+            return Ok(None);
+        }
+        self.current = Some(Held {
+            holder: lease.holder.clone(),
+            fence: lease.fence,
+            expires_at,
+        });
+        Ok(Some(Lease {
+            expires_at,
+            ..lease.clone()
+        }))
+    }
+
+    /// Gives the lease to `holder` with a new fence if the current lease is exactly `stale`
+    /// (same holder and fence), expired or not. Returns `None`, changing nothing, when the
+    /// lease is free or anybody else's.
+    pub(crate) fn take_over(
+        &mut self,
+        stale: &Lease,
+        holder: &str,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<Option<Lease>> {
+        check_holder(holder)?;
+        let expires_at = expiry(now, ttl)?;
+        let matches = self
+            .current
+            .as_ref()
+            .is_some_and(|held| held.holder == stale.holder && held.fence == stale.fence);
+        if !matches {
+            return Ok(None);
+        }
+        let fence = self.next_fence()?;
+        self.last_fence = fence;
+        self.current = Some(Held {
+            holder: holder.to_owned(),
+            fence,
+            expires_at,
+        });
+        Ok(Some(Lease {
+            key: stale.key.clone(),
+            holder: holder.to_owned(),
+            fence,
+            expires_at,
+        }))
+    }
+
+    /// The fence after every fence issued so far. Checked: a stored counter at its end (a
+    /// damaged or hand-made lease file) must not wrap to a fence that was issued before.
+    fn next_fence(&self) -> Result<u64> {
+        self.last_fence
+            .checked_add(1)
+            .ok_or_else(|| Error::new(ErrorKind::Backend, "the fence counter is exhausted"))
     }
 
     /// Whether `lease` is the current, unexpired lease.

@@ -137,6 +137,29 @@ impl TokenStore for MemoryStore {
         }
         Ok(())
     }
+
+    async fn lease(&self, key: &TokenKey) -> Result<Option<Lease>> {
+        Ok(self
+            .lock()
+            .leases
+            .get(&key.to_string())
+            .and_then(|state| state.current_lease(key, SystemTime::now())))
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
+        match self.lock().leases.get_mut(&lease.key.to_string()) {
+            Some(state) => state.renew(lease, ttl, SystemTime::now()),
+            None => Ok(None),
+        }
+    }
+
+    async fn take_over(&self, stale: &Lease, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
+        match self.lock().leases.get_mut(&stale.key.to_string()) {
+            Some(state) => state.take_over(stale, holder, ttl, SystemTime::now()),
+            // Checked here too, so that a bad holder is refused whatever the lease's state.
+            None => crate::lease::check_holder(holder).map(|()| None),
+        }
+    }
 }
 
 #[cfg(test)]

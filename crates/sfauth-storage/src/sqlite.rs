@@ -450,4 +450,84 @@ impl TokenStore for SqliteStore {
         .map_err(|e| backend("releasing lease", e))?;
         Ok(())
     }
+
+    async fn lease(&self, key: &TokenKey) -> Result<Option<Lease>> {
+        let row = sqlx::query(
+            "SELECT holder, fence, expires_at FROM token_leases \
+             WHERE key = ?1 AND holder IS NOT NULL AND expires_at > ?2",
+        )
+        .bind(key.to_string())
+        .bind(to_millis(SystemTime::now()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| backend("reading lease", e))?;
+        row.map(|row| {
+            Ok(Lease {
+                key: key.clone(),
+                holder: column(&row, "holder")?,
+                fence: to_u64(column(&row, "fence")?, "fence")?,
+                expires_at: from_millis(column(&row, "expires_at")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
+        let now = SystemTime::now();
+        let expires_at = to_millis(expiry(now, ttl)?);
+        // A fence the column cannot hold was never issued here: the lease is not current.
+        let Ok(fence) = i64::try_from(lease.fence) else {
+            return Ok(None);
+        };
+        let done = sqlx::query(
+            "UPDATE token_leases SET expires_at = ?1 \
+             WHERE key = ?2 AND holder = ?3 AND fence = ?4 AND expires_at > ?5",
+        )
+        .bind(expires_at)
+        .bind(lease.key.to_string())
+        .bind(&lease.holder)
+        .bind(fence)
+        .bind(to_millis(now))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| backend("renewing lease", e))?;
+        Ok((done.rows_affected() == 1).then(|| Lease {
+            expires_at: from_millis(expires_at),
+            ..lease.clone()
+        }))
+    }
+
+    async fn take_over(&self, stale: &Lease, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
+        check_holder(holder)?;
+        let expires_at = to_millis(expiry(SystemTime::now(), ttl)?);
+        let Ok(stale_fence) = i64::try_from(stale.fence) else {
+            return Ok(None);
+        };
+        // One statement: the check of the stale lease and the new fence are one atomic step.
+        // On the right of a SET, `last_fence` is the row's old value.
+        let fence: Option<i64> = sqlx::query_scalar(
+            "UPDATE token_leases SET last_fence = last_fence + 1, fence = last_fence + 1, \
+               holder = ?1, expires_at = ?2 \
+             WHERE key = ?3 AND holder = ?4 AND fence = ?5 \
+             RETURNING fence",
+        )
+        .bind(holder)
+        .bind(expires_at)
+        .bind(stale.key.to_string())
+        .bind(&stale.holder)
+        .bind(stale_fence)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| backend("taking over lease", e))?;
+        fence
+            .map(|fence| {
+                Ok(Lease {
+                    key: stale.key.clone(),
+                    holder: holder.to_owned(),
+                    fence: to_u64(fence, "fence")?,
+                    expires_at: from_millis(expires_at),
+                })
+            })
+            .transpose()
+    }
 }

@@ -50,6 +50,19 @@ use crate::record::{Lease, ListPage, ListQuery, TokenRecord};
 ///   gets `None` while the lease is live.
 /// - [`release`](Self::release) frees the lease if it is still the current one (same holder and
 ///   fence); otherwise it does nothing.
+/// - [`lease`](Self::lease) returns the key's current lease (holder, fence, expiry) while it is
+///   unexpired, `None` when it is free, released or expired. It changes nothing.
+/// - [`renew`](Self::renew) extends a lease: if it is still the key's current, unexpired lease
+///   (same holder and fence), its expiry becomes now + `ttl` and its fence stays. Otherwise
+///   (expired, released, taken over) it returns `None` and changes nothing; a write
+///   conditional on that lease then fails with [`LeaseLost`](crate::ErrorKind::LeaseLost).
+/// - [`take_over`](Self::take_over) replaces the key's current lease if it is still exactly
+///   `stale` (same holder and fence), expired or not, with a lease for `holder` whose fence is
+///   strictly greater than any fence ever issued for the key. Of many concurrent take-overs of
+///   one lease exactly one succeeds. When the current lease is anything else, free included,
+///   it returns `None` and changes nothing. Writes conditional on `stale` fail with
+///   [`LeaseLost`](crate::ErrorKind::LeaseLost) afterwards, and its holder's
+///   [`renew`](Self::renew) and [`release`](Self::release) no longer touch the lease.
 ///
 /// Writes are durable when they return (file and SQLite backends sync to disk). Times are the
 /// wall clock of the machine doing the operation: processes sharing a store need roughly
@@ -96,6 +109,31 @@ pub trait TokenStore: Send + Sync {
 
     /// Frees `lease` if it is still the current lease of its key.
     async fn release(&self, lease: &Lease) -> Result<()>;
+
+    /// The current, unexpired lease on `key`, or `None` when nobody holds it.
+    ///
+    /// For diagnostics ("held by whom, until when") and take-over decisions; the answer may be
+    /// stale by the time it is used, so act on it only through [`take_over`](Self::take_over),
+    /// which checks again atomically.
+    async fn lease(&self, key: &TokenKey) -> Result<Option<Lease>>;
+
+    /// Extends `lease` to now + `ttl` (same fence) if it is still the current, unexpired lease
+    /// of its key; `None`, changing nothing, if it is not.
+    ///
+    /// A holder renews while its work is really running, so that a short `ttl` can both cover
+    /// a slow refresh and let a dead holder's lease lapse quickly. `None` means the lease is
+    /// lost: stop, because a write conditional on it will fail.
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>>;
+
+    /// Gives the lease on `stale.key` to `holder` for `ttl`, with a fence greater than any
+    /// issued before, if the key's current lease is still exactly `stale` (same holder and
+    /// fence), even though it has not expired; `None`, changing nothing, otherwise (free
+    /// included: use [`try_acquire`](Self::try_acquire) then).
+    ///
+    /// Only for a caller that has proof the holder of `stale` is dead (such as a process on
+    /// this host that no longer exists): a live holder loses its lease, and its conditional
+    /// writes fail with [`LeaseLost`](crate::ErrorKind::LeaseLost).
+    async fn take_over(&self, stale: &Lease, holder: &str, ttl: Duration) -> Result<Option<Lease>>;
 }
 
 /// Helpers over any [`TokenStore`], through a blanket impl.

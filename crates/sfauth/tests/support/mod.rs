@@ -70,4 +70,13 @@ impl<I: Intercept> TokenStore for Intercepted<I> {
     async fn release(&self, lease: &Lease) -> Result<()> {
         self.inner.release(lease).await
     }
+    async fn lease(&self, key: &TokenKey) -> Result<Option<Lease>> {
+        self.inner.lease(key).await
+    }
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
+        self.inner.renew(lease, ttl).await
+    }
+    async fn take_over(&self, stale: &Lease, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
+        self.inner.take_over(stale, holder, ttl).await
+    }
 }
