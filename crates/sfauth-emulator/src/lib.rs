@@ -51,15 +51,44 @@
 //! refresh-token policy (valid until revoked, expire immediately, expire after N, expire if unused
 //! for N, the 30-day idle cap), rotation with reuse detection, the five-approvals cap, JWT access
 //! tokens, and an artificial refresh latency so tests can make two refreshes overlap and meet the
-//! per-refresh-token concurrency lock.
+//! per-refresh-token concurrency lock, or make a client give up mid-refresh.
 //!
 //! The [`Emulator`] handle (and the admin API) can revoke per app or user, block/unblock an app,
 //! reset refresh tokens, freeze users, expire all access tokens, advance the [`Clock`], change
 //! policies and settings, move an org's `instance_url`, approve device codes, inject faults
-//! ([`Fault`]: status codes, 429 with `Retry-After`, latency, connection reset, malformed body,
-//! HTML error page, hang, any OAuth error body, any canned response; for the next N calls or with
-//! a probability) and read [`Counters`].
+//! ([`Fault`]: status codes, 429 with `Retry-After`, latency before or after the request is
+//! carried out, connection reset, malformed body, HTML error page, hang, any OAuth error body,
+//! any canned response; for the next N calls or with a probability), read [`Counters`], read
+//! where a refresh token stands without spending it ([`Emulator::refresh_token_status`]), and
+//! wait until every request received so far has been carried out ([`Emulator::wait_idle`]).
 //! With a fixed [`EmulatorBuilder::seed`] ids, tokens and fault draws are reproducible.
+//!
+//! # Answers nobody reads
+//!
+//! Salesforce carries out a token request it has received whether or not the client is still
+//! there for the answer, so the emulator does too: every request is read whole and handled in a
+//! task that a closed connection (a client timeout, a killed process) cannot cancel. A refresh
+//! whose client gave up still rotates; a revocation still revokes. Answers ready after their
+//! client left are counted ([`Counters::answers_abandoned`], and
+//! [`Counters::refresh_tokens_rotated_unanswered`] for rotations whose new refresh token nobody
+//! received). Where the artificial latency falls decides what a timed-out client has lost:
+//!
+//! | Latency | Order | A retry with the same token during the wait |
+//! |---|---|---|
+//! | [`AppPolicy::refresh_latency_ms`], [`LatencyPlacement::AfterCommit`] (default) | lock, commit, wait, unlock, answer | "token request is already being processed" |
+//! | [`AppPolicy::refresh_latency_ms`], [`LatencyPlacement::BeforeCommit`] | lock, wait, commit, unlock, answer | "token request is already being processed" |
+//! | [`FaultKind::Latency`] (any endpoint) | wait, handle, answer | handled normally |
+//! | [`FaultKind::LatencyAfterCommit`] (any endpoint) | handle (commit, unlock), wait, answer | a rotated-out token: reuse detection revokes the family |
+//!
+//! # A gateway in front
+//!
+//! [`Gateway`] is a reverse proxy on its own loopback port in front of the emulator (or any
+//! upstream) that plays the load balancer, corporate proxy or API gateway: per [`GatewayRule`]
+//! it relays, lets the upstream act and then answers 502/503/504 with an HTML error page of its
+//! own ([`GatewayAction::ForwardThenFail`]), or answers so without forwarding
+//! ([`GatewayAction::FailWithoutForwarding`]); [`GatewayBuilder::upstream_timeout`] makes it
+//! answer 504 while the upstream keeps working. It rewrites no body: token responses keep the
+//! upstream's `instance_url`, so only the requests sent to [`Gateway::url`] pass through it.
 //!
 //! # Configuration file
 //!
@@ -111,8 +140,10 @@
 //! | `POST /__emulator/apps/{client_id}/policy` `{AppPolicy}` | replace the app's policy |
 //! | `POST /__emulator/orgs/{org_id}/instance-url?url=` | move the org (no `url`: back to the base URL) |
 //! | `POST /__emulator/device/approve?user_code=&username=&deny=` | act on a device code |
-//! | `POST /__emulator/faults` `{"endpoint","kind","status"?,"retry_after_secs"?,"latency_ms"?,"error"?,"error_description"?,"content_type"?,"body"?,"times"?,"probability"?}` | inject a fault (`kind`: `status`, `rate_limited`, `latency`, `connection_reset`, `malformed_body`, `html_error_page`, `hang`, `oauth_error`, `response`); `DELETE` clears |
+//! | `POST /__emulator/faults` `{"endpoint","kind","status"?,"retry_after_secs"?,"latency_ms"?,"error"?,"error_description"?,"content_type"?,"body"?,"times"?,"probability"?}` | inject a fault (`kind`: `status`, `rate_limited`, `latency`, `latency_after_commit`, `connection_reset`, `malformed_body`, `html_error_page`, `hang`, `oauth_error`, `response`); `DELETE` clears |
 //! | `GET /__emulator/counters` | counters; `DELETE` resets |
+//! | `POST /__emulator/refresh-token-status` `{"token"}` | `active`, `rotated_out`, `revoked`, `expired`, `inactive` or `unknown`, without spending the token |
+//! | `GET /__emulator/idle` | answers once every request received so far (admin requests aside) has been carried out |
 //!
 //! # Choices where Salesforce's behaviour is UNCONFIRMED
 //!
@@ -154,6 +185,14 @@
 //!   prefix (matching the site's discovery document), the base URL otherwise. Responses and
 //!   fragments through the site carry `sfdc_community_url` and `sfdc_community_id`.
 //! - When no scope is requested, `api id refresh_token web` is granted.
+//! - A request is carried out to its end even when its client leaves (Salesforce is not known
+//!   to abandon one); an answer counts as abandoned when its client was gone by the time it was
+//!   ready (one lost later, while being written, is not seen).
+//! - The per-refresh-token lock covers the whole request, the policy's latency included, and is
+//!   released just before the answer is sent.
+//! - `/services/oauth2/introspect` reads a refresh token without spending it too, but answers
+//!   only `active` true or false and needs the app's credentials; the handle's
+//!   [`Emulator::refresh_token_status`] also tells rotated out from revoked or expired.
 //!
 //! # Pointing any client at it
 //!
