@@ -20,6 +20,7 @@
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
+    clippy::arithmetic_side_effects,
     reason = "the suite is test code: a panic is how a case reports a violation"
 )]
 
@@ -37,7 +38,9 @@ use sfauth_core::{
 
 use crate::crypto::{Key, Keyring};
 use crate::error::{ErrorKind, Result};
-use crate::record::{InFlight, Lease, ListQuery, RecordStatus, StatusKind, TokenRecord};
+use crate::record::{
+    InFlight, Lease, ListQuery, RecordStatus, RenewalHint, StatusKind, TokenRecord,
+};
 use crate::store::{TokenStore, TokenStoreExt as _};
 
 /// How many tasks race in the race cases.
@@ -141,6 +144,10 @@ impl Namespace {
             fence: 42,
             since: UNIX_EPOCH + Duration::new(1_700_000_050, 1),
         });
+        record.renewal = Some(
+            RenewalHint::jwt_bearer(format!("integration-{}@acme.example", self.tag))
+                .with_key_ref(format!("/etc/sfauth/{}.pem", key.label())),
+        );
         record
     }
 
@@ -220,10 +227,17 @@ pub async fn round_trip_every_field(store: &dyn TokenStore) {
     sparse.last_refreshed_at = None;
     sparse.learned_lifetime = None;
     sparse.refresh_in_flight = None;
+    sparse.renewal = None;
     sparse.refresh_count = 0;
     sparse.version = 99; // ignored by stores
     assert_eq!(store.put(sparse.clone(), 1, None).await.expect("put"), 2);
     sparse.version = 2;
+    assert_eq!(must_get(store, &key).await, sparse);
+
+    // A hint's optional parts round-trip when absent too.
+    sparse.renewal = Some(RenewalHint::client_credentials());
+    assert_eq!(store.put(sparse.clone(), 2, None).await.expect("put"), 3);
+    sparse.version = 3;
     assert_eq!(must_get(store, &key).await, sparse);
 }
 

@@ -21,10 +21,12 @@ use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::record::{InFlight, RecordStatus, TokenRecord};
+use crate::record::{InFlight, RecordStatus, RenewalHint, TokenRecord, clamp_decoded};
 
 const MAGIC: &[u8; 4] = b"sfs1";
 const NONCE_LEN: usize = 24;
+/// Poly1305's tag, at the end of every ciphertext.
+const TAG_LEN: usize = 16;
 
 /// One 256-bit encryption key and its id. The bytes are zeroized on drop and never shown by
 /// `Debug`.
@@ -270,8 +272,11 @@ impl Keyring {
             )
             .map_err(|_| Error::new(ErrorKind::Backend, "encryption failed"))?;
         let id = self.current.id.as_bytes();
-        let mut blob =
-            Vec::with_capacity(MAGIC.len() + 1 + id.len() + NONCE_LEN + ciphertext.len());
+        let mut blob = Vec::with_capacity(
+            [MAGIC.len(), 1, id.len(), NONCE_LEN, ciphertext.len()]
+                .into_iter()
+                .fold(0, usize::saturating_add),
+        );
         blob.extend_from_slice(MAGIC);
         blob.push(u8::try_from(id.len()).map_err(|_| Error::config("key id is too long"))?);
         blob.extend_from_slice(id);
@@ -282,15 +287,13 @@ impl Keyring {
 
     /// Opens a blob from [`Keyring::seal`] with the same `aad`.
     pub(crate) fn open(&self, aad: &[u8], blob: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let id = blob_key_id(blob)?;
+        let (id, nonce, ciphertext) = split_blob(blob)?;
         let key = self.key(id).ok_or_else(|| {
             Error::new(
                 ErrorKind::WrongKey,
                 format!("record is sealed with key {id}, which the keyring does not hold"),
             )
         })?;
-        let rest = &blob[MAGIC.len() + 1 + id.len()..];
-        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         key.cipher()
             .decrypt(
                 XNonce::from_slice(nonce),
@@ -318,15 +321,24 @@ impl fmt::Debug for Keyring {
 
 /// The id of the key that sealed `blob`, checking the header and the length.
 pub(crate) fn blob_key_id(blob: &[u8]) -> Result<&str> {
+    split_blob(blob).map(|(id, _, _)| id)
+}
+
+/// A blob's key id, nonce and ciphertext (with its tag), checking the header and the length.
+fn split_blob(blob: &[u8]) -> Result<(&str, &[u8], &[u8])> {
     let damaged = || Error::corrupt("sealed record header is damaged");
     let rest = blob.strip_prefix(MAGIC.as_slice()).ok_or_else(damaged)?;
     let (&len, rest) = rest.split_first().ok_or_else(damaged)?;
-    let id = rest.get(..usize::from(len)).ok_or_else(damaged)?;
-    // At least a nonce and a tag must follow.
-    if rest.len() < usize::from(len) + NONCE_LEN + 16 {
+    let (id, rest) = rest
+        .split_at_checked(usize::from(len))
+        .ok_or_else(damaged)?;
+    let (nonce, ciphertext) = rest.split_at_checked(NONCE_LEN).ok_or_else(damaged)?;
+    // At least a tag must follow.
+    if ciphertext.len() < TAG_LEN {
         return Err(damaged());
     }
-    std::str::from_utf8(id).map_err(|_| damaged())
+    let id = std::str::from_utf8(id).map_err(|_| damaged())?;
+    Ok((id, nonce, ciphertext))
 }
 
 /// What is sealed: the record without its version (which is bound as associated data instead).
@@ -341,6 +353,10 @@ struct Body {
     refresh_count: u64,
     learned_lifetime: Option<Duration>,
     refresh_in_flight: Option<InFlight>,
+    /// Absent in records sealed before it existed. Not written when `None`, so a record
+    /// without one stays readable by those versions too (the body denies unknown fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    renewal: Option<RenewalHint>,
 }
 
 fn aad(key: &str, version: u64) -> Vec<u8> {
@@ -363,6 +379,7 @@ pub(crate) fn seal_record(
         refresh_count: record.refresh_count,
         learned_lifetime: record.learned_lifetime,
         refresh_in_flight: record.refresh_in_flight.clone(),
+        renewal: record.renewal.clone(),
     };
     let plaintext = Zeroizing::new(
         serde_json::to_vec(&body)
@@ -390,7 +407,7 @@ pub(crate) fn open_record(
     let parsed = key
         .parse()
         .map_err(|_| Error::corrupt(format!("stored key {key} does not parse")))?;
-    Ok(TokenRecord {
+    let mut record = TokenRecord {
         key: parsed,
         tokens: body.tokens,
         status: body.status,
@@ -399,8 +416,11 @@ pub(crate) fn open_record(
         refresh_count: body.refresh_count,
         learned_lifetime: body.learned_lifetime,
         refresh_in_flight: body.refresh_in_flight,
+        renewal: body.renewal,
         version,
-    })
+    };
+    clamp_decoded(&mut record);
+    Ok(record)
 }
 
 /// Creates `dir` and its missing parents with mode 0700.
@@ -443,6 +463,10 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "test values are small constants"
+)]
 mod tests {
     use super::*;
 
@@ -514,6 +538,135 @@ mod tests {
         assert_eq!(left, ["key"], "the temporary file is gone");
         let loaded = Keyring::from_key_file(&path).unwrap();
         assert_eq!(loaded.current_key_id(), created.id());
+    }
+
+    fn record() -> TokenRecord {
+        use sfauth_core::{AccessToken, LoginHost, TokenKey};
+        let identity: sfauth_core::IdentityUrl =
+            "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK"
+                .parse()
+                .unwrap();
+        let mut tokens = TokenSet::new(
+            AccessToken::new("00D5e000000AbcdEAC!AQ4AQ"),
+            "https://acme.my.salesforce.com".parse().unwrap(),
+            identity.clone(),
+        );
+        tokens.expires_at = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_007_200));
+        let key = TokenKey::new(&LoginHost::Production, &identity, "client", "label");
+        let mut record = TokenRecord::new(
+            key,
+            tokens,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        );
+        record.last_refreshed_at = Some(record.issued_at);
+        record.learned_lifetime = Some(Duration::from_secs(7200));
+        record.refresh_in_flight = Some(InFlight {
+            holder: "h".to_owned(),
+            fence: 1,
+            since: record.issued_at,
+        });
+        record
+    }
+
+    /// Seals `record` at `version` after `edit` changed its stored JSON: what a record holding
+    /// numbers this crate never writes looks like, properly sealed.
+    fn sealed_with(
+        keyring: &Keyring,
+        record: &TokenRecord,
+        version: u64,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> Vec<u8> {
+        let key = record.key.to_string();
+        let blob = seal_record(keyring, record, version).unwrap();
+        let plain = keyring.open(&aad(&key, version), &blob).unwrap();
+        let mut body: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+        edit(&mut body);
+        keyring
+            .seal(&aad(&key, version), &serde_json::to_vec(&body).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn huge_stored_numbers_decode_clamped_or_corrupt_never_panic() {
+        use serde_json::json;
+        let keyring = Keyring::new(Key::generate());
+        let record = record();
+        let key = record.key.to_string();
+        let open = |blob: &[u8], version| open_record(&keyring, &key, version, blob);
+        let max_time = SystemTime::UNIX_EPOCH + crate::record::MAX_STORED_TIME;
+
+        // Beyond what `SystemTime` holds: the record does not decode, as a typed error.
+        let beyond = sealed_with(&keyring, &record, 1, |body| {
+            body["issued_at"] = json!({"secs_since_epoch": u64::MAX, "nanos_since_epoch": 0});
+        });
+        assert_eq!(open(&beyond, 1).unwrap_err().kind(), ErrorKind::Corrupt);
+        let beyond = sealed_with(&keyring, &record, 1, |body| {
+            body["learned_lifetime"] = json!({"secs": u64::MAX, "nanos": 1_000_000_000});
+        });
+        assert_eq!(open(&beyond, 1).unwrap_err().kind(), ErrorKind::Corrupt);
+
+        // Representable but absurd: clamped, so that later arithmetic cannot overflow.
+        let far = json!({"secs_since_epoch": i64::MAX, "nanos_since_epoch": 999_999_999});
+        let absurd = sealed_with(&keyring, &record, u64::MAX, |body| {
+            body["issued_at"] = far.clone();
+            body["last_refreshed_at"] = far.clone();
+            body["refresh_in_flight"]["since"] = far.clone();
+            body["refresh_in_flight"]["fence"] = json!(u64::MAX);
+            body["status"] = json!({"status": "reauth_required", "reason": "r", "since": far});
+            body["refresh_count"] = json!(u64::MAX);
+            body["learned_lifetime"] = json!({"secs": u64::MAX, "nanos": 0});
+            body["tokens"]["issued_at"] = json!(u64::MAX);
+            body["tokens"]["expires_at"] = json!(u64::MAX);
+        });
+        let decoded = open(&absurd, u64::MAX).unwrap();
+        assert_eq!(decoded.version, u64::MAX);
+        assert_eq!(decoded.issued_at, max_time);
+        assert_eq!(decoded.last_refreshed_at, Some(max_time));
+        assert_eq!(decoded.tokens.issued_at, Some(max_time));
+        assert_eq!(decoded.tokens.expires_at, Some(max_time));
+        let in_flight = decoded.refresh_in_flight.unwrap();
+        assert_eq!((in_flight.since, in_flight.fence), (max_time, u64::MAX));
+        assert!(matches!(
+            decoded.status,
+            RecordStatus::ReauthRequired { since, .. } if since == max_time
+        ));
+        assert_eq!(decoded.refresh_count, u64::MAX);
+        assert_eq!(
+            decoded.learned_lifetime,
+            Some(crate::record::MAX_STORED_LIFETIME)
+        );
+        // The bounds leave room for the arithmetic a caller does on them.
+        assert!(
+            max_time
+                .checked_add(crate::record::MAX_STORED_LIFETIME * 1000)
+                .is_some()
+        );
+
+        // Times within the bounds are kept to the nanosecond.
+        let exact = open(&seal_record(&keyring, &record, 7).unwrap(), 7).unwrap();
+        let mut expected = record.clone();
+        expected.version = 7;
+        assert_eq!(exact, expected);
+    }
+
+    #[test]
+    fn a_record_without_a_hint_is_sealed_as_before() {
+        // Versions before `renewal` existed deny unknown fields in the sealed body: a record
+        // without a hint must not carry the field, or they could no longer read it.
+        let keyring = Keyring::new(Key::generate());
+        let mut record = record();
+        let key = record.key.to_string();
+        let body = |record: &TokenRecord| {
+            let blob = seal_record(&keyring, record, 1).unwrap();
+            let plain = keyring.open(&aad(&key, 1), &blob).unwrap();
+            serde_json::from_slice::<serde_json::Value>(&plain).unwrap()
+        };
+        assert!(body(&record).get("renewal").is_none());
+        record.renewal = Some(RenewalHint::username_password("u@example.com"));
+        assert_eq!(
+            body(&record)["renewal"],
+            serde_json::json!({"flow": "username_password", "username": "u@example.com"})
+        );
     }
 
     #[test]

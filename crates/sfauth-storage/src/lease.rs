@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use sfauth_core::TokenKey;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::record::Lease;
 
 /// One key's lease: the last fence ever issued and the current holder, if any.
@@ -148,11 +148,12 @@ impl LeaseState {
     }
 
     /// The fence after every fence issued so far. Checked: a stored counter at its end (a
-    /// damaged or hand-made lease file) must not wrap to a fence that was issued before.
+    /// damaged or hand-made lease file; 2^64 acquisitions are out of reach) must not wrap to
+    /// a fence that was issued before.
     fn next_fence(&self) -> Result<u64> {
         self.last_fence
             .checked_add(1)
-            .ok_or_else(|| Error::new(ErrorKind::Backend, "the fence counter is exhausted"))
+            .ok_or_else(|| Error::corrupt("the lease's fence counter is exhausted"))
     }
 
     /// Whether `lease` is the current, unexpired lease.

@@ -70,6 +70,11 @@
 //! # }
 //! ```
 
+// Stored records, lease files and rows are outside input: no arithmetic on what they hold
+// (times, versions, fences, durations) may panic or wrap, so every operation is checked or
+// saturating, and this lint keeps it so.
+#![warn(clippy::arithmetic_side_effects)]
+
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod crypto;
@@ -87,7 +92,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use file::FileStore;
 pub use memory::MemoryStore;
 pub use record::{
-    Cursor, InFlight, Lease, ListPage, ListQuery, RecordStatus, StatusKind, TokenRecord,
+    Cursor, InFlight, Lease, ListPage, ListQuery, RecordStatus, RenewalFlow, RenewalHint,
+    StatusKind, TokenRecord,
 };
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;

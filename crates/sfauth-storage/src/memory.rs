@@ -199,7 +199,7 @@ mod tests {
             stored.version = u64::MAX;
         }
         let exhausted = store.put(record.clone(), u64::MAX, None).await.unwrap_err();
-        assert_eq!(exhausted.kind(), ErrorKind::Conflict);
+        assert_eq!(exhausted.kind(), ErrorKind::Corrupt);
         assert_eq!(
             store.get(&record.key).await.unwrap().map(|r| r.version),
             Some(u64::MAX),

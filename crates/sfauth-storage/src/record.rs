@@ -71,6 +71,104 @@ pub struct InFlight {
     pub since: SystemTime,
 }
 
+/// Which flow renews a tenant that has no refresh token; see [`RenewalHint`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RenewalFlow {
+    /// The OAuth 2.0 client credentials flow (the connected app's Run As user).
+    ClientCredentials,
+    /// The OAuth 2.0 JWT bearer flow: an assertion for a username, signed with a private key.
+    JwtBearer,
+    /// The username-password flow: a username and its password (with security token).
+    UsernamePassword,
+}
+
+impl RenewalFlow {
+    /// A stable lowercase name, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientCredentials => "client_credentials",
+            Self::JwtBearer => "jwt_bearer",
+            Self::UsernamePassword => "username_password",
+        }
+    }
+}
+
+/// How to renew a tenant without a refresh token, kept with its record so that a restarted
+/// process still knows: the flow, the username when the flow has one, and where the
+/// credential is.
+///
+/// The client credentials, JWT bearer and username-password flows issue no refresh token; a
+/// tenant logged in with one of them is renewed by running the flow again. Without this hint,
+/// what that takes would live only in the memory of the process that logged in.
+///
+/// It never holds a secret: `key_ref` *names* where the private key or the password is (a file
+/// path, a secret manager's entry, a name the application defines) and the application
+/// resolves it when it renews. So the hint is safe to print (`Debug` shows every field) and to
+/// keep next to the tokens. Never put the key or the password itself in `key_ref`.
+///
+/// ```
+/// use sfauth_storage::{RenewalFlow, RenewalHint};
+///
+/// let hint = RenewalHint::jwt_bearer("integration@acme.example")
+///     .with_key_ref("/etc/sfauth/acme-jwt.pem");
+/// assert_eq!(hint.flow, RenewalFlow::JwtBearer);
+/// assert_eq!(hint.username.as_deref(), Some("integration@acme.example"));
+/// assert_eq!(hint.key_ref.as_deref(), Some("/etc/sfauth/acme-jwt.pem"));
+///
+/// // Client credentials need no username: the connected app's secret is the application's.
+/// let hint = RenewalHint::client_credentials();
+/// assert!(hint.username.is_none() && hint.key_ref.is_none());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RenewalHint {
+    /// The flow to run again.
+    pub flow: RenewalFlow,
+    /// The Salesforce username the flow logs in as (JWT bearer, username-password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Where the credential is: the private key (JWT bearer), the password (username-password)
+    /// or a per-tenant client secret (client credentials), as a path or a name the application
+    /// resolves. Never the secret itself. `None` when the application finds it by other means
+    /// (such as the username).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_ref: Option<String>,
+}
+
+impl RenewalHint {
+    /// Renew with the client credentials flow.
+    pub fn client_credentials() -> Self {
+        Self::new(RenewalFlow::ClientCredentials, None)
+    }
+
+    /// Renew with the JWT bearer flow for `username`.
+    pub fn jwt_bearer(username: impl Into<String>) -> Self {
+        Self::new(RenewalFlow::JwtBearer, Some(username.into()))
+    }
+
+    /// Renew with the username-password flow for `username`.
+    pub fn username_password(username: impl Into<String>) -> Self {
+        Self::new(RenewalFlow::UsernamePassword, Some(username.into()))
+    }
+
+    /// The same hint, naming where the credential is (a path or an application-defined name;
+    /// never the key or password itself).
+    pub fn with_key_ref(mut self, key_ref: impl Into<String>) -> Self {
+        self.key_ref = Some(key_ref.into());
+        self
+    }
+
+    fn new(flow: RenewalFlow, username: Option<String>) -> Self {
+        Self {
+            flow,
+            username,
+            key_ref: None,
+        }
+    }
+}
+
 /// Everything a store keeps for one [`TokenKey`].
 ///
 /// `Debug` shows metadata only: [`TokenSet`]'s own `Debug` redacts every secret.
@@ -93,6 +191,9 @@ pub struct TokenRecord {
     pub learned_lifetime: Option<Duration>,
     /// Set while a refresher spends the refresh token; see [`InFlight`].
     pub refresh_in_flight: Option<InFlight>,
+    /// How to renew the tenant without a refresh token, if it was logged in with a flow that
+    /// issues none; see [`RenewalHint`]. Records stored before it existed read as `None`.
+    pub renewal: Option<RenewalHint>,
     /// The version the store gave this record when it was read or written; `0` for a record
     /// that was never stored. Stores ignore it on writes: the expected version is an explicit
     /// argument of [`put`](crate::TokenStore::put).
@@ -111,6 +212,7 @@ impl TokenRecord {
             refresh_count: 0,
             learned_lifetime: None,
             refresh_in_flight: None,
+            renewal: None,
             version: 0,
         }
     }
@@ -128,6 +230,7 @@ impl fmt::Debug for TokenRecord {
             .field("refresh_count", &self.refresh_count)
             .field("learned_lifetime", &self.learned_lifetime)
             .field("refresh_in_flight", &self.refresh_in_flight)
+            .field("renewal", &self.renewal)
             .field("version", &self.version)
             .finish()
     }
@@ -152,11 +255,60 @@ pub struct Lease {
 }
 
 /// The version a write over `expected` stores: checked, because a wrapped counter would let a
-/// stale writer's expected version match again.
+/// stale writer's expected version match again. A record at the end of the counter cannot
+/// have got there by writes (2^64 of them), so it is reported as damaged, not as a conflict
+/// that a caller would re-read and retry forever.
 pub(crate) fn next_version(expected: u64) -> Result<u64> {
     expected
         .checked_add(1)
-        .ok_or_else(|| Error::conflict("version counter is exhausted"))
+        .ok_or_else(|| Error::corrupt("the record's version counter is exhausted"))
+}
+
+/// The latest time a decoded record keeps: the end of year 9999 UTC. Later stored times are
+/// lowered to it.
+///
+/// No record this crate writes holds a later time, but a stored number is outside input: one
+/// near the end of `SystemTime`'s range would make any later `time + duration` panic. Clamping
+/// keeps the record (and its refresh token) usable; the time still reads as "far future".
+pub(crate) const MAX_STORED_TIME: Duration = Duration::from_secs(253_402_300_799);
+
+/// The longest learned lifetime a decoded record keeps. Salesforce sessions last at most 24
+/// hours; this bound is only there to keep arithmetic on the value safe, and a caller applies
+/// its own, tighter policy.
+pub(crate) const MAX_STORED_LIFETIME: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+
+fn clamp_time(time: &mut SystemTime) {
+    let max = SystemTime::UNIX_EPOCH
+        .checked_add(MAX_STORED_TIME)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    if *time > max {
+        *time = max;
+    }
+}
+
+/// Lowers every time and duration of a decoded `record` to the bounds above, so that no
+/// arithmetic on a stored number can overflow.
+pub(crate) fn clamp_decoded(record: &mut TokenRecord) {
+    let times = [
+        Some(&mut record.issued_at),
+        record.last_refreshed_at.as_mut(),
+        record.tokens.issued_at.as_mut(),
+        record.tokens.expires_at.as_mut(),
+        record
+            .refresh_in_flight
+            .as_mut()
+            .map(|in_flight| &mut in_flight.since),
+        match &mut record.status {
+            RecordStatus::ReauthRequired { since, .. } => Some(since),
+            RecordStatus::Active => None,
+        },
+    ];
+    for time in times.into_iter().flatten() {
+        clamp_time(time);
+    }
+    if let Some(lifetime) = &mut record.learned_lifetime {
+        *lifetime = (*lifetime).min(MAX_STORED_LIFETIME);
+    }
 }
 
 /// Where a listing resumes: after the key whose string form it holds.
@@ -320,7 +472,45 @@ mod tests {
         assert_eq!(next_version(41).unwrap(), 42);
         assert_eq!(
             next_version(u64::MAX).unwrap_err().kind(),
-            ErrorKind::Conflict
+            ErrorKind::Corrupt
+        );
+    }
+
+    #[test]
+    fn renewal_hints_name_their_flow_and_credential() {
+        let cc = RenewalHint::client_credentials();
+        assert_eq!(
+            (cc.flow, cc.username, cc.key_ref),
+            (RenewalFlow::ClientCredentials, None, None)
+        );
+        let jwt = RenewalHint::jwt_bearer("u@example.com").with_key_ref("/keys/u.pem");
+        assert_eq!(jwt.flow, RenewalFlow::JwtBearer);
+        assert_eq!(jwt.username.as_deref(), Some("u@example.com"));
+        assert_eq!(jwt.key_ref.as_deref(), Some("/keys/u.pem"));
+        let password = RenewalHint::username_password("u@example.com");
+        assert_eq!(password.flow, RenewalFlow::UsernamePassword);
+        assert_eq!(password.username.as_deref(), Some("u@example.com"));
+        assert_eq!(password.key_ref, None);
+        let secret = RenewalHint::client_credentials().with_key_ref("vault:acme/client-secret");
+        assert_eq!(secret.key_ref.as_deref(), Some("vault:acme/client-secret"));
+        for flow in [
+            RenewalFlow::ClientCredentials,
+            RenewalFlow::JwtBearer,
+            RenewalFlow::UsernamePassword,
+        ] {
+            assert_eq!(
+                serde_json::to_value(flow).unwrap(),
+                serde_json::Value::from(flow.as_str())
+            );
+        }
+        // The stored shape, which old and new versions must agree on.
+        assert_eq!(
+            serde_json::to_string(&jwt).unwrap(),
+            r#"{"flow":"jwt_bearer","username":"u@example.com","key_ref":"/keys/u.pem"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<RenewalHint>(r#"{"flow":"client_credentials"}"#).unwrap(),
+            RenewalHint::client_credentials()
         );
     }
 }

@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 use crate::crypto::{Keyring, create_private_dir, open_record, seal_record};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lease::{check_holder, check_key, expiry};
-use crate::record::{Lease, ListPage, ListQuery, TokenRecord, next_version};
+use crate::record::{Lease, ListPage, ListQuery, MAX_STORED_TIME, TokenRecord, next_version};
 use crate::store::TokenStore;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -73,8 +73,13 @@ fn to_millis(time: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
+/// A stored time: negative reads as the epoch, and anything past
+/// [`MAX_STORED_TIME`](crate::record::MAX_STORED_TIME) as that bound, so that arithmetic on it
+/// cannot overflow.
 fn from_millis(millis: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+    let since_epoch =
+        Duration::from_millis(u64::try_from(millis).unwrap_or(0)).min(MAX_STORED_TIME);
+    UNIX_EPOCH.checked_add(since_epoch).unwrap_or(UNIX_EPOCH)
 }
 
 fn to_i64(value: u64, what: &str) -> Result<i64> {
@@ -179,7 +184,7 @@ impl SqliteStore {
         let chunk = rows.len().div_ceil(parts);
         let mut rows = rows.into_iter();
         let first: Vec<SqliteRow> = rows.by_ref().take(chunk).collect();
-        let mut others = Vec::with_capacity(parts - 1);
+        let mut others = Vec::with_capacity(parts.saturating_sub(1));
         loop {
             let part: Vec<SqliteRow> = rows.by_ref().take(chunk).collect();
             if part.is_empty() {
@@ -201,6 +206,32 @@ impl SqliteStore {
             records.extend(part);
         }
         Ok(records)
+    }
+}
+
+impl SqliteStore {
+    /// Why a put of `name` at `expected` changed no row: missing, stale, at the end of its
+    /// version counter, sealed with an unknown key, or (all else holding) the lease was lost.
+    async fn why_not_written(&self, name: &str, expected: u64) -> Result<Error> {
+        let row = sqlx::query("SELECT version, key_id FROM token_records WHERE key = ?1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| backend("reading record", e))?;
+        let Some(row) = row else {
+            return Ok(Error::not_found(&name));
+        };
+        let current: i64 = column(&row, "version")?;
+        let key_id: String = column(&row, "key_id")?;
+        Ok(if u64::try_from(current).ok() != Some(expected) {
+            Error::stale(&name, current, expected)
+        } else if current == i64::MAX {
+            Error::corrupt(format!("{name} is at the end of its version counter"))
+        } else if !self.keyring.knows(&key_id) {
+            Error::unknown_key(&name, &key_id)
+        } else {
+            Error::lease_lost(&name)
+        })
     }
 }
 
@@ -270,7 +301,7 @@ impl TokenStore for SqliteStore {
         // A plain `key > ?` (every key is greater than the empty string) lets SQLite walk the
         // primary key from the cursor; an `IS NULL OR` around it made every page a full scan.
         .bind(query.after.as_ref().map_or("", |cursor| cursor.last_key()))
-        .bind(to_i64(limit as u64 + 1, "limit")?)
+        .bind(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
         .map_err(|e| backend("listing records", e))?;
@@ -316,6 +347,17 @@ impl TokenStore for SqliteStore {
             check_key(lease, &record.key)?;
         }
         let version = next_version(expected_version)?;
+        // The column holds an i64: a record at i64::MAX is at the end of its counter, and a
+        // larger expected version matches no row. Either way nothing is written, and the
+        // read below says why.
+        let Ok(version_column) = i64::try_from(version) else {
+            return Err(self.why_not_written(&name, expected_version).await?);
+        };
+        // Likewise a fence the column cannot hold was never issued: the lease is not current.
+        let fence = match lease.map(|lease| i64::try_from(lease.fence)).transpose() {
+            Ok(fence) => fence,
+            Err(_) => return Err(self.why_not_written(&name, expected_version).await?),
+        };
         let sealed = seal_record(&self.keyring, &record, version)?;
         let now = to_millis(SystemTime::now());
         let done = sqlx::query(
@@ -330,7 +372,7 @@ impl TokenStore for SqliteStore {
         .bind(record.key.user_id().as_str())
         .bind(record.key.client_id())
         .bind(record.status.kind().as_str())
-        .bind(to_i64(version, "version")?)
+        .bind(version_column)
         .bind(self.keyring.current_key_id())
         .bind(sealed)
         .bind(now)
@@ -338,50 +380,31 @@ impl TokenStore for SqliteStore {
         .bind(to_i64(expected_version, "version")?)
         .bind(self.known_key_ids()?)
         .bind(lease.map(|lease| lease.holder.as_str()))
-        .bind(
-            lease
-                .map(|lease| to_i64(lease.fence, "fence"))
-                .transpose()?,
-        )
+        .bind(fence)
         .execute(&self.pool)
         .await
         .map_err(|e| backend("writing record", e))?;
         if done.rows_affected() == 1 {
             return Ok(version);
         }
-        // Nothing was written; say why.
-        let row = sqlx::query("SELECT version, key_id FROM token_records WHERE key = ?1")
-            .bind(&name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| backend("reading record", e))?;
-        let Some(row) = row else {
-            return Err(Error::not_found(&name));
-        };
-        let current: i64 = column(&row, "version")?;
-        let key_id: String = column(&row, "key_id")?;
-        if current != to_i64(expected_version, "version")? {
-            Err(Error::stale(&name, current, expected_version))
-        } else if !self.keyring.knows(&key_id) {
-            Err(Error::unknown_key(&name, &key_id))
-        } else {
-            Err(Error::lease_lost(&name))
-        }
+        Err(self.why_not_written(&name, expected_version).await?)
     }
 
     async fn delete(&self, key: &TokenKey, expected_version: Option<u64>) -> Result<bool> {
         let name = key.to_string();
-        let expected = expected_version.map(|v| to_i64(v, "version")).transpose()?;
-        let done = sqlx::query(
-            "DELETE FROM token_records WHERE key = ?1 AND (?2 IS NULL OR version = ?2)",
-        )
-        .bind(&name)
-        .bind(expected)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| backend("deleting record", e))?;
-        if done.rows_affected() == 1 {
-            return Ok(true);
+        // A version the column cannot hold matches no row: skip to saying why.
+        if let Ok(expected) = expected_version.map(i64::try_from).transpose() {
+            let done = sqlx::query(
+                "DELETE FROM token_records WHERE key = ?1 AND (?2 IS NULL OR version = ?2)",
+            )
+            .bind(&name)
+            .bind(expected)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| backend("deleting record", e))?;
+            if done.rows_affected() == 1 {
+                return Ok(true);
+            }
         }
         let current: Option<i64> =
             sqlx::query_scalar("SELECT version FROM token_records WHERE key = ?1")
@@ -438,13 +461,17 @@ impl TokenStore for SqliteStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
+        // A fence the column cannot hold was never issued: nothing to release.
+        let Ok(fence) = i64::try_from(lease.fence) else {
+            return Ok(());
+        };
         sqlx::query(
             "UPDATE token_leases SET holder = NULL, fence = NULL, expires_at = NULL \
              WHERE key = ?1 AND holder = ?2 AND fence = ?3",
         )
         .bind(lease.key.to_string())
         .bind(&lease.holder)
-        .bind(to_i64(lease.fence, "fence")?)
+        .bind(fence)
         .execute(&self.pool)
         .await
         .map_err(|e| backend("releasing lease", e))?;
