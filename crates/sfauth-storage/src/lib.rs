@@ -23,6 +23,9 @@
 //! | `MockTokenStore` | `mock` | — | a mockall mock of the trait |
 //! | `conformance` module | `conformance` | — | the shared suite and `conformance_tests!` |
 //!
+//! This crate's own tests turn `conformance` and `mock` on for themselves (a dev-dependency on
+//! itself), so a plain `cargo test -p sfauth-storage` runs the suite against every backend.
+//!
 //! [`FileStore`] keeps one file per key rather than one file for all: compare-and-swap writes to
 //! different keys are then independent, a write rewrites one small file, and a damaged file
 //! loses one tenant rather than every refresh token at once (details on [`FileStore`]).
