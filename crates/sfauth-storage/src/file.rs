@@ -466,3 +466,44 @@ impl TokenStore for FileStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use sfauth_core::{AccessToken, LoginHost, TokenSet};
+
+    use super::*;
+    use crate::crypto::Key;
+
+    fn record() -> TokenRecord {
+        let identity = "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK"
+            .parse()
+            .unwrap();
+        let tokens = TokenSet::new(
+            AccessToken::new("token"),
+            "https://acme.my.salesforce.com".parse().unwrap(),
+            identity,
+        );
+        let key = TokenKey::new(&LoginHost::Production, &tokens.identity, "client", "a");
+        TokenRecord::new(key, tokens, UNIX_EPOCH)
+    }
+
+    /// A record file at the end of the version counter (properly sealed there, so only a
+    /// writer holding the key made it) reads, and a write over it is `Corrupt`, not a wrapped
+    /// version or a panic, and changes nothing.
+    #[tokio::test]
+    async fn a_record_at_the_end_of_its_version_counter_is_not_written_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path(), Keyring::new(Key::generate())).unwrap();
+        let record = record();
+        let path = store.record_path(&record.key);
+        let bytes = store.inner.encode(&record, u64::MAX).unwrap();
+        store.inner.write_atomic(&path, &bytes).unwrap();
+        let stored = store.get(&record.key).await.unwrap().unwrap();
+        assert_eq!(stored.version, u64::MAX);
+        let error = store.put(stored, u64::MAX, None).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Corrupt);
+        assert_eq!(fs::read(&path).unwrap(), bytes, "nothing written");
+    }
+}

@@ -247,3 +247,85 @@ async fn leases_and_cas_across_processes() {
     let error = store.put(record, 3, Some(&held)).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::LeaseLost);
 }
+
+/// Numbers in a lease file are outside input: past what a time can hold, or at the end of
+/// the fence counter, they are typed errors that leave the file alone, never a panic or a
+/// wrapped fence.
+#[tokio::test]
+async fn huge_numbers_in_a_lease_file_are_typed_errors() {
+    let h = Harness::new();
+    let ns = Namespace::new();
+    let (key, _) = ns.fresh("lease-numbers");
+    let lease = h
+        .store
+        .try_acquire(&key, "a", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let path = h.store.record_path(&key).with_extension("lease");
+    let name = key.to_string();
+    let ttl = Duration::from_secs(30);
+
+    let beyond_time = serde_json::json!({
+        "key": name,
+        "last_fence": 1,
+        "current": {"holder": "a", "fence": 1,
+                    "expires_at": {"secs_since_epoch": u64::MAX, "nanos_since_epoch": 0}},
+    });
+    std::fs::write(&path, beyond_time.to_string()).unwrap();
+    assert_eq!(
+        h.store.lease(&key).await.unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
+    assert_eq!(
+        h.store
+            .try_acquire(&key, "b", ttl)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Corrupt
+    );
+    assert_eq!(
+        h.store.renew(&lease, ttl).await.unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
+    assert_eq!(
+        h.store
+            .take_over(&lease, "b", ttl)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Corrupt
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        beyond_time.to_string()
+    );
+
+    // The fence counter at its end: a new fence would wrap to one issued before.
+    let exhausted = serde_json::json!({
+        "key": name,
+        "last_fence": u64::MAX,
+        "current": {"holder": "a", "fence": u64::MAX,
+                    "expires_at": {"secs_since_epoch": 4_000_000_000_u64, "nanos_since_epoch": 0}},
+    });
+    std::fs::write(&path, exhausted.to_string()).unwrap();
+    let held = h.store.lease(&key).await.unwrap().unwrap();
+    assert_eq!((held.holder.as_str(), held.fence), ("a", u64::MAX));
+    assert_eq!(
+        h.store.take_over(&held, "b", ttl).await.unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
+    // Renewing keeps the fence, so it needs no new one.
+    let renewed = h.store.renew(&held, ttl).await.unwrap().unwrap();
+    assert_eq!(renewed.fence, u64::MAX);
+    h.store.release(&renewed).await.unwrap();
+    assert_eq!(
+        h.store
+            .try_acquire(&key, "b", ttl)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Corrupt
+    );
+}
