@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 
 use crate::app::{ClientAuth, ConnectedApp};
-use crate::error::{Context, Error};
+use crate::error::{Context, Error, RejectedTokens};
 use crate::format::{Fields, ResponseFormat, read_response};
 use crate::host::{Endpoints, LoginHost};
 use crate::http::{HttpRequest, HttpResponse, HttpTransport, RetrySafety};
@@ -162,6 +162,17 @@ impl OAuthClient {
 
     /// Builds a [`TokenSet`] from response fields (a token endpoint body or a user-agent
     /// fragment); `status` and `body` only feed error messages.
+    ///
+    /// Once the fields hold tokens, Salesforce has acted (with rotation on, the refresh token
+    /// sent is spent), so nothing after reading them may lose them:
+    ///
+    /// - hints that can be wrong without harm are read leniently: an unreadable `issued_at`,
+    ///   `expires_in`, `sfdc_community_url` or `api_instance_url` is dropped (the signature
+    ///   covers `issued_at` as sent, so dropping it weakens nothing), and expiry arithmetic
+    ///   cannot fail (see [`crate::token`]);
+    /// - a check that must be able to fail (the signature; a missing or invalid `id` or
+    ///   `instance_url`, without which there is no token set) fails with
+    ///   [`Error::TokensRejected`], which carries the token set, or at least the refresh token.
     pub(crate) fn token_set_from_fields(
         &self,
         mut fields: Fields,
@@ -178,60 +189,84 @@ impl OAuthClient {
                 body,
             )
         };
-        let access_token = fields
-            .take("access_token")
-            .ok_or_else(|| missing("access_token"))?;
-        let id_raw = fields.take("id").ok_or_else(|| missing("id"))?;
-        let identity: IdentityUrl = id_raw.parse().map_err(|_| invalid("id"))?;
-        let instance_url = fields
-            .take("instance_url")
-            .ok_or_else(|| missing("instance_url"))?;
-        let instance_url = parse_url(&instance_url).ok_or_else(|| invalid("instance_url"))?;
-        let issued_at_raw = fields.take("issued_at");
-        let issued_at = match &issued_at_raw {
-            Some(raw) => Some(
-                raw.trim()
-                    .parse::<u64>()
-                    .map_err(|_| invalid("issued_at"))?,
-            ),
-            None => None,
+        // Taken first, so that no failure below can drop it.
+        let refresh_token = fields.take("refresh_token").map(RefreshToken::new);
+        let rejected = |reason: Error, tokens: Option<TokenSet>, refresh_token| match (
+            &tokens,
+            &refresh_token,
+        ) {
+            (None, None) => reason,
+            _ => {
+                Error::TokensRejected(Box::new(RejectedTokens::new(reason, tokens, refresh_token)))
+            }
         };
+        let Some(access_token) = fields.take("access_token") else {
+            return Err(rejected(missing("access_token"), None, refresh_token));
+        };
+        let Some(id_raw) = fields.take("id") else {
+            return Err(rejected(missing("id"), None, refresh_token));
+        };
+        let Ok(identity) = id_raw.parse::<IdentityUrl>() else {
+            return Err(rejected(invalid("id"), None, refresh_token));
+        };
+        let Some(instance_url) = fields.take("instance_url") else {
+            return Err(rejected(missing("instance_url"), None, refresh_token));
+        };
+        let Some(instance_url) = parse_url(&instance_url) else {
+            return Err(rejected(invalid("instance_url"), None, refresh_token));
+        };
+        let issued_at_raw = fields.take("issued_at");
         let signature = fields.take("signature");
-        if let (Some(secret), Some(signature)) = (self.app.client_secret(), &signature) {
-            crate::signature::verify(
+        let verified = match (self.app.client_secret(), &signature) {
+            (Some(secret), Some(signature)) => crate::signature::verify(
                 secret,
                 &id_raw,
                 issued_at_raw.as_deref().unwrap_or_default(),
                 signature,
-            )?;
-        }
-        let expires_in = match fields.take("expires_in") {
-            Some(raw) => Some(
-                raw.trim()
-                    .parse::<u64>()
-                    .map_err(|_| invalid("expires_in"))?,
             ),
-            None => None,
-        };
-        let optional_url = |value: Option<String>, field: &str| match value {
-            Some(raw) => parse_url(&raw).map(Some).ok_or_else(|| invalid(field)),
-            None => Ok(None),
+            _ => Ok(()),
         };
         let mut tokens = TokenSet::new(AccessToken::new(access_token), instance_url, identity);
-        tokens.refresh_token = fields.take("refresh_token").map(RefreshToken::new);
-        tokens.issued_at = issued_at.map(from_millis);
+        tokens.refresh_token = refresh_token;
+        tokens.issued_at = issued_at_raw
+            .as_deref()
+            .and_then(|raw| raw.trim().parse::<u64>().ok())
+            .and_then(from_millis);
         tokens.signature = signature;
         tokens.scope = fields.take("scope");
         tokens.token_type = fields.take("token_type");
         tokens.id_token = fields.take("id_token").map(IdToken::new);
-        tokens.community_url =
-            optional_url(fields.take("sfdc_community_url"), "sfdc_community_url")?;
+        tokens.community_url = fields
+            .take("sfdc_community_url")
+            .and_then(|raw| parse_url(&raw));
         tokens.community_id = fields.take("sfdc_community_id");
-        tokens.api_instance_url =
-            optional_url(fields.take("api_instance_url"), "api_instance_url")?;
+        tokens.api_instance_url = fields
+            .take("api_instance_url")
+            .and_then(|raw| parse_url(&raw));
+        let expires_in = fields.take("expires_in").and_then(|raw| seconds(&raw));
         tokens.learn_expiry(expires_in, self.session_timeout, now);
-        Ok(tokens)
+        match verified {
+            Ok(()) => Ok(tokens),
+            Err(reason) => Err(rejected(reason, Some(tokens), None)),
+        }
     }
+}
+
+/// A count of seconds as a server may spell it: digits (saturating at `u64::MAX` when there
+/// are too many), or a negative count, read as 0. Anything else is `None`.
+fn seconds(raw: &str) -> Option<u64> {
+    let raw = raw.trim();
+    let (negative, digits) = match raw.strip_prefix('-') {
+        Some(digits) => (true, digits),
+        None => (false, raw.strip_prefix('+').unwrap_or(raw)),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if negative {
+        return Some(0);
+    }
+    Some(digits.parse::<u64>().unwrap_or(u64::MAX))
 }
 
 /// A header value marked sensitive, so that `http`'s `Debug` of the request hides it.
@@ -252,6 +287,25 @@ fn parse_url(raw: &str) -> Option<url::Url> {
 mod tests {
     use super::*;
     use crate::{ConnectedApp, LoginHost};
+
+    #[test]
+    fn seconds_as_servers_spell_them() {
+        for (raw, expected) in [
+            ("3600", Some(3600)),
+            (" 0 ", Some(0)),
+            ("+5", Some(5)),
+            ("-5", Some(0)),
+            ("18446744073709551615", Some(u64::MAX)),
+            ("99999999999999999999999999", Some(u64::MAX)),
+            ("-99999999999999999999999999", Some(0)),
+            ("1.5", None),
+            ("soon", None),
+            ("-", None),
+            ("", None),
+        ] {
+            assert_eq!(seconds(raw), expected, "{raw}");
+        }
+    }
 
     /// Borrowed values are form-encoded exactly as the owned ones were: reserved characters in
     /// a secret are percent-encoded, and the client credentials follow the grant's fields.

@@ -9,8 +9,15 @@
 //! token was revoked" and "you posted client credentials to login.salesforce.com" are told
 //! apart even though Salesforce says `invalid_grant` for both.
 //!
-//! No message of this module contains a secret: bodies are shown only as short excerpts in
-//! which anything token-shaped is replaced by `[redacted]`.
+//! No message of this module contains a secret: every text that came from a server (the
+//! `error_description`, `error_uri`, body excerpts) goes through the one scrubber,
+//! [`crate::redact`], before it is kept, and bodies are shown only as short excerpts.
+//!
+//! Two questions the refresh protocol asks of an error have their own methods:
+//! [`Error::is_salesforce_answer`] (did Salesforce's token endpoint itself answer with an error
+//! document?) and [`Error::issued_tokens`] / [`Error::issued_refresh_token`] (did the endpoint
+//! issue tokens that a later check then rejected? Keep them: with rotation on, the refresh
+//! token sent is spent).
 //!
 //! ```
 //! use sfauth_core::{Cause, Error, ErrorKind};
@@ -201,7 +208,10 @@ impl ServerError {
     ) -> Self {
         let error = clip(error, 80);
         let description = description.map(|d| clip(d, 300)).filter(|d| !d.is_empty());
+        // Classified on the text as sent, kept only scrubbed: a description may echo a token.
         let (cause, kind) = classify(status, &error, description.as_deref(), context);
+        let error = scrubbed(error);
+        let description = description.map(scrubbed);
         Self {
             status,
             error,
@@ -215,7 +225,7 @@ impl ServerError {
 
     #[must_use]
     pub(crate) fn with_uri(mut self, uri: Option<&str>) -> Self {
-        self.uri = uri.map(|u| clip(u, 300));
+        self.uri = uri.map(|u| scrubbed(clip(u, 300)));
         self
     }
 
@@ -236,14 +246,25 @@ impl ServerError {
         &self.error
     }
 
-    /// The `error_description`, as sent (clipped to 300 characters).
+    /// The `error_description`, as sent but clipped to 300 characters and with anything
+    /// secret-shaped replaced (see [`crate::redact`]).
     pub fn description(&self) -> Option<&str> {
         self.description.as_deref()
     }
 
-    /// The `error_uri`, when sent (Salesforce adds one for some SAML failures).
+    /// The `error_uri`, when sent (Salesforce adds one for some SAML failures), scrubbed.
     pub fn uri(&self) -> Option<&str> {
         self.uri.as_deref()
+    }
+
+    /// Whether this is an OAuth error document that an HTTP response carried in its body
+    /// (JSON, XML or urlencoded) with both `error` and `error_description`, which is how
+    /// Salesforce's own endpoints refuse a request. A gateway or proxy in front of Salesforce
+    /// answers with HTML, an empty body or a document of its own shape, and those never become
+    /// a `ServerError` at all (they are [`Error::Status`]); a code alone, or an error from a
+    /// redirect (status 0), is not counted either. See [`Error::is_salesforce_answer`].
+    pub fn is_salesforce_answer(&self) -> bool {
+        self.status != 0 && !self.error.is_empty() && self.description.is_some()
     }
 
     /// The classified cause.
@@ -380,9 +401,17 @@ pub enum Error {
         excerpt: String,
     },
     /// The response's `signature` does not match its `id` and `issued_at`: the identity URL may
-    /// have been tampered with.
+    /// have been tampered with. A token response that fails this check after tokens were read
+    /// from it is [`Error::TokensRejected`] holding this error, so that the tokens are not lost.
     #[error("token response signature does not match its id and issued_at")]
     SignatureMismatch,
+    /// The token endpoint answered 2xx and tokens were read from the body, but a check made
+    /// after reading them failed (the signature, a missing or invalid `id` or
+    /// `instance_url`). Salesforce has acted on the request: with rotation on, the refresh token
+    /// that was sent is spent, and [`Error::issued_refresh_token`] is now the only live one.
+    /// Its kind is that of the failed check ([`ErrorKind::Protocol`]).
+    #[error("{0}")]
+    TokensRejected(Box<RejectedTokens>),
     /// The `state` of an authorization callback is missing or differs from the one sent.
     #[error("authorization callback state does not match the request")]
     StateMismatch,
@@ -394,9 +423,90 @@ pub enum Error {
     Config(String),
 }
 
+/// What [`Error::TokensRejected`] holds: the failed check, and whatever tokens the 2xx
+/// response issued.
+#[derive(Debug)]
+pub struct RejectedTokens {
+    reason: Error,
+    tokens: Option<crate::token::TokenSet>,
+    refresh_token: Option<crate::secret::RefreshToken>,
+}
+
+impl RejectedTokens {
+    pub(crate) fn new(
+        reason: Error,
+        tokens: Option<crate::token::TokenSet>,
+        refresh_token: Option<crate::secret::RefreshToken>,
+    ) -> Self {
+        Self {
+            reason,
+            tokens,
+            refresh_token,
+        }
+    }
+
+    /// The check that failed: [`Error::SignatureMismatch`] or [`Error::Parse`].
+    pub fn reason(&self) -> &Error {
+        &self.reason
+    }
+
+    /// The whole token set, when one could be built (it can for a signature mismatch, not for a
+    /// missing `id` or `instance_url`). Its `id` and `issued_at` are unauthenticated after a
+    /// signature mismatch.
+    pub fn tokens(&self) -> Option<&crate::token::TokenSet> {
+        self.tokens.as_ref()
+    }
+
+    /// The refresh token the response carried (for a refresh without rotation, the one sent,
+    /// still valid), whether or not a whole set could be built.
+    pub fn refresh_token(&self) -> Option<&crate::secret::RefreshToken> {
+        self.tokens
+            .as_ref()
+            .and_then(|tokens| tokens.refresh_token.as_ref())
+            .or(self.refresh_token.as_ref())
+    }
+
+    /// The failed check, the token set and the refresh token, by value.
+    pub fn into_parts(
+        self,
+    ) -> (
+        Error,
+        Option<crate::token::TokenSet>,
+        Option<crate::secret::RefreshToken>,
+    ) {
+        let refresh_token = self
+            .tokens
+            .as_ref()
+            .and_then(|tokens| tokens.refresh_token.clone())
+            .or(self.refresh_token);
+        (self.reason, self.tokens, refresh_token)
+    }
+
+    /// Fills in the refresh token that was sent when the response carried none (rotation off:
+    /// the one sent is still the live one).
+    pub(crate) fn keep_sent_refresh_token(&mut self, sent: &crate::secret::RefreshToken) {
+        if let Some(tokens) = &mut self.tokens {
+            tokens.refresh_token.get_or_insert_with(|| sent.clone());
+        }
+        self.refresh_token.get_or_insert_with(|| sent.clone());
+    }
+}
+
+impl fmt::Display for RejectedTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "tokens were issued but the response was rejected: {}",
+            self.reason
+        )
+    }
+}
+
 impl Error {
+    /// A configuration error; the message is scrubbed (see [`crate::redact`]) in case it quotes
+    /// a value.
     pub(crate) fn config(message: impl Into<String>) -> Self {
-        Self::Config(message.into())
+        Self::Config(scrubbed(message.into()))
     }
 
     pub(crate) fn parse(status: u16, reason: impl Into<String>, body: &[u8]) -> Self {
@@ -417,15 +527,20 @@ impl Error {
                 401 => ErrorKind::InvalidClient,
                 _ => ErrorKind::Protocol,
             },
-            Self::Transport(error) => match error.kind() {
-                TransportErrorKind::Tls | TransportErrorKind::InsecureOrInvalidUrl => {
+            // A status that arrived before the failure decides first: a 503 whose body could
+            // not be read is still a 503.
+            Self::Transport(error) => match (error.status(), error.kind()) {
+                (Some(429), _) => ErrorKind::RateLimited,
+                (Some(500..=599), _) => ErrorKind::Transient,
+                (_, TransportErrorKind::Tls | TransportErrorKind::InsecureOrInvalidUrl) => {
                     ErrorKind::Config
                 }
-                TransportErrorKind::BodyTooLarge => ErrorKind::Protocol,
+                (_, TransportErrorKind::BodyTooLarge) => ErrorKind::Protocol,
                 _ => ErrorKind::Transient,
             },
             Self::SessionExpired { .. } => ErrorKind::SessionExpired,
             Self::Parse { .. } | Self::SignatureMismatch | Self::IdToken(_) => ErrorKind::Protocol,
+            Self::TokensRejected(rejected) => rejected.reason.kind(),
             Self::StateMismatch => ErrorKind::InvalidRequest,
             Self::Config(_) => ErrorKind::Config,
         }
@@ -435,6 +550,64 @@ impl Error {
     pub fn server(&self) -> Option<&ServerError> {
         match self {
             Self::Server(server) => Some(server),
+            _ => None,
+        }
+    }
+
+    /// Whether Salesforce itself answered with an OAuth error document: an [`Error::Server`]
+    /// read from a response body with both `error` and `error_description`
+    /// ([`ServerError::is_salesforce_answer`]). `false` for everything else, notably an
+    /// [`Error::Status`] (a 5xx with an HTML or empty body, as a gateway or proxy sends), a
+    /// transport failure, or a body too large to read.
+    ///
+    /// For a refresh this tells "Salesforce refused, so the refresh token was not spent" apart
+    /// from "something in between failed, and Salesforce may have rotated the token".
+    ///
+    /// ```
+    /// use sfauth_core::Error;
+    /// use sfauth_core::error::ServerError;
+    ///
+    /// let refused = Error::from(ServerError::new(503, "unknown_error", Some("retry your request")));
+    /// assert!(refused.is_salesforce_answer());
+    /// let gateway = Error::Status { status: 503, retry_after: None, excerpt: "<html>".into() };
+    /// assert!(!gateway.is_salesforce_answer());
+    /// ```
+    pub fn is_salesforce_answer(&self) -> bool {
+        self.server().is_some_and(ServerError::is_salesforce_answer)
+    }
+
+    /// Whether the request that failed may have been acted on by Salesforce, so that a
+    /// single-use credential in it (a rotating refresh token, an authorization code) may be
+    /// spent. `false` only when the error proves otherwise: the request never left
+    /// ([`TransportErrorKind::never_sent`], or a configuration error found before sending), or
+    /// Salesforce answered with its own error document ([`Self::is_salesforce_answer`]).
+    /// Everything else counts as maybe spent, including a 2xx that could not be read or was
+    /// rejected ([`Error::TokensRejected`]: see [`Self::issued_refresh_token`]) and a status
+    /// without a Salesforce error document, since a gateway in front of Salesforce can answer
+    /// 502, 503 or 504 after Salesforce has already rotated the token.
+    pub fn may_have_been_spent(&self) -> bool {
+        match self {
+            Self::Transport(error) => !error.kind().never_sent(),
+            Self::Config(_) | Self::StateMismatch => false,
+            _ => !self.is_salesforce_answer(),
+        }
+    }
+
+    /// The tokens a 2xx token response issued before a later check rejected it
+    /// ([`Error::TokensRejected`]), when a whole set could be built.
+    pub fn issued_tokens(&self) -> Option<&crate::token::TokenSet> {
+        match self {
+            Self::TokensRejected(rejected) => rejected.tokens(),
+            _ => None,
+        }
+    }
+
+    /// The refresh token a 2xx token response issued before a later check rejected it
+    /// ([`Error::TokensRejected`]). With rotation on, this is the only live refresh token of
+    /// the grant: store it before anything else.
+    pub fn issued_refresh_token(&self) -> Option<&crate::secret::RefreshToken> {
+        match self {
+            Self::TokensRejected(rejected) => rejected.refresh_token(),
             _ => None,
         }
     }
@@ -456,57 +629,14 @@ impl From<ServerError> for Error {
     }
 }
 
-/// Longest excerpt of a body kept in an error.
-pub const EXCERPT_LEN: usize = 120;
+pub use crate::redact::{EXCERPT_LEN, excerpt};
 
-/// A short excerpt of `body` that is safe to log: at most [`EXCERPT_LEN`] characters, control
-/// and non-ASCII characters replaced by `?`, and every run of 16 or more token-like characters
-/// (letters, digits, `!._-+/%`) replaced by `[redacted]`, which covers session ids, refresh
-/// tokens, JWTs, codes and secrets while keeping words like `invalid_grant` readable.
-///
-/// ```
-/// use sfauth_core::error::excerpt;
-///
-/// let body = br#"{"access_token":"00D5e000000Abcd!AQ4AQJ4kSx","oops"#;
-/// assert_eq!(excerpt(body), r#"{"access_token":"[redacted]","oops"#);
-/// ```
-pub fn excerpt(body: &[u8]) -> String {
-    let text: String = body
-        .iter()
-        .take(EXCERPT_LEN * 4)
-        .map(|&b| match b {
-            b' '..=b'~' => b as char,
-            b'\n' | b'\r' | b'\t' => ' ',
-            _ => '?',
-        })
-        .collect();
-    let mut out = String::new();
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        if run.len() >= 16 {
-            out.push_str(crate::secret::REDACTED);
-        } else {
-            out.push_str(run);
-        }
-        run.clear();
-    };
-    for c in text.chars() {
-        if c.is_ascii_alphanumeric() || "!._-+/%".contains(c) {
-            run.push(c);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(c);
-        }
+/// `text` through [`crate::redact::scrub`], owned.
+fn scrubbed(text: String) -> String {
+    match crate::redact::scrub(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(clean) => clean,
     }
-    flush(&mut run, &mut out);
-    if out.len() > EXCERPT_LEN {
-        out.truncate(EXCERPT_LEN);
-        out.push('…');
-    }
-    if body.len() > EXCERPT_LEN * 4 && !out.ends_with('…') {
-        out.push('…');
-    }
-    out
 }
 
 fn clip(s: &str, max: usize) -> String {
@@ -649,16 +779,72 @@ mod tests {
     }
 
     #[test]
-    fn excerpt_redacts_and_truncates() {
-        let long = format!("<html>{}</html>", "maintenance ".repeat(100));
-        let out = excerpt(long.as_bytes());
-        assert!(out.chars().count() <= EXCERPT_LEN + 1, "{out}");
-        assert!(out.ends_with('…'));
-        assert_eq!(excerpt(b"error=invalid_grant"), "error=invalid_grant");
+    fn server_text_is_classified_raw_and_kept_scrubbed() {
+        let error = ServerError::classify(
+            400,
+            "invalid_grant",
+            Some("expired access/refresh token 00D5e000000AbcdE!AQ4AQLEAK"),
+            Context::Refresh,
+        )
+        .with_uri(Some("https://help.example/x?code=LEAKCODE"));
+        assert_eq!(error.cause(), Cause::TokenExpiredOrRevoked);
         assert_eq!(
-            excerpt(b"access_token=00D5e000000Abcd%21AQ4AQ"),
-            "access_token=[redacted]"
+            error.description(),
+            Some("expired access/refresh token [redacted]")
         );
-        assert_eq!(excerpt(b"\x00\xff"), "??");
+        assert_eq!(error.uri(), Some("https://help.example/x?code=[redacted]"));
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains("LEAK"), "{shown}");
+        assert!(error.is_salesforce_answer());
+        assert!(!ServerError::new(503, "server_error", None).is_salesforce_answer());
+        assert!(!ServerError::new(0, "access_denied", Some("no")).is_salesforce_answer());
+    }
+
+    #[test]
+    fn a_status_that_arrived_decides_the_kind_of_a_transport_failure() {
+        let failure = |status: Option<u16>| {
+            let mut error = TransportError::new(TransportErrorKind::BodyTooLarge, "too large");
+            if let Some(status) = status {
+                error = error.with_status(status);
+            }
+            Error::from(error).kind()
+        };
+        assert_eq!(failure(None), ErrorKind::Protocol);
+        assert_eq!(failure(Some(200)), ErrorKind::Protocol);
+        assert_eq!(failure(Some(503)), ErrorKind::Transient);
+        assert_eq!(failure(Some(429)), ErrorKind::RateLimited);
+    }
+
+    #[test]
+    fn what_may_have_been_spent() {
+        let transport = |kind| Error::from(TransportError::new(kind, "x"));
+        let status = |status| Error::Status {
+            status,
+            retry_after: None,
+            excerpt: String::new(),
+        };
+        let maybe = [
+            transport(TransportErrorKind::Timeout),
+            transport(TransportErrorKind::BodyTooLarge),
+            transport(TransportErrorKind::Other),
+            status(502),
+            status(503),
+            Error::parse(200, "bad", b""),
+            Error::SignatureMismatch,
+            ServerError::new(503, "server_error", None).into(),
+        ];
+        for error in &maybe {
+            assert!(error.may_have_been_spent(), "{error}");
+        }
+        let not = [
+            transport(TransportErrorKind::Connect),
+            transport(TransportErrorKind::Tls),
+            Error::config("x"),
+            ServerError::new(400, "invalid_grant", Some("expired access/refresh token")).into(),
+            ServerError::new(503, "unknown_error", Some("retry your request")).into(),
+        ];
+        for error in &not {
+            assert!(!error.may_have_been_spent(), "{error}");
+        }
     }
 }

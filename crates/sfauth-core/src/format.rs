@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Context, Error, ServerError};
-use crate::http::HttpResponse;
+use crate::http::{BodyTruncated, HttpResponse};
 
 /// Largest response body core parses (256 KiB). Token responses are a few kilobytes; anything
 /// larger is refused with a [`Error::Parse`] rather than buffered into a parser.
@@ -148,7 +148,7 @@ fn parse_xml(body: &[u8]) -> Result<Fields, String> {
             .map_err(|_| format!("invalid xml at byte {}", reader.buffer_position()))?;
         match event {
             Event::Start(start) => {
-                depth += 1;
+                depth = depth.saturating_add(1);
                 if depth == 1 {
                     if saw_root {
                         return Err("xml body has more than one root element".to_owned());
@@ -219,10 +219,28 @@ fn content_type(response: &HttpResponse) -> Option<&str> {
 /// Reads any OAuth endpoint's response: the fields of a 2xx answer, or the error it stands for.
 ///
 /// A 2xx body carrying an `error` field is an error too. A non-2xx body that is not an OAuth
-/// error becomes [`Error::Status`]; redirects are not followed and end up there as well.
+/// error becomes [`Error::Status`]; redirects are not followed and end up there as well. A body
+/// the transport cut at its cap ([`BodyTruncated`]) is never parsed: a non-2xx one is
+/// [`Error::Status`], classified by its status alone, and a 2xx one (which a transport should
+/// not hand back) is [`Error::Parse`].
 pub(crate) fn read_response(response: &HttpResponse, context: Context) -> Result<Fields, Error> {
     let status = response.status().as_u16();
     let body = response.body();
+    if let Some(cut) = BodyTruncated::of(response) {
+        return Err(if response.status().is_success() {
+            Error::parse(
+                status,
+                format!("body was cut at the transport's {} byte limit", cut.limit()),
+                body,
+            )
+        } else {
+            Error::Status {
+                status,
+                retry_after: retry_after(response),
+                excerpt: crate::error::excerpt(body),
+            }
+        });
+    }
     let parsed = parse_fields(content_type(response), body);
     let server_error = |fields: &Fields| {
         fields.get("error").map(|error| {

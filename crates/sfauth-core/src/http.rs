@@ -29,7 +29,10 @@ pub type HttpResponse = http::Response<Bytes>;
 /// # Contract
 ///
 /// - A response with any status, including 4xx and 5xx, is `Ok`: deciding what a status means is
-///   the caller's job. `Err` is kept for a request that produced no response at all.
+///   the caller's job. `Err` is kept for a request that produced no response at all, or a 2xx
+///   whose body could not be read whole.
+/// - A body cap, if the transport has one, never turns an error status into an `Err`: a non-2xx
+///   response over the cap is returned cut at the cap and marked with [`BodyTruncated`].
 /// - The request is sent as given: implementations add transport-level headers (such as
 ///   `user-agent`) only when the request has none, and never change the method, URL or body.
 /// - Implementations never log or otherwise expose request or response headers and bodies, since
@@ -202,10 +205,15 @@ impl fmt::Display for TransportErrorKind {
     }
 }
 
-/// A request that produced no response.
+/// A request that produced no usable response.
 ///
 /// Its message and source never contain URLs with query strings, headers or bodies, so it is safe
-/// to log.
+/// to log: the message is scrubbed ([`crate::redact`]) when the error is made, as a second line
+/// of defence behind the callers' care.
+///
+/// When the failure came after the response's status line (the body was too large, or broke
+/// off), [`TransportError::status`] keeps the status, so that a 503 whose body could not be read
+/// is still classified as a 503.
 ///
 /// ```
 /// use sfauth_core::http::{TransportError, TransportErrorKind};
@@ -218,17 +226,38 @@ impl fmt::Display for TransportErrorKind {
 pub struct TransportError {
     kind: TransportErrorKind,
     message: String,
+    status: Option<u16>,
     source: Option<Box<dyn StdError + Send + Sync + 'static>>,
 }
 
 impl TransportError {
-    /// An error of `kind`, described by `message` (which must not contain secrets).
+    /// An error of `kind`, described by `message` (which should not contain secrets; it is
+    /// scrubbed all the same).
     pub fn new(kind: TransportErrorKind, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let message = match crate::redact::scrub(&message) {
+            std::borrow::Cow::Borrowed(_) => message,
+            std::borrow::Cow::Owned(clean) => clean,
+        };
         Self {
             kind,
-            message: message.into(),
+            message,
+            status: None,
             source: None,
         }
+    }
+
+    /// Records the HTTP status of the response this failure interrupted.
+    #[must_use]
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// The HTTP status of the response, when one had arrived before the failure (a body too
+    /// large, or cut off).
+    pub fn status(&self) -> Option<u16> {
+        self.status
     }
 
     /// Attaches the underlying error. The caller makes sure it carries no secret (for reqwest,
@@ -247,7 +276,49 @@ impl TransportError {
 
 impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http {}: {}", self.kind, self.message)
+        write!(f, "http {}: {}", self.kind, self.message)?;
+        if let Some(status) = self.status {
+            write!(f, " (after http status {status})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Put in a response's extensions by a transport that kept only the start of its body.
+///
+/// A transport caps how much of a body it reads. For a success that cap is an error (the
+/// answer cannot be used), but an error status is worth more than its body: a 503 with a
+/// 2 MiB maintenance page must still read as a 503, not as "body too large". So a transport
+/// hands back a non-2xx response cut at the cap, marked with this; core then classifies it by
+/// its status alone and never parses the cut body as an OAuth error document.
+///
+/// ```
+/// use bytes::Bytes;
+/// use sfauth_core::http::{BodyTruncated, HttpResponse};
+///
+/// let mut response = http::Response::builder().status(503).body(Bytes::from_static(b"<html>")).unwrap();
+/// response.extensions_mut().insert(BodyTruncated::new(1024 * 1024));
+/// assert_eq!(BodyTruncated::of(&response).map(|t| t.limit()), Some(1024 * 1024));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BodyTruncated {
+    limit: usize,
+}
+
+impl BodyTruncated {
+    /// The mark for a body cut at `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self { limit }
+    }
+
+    /// The cap the body was cut at.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The mark on `response`, if its body was cut.
+    pub fn of(response: &HttpResponse) -> Option<&Self> {
+        response.extensions().get::<Self>()
     }
 }
 

@@ -18,6 +18,7 @@
 //! | [`mod@format`] | [`format::ResponseFormat`] and the parser every response goes through |
 //! | [`flows`] | the inputs and outputs of every flow; the flows are methods of [`OAuthClient`] |
 //! | [`rest`] | reading a REST API 401 (`INVALID_SESSION_ID`) as "refresh due" |
+//! | [`redact`] | the one scrubber every error, log line and `Debug` of server text goes through |
 //!
 //! # Which flow
 //!
@@ -246,6 +247,10 @@
 //! | identity ids in samples | a Help sample shows 17-character placeholder ids | any alphanumeric id is accepted; 15-character ids are widened to 18 |
 //! | SAML assertion flow (no connected app), hybrid and asset-token flows | wire parameters unconfirmed | not implemented; the asset token flow is a token exchange with [`flows::TokenExchange::actor`] |
 
+// Numbers from outside (responses, tokens, headers, configuration, stored records) reach
+// arithmetic here; none of it may panic or wrap, so every operation is checked or saturating.
+#![warn(clippy::arithmetic_side_effects)]
+
 pub mod app;
 mod client;
 pub mod error;
@@ -253,6 +258,7 @@ pub mod flows;
 pub mod format;
 pub mod host;
 pub mod http;
+pub mod redact;
 pub mod rest;
 pub mod secret;
 pub mod signature;

@@ -27,7 +27,8 @@ pub enum RestAuth {
     /// The access token is dead: refresh it, then retry the request once, rebuilt from the new
     /// `instance_url`.
     SessionExpired,
-    /// A 401 that a refresh will not fix; `message` is Salesforce's message.
+    /// A 401 that a refresh will not fix; `message` is Salesforce's message, clipped to 200
+    /// characters and scrubbed ([`crate::redact`]).
     NotRefreshable {
         /// The `message` of the error.
         message: String,
@@ -57,8 +58,9 @@ pub fn classify(status: u16, body: &[u8]) -> RestAuth {
             for error in &errors {
                 let message = error.message.to_ascii_lowercase();
                 if NOT_REFRESHABLE.iter().any(|m| message.contains(m)) {
+                    let clipped: String = error.message.chars().take(200).collect();
                     return RestAuth::NotRefreshable {
-                        message: error.message.chars().take(200).collect(),
+                        message: crate::redact::scrub(&clipped).into_owned(),
                     };
                 }
             }

@@ -17,6 +17,28 @@
 //!    counted from `issued_at` or else from when the response was parsed. Salesforce sessions
 //!    time out after *inactivity*, so this is a lower bound.
 //!
+//! ## The sane range
+//!
+//! Every one of these numbers comes from outside (a server, a token, a configuration file), so
+//! none is trusted to be sensible, and none can make the arithmetic overflow: an estimate is
+//! computed with checked arithmetic and then clamped to `[start, start + 24 h]`
+//! ([`MAX_SESSION`], the longest session timeout Salesforce offers), where `start` is the issue
+//! time (`issued_at`), or the time of parsing when `issued_at` is absent or later than that
+//! (a server clock ahead of ours, or a nonsense value, cannot push the range into the future).
+//! So:
+//!
+//! - an `expires_in` of 0, or a JWT `exp` before the issue time, means the token is already
+//!   expired: [`TokenSet::expires_within`] says so, and the caller refreshes;
+//! - an `expires_in` of `18446744073709551615`, a JWT `exp` of `u64::MAX` or a session timeout of
+//!   `u64::MAX` seconds mean "at most a day": the token is refreshed a day after issue at the
+//!   latest (earlier if a request meets a 401);
+//! - an introspection `exp` is clamped to `[now, now + 24 h]` instead: the server has just seen
+//!   the session alive, and activity extends a session past its first day.
+//!
+//! A value that cannot be read as a number at all (`expires_in: "soon"`) is ignored, as if it
+//! were absent; a negative one counts as 0. Neither fails the response: a token response that
+//! carried a refresh token must not be turned into an error by a hint about expiry.
+//!
 //! # Storage
 //!
 //! `TokenSet` serializes with serde, **secrets in the clear** (through
@@ -53,7 +75,12 @@ use url::Url;
 
 use crate::error::Error;
 use crate::host::LoginHost;
-use crate::secret::{AccessToken, IdToken, RefreshToken, exposed};
+use crate::secret::{AccessToken, IdToken, REDACTED, RefreshToken, exposed};
+
+/// The longest a Salesforce session lasts without activity: 24 hours, the longest session
+/// timeout an org or a connected app can set. Expiry estimates never go further than this past
+/// their start; see the [module docs](self#the-sane-range).
+pub const MAX_SESSION: Duration = Duration::from_secs(86_400);
 
 /// Where [`TokenSet::expires_at`] came from, strongest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -73,9 +100,9 @@ pub enum ExpirySource {
 /// The tokens and metadata of one successful grant.
 ///
 /// Fields are public for reading and updating; build one with [`TokenSet::new`] (the struct is
-/// `#[non_exhaustive]`). `Debug` redacts every secret; `Serialize` writes them in the clear for
-/// storage.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `#[non_exhaustive]`). `Debug` redacts every secret (and the `signature`, an HMAC keyed with
+/// the client secret); `Serialize` writes them in the clear for storage.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct TokenSet {
     /// The access token.
@@ -176,42 +203,71 @@ impl TokenSet {
     }
 
     /// Whether the access token is known to expire within `margin` of `now`. `false` when the
-    /// expiry is unknown: rely on the API's 401 then.
+    /// expiry is unknown: rely on the API's 401 then. A `margin` too large to add to `now` covers
+    /// any known expiry.
     pub fn expires_within(&self, margin: Duration, now: SystemTime) -> bool {
-        self.expires_at.is_some_and(|at| at <= now + margin)
+        self.expires_at
+            .is_some_and(|at| now.checked_add(margin).is_none_or(|limit| at <= limit))
+    }
+
+    /// Where an expiry estimate of this set starts: its issue time, unless that is absent or
+    /// later than `now`.
+    fn start(&self, now: SystemTime) -> SystemTime {
+        self.issued_at.map_or(now, |issued| issued.min(now))
     }
 
     /// Fills `expires_at` from the response's `expires_in`, the JWT access token's `exp` or the
-    /// session timeout, in that order; see the [module docs](self#expiry).
+    /// session timeout, in that order, clamped to the sane range; see the
+    /// [module docs](self#expiry).
     pub(crate) fn learn_expiry(
         &mut self,
         expires_in: Option<u64>,
         session_timeout: Option<Duration>,
         now: SystemTime,
     ) {
-        let start = self.issued_at.unwrap_or(now);
+        let start = self.start(now);
         if let Some(seconds) = expires_in {
             self.set_expiry(
-                start + Duration::from_secs(seconds),
+                start.checked_add(Duration::from_secs(seconds)),
+                start,
                 ExpirySource::ExpiresIn,
             );
         } else if let Some(exp) = jwt_exp(self.access_token.expose_secret()) {
-            self.set_expiry(UNIX_EPOCH + Duration::from_secs(exp), ExpirySource::JwtExp);
+            self.set_expiry(
+                UNIX_EPOCH.checked_add(Duration::from_secs(exp)),
+                start,
+                ExpirySource::JwtExp,
+            );
         } else if let Some(timeout) = session_timeout {
-            self.set_expiry(start + timeout, ExpirySource::SessionTimeout);
+            self.set_expiry(
+                start.checked_add(timeout),
+                start,
+                ExpirySource::SessionTimeout,
+            );
         }
     }
 
     /// Takes the expiry from an introspection of this access token, unless a stronger source
-    /// (`expires_in`, JWT `exp`) already set it.
+    /// (`expires_in`, JWT `exp`) already set it. Clamped to `[now, now + 24 h]`; see the
+    /// [module docs](self#the-sane-range).
     pub fn apply_introspection(&mut self, introspection: &crate::flows::Introspection) {
+        self.apply_introspection_at(introspection, SystemTime::now());
+    }
+
+    /// [`Self::apply_introspection`] as of `now`.
+    pub fn apply_introspection_at(
+        &mut self,
+        introspection: &crate::flows::Introspection,
+        now: SystemTime,
+    ) {
         let weaker = matches!(
             self.expiry_source,
             None | Some(ExpirySource::SessionTimeout)
         );
         if let (true, true, Some(exp)) = (weaker, introspection.active, introspection.exp) {
             self.set_expiry(
-                UNIX_EPOCH + Duration::from_secs(exp),
+                UNIX_EPOCH.checked_add(Duration::from_secs(exp)),
+                now,
                 ExpirySource::Introspection,
             );
         }
@@ -219,21 +275,55 @@ impl TokenSet {
 
     /// Takes the expiry from a session timeout (counted from `issued_at`, or else from `now`)
     /// when nothing better is known: for token sets stored before a timeout was configured.
+    /// Clamped to the sane range like every estimate.
     pub fn apply_session_timeout(&mut self, timeout: Duration, now: SystemTime) {
         if matches!(
             self.expiry_source,
             None | Some(ExpirySource::SessionTimeout)
         ) {
+            let start = self.start(now);
             self.set_expiry(
-                self.issued_at.unwrap_or(now) + timeout,
+                start.checked_add(timeout),
+                start,
                 ExpirySource::SessionTimeout,
             );
         }
     }
 
-    fn set_expiry(&mut self, at: SystemTime, source: ExpirySource) {
+    /// Sets the expiry to `at` clamped to `[start, start + MAX_SESSION]`; `None` (a time too
+    /// far to represent) is the upper end.
+    fn set_expiry(&mut self, at: Option<SystemTime>, start: SystemTime, source: ExpirySource) {
+        let latest = start.checked_add(MAX_SESSION).unwrap_or(start);
+        let at = at.map_or(latest, |at| at.max(start).min(latest));
         self.expires_at = Some(at);
         self.expiry_source = Some(source);
+    }
+}
+
+impl fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("access_token", &self.access_token)
+            .field("refresh_token", &self.refresh_token)
+            .field("instance_url", &self.instance_url.as_str())
+            .field("identity", &self.identity.as_str())
+            .field("issued_at", &self.issued_at)
+            .field("signature", &self.signature.as_ref().map(|_| REDACTED))
+            .field("scope", &self.scope)
+            .field("token_type", &self.token_type)
+            .field("id_token", &self.id_token)
+            .field(
+                "community_url",
+                &self.community_url.as_ref().map(Url::as_str),
+            )
+            .field("community_id", &self.community_id)
+            .field(
+                "api_instance_url",
+                &self.api_instance_url.as_ref().map(Url::as_str),
+            )
+            .field("expires_at", &self.expires_at)
+            .field("expiry_source", &self.expiry_source)
+            .finish()
     }
 }
 
@@ -256,8 +346,9 @@ pub(crate) fn to_millis(time: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-pub(crate) fn from_millis(millis: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(millis)
+/// `millis` after the Unix epoch, or `None` when this platform's clock cannot represent it.
+pub(crate) fn from_millis(millis: u64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_millis(millis))
 }
 
 /// Serde for `Option<SystemTime>` as integer milliseconds since the Unix epoch.
@@ -279,7 +370,7 @@ mod epoch_millis {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<SystemTime>, D::Error> {
-        Ok(Option::<u64>::deserialize(deserializer)?.map(super::from_millis))
+        Ok(Option::<u64>::deserialize(deserializer)?.and_then(super::from_millis))
     }
 }
 
@@ -809,7 +900,7 @@ mod tests {
         );
         tokens.refresh_token = Some(RefreshToken::new("REFRESH-SECRET"));
         tokens.id_token = Some(IdToken::new("ID-SECRET"));
-        tokens.issued_at = Some(from_millis(1_278_448_832_702));
+        tokens.issued_at = from_millis(1_278_448_832_702);
         let debug = format!("{tokens:?} {tokens:#?}");
         for secret in ["ACCESS-SECRET", "REFRESH-SECRET", "ID-SECRET"] {
             assert!(!debug.contains(secret), "{secret} leaked");
@@ -821,7 +912,7 @@ mod tests {
 
     #[test]
     fn expiry_order() {
-        let now = from_millis(1_700_000_000_000);
+        let now = from_millis(1_700_000_000_000).unwrap();
         let mut tokens = TokenSet::new(
             AccessToken::new("opaque"),
             Url::parse("https://acme.my.salesforce.com").unwrap(),
@@ -838,7 +929,7 @@ mod tests {
         tokens.access_token = AccessToken::new("eyJhbGciOiJub25lIn0.eyJleHAiOjE3MDAwMDM2MDB9.c2ln");
         tokens.learn_expiry(None, Some(Duration::from_secs(7200)), now);
         assert_eq!(tokens.expiry_source, Some(ExpirySource::JwtExp));
-        assert_eq!(tokens.expires_at, Some(from_millis(1_700_003_600_000)));
+        assert_eq!(tokens.expires_at, from_millis(1_700_003_600_000));
         assert!(tokens.expires_within(Duration::from_secs(3600), now));
         // A session timeout never overrides a stronger source.
         tokens.apply_session_timeout(Duration::from_secs(60), now);
@@ -847,5 +938,147 @@ mod tests {
         tokens.expiry_source = None;
         tokens.apply_session_timeout(Duration::from_secs(60), now);
         assert_eq!(tokens.expires_at, Some(now + Duration::from_secs(60)));
+    }
+
+    fn jwt_with_exp(exp: &str) -> AccessToken {
+        let payload =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(r#"{{"exp":{exp}}}"#));
+        AccessToken::new(format!("eyJhbGciOiJub25lIn0.{payload}.c2ln"))
+    }
+
+    fn opaque() -> TokenSet {
+        TokenSet::new(
+            AccessToken::new("opaque"),
+            Url::parse("https://acme.my.salesforce.com").unwrap(),
+            identity(),
+        )
+    }
+
+    /// Every number from outside lands in `[start, start + 24 h]`, with no panic: the inputs of
+    /// issue 11 (`u64::MAX` as `expires_in`, JWT `exp` and session timeout) included.
+    #[test]
+    fn expiry_estimates_stay_in_the_sane_range() {
+        let now = from_millis(1_700_000_000_000).unwrap();
+        let day = now + MAX_SESSION;
+        let hour = Duration::from_secs(3600);
+        let mut tokens = opaque();
+        for (expires_in, expected) in [
+            (u64::MAX, day),
+            (86_401, day),
+            (86_400, day),
+            (3600, now + hour),
+            (0, now),
+        ] {
+            tokens.learn_expiry(Some(expires_in), None, now);
+            assert_eq!(tokens.expires_at, Some(expected), "expires_in {expires_in}");
+        }
+        // Already expired reads as expired.
+        tokens.learn_expiry(Some(0), None, now);
+        assert!(tokens.expires_within(Duration::ZERO, now));
+
+        for (exp, expected) in [
+            ("18446744073709551615", day),
+            ("1800000000", day),
+            ("1700003600", now + hour),
+            ("0", now),
+            ("1", now),
+        ] {
+            let mut tokens = opaque();
+            tokens.access_token = jwt_with_exp(exp);
+            tokens.learn_expiry(None, None, now);
+            assert_eq!(
+                tokens.expiry_source,
+                Some(ExpirySource::JwtExp),
+                "exp {exp}"
+            );
+            assert_eq!(tokens.expires_at, Some(expected), "exp {exp}");
+        }
+        // Not a number a JWT `exp` can be: no expiry from it.
+        let mut tokens = opaque();
+        tokens.access_token = jwt_with_exp("1e400");
+        tokens.learn_expiry(None, None, now);
+        assert_eq!(tokens.expires_at, None);
+
+        for timeout in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX),
+            2 * MAX_SESSION,
+        ] {
+            let mut tokens = opaque();
+            tokens.learn_expiry(None, Some(timeout), now);
+            assert_eq!(tokens.expires_at, Some(day), "{timeout:?}");
+        }
+    }
+
+    #[test]
+    fn the_range_starts_at_issue_but_never_in_the_future() {
+        let now = from_millis(1_700_000_000_000).unwrap();
+        let hour = Duration::from_secs(3600);
+        let mut tokens = opaque();
+        tokens.issued_at = Some(now - hour);
+        tokens.learn_expiry(Some(7200), None, now);
+        assert_eq!(tokens.expires_at, Some(now + hour));
+        tokens.learn_expiry(Some(u64::MAX), None, now);
+        assert_eq!(tokens.expires_at, Some(now - hour + MAX_SESSION));
+        // A server clock ahead of ours, or nonsense: counted from now.
+        for issued in [now + hour, from_millis(u64::MAX).unwrap()] {
+            tokens.issued_at = Some(issued);
+            tokens.learn_expiry(Some(u64::MAX), None, now);
+            assert_eq!(tokens.expires_at, Some(now + MAX_SESSION));
+            tokens.learn_expiry(Some(60), None, now);
+            assert_eq!(tokens.expires_at, Some(now + Duration::from_secs(60)));
+        }
+        // A stored set issued two days ago with an absurd timeout is simply expired.
+        let mut stored = opaque();
+        stored.issued_at = Some(now - 2 * MAX_SESSION);
+        stored.apply_session_timeout(Duration::MAX, now);
+        assert_eq!(stored.expires_at, Some(now - MAX_SESSION));
+        assert!(stored.expires_within(Duration::ZERO, now));
+    }
+
+    #[test]
+    fn introspection_is_clamped_from_now() {
+        let now = from_millis(1_700_000_000_000).unwrap();
+        for (exp, expected) in [
+            (u64::MAX, now + MAX_SESSION),
+            (0, now),
+            (1_700_000_600, now + Duration::from_secs(600)),
+        ] {
+            let mut tokens = opaque();
+            tokens.issued_at = Some(now - 3 * MAX_SESSION);
+            let introspection = crate::flows::Introspection {
+                active: true,
+                exp: Some(exp),
+                ..Default::default()
+            };
+            tokens.apply_introspection_at(&introspection, now);
+            assert_eq!(tokens.expiry_source, Some(ExpirySource::Introspection));
+            assert_eq!(tokens.expires_at, Some(expected), "exp {exp}");
+        }
+    }
+
+    #[test]
+    fn huge_margins_and_times_do_not_overflow() {
+        let now = from_millis(1_700_000_000_000).unwrap();
+        let mut tokens = opaque();
+        assert!(!tokens.expires_within(Duration::MAX, now));
+        tokens.learn_expiry(Some(60), None, now);
+        assert!(tokens.expires_within(Duration::MAX, now));
+        assert!(!tokens.expires_within(Duration::ZERO, now));
+        let far = from_millis(u64::MAX).unwrap();
+        assert!(tokens.expires_within(Duration::MAX, far));
+        assert_eq!(to_millis(far), u64::MAX);
+        let json = r#"{"access_token":"a","instance_url":"https://a.my.salesforce.com","id":"https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK","issued_at":18446744073709551615,"expires_at":18446744073709551615}"#;
+        let stored: TokenSet = serde_json::from_str(json).unwrap();
+        assert_eq!(stored.issued_at_millis(), Some(u64::MAX));
+    }
+
+    #[test]
+    fn debug_hides_the_signature() {
+        let mut tokens = opaque();
+        tokens.signature = Some("pJLaaF3SzFH++txINP7roGsI00ZR67d0sscWvY1U9Ww=".into());
+        let debug = format!("{tokens:?}");
+        assert!(!debug.contains("pJLaaF3SzFH"), "{debug}");
+        assert!(debug.contains("signature: Some(\"[redacted]\")"), "{debug}");
     }
 }

@@ -607,8 +607,50 @@ async fn signature_mismatch_is_a_typed_error() {
     let error = check_json(Grant::Refresh, Reply::json(200, body))
         .await
         .unwrap_err();
-    assert!(matches!(error, Error::SignatureMismatch), "{error}");
+    // The tokens were issued (the refresh token sent is spent): the error carries them.
+    let Error::TokensRejected(rejected) = &error else {
+        panic!("expected rejected tokens, got {error}");
+    };
+    assert!(
+        matches!(rejected.reason(), Error::SignatureMismatch),
+        "{error}"
+    );
     assert_eq!(error.kind(), ErrorKind::Protocol);
+    assert!(error.may_have_been_spent());
+    assert!(!error.is_salesforce_answer());
+    assert_eq!(
+        error.issued_refresh_token().unwrap().expose_secret(),
+        "5Aep861FakeRefreshTokenValue"
+    );
+    let tokens = error.issued_tokens().unwrap();
+    assert_eq!(
+        tokens.access_token.expose_secret(),
+        "00D5e000000Abcd!AQ4AQFakeAccessTokenValue"
+    );
+    let shown = format!("{error} {error:?}");
+    for secret in ["AQ4AQFake", "5Aep861Fake", "PA02u5S0Jljy"] {
+        assert!(!shown.contains(secret), "{secret} leaked in {shown}");
+    }
+    // Without rotation the refresh token sent is the live one, and is what the error carries.
+    let body = fixture_replacing("token_success.json", "1700000000123", "1700000000124")
+        .replace(r#""refresh_token":"5Aep861FakeRefreshTokenValue","#, "");
+    let error = check_json(Grant::Refresh, Reply::json(200, body))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.issued_refresh_token().unwrap().expose_secret(),
+        "5Aep861OldRefresh"
+    );
+    let Error::TokensRejected(rejected) = error else {
+        panic!("expected rejected tokens");
+    };
+    let (reason, tokens, refresh_token) = rejected.into_parts();
+    assert!(matches!(reason, Error::SignatureMismatch));
+    assert_eq!(
+        tokens.unwrap().refresh_token.unwrap().expose_secret(),
+        "5Aep861OldRefresh"
+    );
+    assert_eq!(refresh_token.unwrap().expose_secret(), "5Aep861OldRefresh");
     // Without a secret the signature cannot be checked, and is not.
     let client = OAuthClient::new(LoginHost::Production, ConnectedApp::new(CLIENT_ID));
     let body = fixture_replacing("token_success.json", "1700000000123", "1700000000124");
@@ -952,8 +994,6 @@ async fn malformed_huge_and_truncated_bodies_are_parse_errors_with_redacted_exce
     let truncated = full[..full.len() / 2].to_owned();
     let xml = String::from_utf8(fixture("token_success.xml")).unwrap();
     let truncated_xml = xml[..xml.len() - 20].to_owned();
-    let missing_id = full.replace(r#""id":"#, r#""idx":"#);
-    let bad_issued_at = full.replace("1700000000123", "yesterday");
     let huge = format!(r#"{{"access_token":"{}"}}"#, "A".repeat(300 * 1024));
     let cases: Vec<(Reply, &str)> = vec![
         (Reply::json(200, truncated), "invalid json"),
@@ -961,8 +1001,6 @@ async fn malformed_huge_and_truncated_bodies_are_parse_errors_with_redacted_exce
             Reply::new(200, Some("application/xml"), truncated_xml),
             "xml",
         ),
-        (Reply::json(200, missing_id), "no id"),
-        (Reply::json(200, bad_issued_at), "invalid issued_at"),
         (Reply::json(200, huge), "exceeds"),
         (Reply::json(200, "[]"), "not an object"),
         (Reply::new(200, Some("text/plain"), "hello"), "neither"),
@@ -1180,10 +1218,14 @@ fn user_agent_flow() {
     ));
     let tampered =
         url::Url::parse(&redirect.as_str().replace("1700000000123", "1700000000999")).unwrap();
-    assert!(matches!(
-        client.parse_fragment(&tampered, &request.state),
-        Err(Error::SignatureMismatch)
-    ));
+    let error = client
+        .parse_fragment(&tampered, &request.state)
+        .unwrap_err();
+    let Error::TokensRejected(rejected) = &error else {
+        panic!("expected rejected tokens, got {error}");
+    };
+    assert!(matches!(rejected.reason(), Error::SignatureMismatch));
+    assert!(error.issued_refresh_token().is_some());
 }
 
 #[tokio::test]
@@ -1399,7 +1441,11 @@ async fn introspection_and_expiry_from_it() {
         tokens.expires_at, None,
         "an inactive result says nothing about expiry"
     );
-    tokens.apply_introspection(&active);
+    // As of the token's issue; an `exp` in the past of `now` would read as expired.
+    tokens.apply_introspection_at(
+        &active,
+        std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    );
     assert_eq!(tokens.expiry_source, Some(ExpirySource::Introspection));
     assert_eq!(
         tokens.expires_at,
@@ -1747,4 +1793,333 @@ async fn the_checker_catches_a_stray_header() {
     let expect = Grant::Refresh.expect(ClientAuth::RequestBody, ResponseFormat::Json);
     let script = Script::new(vec![(expect, Reply::fixture("token_success.json"))]);
     let _ = Grant::Refresh.run(&client, &script.transport()).await;
+}
+
+/// A token response without a signature, in `format`, made of `fields`.
+fn token_reply(format: ResponseFormat, fields: &[(&str, String)]) -> Reply {
+    let body = match format {
+        ResponseFormat::Json => {
+            let object: serde_json::Map<String, serde_json::Value> = fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(v.clone())))
+                .collect();
+            serde_json::to_vec(&object).unwrap()
+        }
+        ResponseFormat::UrlEncoded => serde_urlencoded::to_string(fields).unwrap().into_bytes(),
+        _ => format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><OAuth>{}</OAuth>",
+            fields
+                .iter()
+                .map(|(k, v)| format!("<{k}>{v}</{k}>"))
+                .collect::<String>()
+        )
+        .into_bytes(),
+    };
+    Reply::new(200, Some(format.accept()), body)
+}
+
+/// A JWT-shaped access token whose payload is `{"exp":<exp>}` (unsigned: core reads `exp`
+/// as a scheduling hint without verifying).
+fn jwt_access_token(exp: &str) -> String {
+    use base64::Engine as _;
+    let payload =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(r#"{{"exp":{exp}}}"#));
+    format!("eyJhbGciOiJub25lIn0.{payload}.c2ln")
+}
+
+/// What the expiry of a parsed token set must be.
+#[derive(Clone, Copy, Debug)]
+enum Expiry {
+    /// Unknown.
+    None,
+    /// Already expired when parsed.
+    Expired,
+    /// A day after parsing: the top of the sane range.
+    Day,
+}
+
+/// Issue 11, defect 1: numbers no server should send, in each of the three formats, after
+/// which the refresh must still succeed with the rotated refresh token (a panic or an error
+/// here loses it), with the expiry clamped to `[now, now + 24 h]`.
+#[tokio::test]
+async fn hostile_numbers_in_any_format_keep_the_rotated_refresh_token() {
+    const HUGE: &str = "18446744073709551615";
+    const HUGER: &str = "99999999999999999999999999";
+    let never = Duration::from_secs(u64::MAX);
+    type Case = (
+        &'static str,
+        Vec<(&'static str, String)>,
+        Option<Duration>,
+        Expiry,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "expires_in u64::MAX",
+            vec![("expires_in", HUGE.into())],
+            None,
+            Expiry::Day,
+        ),
+        (
+            "expires_in beyond u64",
+            vec![("expires_in", HUGER.into())],
+            None,
+            Expiry::Day,
+        ),
+        (
+            "expires_in 0",
+            vec![("expires_in", "0".into())],
+            None,
+            Expiry::Expired,
+        ),
+        (
+            "expires_in negative",
+            vec![("expires_in", "-30".into())],
+            None,
+            Expiry::Expired,
+        ),
+        (
+            "expires_in not a number",
+            vec![("expires_in", "soon".into())],
+            None,
+            Expiry::None,
+        ),
+        (
+            "issued_at u64::MAX",
+            vec![("issued_at", HUGE.into())],
+            None,
+            Expiry::None,
+        ),
+        (
+            "issued_at beyond u64",
+            vec![("issued_at", HUGER.into())],
+            None,
+            Expiry::None,
+        ),
+        (
+            "issued_at and expires_in u64::MAX",
+            vec![("issued_at", HUGE.into()), ("expires_in", HUGE.into())],
+            None,
+            Expiry::Day,
+        ),
+        (
+            "jwt exp u64::MAX",
+            vec![("access_token", jwt_access_token(HUGE))],
+            None,
+            Expiry::Day,
+        ),
+        (
+            "jwt exp 0",
+            vec![("access_token", jwt_access_token("0"))],
+            None,
+            Expiry::Expired,
+        ),
+        ("session timeout u64::MAX", vec![], Some(never), Expiry::Day),
+        (
+            "session timeout Duration::MAX",
+            vec![],
+            Some(Duration::MAX),
+            Expiry::Day,
+        ),
+        (
+            "session timeout u64::MAX with issued_at u64::MAX",
+            vec![("issued_at", HUGE.into())],
+            Some(never),
+            Expiry::Day,
+        ),
+        (
+            "unreadable optional urls",
+            vec![
+                ("sfdc_community_url", "not a url".into()),
+                ("api_instance_url", "ftp://x".into()),
+            ],
+            None,
+            Expiry::None,
+        ),
+    ];
+    for format in [
+        ResponseFormat::Json,
+        ResponseFormat::UrlEncoded,
+        ResponseFormat::Xml,
+    ] {
+        for (name, extra, timeout, expiry) in &cases {
+            let mut fields: Vec<(&str, String)> = vec![
+                (
+                    "access_token",
+                    "00D5e000000Abcd!AQ4AQFakeAccessTokenValue".into(),
+                ),
+                ("refresh_token", "5Aep861Rotated".into()),
+                ("instance_url", "https://acme.my.salesforce.com".into()),
+                (
+                    "id",
+                    "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK".into(),
+                ),
+                ("token_type", "Bearer".into()),
+            ];
+            for (key, value) in extra {
+                fields.retain(|(k, _)| k != key);
+                fields.push((key, value.clone()));
+            }
+            let mut client = OAuthClient::new(LoginHost::Production, app()).with_format(format);
+            if let Some(timeout) = timeout {
+                client = client.with_session_timeout(*timeout);
+            }
+            let before = std::time::SystemTime::now();
+            let tokens = run_once(
+                &client,
+                Grant::Refresh,
+                Grant::Refresh.expect(ClientAuth::RequestBody, format),
+                token_reply(format, &fields),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{format:?} {name}: {e}"));
+            let after = std::time::SystemTime::now();
+            assert_eq!(
+                tokens.refresh_token.unwrap().expose_secret(),
+                "5Aep861Rotated",
+                "{format:?} {name}"
+            );
+            let day = Duration::from_secs(86_400);
+            let at = tokens.expires_at;
+            match expiry {
+                Expiry::None => assert_eq!(at, None, "{format:?} {name}"),
+                Expiry::Expired => assert!(at.is_some_and(|at| at <= after), "{format:?} {name}"),
+                Expiry::Day => assert!(
+                    at.is_some_and(|at| before + day <= at && at <= after + day),
+                    "{format:?} {name}: {at:?}"
+                ),
+            }
+        }
+    }
+}
+
+/// Defect 1 after the tokens were read: a 2xx that issued a refresh token but lacks what a
+/// token set needs is an error that still carries the refresh token; one that issued nothing
+/// is a plain parse error.
+#[tokio::test]
+async fn a_response_that_issued_a_refresh_token_never_loses_it() {
+    let full = String::from_utf8(fixture("token_success.json")).unwrap();
+    for (name, body) in [
+        ("no id", full.replace(r#""id":"#, r#""idx":"#)),
+        (
+            "bad id",
+            full.replace("/id/00D5e000000AbcdEAC", "/id/00D-bad"),
+        ),
+        (
+            "no instance_url",
+            full.replace(r#""instance_url":"#, r#""instance_urlx":"#),
+        ),
+        (
+            "bad instance_url",
+            full.replace("https://acme.my.salesforce.com", "javascript:alert(1)"),
+        ),
+        (
+            "no access_token",
+            full.replace(r#""access_token":"#, r#""access_tokenx":"#),
+        ),
+        // Unsigned because unreadable: the signature covers the text as sent.
+        ("bad issued_at", full.replace("1700000000123", "yesterday")),
+    ] {
+        let error = check_json(Grant::Refresh, Reply::json(200, body))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, Error::TokensRejected(_)),
+            "{name}: {error:?}"
+        );
+        assert_eq!(
+            error
+                .issued_refresh_token()
+                .map(RefreshToken::expose_secret),
+            Some("5Aep861FakeRefreshTokenValue"),
+            "{name}"
+        );
+        assert_eq!(error.kind(), ErrorKind::Protocol, "{name}");
+        assert!(error.may_have_been_spent(), "{name}");
+        assert!(
+            !format!("{error} {error:?}").contains("5Aep861Fake"),
+            "{name}"
+        );
+    }
+    let nothing = full
+        .replace(r#""id":"#, r#""idx":"#)
+        .replace(r#""refresh_token":"#, r#""refresh_tokenx":"#);
+    let error = check_json(Grant::JwtBearer, Reply::json(200, nothing))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Parse { .. }), "{error:?}");
+    assert!(error.issued_refresh_token().is_none());
+}
+
+#[tokio::test]
+async fn introspection_exp_of_u64_max_is_a_day_at_most() {
+    let client = client();
+    let expect = Expect {
+        url: "https://login.salesforce.com/services/oauth2/introspect".into(),
+        ..Expect::token(
+            &[
+                ("token", ANY),
+                ("token_type_hint", "access_token"),
+                ("client_id", CLIENT_ID),
+                ("client_secret", SECRET),
+            ],
+            RetrySafety::Idempotent,
+        )
+    };
+    let script = Script::new(vec![(
+        expect,
+        Reply::json(200, r#"{"active":true,"exp":18446744073709551615}"#),
+    )]);
+    let introspection = client
+        .introspect(
+            &script.transport(),
+            &SecretValue::new("00D5e000000Abcd!AQ4AQ"),
+            Some(TokenTypeHint::AccessToken),
+        )
+        .await
+        .unwrap();
+    assert_eq!(introspection.exp, Some(u64::MAX));
+    let mut tokens = check_json(Grant::Refresh, Reply::fixture("token_success.json"))
+        .await
+        .unwrap();
+    let before = std::time::SystemTime::now();
+    tokens.apply_introspection(&introspection);
+    let after = std::time::SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    let at = tokens.expires_at.unwrap();
+    assert!(before + day <= at && at <= after + day, "{at:?}");
+}
+
+#[tokio::test]
+async fn device_numbers_are_bounded() {
+    let client = OAuthClient::new(LoginHost::Production, ConnectedApp::new(CLIENT_ID));
+    for (interval, expected) in [
+        ("18446744073709551615", sfauth_core::flows::MAX_INTERVAL),
+        ("0", sfauth_core::flows::MIN_INTERVAL),
+        ("7", Duration::from_secs(7)),
+    ] {
+        let start = Expect::token(
+            &[
+                ("response_type", "device_code"),
+                ("client_id", CLIENT_ID),
+                ("format", "json"),
+            ],
+            RetrySafety::Idempotent,
+        );
+        let body = format!(
+            r#"{{"device_code":"M2Fk","user_code":"ABCD1234","verification_uri":"https://login.salesforce.com/setup/connect","interval":{interval},"expires_in":18446744073709551615}}"#
+        );
+        let script = Script::new(vec![(start, Reply::json(200, body))]);
+        let before = std::time::SystemTime::now();
+        let authorization = client
+            .device_start(&script.transport(), None)
+            .await
+            .unwrap();
+        assert_eq!(authorization.interval, expected, "{interval}");
+        let expires_at = authorization.expires_at.unwrap();
+        assert!(expires_at >= before + sfauth_core::flows::MAX_DEVICE_CODE_LIFETIME);
+        assert!(
+            expires_at
+                <= std::time::SystemTime::now() + sfauth_core::flows::MAX_DEVICE_CODE_LIFETIME
+        );
+    }
 }

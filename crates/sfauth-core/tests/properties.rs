@@ -1,5 +1,7 @@
-//! Property tests: the response parsers never panic, whatever the bytes, and the JSON,
-//! urlencoded and XML encodings of one token response parse to equal token sets.
+//! Property tests: the response parsers never panic, whatever the bytes; the JSON,
+//! urlencoded and XML encodings of one token response parse to equal token sets; and no number
+//! in a token response (or a configured session timeout) can panic the parse or lose the
+//! refresh token it carries.
 
 #![allow(
     clippy::unwrap_used,
@@ -7,6 +9,9 @@
     reason = "test helpers outside #[test] functions panic on unexpected input by design"
 )]
 
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
 use bytes::Bytes;
 use proptest::prelude::*;
 use sfauth_core::format::ResponseFormat;
@@ -14,6 +19,20 @@ use sfauth_core::http::{HttpRequest, HttpResponse, TransportError};
 use sfauth_core::{ConnectedApp, Error, LoginHost, OAuthClient, RefreshToken, TokenSet};
 
 fn run(content_type: Option<&'static str>, status: u16, body: Vec<u8>) -> Result<TokenSet, Error> {
+    let client = OAuthClient::new(
+        LoginHost::Production,
+        ConnectedApp::new("3MVG9.key").with_secret("s"),
+    )
+    .with_format(ResponseFormat::Json);
+    run_with(&client, content_type, status, body)
+}
+
+fn run_with(
+    client: &OAuthClient,
+    content_type: Option<&'static str>,
+    status: u16,
+    body: Vec<u8>,
+) -> Result<TokenSet, Error> {
     let transport = move |_request: HttpRequest| {
         let mut builder = http::Response::builder().status(status);
         if let Some(content_type) = content_type {
@@ -22,11 +41,6 @@ fn run(content_type: Option<&'static str>, status: u16, body: Vec<u8>) -> Result
         let response: HttpResponse = builder.body(Bytes::from(body.clone())).unwrap();
         async move { Ok::<_, TransportError>(response) }
     };
-    let client = OAuthClient::new(
-        LoginHost::Production,
-        ConnectedApp::new("3MVG9.key").with_secret("s"),
-    )
-    .with_format(ResponseFormat::Json);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -96,5 +110,82 @@ proptest! {
         let from_xml = run(Some("application/xml"), 200, xml).unwrap();
         prop_assert_eq!(&from_json, &from_form);
         prop_assert_eq!(&from_json, &from_xml);
+    }
+
+    /// Issue 11, defect 1: whatever `expires_in`, `issued_at`, JWT `exp` and session timeout
+    /// say, in whichever format, the refresh succeeds with the rotated refresh token and an
+    /// expiry no later than a day from now.
+    #[test]
+    fn numbers_never_panic_or_lose_the_refresh_token(
+        expires_in in proptest::option::of(prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            "[-+]?[0-9]{1,30}",
+            "[-+0-9a-z. ]{0,12}",
+        ]),
+        issued_at in proptest::option::of(prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            "[-+]?[0-9]{1,30}",
+        ]),
+        exp in proptest::option::of(prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            "-?[0-9]{1,30}(\\.[0-9]{1,3})?",
+        ]),
+        timeout in proptest::option::of(prop_oneof![
+            any::<u64>().prop_map(Duration::from_secs),
+            Just(Duration::MAX),
+            Just(Duration::ZERO),
+        ]),
+        format in 0..3usize,
+    ) {
+        let access_token = match &exp {
+            Some(exp) => format!(
+                "eyJhbGciOiJub25lIn0.{}.c2ln",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(r#"{{"exp":{exp}}}"#))
+            ),
+            None => "00D5e000000Abcd!AQ4AQ".to_owned(),
+        };
+        let mut fields = vec![
+            ("access_token", access_token),
+            ("refresh_token", "5Aep861Rotated".to_owned()),
+            ("instance_url", "https://acme.my.salesforce.com".to_owned()),
+            ("id", "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK".to_owned()),
+        ];
+        fields.extend(expires_in.map(|v| ("expires_in", v)));
+        fields.extend(issued_at.map(|v| ("issued_at", v)));
+        let (content_type, body) = match format {
+            0 => {
+                let json: serde_json::Map<String, serde_json::Value> = fields
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(v.clone())))
+                    .collect();
+                ("application/json", serde_json::to_vec(&json).unwrap())
+            }
+            1 => (
+                "application/x-www-form-urlencoded",
+                serde_urlencoded::to_string(&fields).unwrap().into_bytes(),
+            ),
+            _ => (
+                "application/xml",
+                format!(
+                    "<OAuth>{}</OAuth>",
+                    fields.iter().map(|(k, v)| format!("<{k}>{v}</{k}>")).collect::<String>()
+                )
+                .into_bytes(),
+            ),
+        };
+        let mut client = OAuthClient::new(
+            LoginHost::Production,
+            ConnectedApp::new("3MVG9.key").with_secret("s"),
+        );
+        if let Some(timeout) = timeout {
+            client = client.with_session_timeout(timeout);
+        }
+        let tokens = run_with(&client, Some(content_type), 200, body).unwrap();
+        let after = SystemTime::now();
+        let refresh_token = tokens.refresh_token.unwrap();
+        prop_assert_eq!(refresh_token.expose_secret(), "5Aep861Rotated");
+        if let Some(at) = tokens.expires_at {
+            prop_assert!(at <= after + Duration::from_secs(86_400), "{:?}", at);
+        }
     }
 }

@@ -24,6 +24,18 @@ use crate::token::TokenSet;
 /// Polling interval used when the server names none.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The shortest polling interval honoured: a server saying 0 would otherwise be polled in a
+/// tight loop.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The longest polling interval honoured (after `slow_down` too): a server's number is not
+/// allowed to park the caller for longer.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(300);
+
+/// The longest device code lifetime believed: Salesforce's codes live minutes; a larger
+/// `expires_in` is read as this.
+pub const MAX_DEVICE_CODE_LIFETIME: Duration = Duration::from_secs(3600);
+
 /// What the start of the device flow returns: what to show the user, and what to poll with.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -34,9 +46,11 @@ pub struct DeviceAuthorization {
     pub user_code: String,
     /// Where the user goes to approve.
     pub verification_uri: Url,
-    /// How long to wait between polls.
+    /// How long to wait between polls: the server's `interval`, kept within
+    /// [`MIN_INTERVAL`]..=[`MAX_INTERVAL`].
     pub interval: Duration,
-    /// When the device code expires, if the server said (`expires_in`).
+    /// When the device code expires, if the server said (`expires_in`, believed up to
+    /// [`MAX_DEVICE_CODE_LIFETIME`]).
     pub expires_at: Option<SystemTime>,
 }
 
@@ -52,7 +66,7 @@ pub enum DevicePoll {
         retry_after: Duration,
     },
     /// Polling too fast (`slow_down`): poll again after `retry_after`, the interval plus five
-    /// seconds, and keep that interval from now on.
+    /// seconds (at most [`MAX_INTERVAL`]), and keep that interval from now on.
     SlowDown {
         /// How long to wait before the next poll.
         retry_after: Duration,
@@ -113,10 +127,17 @@ impl OAuthClient {
                 .map_err(|_| invalid(field)),
             None => Ok(None),
         };
+        // Both come from the server: bounded, so that no value can overflow the clock or make
+        // `device_wait` sleep for ever or spin.
         let interval = seconds("interval", fields.take("interval"))?
-            .map_or(DEFAULT_INTERVAL, Duration::from_secs);
-        let expires_at = seconds("expires_in", fields.take("expires_in"))?
-            .map(|s| SystemTime::now() + Duration::from_secs(s));
+            .map_or(DEFAULT_INTERVAL, |s| {
+                Duration::from_secs(s).clamp(MIN_INTERVAL, MAX_INTERVAL)
+            });
+        let expires_at = seconds("expires_in", fields.take("expires_in"))?.map(|s| {
+            let now = SystemTime::now();
+            now.checked_add(Duration::from_secs(s).min(MAX_DEVICE_CODE_LIFETIME))
+                .unwrap_or(now)
+        });
         Ok(DeviceAuthorization {
             device_code: DeviceCode::new(device_code),
             user_code,
@@ -160,7 +181,10 @@ impl OAuthClient {
             }
             Err(Error::Server(server)) if server.error() == "slow_down" => {
                 Ok(DevicePoll::SlowDown {
-                    retry_after: authorization.interval + Duration::from_secs(5),
+                    retry_after: authorization
+                        .interval
+                        .saturating_add(Duration::from_secs(5))
+                        .min(MAX_INTERVAL),
                 })
             }
             Err(error) => Err(error),

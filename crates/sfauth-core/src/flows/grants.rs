@@ -63,6 +63,10 @@ impl OAuthClient {
     /// A concurrent refresh of the same token fails with [`ErrorKind::RefreshInProgress`](crate::ErrorKind::RefreshInProgress):
     /// wait and re-read the stored tokens rather than sending this one again.
     ///
+    /// A 2xx answer that issued tokens but then failed a check (its signature, a missing `id`)
+    /// is [`Error::TokensRejected`]: take [`Error::issued_refresh_token`] from it and store it,
+    /// since the token passed in is spent when the app rotates.
+    ///
     /// ```
     /// # use bytes::Bytes;
     /// # use sfauth_core::http::{HttpRequest, HttpResponse, TransportError};
@@ -91,7 +95,7 @@ impl OAuthClient {
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.expose_secret()),
         ];
-        let mut tokens = self
+        let result = self
             .token_grant(
                 transport,
                 params,
@@ -99,11 +103,20 @@ impl OAuthClient {
                 RetrySafety::SingleUse,
                 Context::Refresh,
             )
-            .await?;
-        tokens
-            .refresh_token
-            .get_or_insert_with(|| refresh_token.clone());
-        Ok(tokens)
+            .await;
+        match result {
+            Ok(mut tokens) => {
+                tokens
+                    .refresh_token
+                    .get_or_insert_with(|| refresh_token.clone());
+                Ok(tokens)
+            }
+            Err(Error::TokensRejected(mut rejected)) => {
+                rejected.keep_sent_refresh_token(refresh_token);
+                Err(Error::TokensRejected(rejected))
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Username-password flow: `grant_type=password`. `password` is the user's password with

@@ -62,7 +62,9 @@ impl JwtBearer {
             aud: &'a str,
             exp: u64,
         }
-        let exp = (now + self.lifetime)
+        let exp = now
+            .checked_add(self.lifetime)
+            .ok_or_else(|| Error::config("jwt assertion lifetime is too long"))?
             .duration_since(UNIX_EPOCH)
             .map_err(|_| Error::config("clock is before the unix epoch"))?
             .as_secs();

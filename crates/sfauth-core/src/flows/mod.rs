@@ -26,7 +26,10 @@ mod introspect;
 mod jwt;
 
 pub use authorize::{AuthorizationRequest, AuthorizeParams};
-pub use device::{DEFAULT_INTERVAL, DeviceAuthorization, DevicePoll};
+pub use device::{
+    DEFAULT_INTERVAL, DeviceAuthorization, DevicePoll, MAX_DEVICE_CODE_LIFETIME, MAX_INTERVAL,
+    MIN_INTERVAL,
+};
 pub use grants::{TokenExchange, token_type};
 pub use identity::{IdTokenCheck, IdTokenClaims, IdentityInfo, UserInfo};
 pub use introspect::{Introspection, RevokeMethod, TokenTypeHint};
