@@ -33,6 +33,10 @@
 //! # }
 //! ```
 
+// Numbers from outside (responses, tokens, headers, configuration, stored records) reach
+// arithmetic here; none of it may panic or wrap, so every operation is checked or saturating.
+#![warn(clippy::arithmetic_side_effects)]
+
 #[cfg(feature = "mock")]
 mod mock;
 mod recorder;

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use sfauth_core::host::is_loopback;
 use sfauth_core::http::{
-    HttpRequest, HttpResponse, HttpTransport, TransportError, TransportErrorKind,
+    BodyTruncated, HttpRequest, HttpResponse, HttpTransport, TransportError, TransportErrorKind,
 };
 use tracing::Instrument;
 
@@ -26,7 +26,10 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// Every request is checked before it leaves: plain `http` is refused for any host but loopback,
 /// since token requests carry credentials. Responses are read with a size cap enforced while the
-/// body streams in, and each request gets a `tracing` span (`http.request`) with method, host,
+/// body streams in: a 2xx over the cap is a [`TransportErrorKind::BodyTooLarge`] error carrying
+/// its status, and any other status over the cap is returned cut at the cap and marked with
+/// [`BodyTruncated`], so that it is still classified by its status. Each request gets a
+/// `tracing` span (`http.request`) with method, host,
 /// path, status and duration, never headers, query strings or bodies.
 ///
 /// Redirects are not followed: Salesforce may answer a token POST on the login pool with a 302 to
@@ -89,27 +92,51 @@ impl ReqwestTransport {
             .await
             .map_err(map_reqwest_error)?;
 
-        if let Some(length) = response.content_length()
-            && length > self.max_body_bytes as u64
-        {
-            return Err(body_too_large(self.max_body_bytes));
+        // The status is known before the body: every failure from here on carries it, and an
+        // error status is never turned into a different error by its body (a 503 with a 2 MiB
+        // maintenance page is still a 503).
+        let status = response.status();
+        let limit = self.max_body_bytes;
+        let declared_too_large = response
+            .content_length()
+            .is_some_and(|length| u64::try_from(limit).is_ok_and(|limit| length > limit));
+        if declared_too_large && status.is_success() {
+            return Err(body_too_large(limit, status));
         }
         let mut body = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(map_reqwest_error)? {
-            if body.len() + chunk.len() > self.max_body_bytes {
-                return Err(body_too_large(self.max_body_bytes));
+        let mut truncated = false;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|error| map_reqwest_error(error).with_status(status.as_u16()))?
+        {
+            let room = limit.saturating_sub(body.len());
+            if chunk.len() > room {
+                if status.is_success() {
+                    // A success that cannot be read whole is unusable, and the server has acted
+                    // on the request: the error says so through its status.
+                    return Err(body_too_large(limit, status));
+                }
+                body.extend_from_slice(chunk.get(..room).unwrap_or_default());
+                truncated = true;
+                break;
             }
             body.extend_from_slice(&chunk);
         }
 
         let mut builder = http::Response::builder()
-            .status(response.status())
+            .status(status)
             .version(response.version());
         if let Some(headers) = builder.headers_mut() {
             *headers = std::mem::take(response.headers_mut());
         }
+        if truncated {
+            builder = builder.extension(BodyTruncated::new(limit));
+        }
         builder.body(body.freeze()).map_err(|error| {
-            TransportError::new(TransportErrorKind::Other, "invalid response").with_source(error)
+            TransportError::new(TransportErrorKind::Other, "invalid response")
+                .with_status(status.as_u16())
+                .with_source(error)
         })
     }
 }
@@ -136,7 +163,10 @@ impl HttpTransport for ReqwestTransport {
         );
         let started = Instant::now();
         let result = self.send_checked(request).instrument(span.clone()).await;
-        span.record("duration_ms", started.elapsed().as_millis() as u64);
+        span.record(
+            "duration_ms",
+            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        );
         match &result {
             Ok(response) => {
                 span.record("status", response.status().as_u16());
@@ -197,8 +227,9 @@ impl ReqwestTransportBuilder {
         self
     }
 
-    /// The largest response body accepted; a larger one is a
-    /// [`TransportErrorKind::BodyTooLarge`] error.
+    /// The largest response body read. A 2xx with a larger one is a
+    /// [`TransportErrorKind::BodyTooLarge`] error (with its status); any other status is handed
+    /// back with its body cut at this size and marked with [`BodyTruncated`].
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
         self.max_body_bytes = limit;
         self
@@ -263,11 +294,12 @@ fn check_url(url: &url::Url) -> Result<(), TransportError> {
     }
 }
 
-fn body_too_large(limit: usize) -> TransportError {
+fn body_too_large(limit: usize, status: http::StatusCode) -> TransportError {
     TransportError::new(
         TransportErrorKind::BodyTooLarge,
         format!("response body exceeds the {limit} byte limit"),
     )
+    .with_status(status.as_u16())
 }
 
 /// Maps a reqwest error to our taxonomy. The URL is stripped first: reqwest puts it in its

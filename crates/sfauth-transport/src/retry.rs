@@ -198,13 +198,16 @@ impl<T> Retry<T> {
 impl<T: HttpTransport> HttpTransport for Retry<T> {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
         let safety = RetrySafety::of(&request);
-        let mut retry = 0;
+        // Attempts made so far; bounded by `max_attempts`, a `u32`, and counted saturating.
+        let mut attempts: u32 = 0;
         loop {
             // `http::Request<Bytes>` is `Clone` in http 1.x, extensions included, and cloning
             // `Bytes` is a reference count, so every attempt is the caller's request, whole.
             let attempt = request.clone();
             let outcome = self.inner.send(attempt).await;
-            if retry + 1 >= self.policy.max_attempts {
+            let retry = attempts;
+            attempts = attempts.saturating_add(1);
+            if attempts >= self.policy.max_attempts {
                 return outcome;
             }
             let wait = match self.verdict(safety, &outcome, SystemTime::now()) {
@@ -213,13 +216,12 @@ impl<T: HttpTransport> HttpTransport for Retry<T> {
                 Verdict::RetryAfter(wait) => wait,
             };
             tracing::debug!(
-                attempt = retry + 1,
-                wait_ms = wait.as_millis() as u64,
+                attempt = attempts,
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                 outcome = %describe(&outcome),
                 "retrying http request"
             );
             tokio::time::sleep(wait).await;
-            retry += 1;
         }
     }
 }

@@ -20,7 +20,7 @@ use axum::routing::any;
 use axum::serve::ListenerExt;
 use bytes::Bytes;
 use sfauth_core::http::{HttpRequest, HttpTransport, RetrySafety, TransportErrorKind};
-use sfauth_transport::{Recorder, ReqwestTransport, Retry, RetryPolicy};
+use sfauth_transport::{DEFAULT_MAX_BODY_BYTES, Recorder, ReqwestTransport, Retry, RetryPolicy};
 
 /// A loopback server whose routes misbehave on request, counting every hit.
 struct Server {
@@ -38,6 +38,8 @@ async fn serve() -> Server {
         .route("/slow/{ms}", any(slow))
         .route("/big/{len}", any(big))
         .route("/stream/{len}", any(stream))
+        .route("/big-status/{code}/{len}", any(big_status))
+        .route("/stream-status/{code}/{len}", any(stream_status))
         .route("/echo-ua", any(echo_ua))
         .with_state(hits.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -103,6 +105,24 @@ async fn stream(State(hits): Hits, Path(len): Path<usize>) -> Response {
         Ok::<_, std::io::Error>(Bytes::from(vec![b'y'; size]))
     });
     Body::from_stream(futures_util::stream::iter(chunks)).into_response()
+}
+
+/// `len` bytes of an HTML page with status `code`, as a gateway's error page is.
+async fn big_status(State(hits): Hits, Path((code, len)): Path<(u16, usize)>) -> Response {
+    hits.fetch_add(1, Ordering::SeqCst);
+    (
+        StatusCode::from_u16(code).unwrap(),
+        [("content-type", "text/html"), ("retry-after", "7")],
+        vec![b'<'; len],
+    )
+        .into_response()
+}
+
+/// The same without `content-length`.
+async fn stream_status(State(hits): Hits, Path((code, len)): Path<(u16, usize)>) -> Response {
+    let mut response = stream(State(hits), Path(len)).await;
+    *response.status_mut() = StatusCode::from_u16(code).unwrap();
+    response
 }
 
 async fn echo_ua(headers: HeaderMap) -> String {
@@ -192,6 +212,118 @@ async fn body_cap_is_enforced_with_and_without_content_length() {
             .await
             .unwrap_err();
         assert_eq!(error.kind(), TransportErrorKind::BodyTooLarge, "{route}");
+        assert_eq!(error.status(), Some(200), "{route}");
+    }
+}
+
+/// A client whose token endpoint is `url`.
+fn token_client(url: &str) -> sfauth_core::OAuthClient {
+    let url: url::Url = url.parse().unwrap();
+    let endpoints = sfauth_core::Endpoints::from_base(&url).with_token(url);
+    sfauth_core::OAuthClient::new(
+        sfauth_core::LoginHost::Custom(Box::new(endpoints)),
+        sfauth_core::ConnectedApp::new("3MVG9.key"),
+    )
+}
+
+/// Issue 11, defect 5: an error status over the cap is still that status. Over real TCP, with
+/// and without `content-length`, a 2 MiB body on 503, 502, 504, 429, 500 and 400 comes back as
+/// the response, cut at the cap and marked, and core classifies it by its status: 5xx transient,
+/// 429 rate limited (with its `Retry-After`), and never "body too large"; never Salesforce's own
+/// answer either, so the refresh protocol does not read it as proof the token is unspent.
+#[tokio::test]
+async fn an_oversized_error_status_is_classified_by_its_status() {
+    use sfauth_core::http::BodyTruncated;
+    use sfauth_core::{ErrorKind, RefreshToken};
+
+    const TWO_MIB: usize = 2 * 1024 * 1024;
+    let server = serve().await;
+    let transport = ReqwestTransport::new().unwrap();
+    for route in ["big-status", "stream-status"] {
+        for (code, kind) in [
+            (503, ErrorKind::Transient),
+            (502, ErrorKind::Transient),
+            (504, ErrorKind::Transient),
+            (500, ErrorKind::Transient),
+            (429, ErrorKind::RateLimited),
+            (400, ErrorKind::Protocol),
+        ] {
+            let base = format!("{}/{route}/{code}/{TWO_MIB}", server.base);
+            let response = transport
+                .send(request("POST", &base, None))
+                .await
+                .unwrap_or_else(|e| panic!("{route} {code}: {e}"));
+            assert_eq!(response.status().as_u16(), code, "{route}");
+            assert_eq!(
+                response.body().len(),
+                DEFAULT_MAX_BODY_BYTES,
+                "{route} {code}"
+            );
+            assert_eq!(
+                BodyTruncated::of(&response).map(BodyTruncated::limit),
+                Some(DEFAULT_MAX_BODY_BYTES),
+                "{route} {code}"
+            );
+
+            // The same answer on a token endpoint, through a flow.
+            let client = token_client(&base);
+            let error = client
+                .refresh(&transport, &RefreshToken::new("5Aep861SECRET"))
+                .await
+                .unwrap_err();
+            assert_eq!(error.kind(), kind, "{route} {code}: {error}");
+            assert!(!error.is_salesforce_answer(), "{route} {code}");
+            assert!(
+                matches!(error, sfauth_core::Error::Status { status, .. } if status == code),
+                "{route} {code}: {error:?}"
+            );
+            // Only the route with `content-length` sends a `Retry-After`.
+            if code == 429 && route == "big-status" {
+                assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
+            }
+        }
+    }
+}
+
+/// A 2xx over the cap stays an error, carrying its status, so that the refresh protocol reads
+/// it as "Salesforce answered, the token may be spent".
+#[tokio::test]
+async fn an_oversized_success_is_an_error_that_may_have_spent_the_token() {
+    use sfauth_core::{ErrorKind, RefreshToken};
+
+    let server = serve().await;
+    let transport = ReqwestTransport::new().unwrap();
+    for route in ["big-status", "stream-status"] {
+        let base = format!("{}/{route}/200/{}", server.base, 2 * 1024 * 1024);
+        let client = token_client(&base);
+        let error = client
+            .refresh(&transport, &RefreshToken::new("5Aep861SECRET"))
+            .await
+            .unwrap_err();
+        let sfauth_core::Error::Transport(transport_error) = &error else {
+            panic!("{route}: expected a transport error, got {error:?}");
+        };
+        assert_eq!(transport_error.kind(), TransportErrorKind::BodyTooLarge);
+        assert_eq!(transport_error.status(), Some(200));
+        assert_eq!(error.kind(), ErrorKind::Protocol, "{route}");
+        assert!(error.may_have_been_spent(), "{route}");
+    }
+}
+
+/// An idempotent request answered with an oversized 503 is retried like any 503; a single-use
+/// one is not.
+#[tokio::test]
+async fn an_oversized_503_is_retried_only_when_idempotent() {
+    for (safety, hits) in [(RetrySafety::Idempotent, 3), (RetrySafety::SingleUse, 1)] {
+        let server = serve().await;
+        let retry = fast_retry(ReqwestTransport::new().unwrap());
+        let url = format!("{}/stream-status/503/{}", server.base, 2 * 1024 * 1024);
+        let response = retry
+            .send(request("POST", &url, Some(safety)))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 503);
+        assert_eq!(server.hits.load(Ordering::SeqCst), hits, "{safety:?}");
     }
 }
 
