@@ -125,7 +125,24 @@ async fn an_interrupted_refresh_that_spent_nothing_is_completed() {
     // A process marked the record, then died before sending anything.
     let (env, store, manager, key) = crashed_mid_refresh(false).await;
 
-    let token = manager.refresh(&key).await.unwrap();
+    // Nobody can tell it sent nothing: while the access token works, the refresh token is held
+    // back (re-sending a rotated-out one would revoke the family, the working token with it).
+    let held = manager.refresh(&key).await.unwrap_err();
+    assert!(
+        matches!(held, sfauth::Error::RefreshOnHold { .. }),
+        "{held:?}"
+    );
+    assert_eq!(env.emulator.counters().grant("refresh_token"), 0);
+    // Once the access token dies (the application sees a 401 and says so), the careful
+    // attempt finds the token unspent.
+    let stale = manager
+        .access_token(&key)
+        .await
+        .unwrap()
+        .access_token()
+        .clone();
+    env.emulator.expire_access_tokens();
+    let token = manager.session_expired(&key, &stale).await.unwrap();
     assert_eq!(env.query_status_with(&token).await.unwrap(), 200);
     let record = store.get(&key).await.unwrap().unwrap();
     assert!(record.refresh_in_flight.is_none());
@@ -141,13 +158,27 @@ async fn an_interrupted_refresh_that_lost_a_rotation_asks_for_reauthorization() 
     let (env, store, manager, key) = crashed_mid_refresh(true).await;
 
     let before = env.emulator.counters().grant("refresh_token");
-    let error = manager.refresh(&key).await.unwrap_err();
+    let held = manager.refresh(&key).await.unwrap_err();
+    assert!(
+        matches!(held, sfauth::Error::RefreshOnHold { .. }),
+        "{held:?}"
+    );
+    assert_eq!(env.emulator.counters().grant("refresh_token"), before);
+    // The access token dies (it survived the lost rotation): nothing is left to lose.
+    let stale = manager
+        .access_token(&key)
+        .await
+        .unwrap()
+        .access_token()
+        .clone();
+    env.emulator.expire_access_tokens();
+    let error = manager.session_expired(&key, &stale).await.unwrap_err();
     assert_eq!(
         error.kind(),
         ErrorKind::ReauthorizationRequired,
         "{error:?}"
     );
-    assert!(error.to_string().contains("interrupted"), "{error}");
+    assert!(error.to_string().contains("may have rotated"), "{error}");
     // One careful attempt, no more: it is the one reuse Salesforce sees, and it ends the family.
     assert_eq!(env.emulator.counters().grant("refresh_token") - before, 1);
     assert_eq!(env.emulator.counters().refresh_tokens_reused, 1);

@@ -112,7 +112,7 @@ impl TokenManager {
                     // has a new generation, so its refresh stops at once.
                     running.spawn(async move {
                         let _permit = permit;
-                        if let Err(error) = manager.inner.refresh(&tenant, generation, "background").await {
+                        if let Err(error) = manager.inner.refresh(&tenant, generation, crate::refresh::Trigger::Background).await {
                             tracing::debug!(key = %tenant.key, error = %error, "background refresh failed");
                         }
                     });

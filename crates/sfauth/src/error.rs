@@ -1,7 +1,7 @@
 //! The one public error of the `sfauth` crate, [`Error`], and what a caller decides from it,
 //! [`ErrorKind`].
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sfauth_core::TokenKey;
 use sfauth_core::error::Cause;
@@ -68,12 +68,44 @@ pub enum Error {
         user_id: String,
     },
     /// Another process held the refresh lease and did not publish new tokens in time.
-    #[error("another refresher of {key} did not finish within {waited:?}")]
+    #[error("another refresher of {key} did not finish within {waited:?}{}", held_by(holder.as_deref(), *until))]
     RefreshInProgress {
         /// The tenant.
         key: Box<TokenKey>,
         /// How long this call waited.
         waited: Duration,
+        /// Who held the lease when this call gave up (a lease holder name: host, process id).
+        holder: Option<String>,
+        /// Until when that lease runs unless renewed.
+        until: Option<SystemTime>,
+    },
+    /// An earlier refresh of this tenant sent its refresh token and got no usable answer (a
+    /// timeout, a dropped connection, a gateway's 5xx), so Salesforce may have rotated it. It is
+    /// not sent again while the current access token still works: a re-send of a rotated-out
+    /// refresh token makes Salesforce revoke the whole family, the working access token with
+    /// it. Once that token dies, one careful attempt is made. Meanwhile the cached token is
+    /// served.
+    #[error("refresh of {key} is on hold: {reason}")]
+    RefreshOnHold {
+        /// The tenant.
+        key: Box<TokenKey>,
+        /// What happened, without secrets.
+        reason: String,
+    },
+    /// The tenant has no refresh token and no way to renew it is configured: set one with
+    /// `TokenManager::set_renewal`, `TokenManagerBuilder::renewal_resolver` or
+    /// `TokenManagerBuilder::default_renewal`. Nothing is marked in the store, so the tenant
+    /// recovers as soon as a renewal is configured.
+    #[error("{key} has no refresh token and no renewal flow is configured")]
+    NoRenewal {
+        /// The tenant.
+        key: Box<TokenKey>,
+    },
+    /// The manager is shutting down (`TokenManager::shutdown`) and sends no token request.
+    #[error("the token manager is shutting down; {key} was not refreshed")]
+    ShuttingDown {
+        /// The tenant.
+        key: Box<TokenKey>,
     },
     /// New tokens were obtained but could not be saved. They are kept in memory, are not handed
     /// out, and saving them is retried first thing on the next call for this tenant.
@@ -180,6 +212,8 @@ impl Error {
             Self::Store { .. } | Self::Unsaved { .. } | Self::List { .. } => ErrorKind::Storage,
             Self::IdentityMismatch { .. } => ErrorKind::Protocol,
             Self::RefreshInProgress { .. } => ErrorKind::RefreshInProgress,
+            Self::RefreshOnHold { .. } | Self::ShuttingDown { .. } => ErrorKind::Transient,
+            Self::NoRenewal { .. } => ErrorKind::Config,
             Self::RecentlyFailed { kind, .. } => *kind,
             Self::Config(_) => ErrorKind::Config,
         }
@@ -195,9 +229,24 @@ impl Error {
             | Self::IdentityMismatch { key, .. }
             | Self::RefreshInProgress { key, .. }
             | Self::Unsaved { key, .. }
+            | Self::RefreshOnHold { key, .. }
+            | Self::NoRenewal { key }
+            | Self::ShuttingDown { key }
             | Self::RecentlyFailed { key, .. } => Some(key.as_ref()),
             Self::Config(_) | Self::List { .. } => None,
         }
+    }
+}
+
+/// `" (lease held by H until T)"`, or nothing when the holder is unknown.
+fn held_by(holder: Option<&str>, until: Option<SystemTime>) -> String {
+    match (holder, until) {
+        (Some(holder), Some(until)) => format!(
+            " (lease held by {holder} until {})",
+            httpdate::fmt_http_date(until)
+        ),
+        (Some(holder), None) => format!(" (lease held by {holder})"),
+        _ => String::new(),
     }
 }
 

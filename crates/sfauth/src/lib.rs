@@ -60,6 +60,8 @@ mod background;
 mod clock;
 mod error;
 mod events;
+mod holder;
+mod lifetime;
 mod manager;
 mod policy;
 mod recent;
@@ -73,7 +75,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use events::{Event, EventKind};
 pub use manager::{STORE_KEY_ENV, TokenManager, TokenManagerBuilder};
 pub use policy::RefreshPolicy;
-pub use renewal::Renewal;
+pub use renewal::{Renewal, RenewalResolver};
+pub use sfauth_storage::{RenewalFlow, RenewalHint};
 pub use stats::Stats;
 pub use tenant::{AccessTokenGuard, Tenant, TokenRef};
 

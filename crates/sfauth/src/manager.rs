@@ -8,23 +8,27 @@ use std::fmt;
 use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::Either;
 use sfauth_core::http::HttpTransport;
 use sfauth_core::{AccessToken, OAuthClient, OrgId, TokenKey, TokenSet};
 use sfauth_storage::{
-    ErrorKind as StoreErrorKind, ListPage, ListQuery, RecordStatus, TokenRecord, TokenStore,
-    TokenStoreExt as _,
+    ErrorKind as StoreErrorKind, Lease, ListPage, ListQuery, RecordStatus, RenewalHint,
+    TokenRecord, TokenStore, TokenStoreExt as _,
 };
 use tokio::sync::broadcast;
+use tokio_util::task::TaskTracker;
 
 use crate::clock::{self, duration_ms};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventKind};
+use crate::lifetime::Lifetimes;
 use crate::policy::RefreshPolicy;
 use crate::recent::{self, Recent};
-use crate::renewal::Renewal;
+use crate::refresh::Trigger;
+use crate::renewal::{Renewal, RenewalResolver};
 use crate::stats::{Counters, Stats, publish_tenant_gauges};
 use crate::tenant::{AccessTokenGuard, Cached, CachedState, Tenant, TenantState};
 
@@ -94,13 +98,21 @@ pub(crate) struct Inner {
     pub(crate) tenants: Map<MapKey, Arc<TenantState>>,
     /// This manager's share of the per-thread shortcut to recently used tenants.
     pub(crate) recent: Recent,
-    /// Session lifetimes learned per org, in milliseconds.
-    pub(crate) lifetimes: Map<OrgId, u64>,
+    /// Session lifetimes learned per org.
+    pub(crate) lifetimes: Lifetimes,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) counters: Counters,
     /// This manager's name as a lease holder: unique per process and instance.
     pub(crate) holder: String,
     pub(crate) default_renewal: Option<Renewal>,
+    pub(crate) renewal_resolver: Option<RenewalResolver>,
+    /// Refreshes run as tasks of their own, so that a caller that gives up (a dropped future, a
+    /// timeout) never cancels a refresh between Salesforce's answer and the save.
+    pub(crate) tasks: TaskTracker,
+    /// Set by [`TokenManager::shutdown`]: no new token request is sent.
+    pub(crate) closing: AtomicBool,
+    /// The leases refreshes of this manager hold right now, released by a shutdown.
+    pub(crate) held: std::sync::Mutex<Vec<Lease>>,
 }
 
 impl fmt::Debug for TokenManager {
@@ -123,6 +135,7 @@ pub struct TokenManagerBuilder {
     policy: RefreshPolicy,
     holder: Option<String>,
     default_renewal: Option<Renewal>,
+    renewal_resolver: Option<RenewalResolver>,
     event_capacity: usize,
 }
 
@@ -167,6 +180,31 @@ impl TokenManagerBuilder {
         self
     }
 
+    /// Turns the renewal recorded with a tenant (its flow, username and key reference; see
+    /// [`RenewalHint`]) back into a [`Renewal`] with its credentials, after a restart. A tenant
+    /// recorded as client credentials needs no resolver.
+    ///
+    /// ```
+    /// use sfauth::{Renewal, TokenManager};
+    /// use sfauth::core::{ConnectedApp, LoginHost, OAuthClient, PrivateKey};
+    /// use sfauth::core::flows::JwtBearer;
+    ///
+    /// let client = OAuthClient::new(LoginHost::Production, ConnectedApp::new("3MVG9.key"));
+    /// let builder = TokenManager::builder(client).renewal_resolver(|hint| {
+    ///     let username = hint.username.clone()?;
+    ///     let pem = std::fs::read_to_string(hint.key_ref.as_deref()?).ok()?;
+    ///     Some(Renewal::JwtBearer(JwtBearer::new(username, PrivateKey::new(pem))))
+    /// });
+    /// # drop(builder);
+    /// ```
+    pub fn renewal_resolver(
+        mut self,
+        resolver: impl Fn(&RenewalHint) -> Option<Renewal> + Send + Sync + 'static,
+    ) -> Self {
+        self.renewal_resolver = Some(Arc::new(resolver));
+        self
+    }
+
     /// How many events a slow subscriber may fall behind before it misses some (default 1024).
     pub fn event_capacity(mut self, capacity: usize) -> Self {
         self.event_capacity = capacity.max(1);
@@ -193,7 +231,12 @@ impl TokenManagerBuilder {
         };
         clock::start();
         let (events, _) = broadcast::channel(self.event_capacity);
-        let holder = self.holder.unwrap_or_else(default_holder);
+        let holder = self.holder.unwrap_or_else(crate::holder::new_holder);
+        let lifetimes = Lifetimes::new(
+            self.policy.min_learned_lifetime,
+            MAX_SESSION,
+            self.policy.relearn_after,
+        );
         Ok(TokenManager {
             inner: Arc::new(Inner {
                 client: self.client,
@@ -202,11 +245,15 @@ impl TokenManagerBuilder {
                 policy: self.policy,
                 tenants: Map::default(),
                 recent: Recent::new(),
-                lifetimes: Map::default(),
+                lifetimes,
                 events,
                 counters: Counters::default(),
                 holder,
                 default_renewal: self.default_renewal,
+                renewal_resolver: self.renewal_resolver,
+                tasks: TaskTracker::new(),
+                closing: AtomicBool::new(false),
+                held: std::sync::Mutex::new(Vec::new()),
             }),
         })
     }
@@ -237,14 +284,8 @@ async fn default_store() -> Result<Arc<dyn TokenStore>> {
     ))
 }
 
-fn default_holder() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
-    format!(
-        "{host}-{}-{:016x}",
-        std::process::id(),
-        rand::random::<u64>()
-    )
-}
+/// Salesforce's longest session timeout: no lifetime is believed beyond it.
+pub(crate) const MAX_SESSION: Duration = Duration::from_secs(24 * 3600);
 
 impl TokenManager {
     /// Starts building a manager for the connected app and host of `client`.
@@ -256,6 +297,7 @@ impl TokenManager {
             policy: RefreshPolicy::default(),
             holder: None,
             default_renewal: None,
+            renewal_resolver: None,
             event_capacity: 1024,
         }
     }
@@ -376,7 +418,7 @@ impl TokenManager {
             return Err(error);
         }
         self.inner
-            .refresh(&tenant, seen.generation, "forced")
+            .refresh(&tenant, seen.generation, Trigger::Forced)
             .await?;
         current_guard(&tenant)
     }
@@ -435,11 +477,66 @@ impl TokenManager {
         Ok(self.inner.read(key).await?.tokens)
     }
 
-    /// Sets how `key` is renewed when it has no refresh token.
+    /// Sets how `key` is renewed when it has no refresh token, and records the flow with the
+    /// tenant (flow and username, never a credential; see [`RenewalHint`]) so that a restarted
+    /// manager knows it too: client credentials renew by themselves, other flows through
+    /// [`TokenManagerBuilder::renewal_resolver`] or [`TokenManagerBuilder::default_renewal`].
+    ///
+    /// A tenant that was waiting for a renewal (or was marked for a new login only because it
+    /// had none) is renewed on its next call.
     pub async fn set_renewal(&self, key: &TokenKey, renewal: Renewal) -> Result<()> {
+        self.record_renewal(key, renewal.hint()).await?;
         let tenant = self.load(key).await?;
         *lock(&tenant.renewal) = Some(Box::new(renewal));
+        tenant.clear_failures();
+        let record = self.inner.read(key).await?;
+        if record.tokens.refresh_token.is_none()
+            && matches!(tenant.current.load().state, CachedState::Reauth(_))
+        {
+            self.inner.install(&tenant, &record);
+        }
         Ok(())
+    }
+
+    /// Writes `hint` into `key`'s record, unless it is already there.
+    async fn record_renewal(&self, key: &TokenKey, hint: RenewalHint) -> Result<()> {
+        let store = &self.inner.store;
+        loop {
+            let mut record = self.inner.read(key).await?;
+            if record.renewal.as_ref() == Some(&hint) {
+                return Ok(());
+            }
+            let expected = record.version;
+            record.renewal = Some(hint.clone());
+            match store.put(record, expected, None).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == StoreErrorKind::Conflict => continue,
+                Err(e) => return Err(Error::store(key, e)),
+            }
+        }
+    }
+
+    /// Stops this manager's refreshing before the process exits (on SIGINT or SIGTERM, say):
+    /// no new token request is sent from now on; refreshes already waiting for Salesforce's
+    /// answer get up to `grace` to save what they receive; then every refresh lease this
+    /// manager still holds is released, so that the next process does not wait for it to
+    /// lapse. Returns how many refreshes were still running when `grace` ran out.
+    ///
+    /// A refresh cut off this way leaves its write-ahead mark, so the next refresher knows the
+    /// refresh token may have been spent. Calls made after a shutdown fail with a transient
+    /// error (or are served from the cache).
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        self.inner.closing.store(true, Ordering::Release);
+        self.inner.tasks.close();
+        let _ = tokio::time::timeout(grace, self.inner.tasks.wait()).await;
+        let unfinished = self.inner.tasks.len();
+        let held = std::mem::take(&mut *lock(&self.inner.held));
+        for lease in held {
+            if let Err(error) = self.inner.store.release(&lease).await {
+                tracing::warn!(key = %lease.key, error = %error, "cannot release a refresh lease at shutdown; it lapses on its own");
+            }
+        }
+        unfinished
     }
 
     /// Forgets `key` in memory and deletes its record. Returns whether a record was deleted.
@@ -537,13 +634,12 @@ impl TokenManager {
         self.inner.counters.snapshot(tenants, reauth)
     }
 
-    /// The session lifetime learned for `org`, if any.
+    /// The session lifetime believed for `org`, if any (see [`RefreshPolicy::min_learned_lifetime`]).
     pub fn learned_lifetime(&self, org: &OrgId) -> Option<Duration> {
         self.inner
             .lifetimes
-            .pin()
-            .get(org)
-            .map(|ms| Duration::from_millis(*ms))
+            .get(org, clock::precise_ms())
+            .map(Duration::from_millis)
     }
 
     /// The tenant's in-memory state, loaded from the store on first use.
@@ -571,7 +667,7 @@ impl TokenManager {
         }
         match self
             .inner
-            .refresh(tenant, seen.generation, "expiring")
+            .refresh(tenant, seen.generation, Trigger::Expiring)
             .await
         {
             Ok(()) => Ok(()),
@@ -600,7 +696,7 @@ impl TokenManager {
         }
         self.inner.learn_lifetime(&tenant.key, &seen);
         self.inner
-            .refresh(tenant, seen.generation, "session_expired")
+            .refresh(tenant, seen.generation, Trigger::SessionExpired)
             .await
     }
 }
@@ -705,17 +801,23 @@ impl Inner {
     pub(crate) fn cached_from(&self, record: &TokenRecord, generation: u64) -> Cached {
         let hint = self
             .lifetimes
-            .pin()
-            .get(record.key.org_id())
-            .copied()
+            .get(record.key.org_id(), clock::precise_ms())
             .or_else(|| self.client.session_timeout().map(duration_ms));
-        Cached::from_record(
+        let mut cached = Cached::from_record(
             record,
             generation,
             hint,
             duration_ms(self.policy.margin),
             duration_ms(self.policy.jitter),
-        )
+        );
+        if matches!(cached.state, CachedState::Reauth(_)) && self.renewable(record) {
+            // Marked for a login only because no renewal was known: now one is, so the next
+            // call renews instead of failing. The old access token is not served meanwhile.
+            cached.state = CachedState::Active;
+            cached.refresh_at_ms = 0;
+            cached.expires_at_ms = 0;
+        }
+        cached
     }
 
     /// Makes `record` the tenant's current token, with a new generation.
@@ -748,18 +850,41 @@ impl Inner {
         });
     }
 
-    /// Learns the org's session lifetime from the age of a token Salesforce just refused.
+    /// Counts the age of a token Salesforce just refused towards the org's session lifetime.
+    /// One death is no evidence (see `lifetime.rs`); several at one age are.
     fn learn_lifetime(&self, key: &TokenKey, dead: &Cached) {
         let Some(issued) = dead.issued_at else {
             return;
         };
-        let age = clock::precise_ms().saturating_sub(clock::to_ms(issued));
-        let floor = duration_ms(self.policy.min_learned_lifetime);
-        let learned = age.max(floor);
-        let lifetimes = self.lifetimes.pin();
-        let updated =
-            lifetimes.update_or_insert(key.org_id().clone(), |old| (*old).min(learned), learned);
-        tracing::info!(key = %key, lifetime_ms = *updated, "learned session lifetime");
+        let now = clock::precise_ms();
+        let age = now.saturating_sub(clock::to_ms(issued));
+        if let Some(lifetime) = self.lifetimes.death(key.org_id(), age, now) {
+            tracing::info!(key = %key, lifetime_ms = lifetime, "learned session lifetime");
+        }
+    }
+
+    /// Whether a tenant without a refresh token whose record says it needs a login can be
+    /// renewed now after all (its record was marked when no renewal was configured).
+    fn renewable(&self, record: &TokenRecord) -> bool {
+        record.tokens.refresh_token.is_none() && self.renewal_for(None, record).is_some()
+    }
+
+    /// How to renew `record`'s tenant without a refresh token: the tenant's own renewal, the
+    /// one its record names (client credentials by itself, others through the resolver), or
+    /// the manager's default.
+    pub(crate) fn renewal_for(
+        &self,
+        own: Option<Renewal>,
+        record: &TokenRecord,
+    ) -> Option<Renewal> {
+        own.or_else(|| {
+            let hint = record.renewal.as_ref()?;
+            self.renewal_resolver
+                .as_ref()
+                .and_then(|resolve| resolve(hint))
+                .or_else(|| Renewal::without_credentials(hint))
+        })
+        .or_else(|| self.default_renewal.clone())
     }
 }
 

@@ -21,9 +21,11 @@ pub struct RefreshPolicy {
     /// Up to this much earlier again, drawn at random per token, so that thousands of tenants
     /// issued at once do not all refresh in the same second.
     pub jitter: Duration,
-    /// How long a refresher may hold a tenant's refresh lease. It must comfortably exceed the
-    /// transport's total timeout: a lease that lapses mid-refresh lets another process spend
-    /// the same refresh token.
+    /// How long a tenant's refresh lease lasts without renewal. A refresher renews it every
+    /// third of this while it is really at work, so a slow refresh never outlives its lease,
+    /// and the lease of a refresher that died lapses this soon after (or at once, when the
+    /// holder was a process on this host that is gone). Size it above one token request's
+    /// timeout, so a refresher stalled in a request loses the lease only by dying.
     pub lease_ttl: Duration,
     /// How long a caller waits for another process that holds the lease before giving up with
     /// [`ErrorKind::RefreshInProgress`](crate::ErrorKind::RefreshInProgress).
@@ -41,9 +43,14 @@ pub struct RefreshPolicy {
     pub failure_backoff: Duration,
     /// The ceiling of [`Self::failure_backoff`].
     pub max_failure_backoff: Duration,
-    /// The shortest session lifetime the manager will learn from a token that died early
-    /// (Salesforce's shortest session timeout is 15 minutes; a revoked token can die sooner).
+    /// The shortest session lifetime the manager will learn (Salesforce's shortest session
+    /// timeout is 15 minutes; a revoked token can die sooner). Lifetimes are learned only from
+    /// evidence about the timeout: an `exp` claim, or several tokens dying at the same age at
+    /// different moments; a single early death (a revocation) teaches nothing.
     pub min_learned_lifetime: Duration,
+    /// How long a lifetime learned from dying tokens is believed before it is learned anew (a
+    /// wrong one, or a timeout an admin has since changed, then recovers).
+    pub relearn_after: Duration,
     /// After each refresh whose expiry is not known from the response, introspect the new
     /// access token to learn its `exp` (one extra request per refresh; needs the app's secret).
     /// The lifetime learned this way is kept per org and used for every tenant of the org.
@@ -51,20 +58,22 @@ pub struct RefreshPolicy {
 }
 
 impl Default for RefreshPolicy {
-    /// Refresh 60 s (plus up to 30 s of jitter) before a known expiry; lease 120 s; wait up to
+    /// Refresh 60 s (plus up to 30 s of jitter) before a known expiry; lease 45 s (renewed
+    /// every 15 s while a refresh runs; the default transport gives a request 30 s); wait up to
     /// 30 s for another process; 3 attempts from 250 ms; back off 1 s to 60 s after failures;
-    /// learn lifetimes of at least 5 minutes; no introspection.
+    /// learn lifetimes of at least 5 minutes, relearned daily; no introspection.
     fn default() -> Self {
         Self {
             margin: Duration::from_secs(60),
             jitter: Duration::from_secs(30),
-            lease_ttl: Duration::from_secs(120),
+            lease_ttl: Duration::from_secs(45),
             lease_wait: Duration::from_secs(30),
             attempts: 3,
             backoff: Duration::from_millis(250),
             failure_backoff: Duration::from_secs(1),
             max_failure_backoff: Duration::from_secs(60),
             min_learned_lifetime: Duration::from_secs(300),
+            relearn_after: Duration::from_secs(24 * 3600),
             learn_from_introspection: false,
         }
     }
@@ -117,6 +126,12 @@ impl RefreshPolicy {
     /// Sets [`Self::learn_from_introspection`].
     pub fn learn_from_introspection(mut self, on: bool) -> Self {
         self.learn_from_introspection = on;
+        self
+    }
+
+    /// Sets [`Self::relearn_after`].
+    pub fn relearn_after(mut self, after: Duration) -> Self {
+        self.relearn_after = after;
         self
     }
 

@@ -13,9 +13,23 @@
 //! 4. **Save before use.** New tokens are written with compare-and-swap under the lease before
 //!    they are installed in the cache. If the store fails, they stay in memory (never handed out)
 //!    and are saved first on the next call.
-//! 5. **Re-spend only the provably unspent.** A refresh that Salesforce answered with a 5xx or
-//!    429 may be sent again; one that may have reached Salesforce without an answer (timeout,
-//!    broken connection, a 2xx we could not read) is never re-sent blindly.
+//! 5. **Re-send only what is provably unspent, or when nothing is left to lose.** An answer in
+//!    Salesforce's own words (an OAuth error document, whatever its status, 5xx included) proves
+//!    the token unspent: it may be sent again. Anything else that may have reached Salesforce
+//!    (a timeout, a broken connection, a 2xx we could not read, a bare 502/503/504 from a load
+//!    balancer, proxy or API gateway, which may have forwarded the request and let Salesforce
+//!    rotate) leaves the token *possibly spent*. Re-sending a rotated-out token makes Salesforce
+//!    revoke the whole family, the working access token with it, so a possibly spent token is
+//!    re-sent only when there is nothing left to lose: the current access token is dead (a 401
+//!    was seen, or a probe of it with `userinfo` is refused) or expires within the refresh
+//!    margin. Until then the tenant's refresh is on hold and the cached token is served; then
+//!    one careful attempt is made, and a refusal means re-authorization, with that cause.
+//! 6. **Nothing between the answer and the save can fail but the save.** The refresh runs as a
+//!    task of its own (a caller that gives up does not cancel it), introspection and event
+//!    emission come after the save, and the parsed tokens are saved as they came.
+//! 7. **A lease sized to the work.** The lease is renewed every third of its time-to-live while
+//!    the refresh runs, so a dead refresher's lease lapses fast while a slow one never loses it;
+//!    a lease whose holder is a process on this host that is gone is taken over at once.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -32,7 +46,67 @@ use crate::events::EventKind;
 use crate::manager::{Inner, check_identity, lock};
 use crate::renewal::Renewal;
 use crate::stats::{Counters, names};
-use crate::tenant::{Cached, TenantState};
+use crate::tenant::{Cached, NEVER, TenantState};
+
+/// What asked for a refresh: it decides whether a possibly spent refresh token may be re-sent
+/// (only a dead or dying access token leaves nothing to lose) and labels the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Trigger {
+    /// The cached token reached its refresh deadline.
+    Expiring,
+    /// Salesforce refused the access token (401): it is dead.
+    SessionExpired,
+    /// The application asked for a refresh.
+    Forced,
+    /// The background refresher found the token due.
+    Background,
+}
+
+impl Trigger {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Expiring => "expiring",
+            Self::SessionExpired => "session_expired",
+            Self::Forced => "forced",
+            Self::Background => "background",
+        }
+    }
+}
+
+/// What a failed token request says about the refresh token that was sent.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// Salesforce refused the grant for good.
+    Refused,
+    /// Salesforce says another request is spending this token right now.
+    InProgress,
+    /// Salesforce answered in its own words, or the request never left: the token is unspent.
+    Unspent,
+    /// The request may have reached Salesforce and rotated the token, and no usable answer
+    /// came back.
+    MaybeSpent,
+}
+
+fn classify(error: &CoreError) -> Answer {
+    match error.kind() {
+        CoreKind::ReauthorizationRequired => return Answer::Refused,
+        CoreKind::RefreshInProgress => return Answer::InProgress,
+        _ => {}
+    }
+    match error {
+        // Salesforce's own error document, whatever the status: it read the request and
+        // refused it, so nothing was spent.
+        CoreError::Server(_) => Answer::Unspent,
+        CoreError::Transport(transport) if transport.kind().never_sent() => Answer::Unspent,
+        CoreError::Transport(_) | CoreError::SignatureMismatch => Answer::MaybeSpent,
+        CoreError::Parse { status, .. } if (200..300).contains(status) => Answer::MaybeSpent,
+        // A 5xx that is not in Salesforce's words comes from whatever stands in front of it (a
+        // load balancer, a corporate proxy, an API gateway), which may have forwarded the
+        // request and let Salesforce rotate before it failed.
+        CoreError::Status { status, .. } if (500..600).contains(status) => Answer::MaybeSpent,
+        _ => Answer::Unspent,
+    }
+}
 
 /// How a refresh under the lease ended, when it did not fail.
 enum Outcome {
@@ -53,11 +127,39 @@ enum Acquired {
 impl Inner {
     /// Refreshes `tenant` unless somebody already replaced the token of generation
     /// `seen_generation`.
+    ///
+    /// The work runs as a task of its own when there is a runtime: a caller that stops waiting
+    /// (a dropped future, a timeout around the call) must not cancel a refresh between
+    /// Salesforce's rotation and the save of the new refresh token.
     pub(crate) async fn refresh(
+        self: &Arc<Self>,
+        tenant: &Arc<TenantState>,
+        seen_generation: u64,
+        trigger: Trigger,
+    ) -> Result<()> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return self.refresh_here(tenant, seen_generation, trigger).await;
+        };
+        let inner = self.clone();
+        let owned = tenant.clone();
+        let work = self.tasks.track_future(async move {
+            inner.refresh_here(&owned, seen_generation, trigger).await
+        });
+        match runtime.spawn(work).await {
+            Ok(result) => result,
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            // Only a runtime shutting down cancels the task.
+            Err(_) => Err(Error::ShuttingDown {
+                key: Box::new((*tenant.key).clone()),
+            }),
+        }
+    }
+
+    async fn refresh_here(
         &self,
         tenant: &Arc<TenantState>,
         seen_generation: u64,
-        trigger: &'static str,
+        trigger: Trigger,
     ) -> Result<()> {
         let _single = tenant.refresh_lock.lock().await;
         let current = tenant.current.load_full();
@@ -69,7 +171,10 @@ impl Inner {
             };
         }
         // Tokens waiting to be saved are never held back by the pause: saving them is urgent.
-        if tenant.in_failure_backoff() && lock(&tenant.unsaved).is_none() {
+        // Nor is a refresh on hold once its access token has died: that is what it waited for.
+        let hold_over =
+            trigger == Trigger::SessionExpired && tenant.on_hold.load(Ordering::Acquire);
+        if tenant.in_failure_backoff() && lock(&tenant.unsaved).is_none() && !hold_over {
             let (kind, message) = lock(&tenant.last_failure)
                 .as_deref()
                 .cloned()
@@ -84,13 +189,13 @@ impl Inner {
         let span = tracing::info_span!(
             "sfauth.refresh",
             key = %tenant.key,
-            trigger,
+            trigger = trigger.as_str(),
             outcome = tracing::field::Empty,
             cause = tracing::field::Empty,
         );
         let started = Instant::now();
         let result = self
-            .refresh_exclusive(tenant, &current)
+            .refresh_exclusive(tenant, &current, trigger)
             .instrument(span.clone())
             .await;
         let (outcome, cause) = match &result {
@@ -109,7 +214,7 @@ impl Inner {
             names::REFRESHES,
             "outcome" => outcome,
             "cause" => cause,
-            "trigger" => trigger
+            "trigger" => trigger.as_str()
         )
         .increment(1);
         metrics::histogram!(names::REFRESH_SECONDS).record(started.elapsed().as_secs_f64());
@@ -120,7 +225,10 @@ impl Inner {
                 Ok(())
             }
             Err(error) => {
-                if error.kind() != ErrorKind::ReauthorizationRequired {
+                // A missing renewal or a shutdown is no failure of Salesforce's to pause for.
+                let failed = error.kind() != ErrorKind::ReauthorizationRequired
+                    && !matches!(error, Error::NoRenewal { .. } | Error::ShuttingDown { .. });
+                if failed {
                     self.note_failure(tenant, &error);
                 }
                 Err(error)
@@ -157,25 +265,33 @@ impl Inner {
         &self,
         tenant: &Arc<TenantState>,
         current: &Cached,
+        trigger: Trigger,
     ) -> Result<Outcome> {
         let lease = match self.acquire_or_adopt(tenant, current).await? {
             Acquired::Lease(lease) => lease,
             Acquired::Adopted => return Ok(Outcome::Adopted),
         };
-        let result = self.refresh_leased(tenant, current, &lease).await;
-        if let Err(error) = self.store.release(&lease).await {
-            tracing::warn!(key = %tenant.key, error = %error, "cannot release the refresh lease; it lapses on its own");
-        }
+        lock(&self.held).push(lease.clone());
+        let result = self
+            .keeping_lease(
+                &lease,
+                self.refresh_leased(tenant, current, &lease, trigger),
+            )
+            .await;
+        self.release(&lease).await;
         match result {
             Ok(Outcome::WaitForOther) => {
                 // Our lease is released, so a refresher elsewhere can save its result.
                 match self.acquire_or_adopt(tenant, current).await? {
                     Acquired::Adopted => Ok(Outcome::Adopted),
                     Acquired::Lease(lease) => {
-                        let _ = self.store.release(&lease).await;
+                        lock(&self.held).push(lease.clone());
+                        self.release(&lease).await;
                         Err(Error::RefreshInProgress {
                             key: Box::new((*tenant.key).clone()),
                             waited: self.policy.lease_wait,
+                            holder: None,
+                            until: None,
                         })
                     }
                 }
@@ -184,11 +300,43 @@ impl Inner {
         }
     }
 
-    /// Takes the lease, or waits for its holder's result and adopts it.
+    async fn release(&self, lease: &Lease) {
+        lock(&self.held).retain(|held| held.key != lease.key || held.fence != lease.fence);
+        if let Err(error) = self.store.release(lease).await {
+            tracing::warn!(key = %lease.key, error = %error, "cannot release the refresh lease; it lapses on its own");
+        }
+    }
+
+    /// Runs `work` while renewing `lease` every third of its time-to-live, so that a refresh
+    /// slower than the lease (a slow token endpoint, a store retry) never lets another process
+    /// in, while the lease of a refresher that died still lapses soon.
+    async fn keeping_lease<T>(&self, lease: &Lease, work: impl Future<Output = T>) -> T {
+        let ttl = self.policy.lease_ttl;
+        let every = (ttl / 3).max(Duration::from_millis(10));
+        let mut work = std::pin::pin!(work);
+        let mut current = lease.clone();
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut work => return done,
+                () = tokio::time::sleep(every) => {
+                    match self.store.renew(&current, ttl).await {
+                        Ok(Some(renewed)) => current = renewed,
+                        Ok(None) => tracing::warn!(key = %lease.key, "the refresh lease was lost while refreshing; writes under it will be refused"),
+                        Err(error) => tracing::warn!(key = %lease.key, error = %error, "cannot renew the refresh lease"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the lease, or waits for its holder's result and adopts it. A lease whose holder
+    /// is a process on this host that is gone is taken over instead of waited out.
     async fn acquire_or_adopt(&self, tenant: &TenantState, current: &Cached) -> Result<Acquired> {
         let key: &TokenKey = &tenant.key;
         let started = Instant::now();
         let mut pause = Duration::from_millis(20);
+        let mut seen: Option<Lease> = None;
         loop {
             let lease = self
                 .store
@@ -197,6 +345,29 @@ impl Inner {
                 .map_err(|source| Error::store(&tenant.key, source))?;
             if let Some(lease) = lease {
                 return Ok(Acquired::Lease(lease));
+            }
+            let held = self
+                .store
+                .lease(key)
+                .await
+                .map_err(|source| Error::store(&tenant.key, source))?;
+            if let Some(held) = held {
+                if crate::holder::is_gone(&held.holder) {
+                    let taken = self
+                        .store
+                        .take_over(&held, &self.holder, self.policy.lease_ttl)
+                        .await
+                        .map_err(|source| Error::store(&tenant.key, source))?;
+                    if let Some(lease) = taken {
+                        tracing::warn!(key = %key, dead = %held.holder, "took over the refresh lease of a process that is gone");
+                        return Ok(Acquired::Lease(lease));
+                    }
+                    continue;
+                }
+                if seen.as_ref().is_none_or(|seen| seen.holder != held.holder) {
+                    tracing::info!(key = %key, holder = %held.holder, until = %httpdate::fmt_http_date(held.expires_at), "waiting for another refresher");
+                }
+                seen = Some(held);
             }
             let record = self
                 .store
@@ -213,6 +384,8 @@ impl Inner {
                 return Err(Error::RefreshInProgress {
                     key: Box::new(key.clone()),
                     waited,
+                    holder: seen.as_ref().map(|lease| lease.holder.clone()),
+                    until: seen.as_ref().map(|lease| lease.expires_at),
                 });
             }
             tokio::time::sleep(pause).await;
@@ -247,6 +420,7 @@ impl Inner {
         tenant: &TenantState,
         current: &Cached,
         lease: &Lease,
+        trigger: Trigger,
     ) -> Result<Outcome> {
         let key: &TokenKey = &tenant.key;
         let record = self.read(key).await?;
@@ -257,7 +431,11 @@ impl Inner {
         if self.adopt_if_newer(tenant, current, &record) {
             return Ok(Outcome::Adopted);
         }
-        if matches!(record.status, RecordStatus::ReauthRequired { .. }) {
+        let renewable = record.tokens.refresh_token.is_none()
+            && self
+                .renewal_for(lock(&tenant.renewal).as_deref().cloned(), &record)
+                .is_some();
+        if matches!(record.status, RecordStatus::ReauthRequired { .. }) && !renewable {
             // The record's status becomes the cached state, so the error comes from there.
             let cached = self.install(tenant, &record);
             return Err(cached
@@ -265,7 +443,10 @@ impl Inner {
                 .unwrap_or_else(|| Error::unknown_tenant(key)));
         }
         match record.tokens.refresh_token.clone() {
-            Some(refresh_token) => self.spend(tenant, record, refresh_token, lease).await,
+            Some(refresh_token) => {
+                self.spend(tenant, record, refresh_token, lease, trigger)
+                    .await
+            }
             None => self.renew(tenant, record, lease).await,
         }
     }
@@ -317,11 +498,27 @@ impl Inner {
         record: TokenRecord,
         refresh_token: RefreshToken,
         lease: &Lease,
+        trigger: Trigger,
     ) -> Result<Outcome> {
         let key: &TokenKey = &tenant.key;
         let interrupted = record.refresh_in_flight.clone();
         if let Some(mark) = &interrupted {
-            tracing::warn!(key = %key, holder = %mark.holder, fence = mark.fence, "an earlier refresh was interrupted; making one careful attempt");
+            if !self.nothing_to_lose(tenant, trigger).await {
+                tenant.on_hold.store(true, Ordering::Release);
+                return Err(Error::RefreshOnHold {
+                    key: Box::new(key.clone()),
+                    reason: "an earlier refresh sent the refresh token and got no usable answer, \
+                             so it may have been rotated; it is not sent again while the current \
+                             access token works"
+                        .into(),
+                });
+            }
+            tracing::warn!(key = %key, holder = %mark.holder, fence = mark.fence, "an earlier refresh may have spent the refresh token; making one careful attempt");
+        }
+        if self.closing.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown {
+                key: Box::new(key.clone()),
+            });
         }
         let mut marked = record.clone();
         marked.refresh_in_flight = Some(InFlight {
@@ -335,6 +532,9 @@ impl Inner {
             .await
             .map_err(|source| Error::store(&tenant.key, source))?;
 
+        // Once a request may have spent the token, the mark stays until new tokens are saved.
+        let mut maybe_spent = interrupted.is_some();
+        let mut careful = interrupted.is_some();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -343,34 +543,81 @@ impl Inner {
                 Ok(tokens) => return self.save_refreshed(tenant, marked, tokens, lease).await,
                 Err(error) => error,
             };
-            if error.kind() == CoreKind::ReauthorizationRequired {
-                let cause = error.server().map(|server| server.cause());
-                let reason = match &interrupted {
-                    Some(_) => format!(
-                        "an interrupted refresh may have rotated the refresh token, and the stored one was refused: {error}"
-                    ),
-                    None => error.to_string(),
-                };
-                return self.mark_reauth(tenant, marked, reason, cause, lease).await;
+            let answer = classify(&error);
+            match answer {
+                Answer::Refused => {
+                    let cause = error.server().map(|server| server.cause());
+                    let reason = if maybe_spent {
+                        format!(
+                            "an earlier request may have rotated the refresh token without an answer, and the stored one was refused: {error}"
+                        )
+                    } else {
+                        error.to_string()
+                    };
+                    return self.mark_reauth(tenant, marked, reason, cause, lease).await;
+                }
+                Answer::MaybeSpent => {
+                    maybe_spent = true;
+                    if !careful && self.nothing_to_lose(tenant, trigger).await {
+                        // The access token is dead or dying: a re-send can cost nothing that is
+                        // not lost already, and may save the tenant.
+                        tracing::warn!(key = %key, error = %error, "no usable answer to a refresh; the access token is dead, so re-sending once");
+                        careful = true;
+                        continue;
+                    }
+                    // Keep the mark, so that the next refresher knows, and hold the token back
+                    // while the access token works.
+                    tenant.on_hold.store(true, Ordering::Release);
+                    return Err(Error::oauth(&tenant.key, error));
+                }
+                Answer::InProgress if !maybe_spent => {
+                    self.clear_mark(tenant, &mut marked, lease).await;
+                    return Ok(Outcome::WaitForOther);
+                }
+                Answer::InProgress | Answer::Unspent => {}
             }
-            if may_have_been_spent(&error) {
-                // Salesforce may have consumed the token without us seeing the answer: keep the
-                // mark so that the next refresher knows, and do not send it again now.
-                return Err(Error::oauth(&tenant.key, error));
-            }
-            if error.kind() == CoreKind::RefreshInProgress {
-                self.clear_mark(tenant, &mut marked, lease).await;
-                return Ok(Outcome::WaitForOther);
-            }
-            if let Some(pause) = self.retry_pause(&error, attempt)
-                && interrupted.is_none()
+            if !careful
+                && !self.closing.load(Ordering::Acquire)
+                && let Some(pause) = self.retry_pause(&error, attempt)
             {
                 tokio::time::sleep(pause).await;
                 continue;
             }
-            // Salesforce answered, so the token was not consumed: lift the mark.
-            self.clear_mark(tenant, &mut marked, lease).await;
+            if !maybe_spent {
+                // Salesforce answered, so the token was not consumed: lift the mark.
+                self.clear_mark(tenant, &mut marked, lease).await;
+            }
             return Err(Error::oauth(&tenant.key, error));
+        }
+    }
+
+    /// Whether the tenant's current access token is dead or about to die, so that a possibly
+    /// spent refresh token may be re-sent at no risk to a working session. Short of a 401 or an
+    /// expiry within the refresh margin, the token is tried against `userinfo` (which spends
+    /// nothing): an expiry is mostly an estimate, and a token can die early (revoked,
+    /// expired by an admin), which is exactly when the refresh cannot wait.
+    async fn nothing_to_lose(&self, tenant: &TenantState, trigger: Trigger) -> bool {
+        if trigger == Trigger::SessionExpired {
+            return true;
+        }
+        let cached = tenant.current.load_full();
+        if !cached.is_usable() {
+            return true;
+        }
+        if cached.expires_at_ms != NEVER {
+            let soon =
+                duration_ms(self.policy.margin).saturating_add(duration_ms(self.policy.jitter));
+            if clock::precise_ms().saturating_add(soon) >= cached.expires_at_ms {
+                return true;
+            }
+        }
+        match self
+            .client
+            .userinfo(&*self.transport, &cached.access_token)
+            .await
+        {
+            Ok(_) => false,
+            Err(error) => error.kind() == CoreKind::SessionExpired,
         }
     }
 
@@ -381,15 +628,19 @@ impl Inner {
         record: TokenRecord,
         lease: &Lease,
     ) -> Result<Outcome> {
-        let renewal = lock(&tenant.renewal)
-            .as_deref()
-            .cloned()
-            .or_else(|| self.default_renewal.clone());
-        let Some(renewal) = renewal else {
-            let reason =
-                "the tokens have no refresh token and no renewal flow is configured".to_owned();
-            return self.mark_reauth(tenant, record, reason, None, lease).await;
+        let own = lock(&tenant.renewal).as_deref().cloned();
+        let Some(renewal) = self.renewal_for(own, &record) else {
+            // A missing setting, not a refusal by Salesforce: nothing is marked in the store,
+            // so the tenant works again as soon as a renewal is configured.
+            return Err(Error::NoRenewal {
+                key: Box::new((*tenant.key).clone()),
+            });
         };
+        if self.closing.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown {
+                key: Box::new((*tenant.key).clone()),
+            });
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -445,16 +696,9 @@ impl Inner {
         lease: &Lease,
     ) -> Result<Outcome> {
         let key: &TokenKey = &tenant.key;
-        if let Err(error) = check_identity(key, &tokens) {
-            // Tokens of another org or user must never be stored under this key.
-            let mut marked = marked;
-            self.clear_mark(tenant, &mut marked, lease).await;
-            return Err(error);
-        }
-        let mut tokens = tokens;
-        if self.policy.learn_from_introspection {
-            self.learn_by_introspection(key, &mut tokens).await;
-        }
+        // Tokens of another org or user must never be stored under this key. The mark stays
+        // on a mismatch: the refresh token was spent on them.
+        check_identity(key, &tokens)?;
         let rotated = tokens.refresh_token != marked.tokens.refresh_token;
         let moved = (tokens.instance_url != marked.tokens.instance_url).then(|| {
             (
@@ -467,13 +711,21 @@ impl Inner {
         next.status = RecordStatus::Active;
         next.refresh_in_flight = None;
         next.last_refreshed_at = Some(SystemTime::now());
-        next.refresh_count += 1;
-        if let Some(ms) = self.lifetimes.pin().get(key.org_id()) {
-            next.learned_lifetime = Some(Duration::from_millis(*ms));
-        }
+        next.refresh_count = next.refresh_count.saturating_add(1);
+        // Only a lifetime read from an `exp` claim is kept with the record; one agreed from
+        // dying tokens stays in memory, where it is relearned (and a stale stored one is
+        // dropped here).
+        self.learn_from_claims(key, &next.tokens);
+        next.learned_lifetime = self
+            .lifetimes
+            .strong_of(key.org_id())
+            .map(Duration::from_millis);
         match self.put_retrying(next.clone(), marked.version, lease).await {
             Ok(version) => {
                 next.version = version;
+                if self.policy.learn_from_introspection {
+                    self.introspect_saved(tenant, &mut next, lease).await;
+                }
                 self.install(tenant, &next);
                 Counters::bump(&self.counters.refreshes);
                 self.emit(key, EventKind::Refreshed { adopted: false });
@@ -504,37 +756,65 @@ impl Inner {
         }
     }
 
-    /// Asks Salesforce when the new access token expires, when the response did not say, and
-    /// remembers the lifetime for the org. A failure here costs nothing but the knowledge.
-    async fn learn_by_introspection(&self, key: &sfauth_core::TokenKey, tokens: &mut TokenSet) {
+    /// Believes the lifetime an `exp` claim (`expires_in`, a JWT access token) gives.
+    fn learn_from_claims(&self, key: &TokenKey, tokens: &TokenSet) {
         use sfauth_core::ExpirySource;
-        use sfauth_core::flows::TokenTypeHint;
         let strong = matches!(
             tokens.expiry_source,
-            Some(ExpirySource::ExpiresIn | ExpirySource::JwtExp)
+            Some(ExpirySource::ExpiresIn | ExpirySource::JwtExp | ExpirySource::Introspection)
         );
-        if strong {
+        if let (true, Some(expires), Some(issued)) = (strong, tokens.expires_at, tokens.issued_at) {
+            let lifetime = clock::to_ms(expires).saturating_sub(clock::to_ms(issued));
+            self.lifetimes.strong(key.org_id(), lifetime);
+        }
+    }
+
+    /// Asks Salesforce when the just saved access token expires, when the response did not
+    /// say, and saves what it learned. It runs after the save, so a slow or failing
+    /// introspection costs nothing but the knowledge.
+    async fn introspect_saved(&self, tenant: &TenantState, saved: &mut TokenRecord, lease: &Lease) {
+        use sfauth_core::ExpirySource;
+        use sfauth_core::flows::TokenTypeHint;
+        let key: &TokenKey = &tenant.key;
+        if matches!(
+            saved.tokens.expiry_source,
+            Some(ExpirySource::ExpiresIn | ExpirySource::JwtExp)
+        ) {
             return;
         }
-        let token = sfauth_core::SecretValue::from(tokens.access_token.clone());
-        match self
+        let token = sfauth_core::SecretValue::from(saved.tokens.access_token.clone());
+        let introspection = match self
             .client
             .introspect(&*self.transport, &token, Some(TokenTypeHint::AccessToken))
             .await
         {
-            Ok(introspection) => {
-                tokens.apply_introspection(&introspection);
-                if let (Some(exp), Some(issued)) = (introspection.exp, tokens.issued_at) {
-                    // `exp` has whole seconds, counted from the issuing second.
-                    let issued_secs = clock::to_ms(issued) / 1000;
-                    let lifetime = exp.saturating_sub(issued_secs).saturating_mul(1000);
-                    if lifetime > 0 {
-                        self.lifetimes.pin().insert(key.org_id().clone(), lifetime);
-                    }
-                }
+            Ok(introspection) => introspection,
+            Err(error) => {
+                tracing::debug!(key = %key, error = %error, "introspection failed; expiry stays unknown");
+                return;
+            }
+        };
+        let mut next = saved.clone();
+        next.tokens.apply_introspection(&introspection);
+        if next.tokens.expires_at == saved.tokens.expires_at {
+            return;
+        }
+        self.learn_from_claims(key, &next.tokens);
+        next.learned_lifetime = self
+            .lifetimes
+            .strong_of(key.org_id())
+            .map(Duration::from_millis);
+        match self
+            .store
+            .put(next.clone(), saved.version, Some(lease))
+            .await
+        {
+            Ok(version) => {
+                next.version = version;
+                *saved = next;
             }
             Err(error) => {
-                tracing::debug!(key = %key, error = %error, "introspection failed; expiry stays unknown")
+                tracing::debug!(key = %key, error = %error, "cannot save the introspected expiry")
             }
         }
     }
@@ -623,12 +903,77 @@ impl Inner {
     }
 }
 
-/// Whether Salesforce may have consumed the refresh token although we saw no usable answer.
-fn may_have_been_spent(error: &CoreError) -> bool {
-    match error {
-        CoreError::Transport(transport) => !transport.kind().never_sent(),
-        CoreError::Parse { status, .. } => (200..300).contains(status),
-        CoreError::SignatureMismatch => true,
-        _ => false,
+#[cfg(test)]
+mod tests {
+    use sfauth_core::error::ServerError;
+    use sfauth_core::http::{TransportError, TransportErrorKind};
+
+    use super::*;
+
+    fn status(code: u16) -> CoreError {
+        CoreError::Status {
+            status: code,
+            retry_after: None,
+            excerpt: "<html>Bad Gateway</html>".into(),
+        }
+    }
+
+    fn server(code: u16, error: &str) -> CoreError {
+        ServerError::new(code, error, Some("described")).into()
+    }
+
+    fn transport(kind: TransportErrorKind) -> CoreError {
+        TransportError::new(kind, "failed").into()
+    }
+
+    #[test]
+    fn only_salesforce_words_or_a_request_that_never_left_prove_a_token_unspent() {
+        let cases = [
+            // A gateway's own 5xx may come after Salesforce rotated.
+            (status(502), Answer::MaybeSpent),
+            (status(503), Answer::MaybeSpent),
+            (status(504), Answer::MaybeSpent),
+            (status(500), Answer::MaybeSpent),
+            // Salesforce's own error document, whatever the status.
+            (server(503, "server_error"), Answer::Unspent),
+            (server(500, "unknown_error"), Answer::Unspent),
+            (server(400, "invalid_request"), Answer::Unspent),
+            (server(400, "invalid_grant"), Answer::Refused),
+            // Rate limiting answers before anything is spent; other odd statuses are refusals.
+            (status(429), Answer::Unspent),
+            (status(404), Answer::Unspent),
+            // No answer at all.
+            (transport(TransportErrorKind::Timeout), Answer::MaybeSpent),
+            (transport(TransportErrorKind::Connect), Answer::Unspent),
+            (
+                CoreError::Parse {
+                    status: 200,
+                    reason: "not json".into(),
+                    excerpt: String::new(),
+                },
+                Answer::MaybeSpent,
+            ),
+            (CoreError::SignatureMismatch, Answer::MaybeSpent),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(classify(&error), expected, "{error}");
+        }
+    }
+
+    #[test]
+    fn triggers_have_stable_metric_names() {
+        let names: Vec<_> = [
+            Trigger::Expiring,
+            Trigger::SessionExpired,
+            Trigger::Forced,
+            Trigger::Background,
+        ]
+        .iter()
+        .map(|t| t.as_str())
+        .collect();
+        assert_eq!(
+            names,
+            ["expiring", "session_expired", "forced", "background"]
+        );
     }
 }

@@ -1,9 +1,15 @@
 //! [`Renewal`]: how to get new tokens for a tenant that has no refresh token.
 
 use std::fmt;
+use std::sync::Arc;
 
 use sfauth_core::Password;
 use sfauth_core::flows::JwtBearer;
+use sfauth_storage::{RenewalFlow, RenewalHint};
+
+/// Turns a tenant's recorded [`RenewalHint`] into a [`Renewal`] with its credentials; see
+/// [`TokenManagerBuilder::renewal_resolver`](crate::TokenManagerBuilder::renewal_resolver).
+pub type RenewalResolver = Arc<dyn Fn(&RenewalHint) -> Option<Renewal> + Send + Sync>;
 
 /// How a tenant without a refresh token is renewed: by running its own flow again.
 ///
@@ -51,5 +57,23 @@ impl fmt::Debug for Renewal {
                 .field("username", username)
                 .finish_non_exhaustive(),
         }
+    }
+}
+
+impl Renewal {
+    /// What is recorded with the tenant so that a restarted manager knows how it renews: the
+    /// flow and the username, never a key or a password.
+    pub fn hint(&self) -> RenewalHint {
+        match self {
+            Self::ClientCredentials => RenewalHint::client_credentials(),
+            Self::JwtBearer(jwt) => RenewalHint::jwt_bearer(jwt.username.clone()),
+            Self::Password { username, .. } => RenewalHint::username_password(username.clone()),
+        }
+    }
+
+    /// The renewal a hint describes when it needs no credential beyond the connected app's own
+    /// (client credentials); `None` for flows that need a key or a password.
+    pub(crate) fn without_credentials(hint: &RenewalHint) -> Option<Self> {
+        matches!(hint.flow, RenewalFlow::ClientCredentials).then_some(Self::ClientCredentials)
     }
 }

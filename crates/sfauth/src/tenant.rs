@@ -178,6 +178,9 @@ pub(crate) struct TenantState {
     pub(crate) retry_at_ms: AtomicU64,
     pub(crate) consecutive_failures: AtomicU64,
     pub(crate) last_failure: Mutex<Option<Box<(ErrorKind, String)>>>,
+    /// The last refresh left the refresh token possibly spent and held it back while the access
+    /// token worked: a 401 then means the wait is over, failure pause or not.
+    pub(crate) on_hold: AtomicBool,
     /// Set once, when the tenant leaves its manager.
     removed: AtomicBool,
 }
@@ -193,6 +196,7 @@ impl TenantState {
             retry_at_ms: AtomicU64::new(0),
             consecutive_failures: AtomicU64::new(0),
             removed: AtomicBool::new(false),
+            on_hold: AtomicBool::new(false),
             last_failure: Mutex::new(None),
         }
     }
@@ -213,6 +217,7 @@ impl TenantState {
     pub(crate) fn clear_failures(&self) {
         self.retry_at_ms.store(0, Ordering::Release);
         self.consecutive_failures.store(0, Ordering::Release);
+        self.on_hold.store(false, Ordering::Release);
         *lock(&self.last_failure) = None;
     }
 

@@ -51,11 +51,25 @@ fn token_response(access: &str, refresh: &str, user: &str) -> HttpResponse {
         .unwrap()
 }
 
-/// A transport answering token requests from a script, counting them.
-#[derive(Clone, Default)]
+/// A transport answering token requests from a script, counting them; `userinfo` (the probe
+/// of whether the access token still works) answers 200 while `session_alive`, else 401.
+#[derive(Clone)]
 struct Scripted {
     answers: Arc<Mutex<VecDeque<Result<HttpResponse, TransportErrorKind>>>>,
     sent: Arc<AtomicUsize>,
+    probes: Arc<AtomicUsize>,
+    session_alive: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Default for Scripted {
+    fn default() -> Self {
+        Self {
+            answers: Arc::default(),
+            sent: Arc::default(),
+            probes: Arc::default(),
+            session_alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
+    }
 }
 
 impl Scripted {
@@ -63,15 +77,38 @@ impl Scripted {
         self.answers.lock().unwrap().push_back(answer);
     }
 
+    /// Token requests sent.
     fn sent(&self) -> usize {
         self.sent.load(Ordering::SeqCst)
     }
 
+    fn probes(&self) -> usize {
+        self.probes.load(Ordering::SeqCst)
+    }
+
+    fn end_session(&self) {
+        self.session_alive.store(false, Ordering::SeqCst);
+    }
+
     fn transport(&self) -> Arc<dyn sfauth_core::http::HttpTransport> {
         let this = self.clone();
-        Arc::new(move |_request: HttpRequest| {
+        Arc::new(move |request: HttpRequest| {
             let this = this.clone();
             async move {
+                if request.uri().path().ends_with("/userinfo") {
+                    this.probes.fetch_add(1, Ordering::SeqCst);
+                    let alive = this.session_alive.load(Ordering::SeqCst);
+                    let (status, body): (u16, &'static [u8]) = if alive {
+                        (200, br#"{"user_id":"0055e000001XyZaAAK"}"#)
+                    } else {
+                        (401, b"Bad_OAuth_Token")
+                    };
+                    return Ok(http::Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(Bytes::from_static(body))
+                        .unwrap());
+                }
                 this.sent.fetch_add(1, Ordering::SeqCst);
                 match this.answers.lock().unwrap().pop_front() {
                     Some(Ok(response)) => Ok(response),
@@ -193,7 +230,8 @@ async fn tokens_of_another_user_from_a_refresh_are_refused() {
         stored.tokens.access_token.expose_secret(),
         "00Dxx!OLDACCESS"
     );
-    assert!(stored.refresh_in_flight.is_none());
+    // The refresh token was spent on them, so the mark stays: the next refresher is careful.
+    assert!(stored.refresh_in_flight.is_some());
 }
 
 #[tokio::test]
@@ -213,7 +251,32 @@ async fn a_refresh_lost_in_flight_is_not_resent_and_the_next_attempt_is_careful(
         "the mark stays: the token may be spent"
     );
 
-    // Later (after the failure pause), Salesforce says the token is gone: the rotation was lost.
+    // While the access token works, the possibly spent refresh token is held back: a re-send
+    // of a rotated-out token would revoke the family, the working token with it.
+    assert_eq!(
+        script.probes(),
+        1,
+        "the access token was probed, not the refresh token"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let error = manager.refresh(&key).await.unwrap_err();
+    assert!(
+        matches!(error, sfauth::Error::RefreshOnHold { .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.kind(), ErrorKind::Transient);
+    assert_eq!(script.sent(), 1, "still not re-sent");
+    let token = manager.access_token(&key).await.unwrap();
+    assert_eq!(
+        token.secret(),
+        "00Dxx!OLDACCESS",
+        "the working token is served"
+    );
+    drop(token);
+
+    // The session ends; now the careful attempt is made, and Salesforce says the token is
+    // gone: the rotation was lost.
+    script.end_session();
     tokio::time::sleep(Duration::from_millis(20)).await;
     script.push(Ok(http::Response::builder()
         .status(400)
@@ -224,7 +287,8 @@ async fn a_refresh_lost_in_flight_is_not_resent_and_the_next_attempt_is_careful(
         .unwrap()));
     let error = manager.refresh(&key).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::ReauthorizationRequired);
-    assert!(error.to_string().contains("interrupted"), "{error}");
+    assert_eq!(script.sent(), 2, "exactly one careful attempt");
+    assert!(error.to_string().contains("may have rotated"), "{error}");
     let stored = store.get(&key).await.unwrap().unwrap();
     assert!(matches!(stored.status, RecordStatus::ReauthRequired { .. }));
 }
