@@ -430,6 +430,20 @@ mod tests {
     }
 
     #[test]
+    fn messages_are_scrubbed_and_keep_the_status() {
+        let error = TransportError::new(
+            TransportErrorKind::Other,
+            "cannot reach https://acme.my.salesforce.com/cb?code=aPrx4SECRET&state=s1",
+        )
+        .with_status(503);
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains("aPrx4SECRET"), "{shown}");
+        assert!(shown.contains("state=s1"), "{shown}");
+        assert_eq!(error.status(), Some(503));
+        assert!(error.to_string().ends_with("(after http status 503)"));
+    }
+
+    #[test]
     fn source_is_exposed() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         let error =

@@ -2123,3 +2123,61 @@ async fn device_numbers_are_bounded() {
         );
     }
 }
+
+/// Issue 11, defect 4: a server that echoes secrets in its `error_description` (the leak that
+/// got through was `access_token=00DLEAKED2`) or in a non-OAuth error body has them scrubbed
+/// from the error, in every format, while the description is still classified as sent.
+#[tokio::test]
+async fn secrets_echoed_by_the_server_never_reach_the_error() {
+    let leaks = [
+        "expired access/refresh token access_token=00DLEAKED2",
+        "expired access/refresh token for session 00D5e000000AbcdE!AQ4AQLEAKED3.xyz",
+        "expired access/refresh token, refresh_token: \"5Aep861LEAKED4\"",
+        "expired access/refresh token <client_secret>LEAKED5</client_secret>",
+        "expired access/refresh token Bearer eyJhbGciOiJIUzI1NiJ9.eyJMRUFLRUQ2IjoxfQ.c2ln",
+    ];
+    for format in [
+        ResponseFormat::Json,
+        ResponseFormat::UrlEncoded,
+        ResponseFormat::Xml,
+    ] {
+        for description in leaks {
+            let reply = error_body(format, "invalid_grant", Some(description));
+            let error = check(Grant::Refresh, ClientAuth::RequestBody, format, reply)
+                .await
+                .unwrap_err();
+            let server = error.server().unwrap();
+            assert_eq!(
+                server.cause(),
+                Cause::TokenExpiredOrRevoked,
+                "{description}"
+            );
+            assert!(error.is_salesforce_answer());
+            let shown = format!("{error} {error:?} {:?}", server.description());
+            assert!(!shown.contains("LEAKED"), "{format:?}: {shown}");
+            assert!(!shown.contains("eyJMRUFL"), "{format:?}: {shown}");
+            // In XML an unescaped `<client_secret>` is an element of its own, not text.
+            let nested = format == ResponseFormat::Xml && description.contains('<');
+            assert!(
+                nested || shown.contains("[redacted]"),
+                "{format:?}: {shown}"
+            );
+        }
+    }
+    // Not an OAuth error document: the body excerpt is scrubbed as well, short values included.
+    for body in [
+        "<html>proxy error for ?code=LEAKED7&state=x</html>",
+        "upstream said access_token=00DLEAKED8",
+    ] {
+        let error = check_json(Grant::Refresh, Reply::new(502, Some("text/html"), body))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, Error::Status { status: 502, .. }),
+            "{error:?}"
+        );
+        assert!(!error.is_salesforce_answer());
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains("LEAKED"), "{shown}");
+    }
+}

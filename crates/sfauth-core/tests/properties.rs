@@ -188,4 +188,35 @@ proptest! {
             prop_assert!(at <= after + Duration::from_secs(86_400), "{:?}", at);
         }
     }
+
+    /// The scrubber takes any text (any Unicode, any bytes as an excerpt) without panicking,
+    /// and a secret in any of the shapes it knows never survives, whatever surrounds it.
+    #[test]
+    fn the_scrubber_never_panics_and_never_lets_a_named_secret_through(
+        noise in "\\PC{0,80}",
+        bytes in proptest::collection::vec(any::<u8>(), 0..600),
+        secret in "[A-Za-z0-9!._%~+/-]{0,40}",
+        name in prop_oneof![
+            Just("access_token"), Just("refresh_token"), Just("client_secret"), Just("password"),
+            Just("assertion"), Just("code"), Just("code_verifier"), Just("subject_token"),
+            Just("Access_Token"), Just("id_token"), Just("token"),
+        ],
+        shape in 0..5usize,
+    ) {
+        // A prefix no template text contains, so that finding the secret means it leaked.
+        let secret = format!("Zq{secret}");
+        let _ = sfauth_core::redact::scrub(&noise);
+        let _ = sfauth_core::redact::excerpt(&bytes);
+        let named = match shape {
+            0 => format!("{noise} x=1&{name}={secret}&y=2"),
+            1 => format!(r#"{{"{name}": "{secret}", "n": "{noise}"}}"#),
+            2 => format!("<{name}>{secret}</{name}>{noise}"),
+            3 => format!("{noise}?{name}={secret}#frag"),
+            _ => format!("Authorization: Bearer {secret}\r\n{noise}"),
+        };
+        let out = sfauth_core::redact::scrub(&named);
+        // The value is gone from where it stood; only the noise around it may repeat it.
+        let without_noise = out.replace(noise.as_str(), "");
+        prop_assert!(!without_noise.contains(&secret), "{} -> {}", named, out);
+    }
 }
