@@ -419,6 +419,21 @@ fn long_tokens(b: &[u8], spans: &mut Vec<Range<usize>>) {
     }
 }
 
+/// Writes `value` for `Debug` as `name` followed by its JSON, scrubbed: for types that hold
+/// what a server sent (userinfo, identity, introspection, ID token claims), whose every field
+/// could echo a secret. JSON rather than Rust's struct syntax so that the scrubber sees the
+/// field names of its known shapes.
+pub(crate) fn debug_scrubbed<T: serde::Serialize>(
+    name: &str,
+    value: &T,
+    f: &mut std::fmt::Formatter<'_>,
+) -> std::fmt::Result {
+    match serde_json::to_string(value) {
+        Ok(json) => write!(f, "{name} {}", scrub(&json)),
+        Err(_) => write!(f, "{name} {{ .. }}"),
+    }
+}
+
 /// `text` with each span replaced by [`REDACTED`]; overlapping or touching spans become one.
 fn replace(text: &str, mut spans: Vec<Range<usize>>) -> String {
     spans.sort_by_key(|span| span.start);

@@ -75,6 +75,7 @@ use url::Url;
 
 use crate::error::Error;
 use crate::host::LoginHost;
+use crate::redact::scrub;
 use crate::secret::{AccessToken, IdToken, REDACTED, RefreshToken, exposed};
 
 /// The longest a Salesforce session lasts without activity: 24 hours, the longest session
@@ -309,14 +310,14 @@ impl fmt::Debug for TokenSet {
             .field("identity", &self.identity.as_str())
             .field("issued_at", &self.issued_at)
             .field("signature", &self.signature.as_ref().map(|_| REDACTED))
-            .field("scope", &self.scope)
-            .field("token_type", &self.token_type)
+            .field("scope", &self.scope.as_deref().map(scrub))
+            .field("token_type", &self.token_type.as_deref().map(scrub))
             .field("id_token", &self.id_token)
             .field(
                 "community_url",
                 &self.community_url.as_ref().map(Url::as_str),
             )
-            .field("community_id", &self.community_id)
+            .field("community_id", &self.community_id.as_deref().map(scrub))
             .field(
                 "api_instance_url",
                 &self.api_instance_url.as_ref().map(Url::as_str),

@@ -2181,3 +2181,19 @@ async fn secrets_echoed_by_the_server_never_reach_the_error() {
         assert!(!shown.contains("LEAKED"), "{shown}");
     }
 }
+
+/// Types that hold whatever a server sent print it scrubbed.
+#[test]
+fn debug_of_server_data_is_scrubbed() {
+    let json = r#"{"sub":"x","email":"a@b.c","session":"00D5e000000AbcdE!AQ4AQLEAKED9","access_token":"LEAKED10","urls":{}}"#;
+    let userinfo: sfauth_core::flows::UserInfo = serde_json::from_str(json).unwrap();
+    let identity: sfauth_core::flows::IdentityInfo = serde_json::from_str(json).unwrap();
+    let introspection: sfauth_core::flows::Introspection =
+        serde_json::from_str(r#"{"active":true,"username":"access_token=LEAKED11"}"#).unwrap();
+    let shown = format!("{userinfo:?} {identity:?} {introspection:?}");
+    assert!(!shown.contains("LEAKED"), "{shown}");
+    assert!(
+        shown.contains("a@b.c") && shown.starts_with("UserInfo {"),
+        "{shown}"
+    );
+}

@@ -19,7 +19,7 @@ use crate::secret::{AccessToken, IdToken};
 use crate::token::TokenSet;
 
 /// The answer of `GET /services/oauth2/userinfo`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct UserInfo {
     /// The identity URL.
@@ -52,7 +52,7 @@ pub struct UserInfo {
 }
 
 /// The answer of the identity URL (`GET https://login.salesforce.com/id/{org}/{user}`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct IdentityInfo {
     /// The identity URL itself.
@@ -88,7 +88,7 @@ pub struct IdentityInfo {
 }
 
 /// Claims of a validated ID token.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct IdTokenClaims {
     /// The identity URL of the user.
@@ -273,3 +273,24 @@ fn is_bad_oauth_token(body: &[u8]) -> bool {
 }
 
 const BAD_OAUTH_TOKEN: &[u8] = b"Bad_OAuth_Token";
+
+/// The fields as JSON, scrubbed ([`crate::redact`]): all of them are what a server sent.
+impl std::fmt::Debug for UserInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::redact::debug_scrubbed("UserInfo", self, f)
+    }
+}
+
+/// The fields as JSON, scrubbed ([`crate::redact`]): all of them are what a server sent.
+impl std::fmt::Debug for IdentityInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::redact::debug_scrubbed("IdentityInfo", self, f)
+    }
+}
+
+/// The fields as JSON, scrubbed ([`crate::redact`]): all of them are what a server sent.
+impl std::fmt::Debug for IdTokenClaims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::redact::debug_scrubbed("IdTokenClaims", self, f)
+    }
+}

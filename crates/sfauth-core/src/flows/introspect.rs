@@ -13,7 +13,7 @@ use crate::secret::SecretValue;
 ///
 /// `token_type` here is the token's kind (`access_token` or `refresh_token`), not `Bearer`.
 /// Fields other than `active` are absent for an inactive token.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Introspection {
     /// Whether the token is currently valid.
@@ -180,5 +180,12 @@ impl OAuthClient {
             return Ok(());
         }
         read_response(&response, Context::Other).map(|_| ())
+    }
+}
+
+/// The fields as JSON, scrubbed ([`crate::redact`]): all of them are what a server sent.
+impl std::fmt::Debug for Introspection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::redact::debug_scrubbed("Introspection", self, f)
     }
 }
