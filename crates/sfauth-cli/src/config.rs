@@ -44,6 +44,9 @@ pub(crate) struct FileConfig {
     pub(crate) session_timeout_secs: Option<u64>,
 }
 
+/// Salesforce's longest session timeout, 24 hours.
+const MAX_SESSION_SECS: u64 = 24 * 60 * 60;
+
 impl FileConfig {
     /// Reads `explicit` (which must exist), else the default file if it exists.
     pub(crate) fn load(explicit: Option<&Path>) -> Result<Self> {
@@ -66,18 +69,32 @@ impl FileConfig {
                 )));
             }
         };
-        toml::from_str(&text).map_err(|e| {
+        let config: Self = toml::from_str(&text).map_err(|e| {
             CliError::usage(format!(
                 "the config file {} is not valid ({}): fix it or pass another --config",
                 path.display(),
                 e.message()
             ))
-        })
+        })?;
+        if let Some(secs) = config.session_timeout_secs
+            && !(1..=MAX_SESSION_SECS).contains(&secs)
+        {
+            return Err(CliError::usage(format!(
+                "session_timeout_secs = {secs} in {} is out of range: Salesforce sessions last \
+                 from 15 minutes to 24 hours, so give a number of seconds from 1 to {MAX_SESSION_SECS}",
+                path.display()
+            )));
+        }
+        Ok(config)
     }
 
     /// The session timeout for expiry estimates.
     pub(crate) fn session_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.session_timeout_secs.unwrap_or(2 * 60 * 60))
+        std::time::Duration::from_secs(
+            self.session_timeout_secs
+                .unwrap_or(2 * 60 * 60)
+                .clamp(1, MAX_SESSION_SECS),
+        )
     }
 }
 

@@ -27,6 +27,10 @@ pub(crate) enum Exit {
     Reauth = 3,
     /// 4: try again later.
     Transient = 4,
+    /// 130: stopped by SIGINT (Ctrl-C), as shells report it.
+    Interrupted = 130,
+    /// 143: stopped by SIGTERM.
+    Terminated = 143,
 }
 
 /// A failure of a command: one sentence with the fix, and an exit code.
@@ -54,6 +58,20 @@ impl CliError {
         Self::new(Exit::Other, message)
     }
 
+    /// The command was stopped by a signal (`what`: "interrupted" or "terminated"; `code`: 130 or
+    /// 143) after its refreshes were given a moment to save and its leases were released.
+    pub(crate) fn signal(what: &str, code: u8) -> Self {
+        let exit = if code == Exit::Terminated as u8 {
+            Exit::Terminated
+        } else {
+            Exit::Interrupted
+        };
+        Self::new(
+            exit,
+            format!("{what}: refresh leases released, nothing half-saved; run the command again"),
+        )
+    }
+
     pub(crate) fn exit_code(&self) -> ExitCode {
         ExitCode::from(self.exit as u8)
     }
@@ -70,14 +88,27 @@ impl CliError {
                     reauth_reason(error)
                 ),
             ),
-            ErrorKind::Transient | ErrorKind::RateLimited | ErrorKind::RefreshInProgress => {
-                Self::new(
-                    Exit::Transient,
-                    format!(
-                        "salesforce could not be reached for alias {alias} ({detail}): check the network and try again"
-                    ),
-                )
-            }
+            ErrorKind::RefreshInProgress => Self::new(
+                Exit::Transient,
+                format!(
+                    "another sfauth process is refreshing alias {alias} ({detail}): try again in a few seconds"
+                ),
+            ),
+            _ if matches!(error, sfauth::Error::RefreshOnHold { .. }) => Self::new(
+                Exit::Transient,
+                format!(
+                    "alias {alias}: {detail}; its access token still works (`sfauth token` prints it), and the refresh is retried once it expires"
+                ),
+            ),
+            _ if matches!(error, sfauth::Error::NoRenewal { .. }) => Self::other(format!(
+                "alias {alias} has no refresh token and no way to renew it: run `sfauth {login} --alias {alias}`"
+            )),
+            ErrorKind::Transient | ErrorKind::RateLimited => Self::new(
+                Exit::Transient,
+                format!(
+                    "salesforce could not be reached for alias {alias} ({detail}): check the network and try again"
+                ),
+            ),
             ErrorKind::UnknownTenant => Self::usage(format!(
                 "no tokens stored for alias {alias}: run `sfauth {login} --alias {alias}`"
             )),
@@ -168,6 +199,7 @@ fn manager_detail(error: &sfauth::Error) -> String {
             chain(source)
         }
         sfauth::Error::RecentlyFailed { message, .. } => message.clone(),
+        sfauth::Error::RefreshOnHold { reason, .. } => reason.clone(),
         other => chain(other),
     }
 }

@@ -59,11 +59,52 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run_until_signal(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", error.message);
             error.exit_code()
+        }
+    }
+}
+
+/// How long a refresh already waiting for Salesforce's answer may take to save it after Ctrl-C
+/// or SIGTERM: a rotated refresh token must not be dropped on the floor, yet a person pressing
+/// Ctrl-C expects the command to end.
+const SIGNAL_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the command; on SIGINT or SIGTERM stops it, lets a refresh in flight save its answer,
+/// releases every refresh lease (so the next command does not wait for it to lapse), and ends
+/// with 130 or 143 as shells expect.
+async fn run_until_signal(cli: Cli) -> Result<()> {
+    let signal = async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
+                (Ok(mut interrupt), Ok(mut terminate)) => tokio::select! {
+                    _ = interrupt.recv() => ("interrupted", 130),
+                    _ = terminate.recv() => ("terminated", 143),
+                },
+                _ => std::future::pending().await,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => ("interrupted", 130),
+                Err(_) => std::future::pending().await,
+            }
+        }
+    };
+    tokio::select! {
+        result = run(cli) => result,
+        (what, code) = signal => {
+            session::shutdown_all(SIGNAL_GRACE).await;
+            Err(error::CliError::signal(what, code))
         }
     }
 }

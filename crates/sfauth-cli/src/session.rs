@@ -80,6 +80,7 @@ pub(crate) async fn manager_for(
         .build()
         .await
         .map_err(|e| CliError::manager(&e, &resolved.alias, resolved.meta.flow.login_command()))?;
+    register(&manager);
     let renewal = match (&resolved.meta.jwt, resolved.meta.flow) {
         (Some(jwt), _) => {
             let pem = std::fs::read_to_string(&jwt.key_file).map_err(|e| {
@@ -113,4 +114,28 @@ pub(crate) async fn manager_for(
 /// The error of a manager call for `resolved`, with the right login command.
 pub(crate) fn manager_error(error: &sfauth::Error, resolved: &Resolved) -> CliError {
     CliError::manager(error, &resolved.alias, resolved.meta.flow.login_command())
+}
+
+/// Every manager this process built, so that a signal can shut them down (see `main.rs`).
+static MANAGERS: std::sync::Mutex<Vec<TokenManager>> = std::sync::Mutex::new(Vec::new());
+
+/// Remembers `manager` for [`shutdown_all`].
+pub(crate) fn register(manager: &TokenManager) {
+    MANAGERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(manager.clone());
+}
+
+/// Shuts down every registered manager: refreshes waiting for Salesforce's answer get `grace`
+/// to save it, then every refresh lease is released, so the next command does not wait.
+pub(crate) async fn shutdown_all(grace: std::time::Duration) {
+    let managers = std::mem::take(
+        &mut *MANAGERS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for manager in managers {
+        manager.shutdown(grace).await;
+    }
 }

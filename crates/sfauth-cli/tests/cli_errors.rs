@@ -212,3 +212,21 @@ async fn config_precedence_flags_then_env_then_file() {
     std::fs::write(default.join("config.toml"), "no_such_key = 1\n").unwrap();
     cli.run(&["token"]).await.fails(2, "is not valid");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_session_timeout_is_a_usage_error_and_loses_nothing() {
+    let cli = Cli::start().await;
+    cli.login_web("prod").await.ok();
+    let before = cli.token("prod").await;
+    let config = cli.dir.path().join("huge.toml");
+    for value in ["18446744073709551615", "0", "86401"] {
+        std::fs::write(&config, format!("session_timeout_secs = {value}\n")).unwrap();
+        let path = config.display().to_string();
+        cli.run(&["refresh", "prod", "--config", &path])
+            .await
+            .fails(2, "session_timeout_secs");
+    }
+    // Nothing was spent or overwritten: the login works as before.
+    assert_eq!(cli.emulator.counters().grant("refresh_token"), 0);
+    assert_eq!(cli.token("prod").await, before);
+}
