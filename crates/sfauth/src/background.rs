@@ -132,14 +132,14 @@ impl TokenManager {
             .keep_alive_after
             .map(|after| clock::precise_ms().saturating_sub(duration_ms(after)));
         let pinned = self.inner.tenants.pin();
-        let (mut tenants, mut reauth) = (0, 0);
+        let (mut tenants, mut reauth): (u64, u64) = (0, 0);
         let due = pinned
             .values()
             .filter_map(|tenant| {
                 let cached = tenant.current.load();
-                tenants += 1;
+                tenants = tenants.saturating_add(1);
                 if matches!(cached.state, CachedState::Reauth(_)) {
-                    reauth += 1;
+                    reauth = reauth.saturating_add(1);
                 }
                 if !matches!(cached.state, CachedState::Active) || tenant.in_failure_backoff() {
                     return None;

@@ -55,7 +55,9 @@ pub(crate) fn duration_ms(duration: std::time::Duration) -> u64 {
 
 /// Milliseconds since the epoch back to a `SystemTime`.
 pub(crate) fn from_ms(ms: u64) -> SystemTime {
-    UNIX_EPOCH + std::time::Duration::from_millis(ms)
+    UNIX_EPOCH
+        .checked_add(std::time::Duration::from_millis(ms))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 #[cfg(test)]

@@ -56,6 +56,8 @@
 //! # }
 //! ```
 
+#![warn(clippy::arithmetic_side_effects)]
+
 mod background;
 mod clock;
 mod error;

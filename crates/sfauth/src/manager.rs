@@ -569,7 +569,7 @@ impl TokenManager {
         // own task while this one installs the page before it: on a multi-threaded runtime the
         // two overlap, which is what keeps a warm start of 100,000 tenants under a second.
         let mut page = self.list_page(&query).await?;
-        let mut loaded = 0;
+        let mut loaded: usize = 0;
         loop {
             let next = page.next.take().map(|cursor| {
                 query.after = Some(cursor);
@@ -578,7 +578,7 @@ impl TokenManager {
             for record in &page.records {
                 self.inner.install_record(record);
             }
-            loaded += page.records.len();
+            loaded = loaded.saturating_add(page.records.len());
             match next {
                 Some(next) => page = next.await?,
                 None => return Ok(loaded),
@@ -822,7 +822,7 @@ impl Inner {
 
     /// Makes `record` the tenant's current token, with a new generation.
     pub(crate) fn install(&self, tenant: &TenantState, record: &TokenRecord) -> Arc<Cached> {
-        let generation = tenant.current.load().generation + 1;
+        let generation = tenant.current.load().generation.wrapping_add(1);
         tenant.set_current(Arc::new(self.cached_from(record, generation)))
     }
 
@@ -834,7 +834,7 @@ impl Inner {
         reason: &str,
         cause: Option<sfauth_core::Cause>,
     ) {
-        let mut cached = self.cached_from(record, tenant.current.load().generation + 1);
+        let mut cached = self.cached_from(record, tenant.current.load().generation.wrapping_add(1));
         cached.state = CachedState::Reauth(Box::new(crate::tenant::Reauth {
             reason: reason.to_owned(),
             cause,

@@ -143,7 +143,11 @@ impl Inner {
         let inner = self.clone();
         let owned = tenant.clone();
         let work = self.tasks.track_future(async move {
-            inner.refresh_here(&owned, seen_generation, trigger).await
+            let result = inner.refresh_here(&owned, seen_generation, trigger).await;
+            if matches!(result, Err(Error::Unsaved { .. })) {
+                inner.keep_saving(&owned);
+            }
+            result
         });
         match runtime.spawn(work).await {
             Ok(result) => result,
@@ -153,6 +157,34 @@ impl Inner {
                 key: Box::new((*tenant.key).clone()),
             }),
         }
+    }
+
+    /// Tokens Salesforce issued could not be saved (the store stumbled), and the rotated-out
+    /// refresh token is all the store holds: retry the save in the background, under the lease
+    /// that was kept for it, instead of waiting for the next caller. Gives up when the tokens
+    /// are saved, replaced or dropped, or after a few lease lifetimes (the next call retries).
+    fn keep_saving(self: &Arc<Self>, tenant: &Arc<TenantState>) {
+        let inner = self.clone();
+        let tenant = tenant.clone();
+        let every = self
+            .policy
+            .lease_ttl
+            .div_f64(3.0)
+            .max(Duration::from_millis(10));
+        self.tasks.spawn(async move {
+            let mut pause = Duration::from_millis(200).min(every);
+            for _ in 0..12 {
+                tokio::time::sleep(pause).await;
+                if lock(&tenant.unsaved).is_none() || inner.closing.load(Ordering::Acquire) {
+                    return;
+                }
+                let seen = tenant.current.load().generation;
+                match inner.refresh_here(&tenant, seen, Trigger::Background).await {
+                    Err(Error::Unsaved { .. }) => pause = pause.saturating_mul(2).min(every),
+                    _ => return,
+                }
+            }
+        });
     }
 
     async fn refresh_here(
@@ -238,7 +270,10 @@ impl Inner {
 
     fn note_failure(&self, tenant: &TenantState, error: &Error) {
         Counters::bump(&self.counters.refresh_failures);
-        let failures = tenant.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+        let failures = tenant
+            .consecutive_failures
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1);
         let exponent = u32::try_from(failures.saturating_sub(1))
             .unwrap_or(u32::MAX)
             .min(16);
@@ -247,9 +282,10 @@ impl Inner {
             .failure_backoff
             .saturating_mul(2u32.saturating_pow(exponent))
             .min(self.policy.max_failure_backoff);
-        tenant
-            .retry_at_ms
-            .store(clock::precise_ms() + duration_ms(pause), Ordering::Release);
+        tenant.retry_at_ms.store(
+            clock::precise_ms().saturating_add(duration_ms(pause)),
+            Ordering::Release,
+        );
         *lock(&tenant.last_failure) = Some(Box::new((error.kind(), error.to_string())));
         tracing::warn!(key = %tenant.key, error = %error, retry_in_ms = duration_ms(pause), "refresh failed");
         self.emit(
@@ -278,7 +314,14 @@ impl Inner {
                 self.refresh_leased(tenant, current, &lease, trigger),
             )
             .await;
-        self.release(&lease).await;
+        if matches!(result, Err(Error::Unsaved { .. })) {
+            // Keep the lease (it lapses by itself): released, it would let another process find
+            // our mark and, once its access token dies, re-send the refresh token Salesforce
+            // already rotated, which revokes the family and with it the tokens we hold.
+            lock(&self.held).retain(|held| held.key != lease.key || held.fence != lease.fence);
+        } else {
+            self.release(&lease).await;
+        }
         match result {
             Ok(Outcome::WaitForOther) => {
                 // Our lease is released, so a refresher elsewhere can save its result.
@@ -312,7 +355,7 @@ impl Inner {
     /// in, while the lease of a refresher that died still lapses soon.
     async fn keeping_lease<T>(&self, lease: &Lease, work: impl Future<Output = T>) -> T {
         let ttl = self.policy.lease_ttl;
-        let every = (ttl / 3).max(Duration::from_millis(10));
+        let every = ttl.div_f64(3.0).max(Duration::from_millis(10));
         let mut work = std::pin::pin!(work);
         let mut current = lease.clone();
         loop {
@@ -389,7 +432,7 @@ impl Inner {
                 });
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(500));
+            pause = pause.saturating_mul(2).min(Duration::from_millis(500));
         }
     }
 
@@ -535,9 +578,9 @@ impl Inner {
         // Once a request may have spent the token, the mark stays until new tokens are saved.
         let mut maybe_spent = interrupted.is_some();
         let mut careful = interrupted.is_some();
-        let mut attempt = 0;
+        let mut attempt: u32 = 0;
         loop {
-            attempt += 1;
+            attempt = attempt.saturating_add(1);
             self.count_token_request();
             let error = match self.client.refresh(&*self.transport, &refresh_token).await {
                 Ok(tokens) => return self.save_refreshed(tenant, marked, tokens, lease).await,
@@ -641,9 +684,9 @@ impl Inner {
                 key: Box::new((*tenant.key).clone()),
             });
         }
-        let mut attempt = 0;
+        let mut attempt: u32 = 0;
         loop {
-            attempt += 1;
+            attempt = attempt.saturating_add(1);
             self.count_token_request();
             let transport = &*self.transport;
             let result = match &renewal {
@@ -684,7 +727,7 @@ impl Inner {
         let pause = error.retry_after().unwrap_or(backoff);
         // Waiting minutes while holding the lease would stall every caller; the failure backoff
         // takes over instead.
-        (pause <= self.policy.lease_ttl / 4).then_some(pause)
+        (pause <= self.policy.lease_ttl.div_f64(4.0)).then_some(pause)
     }
 
     /// Saves new tokens (clearing the mark) and only then installs them.
@@ -828,9 +871,9 @@ impl Inner {
         lease: &Lease,
     ) -> Result<u64, sfauth_storage::Error> {
         let mut pause = Duration::from_millis(50);
-        let mut attempt = 0;
+        let mut attempt: u32 = 0;
         loop {
-            attempt += 1;
+            attempt = attempt.saturating_add(1);
             match self.store.put(record.clone(), expected, Some(lease)).await {
                 Ok(version) => return Ok(version),
                 Err(error)
@@ -839,7 +882,7 @@ impl Inner {
                 {
                     tracing::warn!(key = %record.key, error = %error, "saving refreshed tokens failed; retrying");
                     tokio::time::sleep(pause).await;
-                    pause *= 2;
+                    pause = pause.saturating_mul(2);
                 }
                 Err(error) => return Err(error),
             }

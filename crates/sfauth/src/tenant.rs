@@ -99,7 +99,7 @@ impl Cached {
             instance_url: self.instance_url.clone(),
             issued_at: None,
             version: self.version,
-            generation: self.generation + 1,
+            generation: self.generation.wrapping_add(1),
             refresh_at_ms: NEVER,
             expires_at_ms: NEVER,
             obtained_at_ms: self.obtained_at_ms,
