@@ -407,9 +407,9 @@ pub enum Error {
     SignatureMismatch,
     /// The token endpoint answered 2xx and tokens were read from the body, but a check made
     /// after reading them failed (the signature, a missing or invalid `id` or
-    /// `instance_url`). Salesforce has acted on the request: with rotation on, the refresh token
+    /// `instance_url`, an `error` field next to the tokens). Salesforce has acted on the request: with rotation on, the refresh token
     /// that was sent is spent, and [`Error::issued_refresh_token`] is now the only live one.
-    /// Its kind is that of the failed check ([`ErrorKind::Protocol`]).
+    /// Its kind is [`ErrorKind::Protocol`], whatever the check: it is never to be retried.
     #[error("{0}")]
     TokensRejected(Box<RejectedTokens>),
     /// The `state` of an authorization callback is missing or differs from the one sent.
@@ -445,7 +445,8 @@ impl RejectedTokens {
         }
     }
 
-    /// The check that failed: [`Error::SignatureMismatch`] or [`Error::Parse`].
+    /// The check that failed: [`Error::SignatureMismatch`], [`Error::Parse`], or the
+    /// [`Error::Server`] of a 2xx body that carried both an `error` and a refresh token.
     pub fn reason(&self) -> &Error {
         &self.reason
     }
@@ -540,7 +541,9 @@ impl Error {
             },
             Self::SessionExpired { .. } => ErrorKind::SessionExpired,
             Self::Parse { .. } | Self::SignatureMismatch | Self::IdToken(_) => ErrorKind::Protocol,
-            Self::TokensRejected(rejected) => rejected.reason.kind(),
+            // Never retryable, whatever the reason: the request was acted on, and a retry
+            // would re-send a spent credential.
+            Self::TokensRejected(_) => ErrorKind::Protocol,
             Self::StateMismatch => ErrorKind::InvalidRequest,
             Self::Config(_) => ErrorKind::Config,
         }

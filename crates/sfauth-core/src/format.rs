@@ -14,8 +14,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use crate::error::{Context, Error, ServerError};
+use crate::error::{Context, Error, RejectedTokens, ServerError};
 use crate::http::{BodyTruncated, HttpResponse};
+use crate::secret::RefreshToken;
 
 /// Largest response body core parses (256 KiB). Token responses are a few kilobytes; anything
 /// larger is refused with a [`Error::Parse`] rather than buffered into a parser.
@@ -218,7 +219,8 @@ fn content_type(response: &HttpResponse) -> Option<&str> {
 
 /// Reads any OAuth endpoint's response: the fields of a 2xx answer, or the error it stands for.
 ///
-/// A 2xx body carrying an `error` field is an error too. A non-2xx body that is not an OAuth
+/// A 2xx body carrying an `error` field is an error too ([`Error::TokensRejected`] when it
+/// also carries a refresh token). A non-2xx body that is not an OAuth
 /// error becomes [`Error::Status`]; redirects are not followed and end up there as well. A body
 /// the transport cut at its cap ([`BodyTruncated`]) is never parsed: a non-2xx one is
 /// [`Error::Status`], classified by its status alone, and a 2xx one (which a transport should
@@ -254,7 +256,16 @@ pub(crate) fn read_response(response: &HttpResponse, context: Context) -> Result
     if response.status().is_success() {
         let fields = parsed.map_err(|reason| Error::parse(status, reason, body))?;
         match server_error(&fields) {
-            Some(error) => Err(error),
+            // A success that says both "error" and "here is a refresh token" is contradictory,
+            // but the token may be the only live one: the error keeps it.
+            Some(error) => Err(match fields.get("refresh_token") {
+                Some(refresh_token) => Error::TokensRejected(Box::new(RejectedTokens::new(
+                    error,
+                    None,
+                    Some(RefreshToken::new(refresh_token)),
+                ))),
+                None => error,
+            }),
             None => Ok(fields),
         }
     } else {

@@ -2018,6 +2018,13 @@ async fn a_response_that_issued_a_refresh_token_never_loses_it() {
         ),
         // Unsigned because unreadable: the signature covers the text as sent.
         ("bad issued_at", full.replace("1700000000123", "yesterday")),
+        (
+            "an error next to the tokens",
+            full.replace(
+                r#""scope":"#,
+                r#""error":"server_error","error_description":"x","scope":"#,
+            ),
+        ),
     ] {
         let error = check_json(Grant::Refresh, Reply::json(200, body))
             .await
