@@ -227,6 +227,15 @@ async fn rotations_never_lose_the_refresh_token_in_sqlite() {
     rotate_many(Arc::new(store), 100).await;
 }
 
+/// A 503 carrying Salesforce's own OAuth error document.
+fn salesforce_503() -> FaultKind {
+    FaultKind::OAuthError {
+        status: 503,
+        error: "unknown_error".into(),
+        description: "retry your request".into(),
+    }
+}
+
 #[tokio::test]
 async fn transient_503s_are_retried_and_the_old_token_keeps_serving() {
     // Issued 30 minutes ago, one-hour timeout, refresh 45 minutes early: due but still valid.
@@ -245,9 +254,10 @@ async fn transient_503s_are_retried_and_the_old_token_keeps_serving() {
         .to_owned();
     let before = token_requests(&env);
 
-    // Two 503s, then success, within one refresh (3 attempts).
+    // Two 503s in Salesforce's own words (which prove the token unspent), then success, within
+    // one refresh (3 attempts). A bare 503 proves nothing: see manager_gateway.rs.
     env.emulator
-        .inject_fault(Fault::new(Endpoint::Token, FaultKind::Status(503)).times(2));
+        .inject_fault(Fault::new(Endpoint::Token, salesforce_503()).times(2));
     let refreshed = manager.refresh(&key).await.unwrap().secret().to_owned();
     assert_eq!(token_requests(&env) - before, 3);
     assert_ne!(refreshed, original);
@@ -255,7 +265,7 @@ async fn transient_503s_are_retried_and_the_old_token_keeps_serving() {
     // Salesforce down for longer: the refresh fails, the still-valid token is served.
     let before = token_requests(&env);
     env.emulator
-        .inject_fault(Fault::new(Endpoint::Token, FaultKind::Status(503)).times(3));
+        .inject_fault(Fault::new(Endpoint::Token, salesforce_503()).times(3));
     let served = manager
         .access_token(&key)
         .await

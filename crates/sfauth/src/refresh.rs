@@ -82,6 +82,9 @@ enum Answer {
     InProgress,
     /// Salesforce answered in its own words, or the request never left: the token is unspent.
     Unspent,
+    /// Salesforce answered 2xx and issued tokens, but they failed a check (signature, missing
+    /// field): the token was spent, and the refresh token it issued must be kept.
+    Rejected,
     /// The request may have reached Salesforce and rotated the token, and no usable answer
     /// came back.
     MaybeSpent,
@@ -94,8 +97,12 @@ fn classify(error: &CoreError) -> Answer {
         _ => {}
     }
     match error {
+        CoreError::TokensRejected(_) => Answer::Rejected,
         // Salesforce's own error document, whatever the status: it read the request and
-        // refused it, so nothing was spent.
+        // refused it, so nothing was spent. A bare `{"error":…}` without a description under a
+        // 5xx may be a gateway's own, and proves nothing.
+        CoreError::Server(server) if server.is_salesforce_answer() => Answer::Unspent,
+        CoreError::Server(server) if (500..600).contains(&server.status()) => Answer::MaybeSpent,
         CoreError::Server(_) => Answer::Unspent,
         CoreError::Transport(transport) if transport.kind().never_sent() => Answer::Unspent,
         CoreError::Transport(_) | CoreError::SignatureMismatch => Answer::MaybeSpent,
@@ -613,6 +620,11 @@ impl Inner {
                     tenant.on_hold.store(true, Ordering::Release);
                     return Err(Error::oauth(&tenant.key, error));
                 }
+                Answer::Rejected => {
+                    return self
+                        .keep_issued_refresh_token(tenant, marked, &refresh_token, error, lease)
+                        .await;
+                }
                 Answer::InProgress if !maybe_spent => {
                     self.clear_mark(tenant, &mut marked, lease).await;
                     return Ok(Outcome::WaitForOther);
@@ -631,6 +643,44 @@ impl Inner {
                 self.clear_mark(tenant, &mut marked, lease).await;
             }
             return Err(Error::oauth(&tenant.key, error));
+        }
+    }
+
+    /// Salesforce answered 2xx but the tokens failed a check (a signature mismatch, a missing
+    /// field): they are not used, but the refresh token it issued is the only one Salesforce
+    /// still accepts, so it replaces the spent one in the store (the rest of the record stays
+    /// as it was) before the error is returned. A later refresh with it gets a whole new set,
+    /// checked again.
+    async fn keep_issued_refresh_token(
+        &self,
+        tenant: &TenantState,
+        marked: TokenRecord,
+        sent: &RefreshToken,
+        error: CoreError,
+        lease: &Lease,
+    ) -> Result<Outcome> {
+        let key: &TokenKey = &tenant.key;
+        let mut next = marked.clone();
+        next.refresh_in_flight = None;
+        if let Some(issued) = error.issued_refresh_token()
+            && issued != sent
+        {
+            next.tokens.refresh_token = Some(issued.clone());
+            tracing::warn!(key = %key, error = %error, "salesforce's tokens failed a check; keeping only the refresh token it issued");
+        }
+        match self.put_retrying(next.clone(), marked.version, lease).await {
+            Ok(version) => {
+                next.version = version;
+                self.install(tenant, &next);
+                Err(Error::oauth(key, error))
+            }
+            Err(source) => {
+                tenant.keep_unsaved(next);
+                Err(Error::Unsaved {
+                    key: Box::new(key.clone()),
+                    source,
+                })
+            }
         }
     }
 
@@ -807,7 +857,10 @@ impl Inner {
             Some(ExpirySource::ExpiresIn | ExpirySource::JwtExp | ExpirySource::Introspection)
         );
         if let (true, Some(expires), Some(issued)) = (strong, tokens.expires_at, tokens.issued_at) {
-            let lifetime = clock::to_ms(expires).saturating_sub(clock::to_ms(issued));
+            // `exp` claims have whole seconds, counted from the issuing second.
+            let seconds =
+                (clock::to_ms(expires) / 1000).saturating_sub(clock::to_ms(issued) / 1000);
+            let lifetime = seconds.saturating_mul(1000);
             self.lifetimes.strong(key.org_id(), lifetime);
         }
     }
@@ -997,6 +1050,11 @@ mod tests {
                 Answer::MaybeSpent,
             ),
             (CoreError::SignatureMismatch, Answer::MaybeSpent),
+            // A gateway's own `{"error":…}` without a description, under a 5xx.
+            (
+                ServerError::new(502, "bad_gateway", None).into(),
+                Answer::MaybeSpent,
+            ),
         ];
         for (error, expected) in cases {
             assert_eq!(classify(&error), expected, "{error}");

@@ -342,3 +342,52 @@ async fn no_secret_in_errors_events_or_debug() {
         assert!(!text.contains(secret), "{secret} leaked: {text}");
     }
 }
+
+#[tokio::test]
+async fn a_rotated_refresh_token_in_a_rejected_answer_is_kept() {
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    let script = Scripted::default();
+    let (manager, key) = setup(store.clone(), &script).await;
+
+    // Salesforce rotated and answered 2xx, but the answer fails a check (no identity URL, no
+    // instance): its access token is not used, but its refresh token is the only live one.
+    script.push(Ok(http::Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(Bytes::from_static(
+            br#"{"access_token":"00Dxx!HALFACCESS","refresh_token":"5Aep861ROTATEDREFRESH","token_type":"Bearer"}"#,
+        ))
+        .unwrap()));
+    let error = manager.refresh(&key).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Protocol, "{error:?}");
+    let stored = store.get(&key).await.unwrap().unwrap();
+    assert_eq!(
+        stored
+            .tokens
+            .refresh_token
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
+        "5Aep861ROTATEDREFRESH"
+    );
+    assert!(
+        stored.refresh_in_flight.is_none(),
+        "the kept token is unspent"
+    );
+    assert_eq!(
+        stored.tokens.access_token.expose_secret(),
+        "00Dxx!OLDACCESS",
+        "the unchecked access token is not stored"
+    );
+
+    // The next refresh spends the kept token and gets a whole, checked set.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    script.push(Ok(token_response(
+        "00Dxx!NEWACCESS",
+        "5Aep861NEWREFRESH",
+        USER,
+    )));
+    let token = manager.refresh(&key).await.unwrap();
+    assert_eq!(token.secret(), "00Dxx!NEWACCESS");
+    assert_eq!(script.sent(), 2);
+}
