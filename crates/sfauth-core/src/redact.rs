@@ -14,7 +14,7 @@
 //! | a bearer credential | `Bearer 00D5e…!AQ4AQ…` | the credential |
 //! | a session id | `00D5e000000AbcdE!AQ4AQ…`, also with `!` as `%21` | all of it |
 //! | a JWT | `eyJhbGciOi….eyJzdWIiOi….c2ln` | all of it |
-//! | a refresh token | `5Aep861…` (20 characters or more) | all of it |
+//! | a refresh token, or a piece of one | `5Aep861…` (8 characters or more) | all of it |
 //! | a long random-looking run | 32+ letters and digits, mixed (a client secret, a code) | all of it |
 //!
 //! The named values are those of [`SECRET_NAMES`] (matched without regard to case, as whole
@@ -400,10 +400,12 @@ fn long_tokens(b: &[u8], spans: &mut Vec<Range<usize>>) {
         let Some(run) = b.get(start..end) else {
             continue;
         };
-        // A refresh token may hold dots: take them along from `5Aep`.
+        // A refresh token may hold dots: take them along from `5Aep`. Even a short piece of one
+        // is taken (Salesforce's refresh tokens start `5Aep861`; no word does): an error that
+        // quotes a few characters of a token quotes them from a secret.
         if run.starts_with(b"5Aep") {
             let whole = find_from(b, start, |c| !(is_run_char(c) || c == b'.')).unwrap_or(b.len());
-            if whole - start >= 20 {
+            if whole.saturating_sub(start) >= 8 {
                 spans.push(start..whole);
                 i = whole;
                 continue;
@@ -491,6 +493,11 @@ mod tests {
                 "GET https://acme.my.salesforce.com/cb?code=[redacted]&state=abc#x",
             ),
             ("/revoke?token=5Aep861Q", "/revoke?token=[redacted]"),
+            // A bare piece of a refresh token, with no name in front of it.
+            (
+                "token 5Aep861TSESvW is not valid",
+                "token [redacted] is not valid",
+            ),
             ("ACCESS_TOKEN=xyz; Path=/", "ACCESS_TOKEN=[redacted] Path=/"),
             (
                 "client_secret=s%26e%3Dc+r%25t&x=1",
