@@ -236,3 +236,117 @@ async fn a_foreign_refresher_in_flight_is_not_raced() {
         "Salesforce's answer proved the token unspent by us"
     );
 }
+
+/// A SQLite store on a temporary file, as a separate process would open it.
+async fn sqlite_store(dir: &tempfile::TempDir) -> Arc<dyn TokenStore> {
+    let keyring = Keyring::new(Key::from_base64(&Key::generate().to_base64()).unwrap());
+    Arc::new(
+        SqliteStore::open(dir.path().join("tokens.db"), keyring)
+            .await
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_of_a_process_that_is_gone_is_taken_over_at_once() {
+    let env = rotating_env(Clock::manual_now()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir).await;
+    let manager = manager(&env, store.clone(), "survivor").await;
+    let key = env.store_login(&manager, "default").await.unwrap();
+
+    // A process on this host took the lease for a minute, then died (killed, say).
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let dead = format!("sfauth:{}:{pid}:1:00", host.trim());
+    let held = store
+        .try_acquire(&key, &dead, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // The next refresher does not wait out the minute (lease_wait is 5 s here): it takes the
+    // lease over, with a greater fence, and refreshes.
+    let token = manager.refresh(&key).await.unwrap();
+    assert_eq!(env.query_status_with(&token).await.unwrap(), 200);
+    assert_eq!(env.emulator.counters().grant("refresh_token"), 1);
+    // The dead holder's writes are fenced off.
+    let record = store.get(&key).await.unwrap().unwrap();
+    let version = record.version;
+    let stale = store.put(record, version, Some(&held)).await.unwrap_err();
+    assert_eq!(stale.kind(), sfauth::storage::ErrorKind::LeaseLost);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_slower_than_its_lease_keeps_the_lease() {
+    let env = rotating_env(Clock::manual_now()).await;
+    let client_id = env.creds().client_id.clone();
+    env.emulator
+        .set_policy(&client_id, |p| p.refresh_latency_ms = 1_500)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir).await;
+    let client = env.client().unwrap();
+    let manager = env
+        .manager_builder(client)
+        .store(store.clone())
+        .holder("slow")
+        .policy(RefreshPolicy::default().lease_ttl(Duration::from_millis(300)))
+        .build()
+        .await
+        .unwrap();
+    let key = env.store_login(&manager, "default").await.unwrap();
+
+    let refreshing = {
+        let manager = manager.clone();
+        let key = key.clone();
+        tokio::spawn(async move { manager.refresh(&key).await.map(|t| t.secret().to_owned()) })
+    };
+    while env.emulator.refreshes_in_flight() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Several lease lifetimes pass while Salesforce takes its time; the lease is renewed, so
+    // nobody else can take it and spend the same refresh token.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let intruder = store
+            .try_acquire(&key, "intruder", Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(intruder.is_none(), "the lease lapsed during the refresh");
+    }
+    let fresh = refreshing.await.unwrap().unwrap();
+    assert!(!fresh.is_empty());
+    let record = store.get(&key).await.unwrap().unwrap();
+    assert!(record.refresh_in_flight.is_none(), "saved under the lease");
+    assert_eq!(env.emulator.counters().refresh_tokens_reused, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_caller_is_told_who_holds_the_lease_and_until_when() {
+    let env = rotating_env(Clock::manual_now()).await;
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    let client = env.client().unwrap();
+    let manager = env
+        .manager_builder(client)
+        .store(store.clone())
+        .policy(RefreshPolicy::default().lease_wait(Duration::from_millis(200)))
+        .build()
+        .await
+        .unwrap();
+    let key = env.store_login(&manager, "default").await.unwrap();
+    store
+        .try_acquire(&key, "worker-7 on billing-2", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let error = manager.refresh(&key).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::RefreshInProgress);
+    let message = error.to_string();
+    assert!(message.contains("worker-7 on billing-2"), "{message}");
+    assert!(message.contains("until"), "{message}");
+    assert_eq!(env.emulator.counters().grant("refresh_token"), 0);
+}
