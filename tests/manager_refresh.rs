@@ -413,3 +413,43 @@ async fn the_background_refresher_refreshes_due_and_idle_tenants_then_stops() {
         "nothing runs after shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_org_wide_revocation_teaches_no_session_lifetime() {
+    // Tokens issued five minutes before the real clock: they look five minutes old when the
+    // org's admin kills them all at once.
+    let env = env_behind(Duration::from_secs(300)).await;
+    let client = env.client().unwrap();
+    let manager = env
+        .manager_builder(client)
+        .store(Arc::new(MemoryStore::new()))
+        .build()
+        .await
+        .unwrap();
+    let mut tenants = Vec::new();
+    for label in ["sync", "forms", "reports"] {
+        let key = env.store_login(&manager, label).await.unwrap();
+        let token = manager
+            .access_token(&key)
+            .await
+            .unwrap()
+            .access_token()
+            .clone();
+        tenants.push((key, token));
+    }
+    env.emulator.advance(Duration::from_secs(300));
+    env.emulator.expire_access_tokens();
+    for (key, dead) in &tenants {
+        let fresh = manager.session_expired(key, dead).await.unwrap();
+        assert_eq!(env.query_status_with(&fresh).await.unwrap(), 200);
+    }
+    // Three tokens died at five minutes, but at one moment: a revocation, not a timeout. The org
+    // keeps no five-minute lifetime, so its tenants do not refresh every four minutes from now on.
+    let org = tenants[0].0.org_id();
+    assert_eq!(manager.learned_lifetime(org), None);
+    let before = refreshes(&env);
+    for (key, _) in &tenants {
+        manager.access_token(key).await.unwrap();
+    }
+    assert_eq!(refreshes(&env), before);
+}
