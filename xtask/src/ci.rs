@@ -1,4 +1,10 @@
-//! `cargo xtask ci`: every check CI makes, in the order that fails fastest.
+//! `cargo xtask ci`: every check CI makes, in the order that fails fastest: fmt, clippy, docs,
+//! the supply-chain policy (`cargo deny check licenses bans sources`, see [`crate::deny`]), a
+//! smoke run of every fuzz target (see [`crate::fuzz`]), then the test suite.
+//!
+//! cargo-deny and cargo-fuzz are installed by `.ci/run`. Under `CI=true` a missing one fails the
+//! run; elsewhere its step is skipped and said so, at the step and again before the totals.
+//! Advisories are not checked here (the database needs a network): `cargo xtask audit`.
 //!
 //! The test suite runs last and its totals are printed as a final `N passed, N failed` line, so
 //! whoever reads the end of the log sees the outcome of the tests.
@@ -9,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cargo;
+use crate::{cargo, deny, fuzz};
 
 /// The one command that runs the whole test suite; README.md names `cargo xtask ci`, which
 /// runs it.
@@ -37,24 +43,78 @@ pub(crate) fn run() -> Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     // No tidy step: tidy is a `#[test]` in `tidy.rs`, so the test suite below enforces it.
+    let mut skipped = Vec::new();
+    let ci = std::env::var("CI").is_ok_and(|value| value == "true");
+    if tool(
+        "cargo-deny",
+        deny::installed(),
+        deny::MISSING,
+        ci,
+        &mut skipped,
+    )? {
+        timed("deny", deny::check)?;
+    }
     // The fuzz targets are a workspace of their own (cargo-fuzz builds them with sanitizer
-    // flags): checked here so that they keep compiling, run by `cargo xtask fuzz`.
-    step(
-        "fuzz targets",
-        cargo().args([
-            "check",
-            "--quiet",
-            "--manifest-path",
-            "fuzz/Cargo.toml",
-            "--bins",
-        ]),
-    )?;
+    // flags). The smoke run builds them all, replays the committed corpus and explores briefly;
+    // without cargo-fuzz they are at least compiled.
+    if tool(
+        "cargo-fuzz",
+        fuzz::installed(),
+        fuzz::MISSING,
+        ci,
+        &mut skipped,
+    )? {
+        timed("fuzz smoke", fuzz::smoke)?;
+    } else {
+        step(
+            "fuzz targets compile",
+            cargo().args([
+                "check",
+                "--quiet",
+                "--manifest-path",
+                "fuzz/Cargo.toml",
+                "--bins",
+            ]),
+        )?;
+    }
     let totals = tests()?;
     println!("ci: all checks passed in {}s", started.elapsed().as_secs());
+    for (name, why) in &skipped {
+        println!("ci: SKIPPED {name}: {why}");
+    }
     println!(
         "ci: {} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.ignored
     );
+    Ok(())
+}
+
+/// Whether a step that needs `tool` can run. A missing tool fails CI (`CI=true`), where `.ci/run`
+/// installs it; elsewhere the step is skipped, loudly now and again before the totals.
+fn tool(
+    name: &str,
+    installed: bool,
+    missing: &str,
+    ci: bool,
+    skipped: &mut Vec<(String, String)>,
+) -> Result<bool> {
+    if installed {
+        return Ok(true);
+    }
+    if ci {
+        bail!("{missing}");
+    }
+    println!("ci: SKIPPING the {name} step: {missing}");
+    skipped.push((name.to_owned(), missing.to_owned()));
+    Ok(false)
+}
+
+/// Runs an in-process step, with the same start and end lines as [`step`].
+fn timed(name: &str, run: impl FnOnce() -> Result<()>) -> Result<()> {
+    println!("ci: {name}");
+    let started = Instant::now();
+    run().with_context(|| format!("{name} failed"))?;
+    println!("ci: {name} ok in {}s", started.elapsed().as_secs());
     Ok(())
 }
 

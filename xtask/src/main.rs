@@ -3,6 +3,16 @@
 //! Commands live in one module each, so a new one is a new file and a line in [`main`]. Only
 //! `anyhow` (and `serde_json`, for the bench figures) is allowed here as a dependency; the rest
 //! is the standard library and `cargo`.
+//!
+//! Two commands need cargo subcommands that `.ci/run` installs when missing:
+//!
+//! - `fuzz` needs cargo-fuzz. `cargo xtask fuzz --smoke` is a step of `ci`;
+//!   `cargo xtask fuzz --seconds 600` (ten minutes per target) is the run to make before
+//!   closing work on a parser or decoder, `--cmin` keeps what it found in the committed corpus.
+//!   See [`fuzz`].
+//! - `ci` and `audit` need cargo-deny. `ci` checks licenses, bans and sources against
+//!   `deny.toml`; `audit` checks the RustSec advisories, which it downloads, so it runs only
+//!   where a network exists (the CI machines have none). See [`deny`].
 
 #![allow(
     clippy::print_stdout,
@@ -13,6 +23,7 @@
 mod bench;
 mod ci;
 mod demo;
+mod deny;
 mod fuzz;
 mod tidy;
 
@@ -23,15 +34,20 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
+  audit  cargo deny check advisories (needs cargo-deny and a network for the advisory database)
   bench  the TokenManager benchmarks and their targets; --json writes target/bench/summary.json
-  ci     everything CI checks: fmt, clippy, docs and the whole test suite (tidy among its tests)
+  ci     everything CI checks: fmt, clippy, docs, cargo deny (licenses, bans, sources), a fuzz
+         smoke run and the whole test suite (tidy among its tests)
   demo   the CLI demo against the embedded emulator (cargo run -p sfauth-cli -- demo)
-  fuzz   the fuzz targets in fuzz/ (needs cargo-fuzz); --seconds N per target, or name targets
+  fuzz   the fuzz targets in fuzz/ (needs cargo-fuzz): --smoke (15s each), --seconds N per
+         target (60 by default; 600 before closing parser work), --cmin to keep the corpus,
+         or name targets
   tidy   repository rules: module docs, lint settings, the crates' dependency direction";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("audit") => deny::audit(),
         Some("bench") => bench::run(&args[1..]),
         Some("ci") => ci::run(),
         Some("demo") => demo::run(&args[1..]),
