@@ -182,3 +182,42 @@ async fn a_tenant_marked_for_login_only_for_lack_of_a_renewal_recovers_when_one_
     let record = store.get(&tenant).await.unwrap().unwrap();
     assert_eq!(record.status, RecordStatus::Active);
 }
+
+#[tokio::test]
+async fn a_renewal_under_503s_makes_exactly_the_policy_s_attempts_not_their_product() {
+    use sfauth_emulator::{Endpoint, Fault, FaultKind};
+    use sfauth_transport::{ReqwestTransport, Retry, RetryPolicy};
+
+    let env = env_behind().await;
+    // The production stack: a retrying transport under the manager. Before one retry story,
+    // each of the manager's three attempts was retried three times by the transport: nine
+    // logins against Salesforce's login rate limit for one renewal.
+    let transport = Retry::new(ReqwestTransport::new().unwrap(), RetryPolicy::default());
+    let client = env.client().unwrap().with_session_timeout(HOUR);
+    let manager = TokenManager::builder(client)
+        .transport(Arc::new(transport))
+        .store(Arc::new(sfauth::MemoryStore::new()))
+        .policy(sfauth::RefreshPolicy::default().attempts(3))
+        .default_renewal(Renewal::ClientCredentials)
+        .build()
+        .await
+        .unwrap();
+    let tokens = manager
+        .client()
+        .client_credentials(&env.transport)
+        .await
+        .unwrap();
+    let tenant = manager.store_tokens(tokens, "integration").await.unwrap();
+    catch_up(&env);
+    let before = env.emulator.counters().requests("token");
+    env.emulator
+        .inject_fault(Fault::new(Endpoint::Token, FaultKind::Status(503)).times(100));
+
+    let error = manager.refresh(&tenant).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
+    assert_eq!(
+        env.emulator.counters().requests("token") - before,
+        3,
+        "one renewal sends at most the manager's attempts"
+    );
+}

@@ -103,12 +103,18 @@ where
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RetrySafety {
-    /// Sending it twice has the same effect as once (JWT bearer, client credentials, revoke,
-    /// introspect, GETs): it may be re-sent after a timeout or a 429/502/503/504.
+    /// Sending it twice has the same effect as once (revoke, introspect, GETs): a transport may
+    /// re-send it after a timeout or a 429/502/503/504.
     Idempotent,
     /// It spends a single-use credential (an authorization code, a rotating refresh token, a
     /// token-exchange subject): it may be re-sent only when it provably never left the client.
     SingleUse,
+    /// A login (JWT bearer, client credentials, username-password): sending it twice is
+    /// harmless, but each one counts against the org's login rate limit, so its retries belong
+    /// to whoever sent it (the token manager, under its own policy and lease). A transport
+    /// re-sends it only when it provably never left the client, so that retries never
+    /// multiply (three in the transport under three in the manager would be nine logins).
+    CallerRetries,
 }
 
 impl RetrySafety {

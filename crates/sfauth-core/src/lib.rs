@@ -252,6 +252,7 @@
 #![warn(clippy::arithmetic_side_effects)]
 
 pub mod app;
+pub mod backoff;
 mod client;
 pub mod error;
 pub mod flows;

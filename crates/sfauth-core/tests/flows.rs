@@ -335,7 +335,9 @@ impl Grant {
 
     fn safety(self) -> RetrySafety {
         match self {
-            Self::Password | Self::ClientCredentials | Self::JwtBearer => RetrySafety::Idempotent,
+            Self::Password | Self::ClientCredentials | Self::JwtBearer => {
+                RetrySafety::CallerRetries
+            }
             _ => RetrySafety::SingleUse,
         }
     }

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use http::StatusCode;
-use rand::Rng;
+use sfauth_core::backoff::Backoff;
 use sfauth_core::http::{
     HttpRequest, HttpResponse, HttpTransport, RetrySafety, TransportError, retry_after,
 };
@@ -73,21 +73,16 @@ impl RetryPolicy {
         self.max_attempts
     }
 
-    /// The ceiling of the backoff before retry number `retry` (0 for the first retry):
-    /// `min(max_delay, base_delay * 2^retry)`. The actual delay is drawn uniformly from zero to
-    /// this ceiling ("full jitter"), which spreads out the retries of many clients that failed
-    /// together.
-    pub fn backoff_ceiling(&self, retry: u32) -> Duration {
-        let factor = 2u32.saturating_pow(retry);
-        self.base_delay.saturating_mul(factor).min(self.max_delay)
+    /// The backoff between attempts: from `base_delay`, doubling, capped at `max_delay`; the
+    /// actual delay is drawn with full jitter ([`Backoff::jittered`]).
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.base_delay, self.max_delay)
     }
 
-    fn jittered_backoff(&self, retry: u32) -> Duration {
-        let ceiling = self.backoff_ceiling(retry);
-        if ceiling.is_zero() {
-            return ceiling;
-        }
-        rand::rng().random_range(Duration::ZERO..=ceiling)
+    /// The ceiling of the backoff before retry number `retry` (0 for the first retry):
+    /// `min(max_delay, base_delay * 2^retry)`.
+    pub fn backoff_ceiling(&self, retry: u32) -> Duration {
+        self.backoff().ceiling(retry)
     }
 }
 
@@ -103,7 +98,7 @@ enum Verdict {
 ///
 /// What may be re-sent depends on the request's [`RetrySafety`]:
 ///
-/// | outcome | `Idempotent` | `SingleUse` |
+/// | outcome | `Idempotent` | `SingleUse`, `CallerRetries` |
 /// |---|---|---|
 /// | connect error (never left the client) | retried | retried |
 /// | timeout, broken connection | retried | returned |
@@ -112,7 +107,9 @@ enum Verdict {
 /// | any other status (400, 401, 500, ...) | returned | returned |
 ///
 /// A single-use request is never re-sent once it may have reached Salesforce: re-presenting a
-/// rotated refresh token makes Salesforce revoke the whole token family.
+/// rotated refresh token makes Salesforce revoke the whole token family. A login
+/// (`CallerRetries`) is retried by whoever sent it, never also here, so that retries do not
+/// multiply into a login rate limit.
 ///
 /// ```
 /// use bytes::Bytes;
@@ -169,8 +166,8 @@ impl<T> Retry<T> {
             Err(error) => {
                 let kind = error.kind();
                 let safe = match safety {
-                    RetrySafety::SingleUse => kind.never_sent(),
-                    _ => true,
+                    RetrySafety::Idempotent => true,
+                    _ => kind.never_sent(),
                 };
                 if kind.is_retryable() && safe {
                     Verdict::RetryAfterBackoff
@@ -212,7 +209,7 @@ impl<T: HttpTransport> HttpTransport for Retry<T> {
             }
             let wait = match self.verdict(safety, &outcome, SystemTime::now()) {
                 Verdict::Done => return outcome,
-                Verdict::RetryAfterBackoff => self.policy.jittered_backoff(retry),
+                Verdict::RetryAfterBackoff => self.policy.backoff().jittered(retry),
                 Verdict::RetryAfter(wait) => wait,
             };
             tracing::debug!(
@@ -254,7 +251,7 @@ mod tests {
     /// The whole decision table, one row per line.
     #[test]
     fn verdicts() {
-        use RetrySafety::{Idempotent as I, SingleUse as S};
+        use RetrySafety::{CallerRetries as C, Idempotent as I, SingleUse as S};
         use TransportErrorKind::*;
         use Verdict::{Done, RetryAfter, RetryAfterBackoff as Backoff};
         let retry = Retry::new((), RetryPolicy::default());
@@ -294,6 +291,11 @@ mod tests {
             (S, response(429, Some("1")), Done),
             (S, response(503, None), Done),
             (S, response(502, None), Done),
+            // Logins: only what never left; their sender owns every other retry.
+            (C, error(Connect), Backoff),
+            (C, error(Timeout), Done),
+            (C, response(503, None), Done),
+            (C, response(429, Some("1")), Done),
         ];
         for (safety, outcome, expected) in cases {
             let got = retry.verdict(safety, &outcome, now);
@@ -321,7 +323,7 @@ mod tests {
         let policy = RetryPolicy::default()
             .base_delay(Duration::from_millis(100))
             .max_delay(Duration::from_secs(10));
-        let draws: Vec<Duration> = (0..200).map(|_| policy.jittered_backoff(3)).collect();
+        let draws: Vec<Duration> = (0..200).map(|_| policy.backoff().jittered(3)).collect();
         assert!(draws.iter().all(|d| *d <= Duration::from_millis(800)));
         let distinct: std::collections::HashSet<_> = draws.iter().collect();
         assert!(

@@ -137,7 +137,7 @@ impl OAuthClient {
             transport,
             params,
             true,
-            RetrySafety::Idempotent,
+            RetrySafety::CallerRetries,
             Context::Other,
         )
         .await
@@ -165,7 +165,7 @@ impl OAuthClient {
             transport,
             params,
             true,
-            RetrySafety::Idempotent,
+            RetrySafety::CallerRetries,
             Context::Other,
         )
         .await

@@ -117,7 +117,7 @@ impl OAuthClient {
             transport,
             "urn:ietf:params:oauth:grant-type:jwt-bearer",
             assertion.expose_secret(),
-            RetrySafety::Idempotent,
+            RetrySafety::CallerRetries,
         )
         .await
     }
