@@ -90,8 +90,13 @@ struct Seconds {
 }
 
 async fn advance(AxumState(shared): AxumState<Arc<Shared>>, Query(q): Query<Seconds>) -> Response {
-    shared.clock.advance(Duration::from_secs(q.seconds));
-    done(Ok(shared.clock.now_ms()))
+    match shared.clock.try_advance(Duration::from_secs(q.seconds)) {
+        Some(now_ms) => done(Ok(now_ms)),
+        None => bad(format!(
+            "seconds = {} would move the clock past the end of its range",
+            q.seconds
+        )),
+    }
 }
 
 async fn expire(AxumState(shared): AxumState<Arc<Shared>>) -> Response {

@@ -32,6 +32,9 @@ const CARRIED: [&str; 12] = [
     "immediate",
 ];
 
+/// How long the login form's ticket (login done, consent pending) stays good: 10 minutes.
+const TICKET_LIFETIME_MS: i64 = 10 * 60 * 1000;
+
 /// A validated authorization request.
 #[derive(Debug, Clone)]
 struct AuthRequest {
@@ -239,7 +242,7 @@ fn login_step(shared: &Shared, params: &Params, request: &AuthRequest) -> Respon
             let ticket = {
                 let mut st = shared.lock();
                 let ticket = st.random(40);
-                let expires = shared.clock.now_ms() + 10 * 60 * 1000;
+                let expires = shared.clock.now_ms().saturating_add(TICKET_LIFETIME_MS);
                 st.tickets.insert(ticket.clone(), (user_id, expires));
                 ticket
             };

@@ -62,10 +62,27 @@ impl Clock {
         self.now_ms().div_euclid(1000)
     }
 
-    /// Moves the clock forward by `by`.
+    /// Moves the clock forward by `by`. A move past the end of the clock's range (about 292
+    /// million years from 1970) stops there.
     pub fn advance(&self, by: Duration) {
         let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
-        self.inner.value_ms.fetch_add(ms, Ordering::SeqCst);
+        // `fetch_add` would wrap to a time before 1970; saturating keeps "later" later.
+        let _ = self
+            .inner
+            .value_ms
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |value| {
+                Some(value.saturating_add(ms))
+            });
+    }
+
+    /// Moves the clock forward by `by` and returns the new time, or, when that time would be
+    /// past the end of the clock's range, leaves the clock alone and returns `None`: for the
+    /// admin API, which answers such a request with an error instead of a clamped clock.
+    pub(crate) fn try_advance(&self, by: Duration) -> Option<i64> {
+        let ms = i64::try_from(by.as_millis()).ok()?;
+        self.now_ms().checked_add(ms)?;
+        self.advance(by);
+        Some(self.now_ms())
     }
 
     /// Whether this clock only moves when advanced.
@@ -98,6 +115,31 @@ mod tests {
         clock.clone().advance(Duration::from_secs(2));
         assert_eq!(clock.now_ms(), 3_000);
         assert_eq!(clock.now_secs(), 3);
+    }
+
+    #[test]
+    fn advancing_past_the_end_stops_at_the_end() {
+        let clock = Clock::manual(1_000);
+        assert_eq!(clock.try_advance(Duration::from_secs(u64::MAX)), None);
+        assert_eq!(
+            clock.try_advance(Duration::from_millis(i64::MAX as u64)),
+            None
+        );
+        assert_eq!(
+            clock.now_ms(),
+            1_000,
+            "a refused advance leaves the clock alone"
+        );
+        assert_eq!(clock.try_advance(Duration::from_millis(500)), Some(1_500));
+        clock.advance(Duration::from_secs(u64::MAX));
+        assert_eq!(clock.now_ms(), i64::MAX);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(clock.now_ms(), i64::MAX, "no wrap to a time before 1970");
+
+        let system = Clock::system();
+        system.advance(Duration::MAX);
+        system.advance(Duration::MAX);
+        assert_eq!(system.now_ms(), i64::MAX);
     }
 
     #[test]

@@ -159,9 +159,11 @@ impl Fault {
         self
     }
 
-    /// Fire with this probability (0.0 to 1.0), drawn from the emulator's seeded generator.
+    /// Fire with this probability (0.0 to 1.0, a NaN counts as 0.0), drawn from the emulator's
+    /// seeded generator.
     pub fn probability(mut self, p: f64) -> Self {
-        self.probability = p.clamp(0.0, 1.0);
+        // `clamp` passes NaN through, and drawing with it would panic at request time.
+        self.probability = if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
         self
     }
 }
@@ -209,6 +211,26 @@ mod tests {
             Some(FaultKind::Status(503))
         );
         assert_eq!(take(&mut faults, Endpoint::Token, &mut rng), None);
+    }
+
+    #[test]
+    fn out_of_range_probabilities_never_panic() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        for (p, fires) in [
+            (f64::NAN, false),
+            (f64::NEG_INFINITY, false),
+            (-1.0, false),
+            (f64::INFINITY, true),
+            (2.0, true),
+        ] {
+            let mut faults =
+                vec![Fault::new(Endpoint::Token, FaultKind::MalformedBody).probability(p)];
+            assert_eq!(
+                take(&mut faults, Endpoint::Token, &mut rng).is_some(),
+                fires,
+                "{p}"
+            );
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::faults::Endpoint;
+use crate::state::bump;
 use crate::{Error, Result};
 
 /// The largest request or upstream answer the gateway buffers.
@@ -137,7 +138,7 @@ impl Shared {
     fn take(&self, path: &str) -> (GatewayAction, Duration) {
         let endpoint = classify(path);
         let mut inner = self.lock();
-        inner.counters.requests += 1;
+        bump(&mut inner.counters.requests);
         let found = inner
             .rules
             .iter()
@@ -368,7 +369,7 @@ async fn relay(AxumState(shared): AxumState<Arc<Shared>>, req: Request) -> Respo
         let (action, delay) = shared.take(req.uri().path());
         match action {
             GatewayAction::FailWithoutForwarding(status) => {
-                shared.lock().counters.not_forwarded += 1;
+                bump(&mut shared.lock().counters.not_forwarded);
                 shared.pause(delay).await;
                 error_page(status)
             }
@@ -376,18 +377,18 @@ async fn relay(AxumState(shared): AxumState<Arc<Shared>>, req: Request) -> Respo
                 let answer = forward(&shared, req).await;
                 let response = match (answer, action) {
                     (Err(timed_out), _) => {
-                        shared.lock().counters.upstream_errors += 1;
+                        bump(&mut shared.lock().counters.upstream_errors);
                         error_page(if timed_out { 504 } else { 502 })
                     }
                     (Ok(_discarded), GatewayAction::ForwardThenFail(status)) => {
                         let mut inner = shared.lock();
-                        inner.counters.forwarded += 1;
-                        inner.counters.replaced += 1;
+                        bump(&mut inner.counters.forwarded);
+                        bump(&mut inner.counters.replaced);
                         drop(inner);
                         error_page(status)
                     }
                     (Ok(answer), _) => {
-                        shared.lock().counters.forwarded += 1;
+                        bump(&mut shared.lock().counters.forwarded);
                         answer
                     }
                 };

@@ -129,7 +129,7 @@
 //!
 //! | Request | Effect |
 //! |---|---|
-//! | `POST /__emulator/clock/advance?seconds=N` | advance the clock |
+//! | `POST /__emulator/clock/advance?seconds=N` | advance the clock (400 if that would pass the end of its range) |
 //! | `POST /__emulator/access-tokens/expire` | expire every access token now |
 //! | `POST /__emulator/revoke?client_id=&username=` | revoke by app and/or user |
 //! | `POST /__emulator/orgs` `{"name","instance_url"?}` | add an org (returns its id) |
@@ -204,6 +204,11 @@
 //! test can reproduce that mistake by setting the header. To simulate an org migration to a host
 //! that really answers, move the org's `instance_url` to [`Emulator::site_url`]: every path is
 //! served there too.
+
+// The emulator is a server that takes hostile input (requests, assertions, admin calls, its
+// configuration file) and numbers from it reach arithmetic here; none of it may panic or wrap,
+// so every operation is checked or saturating, and this lint keeps it so.
+#![warn(clippy::arithmetic_side_effects)]
 
 mod admin;
 mod authorize;

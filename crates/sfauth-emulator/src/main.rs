@@ -3,6 +3,8 @@
     clippy::print_stdout,
     reason = "the binary prints the seeded credentials for the user to copy"
 )]
+// Flags and the configuration file are outside input: no arithmetic on them may panic.
+#![warn(clippy::arithmetic_side_effects)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

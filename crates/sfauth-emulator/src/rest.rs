@@ -191,10 +191,7 @@ pub(crate) async fn query(
         );
     };
     let words: Vec<&str> = q.split_whitespace().collect();
-    let from = words
-        .iter()
-        .position(|w| w.eq_ignore_ascii_case("from"))
-        .and_then(|i| words.get(i + 1));
+    let from = word_after(&words, "from");
     if !words
         .first()
         .is_some_and(|w| w.eq_ignore_ascii_case("select"))
@@ -206,7 +203,7 @@ pub(crate) async fn query(
             "unexpected token: query must be SELECT ... FROM ...",
         );
     }
-    let kind = from.copied().unwrap_or("");
+    let kind = from.unwrap_or("");
     let Some(mut rows) = records(&user, &org_name, &version, kind) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -216,15 +213,19 @@ pub(crate) async fn query(
             ),
         );
     };
-    if let Some(limit) = words
-        .iter()
-        .position(|w| w.eq_ignore_ascii_case("limit"))
-        .and_then(|i| words.get(i + 1))
-        .and_then(|n| n.parse::<usize>().ok())
-    {
+    if let Some(limit) = word_after(&words, "limit").and_then(|n| n.parse::<usize>().ok()) {
         rows.truncate(limit);
     }
     Json(json!({"totalSize": rows.len(), "done": true, "records": rows})).into_response()
+}
+
+/// The word after the first `keyword` (any case) in a query.
+fn word_after<'a>(words: &[&'a str], keyword: &str) -> Option<&'a str> {
+    words
+        .iter()
+        .skip_while(|w| !w.eq_ignore_ascii_case(keyword))
+        .nth(1)
+        .copied()
 }
 
 /// `/services/data/vNN.N/sobjects/{type}/{id}`.

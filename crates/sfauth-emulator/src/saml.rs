@@ -94,18 +94,35 @@ pub(crate) fn parse_xml_datetime(s: &str) -> Option<i64> {
     let time = time.split('.').next()?;
     let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
     let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
+    // Days from civil (Howard Hinnant's algorithm). Every field is the assertion's, so every
+    // step is checked: a date too far out for i64 seconds reads as no date at all.
+    let y = if m <= 2 { y.checked_sub(1)? } else { y };
     let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+    let yoe = y.checked_sub(era.checked_mul(400)?)?;
+    let mp = m.checked_add(9)? % 12;
+    let doy = (mp.checked_mul(153)?.checked_add(2)? / 5)
+        .checked_add(day)?
+        .checked_sub(1)?;
+    let doe = yoe
+        .checked_mul(365)?
+        .checked_add(yoe / 4)?
+        .checked_sub(yoe / 100)?
+        .checked_add(doy)?;
+    let days = era
+        .checked_mul(146_097)?
+        .checked_add(doe)?
+        .checked_sub(719_468)?;
+    days.checked_mul(86_400)?
+        .checked_add(hh.checked_mul(3600)?)?
+        .checked_add(mm.checked_mul(60)?)?
+        .checked_add(ss)
 }
 
 /// Formats epoch seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "secs / 86_400 keeps every intermediate within 2^47 of zero, far inside i64"
+)]
 pub(crate) fn format_xml_datetime(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
@@ -136,7 +153,7 @@ pub(crate) fn unsigned_assertion(
     let esc = crate::format::xml_escape;
     format!(
         r#"<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_emu" Version="2.0" IssueInstant="{now}"><saml:Issuer>{issuer}</saml:Issuer><saml:Subject><saml:NameID Format="urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified">{subject}</saml:NameID><saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData NotOnOrAfter="{exp}" Recipient="{audience}"/></saml:SubjectConfirmation></saml:Subject><saml:Conditions NotBefore="{now}" NotOnOrAfter="{exp}"><saml:AudienceRestriction><saml:Audience>{audience}</saml:Audience></saml:AudienceRestriction></saml:Conditions></saml:Assertion>"#,
-        now = format_xml_datetime(not_on_or_after_s - 300),
+        now = format_xml_datetime(not_on_or_after_s.saturating_sub(300)),
         exp = format_xml_datetime(not_on_or_after_s),
         issuer = esc(issuer),
         subject = esc(subject),
@@ -163,6 +180,38 @@ mod tests {
             Some(1_795_511_867)
         );
         assert_eq!(parse_xml_datetime("yesterday"), None);
+    }
+
+    #[test]
+    fn out_of_range_datetimes_are_no_date_and_never_panic() {
+        let huge = i64::MAX.to_string();
+        for text in [
+            format!("{huge}-12-31T23:59:59Z"),
+            format!("-{huge}-01-01T00:00:00Z"),
+            format!("2026-{huge}-01T00:00:00Z"),
+            format!("2026-01-{huge}T00:00:00Z"),
+            format!("2026-01-01T{huge}:00:00Z"),
+            format!("2026-01-01T00:{huge}:00Z"),
+            format!("2026-01-01T00:00:{huge}Z"),
+            "292277026596-12-04T15:30:08Z".to_owned(),
+        ] {
+            assert_eq!(parse_xml_datetime(&text), None, "{text}");
+        }
+        // The far ends of the range still format, and the last second that fits still parses.
+        for secs in [i64::MAX, i64::MIN, 0] {
+            let text = format_xml_datetime(secs);
+            assert!(text.ends_with('Z'), "{text}");
+        }
+        assert_eq!(
+            parse_xml_datetime(&format_xml_datetime(i64::MAX)),
+            Some(i64::MAX)
+        );
+        assert_eq!(
+            parse_xml_datetime("9999-12-31T23:59:59Z"),
+            Some(253_402_300_799)
+        );
+        let xml = unsigned_assertion("cid", "a@b.c", "aud", i64::MIN);
+        assert!(parse(&xml).is_ok());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::crypto::SigningKeys;
 use crate::faults::{self, Endpoint, Fault, FaultKind};
 use crate::model::{AppConfig, AppPolicy, EmulatorConfig, Settings, UserConfig, UserStatus};
-use crate::state::{Counters, DeviceStatus, RefreshTokenStatus, State};
+use crate::state::{Counters, DeviceStatus, RefreshTokenStatus, State, bump};
 use crate::token::Rotated;
 use crate::{Error, Result};
 
@@ -655,7 +655,7 @@ async fn observe(AxumState(shared): AxumState<Arc<Shared>>, req: Request, next: 
     let endpoint = Endpoint::classify(site_path.unwrap_or(&full_path));
     let fault = endpoint.and_then(|e| {
         let mut st = shared.lock();
-        *st.counters.requests.entry(e.name().to_owned()).or_default() += 1;
+        bump(st.counters.requests.entry(e.name().to_owned()).or_default());
         let st = &mut *st;
         faults::take(&mut st.faults, e, &mut st.rng)
     });
@@ -677,12 +677,14 @@ async fn observe(AxumState(shared): AxumState<Arc<Shared>>, req: Request, next: 
         let answered = tx.send(response).is_ok();
         if !answered && let Some(e) = endpoint {
             let mut st = shared.lock();
-            *st.counters
-                .answers_abandoned
-                .entry(e.name().to_owned())
-                .or_default() += 1;
+            bump(
+                st.counters
+                    .answers_abandoned
+                    .entry(e.name().to_owned())
+                    .or_default(),
+            );
             if rotated {
-                st.counters.refresh_tokens_rotated_unanswered += 1;
+                bump(&mut st.counters.refresh_tokens_rotated_unanswered);
             }
         }
         tracing::info!(%method, path = %full_path, status, answered, "request");

@@ -179,6 +179,12 @@ pub struct Counters {
     pub refresh_tokens_rotated_unanswered: u64,
 }
 
+/// Adds one to a counter. Counters saturate rather than wrap (or panic): a test reading one
+/// never sees it drop back to zero.
+pub(crate) fn bump(counter: &mut u64) {
+    *counter = counter.saturating_add(1);
+}
+
 impl Counters {
     /// Requests seen by `endpoint`.
     pub fn requests(&self, endpoint: &str) -> u64 {
@@ -548,7 +554,8 @@ impl State {
 
     fn new_family(&mut self, client_id: &str, user_id: &str, scopes: &[String], now: i64) -> u64 {
         let id = self.next_family;
-        self.next_family += 1;
+        // 2^64 approvals cannot happen; saturating only keeps the arithmetic panic-free.
+        self.next_family = self.next_family.saturating_add(1);
         self.families.insert(
             id,
             Family {
@@ -571,10 +578,9 @@ impl State {
             .filter(|(_, f)| !f.revoked && f.client_id == client_id && f.user_id == user_id)
             .map(|(id, _)| *id)
             .collect();
-        if live.len() > max {
-            for old in &live[..live.len() - max] {
-                self.revoke_family(*old);
-            }
+        let excess = live.len().saturating_sub(max);
+        for old in live.iter().take(excess) {
+            self.revoke_family(*old);
         }
         id
     }
@@ -605,7 +611,7 @@ impl State {
                 revoked: false,
             },
         );
-        self.counters.access_tokens_issued += 1;
+        bump(&mut self.counters.access_tokens_issued);
         token
     }
 
@@ -618,7 +624,7 @@ impl State {
                 state: RefreshState::Active,
             },
         );
-        self.counters.refresh_tokens_issued += 1;
+        bump(&mut self.counters.refresh_tokens_issued);
         token
     }
 
@@ -664,7 +670,7 @@ impl State {
             .filter(|a| !a.revoked && pred(&a.client_id, &a.user_id))
         {
             at.revoked = true;
-            n += 1;
+            n = n.saturating_add(1);
         }
         n
     }
@@ -676,8 +682,8 @@ impl State {
         now: i64,
     ) -> bool {
         let secs_ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
-        let idle = now - family.last_used_ms;
-        let age = now - family.created_ms;
+        let idle = now.saturating_sub(family.last_used_ms);
+        let age = now.saturating_sub(family.created_ms);
         let capped = policy.idle_ttl_cap_30_days && idle >= THIRTY_DAYS_MS;
         match policy.refresh_token_policy {
             RefreshTokenPolicy::ExpireImmediately => true,
@@ -697,7 +703,7 @@ impl State {
     ) -> Result<Issued, OAuthError> {
         let result = self.redeem_refresh_inner(token, client_id, now);
         if result.is_err() {
-            self.counters.refresh_tokens_rejected += 1;
+            bump(&mut self.counters.refresh_tokens_rejected);
         }
         result
     }
@@ -722,7 +728,7 @@ impl State {
             RefreshState::RotatedOut => {
                 // Reuse detection: a retired token coming back means it leaked or a client raced;
                 // Salesforce revokes the whole family.
-                self.counters.refresh_tokens_reused += 1;
+                bump(&mut self.counters.refresh_tokens_reused);
                 self.revoke_family(rt.family);
                 return Err(OAuthError::expired_token());
             }
@@ -757,7 +763,7 @@ impl State {
             if let Some(old) = self.refresh.get_mut(token) {
                 old.state = RefreshState::RotatedOut;
             }
-            self.counters.refresh_tokens_rotated += 1;
+            bump(&mut self.counters.refresh_tokens_rotated);
             Some(self.mint_refresh(rt.family))
         } else {
             None

@@ -15,7 +15,7 @@ use crate::format::{Fields, Format, OAuthError, respond};
 use crate::model::{Flow, LatencyPlacement};
 use crate::params::{ClientAuth, Params};
 use crate::server::{Shared, ViaSite};
-use crate::state::{DeviceGrant, DeviceStatus, Issued, State};
+use crate::state::{DeviceGrant, DeviceStatus, Issued, State, bump};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -87,12 +87,14 @@ impl Ctx<'_> {
 }
 
 fn count_grant(shared: &Shared, name: &str) {
-    *shared
-        .lock()
-        .counters
-        .grants
-        .entry(name.to_owned())
-        .or_default() += 1;
+    bump(
+        shared
+            .lock()
+            .counters
+            .grants
+            .entry(name.to_owned())
+            .or_default(),
+    );
 }
 
 async fn dispatch(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
@@ -206,7 +208,10 @@ pub(crate) fn finish(
     let id = st.identity_url(&user);
     let now_s = issued.issued_ms.div_euclid(1000);
     if app.config.jwt_access_tokens {
-        let exp = now_s + i64::try_from(app.config.policy.session_timeout_secs).unwrap_or(7200);
+        // The same lifetime as the token's record (`State::mint_access`): a timeout too large
+        // for the clock means "never", not an overflow.
+        let timeout_s = i64::try_from(app.config.policy.session_timeout_secs).unwrap_or(i64::MAX);
+        let exp = now_s.saturating_add(timeout_s);
         let claims = json!({
             "scp": issued.scopes.join(" "),
             "aud": [instance_url],
@@ -291,7 +296,8 @@ pub(crate) fn id_token(
         shared.base_url.clone()
     };
     let now_s = issued.issued_ms.div_euclid(1000);
-    let exp = now_s + i64::try_from(st.settings.id_token_lifetime_secs).unwrap_or(300);
+    let lifetime_s = i64::try_from(st.settings.id_token_lifetime_secs).unwrap_or(i64::MAX);
+    let exp = now_s.saturating_add(lifetime_s);
     let mut claims = json!({
         "at_hash": crypto::at_hash(&issued.access_token),
         "sub": st.identity_url(user),
@@ -416,7 +422,7 @@ async fn refresh(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
         let client_id = authenticate(&st, &auth, need_secret)?;
         require_flow(&st, &client_id, Flow::RefreshToken)?;
         if !st.in_flight.insert(token.clone()) {
-            st.counters.refresh_tokens_rejected += 1;
+            bump(&mut st.counters.refresh_tokens_rejected);
             return Err(OAuthError::invalid_grant(
                 "token request is already being processed",
             ));
@@ -708,8 +714,9 @@ fn device_poll(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     let now = ctx.now();
     let (mut st, client_id) = authenticated_client(ctx, false, Flow::Device)?;
     let code = ctx.param("code").unwrap_or("");
+    // An interval too large for the clock means every poll but the first is too soon.
     let interval_ms =
-        i64::try_from(st.settings.device_interval_secs.saturating_mul(1000)).unwrap_or(0);
+        i64::try_from(st.settings.device_interval_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let slow_down = st.settings.device_slow_down;
     let grant = st
         .devices
@@ -721,7 +728,7 @@ fn device_poll(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     }
     let too_soon = grant
         .last_poll_ms
-        .is_some_and(|last| now - last < interval_ms);
+        .is_some_and(|last| now.saturating_sub(last) < interval_ms);
     grant.last_poll_ms = Some(now);
     let (user_id, scopes) = match grant.status.clone() {
         DeviceStatus::Pending if slow_down && too_soon => {

@@ -14,4 +14,5 @@ mod faults;
 mod gateway;
 mod grants;
 mod lost_answers;
+mod numbers;
 mod policies;
