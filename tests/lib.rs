@@ -322,7 +322,7 @@ impl Env {
     }
 
     /// The status of the same query sent with a token the `TokenManager` handed out.
-    pub async fn query_status_with(&self, token: &sfauth::AccessTokenGuard) -> Result<u16> {
+    pub async fn query_status_with(&self, token: &sfauth::AccessTokenGuard<'_>) -> Result<u16> {
         let (status, _) = self
             .rest_get(
                 token.instance_url(),
@@ -355,4 +355,18 @@ fn unescape(text: &str) -> String {
         .replace("&quot;", "\"")
         .replace("&apos;", "'")
         .replace("&amp;", "&")
+}
+
+/// The resident set size of process `pid` (this process when `None`) in KiB, read from
+/// `VmRSS` in `/proc/<pid>/status`; `None` where that file is missing (not Linux, process gone).
+pub fn vm_rss_kib(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".to_owned(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?;
+    line.trim().strip_suffix("kB")?.trim().parse().ok()
 }

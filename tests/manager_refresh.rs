@@ -359,7 +359,7 @@ async fn the_background_refresher_refreshes_due_and_idle_tenants_then_stops() {
     let (env, manager, due, before) = due_tenant().await;
 
     let refresher = manager.spawn_refresher(
-        sfauth::RefresherConfig::default()
+        sfauth::BackgroundConfig::default()
             .interval(Duration::from_millis(20))
             .concurrency(2),
     );
@@ -392,7 +392,7 @@ async fn the_background_refresher_refreshes_due_and_idle_tenants_then_stops() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
     let refresher = idle_manager.spawn_refresher(
-        sfauth::RefresherConfig::default()
+        sfauth::BackgroundConfig::default()
             .interval(Duration::from_millis(20))
             .keep_alive_after(Some(Duration::from_millis(100))),
     );

@@ -1,5 +1,5 @@
-//! [`Refresher`]: a background task that refreshes tenants before they expire, and keeps idle
-//! ones alive.
+//! [`BackgroundRefresher`]: a background task that refreshes tenants before they expire, and
+//! keeps idle ones alive. It works through the manager's own calls, not its insides.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,23 +9,21 @@ use tokio::task::JoinSet;
 
 use crate::clock::{self, duration_ms};
 use crate::manager::TokenManager;
-use crate::stats::publish_tenant_gauges;
-use crate::tenant::{CachedState, NEVER, TenantState};
 
 /// What the background refresher does.
 ///
 /// ```
 /// use std::time::Duration;
-/// use sfauth::RefresherConfig;
+/// use sfauth::BackgroundConfig;
 ///
-/// let config = RefresherConfig::default()
+/// let config = BackgroundConfig::default()
 ///     .concurrency(16)
 ///     .keep_alive_after(Some(Duration::from_secs(20 * 24 * 3600)));
 /// assert_eq!(config.concurrency, 16);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct RefresherConfig {
+pub struct BackgroundConfig {
     /// How often tenants are scanned.
     pub interval: Duration,
     /// How many refreshes may run at once.
@@ -36,7 +34,7 @@ pub struct RefresherConfig {
     pub keep_alive_after: Option<Duration>,
 }
 
-impl Default for RefresherConfig {
+impl Default for BackgroundConfig {
     /// Scan every 10 s, 8 refreshes at once, no keep-alive.
     fn default() -> Self {
         Self {
@@ -47,7 +45,7 @@ impl Default for RefresherConfig {
     }
 }
 
-impl RefresherConfig {
+impl BackgroundConfig {
     /// Sets [`Self::interval`].
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
@@ -69,12 +67,12 @@ impl RefresherConfig {
 
 /// The running background refresher; see [`TokenManager::spawn_refresher`].
 #[derive(Debug)]
-pub struct Refresher {
+pub struct BackgroundRefresher {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Refresher {
+impl BackgroundRefresher {
     /// Stops scanning, lets the refreshes under way finish, and returns when they have.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -88,7 +86,7 @@ impl TokenManager {
     /// Starts a background task that refreshes tenants in memory shortly before their known
     /// expiry (and, with keep-alive, tenants idle for long), at most `config.concurrency` at a
     /// time. Call [`load_all`](Self::load_all) first to cover every stored tenant.
-    pub fn spawn_refresher(&self, config: RefresherConfig) -> Refresher {
+    pub fn spawn_refresher(&self, config: BackgroundConfig) -> BackgroundRefresher {
         let (stop, mut stopped) = watch::channel(false);
         let manager = self.clone();
         let task = tokio::spawn(async move {
@@ -102,7 +100,12 @@ impl TokenManager {
                     _ = ticker.tick() => {}
                 }
                 while running.try_join_next().is_some() {}
-                for (tenant, generation) in manager.due(&config) {
+                let now = clock::precise_ms();
+                let horizon = now.saturating_add(duration_ms(config.interval));
+                let keep_alive_before = config
+                    .keep_alive_after
+                    .map(|after| now.saturating_sub(duration_ms(after)));
+                for (tenant, generation) in manager.due(horizon, keep_alive_before) {
                     let Ok(permit) = permits.clone().acquire_owned().await else {
                         break;
                     };
@@ -112,7 +115,7 @@ impl TokenManager {
                     // has a new generation, so its refresh stops at once.
                     running.spawn(async move {
                         let _permit = permit;
-                        if let Err(error) = manager.inner.refresh(&tenant, generation, crate::refresh::Trigger::Background).await {
+                        if let Err(error) = manager.refresh_due(&tenant, generation).await {
                             tracing::debug!(key = %tenant.key, error = %error, "background refresh failed");
                         }
                     });
@@ -120,36 +123,6 @@ impl TokenManager {
             }
             while running.join_next().await.is_some() {}
         });
-        Refresher { stop, task }
-    }
-
-    /// Tenants whose refresh is due within one scan interval, or whose keep-alive is due, with
-    /// the generation they were seen at. The same pass counts the tenants for the gauges, so
-    /// that whoever scrapes the metrics sees them current without a second walk.
-    fn due(&self, config: &RefresherConfig) -> Vec<(Arc<TenantState>, u64)> {
-        let horizon = clock::precise_ms().saturating_add(duration_ms(config.interval));
-        let keep_alive_before = config
-            .keep_alive_after
-            .map(|after| clock::precise_ms().saturating_sub(duration_ms(after)));
-        let pinned = self.inner.tenants.pin();
-        let (mut tenants, mut reauth): (u64, u64) = (0, 0);
-        let due = pinned
-            .values()
-            .filter_map(|tenant| {
-                let cached = tenant.current.load();
-                tenants = tenants.saturating_add(1);
-                if matches!(cached.state, CachedState::Reauth(_)) {
-                    reauth = reauth.saturating_add(1);
-                }
-                if !matches!(cached.state, CachedState::Active) || tenant.in_failure_backoff() {
-                    return None;
-                }
-                let expiring = cached.refresh_at_ms != NEVER && cached.refresh_at_ms <= horizon;
-                let idle = keep_alive_before.is_some_and(|before| cached.obtained_at_ms <= before);
-                (expiring || idle).then(|| (tenant.clone(), cached.generation))
-            })
-            .collect();
-        publish_tenant_gauges(tenants, reauth);
-        due
+        BackgroundRefresher { stop, task }
     }
 }

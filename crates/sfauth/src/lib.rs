@@ -60,8 +60,10 @@
 
 mod background;
 mod clock;
+mod engine;
 mod error;
 mod events;
+mod guard;
 mod holder;
 mod lifetime;
 mod manager;
@@ -69,23 +71,46 @@ mod policy;
 mod recent;
 mod refresh;
 mod renewal;
+mod state;
 mod stats;
 mod tenant;
 
-pub use background::{Refresher, RefresherConfig};
+pub use background::{BackgroundConfig, BackgroundRefresher};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{Event, EventKind};
+pub use guard::AccessTokenGuard;
+#[cfg(feature = "sqlite")]
+pub use manager::default_sqlite_store;
 pub use manager::{STORE_KEY_ENV, TokenManager, TokenManagerBuilder};
 pub use policy::RefreshPolicy;
 pub use renewal::{Renewal, RenewalResolver};
-pub use sfauth_storage::{RenewalFlow, RenewalHint};
-pub use stats::Stats;
-pub use tenant::{AccessTokenGuard, Tenant, TokenRef};
+pub use tenant::Tenant;
 
+/// Salesforce's OAuth protocol: every flow, the token types, errors and the HTTP boundary
+/// (the `sfauth-core` crate).
+pub use sfauth_core as oauth;
+// FIXME: the former name, kept until every caller in the workspace uses `oauth`; it shadows
+// std's `core` in a `use sfauth::*`.
+#[doc(hidden)]
 pub use sfauth_core as core;
+/// Token stores: the trait, the backends and their encryption (the `sfauth-storage` crate).
 pub use sfauth_storage as storage;
+/// HTTP transports: reqwest, retries, a recorder (the `sfauth-transport` crate).
 pub use sfauth_transport as transport;
 
+// What the manager's own signatures and the usual program need, at the root, so that a program
+// depending on `sfauth` alone needs no other crate of ours and no version of `http`, `bytes` or
+// `url` that could skew from ours.
+pub use bytes;
+pub use http;
+pub use sfauth_core::flows::JwtBearer;
+pub use sfauth_core::{
+    AccessToken, Cause, ConnectedApp, LoginHost, OAuthClient, OrgId, PrivateKey, RefreshToken,
+    TokenKey, TokenSet, UserId,
+};
 #[cfg(feature = "sqlite")]
 pub use sfauth_storage::SqliteStore;
-pub use sfauth_storage::{FileStore, MemoryStore, TokenStore};
+pub use sfauth_storage::{
+    FileStore, Key, Keyring, MemoryStore, RenewalFlow, RenewalHint, TokenStore,
+};
+pub use url::{self, Url};

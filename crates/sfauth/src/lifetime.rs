@@ -23,7 +23,7 @@ use std::time::Duration;
 use sfauth_core::OrgId;
 
 use crate::clock::duration_ms;
-use crate::manager::lock;
+use crate::state::lock;
 
 type Map<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomState>;
 

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use sfauth_core::backoff::Backoff;
+
 /// When to refresh, and how long to wait on others.
 ///
 /// ```
@@ -139,5 +141,19 @@ impl RefreshPolicy {
     pub fn min_learned_lifetime(mut self, lifetime: Duration) -> Self {
         self.min_learned_lifetime = lifetime;
         self
+    }
+}
+
+impl RefreshPolicy {
+    /// The pause between token requests of one refresh that Salesforce answered with a 5xx or
+    /// 429: from [`Self::backoff`], doubling, never more than the lease lasts.
+    pub(crate) fn retry_backoff(&self) -> Backoff {
+        Backoff::new(self.backoff, self.lease_ttl)
+    }
+
+    /// The pause after consecutive failed refreshes: [`Self::failure_backoff`] up to
+    /// [`Self::max_failure_backoff`].
+    pub(crate) fn failure_pause(&self) -> Backoff {
+        Backoff::new(self.failure_backoff, self.max_failure_backoff)
     }
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sfauth_core::TokenKey;
 
-use crate::tenant::TenantState;
+use crate::state::TenantState;
 
 /// Entries per thread. Small on purpose: a hit must be found in one probe, and a thread that
 /// serves more tenants than this at once loses only the shortcut, not correctness.

@@ -31,22 +31,31 @@
 //!    the refresh runs, so a dead refresher's lease lapses fast while a slow one never loses it;
 //!    a lease whose holder is a process on this host that is gone is taken over at once.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use sfauth_core::{Error as CoreError, ErrorKind as CoreKind, RefreshToken, TokenKey, TokenSet};
-use sfauth_storage::{ErrorKind as StoreErrorKind, InFlight, Lease, RecordStatus, TokenRecord};
+use sfauth_core::backoff::Backoff;
+use sfauth_core::http::HttpTransport;
+use sfauth_core::{
+    Error as CoreError, ErrorKind as CoreKind, OAuthClient, RefreshToken, TokenKey, TokenSet,
+};
+use sfauth_storage::{
+    ErrorKind as StoreErrorKind, InFlight, Lease, RecordStatus, TokenRecord, TokenStore,
+};
+use tokio::sync::broadcast;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::clock;
 use crate::clock::duration_ms;
 use crate::error::{Error, ErrorKind, Result};
-use crate::events::EventKind;
-use crate::manager::{Inner, check_identity, lock};
-use crate::renewal::Renewal;
+use crate::events::{Event, EventKind};
+use crate::lifetime::Lifetimes;
+use crate::policy::RefreshPolicy;
+use crate::renewal::{Renewal, RenewalResolver};
+use crate::state::{Cached, CachedState, NEVER, Reauth, TenantState, lock};
 use crate::stats::{Counters, names};
-use crate::tenant::{Cached, NEVER, TenantState};
 
 /// What asked for a refresh: it decides whether a possibly spent refresh token may be re-sent
 /// (only a dead or dying access token leaves nothing to lose) and labels the metrics.
@@ -71,6 +80,19 @@ impl Trigger {
             Self::Background => "background",
         }
     }
+}
+
+/// Refuses tokens of another org or user than `key` names: they must never be stored under it.
+pub(crate) fn check_identity(key: &TokenKey, tokens: &TokenSet) -> Result<()> {
+    let identity = &tokens.identity;
+    if identity.org_id() != key.org_id() || identity.user_id() != key.user_id() {
+        return Err(Error::IdentityMismatch {
+            key: Box::new(key.clone()),
+            org_id: identity.org_id().to_string(),
+            user_id: identity.user_id().to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// What a failed token request says about the refresh token that was sent.
@@ -131,7 +153,114 @@ enum Acquired {
     Adopted,
 }
 
-impl Inner {
+/// Salesforce's longest session timeout: no lifetime is believed beyond it.
+pub(crate) const MAX_SESSION: Duration = Duration::from_secs(24 * 3600);
+
+/// The refresh protocol as a value: everything a refresh needs (the OAuth client, the transport,
+/// the store, the policy, where events and counts go) and nothing of the manager's tenant map.
+/// The manager hands it a tenant; it installs the tenant's new state, or answers with an error.
+pub(crate) struct Refresher {
+    client: OAuthClient,
+    transport: Arc<dyn HttpTransport>,
+    store: Arc<dyn TokenStore>,
+    policy: RefreshPolicy,
+    /// This manager's name as a lease holder: unique per process and instance.
+    holder: String,
+    /// Session lifetimes believed per org.
+    lifetimes: Lifetimes,
+    events: broadcast::Sender<Event>,
+    counters: Counters,
+    default_renewal: Option<Renewal>,
+    renewal_resolver: Option<RenewalResolver>,
+    /// Refreshes run as tasks of their own, so that a caller that gives up (a dropped future, a
+    /// timeout) never cancels a refresh between Salesforce's answer and the save.
+    tasks: TaskTracker,
+    /// Set by [`shutdown`](Self::shutdown): no new token request is sent.
+    closing: AtomicBool,
+    /// The leases refreshes hold right now, released by a shutdown.
+    held: Mutex<Vec<Lease>>,
+}
+
+/// What a [`Refresher`] is made of.
+pub(crate) struct Parts {
+    pub(crate) client: OAuthClient,
+    pub(crate) transport: Arc<dyn HttpTransport>,
+    pub(crate) store: Arc<dyn TokenStore>,
+    pub(crate) policy: RefreshPolicy,
+    pub(crate) holder: String,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) default_renewal: Option<Renewal>,
+    pub(crate) renewal_resolver: Option<RenewalResolver>,
+}
+
+impl Refresher {
+    pub(crate) fn new(parts: Parts) -> Self {
+        let lifetimes = Lifetimes::new(
+            parts.policy.min_learned_lifetime,
+            MAX_SESSION,
+            parts.policy.relearn_after,
+        );
+        Self {
+            client: parts.client,
+            transport: parts.transport,
+            store: parts.store,
+            policy: parts.policy,
+            holder: parts.holder,
+            lifetimes,
+            events: parts.events,
+            counters: Counters::default(),
+            default_renewal: parts.default_renewal,
+            renewal_resolver: parts.renewal_resolver,
+            tasks: TaskTracker::new(),
+            closing: AtomicBool::new(false),
+            held: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn client(&self) -> &OAuthClient {
+        &self.client
+    }
+
+    pub(crate) fn transport(&self) -> &Arc<dyn HttpTransport> {
+        &self.transport
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.store
+    }
+
+    pub(crate) fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub(crate) fn lifetimes(&self) -> &Lifetimes {
+        &self.lifetimes
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// No new token request from now on; refreshes in flight get up to `grace` to finish; then
+    /// every lease still held is released. Returns how many refreshes were still running.
+    pub(crate) async fn shutdown(&self, grace: Duration) -> usize {
+        self.closing.store(true, Ordering::Release);
+        self.tasks.close();
+        let _ = tokio::time::timeout(grace, self.tasks.wait()).await;
+        let unfinished = self.tasks.len();
+        let held = std::mem::take(&mut *lock(&self.held));
+        for lease in held {
+            if let Err(error) = self.store.release(&lease).await {
+                tracing::warn!(key = %lease.key, error = %error, "cannot release a refresh lease at shutdown; it lapses on its own");
+            }
+        }
+        unfinished
+    }
+
     /// Refreshes `tenant` unless somebody already replaced the token of generation
     /// `seen_generation`.
     ///
@@ -179,15 +308,15 @@ impl Inner {
             .div_f64(3.0)
             .max(Duration::from_millis(10));
         self.tasks.spawn(async move {
-            let mut pause = Duration::from_millis(200).min(every);
-            for _ in 0..12 {
-                tokio::time::sleep(pause).await;
-                if lock(&tenant.unsaved).is_none() || inner.closing.load(Ordering::Acquire) {
+            let pauses = Backoff::new(Duration::from_millis(200).min(every), every);
+            for retry in 0..12 {
+                tokio::time::sleep(pauses.ceiling(retry)).await;
+                if !tenant.has_unsaved() || inner.closing.load(Ordering::Acquire) {
                     return;
                 }
                 let seen = tenant.current.load().generation;
                 match inner.refresh_here(&tenant, seen, Trigger::Background).await {
-                    Err(Error::Unsaved { .. }) => pause = pause.saturating_mul(2).min(every),
+                    Err(Error::Unsaved { .. }) => {}
                     _ => return,
                 }
             }
@@ -211,12 +340,10 @@ impl Inner {
         }
         // Tokens waiting to be saved are never held back by the pause: saving them is urgent.
         // Nor is a refresh on hold once its access token has died: that is what it waited for.
-        let hold_over =
-            trigger == Trigger::SessionExpired && tenant.on_hold.load(Ordering::Acquire);
-        if tenant.in_failure_backoff() && lock(&tenant.unsaved).is_none() && !hold_over {
-            let (kind, message) = lock(&tenant.last_failure)
-                .as_deref()
-                .cloned()
+        let hold_over = trigger == Trigger::SessionExpired && tenant.on_hold();
+        if tenant.in_failure_backoff() && !tenant.has_unsaved() && !hold_over {
+            let (kind, message) = tenant
+                .last_failure()
                 .unwrap_or((ErrorKind::Transient, "refresh failed".into()));
             return Err(Error::RecentlyFailed {
                 key: Box::new((*tenant.key).clone()),
@@ -277,23 +404,8 @@ impl Inner {
 
     fn note_failure(&self, tenant: &TenantState, error: &Error) {
         Counters::bump(&self.counters.refresh_failures);
-        let failures = tenant
-            .consecutive_failures
-            .fetch_add(1, Ordering::AcqRel)
-            .saturating_add(1);
-        let exponent = u32::try_from(failures.saturating_sub(1))
-            .unwrap_or(u32::MAX)
-            .min(16);
-        let pause = self
-            .policy
-            .failure_backoff
-            .saturating_mul(2u32.saturating_pow(exponent))
-            .min(self.policy.max_failure_backoff);
-        tenant.retry_at_ms.store(
-            clock::precise_ms().saturating_add(duration_ms(pause)),
-            Ordering::Release,
-        );
-        *lock(&tenant.last_failure) = Some(Box::new((error.kind(), error.to_string())));
+        let pause =
+            tenant.note_failure(error.kind(), error.to_string(), self.policy.failure_pause());
         tracing::warn!(key = %tenant.key, error = %error, retry_in_ms = duration_ms(pause), "refresh failed");
         self.emit(
             &tenant.key,
@@ -385,7 +497,9 @@ impl Inner {
     async fn acquire_or_adopt(&self, tenant: &TenantState, current: &Cached) -> Result<Acquired> {
         let key: &TokenKey = &tenant.key;
         let started = Instant::now();
-        let mut pause = Duration::from_millis(20);
+        // Polls the store for the holder's result: soon at first, then less often.
+        let polls = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
+        let mut poll: u32 = 0;
         let mut seen: Option<Lease> = None;
         loop {
             let lease = self
@@ -438,8 +552,8 @@ impl Inner {
                     until: seen.as_ref().map(|lease| lease.expires_at),
                 });
             }
-            tokio::time::sleep(pause).await;
-            pause = pause.saturating_mul(2).min(Duration::from_millis(500));
+            tokio::time::sleep(polls.ceiling(poll)).await;
+            poll = poll.saturating_add(1);
         }
     }
 
@@ -474,17 +588,15 @@ impl Inner {
     ) -> Result<Outcome> {
         let key: &TokenKey = &tenant.key;
         let record = self.read(key).await?;
-        let pending = lock(&tenant.unsaved).take();
+        let pending = tenant.take_unsaved();
         if let Some(pending) = pending {
-            return self.save_pending(tenant, record, *pending, lease).await;
+            return self.save_pending(tenant, record, pending, lease).await;
         }
         if self.adopt_if_newer(tenant, current, &record) {
             return Ok(Outcome::Adopted);
         }
         let renewable = record.tokens.refresh_token.is_none()
-            && self
-                .renewal_for(lock(&tenant.renewal).as_deref().cloned(), &record)
-                .is_some();
+            && self.renewal_for(tenant.renewal(), &record).is_some();
         if matches!(record.status, RecordStatus::ReauthRequired { .. }) && !renewable {
             // The record's status becomes the cached state, so the error comes from there.
             let cached = self.install(tenant, &record);
@@ -554,7 +666,7 @@ impl Inner {
         let interrupted = record.refresh_in_flight.clone();
         if let Some(mark) = &interrupted {
             if !self.nothing_to_lose(tenant, trigger).await {
-                tenant.on_hold.store(true, Ordering::Release);
+                tenant.hold();
                 return Err(Error::RefreshOnHold {
                     key: Box::new(key.clone()),
                     reason: "an earlier refresh sent the refresh token and got no usable answer, \
@@ -617,7 +729,7 @@ impl Inner {
                     }
                     // Keep the mark, so that the next refresher knows, and hold the token back
                     // while the access token works.
-                    tenant.on_hold.store(true, Ordering::Release);
+                    tenant.hold();
                     return Err(Error::oauth(&tenant.key, error));
                 }
                 Answer::Rejected => {
@@ -721,7 +833,7 @@ impl Inner {
         record: TokenRecord,
         lease: &Lease,
     ) -> Result<Outcome> {
-        let own = lock(&tenant.renewal).as_deref().cloned();
+        let own = tenant.renewal();
         let Some(renewal) = self.renewal_for(own, &record) else {
             // A missing setting, not a refusal by Salesforce: nothing is marked in the store,
             // so the tenant works again as soon as a renewal is configured.
@@ -772,8 +884,8 @@ impl Inner {
         }
         let backoff = self
             .policy
-            .backoff
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+            .retry_backoff()
+            .ceiling(attempt.saturating_sub(1));
         let pause = error.retry_after().unwrap_or(backoff);
         // Waiting minutes while holding the lease would stall every caller; the failure backoff
         // takes over instead.
@@ -923,7 +1035,7 @@ impl Inner {
         expected: u64,
         lease: &Lease,
     ) -> Result<u64, sfauth_storage::Error> {
-        let mut pause = Duration::from_millis(50);
+        let pauses = Backoff::new(Duration::from_millis(50), Duration::from_millis(200));
         let mut attempt: u32 = 0;
         loop {
             attempt = attempt.saturating_add(1);
@@ -934,8 +1046,7 @@ impl Inner {
                         && matches!(error.kind(), StoreErrorKind::Io | StoreErrorKind::Backend) =>
                 {
                     tracing::warn!(key = %record.key, error = %error, "saving refreshed tokens failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = pause.saturating_mul(2);
+                    tokio::time::sleep(pauses.ceiling(attempt.saturating_sub(1))).await;
                 }
                 Err(error) => return Err(error),
             }
@@ -991,6 +1102,92 @@ impl Inner {
             reason,
             cause,
         })
+    }
+
+    /// The stored record of `key`; a missing one is [`Error::UnknownTenant`].
+    pub(crate) async fn read(&self, key: &TokenKey) -> Result<TokenRecord> {
+        self.store
+            .get(key)
+            .await
+            .map_err(|source| Error::store(key, source))?
+            .ok_or_else(|| Error::unknown_tenant(key))
+    }
+
+    /// The cached view of `record` for a tenant, at `generation`.
+    pub(crate) fn cached_from(&self, record: &TokenRecord, generation: u64) -> Cached {
+        let hint = self
+            .lifetimes
+            .get(record.key.org_id(), clock::precise_ms())
+            .or_else(|| self.client.session_timeout().map(duration_ms));
+        let mut cached = Cached::from_record(
+            record,
+            generation,
+            hint,
+            duration_ms(self.policy.margin),
+            duration_ms(self.policy.jitter),
+        );
+        if matches!(cached.state, CachedState::Reauth(_)) && self.renewable(record) {
+            // Marked for a login only because no renewal was known: now one is, so the next
+            // call renews instead of failing. The old access token is not served meanwhile.
+            cached.state = CachedState::Active;
+            cached.refresh_at_ms = 0;
+            cached.expires_at_ms = 0;
+        }
+        cached
+    }
+
+    /// Makes `record` the tenant's current token, with a new generation.
+    pub(crate) fn install(&self, tenant: &TenantState, record: &TokenRecord) -> Arc<Cached> {
+        let generation = tenant.current.load().generation.wrapping_add(1);
+        tenant.set_current(Arc::new(self.cached_from(record, generation)))
+    }
+
+    /// Marks the tenant as needing a login, in memory.
+    pub(crate) fn install_reauth(
+        &self,
+        tenant: &TenantState,
+        record: &TokenRecord,
+        reason: &str,
+        cause: Option<sfauth_core::Cause>,
+    ) {
+        let mut cached = self.cached_from(record, tenant.current.load().generation.wrapping_add(1));
+        cached.state = CachedState::Reauth(Box::new(Reauth {
+            reason: reason.to_owned(),
+            cause,
+        }));
+        tenant.set_current(Arc::new(cached));
+    }
+
+    pub(crate) fn emit(&self, key: &TokenKey, kind: EventKind) {
+        // No subscriber is not an error.
+        let _ = self.events.send(Event {
+            key: key.clone(),
+            kind,
+        });
+    }
+
+    /// Whether a tenant without a refresh token whose record says it needs a login can be
+    /// renewed now after all (its record was marked when no renewal was configured).
+    pub(crate) fn renewable(&self, record: &TokenRecord) -> bool {
+        record.tokens.refresh_token.is_none() && self.renewal_for(None, record).is_some()
+    }
+
+    /// How to renew `record`'s tenant without a refresh token: the tenant's own renewal, the
+    /// one its record names (client credentials by itself, others through the resolver), or
+    /// the manager's default.
+    pub(crate) fn renewal_for(
+        &self,
+        own: Option<Renewal>,
+        record: &TokenRecord,
+    ) -> Option<Renewal> {
+        own.or_else(|| {
+            let hint = record.renewal.as_ref()?;
+            self.renewal_resolver
+                .as_ref()
+                .and_then(|resolve| resolve(hint))
+                .or_else(|| Renewal::without_credentials(hint))
+        })
+        .or_else(|| self.default_renewal.clone())
     }
 
     fn count_token_request(&self) {

@@ -19,7 +19,7 @@ struct SignedIn {
     resolved: crate::store::Resolved,
     transport: std::sync::Arc<dyn sfauth::core::http::HttpTransport>,
     manager: sfauth::TokenManager,
-    guard: sfauth::AccessTokenGuard,
+    guard: sfauth::AccessTokenGuard<'static>,
 }
 
 impl SignedIn {
@@ -200,7 +200,7 @@ pub(crate) async fn refresh(args: &RefreshArgs, ctx: &Context) -> Result<()> {
         if outcomes.len() > 1 {
             println!(
                 "{} refreshed, {} failed, {} need a new login",
-                outcomes.len() - failed.len(),
+                outcomes.iter().filter(|o| o.ok).count(),
                 failed.len(),
                 failed.iter().filter(|o| o.exit_code == 3).count()
             );
@@ -318,9 +318,9 @@ pub(crate) async fn introspect(args: &AliasJsonArgs, ctx: &Context) -> Result<()
                 "introspection needs the connected app's secret: set SFAUTH_CLIENT_SECRET",
             )
         })?;
-    let exp = info
-        .exp
-        .map(|s| super::status::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(s)));
+    // The server's number: formatted from the seconds, since one past what a `SystemTime` holds
+    // is still a date.
+    let exp = info.exp.map(super::status::rfc3339_secs);
     if args.json {
         let json = serde_json::json!({
             "alias": alias,

@@ -1,0 +1,113 @@
+//! [`AccessTokenGuard`]: the one way a caller holds a token the manager handed out, whether it
+//! came through a key (an owned guard it may keep across an `.await` or send to another task)
+//! or through a [`Tenant`](crate::Tenant) handle (a borrow of the handle's cached pointer).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::Guard;
+use http::HeaderValue;
+use sfauth_core::AccessToken;
+use url::Url;
+
+use crate::clock;
+use crate::state::{Cached, NEVER};
+
+/// A valid access token, borrowed from the manager's cache without copying it.
+///
+/// Hold it for the duration of one request, not longer: it pins the token it was created with,
+/// so a long-lived guard keeps serving a token that may have been replaced.
+///
+/// ```no_run
+/// # async fn run(manager: sfauth::TokenManager, key: sfauth::TokenKey) -> sfauth::Result<()> {
+/// let token = manager.access_token(&key).await?;
+/// let request = sfauth::http::Request::get(format!("{}services/data/v62.0/limits", token.instance_url()))
+///     .header(sfauth::http::header::AUTHORIZATION, token.authorization())
+///     .body(())
+///     .map_err(|e| sfauth::Error::Config(e.to_string()))?;
+/// # drop(request);
+/// # Ok(())
+/// # }
+/// ```
+pub struct AccessTokenGuard<'a> {
+    view: View<'a>,
+}
+
+enum View<'a> {
+    /// Through a key: the guard keeps the token alive on its own.
+    Owned(Guard<Arc<Cached>>),
+    /// Through a handle: a borrow of the handle's cached pointer, as cheap as a reference.
+    Borrowed(&'a Cached),
+}
+
+impl AccessTokenGuard<'static> {
+    pub(crate) fn owned(guard: Guard<Arc<Cached>>) -> Self {
+        Self {
+            view: View::Owned(guard),
+        }
+    }
+}
+
+impl<'a> AccessTokenGuard<'a> {
+    pub(crate) fn borrowed(cached: &'a Cached) -> Self {
+        Self {
+            view: View::Borrowed(cached),
+        }
+    }
+
+    #[inline]
+    fn cached(&self) -> &Cached {
+        match &self.view {
+            View::Owned(guard) => guard,
+            View::Borrowed(cached) => cached,
+        }
+    }
+
+    /// The access token.
+    #[inline]
+    pub fn access_token(&self) -> &AccessToken {
+        &self.cached().access_token
+    }
+
+    /// The access token in the clear, for an `Authorization: Bearer` header.
+    #[inline]
+    pub fn secret(&self) -> &str {
+        self.cached().access_token.expose_secret()
+    }
+
+    /// The `Authorization: Bearer …` header value, marked sensitive (so that `http` and its
+    /// users leave it out of their `Debug` output).
+    pub fn authorization(&self) -> HeaderValue {
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", self.secret()))
+            // An access token is printable ASCII; anything else cannot authenticate anyway.
+            .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
+        value.set_sensitive(true);
+        value
+    }
+
+    /// The base URL for API calls.
+    pub fn instance_url(&self) -> &Url {
+        &self.cached().instance_url
+    }
+
+    /// When the access token was issued, if Salesforce said.
+    pub fn issued_at(&self) -> Option<SystemTime> {
+        self.cached().issued_at
+    }
+
+    /// When the access token expires as far as the manager knows (from the response, a JWT
+    /// `exp`, introspection, the configured session timeout or a learned lifetime), if at all.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        let at = self.cached().expires_at_ms;
+        (at != NEVER).then(|| clock::from_ms(at))
+    }
+}
+
+impl fmt::Debug for AccessTokenGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessTokenGuard")
+            .field("instance_url", &self.cached().instance_url.as_str())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,329 @@
+//! A tenant's state in memory, the leaf every other module of the manager stands on: the
+//! cached token every caller reads ([`Cached`] behind an `ArcSwap`), and [`TenantState`], which
+//! adds the single-flight lock, the renewal, tokens waiting to be saved and the failure pause.
+//! It knows nothing of the manager, the store's protocol or Salesforce.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use sfauth_core::backoff::Backoff;
+use sfauth_core::error::Cause;
+use sfauth_core::{AccessToken, TokenKey};
+use sfauth_storage::{RecordStatus, TokenRecord};
+use url::Url;
+
+use crate::clock;
+use crate::error::{Error, ErrorKind};
+use crate::renewal::Renewal;
+
+/// Deadline value meaning "not known": the hot path then skips the clock altogether.
+pub(crate) const NEVER: u64 = u64::MAX;
+
+/// One immutable view of a tenant's tokens, swapped whole on every change.
+///
+/// It keeps only what callers and the refresher read in memory: with thousands of tenants, the
+/// whole `TokenSet` (identity URL, signature, scopes, ID token) would more than double the
+/// memory per tenant, and the store has it when it is wanted
+/// ([`TokenManager::tokens`](crate::TokenManager::tokens)).
+pub(crate) struct Cached {
+    pub(crate) access_token: AccessToken,
+    pub(crate) instance_url: Url,
+    pub(crate) issued_at: Option<SystemTime>,
+    /// The store version these tokens were read or written at.
+    pub(crate) version: u64,
+    /// Bumped on every swap in this process; a caller that saw generation `g` and finds
+    /// another one knows somebody else already dealt with the token it saw.
+    pub(crate) generation: u64,
+    /// Refresh when the coarse clock reaches this (ms since the epoch), or [`NEVER`].
+    pub(crate) refresh_at_ms: u64,
+    /// The access token is dead from this moment, or [`NEVER`] if unknown.
+    pub(crate) expires_at_ms: u64,
+    /// When the tokens were last obtained (refresh, renewal or login), for keep-alive.
+    pub(crate) obtained_at_ms: u64,
+    pub(crate) state: CachedState,
+}
+
+pub(crate) enum CachedState {
+    Active,
+    /// Boxed: rare, and it would otherwise widen every tenant's entry.
+    Reauth(Box<Reauth>),
+    /// The tenant was removed from the manager (or the manager dropped): the token is gone
+    /// from memory, and whatever still holds the tenant (a [`Tenant`] handle, a thread's table
+    /// of recent tenants) finds nothing to serve.
+    Removed,
+}
+
+pub(crate) struct Reauth {
+    pub(crate) reason: String,
+    pub(crate) cause: Option<Cause>,
+}
+
+impl Cached {
+    /// Whether the token can be handed out without a refresh. With no known deadline this
+    /// reads no clock: it is one comparison.
+    #[inline]
+    pub(crate) fn is_fresh(&self) -> bool {
+        matches!(self.state, CachedState::Active)
+            && (self.refresh_at_ms == NEVER || clock::now_ms() < self.refresh_at_ms)
+    }
+
+    /// Whether the tenant is neither waiting for a login nor removed.
+    pub(crate) fn is_active(&self) -> bool {
+        matches!(self.state, CachedState::Active)
+    }
+
+    /// Whether the token is still accepted by Salesforce as far as we know, even if a refresh is
+    /// due: such a token may be served while a refresh is failing.
+    pub(crate) fn is_usable(&self) -> bool {
+        matches!(self.state, CachedState::Active)
+            && (self.expires_at_ms == NEVER || clock::precise_ms() < self.expires_at_ms)
+    }
+
+    /// The error to fail with instead of refreshing, for a tenant that needs a new login or was
+    /// removed.
+    pub(crate) fn unavailable_error(&self, key: &TokenKey) -> Option<Error> {
+        match &self.state {
+            CachedState::Reauth(reauth) => Some(Error::ReauthorizationRequired {
+                key: Box::new(key.clone()),
+                reason: reauth.reason.clone(),
+                cause: reauth.cause,
+            }),
+            CachedState::Removed => Some(Error::unknown_tenant(key)),
+            CachedState::Active => None,
+        }
+    }
+
+    /// What replaces `self` when its tenant is removed: no token, never fresh.
+    pub(crate) fn removed(&self) -> Self {
+        Self {
+            access_token: AccessToken::new(String::new()),
+            instance_url: self.instance_url.clone(),
+            issued_at: None,
+            version: self.version,
+            generation: self.generation.wrapping_add(1),
+            refresh_at_ms: NEVER,
+            expires_at_ms: NEVER,
+            obtained_at_ms: self.obtained_at_ms,
+            state: CachedState::Removed,
+        }
+    }
+
+    pub(crate) fn from_record(
+        record: &TokenRecord,
+        generation: u64,
+        lifetime_hint_ms: Option<u64>,
+        margin_ms: u64,
+        jitter_ms: u64,
+    ) -> Self {
+        let tokens = &record.tokens;
+        let lifetime = record
+            .learned_lifetime
+            .map(clock::duration_ms)
+            .or(lifetime_hint_ms);
+        let issued_ms = tokens.issued_at.map(clock::to_ms);
+        let expires_at_ms = match (tokens.expires_at, issued_ms, lifetime) {
+            (Some(at), _, _) => clock::to_ms(at),
+            (None, Some(issued), Some(lifetime)) => issued.saturating_add(lifetime),
+            _ => NEVER,
+        };
+        let refresh_at_ms = if expires_at_ms == NEVER {
+            NEVER
+        } else {
+            let jitter = if jitter_ms == 0 {
+                0
+            } else {
+                rand::random_range(0..=jitter_ms)
+            };
+            expires_at_ms.saturating_sub(margin_ms.saturating_add(jitter))
+        };
+        let obtained_at_ms = record
+            .last_refreshed_at
+            .map(clock::to_ms)
+            .or(issued_ms)
+            .unwrap_or_else(|| clock::to_ms(record.issued_at));
+        let state = match &record.status {
+            RecordStatus::ReauthRequired { reason, .. } => CachedState::Reauth(Box::new(Reauth {
+                reason: reason.clone(),
+                cause: None,
+            })),
+            _ => CachedState::Active,
+        };
+        Self {
+            access_token: tokens.access_token.clone(),
+            instance_url: tokens.instance_url.clone(),
+            issued_at: tokens.issued_at,
+            version: record.version,
+            generation,
+            refresh_at_ms,
+            expires_at_ms,
+            obtained_at_ms,
+            state,
+        }
+    }
+}
+
+/// Everything the manager keeps for one tenant.
+pub(crate) struct TenantState {
+    /// Shared with the tenant map's key, so it is stored once.
+    pub(crate) key: Arc<TokenKey>,
+    /// In its own `Arc` so that a [`Tenant`] handle can keep an `arc_swap::Cache` of it.
+    pub(crate) current: Arc<ArcSwap<Cached>>,
+    /// Single-flight within the process; the store lease does it across processes.
+    pub(crate) refresh_lock: tokio::sync::Mutex<()>,
+    // The fields below are used on the slow path only and are almost always empty: boxed, so
+    // that an idle tenant pays a pointer for each rather than the whole value.
+    renewal: Mutex<Option<Box<Renewal>>>,
+    /// Tokens obtained but not yet saved (the store failed): saved before anything else.
+    unsaved: Mutex<Option<Box<TokenRecord>>>,
+    /// After failed refreshes: the pause, and what failed.
+    failures: Failures,
+    /// Set once, when the tenant leaves its manager.
+    removed: AtomicBool,
+}
+
+impl TenantState {
+    pub(crate) fn new(key: Arc<TokenKey>, cached: Cached) -> Self {
+        Self {
+            key,
+            current: Arc::new(ArcSwap::from_pointee(cached)),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            renewal: Mutex::new(None),
+            unsaved: Mutex::new(None),
+            failures: Failures::default(),
+            removed: AtomicBool::new(false),
+        }
+    }
+
+    /// Drops every secret the tenant holds (its token, tokens waiting to be saved, the
+    /// credentials it renews with), for a tenant no longer in its manager. It then stays
+    /// removed: [`TenantState::set_current`] will not bring a token back.
+    pub(crate) fn forget(&self) {
+        self.removed.store(true, Ordering::SeqCst);
+        let removed = self.current.load().removed();
+        self.current.store(Arc::new(removed));
+        *lock(&self.unsaved) = None;
+        *lock(&self.renewal) = None;
+        *lock(&self.failures.last) = None;
+    }
+
+    /// Forgets earlier refresh failures (and their pause) after a success or a new login.
+    pub(crate) fn clear_failures(&self) {
+        self.failures.retry_at_ms.store(0, Ordering::Release);
+        self.failures.consecutive.store(0, Ordering::Release);
+        self.failures.on_hold.store(false, Ordering::Release);
+        *lock(&self.failures.last) = None;
+    }
+
+    /// Records a failed refresh: the next attempt waits `backoff`'s wait for the number of
+    /// failures in a row, which is returned.
+    pub(crate) fn note_failure(
+        &self,
+        kind: ErrorKind,
+        message: String,
+        backoff: Backoff,
+    ) -> Duration {
+        let failures = self
+            .failures
+            .consecutive
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1);
+        let retry = u32::try_from(failures.saturating_sub(1)).unwrap_or(u32::MAX);
+        let pause = backoff.ceiling(retry);
+        self.failures.retry_at_ms.store(
+            clock::precise_ms().saturating_add(clock::duration_ms(pause)),
+            Ordering::Release,
+        );
+        *lock(&self.failures.last) = Some(Box::new((kind, message)));
+        pause
+    }
+
+    /// The failure that started the current pause, if any.
+    pub(crate) fn last_failure(&self) -> Option<(ErrorKind, String)> {
+        lock(&self.failures.last).as_deref().cloned()
+    }
+
+    /// Marks the refresh token as held back (possibly spent, the access token still working).
+    pub(crate) fn hold(&self) {
+        self.failures.on_hold.store(true, Ordering::Release);
+    }
+
+    /// Whether the refresh token is held back; see [`hold`](Self::hold).
+    pub(crate) fn on_hold(&self) -> bool {
+        self.failures.on_hold.load(Ordering::Acquire)
+    }
+
+    /// Tokens obtained but not yet saved, if any, taken out to be saved.
+    pub(crate) fn take_unsaved(&self) -> Option<TokenRecord> {
+        lock(&self.unsaved).take().map(|record| *record)
+    }
+
+    /// Whether tokens wait to be saved.
+    pub(crate) fn has_unsaved(&self) -> bool {
+        lock(&self.unsaved).is_some()
+    }
+
+    /// The tenant's own renewal, if one was set.
+    pub(crate) fn renewal(&self) -> Option<Renewal> {
+        lock(&self.renewal).as_deref().cloned()
+    }
+
+    /// Sets the tenant's own renewal.
+    pub(crate) fn set_renewal(&self, renewal: Renewal) {
+        *lock(&self.renewal) = Some(Box::new(renewal));
+    }
+
+    /// Keeps tokens that could not be saved, to save first on the next call; a removed tenant
+    /// keeps nothing (its record is gone, and so should its tokens be).
+    pub(crate) fn keep_unsaved(&self, record: TokenRecord) {
+        *lock(&self.unsaved) = Some(Box::new(record));
+        if self.is_removed() {
+            *lock(&self.unsaved) = None;
+        }
+    }
+
+    /// Whether [`forget`](Self::forget) was called.
+    pub(crate) fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::SeqCst)
+    }
+
+    /// Makes `cached` the current token, unless the tenant was removed (a refresh that was in
+    /// flight when it was must not bring its token back). Returns what is current afterwards.
+    pub(crate) fn set_current(&self, cached: Arc<Cached>) -> Arc<Cached> {
+        self.current.store(cached.clone());
+        // Checked after the store: a `forget` that ran before it is seen here and done again;
+        // one that runs after it replaces the token anyway.
+        if self.is_removed() {
+            self.forget();
+            return self.current.load_full();
+        }
+        cached
+    }
+
+    /// Whether a failure pause is running.
+    pub(crate) fn in_failure_backoff(&self) -> bool {
+        clock::precise_ms() < self.failures.retry_at_ms.load(Ordering::Acquire)
+    }
+}
+
+/// The failure pause of one tenant.
+#[derive(Default)]
+struct Failures {
+    /// No refresh attempt before this (ms since the epoch).
+    retry_at_ms: AtomicU64,
+    consecutive: AtomicU64,
+    /// Boxed: rare, and it would otherwise widen every tenant.
+    last: Mutex<Option<Box<(ErrorKind, String)>>>,
+    /// The last refresh left the refresh token possibly spent and held it back while the access
+    /// token worked: a 401 then means the wait is over, failure pause or not.
+    on_hold: AtomicBool,
+}
+
+/// Locks a std mutex, recovering from poisoning: the data behind these mutexes is always left
+/// consistent (plain replacements), so a panic elsewhere must not wedge a tenant.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
