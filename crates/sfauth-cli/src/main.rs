@@ -20,6 +20,10 @@
     clippy::print_stderr,
     reason = "a command-line tool reports to the terminal"
 )]
+// Numbers from outside (responses, stored records, the config file, flags, environment
+// variables) reach arithmetic here; none of it may panic or wrap, so every operation is checked
+// or saturating, and this lint keeps it so.
+#![warn(clippy::arithmetic_side_effects)]
 
 mod cli;
 mod commands;

@@ -164,9 +164,10 @@ pub(crate) fn expiry(
         return (Some(at), source);
     }
     let issued = record.tokens.issued_at.unwrap_or(record.issued_at);
+    // Stored numbers: a sum past what a `SystemTime` holds is no estimate, never a panic.
     match record.learned_lifetime {
-        Some(lifetime) => (Some(issued + lifetime), "learned_lifetime"),
-        None => (Some(issued + timeout), "session_timeout"),
+        Some(lifetime) => (issued.checked_add(lifetime), "learned_lifetime"),
+        None => (issued.checked_add(timeout), "session_timeout"),
     }
 }
 
@@ -199,6 +200,16 @@ pub(crate) fn rfc3339(time: SystemTime) -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    rfc3339_secs(secs)
+}
+
+/// `2026-11-24T10:15:00Z` for `secs` since the Unix epoch, any `u64`: a server's `exp` may be
+/// past what a `SystemTime` holds and is still shown as the date it names.
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "secs / 86_400 keeps every intermediate below 2^48, far inside i64"
+)]
+pub(crate) fn rfc3339_secs(secs: u64) -> String {
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     // Howard Hinnant's days-to-civil algorithm.
@@ -230,5 +241,64 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         assert_eq!(relative(t + Duration::from_secs(7140), t), "in 1h 59m");
         assert_eq!(relative(t, t + Duration::from_secs(180)), "3m ago");
+    }
+
+    #[test]
+    fn formats_any_number_of_seconds() {
+        assert_eq!(rfc3339_secs(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339_secs(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(
+            rfc3339_secs(u64::MAX),
+            "584554051223-11-09T07:00:15Z",
+            "an exp past SystemTime's range is still its date"
+        );
+        let far = UNIX_EPOCH + Duration::from_secs(u64::MAX >> 1);
+        assert_eq!(rfc3339(far), rfc3339_secs(u64::MAX >> 1));
+    }
+
+    /// A record without a stored expiry, issued at `issued` with `lifetime` learned.
+    fn record(issued: SystemTime, lifetime: Option<Duration>) -> TokenRecord {
+        use sfauth::core::{AccessToken, IdentityUrl, LoginHost, TokenKey, TokenSet};
+        let identity: IdentityUrl =
+            "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK"
+                .parse()
+                .unwrap();
+        let tokens = TokenSet::new(
+            AccessToken::new("00D5e000000AbcdEAC!AQ4AQ"),
+            "https://acme.my.salesforce.com".parse().unwrap(),
+            identity.clone(),
+        );
+        let key = TokenKey::new(&LoginHost::Production, &identity, "client", "label");
+        let mut record = TokenRecord::new(key, tokens, issued);
+        record.learned_lifetime = lifetime;
+        record
+    }
+
+    #[test]
+    fn an_expiry_estimate_past_the_end_of_time_is_none_not_a_panic() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            expiry(&record(t, Some(hour)), Duration::MAX),
+            (t.checked_add(hour), "learned_lifetime")
+        );
+        assert_eq!(
+            expiry(&record(t, None), hour),
+            (t.checked_add(hour), "session_timeout")
+        );
+        // Numbers no `sfauth` writes, but a store holds whatever was put in it.
+        assert_eq!(
+            expiry(&record(t, Some(Duration::MAX)), hour),
+            (None, "learned_lifetime")
+        );
+        assert_eq!(
+            expiry(&record(t, None), Duration::MAX),
+            (None, "session_timeout")
+        );
+        let last = UNIX_EPOCH + Duration::from_secs(u64::MAX >> 1);
+        assert_eq!(
+            expiry(&record(last, Some(hour)), hour),
+            (None, "learned_lifetime")
+        );
     }
 }

@@ -92,11 +92,7 @@ pub(crate) async fn export(args: &ExportArgs, ctx: &Context) -> Result<()> {
     let sealed = cipher
         .encrypt(XNonce::from_slice(&nonce), plain.as_slice())
         .map_err(|_| CliError::other("encryption failed"))?;
-    let mut bytes = Vec::with_capacity(MAGIC.len() + SALT_LEN + NONCE_LEN + sealed.len());
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&salt);
-    bytes.extend_from_slice(&nonce);
-    bytes.extend_from_slice(&sealed);
+    let bytes = [MAGIC, &salt, &nonce, &sealed].concat();
     // Atomic, so that a failed `--force` keeps the old export rather than removing it first.
     write_atomic(&args.output, &bytes).map_err(|e| {
         CliError::other(format!(
