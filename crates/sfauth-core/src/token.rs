@@ -753,6 +753,37 @@ impl fmt::Debug for TokenKey {
     }
 }
 
+impl TokenKey {
+    /// The key as people read it in a message: its label, org and user (the login host and
+    /// the client id, which make the whole key two hundred characters long, are left out).
+    ///
+    /// ```
+    /// use sfauth_core::{LoginHost, TokenKey};
+    ///
+    /// let identity = "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK".parse()?;
+    /// let key = TokenKey::new(&LoginHost::Production, &identity, "3MVG9.key", "default");
+    /// assert_eq!(key.short().to_string(), "default (org 00D5e000000AbcdEAC, user 0055e000001XyZaAAK)");
+    /// # Ok::<(), sfauth_core::Error>(())
+    /// ```
+    pub fn short(&self) -> impl fmt::Display + '_ {
+        ShortKey(self)
+    }
+}
+
+struct ShortKey<'a>(&'a TokenKey);
+
+impl fmt::Display for ShortKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (org {}, user {})",
+            self.0.label(),
+            self.0.org_id(),
+            self.0.user_id()
+        )
+    }
+}
+
 impl fmt::Display for TokenKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let escape = |s: &str| s.replace('%', "%25").replace('|', "%7C");

@@ -8,14 +8,14 @@ use sfauth_core::error::Cause;
 
 /// What went wrong with a [`TokenManager`](crate::TokenManager) call.
 ///
-/// Messages name the tenant by its [`TokenKey`] string (host, org, user, client id, label: no
-/// secret) and never contain a token.
+/// Messages name the tenant briefly (its label, org and user: [`TokenKey::short`]; the whole key
+/// is [`Error::key`]) and never contain a token.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Salesforce refused the grant for good, now or earlier (the record is marked
     /// `ReauthRequired`): a human must authorize this tenant again.
-    #[error("re-authorization required for {key}: {reason}")]
+    #[error("re-authorization required for {key_}: {reason}", key_ = key.short())]
     ReauthorizationRequired {
         /// The tenant.
         key: Box<TokenKey>,
@@ -25,13 +25,13 @@ pub enum Error {
         cause: Option<Cause>,
     },
     /// The manager knows no tokens for this tenant, in memory or in the store.
-    #[error("no tokens stored for {key}")]
+    #[error("no tokens stored for {key_}", key_ = key.short())]
     UnknownTenant {
         /// The tenant.
         key: Box<TokenKey>,
     },
     /// A request to Salesforce failed; the core error says how (see its `kind()`).
-    #[error("salesforce request for {key} failed")]
+    #[error("salesforce request for {key_} failed", key_ = key.short())]
     OAuth {
         /// The tenant.
         key: Box<TokenKey>,
@@ -40,7 +40,7 @@ pub enum Error {
         source: sfauth_core::Error,
     },
     /// The token store failed.
-    #[error("token store failed for {key}")]
+    #[error("token store failed for {key_}", key_ = key.short())]
     Store {
         /// The tenant.
         key: Box<TokenKey>,
@@ -57,7 +57,8 @@ pub enum Error {
     },
     /// Salesforce returned tokens of another org or user than the tenant's; they were not stored.
     #[error(
-        "refreshed tokens for {key} belong to org {org_id} user {user_id}; they were not stored"
+        "refreshed tokens for {key_} belong to org {org_id} user {user_id}; they were not stored",
+        key_ = key.short()
     )]
     IdentityMismatch {
         /// The tenant.
@@ -68,7 +69,7 @@ pub enum Error {
         user_id: String,
     },
     /// Another process held the refresh lease and did not publish new tokens in time.
-    #[error("another refresher of {key} did not finish within {waited:?}{}", held_by(holder.as_deref(), *until))]
+    #[error("another refresher of {key_} did not finish within {waited:?}{}", held_by(holder.as_deref(), *until), key_ = key.short())]
     RefreshInProgress {
         /// The tenant.
         key: Box<TokenKey>,
@@ -85,7 +86,7 @@ pub enum Error {
     /// refresh token makes Salesforce revoke the whole family, the working access token with
     /// it. Once that token dies, one careful attempt is made. Meanwhile the cached token is
     /// served.
-    #[error("refresh of {key} is on hold: {reason}")]
+    #[error("refresh of {key_} is on hold: {reason}", key_ = key.short())]
     RefreshOnHold {
         /// The tenant.
         key: Box<TokenKey>,
@@ -96,20 +97,20 @@ pub enum Error {
     /// `TokenManager::set_renewal`, `TokenManagerBuilder::renewal_resolver` or
     /// `TokenManagerBuilder::default_renewal`. Nothing is marked in the store, so the tenant
     /// recovers as soon as a renewal is configured.
-    #[error("{key} has no refresh token and no renewal flow is configured")]
+    #[error("{key_} has no refresh token and no renewal flow is configured", key_ = key.short())]
     NoRenewal {
         /// The tenant.
         key: Box<TokenKey>,
     },
     /// The manager is shutting down (`TokenManager::shutdown`) and sends no token request.
-    #[error("the token manager is shutting down; {key} was not refreshed")]
+    #[error("the token manager is shutting down; {key_} was not refreshed", key_ = key.short())]
     ShuttingDown {
         /// The tenant.
         key: Box<TokenKey>,
     },
     /// New tokens were obtained but could not be saved. They are kept in memory, are not handed
     /// out, and saving them is retried first thing on the next call for this tenant.
-    #[error("refreshed tokens for {key} could not be saved; they are kept and saving is retried")]
+    #[error("refreshed tokens for {key_} could not be saved; they are kept and saving is retried", key_ = key.short())]
     Unsaved {
         /// The tenant.
         key: Box<TokenKey>,
@@ -119,7 +120,7 @@ pub enum Error {
     },
     /// A refresh of this tenant failed moments ago; the manager pauses before trying again
     /// rather than hammering Salesforce. `kind` is the kind of that failure.
-    #[error("refresh of {key} failed recently and is paused: {message}")]
+    #[error("refresh of {key_} failed recently and is paused: {message}", key_ = key.short())]
     RecentlyFailed {
         /// The tenant.
         key: Box<TokenKey>,

@@ -29,28 +29,45 @@
 //!
 //! # Example
 //!
+//! Salesforce sends no `expires_in`, which asks two things of a caller: tell the client the
+//! org's session timeout (Setup → Session Settings), so that tokens are refreshed before they
+//! die; and when a call still gets 401 `INVALID_SESSION_ID` (a session revoked or timed out
+//! early), report it with [`TokenManager::session_expired`] and retry once with the token it
+//! returns. (The adapters of `sfauth-adapters` will do the second for you.)
+//!
 //! ```no_run
 //! use std::sync::Arc;
-//! use sfauth::{ErrorKind, MemoryStore, TokenManager};
-//! use sfauth::core::{ConnectedApp, LoginHost, OAuthClient};
+//! use std::time::Duration;
+//! use sfauth::{ConnectedApp, ErrorKind, LoginHost, MemoryStore, OAuthClient, TokenManager};
 //!
-//! # async fn run(login_result: sfauth::core::TokenSet) -> sfauth::Result<()> {
+//! # async fn call_salesforce(_: &sfauth::AccessTokenGuard<'_>) -> u16 { 200 }
+//! # async fn run(login_result: sfauth::TokenSet) -> sfauth::Result<()> {
 //! let client = OAuthClient::new(
 //!     LoginHost::Production,
 //!     ConnectedApp::new("3MVG9.key").with_secret("secret"),
-//! );
+//! )
+//! .with_session_timeout(Duration::from_secs(2 * 3600));
 //! let manager = TokenManager::builder(client)
 //!     .store(Arc::new(MemoryStore::new()))
 //!     .build()
 //!     .await?;
 //! let key = manager.store_tokens(login_result, "default").await?;
 //!
-//! match manager.access_token(&key).await {
-//!     Ok(token) => println!("Authorization: Bearer <{} bytes>", token.secret().len()),
+//! let mut token = match manager.access_token(&key).await {
+//!     Ok(token) => token,
 //!     Err(error) if error.kind() == ErrorKind::ReauthorizationRequired => {
 //!         println!("ask the customer's admin to log in again: {error}");
+//!         return Ok(());
 //!     }
 //!     Err(error) => return Err(error),
+//! };
+//! for _ in 0..2 {
+//!     // Your request, with `token.authorization()` against `token.instance_url()`.
+//!     if call_salesforce(&token).await != 401 {
+//!         break;
+//!     }
+//!     let dead = token.access_token().clone();
+//!     token = manager.session_expired(&key, &dead).await?;
 //! }
 //! # Ok(())
 //! # }

@@ -47,9 +47,9 @@ use crate::tenant::Tenant;
 /// ```no_run
 /// use std::sync::Arc;
 /// use sfauth::{TokenManager, MemoryStore};
-/// use sfauth_core::{ConnectedApp, LoginHost, OAuthClient};
+/// use sfauth::{ConnectedApp, LoginHost, OAuthClient};
 ///
-/// # async fn run(tokens: sfauth_core::TokenSet) -> sfauth::Result<()> {
+/// # async fn run(tokens: sfauth::TokenSet) -> sfauth::Result<()> {
 /// let client = OAuthClient::new(LoginHost::Production, ConnectedApp::new("3MVG9.key"));
 /// let manager = TokenManager::builder(client)
 ///     .store(Arc::new(MemoryStore::new()))
@@ -137,8 +137,7 @@ impl TokenManagerBuilder {
     ///
     /// ```
     /// use sfauth::{Renewal, TokenManager};
-    /// use sfauth::core::{ConnectedApp, LoginHost, OAuthClient, PrivateKey};
-    /// use sfauth::core::flows::JwtBearer;
+    /// use sfauth::{ConnectedApp, JwtBearer, LoginHost, OAuthClient, PrivateKey};
     ///
     /// let client = OAuthClient::new(LoginHost::Production, ConnectedApp::new("3MVG9.key"));
     /// let builder = TokenManager::builder(client).renewal_resolver(|hint| {

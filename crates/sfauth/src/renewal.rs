@@ -19,8 +19,7 @@ pub type RenewalResolver = Arc<dyn Fn(&RenewalHint) -> Option<Renewal> + Send + 
 ///
 /// ```
 /// use sfauth::Renewal;
-/// use sfauth_core::PrivateKey;
-/// use sfauth_core::flows::JwtBearer;
+/// use sfauth::{JwtBearer, PrivateKey};
 ///
 /// let renewal = Renewal::JwtBearer(JwtBearer::new(
 ///     "integration@acme.example",
