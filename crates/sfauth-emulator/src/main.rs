@@ -1,8 +1,4 @@
 //! The `sfauth-emulator` binary: serves the emulator until interrupted.
-#![allow(
-    clippy::print_stdout,
-    reason = "the binary prints the seeded credentials for the user to copy"
-)]
 // Flags and the configuration file are outside input: no arithmetic on them may panic.
 #![warn(clippy::arithmetic_side_effects)]
 
@@ -72,31 +68,51 @@ async fn run(args: Args) -> sfauth_emulator::Result<()> {
         builder = builder.auto_approve(true);
     }
     let emulator = builder.start().await?;
+    print_banner(&banner(&emulator, configured));
+    let _ = tokio::signal::ctrl_c().await;
+    emulator.shutdown().await;
+    Ok(())
+}
+
+/// The seeded (or first configured) credentials, for the user to copy.
+fn banner(emulator: &Emulator, configured: bool) -> String {
     let c = emulator.credentials();
-    println!("sfauth-emulator listening on {}", emulator.base_url());
-    println!("  login URL        {}", c.login_url);
-    println!("  site URL         {}", emulator.site_url());
+    let mut text = format!(
+        "sfauth-emulator listening on {}\n  login URL        {}\n  site URL         {}\n",
+        emulator.base_url(),
+        c.login_url,
+        emulator.site_url()
+    );
     if configured {
-        println!("  (configured from file; first org, user and app shown)");
+        text.push_str("  (configured from file; first org, user and app shown)\n");
     }
-    println!("  org id           {}", c.org_id);
-    println!("  user id          {}", c.user_id);
-    println!("  username         {}", c.username);
-    println!("  password         {}", c.password);
-    println!("  security token   {}", c.security_token);
-    println!("  client id        {}", c.client_id);
-    println!("  client secret    {}", c.client_secret);
-    println!("  callback URL     {}", c.callback_url);
-    println!();
-    println!(
-        "Try: curl -s {}/services/oauth2/token -d grant_type=password -d client_id={} -d client_secret={} --data-urlencode username={} --data-urlencode password={}",
+    text.push_str(&format!(
+        "  org id           {}\n  user id          {}\n  username         {}\n  password         {}\n  security token   {}\n  client id        {}\n  client secret    {}\n  callback URL     {}\n\n",
+        c.org_id,
+        c.user_id,
+        c.username,
+        c.password,
+        c.security_token,
+        c.client_id,
+        c.client_secret,
+        c.callback_url
+    ));
+    text.push_str(&format!(
+        "Try: curl -s {}/services/oauth2/token -d grant_type=password -d client_id={} -d client_secret={} --data-urlencode username={} --data-urlencode password={}\n",
         c.login_url,
         c.client_id,
         c.client_secret,
         c.username,
         c.password_with_token()
-    );
-    let _ = tokio::signal::ctrl_c().await;
-    emulator.shutdown().await;
-    Ok(())
+    ));
+    text
+}
+
+/// Writes the banner in one piece and ignores a closed stdout: a reader that took the lines it
+/// wanted and went away (a test, `| head`) must not take the server down with a broken pipe,
+/// as `println!` would by panicking.
+fn print_banner(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
