@@ -728,9 +728,15 @@ impl Refresher {
                         continue;
                     }
                     // Keep the mark, so that the next refresher knows, and hold the token back
-                    // while the access token works.
+                    // while the access token works. On hold is transient whatever the failure
+                    // was (a malformed 2xx is a protocol error): the still-valid token is served.
                     tenant.hold();
-                    return Err(Error::oauth(&tenant.key, error));
+                    return Err(Error::RefreshOnHold {
+                        key: Box::new(key.clone()),
+                        reason: format!(
+                            "the refresh got no usable answer ({error}), so Salesforce may have rotated the refresh token; it is not sent again while the current access token works"
+                        ),
+                    });
                 }
                 Answer::Rejected => {
                     return self

@@ -391,3 +391,26 @@ async fn a_rotated_refresh_token_in_a_rejected_answer_is_kept() {
     assert_eq!(token.secret(), "00Dxx!NEWACCESS");
     assert_eq!(script.sent(), 2);
 }
+
+#[tokio::test]
+async fn a_malformed_2xx_puts_the_refresh_on_hold_and_the_working_token_is_served() {
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    let script = Scripted::default();
+    let (manager, key) = setup(store.clone(), &script).await;
+    // A 2xx that cannot be read: Salesforce may have rotated. The access token still works
+    // (userinfo says so), so nothing is re-sent and the caller is not failed.
+    script.push(Ok(http::Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(Bytes::from_static(b"{not json"))
+        .unwrap()));
+    let error = manager.refresh(&key).await.unwrap_err();
+    assert!(
+        matches!(error, sfauth::Error::RefreshOnHold { .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.kind(), ErrorKind::Transient);
+    assert_eq!(script.sent(), 1);
+    let stored = store.get(&key).await.unwrap().unwrap();
+    assert!(stored.refresh_in_flight.is_some());
+}
