@@ -198,6 +198,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_missing_tool_fails_ci_and_is_skipped_loudly_elsewhere() {
+        let mut skipped = Vec::new();
+        assert!(tool("cargo-x", true, "install it", true, &mut skipped).unwrap());
+        let error = tool("cargo-x", false, "install it", true, &mut skipped).unwrap_err();
+        assert_eq!(error.to_string(), "install it");
+        assert!(skipped.is_empty());
+        assert!(!tool("cargo-x", false, "install it", false, &mut skipped).unwrap());
+        assert_eq!(
+            skipped,
+            vec![("cargo-x".to_owned(), "install it".to_owned())]
+        );
+    }
+
+    #[test]
     fn totals_add_up_libtest_lines() {
         let mut totals = Totals::default();
         totals.add("test result: ok. 15 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 1.10s");
