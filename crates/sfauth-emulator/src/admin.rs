@@ -13,9 +13,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::context::Shared;
 use crate::faults::{Endpoint, Fault, FaultKind};
 use crate::model::{AppConfig, AppPolicy, UserConfig, UserStatus};
-use crate::server::Shared;
 use crate::state::{DeviceStatus, RefreshTokenStatus, State};
 
 pub(crate) fn routes(shared: &Arc<Shared>) -> Router<Arc<Shared>> {

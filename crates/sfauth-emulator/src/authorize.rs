@@ -8,11 +8,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::Value;
 
+use crate::context::{Shared, ViaSite};
 use crate::crypto;
 use crate::format::{Fields, xml_escape as esc};
 use crate::model::Flow;
 use crate::params::Params;
-use crate::server::{Shared, ViaSite};
 use crate::state::{AuthCode, DeviceStatus, State};
 use crate::token;
 

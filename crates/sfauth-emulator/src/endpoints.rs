@@ -8,10 +8,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::context::{Shared, ViaSite};
 use crate::format::{Format, OAuthError, respond};
 use crate::model::RevokeErrorFormat;
 use crate::params::{ClientAuth, Params, bearer};
-use crate::server::{Shared, ViaSite};
 use crate::state::{State, User};
 
 fn cors(mut response: Response) -> Response {

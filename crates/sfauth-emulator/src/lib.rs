@@ -213,6 +213,7 @@
 mod admin;
 mod authorize;
 mod clock;
+mod context;
 mod crypto;
 mod endpoints;
 mod error;

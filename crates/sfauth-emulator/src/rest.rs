@@ -9,9 +9,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::context::Shared;
 use crate::endpoints::rest_user;
 use crate::params::Params;
-use crate::server::Shared;
 use crate::state::User;
 
 /// The newest API version served.

@@ -1,7 +1,7 @@
 //! The builder, the running [`Emulator`] handle with its admin operations, and the router.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,87 +15,12 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
+use crate::context::{Rotated, Shared, ViaSite, Work};
 use crate::crypto::SigningKeys;
 use crate::faults::{self, Endpoint, Fault, FaultKind};
 use crate::model::{AppConfig, AppPolicy, EmulatorConfig, Settings, UserConfig, UserStatus};
 use crate::state::{Counters, DeviceStatus, RefreshTokenStatus, State, bump};
-use crate::token::Rotated;
 use crate::{Error, Result};
-
-/// State shared by every request handler.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    state: Mutex<State>,
-    pub(crate) clock: Clock,
-    pub(crate) keys: SigningKeys,
-    pub(crate) base_url: String,
-    /// The site prefix without slashes (empty: no site), fixed at start.
-    pub(crate) site_prefix: String,
-    shutdown: watch::Receiver<bool>,
-    /// How many requests are being processed, counting those whose client has gone.
-    work: watch::Sender<usize>,
-}
-
-impl Shared {
-    /// Locks the state. A handler that panicked cannot leave it half-updated in a way that matters
-    /// more than stopping the emulator would, so a poisoned lock is simply taken over.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Resolves when the emulator shuts down.
-    pub(crate) async fn shutting_down(&self) {
-        let mut rx = self.shutdown.clone();
-        // An error means the sender is gone, which also means shutting down.
-        let _ = rx.wait_for(|down| *down).await;
-    }
-
-    /// The URL of the Experience Cloud-style site.
-    pub(crate) fn site_url(&self) -> String {
-        format!("{}/{}", self.base_url, self.site_prefix)
-    }
-
-    /// Resolves when no request (admin requests aside) is being processed.
-    pub(crate) async fn idle(&self) {
-        let mut rx = self.work.subscribe();
-        // The sender lives in `self`, so this cannot fail while we hold it.
-        let _ = rx.wait_for(|n| *n == 0).await;
-    }
-}
-
-/// One request being processed; counted in [`Shared::work`] until dropped, however its task
-/// ends. Admin requests are not counted, so that the admin API's own wait for idleness does not
-/// wait for itself.
-struct Work {
-    shared: Arc<Shared>,
-    counted: bool,
-}
-
-impl Work {
-    fn begin(shared: &Arc<Shared>, counted: bool) -> Self {
-        if counted {
-            shared.work.send_modify(|n| *n = n.saturating_add(1));
-        }
-        Self {
-            shared: shared.clone(),
-            counted,
-        }
-    }
-}
-
-impl Drop for Work {
-    fn drop(&mut self) {
-        if self.counted {
-            self.shared.work.send_modify(|n| *n = n.saturating_sub(1));
-        }
-    }
-}
-
-/// Whether the request came through the Experience Cloud-style site prefix.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ViaSite(pub(crate) bool);
 
 /// Credentials of the seeded (or first configured) org, user and connected app.
 #[derive(Clone)]
@@ -263,15 +188,14 @@ impl EmulatorBuilder {
         let site_prefix = state.settings.site_prefix.trim_matches('/').to_owned();
         let credentials = first_credentials(&state);
         let (tx, rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            state: Mutex::new(state),
-            clock: self.clock,
+        let shared = Arc::new(Shared::new(
+            state,
+            self.clock,
             keys,
             base_url,
             site_prefix,
-            shutdown: rx.clone(),
-            work: watch::Sender::new(0),
-        });
+            rx.clone(),
+        ));
         let router = router(&shared);
         let mut stop = rx;
         let task = tokio::spawn(async move {
@@ -392,7 +316,7 @@ impl Emulator {
     /// (the emulator finishes every request it received, as Salesforce does). Admin API
     /// requests are not counted.
     pub fn requests_in_progress(&self) -> usize {
-        *self.shared.work.borrow()
+        self.shared.in_progress()
     }
 
     /// Resolves once no request is being processed: every request received so far (admin API

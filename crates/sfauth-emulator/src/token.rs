@@ -10,11 +10,11 @@ use axum::response::Response;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use crate::context::{Rotated, Shared, ViaSite};
 use crate::crypto;
 use crate::format::{Fields, Format, OAuthError, respond};
 use crate::model::{Flow, LatencyPlacement};
 use crate::params::{ClientAuth, Params};
-use crate::server::{Shared, ViaSite};
 use crate::state::{DeviceGrant, DeviceStatus, Issued, State, bump};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -61,11 +61,6 @@ pub(crate) async fn token(AxumState(shared): AxumState<Arc<Shared>>, req: Reques
     }
     response
 }
-
-/// Marks a token response whose refresh rotated the refresh token, so the server can count a
-/// rotation whose answer no client received.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Rotated;
 
 struct Ctx<'a> {
     shared: &'a Arc<Shared>,
