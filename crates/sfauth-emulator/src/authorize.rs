@@ -11,10 +11,10 @@ use serde_json::Value;
 use crate::context::{Shared, ViaSite};
 use crate::crypto;
 use crate::format::{Fields, xml_escape as esc};
+use crate::issue;
 use crate::model::Flow;
 use crate::params::Params;
 use crate::state::{AuthCode, DeviceStatus, State};
-use crate::token;
 
 /// The parameters that travel through the login and consent pages.
 const CARRIED: [&str; 12] = [
@@ -305,7 +305,7 @@ fn complete(shared: &Shared, request: &AuthRequest, user_id: &str) -> Response {
     }
     // The fragment carries what the token endpoint would answer (JWT access tokens, id token,
     // site fields included), so it is built by the token endpoint's own code.
-    let with_refresh = token::wants_refresh(&st, &request.client_id, &request.scopes);
+    let with_refresh = issue::wants_refresh(&st, &request.client_id, &request.scopes);
     let issued = st.issue(
         &request.client_id,
         user_id,
@@ -313,11 +313,11 @@ fn complete(shared: &Shared, request: &AuthRequest, user_id: &str) -> Response {
         with_refresh,
         now,
     );
-    let mut shape = token::full_shape();
+    let mut shape = issue::full_shape();
     shape.id_token_nonce = Some(request.nonce.clone());
     shape.id_token_asked = request.id_token;
-    shape.extra = token::site_fields(shared, request.via_site);
-    let mut fields = token::finish(shared, request.via_site, &mut st, issued, shape);
+    shape.extra = issue::site_fields(shared, request.via_site);
+    let mut fields = issue::finish(shared, request.via_site, &mut st, issued, shape);
     if fields.is_empty() {
         // The app or the user went away between validation and issuing.
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();

@@ -205,6 +205,15 @@ pub(crate) fn sign_with_pem(private_pem: &str, claims: &Value) -> Result<String,
     ))
 }
 
+/// Standard base64, tolerant of the URL-safe alphabet and missing padding.
+pub(crate) fn decode_base64_lenient(s: &str) -> Option<Vec<u8>> {
+    let trimmed: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    STANDARD
+        .decode(&trimmed)
+        .ok()
+        .or_else(|| URL_SAFE_NO_PAD.decode(trimmed.trim_end_matches('=')).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -221,6 +221,7 @@ mod faults;
 mod format;
 mod gateway;
 mod ids;
+mod issue;
 mod model;
 mod params;
 mod rest;

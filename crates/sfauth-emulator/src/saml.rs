@@ -20,7 +20,7 @@ pub(crate) struct SamlError(pub(crate) String);
 
 /// Decodes base64 (standard or URL-safe) and parses the assertion.
 pub(crate) fn parse_base64(encoded: &str) -> Result<Assertion, SamlError> {
-    let bytes = crate::token::decode_base64_lenient(encoded)
+    let bytes = crate::crypto::decode_base64_lenient(encoded)
         .ok_or_else(|| SamlError("not base64".to_owned()))?;
     let xml = String::from_utf8(bytes).map_err(|_| SamlError("not UTF-8".to_owned()))?;
     parse(&xml)
