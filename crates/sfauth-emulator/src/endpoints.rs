@@ -8,11 +8,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::bearer::identity_user;
 use crate::context::{Shared, ViaSite};
 use crate::format::{Format, OAuthError, respond};
 use crate::model::RevokeErrorFormat;
-use crate::params::{ClientAuth, Params, bearer};
-use crate::state::{State, User};
+use crate::params::{ClientAuth, Params};
+use crate::state::User;
 
 fn cors(mut response: Response) -> Response {
     response.headers_mut().insert(
@@ -133,32 +134,12 @@ pub(crate) async fn introspect(
     respond(StatusCode::OK, format, &fields)
 }
 
-/// Authenticates a bearer token for userinfo and the identity URL. UNCONFIRMED: failures answer
-/// 403 with Salesforce's identity-service codes `Missing_OAuth_Token` / `Bad_OAuth_Token`.
-fn identity_user(
-    shared: &Shared,
-    headers: &HeaderMap,
-    params: &Params,
-) -> Result<(User, Vec<String>), (StatusCode, &'static str)> {
-    let Some(token) = bearer(headers, Some(params)) else {
-        return Err((StatusCode::FORBIDDEN, "Missing_OAuth_Token"));
-    };
-    let now = shared.clock.now_ms();
-    let mut st = shared.lock();
-    let bad = (StatusCode::FORBIDDEN, "Bad_OAuth_Token");
-    let at = st.live_access(&token, now).ok_or(bad)?;
-    let (user_id, scopes) = (at.user_id.clone(), at.scopes.clone());
-    st.touch_access(&token, now);
-    let user = st.user(&user_id).cloned().ok_or(bad)?;
-    Ok((user, scopes))
-}
-
 fn urls(base: &str, user: &User, version: Option<&str>) -> Value {
     let v = version.map_or_else(
         || "{version}".to_owned(),
         |v| {
             if v == "latest" {
-                crate::rest::LATEST.to_owned()
+                crate::versions::LATEST.to_owned()
             } else {
                 v.to_owned()
             }
@@ -339,15 +320,4 @@ pub(crate) async fn discovery(AxumState(shared): AxumState<Arc<Shared>>, req: Re
 /// `/id/keys`.
 pub(crate) async fn jwks(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
     cors(Json(shared.keys.jwks()).into_response())
-}
-
-/// Used by REST: a live access token's user.
-pub(crate) fn rest_user(shared: &Shared, headers: &HeaderMap) -> Option<(User, Vec<String>)> {
-    let token = bearer(headers, None)?;
-    let now = shared.clock.now_ms();
-    let mut st: std::sync::MutexGuard<'_, State> = shared.lock();
-    let at = st.live_access(&token, now)?;
-    let (user_id, scopes) = (at.user_id.clone(), at.scopes.clone());
-    st.touch_access(&token, now);
-    st.user(&user_id).cloned().map(|u| (u, scopes))
 }

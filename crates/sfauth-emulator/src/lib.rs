@@ -212,6 +212,7 @@
 
 mod admin;
 mod authorize;
+mod bearer;
 mod clock;
 mod context;
 mod crypto;
@@ -229,6 +230,7 @@ mod saml;
 mod server;
 mod state;
 mod token;
+mod versions;
 
 pub use clock::Clock;
 pub use error::{Error, ErrorKind, Result};

@@ -9,23 +9,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::bearer::rest_user;
 use crate::context::Shared;
-use crate::endpoints::rest_user;
 use crate::params::Params;
 use crate::state::User;
-
-/// The newest API version served.
-pub(crate) const LATEST: &str = "64.0";
-
-/// Versions listed at `/services/data/` (oldest first, as Salesforce lists them).
-const VERSIONS: [(&str, &str); 6] = [
-    ("Winter '21", "50.0"),
-    ("Winter '23", "56.0"),
-    ("Winter '24", "59.0"),
-    ("Summer '24", "61.0"),
-    ("Winter '25", "62.0"),
-    ("Summer '25", "64.0"),
-];
+use crate::versions::{VERSIONS, version_ok};
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
     let mut r = (
@@ -55,25 +43,6 @@ fn not_found() -> Response {
         "NOT_FOUND",
         "The requested resource does not exist",
     )
-}
-
-/// `vNN.N` with a version number the emulator accepts (any from 20.0 up to the latest).
-fn version_ok(version: &str) -> bool {
-    let Some(number) = version.strip_prefix('v') else {
-        return false;
-    };
-    let Some((major, minor)) = number.split_once('.') else {
-        return false;
-    };
-    let (Ok(major), Ok(minor)) = (major.parse::<u32>(), minor.parse::<u32>()) else {
-        return false;
-    };
-    let latest: u32 = LATEST
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(64);
-    minor == 0 && (20..=latest).contains(&major)
 }
 
 /// 401 for a live session whose scopes do not include the REST API (`api` or `full`); clients
@@ -253,24 +222,5 @@ pub(crate) async fn sobject(
     }) {
         Some(row) => Json(row).into_response(),
         None => not_found(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions() {
-        for (v, ok) in [
-            ("v50.0", true),
-            ("v64.0", true),
-            ("v65.0", false),
-            ("v5.0", false),
-            ("50.0", false),
-            ("v50.1", false),
-        ] {
-            assert_eq!(version_ok(v), ok, "{v}");
-        }
     }
 }
