@@ -226,6 +226,7 @@ mod issue;
 mod model;
 mod params;
 mod rest;
+mod routes;
 mod saml;
 mod server;
 mod state;
