@@ -196,6 +196,7 @@ impl OAuthClient {
         validation.set_issuer(&issuers);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 60;
+        super::jwt::crypto_backend()?;
         let data =
             jsonwebtoken::decode::<IdTokenClaims>(token, &key, &validation).map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind as K;
@@ -206,6 +207,8 @@ impl OAuthClient {
                         K::InvalidAudience => "audience is not this client",
                         K::InvalidIssuer => "issuer is not accepted",
                         K::MissingRequiredClaim(_) => "a required claim is missing",
+                        // Also a header marking an extension `crit` (RFC 7515 §4.1.11) that
+                        // jsonwebtoken does not implement: it must not be accepted as if absent.
                         _ => "token is malformed",
                     }
                     .into(),
@@ -292,5 +295,53 @@ impl std::fmt::Debug for IdentityInfo {
 impl std::fmt::Debug for IdTokenClaims {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         crate::redact::debug_scrubbed("IdTokenClaims", self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use jsonwebtoken::{EncodingKey, Header};
+
+    use super::*;
+    use crate::{ConnectedApp, LoginHost};
+
+    const CLIENT_ID: &str = "3MVG9FakeConsumerKey";
+
+    fn token(header: &Header) -> IdToken {
+        let key =
+            EncodingKey::from_rsa_pem(include_bytes!("../../tests/fixtures/jwt_key.pem")).unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = serde_json::json!({
+            "sub": "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK",
+            "iss": "https://login.salesforce.com", "aud": CLIENT_ID, "exp": now.checked_add(300).unwrap(),
+        });
+        IdToken::new(jsonwebtoken::encode(header, &claims, &key).unwrap())
+    }
+
+    #[test]
+    fn a_critical_extension_nobody_implements_is_refused() {
+        let client = OAuthClient::new(LoginHost::Production, ConnectedApp::new(CLIENT_ID));
+        let jwks: JwkSet =
+            serde_json::from_slice(include_bytes!("../../tests/fixtures/jwks.json")).unwrap();
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("230".into());
+        let check = IdTokenCheck::default();
+        client
+            .validate_id_token_with_jwks(&jwks, &token(&header), &check)
+            .unwrap();
+
+        // Same key, same claims; only the header now says "do not accept me unless you
+        // understand `exp` as an extension", which a verifier that ignores `crit` would.
+        header.crit = Some(vec!["exp".into()]);
+        let error = client
+            .validate_id_token_with_jwks(&jwks, &token(&header), &check)
+            .unwrap_err();
+        assert_eq!(error.to_string(), "invalid id token: token is malformed");
+        assert_eq!(error.kind(), crate::ErrorKind::Protocol);
     }
 }

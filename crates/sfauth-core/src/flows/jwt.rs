@@ -76,6 +76,7 @@ impl JwtBearer {
         };
         let key = EncodingKey::from_rsa_pem(self.private_key.expose_secret().as_bytes())
             .map_err(|_| Error::config("private key is not a pem rsa key"))?;
+        crypto_backend()?;
         let mut header = Header::new(Algorithm::RS256);
         header.typ = None;
         let token = jsonwebtoken::encode(&header, &claims, &key).map_err(|e| {
@@ -93,9 +94,26 @@ fn signing_failure(error: &jsonwebtoken::errors::Error) -> &'static str {
     use jsonwebtoken::errors::ErrorKind as K;
     match error.kind() {
         K::InvalidRsaKey(_) | K::InvalidKeyFormat => "invalid rsa key",
-        K::RsaFailedSigning => "rsa signing failed",
+        // The backend parses the key's DER only when it signs, so a PEM whose body is not an RSA
+        // private key fails here; its message is the backend's, which we do not pass on.
+        K::Signing(_) | K::RsaFailedSigning => "rsa key rejected or signing failed",
         _ => "jwt error",
     }
+}
+
+/// Fails unless jsonwebtoken has a crypto backend for this process. We enable its `aws_lc_rs`
+/// feature, which makes aws-lc-rs the default, but a crate elsewhere in the build that also
+/// enables `rust_crypto` leaves jsonwebtoken with no default, and it then panics inside `encode`
+/// and `decode`. Checking first turns that build mistake into an error.
+pub(crate) fn crypto_backend() -> Result<(), Error> {
+    jsonwebtoken::crypto::CryptoProvider::try_get_default()
+        .map(|_| ())
+        .ok_or_else(|| {
+            Error::config(
+                "jsonwebtoken has no crypto backend: both or neither of its aws_lc_rs and \
+                 rust_crypto features are enabled, and none was installed",
+            )
+        })
 }
 
 impl OAuthClient {
@@ -120,5 +138,118 @@ impl OAuthClient {
             RetrySafety::CallerRetries,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+
+    use super::*;
+
+    /// The throwaway test key of `tests/fixtures`, PKCS#1 (`BEGIN RSA PRIVATE KEY`).
+    const PKCS1: &str = include_str!("../../tests/fixtures/jwt_key.pem");
+
+    fn der(pem: &str) -> Vec<u8> {
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        STANDARD.decode(body).unwrap()
+    }
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        let body = STANDARD.encode(der);
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    }
+
+    /// A DER length field.
+    fn len(n: usize) -> Vec<u8> {
+        match n {
+            0..=0x7f => vec![u8::try_from(n).unwrap()],
+            0x80..=0xff => vec![0x81, u8::try_from(n).unwrap()],
+            _ => vec![
+                0x82,
+                u8::try_from(n >> 8).unwrap(),
+                u8::try_from(n & 0xff).unwrap(),
+            ],
+        }
+    }
+
+    /// The same key wrapped as PKCS#8 (`BEGIN PRIVATE KEY`), what `openssl genrsa` writes since
+    /// OpenSSL 3 and what most users will upload: version 0, rsaEncryption with NULL parameters,
+    /// the PKCS#1 key in an OCTET STRING.
+    fn pkcs8(pkcs1_der: &[u8]) -> Vec<u8> {
+        let mut body = vec![0x02, 0x01, 0x00];
+        body.extend([
+            0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05,
+            0x00,
+        ]);
+        body.push(0x04);
+        body.extend(len(pkcs1_der.len()));
+        body.extend(pkcs1_der);
+        let mut out = vec![0x30];
+        out.extend(len(body.len()));
+        out.extend(body);
+        out
+    }
+
+    fn sign(key: &str) -> Result<SecretValue, Error> {
+        JwtBearer::new("user@example.com", PrivateKey::new(key)).assertion(
+            "client",
+            "https://login.salesforce.com",
+            UNIX_EPOCH
+                .checked_add(Duration::from_secs(1_700_000_000))
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_build_has_a_crypto_backend() {
+        crypto_backend().unwrap();
+    }
+
+    #[test]
+    fn pkcs1_and_pkcs8_keys_sign_the_same_assertion() {
+        // RS256 (PKCS#1 v1.5) is deterministic, so one key in two wrappings gives one token.
+        let from_pkcs1 = sign(PKCS1).unwrap();
+        let from_pkcs8 = sign(&pem("PRIVATE KEY", &pkcs8(&der(PKCS1)))).unwrap();
+        assert_eq!(from_pkcs1.expose_secret(), from_pkcs8.expose_secret());
+        assert_eq!(from_pkcs1.expose_secret().split('.').count(), 3);
+    }
+
+    #[test]
+    fn a_pem_that_is_not_an_rsa_key_is_a_config_error_naming_no_key_material() {
+        // Valid PEM, base64 and DER, but the body is not an RSAPrivateKey (a SEQUENCE of one
+        // INTEGER and one OCTET STRING): the backend rejects it only when it signs.
+        let secret_bytes = b"0123456789abcdef-not-an-rsa-key-but-secret-bytes";
+        let mut body = vec![0x02, 0x01, 0x00, 0x04];
+        body.extend(len(secret_bytes.len()));
+        body.extend(secret_bytes);
+        let mut der = vec![0x30];
+        der.extend(len(body.len()));
+        der.extend(body);
+        let junk = pem("RSA PRIVATE KEY", &der);
+        let error = sign(&junk).unwrap_err();
+        assert_eq!(error.kind(), crate::ErrorKind::Config, "{error}");
+        let shown = format!("{error} {error:?}");
+        assert_eq!(
+            error.to_string(),
+            "invalid configuration: cannot sign jwt assertion: rsa key rejected or signing failed"
+        );
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(
+            !shown.contains(&STANDARD.encode(secret_bytes)[..16]),
+            "{shown}"
+        );
+
+        let not_pem = sign("not a key").unwrap_err();
+        assert_eq!(not_pem.kind(), crate::ErrorKind::Config, "{not_pem}");
     }
 }
