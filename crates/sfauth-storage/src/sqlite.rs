@@ -257,14 +257,24 @@ fn decode_rows(keyring: &Keyring, rows: &[SqliteRow]) -> Result<Vec<TokenRecord>
         .collect()
 }
 
-/// Opens a row (`version`, `status`, `sealed`) of `key`, checking the clear status column
-/// against the sealed record.
+/// Opens a row of `key`, checking every clear column (the ones queries filter and writes are
+/// conditioned on) against the sealed record: a column that lies would hide a readable record
+/// from a filtered listing, or make it impossible to write.
 fn decode_row(keyring: &Keyring, key: &str, row: &SqliteRow) -> Result<TokenRecord> {
     let sealed: Vec<u8> = column(row, "sealed")?;
     let status: String = column(row, "status")?;
     let version = to_u64(column(row, "version")?, "version")?;
+    let org_id: String = column(row, "org_id")?;
+    let user_id: String = column(row, "user_id")?;
+    let client_id: String = column(row, "client_id")?;
+    let key_id: String = column(row, "key_id")?;
     let record = open_record(keyring, key, version, &sealed)?;
-    if record.status.kind().as_str() != status {
+    if record.status.kind().as_str() != status
+        || record.key.org_id().as_str() != org_id
+        || record.key.user_id().as_str() != user_id
+        || record.key.client_id() != client_id
+        || crate::crypto::blob_key_id(&sealed)? != key_id
+    {
         return Err(Error::corrupt(format!(
             "row for {key} contradicts its sealed record"
         )));
@@ -276,11 +286,14 @@ fn decode_row(keyring: &Keyring, key: &str, row: &SqliteRow) -> Result<TokenReco
 impl TokenStore for SqliteStore {
     async fn get(&self, key: &TokenKey) -> Result<Option<TokenRecord>> {
         let name = key.to_string();
-        let row = sqlx::query("SELECT version, status, sealed FROM token_records WHERE key = ?1")
-            .bind(&name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| backend("reading record", e))?;
+        let row = sqlx::query(
+            "SELECT version, status, sealed, org_id, user_id, client_id, key_id \
+             FROM token_records WHERE key = ?1",
+        )
+        .bind(&name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| backend("reading record", e))?;
         row.map(|row| decode_row(&self.keyring, &name, &row))
             .transpose()
     }
@@ -288,7 +301,8 @@ impl TokenStore for SqliteStore {
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
         let limit = query.effective_limit();
         let rows = sqlx::query(
-            "SELECT key, version, status, sealed FROM token_records \
+            "SELECT key, version, status, sealed, org_id, user_id, client_id, key_id \
+             FROM token_records \
              WHERE (?1 IS NULL OR org_id = ?1) AND (?2 IS NULL OR user_id = ?2) \
                AND (?3 IS NULL OR client_id = ?3) AND (?4 IS NULL OR status = ?4) \
                AND key > ?5 \
