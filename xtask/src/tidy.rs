@@ -4,8 +4,13 @@
 //! - every package inherits the workspace lints;
 //! - library code does not print (it returns values and logs through `tracing`);
 //! - the dependency arrows of `docs/ARCHITECTURE.md` hold: core does no I/O, storage and
-//!   transport do not know each other, and the emulator shares no code with the client.
+//!   transport do not know each other, and the emulator shares no code with the client;
+//! - inside every crate, the modules import each other in one direction: no `use crate::…`
+//!   cycle between a crate's top-level modules (what is under `#[cfg(test)]` is not counted);
+//! - the facade's documentation compiles for a user who depends on `sfauth` alone: no doc
+//!   comment of `crates/sfauth` names `sfauth_core`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -49,6 +54,8 @@ pub(crate) fn run() -> Result<()> {
     lint_inheritance(&root, &mut problems)?;
     no_printing_in_libraries(&root, &mut problems)?;
     dependency_direction(&mut problems)?;
+    module_cycles(&root, &mut problems)?;
+    facade_docs(&root, &mut problems)?;
     if problems.is_empty() {
         return Ok(());
     }
@@ -204,6 +211,159 @@ fn dependency_direction(problems: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
+/// Arrows the module-cycle check does not count yet, each with the reason and what is missing.
+/// FIXME: sfauth-core's `error` sits under every module that fails, yet
+/// `Error::TokensRejected` carries a `TokenSet` (so that a rotated refresh token in a rejected
+/// answer is never dropped); it needs the rejected tokens held in a type below `token`
+/// (issue #12).
+const KNOWN_ARROWS: &[(&str, &str, &str)] = &[("crates/sfauth-core/src", "error", "token")];
+
+/// The source directories whose modules must not import each other in a circle.
+fn source_dirs(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs = vec![root.join("xtask/src")];
+    for entry in fs::read_dir(root.join("crates")).context("reading crates/")? {
+        let src = entry?.path().join("src");
+        if src.is_dir() {
+            dirs.push(src);
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The top-level module a file of `src` belongs to (`state/tokens.rs` is `state`), or `None`
+/// for the crate root.
+fn top_module(src: &Path, file: &Path) -> Option<String> {
+    let relative = file.strip_prefix(src).ok()?;
+    let first = relative.components().next()?.as_os_str().to_string_lossy();
+    let name = first.trim_end_matches(".rs").to_owned();
+    (!matches!(name.as_str(), "lib" | "main")).then_some(name)
+}
+
+/// The top-level modules that `text` names through `crate::`, up to its first `#[cfg(test)]`.
+fn crate_references(text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
+    let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+    let mut found = BTreeSet::new();
+    for line in code.lines() {
+        let line = line.trim_start();
+        if line.starts_with("//") {
+            continue;
+        }
+        for (at, _) in line.match_indices("crate::") {
+            let rest = &line[at + "crate::".len()..];
+            // `use crate::{a, b::C}` names several modules at once.
+            let names: Vec<&str> = match rest.strip_prefix('{') {
+                Some(group) => group
+                    .split(['}', ';'])
+                    .next()
+                    .unwrap_or("")
+                    .split(',')
+                    .collect(),
+                None => vec![rest],
+            };
+            for name in names {
+                let name: String = name
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if modules.contains(&name) {
+                    found.insert(name);
+                }
+            }
+        }
+    }
+    found
+}
+
+fn module_cycles(root: &Path, problems: &mut Vec<String>) -> Result<()> {
+    for src in source_dirs(root)? {
+        let mut files = Vec::new();
+        rust_files(&src, &mut files)?;
+        let modules: BTreeSet<String> = files.iter().filter_map(|f| top_module(&src, f)).collect();
+        let mut arrows: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for file in &files {
+            let Some(from) = top_module(&src, file) else {
+                continue;
+            };
+            let text =
+                fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            let dir = relative(root, &src);
+            let known = |to: &String| {
+                KNOWN_ARROWS
+                    .iter()
+                    .any(|(d, f, t)| *d == dir && *f == from && t == to)
+            };
+            let targets = arrows.entry(from.clone()).or_default();
+            targets.extend(
+                crate_references(&text, &modules)
+                    .into_iter()
+                    .filter(|to| *to != from && !known(to)),
+            );
+        }
+        if let Some(cycle) = find_cycle(&arrows) {
+            problems.push(format!(
+                "{}: modules import each other in a circle: {}",
+                relative(root, &src),
+                cycle.join(" -> ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One circle of `arrows`, as the modules along it (the first repeated at the end), if any.
+fn find_cycle(arrows: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        arrows: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|seen| seen == node) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(node.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in arrows.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, arrows, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    arrows
+        .keys()
+        .find_map(|node| visit(node, arrows, &mut Vec::new(), &mut done))
+}
+
+fn facade_docs(root: &Path, problems: &mut Vec<String>) -> Result<()> {
+    let mut files = Vec::new();
+    rust_files(&root.join("crates/sfauth/src"), &mut files)?;
+    for file in files {
+        let text = fs::read_to_string(&file)?;
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim_start();
+            if (line.starts_with("///") || line.starts_with("//!")) && line.contains("sfauth_core")
+            {
+                problems.push(format!(
+                    "{}:{}: a doc comment of the facade names sfauth_core, which a user of sfauth alone cannot import: use sfauth::",
+                    relative(root, &file),
+                    number + 1
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn relative(root: &Path, path: &Path) -> String {
     path.strip_prefix(root)
         .unwrap_or(path)
@@ -213,6 +373,46 @@ fn relative(root: &Path, path: &Path) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_circle_of_modules_is_found_and_a_line_is_not() {
+        let arrows = |pairs: &[(&str, &str)]| {
+            let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for (from, to) in pairs {
+                map.entry((*from).into()).or_default().insert((*to).into());
+            }
+            map
+        };
+        let line = arrows(&[
+            ("manager", "engine"),
+            ("engine", "state"),
+            ("tenant", "engine"),
+        ]);
+        assert_eq!(find_cycle(&line), None);
+        let circle = arrows(&[
+            ("manager", "tenant"),
+            ("tenant", "state"),
+            ("state", "manager"),
+        ]);
+        assert_eq!(
+            find_cycle(&circle).unwrap(),
+            ["manager", "tenant", "state", "manager"]
+        );
+    }
+
+    #[test]
+    fn crate_references_read_groups_and_skip_comments_and_tests() {
+        let modules: BTreeSet<String> = ["state", "engine", "refresh", "clock"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let text = "use crate::state::{Cached, lock};\nuse crate::{clock, engine::Engine};\n\
+                    // crate::refresh is not named here\n#[cfg(test)]\nuse crate::refresh;\n";
+        let found: Vec<String> = crate_references(text, &modules).into_iter().collect();
+        assert_eq!(found, ["clock", "engine", "state"]);
+    }
+
     #[test]
     fn tidy() {
         if let Err(error) = super::run() {

@@ -248,32 +248,6 @@ impl TokenSet {
         }
     }
 
-    /// Takes the expiry from an introspection of this access token, unless a stronger source
-    /// (`expires_in`, JWT `exp`) already set it. Clamped to `[now, now + 24 h]`; see the
-    /// [module docs](self#the-sane-range).
-    pub fn apply_introspection(&mut self, introspection: &crate::flows::Introspection) {
-        self.apply_introspection_at(introspection, SystemTime::now());
-    }
-
-    /// [`Self::apply_introspection`] as of `now`.
-    pub fn apply_introspection_at(
-        &mut self,
-        introspection: &crate::flows::Introspection,
-        now: SystemTime,
-    ) {
-        let weaker = matches!(
-            self.expiry_source,
-            None | Some(ExpirySource::SessionTimeout)
-        );
-        if let (true, true, Some(exp)) = (weaker, introspection.active, introspection.exp) {
-            self.set_expiry(
-                UNIX_EPOCH.checked_add(Duration::from_secs(exp)),
-                now,
-                ExpirySource::Introspection,
-            );
-        }
-    }
-
     /// Takes the expiry from a session timeout (counted from `issued_at`, or else from `now`)
     /// when nothing better is known: for token sets stored before a timeout was configured.
     /// Clamped to the sane range like every estimate.
@@ -293,7 +267,12 @@ impl TokenSet {
 
     /// Sets the expiry to `at` clamped to `[start, start + MAX_SESSION]`; `None` (a time too
     /// far to represent) is the upper end.
-    fn set_expiry(&mut self, at: Option<SystemTime>, start: SystemTime, source: ExpirySource) {
+    pub(crate) fn set_expiry(
+        &mut self,
+        at: Option<SystemTime>,
+        start: SystemTime,
+        source: ExpirySource,
+    ) {
         let latest = start.checked_add(MAX_SESSION).unwrap_or(start);
         let at = at.map_or(latest, |at| at.max(start).min(latest));
         self.expires_at = Some(at);

@@ -1,6 +1,8 @@
 //! Token introspection (`POST /services/oauth2/introspect`, RFC 7662) and revocation
 //! (`/services/oauth2/revoke`).
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use serde::{Deserialize, Serialize};
 
 use crate::client::OAuthClient;
@@ -8,6 +10,7 @@ use crate::error::{Context, Error};
 use crate::format::{Fields, read_response};
 use crate::http::{HttpTransport, RetrySafety};
 use crate::secret::SecretValue;
+use crate::token::ExpirySource;
 
 /// What the introspection endpoint says about a token.
 ///
@@ -187,5 +190,29 @@ impl OAuthClient {
 impl std::fmt::Debug for Introspection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         crate::redact::debug_scrubbed("Introspection", self, f)
+    }
+}
+// Here rather than in `token.rs`, so that the token types do not depend on the flows.
+impl crate::token::TokenSet {
+    /// Takes the expiry from an introspection of this access token, unless a stronger source
+    /// (`expires_in`, JWT `exp`) already set it. Clamped to `[now, now + 24 h]`; see the
+    /// [module docs](crate::token#the-sane-range).
+    pub fn apply_introspection(&mut self, introspection: &Introspection) {
+        self.apply_introspection_at(introspection, SystemTime::now());
+    }
+
+    /// [`Self::apply_introspection`] as of `now`.
+    pub fn apply_introspection_at(&mut self, introspection: &Introspection, now: SystemTime) {
+        let weaker = matches!(
+            self.expiry_source,
+            None | Some(ExpirySource::SessionTimeout)
+        );
+        if let (true, true, Some(exp)) = (weaker, introspection.active, introspection.exp) {
+            self.set_expiry(
+                UNIX_EPOCH.checked_add(Duration::from_secs(exp)),
+                now,
+                ExpirySource::Introspection,
+            );
+        }
     }
 }
