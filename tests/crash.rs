@@ -50,7 +50,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sfauth::core::{Cause, ConnectedApp, LoginHost, OAuthClient, TokenKey};
+use sfauth::oauth::{Cause, ConnectedApp, LoginHost, OAuthClient, TokenKey};
 use sfauth::storage::{Key, Keyring, RecordStatus, TokenRecord, TokenStore};
 use sfauth::{ErrorKind, FileStore, SqliteStore, TokenManager};
 use sfauth_emulator::{Counters, LatencyPlacement, RefreshTokenStatus};

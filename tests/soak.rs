@@ -91,12 +91,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sfauth::core::flows::AuthorizeParams;
-use sfauth::core::http::{
+use sfauth::oauth::flows::AuthorizeParams;
+use sfauth::oauth::http::{
     BodyTruncated, HttpRequest, HttpResponse, HttpTransport, RetrySafety, TransportError,
     TransportErrorKind,
 };
-use sfauth::core::{AccessToken, Cause, ConnectedApp, LoginHost, OAuthClient, TokenKey, TokenSet};
+use sfauth::oauth::{AccessToken, Cause, ConnectedApp, LoginHost, OAuthClient, TokenKey, TokenSet};
 use sfauth::{Error, MemoryStore, RefreshPolicy, TokenManager, TokenStore};
 use sfauth_emulator::{
     AppConfig, AppPolicy, Clock, Emulator, EmulatorConfig, Endpoint, Fault, FaultKind, OrgConfig,

@@ -8,7 +8,7 @@ use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sfauth::core::{ClientAuth, ConnectedApp, Endpoints, LoginHost};
+use sfauth::oauth::{ClientAuth, ConnectedApp, Endpoints, LoginHost};
 use url::Url;
 use zeroize::Zeroizing;
 

@@ -126,8 +126,8 @@ impl CliError {
     }
 
     /// The error of a direct `OAuthClient` call (`what`: "login", "revoke", ...).
-    pub(crate) fn core(error: &sfauth::core::Error, what: &str, fix: &str) -> Self {
-        use sfauth::core::ErrorKind as Core;
+    pub(crate) fn core(error: &sfauth::oauth::Error, what: &str, fix: &str) -> Self {
+        use sfauth::oauth::ErrorKind as Core;
         let detail = chain(error);
         match error.kind() {
             Core::Transient | Core::RateLimited | Core::RefreshInProgress => Self::new(

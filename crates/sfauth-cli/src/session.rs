@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sfauth::core::flows::JwtBearer;
-use sfauth::core::http::HttpTransport;
-use sfauth::core::{OAuthClient, PrivateKey};
+use sfauth::oauth::flows::JwtBearer;
+use sfauth::oauth::http::HttpTransport;
+use sfauth::oauth::{OAuthClient, PrivateKey};
 use sfauth::transport::{ReqwestTransport, Retry, RetryPolicy};
 use sfauth::{RefreshPolicy, Renewal, TokenManager};
 

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sfauth::STORE_KEY_ENV;
-use sfauth::core::{LoginHost, TokenKey};
+use sfauth::oauth::{LoginHost, TokenKey};
 use sfauth::storage::{
     FileStore, Key, Keyring, ListQuery, SqliteStore, TokenRecord, TokenStore, TokenStoreExt as _,
 };

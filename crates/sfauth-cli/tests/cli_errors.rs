@@ -230,3 +230,30 @@ async fn a_huge_session_timeout_is_a_usage_error_and_loses_nothing() {
     assert_eq!(cli.emulator.counters().grant("refresh_token"), 0);
     assert_eq!(cli.token("prod").await, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_503_is_transient_exit_4_and_loses_nothing() {
+    use sfauth_emulator::{Endpoint, Fault, FaultKind};
+    let cli = Cli::start().await;
+    cli.login_web("prod").await.ok();
+    let before = cli.token("prod").await;
+    // A proxy's 2 MiB maintenance page: over the body cap, yet a 503 is still "try later".
+    cli.emulator.inject_fault(
+        Fault::new(
+            Endpoint::Token,
+            FaultKind::Response {
+                status: 503,
+                content_type: "text/html".into(),
+                body: "<p>maintenance</p>".repeat(120_000),
+            },
+        )
+        .times(1),
+    );
+    let run = cli.run(&["refresh", "prod"]).await;
+    assert_eq!(run.code, 4, "{run:?}");
+    assert_eq!(
+        cli.token("prod").await,
+        before,
+        "the stored login is untouched"
+    );
+}

@@ -106,10 +106,6 @@ pub use tenant::Tenant;
 /// Salesforce's OAuth protocol: every flow, the token types, errors and the HTTP boundary
 /// (the `sfauth-core` crate).
 pub use sfauth_core as oauth;
-// FIXME: the former name, kept until every caller in the workspace uses `oauth`; it shadows
-// std's `core` in a `use sfauth::*`.
-#[doc(hidden)]
-pub use sfauth_core as core;
 /// Token stores: the trait, the backends and their encryption (the `sfauth-storage` crate).
 pub use sfauth_storage as storage;
 /// HTTP transports: reqwest, retries, a recorder (the `sfauth-transport` crate).

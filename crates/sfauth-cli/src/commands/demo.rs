@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sfauth::core::flows::{AuthorizeParams, RevokeMethod};
-use sfauth::core::http::{HttpTransport, RetrySafety};
-use sfauth::core::{AccessToken, ConnectedApp, LoginHost, OAuthClient, SecretValue, TokenKey};
+use sfauth::oauth::flows::{AuthorizeParams, RevokeMethod};
+use sfauth::oauth::http::{HttpTransport, RetrySafety};
+use sfauth::oauth::{AccessToken, ConnectedApp, LoginHost, OAuthClient, SecretValue, TokenKey};
 use sfauth::storage::{Key, Keyring, SqliteStore};
 use sfauth::{Event, EventKind, TokenManager};
 use sfauth_emulator::Emulator;

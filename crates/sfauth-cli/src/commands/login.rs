@@ -10,9 +10,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::Html;
 use sfauth::TokenManager;
-use sfauth::core::flows::{AuthorizeParams, JwtBearer, TokenExchange, token_type};
-use sfauth::core::http::HttpTransport;
-use sfauth::core::{OAuthClient, Password, PrivateKey, SecretValue, TokenKey, TokenSet};
+use sfauth::oauth::flows::{AuthorizeParams, JwtBearer, TokenExchange, token_type};
+use sfauth::oauth::http::HttpTransport;
+use sfauth::oauth::{OAuthClient, Password, PrivateKey, SecretValue, TokenKey, TokenSet};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use url::Url;
@@ -252,7 +252,7 @@ fn login_client(connection: &Connection, ask_secret: bool) -> Result<OAuthClient
     Ok(OAuthClient::new(connection.host.clone(), app))
 }
 
-fn login_error(error: &sfauth::core::Error, flow: &str, alias: &str) -> CliError {
+fn login_error(error: &sfauth::oauth::Error, flow: &str, alias: &str) -> CliError {
     CliError::core(
         error,
         "login",

@@ -6,8 +6,8 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use sfauth::core::SecretValue;
-use sfauth::core::flows::{RevokeMethod, TokenTypeHint};
+use sfauth::oauth::SecretValue;
+use sfauth::oauth::flows::{RevokeMethod, TokenTypeHint};
 
 use crate::cli::{AliasArgs, AliasJsonArgs, RefreshArgs, TokenArgs};
 use crate::error::{CliError, Exit, Result};
@@ -17,7 +17,7 @@ use crate::store::{Resolved, Store};
 /// A stored login, the manager serving it, and a valid access token for it.
 struct SignedIn {
     resolved: crate::store::Resolved,
-    transport: std::sync::Arc<dyn sfauth::core::http::HttpTransport>,
+    transport: std::sync::Arc<dyn sfauth::oauth::http::HttpTransport>,
     manager: sfauth::TokenManager,
     guard: sfauth::AccessTokenGuard<'static>,
 }
@@ -44,14 +44,14 @@ impl SignedIn {
     /// Calls userinfo with the token; when Salesforce no longer accepts it, refreshes once
     /// (through the manager, so the refresh is shared and saved) and calls again. `doing` and
     /// `fix` word the error.
-    async fn userinfo(&mut self, doing: &str, fix: &str) -> Result<sfauth::core::flows::UserInfo> {
+    async fn userinfo(&mut self, doing: &str, fix: &str) -> Result<sfauth::oauth::flows::UserInfo> {
         let client = self.manager.client();
         match client
             .userinfo(self.transport.as_ref(), self.guard.access_token())
             .await
         {
             Ok(info) => Ok(info),
-            Err(e) if e.kind() == sfauth::core::ErrorKind::SessionExpired => {
+            Err(e) if e.kind() == sfauth::oauth::ErrorKind::SessionExpired => {
                 let stale = self.guard.access_token().clone();
                 self.guard = self
                     .manager
@@ -236,7 +236,7 @@ async fn refresh_one(
     store: &Store,
     resolved: &Resolved,
     ctx: &Context,
-    transport: std::sync::Arc<dyn sfauth::core::http::HttpTransport>,
+    transport: std::sync::Arc<dyn sfauth::oauth::http::HttpTransport>,
 ) -> Result<()> {
     let manager = session::manager_for(store, resolved, &ctx.file, transport).await?;
     manager
@@ -279,7 +279,7 @@ pub(crate) async fn revoke(args: &AliasArgs, ctx: &Context) -> Result<()> {
     {
         Ok(()) => {}
         // An already-dead token is what revoking wanted.
-        Err(e) if e.kind() == sfauth::core::ErrorKind::ReauthorizationRequired => {}
+        Err(e) if e.kind() == sfauth::oauth::ErrorKind::ReauthorizationRequired => {}
         Err(e) => {
             return Err(CliError::core(
                 &e,

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
-use sfauth::core::ExpirySource;
+use sfauth::oauth::ExpirySource;
 use sfauth::storage::{RecordStatus, TokenRecord};
 
 use crate::cli::ListArgs;
@@ -258,7 +258,7 @@ mod tests {
 
     /// A record without a stored expiry, issued at `issued` with `lifetime` learned.
     fn record(issued: SystemTime, lifetime: Option<Duration>) -> TokenRecord {
-        use sfauth::core::{AccessToken, IdentityUrl, LoginHost, TokenKey, TokenSet};
+        use sfauth::oauth::{AccessToken, IdentityUrl, LoginHost, TokenKey, TokenSet};
         let identity: IdentityUrl =
             "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK"
                 .parse()

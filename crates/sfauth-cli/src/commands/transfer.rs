@@ -13,7 +13,7 @@ use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
-use sfauth::core::{TokenKey, TokenSet};
+use sfauth::oauth::{TokenKey, TokenSet};
 use sfauth::storage::{TokenRecord, TokenStoreExt as _};
 use zeroize::Zeroizing;
 
