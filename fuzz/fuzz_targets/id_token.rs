@@ -1,5 +1,10 @@
-//! ID token validation (`OAuthClient::validate_id_token_with_jwks`) on any token and any JWKS:
-//! a validated token or a typed error, never a panic, and never the token in an error.
+//! ID token validation (`OAuthClient::validate_id_token`, which fetches the JWKS and hands it to
+//! `validate_id_token_with_jwks`) on any token and any JWKS document: a validated token or a
+//! typed error, never a panic, and never the token in an error.
+//!
+//! The JWKS is served as bytes through a closure transport rather than passed as a
+//! `jsonwebtoken::jwk::JwkSet`, so this crate's jsonwebtoken (used only to sign test tokens) need
+//! not be the version sfauth-core validates with.
 //!
 //! Three kinds of input: any text as a token against the fixture JWKS; any JWKS document with
 //! any token; and fuzzed claims signed with the fixture's private key, so that the checks behind
@@ -12,11 +17,12 @@
 use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::jwk::JwkSet;
+use bytes::Bytes;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use sfauth_core::flows::IdTokenCheck;
+use sfauth_core::http::{HttpRequest, HttpResponse, TransportError};
 use sfauth_core::{ConnectedApp, IdToken, LoginHost, OAuthClient};
 
 const CLIENT_ID: &str = "3MVG9.fuzz";
@@ -30,8 +36,6 @@ static JWKS_JSON: &str = include_str!("../../crates/sfauth-core/tests/fixtures/j
 
 static KEY: LazyLock<EncodingKey> =
     LazyLock::new(|| EncodingKey::from_rsa_pem(PEM).expect("the fixture key"));
-static JWKS: LazyLock<JwkSet> =
-    LazyLock::new(|| serde_json::from_str(JWKS_JSON).expect("the fixture jwks"));
 static CLIENT: LazyLock<OAuthClient> =
     LazyLock::new(|| OAuthClient::new(LoginHost::Production, ConnectedApp::new(CLIENT_ID)));
 
@@ -110,12 +114,10 @@ impl Claim {
 fuzz_target!(|input: Input| {
     match input {
         Input::Raw(token) => {
-            validate(&JWKS, &token, &IdTokenCheck::default());
+            validate(JWKS_JSON.as_bytes(), &token, &IdTokenCheck::default());
         }
         Input::Jwks { jwks, token } => {
-            if let Ok(jwks) = serde_json::from_str::<JwkSet>(&jwks) {
-                validate(&jwks, &token, &IdTokenCheck::default());
-            }
+            validate(jwks.as_bytes(), &token, &IdTokenCheck::default());
         }
         Input::Signed(signed) => signed_token(&signed),
     }
@@ -123,11 +125,21 @@ fuzz_target!(|input: Input| {
 
 /// Validates `token`; an error never shows it.
 fn validate(
-    jwks: &JwkSet,
+    jwks: &[u8],
     token: &str,
     check: &IdTokenCheck,
 ) -> Option<sfauth_core::flows::IdTokenClaims> {
-    match CLIENT.validate_id_token_with_jwks(jwks, &IdToken::new(token), check) {
+    let jwks = Bytes::copy_from_slice(jwks);
+    let transport = move |_request: HttpRequest| {
+        let response = Ok::<_, TransportError>(HttpResponse::new(jwks.clone()));
+        async move { response }
+    };
+    let validated = sfauth_fuzz::runtime().block_on(CLIENT.validate_id_token(
+        &transport,
+        &IdToken::new(token),
+        check,
+    ));
+    match validated {
         Ok(claims) => Some(claims),
         Err(error) => {
             let text = format!("{error} {error:?}");
@@ -176,7 +188,7 @@ fn signed_token(signed: &Signed) {
         nonce: signed.expected_nonce.clone(),
         ..IdTokenCheck::default()
     };
-    let result = validate(&JWKS, &token, &check);
+    let result = validate(JWKS_JSON.as_bytes(), &token, &check);
 
     let get = |name: &str| claims.get(name);
     let is_client = |aud: &serde_json::Value| match aud {
