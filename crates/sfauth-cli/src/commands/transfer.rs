@@ -133,10 +133,13 @@ pub(crate) async fn import(args: &ImportArgs, ctx: &Context) -> Result<()> {
                 ))
             })?,
     );
+    // Only where the JSON broke, never serde's message: it can quote the decrypted tokens.
     let payload: Payload = serde_json::from_slice(&plain).map_err(|e| {
         CliError::other(format!(
-            "{} holds no readable logins ({e})",
-            args.file.display()
+            "{} holds no readable logins (not valid at line {}, column {})",
+            args.file.display(),
+            e.line(),
+            e.column()
         ))
     })?;
     let store = ctx.open_store().await?;
