@@ -18,7 +18,7 @@
 //!
 //! | metric | kind | labels |
 //! |---|---|---|
-//! | `sfauth_refreshes_total` | counter | `outcome` (`refreshed`, `adopted`, `waited`, `reauth_required`, `failed`), `cause` (a [`core::Cause`] name for `reauth_required`, an [`ErrorKind`] name for `failed`, else `none`), `trigger` (`expiring`, `session_expired`, `forced`, `background`) |
+//! | `sfauth_refreshes_total` | counter | `outcome` (`refreshed`, `adopted`, `waited`, `reauth_required`, `failed`), `cause` (a [`Cause`] name for `reauth_required`, an [`ErrorKind`] name for `failed`, else `none`), `trigger` (`expiring`, `session_expired`, `forced`, `background`) |
 //! | `sfauth_refresh_duration_seconds` | histogram | |
 //! | `sfauth_token_requests_total` | counter | |
 //! | `sfauth_coalesced_callers_total` | counter | |

@@ -278,7 +278,7 @@ impl TokenManager {
     /// caller. While a refresh fails for a transient reason, a token that has not expired yet
     /// keeps being served.
     ///
-    /// Fails fast with [`ErrorKind::ReauthorizationRequired`] for a tenant that needs a new
+    /// Fails fast with [`ErrorKind::ReauthorizationRequired`](crate::ErrorKind::ReauthorizationRequired) for a tenant that needs a new
     /// login.
     ///
     /// The cache is checked when this is called, before the future is first polled; a cache
@@ -446,7 +446,7 @@ impl TokenManager {
     ///
     /// The tenant's secrets leave memory at once: its token, tokens waiting to be saved, and
     /// its renewal credentials; a refresh still in flight does not bring them back. [`Tenant`]
-    /// handles taken before then answer [`ErrorKind::UnknownTenant`] for good, even after a new
+    /// handles taken before then answer [`ErrorKind::UnknownTenant`](crate::ErrorKind::UnknownTenant) for good, even after a new
     /// login under the same key: take a new handle. A future returned by
     /// [`access_token`](Self::access_token) before the removal already holds its token.
     pub async fn remove(&self, key: &TokenKey) -> Result<bool> {
