@@ -626,6 +626,42 @@ pub async fn put_with_lost_lease_changes_nothing(store: &dyn TokenStore) {
     assert_eq!(store.put(lost, 2, Some(&taken)).await.expect("put"), 3);
 }
 
+/// A live [`Watch`](crate::Watch) fires after a write to its key made after it was taken,
+/// whichever write it is (insert, put, delete); a backend without notifications passes
+/// trivially (its watches are not live and callers poll).
+pub async fn watch_sees_writes(store: &dyn TokenStore) {
+    let ns = Namespace::new();
+    let (key, record) = ns.fresh("watch");
+    let within = Duration::from_secs(5);
+    let before = store.watch(&key).await.expect("watch");
+    if !before.is_live() {
+        return;
+    }
+    store.insert(record.clone()).await.expect("insert");
+    assert!(before.changed(within).await, "an insert wakes a watch");
+
+    let watch = store.watch(&key).await.expect("watch");
+    let version = store.put(record.clone(), 1, None).await.expect("put");
+    assert!(watch.changed(within).await, "a put wakes a watch");
+
+    // The write lands while the watcher is already waiting, from another task.
+    let watch = store.watch(&key).await.expect("watch");
+    let waiting = tokio::spawn(watch.changed(within));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(store.delete(&key, Some(version)).await.expect("delete"));
+    assert!(waiting.await.expect("join"), "a delete wakes a waiting watch");
+
+    // Another key's write need not wake it, and a watch on a key nobody writes times out.
+    let (other, other_record) = ns.fresh("watch-other");
+    let quiet = store.watch(&other).await.expect("watch");
+    store.insert(other_record).await.expect("insert");
+    let quiet_again = store.watch(&key).await.expect("watch");
+    drop(quiet);
+    let started = std::time::Instant::now();
+    let _ = quiet_again.changed(Duration::from_millis(100)).await;
+    assert!(started.elapsed() < within, "the fallback bounds the wait");
+}
+
 /// `lease` reports the current holder, fence and expiry exactly as issued, and `None` for a
 /// free, released or expired lease; asking changes nothing.
 pub async fn lease_is_reported_and_unchanged(store: &dyn TokenStore) {
@@ -1386,6 +1422,7 @@ macro_rules! conformance_tests {
             renew_after_expiry_is_lost,
             take_over_replaces_only_the_stale_lease,
             take_over_race,
+            watch_sees_writes,
             listing_filters_and_pagination,
             status_transitions
         );

@@ -102,4 +102,4 @@ pub use record::{
 pub use sqlite::SqliteStore;
 #[cfg(feature = "mock")]
 pub use store::MockTokenStore;
-pub use store::{TokenStore, TokenStoreExt};
+pub use store::{TokenStore, TokenStoreExt, Watch};

@@ -10,7 +10,7 @@ use sfauth_core::TokenKey;
 use crate::error::{Error, Result};
 use crate::lease::{LeaseState, check_key};
 use crate::record::{Lease, ListPage, ListQuery, TokenRecord, next_version};
-use crate::store::TokenStore;
+use crate::store::{TokenStore, Watch};
 
 /// A [`TokenStore`] in memory: one process, nothing survives it. Always available.
 ///
@@ -26,6 +26,17 @@ struct Inner {
     /// Keyed by the key's string form, which is also the listing order.
     records: BTreeMap<String, TokenRecord>,
     leases: HashMap<String, LeaseState>,
+    /// One channel per watched key; a write sends on it. Kept for the store's life, like
+    /// the lease states: a few bytes per key ever watched.
+    watchers: HashMap<String, tokio::sync::watch::Sender<()>>,
+}
+
+impl Inner {
+    fn changed(&self, name: &str) {
+        if let Some(sender) = self.watchers.get(name) {
+            sender.send_replace(());
+        }
+    }
 }
 
 impl MemoryStore {
@@ -70,6 +81,7 @@ impl TokenStore for MemoryStore {
             )));
         }
         record.version = 1;
+        inner.changed(&name);
         inner.records.insert(name, record);
         Ok(1)
     }
@@ -101,6 +113,7 @@ impl TokenStore for MemoryStore {
         }
         let version = next_version(expected_version)?;
         record.version = version;
+        inner.changed(&name);
         inner.records.insert(name, record);
         Ok(version)
     }
@@ -113,7 +126,10 @@ impl TokenStore for MemoryStore {
             (Some(current), Some(expected)) if current.version != expected => {
                 Err(Error::stale(&name, current.version, expected))
             }
-            (Some(_), _) => Ok(inner.records.remove(&name).is_some()),
+            (Some(_), _) => {
+                inner.changed(&name);
+                Ok(inner.records.remove(&name).is_some())
+            }
         }
     }
 
@@ -132,8 +148,11 @@ impl TokenStore for MemoryStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
-        if let Some(state) = self.lock().leases.get_mut(&lease.key.to_string()) {
+        let name = lease.key.to_string();
+        let mut inner = self.lock();
+        if let Some(state) = inner.leases.get_mut(&name) {
             state.release(lease);
+            inner.changed(&name);
         }
         Ok(())
     }
@@ -159,6 +178,20 @@ impl TokenStore for MemoryStore {
             // Checked here too, so that a bad holder is refused whatever the lease's state.
             None => crate::lease::check_holder(holder).map(|()| None),
         }
+    }
+
+    async fn watch(&self, key: &TokenKey) -> Result<Watch> {
+        let mut receiver = self
+            .lock()
+            .watchers
+            .entry(key.to_string())
+            .or_insert_with(|| tokio::sync::watch::channel(()).0)
+            .subscribe();
+        // Subscribing marks the current value seen, so only a later send wakes this watch.
+        Ok(Watch::new(async move {
+            // An error means the store was dropped: nothing more will change.
+            let _ = receiver.changed().await;
+        }))
     }
 }
 

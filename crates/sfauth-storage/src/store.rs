@@ -1,5 +1,8 @@
 //! The [`TokenStore`] trait every backend implements, and [`TokenStoreExt`], its helpers.
 
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -134,6 +137,77 @@ pub trait TokenStore: Send + Sync {
     /// this host that no longer exists): a live holder loses its lease, and its conditional
     /// writes fail with [`LeaseLost`](crate::ErrorKind::LeaseLost).
     async fn take_over(&self, stale: &Lease, holder: &str, ttl: Duration) -> Result<Option<Lease>>;
+
+    /// A [`Watch`] on `key`: it resolves when a write to `key` (insert, put, delete, release
+    /// of its lease) may have happened after this call returned.
+    ///
+    /// Lets a process that lost the lease learn that the winner's tokens are stored without
+    /// polling: watch first, then read, then wait on the watch (a write between the read and
+    /// the wait is not missed, because the watch was registered before the read). Backends
+    /// with a notification channel (Redis pub/sub, PostgreSQL `LISTEN/NOTIFY`, an in-process
+    /// map) implement it; the default is a watch that never fires, so callers always bound
+    /// the wait with [`Watch::changed`]'s fallback and poll. Wake-ups may be spurious:
+    /// re-read after every one.
+    async fn watch(&self, key: &TokenKey) -> Result<Watch> {
+        let _ = key;
+        Ok(Watch::never())
+    }
+}
+
+/// A registered interest in one key's changes, from [`TokenStore::watch`].
+///
+/// ```
+/// use std::time::Duration;
+/// use sfauth_storage::Watch;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // A backend without notifications: the fallback bounds the wait.
+/// let fired = Watch::never().changed(Duration::from_millis(5)).await;
+/// assert!(!fired);
+/// # }
+/// ```
+pub struct Watch {
+    fired: Option<Pin<Box<dyn Future<Output = ()> + Send + 'static>>>,
+}
+
+impl Watch {
+    /// A watch that resolves when `fired` does. `fired` must already be registered with
+    /// the notification source when this is built (the contract of [`TokenStore::watch`]).
+    pub fn new(fired: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self {
+            fired: Some(Box::pin(fired)),
+        }
+    }
+
+    /// A watch that never fires: for backends without notifications.
+    pub fn never() -> Self {
+        Self { fired: None }
+    }
+
+    /// Whether this watch can fire at all (false for [`Watch::never`]).
+    pub fn is_live(&self) -> bool {
+        self.fired.is_some()
+    }
+
+    /// Waits until the key may have changed (`true`) or `fallback` has passed (`false`).
+    pub async fn changed(self, fallback: Duration) -> bool {
+        match self.fired {
+            Some(fired) => tokio::time::timeout(fallback, fired).await.is_ok(),
+            None => {
+                tokio::time::sleep(fallback).await;
+                false
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Watch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Watch")
+            .field("live", &self.is_live())
+            .finish()
+    }
 }
 
 /// Helpers over any [`TokenStore`], through a blanket impl.
