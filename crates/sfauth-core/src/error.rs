@@ -632,7 +632,7 @@ impl From<ServerError> for Error {
     }
 }
 
-pub use crate::redact::{EXCERPT_LEN, excerpt};
+use crate::redact::excerpt;
 
 /// `text` through [`crate::redact::scrub`], owned.
 fn scrubbed(text: String) -> String {

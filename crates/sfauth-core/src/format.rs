@@ -239,7 +239,7 @@ pub(crate) fn read_response(response: &HttpResponse, context: Context) -> Result
             Error::Status {
                 status,
                 retry_after: retry_after(response),
-                excerpt: crate::error::excerpt(body),
+                excerpt: crate::redact::excerpt(body),
             }
         });
     }
@@ -274,7 +274,7 @@ pub(crate) fn read_response(response: &HttpResponse, context: Context) -> Result
             None => Err(Error::Status {
                 status,
                 retry_after: retry_after(response),
-                excerpt: crate::error::excerpt(body),
+                excerpt: crate::redact::excerpt(body),
             }),
         }
     }

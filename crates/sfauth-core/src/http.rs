@@ -12,7 +12,6 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -336,59 +335,6 @@ impl StdError for TransportError {
     }
 }
 
-/// Lets any [`HttpTransport`] drive the `oauth2` crate's asynchronous requests.
-///
-/// The oauth2 crate builds the request, so it cannot mark it; the adapter stamps every request it
-/// forwards with the [`RetrySafety`] it was made with.
-///
-/// ```
-/// use bytes::Bytes;
-/// use sfauth_core::http::{HttpRequest, HttpResponse, Oauth2Client, RetrySafety, TransportError};
-///
-/// let transport = |request: HttpRequest| async move {
-///     Ok::<_, TransportError>(HttpResponse::new(Bytes::new()))
-/// };
-/// let client = Oauth2Client::new(&transport, RetrySafety::SingleUse);
-/// // `&client` can now be passed to `oauth2`'s `request_async`.
-/// # let _ = client;
-/// ```
-pub struct Oauth2Client<'t> {
-    transport: &'t dyn HttpTransport,
-    safety: RetrySafety,
-}
-
-impl<'t> Oauth2Client<'t> {
-    /// An adapter sending through `transport`, marking every request with `safety`.
-    pub fn new(transport: &'t dyn HttpTransport, safety: RetrySafety) -> Self {
-        Self { transport, safety }
-    }
-}
-
-impl fmt::Debug for Oauth2Client<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Oauth2Client")
-            .field("safety", &self.safety)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<'c> oauth2::AsyncHttpClient<'c> for Oauth2Client<'_> {
-    type Error = TransportError;
-    type Future =
-        Pin<Box<dyn Future<Output = Result<oauth2::HttpResponse, TransportError>> + Send + 'c>>;
-
-    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
-        let (mut parts, body) = request.into_parts();
-        parts.extensions.insert(self.safety);
-        let request = http::Request::from_parts(parts, Bytes::from(body));
-        Box::pin(async move {
-            let response = self.transport.send(request).await?;
-            let (parts, body) = response.into_parts();
-            Ok(http::Response::from_parts(parts, body.to_vec()))
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,28 +404,5 @@ mod tests {
             error.source().map(ToString::to_string).as_deref(),
             Some("refused")
         );
-    }
-
-    #[tokio::test]
-    async fn oauth2_adapter_marks_and_converts() {
-        let transport = |request: HttpRequest| async move {
-            assert_eq!(RetrySafety::of(&request), RetrySafety::Idempotent);
-            assert_eq!(request.body().as_ref(), b"a=b");
-            Ok::<_, TransportError>(
-                http::Response::builder()
-                    .status(400)
-                    .body(Bytes::from_static(b"{\"error\":\"invalid_grant\"}"))
-                    .unwrap(),
-            )
-        };
-        let client = Oauth2Client::new(&transport, RetrySafety::Idempotent);
-        let request = http::Request::post("https://x.test/token")
-            .body(b"a=b".to_vec())
-            .unwrap();
-        let response = oauth2::AsyncHttpClient::call(&client, request)
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 400);
-        assert_eq!(response.body(), b"{\"error\":\"invalid_grant\"}");
     }
 }

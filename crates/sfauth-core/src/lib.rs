@@ -210,8 +210,7 @@
 //! parameter produces); drops the HTTP status and headers of an error response, so a 429's
 //! `Retry-After` or a 503 could not be classified; needs `token_type`, which some Salesforce
 //! responses omit; has no form for Salesforce's pre-RFC device flow; and form-encodes the id
-//! and secret before HTTP Basic, which Salesforce's own clients do not. [`http::Oauth2Client`]
-//! stays available for callers that drive `oauth2` directly.
+//! and secret before HTTP Basic, which Salesforce's own clients do not.
 //!
 //! **Redirects.** A 3xx answer (the login pool may answer 302 to the user's My Domain) is not
 //! followed: it is [`Error::Status`] with kind [`ErrorKind::Protocol`]. Configure the My Domain

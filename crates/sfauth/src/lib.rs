@@ -5,12 +5,18 @@
 //! for any number of tenants (org, user and connected app), refreshing them once per expiry
 //! however many callers ask, in one process or many, without ever dropping or re-spending a
 //! rotating refresh token, and it says clearly when a human must log in again. The other
-//! crates are re-exported: [`core`] (flows and types), [`transport`] (HTTP) and [`storage`]
+//! crates are re-exported: [`oauth`] (flows and types), [`transport`] (HTTP) and [`storage`]
 //! (token stores).
+//!
+//! `examples/` has a whole program for each of the users sfauth is for, each running against
+//! the embedded emulator (`cargo run -p sfauth --example NAME`): `script` (one org, JWT bearer,
+//! a stored login reused by the next run), `service` (client credentials, many concurrent
+//! callers, one token request per session) and `isv_worker` (many customer orgs, background
+//! refresh and keep-alive, one customer's re-authorization reported as an event).
 //!
 //! | feature | default | enables |
 //! |---|---|---|
-//! | `sqlite` | yes | the SQLite token store, used when the builder is given no store |
+//! | `sqlite` | yes | [`SqliteStore`] and [`default_sqlite_store`] (the CLI's and the demo's store) |
 //!
 //! # Observability
 //!
