@@ -37,7 +37,8 @@
 // arithmetic here; none of it may panic or wrap, so every operation is checked or saturating.
 #![warn(clippy::arithmetic_side_effects)]
 
-#[cfg(feature = "mock")]
+// Built for this crate's own tests too: the wire-level tests of `Retry` over the flows use it.
+#[cfg(any(test, feature = "mock"))]
 mod mock;
 mod recorder;
 mod reqwest_transport;
