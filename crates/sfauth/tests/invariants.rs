@@ -414,3 +414,38 @@ async fn a_malformed_2xx_puts_the_refresh_on_hold_and_the_working_token_is_serve
     let stored = store.get(&key).await.unwrap().unwrap();
     assert!(stored.refresh_in_flight.is_some());
 }
+
+/// A record the store cannot read (damaged, or sealed with another key) is never written over:
+/// the manager reports it as a storage error, call after call, and makes no write at all. The
+/// store is a strict `MockTokenStore`: any call not expected here (an insert, a put, a delete,
+/// a lease) fails the test.
+#[tokio::test]
+async fn an_unreadable_record_is_reported_and_never_written_over() {
+    let script = Scripted::default();
+    let client = OAuthClient::new(LoginHost::Production, ConnectedApp::new("3MVG9.test"));
+    let mut store = sfauth::storage::MockTokenStore::new();
+    let reads = AtomicUsize::new(0);
+    store.expect_get().times(4).returning(move |_| {
+        let kind = match reads.fetch_add(1, Ordering::SeqCst) % 2 {
+            0 => StoreErrorKind::Corrupt,
+            _ => StoreErrorKind::WrongKey,
+        };
+        Err(sfauth::storage::Error::new(kind, "cannot open the record"))
+    });
+    let manager = TokenManager::builder(client)
+        .transport(script.transport())
+        .store(Arc::new(store))
+        .build()
+        .await
+        .unwrap();
+    let key = manager.key_for(&tokens("00Dxx!ACCESS", "5Aep861REFRESH"), "default");
+    for _ in 0..4 {
+        let error = manager.access_token(&key).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Storage, "{error}");
+    }
+    assert_eq!(
+        script.sent(),
+        0,
+        "no token request without a readable record"
+    );
+}
