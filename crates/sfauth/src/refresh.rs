@@ -4,7 +4,9 @@
 //! 1. **Single flight in the process.** A per-tenant async mutex; a caller that waited on it and
 //!    finds a new generation takes that result instead of refreshing again.
 //! 2. **Single flight across processes.** The store's lease on the key. A caller that cannot get
-//!    it polls the store and adopts the winner's tokens as soon as they land.
+//!    it watches the key ([`TokenStore::watch`]: Redis pub/sub, PostgreSQL `LISTEN/NOTIFY`,
+//!    in-process channels) and adopts the winner's tokens when they land; stores without
+//!    notifications (file, SQLite) are polled, soon at first, then less often.
 //! 3. **Write-ahead mark.** Before a refresh token is sent, the record is marked "refresh in
 //!    flight" (holder, fence, time) under the lease. The mark is cleared only when Salesforce's
 //!    answer proves the token unspent or the new tokens are saved. A refresher that finds a mark
@@ -56,6 +58,10 @@ use crate::policy::RefreshPolicy;
 use crate::renewal::{Renewal, RenewalResolver};
 use crate::state::{Cached, CachedState, NEVER, Reauth, TenantState, lock};
 use crate::stats::{Counters, names};
+
+/// How long a loser waits on a live store watch before it reads again anyway: the bound on
+/// what one missed notification costs.
+const WATCH_FALLBACK: Duration = Duration::from_millis(500);
 
 /// What asked for a refresh: it decides whether a possibly spent refresh token may be re-sent
 /// (only a dead or dying access token leaves nothing to lose) and labels the metrics.
@@ -502,6 +508,14 @@ impl Refresher {
         let mut poll: u32 = 0;
         let mut seen: Option<Lease> = None;
         loop {
+            // Watched before anything is read, so that the holder's write (or release) after
+            // our read still wakes us: with a store that notifies, a loser learns of the
+            // winner's tokens at once instead of at its next poll.
+            let watch = self
+                .store
+                .watch(key)
+                .await
+                .map_err(|source| Error::store(&tenant.key, source))?;
             let lease = self
                 .store
                 .try_acquire(key, &self.holder, self.policy.lease_ttl)
@@ -552,8 +566,14 @@ impl Refresher {
                     until: seen.as_ref().map(|lease| lease.expires_at),
                 });
             }
-            tokio::time::sleep(polls.ceiling(poll)).await;
-            poll = poll.saturating_add(1);
+            let remaining = self.policy.lease_wait.saturating_sub(waited);
+            if watch.is_live() {
+                // A missed notification (a reconnecting listener) costs one fallback period.
+                watch.changed(remaining.min(WATCH_FALLBACK)).await;
+            } else {
+                tokio::time::sleep(polls.ceiling(poll).min(remaining)).await;
+                poll = poll.saturating_add(1);
+            }
         }
     }
 
