@@ -649,7 +649,10 @@ pub async fn watch_sees_writes(store: &dyn TokenStore) {
     let waiting = tokio::spawn(watch.changed(within));
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(store.delete(&key, Some(version)).await.expect("delete"));
-    assert!(waiting.await.expect("join"), "a delete wakes a waiting watch");
+    assert!(
+        waiting.await.expect("join"),
+        "a delete wakes a waiting watch"
+    );
 
     // Another key's write need not wake it, and a watch on a key nobody writes times out.
     let (other, other_record) = ns.fresh("watch-other");
