@@ -423,6 +423,54 @@ pub(crate) fn open_record(
     Ok(record)
 }
 
+/// The metadata a database backend keeps in clear beside a sealed record, for its listing
+/// filters and the checks of a compare-and-swap. None of it is secret.
+#[cfg(any(feature = "sqlite", feature = "redis", feature = "postgres"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClearFields<'a> {
+    pub(crate) org_id: &'a str,
+    pub(crate) user_id: &'a str,
+    pub(crate) client_id: &'a str,
+    /// [`StatusKind::as_str`](crate::StatusKind::as_str).
+    pub(crate) status: &'a str,
+    /// The id of the key that sealed the record.
+    pub(crate) key_id: &'a str,
+}
+
+#[cfg(any(feature = "sqlite", feature = "redis", feature = "postgres"))]
+impl<'a> ClearFields<'a> {
+    /// The fields to store beside `record` sealed with the key `key_id`.
+    pub(crate) fn of(record: &'a TokenRecord, key_id: &'a str) -> Self {
+        Self {
+            org_id: record.key.org_id().as_str(),
+            user_id: record.key.user_id().as_str(),
+            client_id: record.key.client_id(),
+            status: record.status.kind().as_str(),
+            key_id,
+        }
+    }
+}
+
+/// Opens a blob stored under the key string `key` at `version`, checking the `clear` fields
+/// stored beside it against the sealed record: a field that lies would hide a readable record
+/// from a filtered listing, or make it impossible to write.
+#[cfg(any(feature = "sqlite", feature = "redis", feature = "postgres"))]
+pub(crate) fn open_checked(
+    keyring: &Keyring,
+    key: &str,
+    version: u64,
+    blob: &[u8],
+    clear: &ClearFields<'_>,
+) -> Result<TokenRecord> {
+    let record = open_record(keyring, key, version, blob)?;
+    if ClearFields::of(&record, blob_key_id(blob)?) != *clear {
+        return Err(Error::corrupt(format!(
+            "the stored fields of {key} contradict its sealed record"
+        )));
+    }
+    Ok(record)
+}
+
 /// Creates `dir` and its missing parents with mode 0700.
 pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
     std::fs::DirBuilder::new()

@@ -272,6 +272,18 @@ pub(crate) fn next_version(expected: u64) -> Result<u64> {
 /// keeps the record (and its refresh token) usable; the time still reads as "far future".
 pub(crate) const MAX_STORED_TIME: Duration = Duration::from_secs(253_402_300_799);
 
+/// A time stored as milliseconds since the epoch: negative reads as the epoch, and anything
+/// past [`MAX_STORED_TIME`] as that bound, so that arithmetic on it cannot overflow. For the
+/// backends that keep times as numbers.
+#[cfg(any(feature = "sqlite", feature = "redis", feature = "postgres"))]
+pub(crate) fn from_millis(millis: i64) -> SystemTime {
+    let since_epoch =
+        Duration::from_millis(u64::try_from(millis).unwrap_or(0)).min(MAX_STORED_TIME);
+    SystemTime::UNIX_EPOCH
+        .checked_add(since_epoch)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
 /// The longest learned lifetime a decoded record keeps. Salesforce sessions last at most 24
 /// hours; this bound is only there to keep arithmetic on the value safe, and a caller applies
 /// its own, tighter policy.

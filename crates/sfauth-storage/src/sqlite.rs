@@ -16,10 +16,10 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use crate::crypto::{Keyring, create_private_dir, open_record, seal_record};
+use crate::crypto::{ClearFields, Keyring, create_private_dir, open_checked, seal_record};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lease::{check_holder, check_key, expiry};
-use crate::record::{Lease, ListPage, ListQuery, MAX_STORED_TIME, TokenRecord, next_version};
+use crate::record::{Lease, ListPage, ListQuery, TokenRecord, from_millis, next_version};
 use crate::store::TokenStore;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -71,15 +71,6 @@ fn to_millis(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// A stored time: negative reads as the epoch, and anything past
-/// [`MAX_STORED_TIME`](crate::record::MAX_STORED_TIME) as that bound, so that arithmetic on it
-/// cannot overflow.
-fn from_millis(millis: i64) -> SystemTime {
-    let since_epoch =
-        Duration::from_millis(u64::try_from(millis).unwrap_or(0)).min(MAX_STORED_TIME);
-    UNIX_EPOCH.checked_add(since_epoch).unwrap_or(UNIX_EPOCH)
 }
 
 fn to_i64(value: u64, what: &str) -> Result<i64> {
@@ -258,8 +249,7 @@ fn decode_rows(keyring: &Keyring, rows: &[SqliteRow]) -> Result<Vec<TokenRecord>
 }
 
 /// Opens a row of `key`, checking every clear column (the ones queries filter and writes are
-/// conditioned on) against the sealed record: a column that lies would hide a readable record
-/// from a filtered listing, or make it impossible to write.
+/// conditioned on) against the sealed record.
 fn decode_row(keyring: &Keyring, key: &str, row: &SqliteRow) -> Result<TokenRecord> {
     let sealed: Vec<u8> = column(row, "sealed")?;
     let status: String = column(row, "status")?;
@@ -268,18 +258,14 @@ fn decode_row(keyring: &Keyring, key: &str, row: &SqliteRow) -> Result<TokenReco
     let user_id: String = column(row, "user_id")?;
     let client_id: String = column(row, "client_id")?;
     let key_id: String = column(row, "key_id")?;
-    let record = open_record(keyring, key, version, &sealed)?;
-    if record.status.kind().as_str() != status
-        || record.key.org_id().as_str() != org_id
-        || record.key.user_id().as_str() != user_id
-        || record.key.client_id() != client_id
-        || crate::crypto::blob_key_id(&sealed)? != key_id
-    {
-        return Err(Error::corrupt(format!(
-            "row for {key} contradicts its sealed record"
-        )));
-    }
-    Ok(record)
+    let clear = ClearFields {
+        org_id: &org_id,
+        user_id: &user_id,
+        client_id: &client_id,
+        status: &status,
+        key_id: &key_id,
+    };
+    open_checked(keyring, key, version, &sealed, &clear)
 }
 
 #[async_trait]

@@ -17,9 +17,7 @@ pub(crate) fn server_url(var: &str, default: &str, what: &str) -> Option<String>
     if reachable(&url) {
         return Some(url);
     }
-    let message = format!(
-        "{what} is not reachable at {url} (set {var} to point elsewhere)"
-    );
+    let message = format!("{what} is not reachable at {url} (set {var} to point elsewhere)");
     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
         panic!("{message}; CI=true, so this is a failure, not a skip");
     }
