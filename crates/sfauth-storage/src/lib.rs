@@ -20,6 +20,8 @@
 //! | [`MemoryStore`] | always | one process | for tests and throwaway processes |
 //! | [`FileStore`] | always | one directory, one file per key | cross-process lease by advisory file locks |
 //! | `SqliteStore` | `sqlite` (default) | one SQLite file (WAL) | the default of the CLI and the demo |
+//! | `RedisStore` | `redis` | a Redis server, under a key prefix | shared by processes and machines; Lua scripts, server clock, pub/sub watches |
+//! | `PostgresStore` | `postgres` | a PostgreSQL schema | shared by processes and machines; one statement per operation, lease rows, database clock, `LISTEN/NOTIFY` watches |
 //! | `MockTokenStore` | `mock` | — | a mockall mock of the trait |
 //! | `conformance` module | `conformance` | — | the shared suite and `conformance_tests!` |
 //!
@@ -85,7 +87,11 @@ mod error;
 mod file;
 mod lease;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod record;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
@@ -94,10 +100,15 @@ pub use crypto::{Key, Keyring};
 pub use error::{Error, ErrorKind, Result};
 pub use file::FileStore;
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 pub use record::{
     Cursor, InFlight, Lease, ListPage, ListQuery, RecordStatus, RenewalFlow, RenewalHint,
     StatusKind, TokenRecord,
 };
+// `crate::` because `redis` alone would also name the driver crate.
+#[cfg(feature = "redis")]
+pub use crate::redis::{RedisStore, RedisStoreBuilder};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 #[cfg(feature = "mock")]
