@@ -17,6 +17,8 @@
 //! | feature | default | enables |
 //! |---|---|---|
 //! | `sqlite` | yes | [`SqliteStore`] and [`default_sqlite_store`] (the CLI's and the demo's store) |
+//! | `redis` | no | [`RedisStore`]: one store for every process and machine of a fleet |
+//! | `postgres` | no | [`PostgresStore`]: one store for every process and machine of a fleet |
 //!
 //! # Observability
 //!
@@ -127,9 +129,13 @@ pub use sfauth_core::{
     AccessToken, Cause, ConnectedApp, LoginHost, OAuthClient, OrgId, PrivateKey, RefreshToken,
     TokenKey, TokenSet, UserId,
 };
+#[cfg(feature = "postgres")]
+pub use sfauth_storage::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sfauth_storage::SqliteStore;
 pub use sfauth_storage::{
     FileStore, Key, Keyring, MemoryStore, RenewalFlow, RenewalHint, TokenStore,
 };
+#[cfg(feature = "redis")]
+pub use sfauth_storage::{RedisStore, RedisStoreBuilder};
 pub use url::{self, Url};
