@@ -46,8 +46,18 @@ Examples:
 )]
 pub(crate) struct Cli {
     /// Where tokens are kept: sqlite://PATH (default: the user data directory's
-    /// sfauth/tokens.db) or file://DIR. redis:// and postgres:// are not supported yet.
-    #[arg(long, global = true, env = "SFAUTH_STORE", value_name = "URL")]
+    /// sfauth/tokens.db), file://DIR, or a store shared by a fleet:
+    /// redis://[:PASSWORD@]HOST[:PORT][/DB][?prefix=P] or
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?schema=S] (both take ?connect_timeout=SECS,
+    /// default 5, and need SFAUTH_STORE_KEY).
+    // The value is hidden in `--help`: SFAUTH_STORE may hold a password.
+    #[arg(
+        long,
+        global = true,
+        env = "SFAUTH_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub(crate) store: Option<String>,
 
     /// The TOML config file (default: $XDG_CONFIG_HOME/sfauth/config.toml, if it exists).

@@ -13,8 +13,70 @@
 
 use std::fmt;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use sfauth::ErrorKind;
+use zeroize::Zeroizing;
+
+/// Secrets this process was given in a store URL, taken out of every message by [`scrub`].
+static SECRETS: Mutex<Vec<Zeroizing<String>>> = Mutex::new(Vec::new());
+
+/// Whether the store is a server shared over the network, where a backend failure is the
+/// network's or the server's and worth retrying (exit 4), not a damaged local file (exit 1).
+static SHARED_STORE: AtomicBool = AtomicBool::new(false);
+
+/// Shorter secrets are not scrubbed: replacing every `ab` would garble messages while
+/// protecting nothing a guess would not find.
+const MIN_SCRUBBED_LEN: usize = 4;
+
+/// Remembers `secret` (such as a store URL's password) so that [`scrub`] removes it from any
+/// message, whichever library wrote the message.
+pub(crate) fn register_secret(secret: &str) {
+    if secret.len() >= MIN_SCRUBBED_LEN {
+        SECRETS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Zeroizing::new(secret.to_owned()));
+    }
+}
+
+/// `text` with every registered secret replaced by `[redacted]`.
+pub(crate) fn scrub(text: &str) -> String {
+    let secrets = SECRETS.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut text = text.to_owned();
+    // Longest first, so that a secret containing another is removed whole.
+    let mut ordered: Vec<&str> = secrets.iter().map(|s| s.as_str()).collect();
+    ordered.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in ordered {
+        if text.contains(secret) {
+            text = text.replace(secret, "[redacted]");
+        }
+    }
+    text
+}
+
+/// `text` on one line: a driver's message can span several (redis-rs quotes a reply it could
+/// not parse line by line), and scripts read the first line of stderr.
+pub(crate) fn one_line(text: &str) -> String {
+    if !text.contains(['\n', '\r']) {
+        return text.to_owned();
+    }
+    text.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Records that the store is shared over the network (see [`SHARED_STORE`]).
+pub(crate) fn mark_shared_store() {
+    SHARED_STORE.store(true, Ordering::Relaxed);
+}
+
+fn shared_store() -> bool {
+    SHARED_STORE.load(Ordering::Relaxed)
+}
 
 /// Why the process exits non-zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +174,17 @@ impl CliError {
             ErrorKind::UnknownTenant => Self::usage(format!(
                 "no tokens stored for alias {alias}: run `sfauth {login} --alias {alias}`"
             )),
+            ErrorKind::Storage
+                if shared_store()
+                    && store_kind(error) == Some(sfauth::storage::ErrorKind::Backend) =>
+            {
+                Self::new(
+                    Exit::Transient,
+                    format!(
+                        "the token store could not be reached for alias {alias} ({detail}): check that the --store server is running and reachable, then try again"
+                    ),
+                )
+            }
             ErrorKind::Storage => Self::other(format!(
                 "the token store failed for alias {alias} ({detail}): {}",
                 store_fix(error)
@@ -152,6 +225,14 @@ impl CliError {
     pub(crate) fn store(error: &sfauth::storage::Error, doing: &str, location: &str) -> Self {
         use sfauth::storage::ErrorKind as Store;
         let detail = chain(error);
+        if shared_store() && matches!(error.kind(), Store::Backend | Store::Io) {
+            return Self::new(
+                Exit::Transient,
+                format!(
+                    "the token store at {location} could not be reached while {doing} ({detail}): check that the server is running and reachable, then try again"
+                ),
+            );
+        }
         let fix = match error.kind() {
             Store::WrongKey => {
                 "set SFAUTH_STORE_KEY to the key the store was written with (or restore its key file); nothing was changed"
@@ -211,15 +292,19 @@ fn reauth_reason(error: &sfauth::Error) -> String {
     }
 }
 
-fn store_fix(error: &sfauth::Error) -> &'static str {
-    use sfauth::storage::ErrorKind as Store;
-    let kind = match error {
+/// The store's own error kind inside a manager error, if a store failed.
+fn store_kind(error: &sfauth::Error) -> Option<sfauth::storage::ErrorKind> {
+    match error {
         sfauth::Error::Store { source, .. } | sfauth::Error::Unsaved { source, .. } => {
             Some(source.kind())
         }
         _ => None,
-    };
-    match kind {
+    }
+}
+
+fn store_fix(error: &sfauth::Error) -> &'static str {
+    use sfauth::storage::ErrorKind as Store;
+    match store_kind(error) {
         Some(Store::WrongKey) => {
             "set SFAUTH_STORE_KEY to the key the store was written with; nothing was changed"
         }

@@ -66,7 +66,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run_until_signal(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", error.message);
+            // Scrubbed once more: a driver's message could quote the store URL's password.
+            eprintln!("error: {}", error::one_line(&error::scrub(&error.message)));
             error.exit_code()
         }
     }

@@ -5,7 +5,8 @@
 //! | (none) | SQLite at `SqliteStore::default_path()` | `tokens.key` beside it | `tokens.aliases.json` beside it |
 //! | `sqlite://PATH` | SQLite at `PATH` | `<stem>.key` beside it | `<stem>.aliases.json` beside it |
 //! | `file://DIR` | `FileStore` in `DIR` | `DIR/tokens.key` | `DIR/aliases.json` |
-//! | `redis://`, `postgres://` | not supported yet: a clear error | | |
+//! | `redis://HOST`, `rediss://HOST` | `RedisStore` (see [`shared`]) | `SFAUTH_STORE_KEY` only | in the user data directory |
+//! | `postgres://HOST/DB`, `postgresql://HOST/DB` | `PostgresStore` (see [`shared`]) | `SFAUTH_STORE_KEY` only | in the user data directory |
 //!
 //! `SFAUTH_STORE_KEY` (base64 of 32 bytes) replaces the key file.
 //!
@@ -30,6 +31,8 @@ use sfauth::storage::{
 };
 
 use crate::error::{CliError, Result};
+
+mod shared;
 
 /// An opened store and where its companions live.
 pub(crate) struct Store {
@@ -116,7 +119,7 @@ impl Store {
                 Some((scheme, rest)) => (scheme, Some(rest)),
                 None => {
                     return Err(CliError::usage(format!(
-                        "--store {url} is not a store URL: use sqlite://PATH or file://DIR"
+                        "--store {url} is not a store URL: use sqlite://PATH, file://DIR, redis://HOST or postgres://HOST/DB"
                     )));
                 }
             },
@@ -163,11 +166,12 @@ impl Store {
                     meta_path: dir.join("aliases.json"),
                 })
             }
-            "redis" | "rediss" | "postgres" | "postgresql" => Err(CliError::usage(format!(
-                "{scheme}:// token stores are not supported yet: use sqlite://PATH or file://DIR"
-            ))),
+            "redis" | "rediss" | "postgres" | "postgresql" => {
+                // `url` is `Some` here: the default store is SQLite.
+                Self::open_shared(url.unwrap_or_default(), scheme).await
+            }
             other => Err(CliError::usage(format!(
-                "unknown token store scheme {other}://: use sqlite://PATH or file://DIR"
+                "unknown token store scheme {other}://: use sqlite://PATH, file://DIR, redis://HOST or postgres://HOST/DB"
             ))),
         }
     }

@@ -32,15 +32,17 @@ async fn usage_errors_exit_2() {
     )
     .await
     .fails(2, "pass --client-id");
+    // A shared store needs the fleet's key; no server is contacted without one.
     cli.run(&["status", "--store", "redis://127.0.0.1:6379"])
         .await
-        .fails(2, "redis:// token stores are not supported yet");
-    cli.run(&["status", "--store", "postgres://localhost/db"])
+        .fails(2, "set SFAUTH_STORE_KEY");
+    cli.run(&["status", "--store", "postgres://localhost/db?shema=x"])
         .await
-        .fails(2, "not supported yet");
-    cli.run(&["status", "--store", "/just/a/path"])
-        .await
-        .fails(2, "use sqlite://PATH or file://DIR");
+        .fails(2, "unknown option shema");
+    cli.run(&["status", "--store", "/just/a/path"]).await.fails(
+        2,
+        "use sqlite://PATH, file://DIR, redis://HOST or postgres://HOST/DB",
+    );
     cli.run(&["login", "password", "--username", "u@example.com"])
         .await
         .fails(2, "set SFAUTH_PASSWORD");
