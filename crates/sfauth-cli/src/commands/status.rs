@@ -1,15 +1,28 @@
-//! `sfauth status` / `sfauth list`: every stored login as a table or JSON.
+//! `sfauth status` / `sfauth list`: every login in the store as a table or JSON.
+//!
+//! Every record in the store is listed, not only this machine's aliases: on a store shared by
+//! a fleet (Redis, PostgreSQL) that is every login any process on any machine made. The store
+//! is read a page at a time, and the refresh lease of each page's logins is read with a few
+//! lookups in flight at once, so that a store with many tenants costs one round trip per page
+//! plus a bounded, overlapped one per login rather than a long sequence of waits.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use futures_util::StreamExt as _;
 use serde::Serialize;
 use sfauth::oauth::ExpirySource;
-use sfauth::storage::{RecordStatus, TokenRecord};
+use sfauth::storage::{Lease, ListQuery, RecordStatus, TokenRecord};
 
 use crate::cli::ListArgs;
-use crate::error::Result;
+use crate::error::{CliError, Result};
 use crate::session::Context;
+use crate::store::{AliasMeta, Store};
+
+/// How many lease lookups run at once: enough to hide a network round trip, few enough not to
+/// crowd a shared server's connection pool.
+const LEASE_LOOKUPS: usize = 16;
 
 /// One row of the table, also the JSON object.
 #[derive(Debug, Serialize)]
@@ -28,76 +41,67 @@ struct Row {
     has_refresh_token: bool,
     status: String,
     reason: Option<String>,
+    /// The refresh lease held right now, if any: who is refreshing this login.
+    lease: Option<LeaseRow>,
+}
+
+/// A refresh lease as `status` shows it.
+#[derive(Debug, Serialize)]
+struct LeaseRow {
+    holder: String,
+    fence: u64,
+    expires_at: String,
+}
+
+/// A row and the times the table shows relative to now.
+struct Line {
+    row: Row,
+    last: SystemTime,
+    expires: Option<SystemTime>,
+    lease_expires: Option<SystemTime>,
 }
 
 pub(crate) async fn run(args: &ListArgs, ctx: &Context) -> Result<()> {
     let store = ctx.open_store().await?;
-    let mut logins = store.logins().await?;
-    logins
-        .records
-        .sort_by(|a, b| a.key.label().cmp(b.key.label()));
+    let aliases = store.aliases()?;
     let now = SystemTime::now();
     let timeout = ctx.file.session_timeout();
-    let rows: Vec<(Row, Option<SystemTime>, Option<SystemTime>)> = logins
-        .records
-        .iter()
-        .map(|record| {
-            let meta = logins.meta_of(record);
-            let (expires, source) = expiry(record, timeout);
-            let last = record.last_refreshed_at.unwrap_or(record.issued_at);
-            let (status, reason) = match &record.status {
-                RecordStatus::ReauthRequired { reason, .. } => {
-                    ("reauth_required".to_owned(), Some(reason.clone()))
-                }
-                RecordStatus::Active if expires.is_some_and(|at| at <= now) => {
-                    let fix = if record.tokens.refresh_token.is_some() {
-                        "expired"
-                    } else {
-                        "expired_no_refresh_token"
-                    };
-                    (fix.to_owned(), None)
-                }
-                RecordStatus::Active => ("active".to_owned(), None),
-                #[allow(unreachable_patterns, reason = "RecordStatus may grow")]
-                _ => ("unknown".to_owned(), None),
-            };
-            let row = Row {
-                alias: record.key.label().to_owned(),
-                org_id: record.key.org_id().to_string(),
-                user_id: record.key.user_id().to_string(),
-                username: meta.and_then(|m| m.username.clone()),
-                instance_url: record
-                    .tokens
-                    .instance_url
-                    .as_str()
-                    .trim_end_matches('/')
-                    .to_owned(),
-                login_host: record.key.login_host().to_owned(),
-                client_id: record.key.client_id().to_owned(),
-                flow: meta.map(|m| {
-                    m.flow
-                        .login_command()
-                        .trim_start_matches("login ")
-                        .to_owned()
-                }),
-                last_refresh: Some(rfc3339(last)),
-                expires_at: expires.map(rfc3339),
-                expiry_source: source.to_owned(),
-                has_refresh_token: record.tokens.refresh_token.is_some(),
-                status,
-                reason,
-            };
-            (row, Some(last), expires)
-        })
-        .collect();
+    let mut lines = Vec::new();
+    let mut query = ListQuery::new().limit(ListQuery::MAX_LIMIT);
+    loop {
+        let page = store
+            .store
+            .list(&query)
+            .await
+            .map_err(|e| CliError::store(&e, "listing logins", &store.location))?;
+        let with_leases: Vec<(TokenRecord, Option<Lease>)> =
+            futures_util::stream::iter(page.records)
+                .map(|record| lease_of(&store, record))
+                .buffered(LEASE_LOOKUPS)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<_>>()?;
+        lines.extend(
+            with_leases
+                .into_iter()
+                .map(|(record, lease)| line(&record, lease, &aliases, timeout, now)),
+        );
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    // Stable: logins sharing an alias (on different machines, orgs or apps) stay in key order.
+    lines.sort_by(|a, b| a.row.alias.cmp(&b.row.alias));
     if args.json {
-        let json: Vec<&Row> = rows.iter().map(|(row, _, _)| row).collect();
+        let json: Vec<&Row> = lines.iter().map(|line| &line.row).collect();
         let text = serde_json::to_string_pretty(&json)
-            .map_err(|e| crate::error::CliError::other(format!("cannot write JSON ({e})")))?;
+            .map_err(|e| CliError::other(format!("cannot write JSON ({e})")))?;
         println!("{text}");
         return Ok(());
     }
-    if rows.is_empty() {
+    if lines.is_empty() {
         println!(
             "No logins in {}. Log in with `sfauth login web --alias NAME`, or try `sfauth demo`.",
             store.location
@@ -116,6 +120,7 @@ pub(crate) async fn run(args: &ListArgs, ctx: &Context) -> Result<()> {
             "LAST REFRESH",
             "EXPIRES (EST.)",
             "STATUS",
+            "REFRESH LEASE",
         ]);
     // A terminal that reports no usable size (a fresh pseudo-terminal) would squeeze every
     // column to one character: honour COLUMNS, else do not wrap.
@@ -131,21 +136,116 @@ pub(crate) async fn run(args: &ListArgs, ctx: &Context) -> Result<()> {
         }
         _ => {}
     }
-    for (row, last, expires) in &rows {
+    for line in &lines {
+        let row = &line.row;
+        let lease = match (&row.lease, line.lease_expires) {
+            (Some(lease), Some(until)) => {
+                format!("{} (ends {})", lease.holder, relative(until, now))
+            }
+            (Some(lease), None) => lease.holder.clone(),
+            (None, _) => "-".to_owned(),
+        };
         table.add_row([
             row.alias.clone(),
             row.org_id.clone(),
             row.username.clone().unwrap_or_else(|| row.user_id.clone()),
             row.instance_url.clone(),
-            last.map(|t| relative(t, now)).unwrap_or_default(),
-            expires
+            relative(line.last, now),
+            line.expires
                 .map(|t| relative(t, now))
                 .unwrap_or_else(|| "unknown".to_owned()),
             row.status.replace('_', " "),
+            lease,
         ]);
     }
     println!("{table}");
     Ok(())
+}
+
+/// `record` with the refresh lease on its key right now.
+async fn lease_of(store: &Store, record: TokenRecord) -> Result<(TokenRecord, Option<Lease>)> {
+    let lease = store
+        .store
+        .lease(&record.key)
+        .await
+        .map_err(|e| CliError::store(&e, "reading refresh leases", &store.location))?;
+    Ok((record, lease))
+}
+
+/// The row of `record`. Its metadata (username, flow) is this machine's alias file's, when
+/// that names this very record; a login made elsewhere shows what the record itself says.
+fn line(
+    record: &TokenRecord,
+    lease: Option<Lease>,
+    aliases: &BTreeMap<String, AliasMeta>,
+    timeout: Duration,
+    now: SystemTime,
+) -> Line {
+    let meta = aliases
+        .get(record.key.label())
+        .filter(|meta| meta.key == record.key.to_string());
+    let (expires, source) = expiry(record, timeout);
+    let last = record.last_refreshed_at.unwrap_or(record.issued_at);
+    let (status, reason) = match &record.status {
+        RecordStatus::ReauthRequired { reason, .. } => {
+            ("reauth_required".to_owned(), Some(reason.clone()))
+        }
+        RecordStatus::Active if expires.is_some_and(|at| at <= now) => {
+            let fix = if record.tokens.refresh_token.is_some() {
+                "expired"
+            } else {
+                "expired_no_refresh_token"
+            };
+            (fix.to_owned(), None)
+        }
+        RecordStatus::Active => ("active".to_owned(), None),
+        #[allow(unreachable_patterns, reason = "RecordStatus may grow")]
+        _ => ("unknown".to_owned(), None),
+    };
+    let username = meta.and_then(|m| m.username.clone()).or_else(|| {
+        record
+            .renewal
+            .as_ref()
+            .and_then(|hint| hint.username.clone())
+    });
+    let lease_expires = lease.as_ref().map(|lease| lease.expires_at);
+    let row = Row {
+        alias: record.key.label().to_owned(),
+        org_id: record.key.org_id().to_string(),
+        user_id: record.key.user_id().to_string(),
+        username,
+        instance_url: record
+            .tokens
+            .instance_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned(),
+        login_host: record.key.login_host().to_owned(),
+        client_id: record.key.client_id().to_owned(),
+        flow: meta.map(|m| {
+            m.flow
+                .login_command()
+                .trim_start_matches("login ")
+                .to_owned()
+        }),
+        last_refresh: Some(rfc3339(last)),
+        expires_at: expires.map(rfc3339),
+        expiry_source: source.to_owned(),
+        has_refresh_token: record.tokens.refresh_token.is_some(),
+        status,
+        reason,
+        lease: lease.map(|lease| LeaseRow {
+            holder: lease.holder,
+            fence: lease.fence,
+            expires_at: rfc3339(lease.expires_at),
+        }),
+    };
+    Line {
+        row,
+        last,
+        expires,
+        lease_expires,
+    }
 }
 
 /// When the access token expires and what said so: the expiry stored with the tokens (login
