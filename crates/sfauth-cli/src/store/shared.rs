@@ -17,6 +17,7 @@
 //! which has none, and the password is registered with [`error::register_secret`] so that a
 //! driver message quoting it could not print it either.
 
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -270,6 +271,19 @@ impl Store {
         let parsed = parse(url, scheme)?;
         let keyring = keyring(scheme)?;
         let meta_path = meta_path(&parsed.location)?;
+        if let Some(dir) = meta_path.parent() {
+            // Private, like the directories of the local stores: it lists this machine's logins.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| {
+                    CliError::other(format!(
+                        "cannot create {} for the alias file ({e}): check the user data directory's permissions",
+                        dir.display()
+                    ))
+                })?;
+        }
         let location = parsed.location.clone();
         let timeout = parsed.connect_timeout;
         let opened = tokio::time::timeout(timeout, connect(&parsed, keyring)).await;
