@@ -157,14 +157,14 @@ impl Engine {
             .await
     }
 
-    /// Refreshes `tenant` if it is still at `generation` (the background refresher's call).
-    pub(crate) async fn refresh_at(
+    /// Refreshes `tenant` if it is still at `generation`, adopting another process's tokens
+    /// and never waiting on another refresher (the background refresher's call).
+    pub(crate) async fn refresh_background(
         &self,
         tenant: &Arc<TenantState>,
         generation: u64,
-        trigger: Trigger,
     ) -> Result<()> {
-        self.refresher.refresh(tenant, generation, trigger).await
+        self.refresher.refresh_background(tenant, generation).await
     }
 
     /// Makes `record` the current token of its tenant, creating the tenant if needed.
@@ -212,15 +212,11 @@ impl Engine {
         (tenants, reauth)
     }
 
-    /// Tenants whose refresh is due before `horizon_ms`, or whose tokens were obtained before
-    /// `keep_alive_before_ms`, with the generation they were seen at. The same pass publishes
-    /// the tenant gauges, so that whoever scrapes the metrics sees them current without a
-    /// second walk.
-    pub(crate) fn due(
-        &self,
-        horizon_ms: u64,
-        keep_alive_before_ms: Option<u64>,
-    ) -> Vec<(Arc<TenantState>, u64)> {
+    /// Tenants whose refresh falls due before `horizon_ms`: their refresh deadline, or with
+    /// keep-alive the moment their tokens will have been obtained `keep_alive_after_ms` ago,
+    /// whichever comes first. The same pass publishes the tenant gauges, so that whoever
+    /// scrapes the metrics sees them current without a second walk.
+    pub(crate) fn due(&self, horizon_ms: u64, keep_alive_after_ms: Option<u64>) -> Vec<Due> {
         let pinned = self.tenants.pin();
         let (mut tenants, mut reauth): (u64, u64) = (0, 0);
         let due = pinned
@@ -234,10 +230,16 @@ impl Engine {
                 if !matches!(cached.state, CachedState::Active) || tenant.in_failure_backoff() {
                     return None;
                 }
-                let expiring = cached.refresh_at_ms != NEVER && cached.refresh_at_ms <= horizon_ms;
-                let idle =
-                    keep_alive_before_ms.is_some_and(|before| cached.obtained_at_ms <= before);
-                (expiring || idle).then(|| (tenant.clone(), cached.generation))
+                // `NEVER` is `u64::MAX`, so an unknown deadline is never the earlier one.
+                let idle_at = keep_alive_after_ms
+                    .map_or(NEVER, |after| cached.obtained_at_ms.saturating_add(after));
+                let due_at_ms = cached.refresh_at_ms.min(idle_at);
+                (due_at_ms != NEVER && due_at_ms <= horizon_ms).then(|| Due {
+                    tenant: tenant.clone(),
+                    generation: cached.generation,
+                    due_at_ms,
+                    expires_at_ms: cached.expires_at_ms,
+                })
             })
             .collect();
         publish_tenant_gauges(tenants, reauth);
@@ -270,6 +272,17 @@ impl Drop for Engine {
             tenant.forget();
         }
     }
+}
+
+/// A tenant the background refresher should look at, as one scan saw it.
+pub(crate) struct Due {
+    pub(crate) tenant: Arc<TenantState>,
+    /// The generation seen: a refresh stops at once if somebody replaced it meanwhile.
+    pub(crate) generation: u64,
+    /// When the refresh (or keep-alive) falls due, in ms since the epoch; may be past.
+    pub(crate) due_at_ms: u64,
+    /// When the access token dies, or `NEVER` if unknown.
+    pub(crate) expires_at_ms: u64,
 }
 
 /// Whether a failed refresh may be papered over with a token that has not expired yet.

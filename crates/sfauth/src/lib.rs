@@ -26,7 +26,7 @@
 //!
 //! | metric | kind | labels |
 //! |---|---|---|
-//! | `sfauth_refreshes_total` | counter | `outcome` (`refreshed`, `adopted`, `waited`, `reauth_required`, `failed`), `cause` (a [`Cause`] name for `reauth_required`, an [`ErrorKind`] name for `failed`, else `none`), `trigger` (`expiring`, `session_expired`, `forced`, `background`) |
+//! | `sfauth_refreshes_total` | counter | `outcome` (`refreshed`, `adopted`, `waited`, `reauth_required`, `failed`, and for `trigger="background"` only `skipped`: another refresher was at work, so the background moved on instead of waiting; with `adopted`, how a fleet's workers share each expiry, see [`BackgroundConfig`]), `cause` (a [`Cause`] name for `reauth_required`, an [`ErrorKind`] name for `failed`, else `none`), `trigger` (`expiring`, `session_expired`, `forced`, `background`) |
 //! | `sfauth_refresh_duration_seconds` | histogram | |
 //! | `sfauth_token_requests_total` | counter | |
 //! | `sfauth_coalesced_callers_total` | counter | |

@@ -16,7 +16,7 @@ use sfauth_storage::{
 };
 use tokio::sync::broadcast;
 
-use crate::engine::{Engine, current_guard};
+use crate::engine::{Due, Engine, current_guard};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::guard::AccessTokenGuard;
@@ -535,24 +535,19 @@ impl TokenManager {
         self.engine.refresher()
     }
 
-    /// Tenants due for a refresh before `horizon_ms` or idle since `keep_alive_before_ms`, for
-    /// the background refresher.
-    pub(crate) fn due(
-        &self,
-        horizon_ms: u64,
-        keep_alive_before_ms: Option<u64>,
-    ) -> Vec<(Arc<TenantState>, u64)> {
-        self.engine.due(horizon_ms, keep_alive_before_ms)
+    /// Tenants whose refresh (or, after `keep_alive_after_ms` idle, keep-alive) falls due
+    /// before `horizon_ms`, for the background refresher.
+    pub(crate) fn due(&self, horizon_ms: u64, keep_alive_after_ms: Option<u64>) -> Vec<Due> {
+        self.engine.due(horizon_ms, keep_alive_after_ms)
     }
 
-    /// Refreshes `tenant` if it is still at `generation`, for the background refresher.
+    /// Refreshes `tenant` if it is still at `generation`, for the background refresher: it
+    /// adopts what another process stored and never waits on another refresher.
     pub(crate) async fn refresh_due(
         &self,
         tenant: &Arc<TenantState>,
         generation: u64,
     ) -> Result<()> {
-        self.engine
-            .refresh_at(tenant, generation, Trigger::Background)
-            .await
+        self.engine.refresh_background(tenant, generation).await
     }
 }

@@ -32,6 +32,16 @@
 //! 7. **A lease sized to the work.** The lease is renewed every third of its time-to-live while
 //!    the refresh runs, so a dead refresher's lease lapses fast while a slow one never loses it;
 //!    a lease whose holder is a process on this host that is gone is taken over at once.
+//! 8. **The background never waits on another refresher.** A refresh the background refresher
+//!    starts ([`Refresher::refresh_background`]) first reads the record and adopts tokens
+//!    another process stored since, with no lease attempt; it leaves alone a record whose
+//!    write-ahead mark says another holder is spending its token right now; it makes one lease
+//!    attempt and, if the lease is held (or this process's own caller holds the tenant's lock),
+//!    it moves on instead of waiting: the holder writes, foreground callers adopt through the
+//!    watch, and the next scan adopts what was written. Waiting would tie up one of the
+//!    background's few permits for up to `lease_wait` per tenant some other process is already
+//!    refreshing. Everything after the lease is the same protocol as above. Which worker of a
+//!    fleet gets there first is the background refresher's business (`background.rs`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -152,11 +162,23 @@ enum Outcome {
     /// Salesforce says another request is spending this refresh token: release the lease and
     /// wait for its result.
     WaitForOther,
+    /// Another refresher was at work on the tenant, and this background refresh left it alone.
+    Skipped,
 }
 
 enum Acquired {
     Lease(Lease),
     Adopted,
+}
+
+/// What a refresh does when another refresher is at work on the tenant (the store lease is
+/// held, or in this process the tenant's lock).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WhenBusy {
+    /// Wait for its result and adopt it: a caller needs a token now.
+    Wait,
+    /// Leave it to that refresher: the background refresher looks again at its next scan.
+    Skip,
 }
 
 /// Salesforce's longest session timeout: no lifetime is believed beyond it.
@@ -279,13 +301,40 @@ impl Refresher {
         seen_generation: u64,
         trigger: Trigger,
     ) -> Result<()> {
+        self.refresh_with(tenant, seen_generation, trigger, WhenBusy::Wait)
+            .await
+    }
+
+    /// The background refresher's refresh of `tenant` at `seen_generation`: like
+    /// [`refresh`](Self::refresh), but it adopts another process's newer tokens before any
+    /// lease attempt and never waits on another refresher (point 8 of the module doc).
+    pub(crate) async fn refresh_background(
+        self: &Arc<Self>,
+        tenant: &Arc<TenantState>,
+        seen_generation: u64,
+    ) -> Result<()> {
+        self.refresh_with(tenant, seen_generation, Trigger::Background, WhenBusy::Skip)
+            .await
+    }
+
+    async fn refresh_with(
+        self: &Arc<Self>,
+        tenant: &Arc<TenantState>,
+        seen_generation: u64,
+        trigger: Trigger,
+        when_busy: WhenBusy,
+    ) -> Result<()> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return self.refresh_here(tenant, seen_generation, trigger).await;
+            return self
+                .refresh_here(tenant, seen_generation, trigger, when_busy)
+                .await;
         };
         let inner = self.clone();
         let owned = tenant.clone();
         let work = self.tasks.track_future(async move {
-            let result = inner.refresh_here(&owned, seen_generation, trigger).await;
+            let result = inner
+                .refresh_here(&owned, seen_generation, trigger, when_busy)
+                .await;
             if matches!(result, Err(Error::Unsaved { .. })) {
                 inner.keep_saving(&owned);
             }
@@ -321,7 +370,10 @@ impl Refresher {
                     return;
                 }
                 let seen = tenant.current.load().generation;
-                match inner.refresh_here(&tenant, seen, Trigger::Background).await {
+                match inner
+                    .refresh_here(&tenant, seen, Trigger::Background, WhenBusy::Wait)
+                    .await
+                {
                     Err(Error::Unsaved { .. }) => {}
                     _ => return,
                 }
@@ -334,8 +386,27 @@ impl Refresher {
         tenant: &Arc<TenantState>,
         seen_generation: u64,
         trigger: Trigger,
+        when_busy: WhenBusy,
     ) -> Result<()> {
-        let _single = tenant.refresh_lock.lock().await;
+        let _single = match when_busy {
+            WhenBusy::Wait => tenant.refresh_lock.lock().await,
+            WhenBusy::Skip => match tenant.refresh_lock.try_lock() {
+                Ok(single) => single,
+                Err(_) => {
+                    // A caller of this process is refreshing (or waiting on another process):
+                    // whatever it gets is installed here, so there is nothing to add.
+                    Counters::bump(&self.counters.background_skipped);
+                    metrics::counter!(
+                        names::REFRESHES,
+                        "outcome" => "skipped",
+                        "cause" => "none",
+                        "trigger" => trigger.as_str()
+                    )
+                    .increment(1);
+                    return Ok(());
+                }
+            },
+        };
         let current = tenant.current.load_full();
         if current.generation != seen_generation {
             self.counters.coalesced();
@@ -345,8 +416,10 @@ impl Refresher {
             };
         }
         // Tokens waiting to be saved are never held back by the pause: saving them is urgent.
-        // Nor is a refresh on hold once its access token has died: that is what it waited for.
-        let hold_over = trigger == Trigger::SessionExpired && tenant.on_hold();
+        // Nor is a refresh on hold once its access token has died or is about to: that is what
+        // it waited for, and a pause that outlived the token would fail callers for nothing.
+        let hold_over =
+            tenant.on_hold() && (trigger == Trigger::SessionExpired || self.dying(&current));
         if tenant.in_failure_backoff() && !tenant.has_unsaved() && !hold_over {
             let (kind, message) = tenant
                 .last_failure()
@@ -367,13 +440,14 @@ impl Refresher {
         );
         let started = Instant::now();
         let result = self
-            .refresh_exclusive(tenant, &current, trigger)
+            .refresh_exclusive(tenant, &current, trigger, when_busy)
             .instrument(span.clone())
             .await;
         let (outcome, cause) = match &result {
             Ok(Outcome::Refreshed) => ("refreshed", "none"),
             Ok(Outcome::Adopted) => ("adopted", "none"),
             Ok(Outcome::WaitForOther) => ("waited", "none"),
+            Ok(Outcome::Skipped) => ("skipped", "none"),
             Err(Error::ReauthorizationRequired { cause, .. }) => (
                 "reauth_required",
                 cause.map_or("unknown", sfauth_core::Cause::as_str),
@@ -392,6 +466,8 @@ impl Refresher {
         metrics::histogram!(names::REFRESH_SECONDS).record(started.elapsed().as_secs_f64());
 
         match result {
+            // Nothing was tried: the failures of earlier attempts still stand.
+            Ok(Outcome::Skipped) => Ok(()),
             Ok(_) => {
                 tenant.clear_failures();
                 Ok(())
@@ -427,8 +503,16 @@ impl Refresher {
         tenant: &Arc<TenantState>,
         current: &Cached,
         trigger: Trigger,
+        when_busy: WhenBusy,
     ) -> Result<Outcome> {
-        let lease = match self.acquire_or_adopt(tenant, current).await? {
+        let acquired = match when_busy {
+            WhenBusy::Wait => self.acquire_or_adopt(tenant, current).await?,
+            WhenBusy::Skip => match self.acquire_or_skip(tenant, current).await? {
+                Some(acquired) => acquired,
+                None => return Ok(Outcome::Skipped),
+            },
+        };
+        let lease = match acquired {
             Acquired::Lease(lease) => lease,
             Acquired::Adopted => return Ok(Outcome::Adopted),
         };
@@ -448,6 +532,11 @@ impl Refresher {
             self.release(&lease).await;
         }
         match result {
+            Ok(Outcome::WaitForOther) if when_busy == WhenBusy::Skip => {
+                // Whoever spends the token is at work: the next scan adopts what it stores.
+                Counters::bump(&self.counters.background_skipped);
+                Ok(Outcome::Skipped)
+            }
             Ok(Outcome::WaitForOther) => {
                 // Our lease is released, so a refresher elsewhere can save its result.
                 match self.acquire_or_adopt(tenant, current).await? {
@@ -575,6 +664,77 @@ impl Refresher {
                 poll = poll.saturating_add(1);
             }
         }
+    }
+
+    /// The background's way to the lease (point 8 of the module doc): adopt what another
+    /// process stored, else one lease attempt; `None` when another refresher is at work, which
+    /// is left to finish without us waiting for it.
+    async fn acquire_or_skip(
+        &self,
+        tenant: &TenantState,
+        current: &Cached,
+    ) -> Result<Option<Acquired>> {
+        let key: &TokenKey = &tenant.key;
+        // A read costs the store far less than a lease attempt (a write), and after another
+        // worker's refresh it is all that is needed.
+        let record = self
+            .store
+            .get(key)
+            .await
+            .map_err(|source| Error::store(key, source))?;
+        if let Some(record) = &record {
+            if self.adopt_if_newer(tenant, current, record) {
+                Counters::bump(&self.counters.background_adopted);
+                return Ok(Some(Acquired::Adopted));
+            }
+            if self.spending_elsewhere(record) {
+                Counters::bump(&self.counters.background_skipped);
+                return Ok(None);
+            }
+        }
+        let lease = self
+            .store
+            .try_acquire(key, &self.holder, self.policy.lease_ttl)
+            .await
+            .map_err(|source| Error::store(key, source))?;
+        if let Some(lease) = lease {
+            return Ok(Some(Acquired::Lease(lease)));
+        }
+        let held = self
+            .store
+            .lease(key)
+            .await
+            .map_err(|source| Error::store(key, source))?;
+        if let Some(held) = held
+            && crate::holder::is_gone(&held.holder)
+        {
+            // Nobody will write: skipping would leave the tenant to lapse with the lease.
+            let taken = self
+                .store
+                .take_over(&held, &self.holder, self.policy.lease_ttl)
+                .await
+                .map_err(|source| Error::store(key, source))?;
+            if let Some(lease) = taken {
+                tracing::warn!(key = %key, dead = %held.holder, "took over the refresh lease of a process that is gone");
+                return Ok(Some(Acquired::Lease(lease)));
+            }
+        }
+        tracing::debug!(key = %key, "another refresher holds the lease; the background moves on");
+        Counters::bump(&self.counters.background_skipped);
+        Ok(None)
+    }
+
+    /// Whether `record` carries another holder's write-ahead mark young enough that its
+    /// refresh is surely still under way (its lease cannot have lapsed yet): a lease attempt
+    /// would only fail. An older mark is left to the lease, which tells a live refresher from
+    /// one that died.
+    fn spending_elsewhere(&self, record: &TokenRecord) -> bool {
+        record.refresh_in_flight.as_ref().is_some_and(|mark| {
+            mark.holder != self.holder
+                && SystemTime::now()
+                    .duration_since(mark.since)
+                    .is_ok_and(|age| age < self.policy.lease_ttl)
+        })
     }
 
     /// Installs `record` if another process stored newer tokens (or a re-authorization mark)
@@ -822,6 +982,19 @@ impl Refresher {
         }
     }
 
+    /// Whether `cached` is unusable or expires within the refresh margin (and its jitter), by
+    /// the clock alone.
+    fn dying(&self, cached: &Cached) -> bool {
+        if !cached.is_usable() {
+            return true;
+        }
+        if cached.expires_at_ms == NEVER {
+            return false;
+        }
+        let soon = duration_ms(self.policy.margin).saturating_add(duration_ms(self.policy.jitter));
+        clock::precise_ms().saturating_add(soon) >= cached.expires_at_ms
+    }
+
     /// Whether the tenant's current access token is dead or about to die, so that a possibly
     /// spent refresh token may be re-sent at no risk to a working session. Short of a 401 or an
     /// expiry within the refresh margin, the token is tried against `userinfo` (which spends
@@ -832,15 +1005,8 @@ impl Refresher {
             return true;
         }
         let cached = tenant.current.load_full();
-        if !cached.is_usable() {
+        if self.dying(&cached) {
             return true;
-        }
-        if cached.expires_at_ms != NEVER {
-            let soon =
-                duration_ms(self.policy.margin).saturating_add(duration_ms(self.policy.jitter));
-            if clock::precise_ms().saturating_add(soon) >= cached.expires_at_ms {
-                return true;
-            }
         }
         match self
             .client

@@ -35,6 +35,16 @@ pub struct Stats {
     pub reauth_required: u64,
     /// Calls served a still-valid token while a refresh was failing.
     pub served_stale: u64,
+    /// Background refreshes that found newer tokens another process had stored and adopted
+    /// them without a lease attempt (also counted in [`Self::adopted`]). In a fleet whose
+    /// workers all run the background refresher, about all but one worker's share per tenant
+    /// and expiry.
+    pub background_adopted: u64,
+    /// Background refreshes left alone because another refresher was at work on the tenant
+    /// (another process's lease or write-ahead mark, or a caller of this manager); the next
+    /// scan looks again. A few are normal in a fleet; many mean the workers' attempts bunch
+    /// up (see [`BackgroundConfig::spread`](crate::BackgroundConfig::spread)).
+    pub background_skipped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +57,8 @@ pub(crate) struct Counters {
     pub(crate) adopted: AtomicU64,
     pub(crate) reauth_required: AtomicU64,
     pub(crate) served_stale: AtomicU64,
+    pub(crate) background_adopted: AtomicU64,
+    pub(crate) background_skipped: AtomicU64,
 }
 
 /// Names of the metrics published through the `metrics` facade.
@@ -90,6 +102,8 @@ impl Counters {
             adopted: get(&self.adopted),
             reauth_required: get(&self.reauth_required),
             served_stale: get(&self.served_stale),
+            background_adopted: get(&self.background_adopted),
+            background_skipped: get(&self.background_skipped),
         }
     }
 }
