@@ -370,3 +370,145 @@ pub fn vm_rss_kib(pid: Option<u32>) -> Option<u64> {
         .find_map(|line| line.strip_prefix("VmRSS:"))?;
     line.trim().strip_suffix("kB")?.trim().parse().ok()
 }
+
+/// The URL of a server a test needs (PostgreSQL, Redis): `var` if set, else `default`, when
+/// something answers on its host and port. When nothing does, the test should skip: this says so
+/// loudly on stderr and returns `None`; under `CI=true` a missing server is a failure instead,
+/// and this panics.
+#[allow(clippy::print_stderr, reason = "the skip must be seen")]
+pub fn server_url(var: &str, default: &str, what: &str) -> Option<String> {
+    let url = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+    let address = Outage::upstream_of(&url).ok().and_then(|upstream| {
+        std::net::ToSocketAddrs::to_socket_addrs(&upstream)
+            .ok()?
+            .next()
+    });
+    let reachable = address.is_some_and(|address| {
+        std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_ok()
+    });
+    if reachable {
+        return Some(url);
+    }
+    let message = format!("{what} is not reachable at {var} (set it to point elsewhere)");
+    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+        panic!("{message}; CI=true, so this is a failure, not a skip");
+    }
+    eprintln!("\n!!! SKIPPED: {message} !!!\n");
+    None
+}
+
+/// A TCP forwarder in front of a real server (PostgreSQL, Redis) that a test can cut and
+/// restore, to play a network outage between a process and its store without stopping a
+/// server other tests share.
+///
+/// While cut, every open connection through it is closed and new ones are closed as soon as
+/// they are accepted: clients see their connection drop and every reconnect fail, at once.
+#[derive(Debug)]
+pub struct Outage {
+    address: std::net::SocketAddr,
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Outage {
+    /// Listens on a free loopback port and forwards to `upstream` (`host:port`).
+    pub async fn forward_to(upstream: String) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let address = listener.local_addr()?;
+        let open = Arc::new(tokio::sync::watch::Sender::new(true));
+        let state = open.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*state.borrow() {
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let mut cut = state.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            address,
+            open,
+            task,
+        })
+    }
+
+    /// `url` (a `redis://` or `postgres://` URL) pointed at this forwarder instead.
+    pub fn url_through(&self, url: &str) -> Result<String> {
+        let mut parsed = Url::parse(url)?;
+        parsed
+            .set_host(Some("127.0.0.1"))
+            .map_err(|_| "cannot set the host")?;
+        parsed
+            .set_port(Some(self.address.port()))
+            .map_err(|()| "cannot set the port")?;
+        Ok(parsed.to_string())
+    }
+
+    /// The `host:port` of `url`, for [`Self::forward_to`].
+    pub fn upstream_of(url: &str) -> Result<String> {
+        let parsed = Url::parse(url)?;
+        let host = parsed.host_str().ok_or("no host")?.to_owned();
+        let port = parsed
+            .port_or_known_default()
+            .or(match parsed.scheme() {
+                "redis" | "rediss" => Some(6379),
+                "postgres" | "postgresql" => Some(5432),
+                _ => None,
+            })
+            .ok_or("no port")?;
+        Ok(format!("{host}:{port}"))
+    }
+
+    /// Closes every connection and refuses new ones until [`Self::restore`].
+    pub fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Removes every key under `prefix` from the Redis server at `url`, fence counters included:
+/// what a test's `RedisStore` left behind.
+pub async fn remove_redis_prefix(url: &str, prefix: &str) -> Result<()> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await?;
+    if !keys.is_empty() {
+        let () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await?;
+    }
+    Ok(())
+}
+
+/// Drops `schema` from the PostgreSQL database at `url`: what a test's `PostgresStore` left
+/// behind.
+pub async fn drop_postgres_schema(url: &str, schema: &str) -> Result<()> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(())
+}
