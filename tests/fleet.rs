@@ -354,6 +354,10 @@ async fn parent(backend: Backend) {
     let record = store.get(&token_key).await.unwrap().unwrap();
     let stored = record.tokens.refresh_token.as_ref().unwrap();
     let status = env.emulator.refresh_token_status(stored.expose_secret());
+    // Before any assertion, so that a failing run leaves nothing on a shared server.
+    if server.is_some() {
+        backend.clean_up(&location).await;
+    }
     let calls: u64 = reports.iter().map(|r| r.calls).sum();
     let errors: Vec<&String> = reports.iter().flat_map(|r| &r.errors).collect();
     // A generation lives from its issue to its refresh point: the session less the margin and
@@ -415,10 +419,6 @@ async fn parent(backend: Backend) {
     );
     manager.shutdown(Duration::from_secs(5)).await;
     env.emulator.shutdown().await;
-    drop(store);
-    if server.is_some() {
-        backend.clean_up(&location).await;
-    }
 }
 
 fn spawn_with_reader(

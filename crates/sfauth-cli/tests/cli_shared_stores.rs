@@ -26,7 +26,6 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs as _};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -331,8 +330,7 @@ fn address(url: &str) -> Option<(String, u16)> {
     Some((host, parsed.port().unwrap_or(default_port)))
 }
 
-/// Removes a test's Redis keys or PostgreSQL schema when dropped, pass or fail. It speaks the
-/// servers' protocols directly (a few lines each) rather than adding drivers to this crate.
+/// Removes a test's Redis keys or PostgreSQL schema when dropped, pass or fail.
 enum Cleanup {
     Redis { base: String, prefix: String },
     Postgres { base: String, schema: String },
@@ -342,9 +340,7 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let result = match self {
             Self::Redis { base, prefix } => redis_delete_prefix(base, prefix),
-            Self::Postgres { base, schema } => {
-                postgres_query(base, &format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-            }
+            Self::Postgres { base, schema } => postgres_drop_schema(base.clone(), schema.clone()),
         };
         if let Err(why) = result {
             let what = match self {
@@ -356,117 +352,44 @@ impl Drop for Cleanup {
     }
 }
 
-fn connect(url: &str) -> Result<TcpStream, String> {
-    let (host, port) = address(url).ok_or("no host in the URL")?;
-    let stream = TcpStream::connect((host.as_str(), port)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    Ok(stream)
-}
-
-fn decoded(text: &str) -> String {
-    url::form_urlencoded::parse(format!("x={text}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
-
-/// Deletes every key under `prefix`, in one Lua script (RESP over TCP).
+/// Deletes every key under `prefix`, fence counters included.
 fn redis_delete_prefix(base: &str, prefix: &str) -> Result<(), String> {
-    let parsed = url::Url::parse(base).map_err(|e| e.to_string())?;
-    let mut stream = connect(base)?;
-    let mut reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
-    let mut command = |args: &[&str]| -> Result<String, String> {
-        let mut out = format!("*{}\r\n", args.len());
-        for arg in args {
-            out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        stream
-            .write_all(out.as_bytes())
-            .map_err(|e| e.to_string())?;
-        let mut line = String::new();
-        reader.read_line(&mut line).map_err(|e| e.to_string())?;
-        if line.starts_with('-') {
-            return Err(line.trim().to_owned());
-        }
-        Ok(line)
-    };
-    if let Some(password) = parsed.password() {
-        let password = decoded(password);
-        match parsed.username() {
-            "" => command(&["AUTH", &password])?,
-            user => command(&["AUTH", user, &password])?,
-        };
+    let mut conn = redis::Client::open(base)
+        .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(&mut conn)
+        .map_err(|e| e.to_string())?;
+    if keys.is_empty() {
+        return Ok(());
     }
-    let db = parsed.path().trim_matches('/');
-    if !db.is_empty() {
-        command(&["SELECT", db])?;
-    }
-    let script = "local n = 0 \
-        for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) n = n + 1 end \
-        return n";
-    command(&["EVAL", script, "0", &format!("{prefix}*")]).map(drop)
+    redis::cmd("DEL")
+        .arg(keys)
+        .query::<()>(&mut conn)
+        .map_err(|e| e.to_string())
 }
 
-/// Runs one statement (the PostgreSQL wire protocol: trust or cleartext password only).
-fn postgres_query(base: &str, sql: &str) -> Result<(), String> {
-    let parsed = url::Url::parse(base).map_err(|e| e.to_string())?;
-    let user = match parsed.username() {
-        "" => "postgres".to_owned(),
-        user => decoded(user),
-    };
-    let database = match parsed.path().trim_matches('/') {
-        "" => user.clone(),
-        db => decoded(db),
-    };
-    let mut stream = connect(base)?;
-    let framed = |tag: Option<u8>, body: &[u8]| {
-        let mut out = Vec::new();
-        out.extend(tag);
-        out.extend(u32::try_from(body.len() + 4).unwrap().to_be_bytes());
-        out.extend(body);
-        out
-    };
-    let mut startup = 196_608_u32.to_be_bytes().to_vec();
-    for part in ["user", &user, "database", &database] {
-        startup.extend(part.as_bytes());
-        startup.push(0);
-    }
-    startup.push(0);
-    stream
-        .write_all(&framed(None, &startup))
-        .map_err(|e| e.to_string())?;
-    let mut query_sent = false;
-    loop {
-        let mut head = [0_u8; 5];
-        stream.read_exact(&mut head).map_err(|e| e.to_string())?;
-        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        let mut body = vec![0_u8; len.saturating_sub(4)];
-        stream.read_exact(&mut body).map_err(|e| e.to_string())?;
-        match head[0] {
-            b'R' => match body.get(..4) {
-                Some([0, 0, 0, 0]) => {}
-                Some([0, 0, 0, 3]) => {
-                    let mut password = decoded(parsed.password().unwrap_or_default()).into_bytes();
-                    password.push(0);
-                    stream
-                        .write_all(&framed(Some(b'p'), &password))
-                        .map_err(|e| e.to_string())?;
-                }
-                _ => return Err("the server asks for an authentication this helper lacks".into()),
-            },
-            b'E' => return Err(String::from_utf8_lossy(&body).replace('\0', " ")),
-            b'Z' if query_sent => return Ok(()),
-            b'Z' => {
-                let mut text = sql.as_bytes().to_vec();
-                text.push(0);
-                stream
-                    .write_all(&framed(Some(b'Q'), &text))
-                    .map_err(|e| e.to_string())?;
-                query_sent = true;
-            }
-            _ => {}
-        }
-    }
+/// Drops `schema`, from a thread of its own: `Drop` may run inside a test's runtime, which
+/// cannot be blocked on.
+fn postgres_drop_schema(base: String, schema: String) -> Result<(), String> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::PgConnection::connect(&base)
+                .await
+                .map_err(|e| e.to_string())?;
+            sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.close().await.map_err(|e| e.to_string())
+        })
+    })
+    .join()
+    .map_err(|_| "the clean-up thread panicked".to_owned())?
 }
