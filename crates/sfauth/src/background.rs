@@ -26,15 +26,16 @@
 //!   stored newer tokens, they are adopted with no lease attempt. That is what all the workers
 //!   but the first do for a tenant, and a read costs a store less than a lease attempt (a
 //!   write, and on SQLite the one writer's lock).
-//! - **Never wait.** If the record carries another holder's fresh write-ahead mark, or the
-//!   lease is held, the attempt moves on at once (the holder will write; callers of this
-//!   process adopt through the store's watch) and the next scan looks again. Waiting, as a
-//!   caller does, would hold one of `concurrency` permits for up to `lease_wait` per tenant
-//!   that somebody else is refreshing.
+//! - **Never wait.** Next the attempt reads the lease: if another refresher holds it, the
+//!   attempt moves on at once (the holder will write; callers of this process adopt through
+//!   the store's watch) and the next scan looks again. Only a free lease is attempted. Waiting,
+//!   as a caller does, would hold one of `concurrency` permits for up to `lease_wait` per
+//!   tenant that somebody else is refreshing.
 //!
-//! The offsets only need to be far apart compared with the time from a worker's lease attempt
-//! to its write-ahead mark (two store writes), so a spread of seconds is plenty; attempts that
-//! still meet cost one failed lease attempt and a skip, never a second token request.
+//! A worker whose attempt comes while another one refreshes the tenant skips it after two
+//! reads and adopts the new tokens at a later scan; only attempts that fall between one
+//! worker's lease read and its lease attempt both try for the lease, and one is refused. A
+//! spread of seconds makes either rare, and neither costs a second token request.
 //! Keep-alive goes through the same window. `Stats::background_adopted` and
 //! `Stats::background_skipped` (and `sfauth_refreshes_total{trigger="background"}`) show it at
 //! work.

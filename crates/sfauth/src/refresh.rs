@@ -34,11 +34,11 @@
 //!    a lease whose holder is a process on this host that is gone is taken over at once.
 //! 8. **The background never waits on another refresher.** A refresh the background refresher
 //!    starts ([`Refresher::refresh_background`]) first reads the record and adopts tokens
-//!    another process stored since, with no lease attempt; it leaves alone a record whose
-//!    write-ahead mark says another holder is spending its token right now; it makes one lease
-//!    attempt and, if the lease is held (or this process's own caller holds the tenant's lock),
-//!    it moves on instead of waiting: the holder writes, foreground callers adopt through the
-//!    watch, and the next scan adopts what was written. Waiting would tie up one of the
+//!    another process stored since, with no lease attempt; then it reads the lease, and makes
+//!    one lease attempt only if nobody (alive) holds it. If the lease is held, or taken between
+//!    the read and the attempt, or a caller of this process holds the tenant's lock, it moves
+//!    on instead of waiting: the holder writes, foreground callers adopt through the watch, and
+//!    the next scan adopts what was written. Waiting would tie up one of the
 //!    background's few permits for up to `lease_wait` per tenant some other process is already
 //!    refreshing. Everything after the lease is the same protocol as above. Which worker of a
 //!    fleet gets there first is the background refresher's business (`background.rs`).
@@ -667,38 +667,27 @@ impl Refresher {
     }
 
     /// The background's way to the lease (point 8 of the module doc): adopt what another
-    /// process stored, else one lease attempt; `None` when another refresher is at work, which
-    /// is left to finish without us waiting for it.
+    /// process stored, else one lease attempt if nobody holds the lease; `None` when another
+    /// refresher is at work, which is left to finish without us waiting for it.
     async fn acquire_or_skip(
         &self,
         tenant: &TenantState,
         current: &Cached,
     ) -> Result<Option<Acquired>> {
         let key: &TokenKey = &tenant.key;
-        // A read costs the store far less than a lease attempt (a write), and after another
-        // worker's refresh it is all that is needed.
+        // Reads first: after another worker's refresh the record is all that is needed, and
+        // while one is under way the lease says so. A lease attempt is a write (on SQLite and
+        // files, the one writer's lock), and a refused one is a write for nothing.
         let record = self
             .store
             .get(key)
             .await
             .map_err(|source| Error::store(key, source))?;
-        if let Some(record) = &record {
-            if self.adopt_if_newer(tenant, current, record) {
-                Counters::bump(&self.counters.background_adopted);
-                return Ok(Some(Acquired::Adopted));
-            }
-            if self.spending_elsewhere(record) {
-                Counters::bump(&self.counters.background_skipped);
-                return Ok(None);
-            }
-        }
-        let lease = self
-            .store
-            .try_acquire(key, &self.holder, self.policy.lease_ttl)
-            .await
-            .map_err(|source| Error::store(key, source))?;
-        if let Some(lease) = lease {
-            return Ok(Some(Acquired::Lease(lease)));
+        if let Some(record) = &record
+            && self.adopt_if_newer(tenant, current, record)
+        {
+            Counters::bump(&self.counters.background_adopted);
+            return Ok(Some(Acquired::Adopted));
         }
         let held = self
             .store
@@ -706,8 +695,13 @@ impl Refresher {
             .await
             .map_err(|source| Error::store(key, source))?;
         if let Some(held) = held
-            && crate::holder::is_gone(&held.holder)
+            && held.holder != self.holder
         {
+            if !crate::holder::is_gone(&held.holder) {
+                tracing::debug!(key = %key, holder = %held.holder, "another refresher holds the lease; the background moves on");
+                Counters::bump(&self.counters.background_skipped);
+                return Ok(None);
+            }
             // Nobody will write: skipping would leave the tenant to lapse with the lease.
             let taken = self
                 .store
@@ -719,22 +713,17 @@ impl Refresher {
                 return Ok(Some(Acquired::Lease(lease)));
             }
         }
-        tracing::debug!(key = %key, "another refresher holds the lease; the background moves on");
-        Counters::bump(&self.counters.background_skipped);
-        Ok(None)
-    }
-
-    /// Whether `record` carries another holder's write-ahead mark young enough that its
-    /// refresh is surely still under way (its lease cannot have lapsed yet): a lease attempt
-    /// would only fail. An older mark is left to the lease, which tells a live refresher from
-    /// one that died.
-    fn spending_elsewhere(&self, record: &TokenRecord) -> bool {
-        record.refresh_in_flight.as_ref().is_some_and(|mark| {
-            mark.holder != self.holder
-                && SystemTime::now()
-                    .duration_since(mark.since)
-                    .is_ok_and(|age| age < self.policy.lease_ttl)
-        })
+        // Free (or ours, kept for tokens waiting to be saved: asking again renews it).
+        let lease = self
+            .store
+            .try_acquire(key, &self.holder, self.policy.lease_ttl)
+            .await
+            .map_err(|source| Error::store(key, source))?;
+        if lease.is_none() {
+            // Another refresher took it since our read.
+            Counters::bump(&self.counters.background_skipped);
+        }
+        Ok(lease.map(Acquired::Lease))
     }
 
     /// Installs `record` if another process stored newer tokens (or a re-authorization mark)
