@@ -115,6 +115,22 @@ const RECORD_FIELDS: [&str; 7] = [
 /// no TTL of its own, because [`take_over`](TokenStore::take_over) must still find an expired
 /// lease that nobody replaced.
 ///
+/// # TLS
+///
+/// A `rediss://` URL connects over TLS (rustls, with the aws-lc-rs provider), as managed
+/// services with in-transit encryption require (ElastiCache, Upstash, Azure Cache for Redis,
+/// Memorystore); `redis://` stays in the clear. The server's certificate is always verified,
+/// chain and host name: by default against the operating system's trust store (as the HTTP
+/// transport does), or, given [`RedisStoreBuilder::root_certificate`], against those
+/// certificates only, for a server whose certificate a private CA issued. redis-rs's
+/// `#insecure` fragment, which would skip verification, is refused. A certificate the store
+/// does not trust fails [`connect`](RedisStoreBuilder::connect) with [`ErrorKind::Config`]
+/// and a message saying so.
+///
+/// rustls needs a process-wide crypto provider: the store uses the one the program installed
+/// (`rustls::crypto::CryptoProvider::install_default`), and installs aws-lc-rs's only when
+/// there is none.
+///
 /// # Durability
 ///
 /// A write is as durable as the server makes it: the contract's "durable when it returns" needs
@@ -148,6 +164,14 @@ const RECORD_FIELDS: [&str; 7] = [
 ///     .prefix("billing:sfauth:")
 ///     .connect()
 ///     .await?;
+///
+/// // Over TLS, to a server whose certificate a private CA issued.
+/// let keyring = Keyring::from_env("SFAUTH_STORAGE_KEY")?;
+/// let ca = std::fs::read("/etc/ssl/private-ca.pem").unwrap_or_default();
+/// let secure = RedisStore::builder("rediss://:password@redis.internal:6380/0", keyring)
+///     .root_certificate(ca)
+///     .connect()
+///     .await?;
 /// # Ok(())
 /// # }
 /// ```
@@ -170,6 +194,8 @@ pub struct RedisStoreBuilder {
     prefix: String,
     connect_timeout: Duration,
     response_timeout: Duration,
+    /// PEM certificates to trust instead of the system's, for `rediss://`.
+    root_certificates: Option<Vec<u8>>,
 }
 
 /// The names of the store's keys and channel under its prefix.
@@ -240,6 +266,7 @@ impl RedisStore {
             prefix: DEFAULT_PREFIX.to_owned(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            root_certificates: None,
         }
     }
 
@@ -252,6 +279,8 @@ impl RedisStore {
     fn failed(&self, what: &str, error: RedisError) -> Error {
         let why = if error.is_timeout() {
             "timed out"
+        } else if certificate_problem(&error).is_some() {
+            "failed: the server's tls certificate is not trusted"
         } else if error.is_io_error()
             || error.is_connection_refusal()
             || error.is_connection_dropped()
@@ -316,19 +345,60 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Trusts the CA certificates in `pem` (one or more PEM `CERTIFICATE` blocks; call again
+    /// to add more) for a `rediss://` URL, instead of the operating system's trust store: for
+    /// a server whose certificate a private CA issued. The server's certificate is still
+    /// verified, chain and host name. [`connect`](Self::connect) refuses a `redis://` URL with
+    /// root certificates, and PEM that holds no certificate, as [`ErrorKind::Config`].
+    pub fn root_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
+        let pem = pem.as_ref();
+        let all = self.root_certificates.get_or_insert_with(Vec::new);
+        all.extend_from_slice(pem);
+        if !pem.ends_with(b"\n") {
+            all.push(b'\n');
+        }
+        self
+    }
+
     /// Connects.
     ///
-    /// A URL that does not parse, and credentials the server refuses, are
-    /// [`ErrorKind::Config`]; a server that does not answer is [`ErrorKind::Backend`].
+    /// A URL that does not parse, credentials the server refuses and a TLS certificate the
+    /// store does not trust are [`ErrorKind::Config`]; a server that does not answer is
+    /// [`ErrorKind::Backend`].
     pub async fn connect(self) -> Result<RedisStore> {
         let target: Arc<str> = Arc::from(redact_url(&self.url));
-        let client = ::redis::Client::open(self.url.as_str()).map_err(|e| {
+        let unusable = |e| {
             Error::with_source(
                 ErrorKind::Config,
                 format!("redis: not a usable redis url: {target}"),
                 e,
             )
-        })?;
+        };
+        let client = ::redis::Client::open(self.url.as_str()).map_err(unusable)?;
+        let tls = matches!(
+            client.get_connection_info().addr(),
+            ::redis::ConnectionAddr::TcpTls { .. }
+        );
+        let client = match &self.root_certificates {
+            None => client,
+            Some(_) if !tls => {
+                return Err(Error::config(format!(
+                    "redis: root certificates are for a rediss:// url, not {target}"
+                )));
+            }
+            Some(pem) => {
+                check_pem_certificates(pem)?;
+                let certificates = ::redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                };
+                ::redis::Client::build_with_tls(self.url.as_str(), certificates)
+                    .map_err(unusable)?
+            }
+        };
+        if tls {
+            ensure_crypto_provider();
+        }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.response_timeout))
@@ -342,6 +412,22 @@ impl RedisStoreBuilder {
                     Error::with_source(
                         ErrorKind::Config,
                         format!("redis: the server refused the credentials for {target}"),
+                        e,
+                    )
+                } else if let Some(why) = certificate_problem(&e) {
+                    Error::with_source(
+                        ErrorKind::Config,
+                        format!(
+                            "redis: the tls certificate of {target} is not trusted ({why}): \
+                             trust its CA with RedisStoreBuilder::root_certificate, or check \
+                             the host name"
+                        ),
+                        e,
+                    )
+                } else if e.kind() == ::redis::ErrorKind::InvalidClientConfig {
+                    Error::with_source(
+                        ErrorKind::Config,
+                        format!("redis: the connection settings of {target} are refused"),
                         e,
                     )
                 } else {
@@ -390,8 +476,77 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("prefix", &self.prefix)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
+            .field(
+                "root_certificates",
+                &self.root_certificates.as_ref().map(|_| "set"),
+            )
             .finish()
     }
+}
+
+/// Installs aws-lc-rs as rustls's process-wide crypto provider unless one is installed: redis-rs
+/// builds its TLS configuration with the process default, and rustls cannot pick one by itself
+/// when a program's build enables more than one.
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Fails only when another thread installed one in between: that one is used.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+}
+
+/// Checks that `pem` holds at least one certificate and nothing malformed, so that a wrong
+/// file is reported as such and not as an untrusted server.
+fn check_pem_certificates(pem: &[u8]) -> Result<()> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut count = 0_usize;
+    for certificate in CertificateDer::pem_slice_iter(pem) {
+        certificate.map_err(|e| {
+            Error::with_source(
+                ErrorKind::Config,
+                "redis: a root certificate is not valid PEM",
+                e,
+            )
+        })?;
+        count = count.saturating_add(1);
+    }
+    if count == 0 {
+        return Err(Error::config(
+            "redis: the root certificates hold no PEM CERTIFICATE block",
+        ));
+    }
+    Ok(())
+}
+
+/// Why the server's TLS certificate was refused, if that is what `error` comes down to: rustls's
+/// error, which redis-rs and tokio-rustls wrap in an `io::Error` inside an `Arc`.
+fn certificate_problem(error: &RedisError) -> Option<String> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = next {
+        if let Some(shared) = current.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>() {
+            let inner: &(dyn std::error::Error + 'static) = &**shared;
+            next = Some(inner);
+            continue;
+        }
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                let inner: &(dyn std::error::Error + 'static) = inner;
+                next = Some(inner);
+                continue;
+            }
+        }
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return match tls {
+                rustls::Error::InvalidCertificate(why) => Some(format!("{why:?}")),
+                rustls::Error::NoCertificatesPresented => {
+                    Some("the server presented none".to_owned())
+                }
+                _ => None,
+            };
+        }
+        next = current.source();
+    }
+    None
 }
 
 /// A script's reply: an array of strings, the first saying what happened.

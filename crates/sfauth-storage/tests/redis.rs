@@ -685,6 +685,238 @@ async fn the_same_handle_survives_a_server_restart() {
     assert_eq!(store.put(record, 2, Some(&lease)).await.unwrap(), 3);
 }
 
+/// A private CA and a certificate it issued for `127.0.0.1`, made fresh for a test.
+struct TestPki {
+    ca_pem: String,
+    server_cert_pem: String,
+    server_key_pem: String,
+}
+
+impl TestPki {
+    fn new(ca_name: &str) -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        };
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, ca_name);
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::from_params(&ca_params, &ca_key);
+        let server_key = KeyPair::generate().unwrap();
+        let mut server_params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        server_params
+            .distinguished_name
+            .push(DnType::CommonName, "sfauth test redis");
+        let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+        Self {
+            ca_pem: ca_cert.pem(),
+            server_cert_pem: server_cert.pem(),
+            server_key_pem: server_key.serialize_pem(),
+        }
+    }
+}
+
+/// A `redis-server` of the test's own that speaks TLS only (`--port 0`), with a certificate
+/// for `127.0.0.1` from a CA made for the test, and a password.
+struct TlsServer {
+    port: u16,
+    password: String,
+    pki: TestPki,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsServer {
+    /// `None` (after a loud message) when `redis-server` is not installed, except under
+    /// `CI=true`; panics when it is, but was built without TLS.
+    fn start() -> Option<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pki = TestPki::new("sfauth test CA");
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let cert = dir.path().join("server.pem");
+        let key = dir.path().join("server.key");
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        std::fs::write(&cert, &pki.server_cert_pem).unwrap();
+        std::fs::write(&key, &pki.server_key_pem).unwrap();
+        let password = format!("pw-{}", random_text(16));
+        let spawned = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .arg("--tls-ca-cert-file")
+            .arg(&ca)
+            .args(["--tls-auth-clients", "no"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--requirepass", &password])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let message = "redis-server is not installed";
+                if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+                    panic!("{message}; CI=true, so this is a failure, not a skip");
+                }
+                eprintln!("\n!!!!!!!! SKIPPED: {message}; this test checked nothing !!!!!!!!\n");
+                return None;
+            }
+            Err(error) => panic!("starting redis-server: {error}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut log = String::new();
+                if let Some(mut stderr) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut stderr, &mut log);
+                }
+                panic!("redis-server with TLS exited ({status}); built without TLS? {log}");
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Self {
+            port,
+            password,
+            pki,
+            child,
+            _dir: dir,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("rediss://:{}@127.0.0.1:{}/", self.password, self.port)
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything an error shows: itself, its `Debug` and its causes.
+fn shown(error: &Error) -> String {
+    let mut shown = format!("{error} {error:?}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        shown.push_str(&format!(" {cause} {cause:?}"));
+        source = cause.source();
+    }
+    shown
+}
+
+/// `rediss://` to a server whose certificate a private CA issued, trusted through
+/// `root_certificate`: records, leases and watches work as over `redis://`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_round_trips() {
+    let Some(server) = TlsServer::start() else {
+        return;
+    };
+    let store = RedisStore::builder(&server.url(), Keyring::new(Key::generate()))
+        .root_certificate(&server.pki.ca_pem)
+        .connect()
+        .await
+        .unwrap();
+    assert!(!format!("{store:?}").contains(&server.password));
+    let ns = Namespace::new();
+    let (key, record) = ns.fresh("tls");
+    assert_eq!(store.insert(record.clone()).await.unwrap(), 1);
+    let read = store.get(&key).await.unwrap().unwrap();
+    assert_eq!(
+        (read.version, &read.key, &read.tokens),
+        (1, &key, &record.tokens)
+    );
+    let watch = store.watch(&key).await.unwrap();
+    assert!(watch.is_live(), "the pub/sub connection speaks TLS too");
+    let lease = store
+        .try_acquire(&key, "tls-holder", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.lease(&key).await.unwrap().unwrap().holder,
+        "tls-holder"
+    );
+    assert_eq!(store.put(record.clone(), 1, Some(&lease)).await.unwrap(), 2);
+    assert!(watch.changed(Duration::from_secs(5)).await);
+    store.release(&lease).await.unwrap();
+    assert!(store.lease(&key).await.unwrap().is_none());
+    assert!(store.delete(&key, Some(2)).await.unwrap());
+}
+
+/// Verification is on: without the CA (the system's roots only), with another CA, or with
+/// the CA but a host name the certificate does not name, connecting fails as `Config`, saying
+/// it is the certificate, never showing the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_refuses_a_certificate_it_does_not_trust() {
+    let Some(server) = TlsServer::start() else {
+        return;
+    };
+    let other_ca = TestPki::new("another CA").ca_pem;
+    let attempts = [
+        ("the system's roots", server.url(), None),
+        ("another CA", server.url(), Some(other_ca.as_str())),
+        (
+            "another host name",
+            format!("rediss://:{}@localhost:{}/", server.password, server.port),
+            Some(server.pki.ca_pem.as_str()),
+        ),
+    ];
+    for (what, url, ca) in attempts {
+        let mut builder = RedisStore::builder(&url, Keyring::new(Key::generate()))
+            .connect_timeout(Duration::from_secs(1));
+        if let Some(ca) = ca {
+            builder = builder.root_certificate(ca);
+        }
+        let error = tokio::time::timeout(Duration::from_secs(15), builder.connect())
+            .await
+            .expect("a refused certificate fails promptly")
+            .unwrap_err();
+        eprintln!("{what}: {error}");
+        assert_eq!(error.kind(), ErrorKind::Config, "{what}: {error}");
+        assert!(error.to_string().contains("certificate"), "{what}: {error}");
+        assert!(
+            !shown(&error).contains(&server.password),
+            "{what}: {error:?}"
+        );
+    }
+    // Not PEM, and a CA for a `redis://` URL, are refused before connecting.
+    let garbage = RedisStore::builder(&server.url(), Keyring::new(Key::generate()))
+        .root_certificate("not a certificate")
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(garbage.kind(), ErrorKind::Config, "{garbage}");
+    let plain = RedisStore::builder(
+        &format!("redis://127.0.0.1:{}/", server.port),
+        Keyring::new(Key::generate()),
+    )
+    .root_certificate(&server.pki.ca_pem)
+    .connect()
+    .await
+    .unwrap_err();
+    assert_eq!(plain.kind(), ErrorKind::Config, "{plain}");
+    assert!(plain.to_string().contains("rediss://"), "{plain}");
+}
+
 /// Rough latencies of each operation against the shared server; run with
 /// `cargo test --features redis,conformance --test redis -- --ignored --nocapture latency`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
