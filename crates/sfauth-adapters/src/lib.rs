@@ -1,5 +1,18 @@
-//! Reserved for integrations of sfauth with the HTTP ecosystem: reqwest-middleware, tower and
-//! axum login routes. None is written yet; this crate has no items.
+//! sfauth in the HTTP ecosystem: thin layers over the [`sfauth::TokenManager`], each on the
+//! conventions of its ecosystem.
 //!
-//! When they come, each adapter is to be a thin layer over the `TokenManager` of the `sfauth`
-//! crate, which is this crate's only sfauth dependency.
+//! | feature (all default) | what |
+//! |---|---|
+//! | `reqwest` | a reqwest-middleware `Middleware`: `Authorization: Bearer`, paths resolved against the tenant's `instance_url`, one refresh and one retry on `INVALID_SESSION_ID` |
+//! | `tower` | the same behaviour as a tower `Layer` for any `http` client stack |
+//! | `axum` | "Connect your Salesforce org": the web server flow with PKCE as axum routes |
+//! | `webhook` | signed notices (HMAC-SHA256) when a tenant needs re-authorization or has recovered, and `verify` for the receiver |
+//!
+//! Every adapter fails with [`Error`]; [`ErrorKind::ReauthorizationRequired`] is the one to
+//! send a human to a login page for. No adapter logs or returns a token, a code or a secret.
+
+#![warn(missing_docs)]
+
+mod error;
+
+pub use error::{Error, ErrorKind, Result};
