@@ -12,7 +12,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sfauth_core::TokenKey;
 use sha2::{Digest as _, Sha256};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{
+    PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow, PgSslMode,
+};
 use sqlx::{Connection as _, Executor as _, Row as _};
 use tokio::sync::watch;
 
@@ -67,11 +69,28 @@ const NOW_MS: &str = "floor(extract(epoch FROM now()) * 1000)::bigint";
 /// (it holds a connection pool); clones share the pool and the listener. Needs PostgreSQL 11
 /// or later and a UTF-8 database.
 ///
-/// Errors: a URL that does not parse, a wrong user, password or database name, or missing
-/// privileges are [`ErrorKind::Config`]; a server that does not answer, a lost connection and
+/// Errors: a URL that does not parse, a wrong user, password or database name, missing
+/// privileges, or a TLS connection that cannot be made (the server does not offer TLS, or its
+/// certificate is refused) are [`ErrorKind::Config`]; a server that does not answer, a lost connection and
 /// any other database failure [`ErrorKind::Backend`]; a record sealed with another key
 /// [`ErrorKind::WrongKey`]. No message, log line or `Debug` output holds the URL's password or
 /// a token.
+///
+/// # TLS
+///
+/// The URL's `sslmode` decides, as in libpq (rustls with the aws-lc-rs provider underneath,
+/// no OpenSSL): `disable` never encrypts; `prefer` (the default) encrypts when the server
+/// offers TLS and falls back to the clear otherwise; `require` insists on TLS but does not
+/// verify the certificate; `verify-ca` also verifies the chain; `verify-full` the chain and
+/// that the certificate names the URL's host (what managed services such as RDS and Cloud
+/// SQL should be reached with). A server that does not offer TLS fails `require` and above
+/// with [`ErrorKind::Config`], as does a certificate `verify-ca`/`verify-full` refuses.
+///
+/// Certificates are verified against Mozilla's root certificates (webpki-roots, built in)
+/// plus those of `sslrootcert=/path/to/ca.pem` (PEM; for a private CA, or a service's own
+/// CA such as Amazon RDS's bundle, which is not among Mozilla's). As in libpq, `require`
+/// with `sslrootcert` verifies like `verify-ca`. `sslcert`/`sslkey` give a client
+/// certificate.
 ///
 /// # Layout
 ///
@@ -182,6 +201,9 @@ impl fmt::Debug for PostgresStore {
 
 /// The kind of a driver error: what the caller has to fix (configuration) or retry (backend).
 fn kind_of(error: &sqlx::Error) -> ErrorKind {
+    if tls_problem(error).is_some() {
+        return ErrorKind::Config;
+    }
     match error {
         sqlx::Error::Configuration(_) => ErrorKind::Config,
         sqlx::Error::Database(db) => match db.code().as_deref() {
@@ -197,6 +219,23 @@ fn kind_of(error: &sqlx::Error) -> ErrorKind {
             _ => ErrorKind::Backend,
         },
         _ => ErrorKind::Backend,
+    }
+}
+
+/// What went wrong with TLS, if that is what `error` is: the server does not offer it (sqlx's
+/// `Tls` error), or rustls refused the handshake or the certificate (an `io::Error` around a
+/// `rustls::Error`). Retrying would not help: the URL or the server's setup must change.
+fn tls_problem(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Tls(inner) => Some(inner.to_string()),
+        sqlx::Error::Io(io) => {
+            let inner = io.get_ref()?;
+            match inner.downcast_ref::<rustls::Error>()? {
+                refused @ rustls::Error::InvalidCertificate(_) => Some(refused.to_string()),
+                other => Some(format!("tls handshake failed: {other}")),
+            }
+        }
+        _ => None,
     }
 }
 
@@ -294,12 +333,37 @@ fn parse_url(url: &str) -> Result<PgConnectOptions> {
             "postgres: the connection url must start with postgres:// or postgresql://",
         ));
     }
-    PgConnectOptions::from_str(url).map_err(|e| {
+    let options = PgConnectOptions::from_str(url).map_err(|e| {
         Error::with_source(
             ErrorKind::Config,
             "postgres: the connection url is not accepted",
             e,
         )
+    })?;
+    // The names sqlx accepts for it.
+    let root_cert = parsed
+        .query_pairs()
+        .find(|(name, _)| matches!(name.as_ref(), "sslrootcert" | "ssl-root-cert" | "ssl-ca"))
+        .map(|(_, value)| value.into_owned());
+    let Some(root_cert) = root_cert else {
+        return Ok(options);
+    };
+    // sqlx reads the file at every connection and reports a missing one as an I/O error, which
+    // would read as an unreachable server.
+    if !root_cert.starts_with("-----BEGIN") {
+        std::fs::metadata(&root_cert).map_err(|e| {
+            Error::with_source(
+                ErrorKind::Config,
+                format!("postgres: sslrootcert {root_cert} cannot be read"),
+                e,
+            )
+        })?;
+    }
+    // As libpq does: with a root certificate, `require` verifies the chain too.
+    Ok(if matches!(options.get_ssl_mode(), PgSslMode::Require) {
+        options.ssl_mode(PgSslMode::VerifyCa)
+    } else {
+        options
     })
 }
 
@@ -312,11 +376,14 @@ async fn migrate(options: &PgConnectOptions, schema: &str) -> Result<()> {
         match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options)).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(error)) => {
-                return Err(Error::with_source(
-                    kind_of(&error),
-                    format!("postgres: cannot connect to {target}"),
-                    error,
-                ));
+                let message = match tls_problem(&error) {
+                    Some(why) => format!(
+                        "postgres: no tls connection to {target} ({why}): check sslmode, and \
+                         sslrootcert for a private CA"
+                    ),
+                    None => format!("postgres: cannot connect to {target}"),
+                };
+                return Err(Error::with_source(kind_of(&error), message, error));
             }
             Err(_) => {
                 return Err(Error::new(

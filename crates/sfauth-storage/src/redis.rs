@@ -418,7 +418,7 @@ impl RedisStoreBuilder {
                     Error::with_source(
                         ErrorKind::Config,
                         format!(
-                            "redis: the tls certificate of {target} is not trusted ({why}): \
+                            "redis: the tls certificate of {target} is refused ({why}): \
                              trust its CA with RedisStoreBuilder::root_certificate, or check \
                              the host name"
                         ),
@@ -537,7 +537,7 @@ fn certificate_problem(error: &RedisError) -> Option<String> {
         }
         if let Some(tls) = current.downcast_ref::<rustls::Error>() {
             return match tls {
-                rustls::Error::InvalidCertificate(why) => Some(format!("{why:?}")),
+                refused @ rustls::Error::InvalidCertificate(_) => Some(refused.to_string()),
                 rustls::Error::NoCertificatesPresented => {
                     Some("the server presented none".to_owned())
                 }

@@ -465,6 +465,192 @@ async fn connection_errors_are_typed_and_never_show_the_password() {
     store.close().await;
 }
 
+/// `url` with `host` (when given) and the query parameters `params` added.
+fn tls_url(url: &str, host: Option<&str>, params: &[(&str, &str)]) -> String {
+    let mut url = url::Url::parse(url).unwrap();
+    if let Some(host) = host {
+        url.set_host(Some(host)).unwrap();
+    }
+    url.query_pairs_mut().extend_pairs(params);
+    url.to_string()
+}
+
+/// Everything an error shows: itself, its `Debug` and its causes.
+fn shown(error: &sfauth_storage::Error) -> String {
+    let mut shown = format!("{error} {error:?}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        shown.push_str(&format!(" {cause} {cause:?}"));
+        source = cause.source();
+    }
+    shown
+}
+
+/// Opens a store at `url` in a fresh schema, checks a round trip, and says whether its
+/// connection is encrypted (PostgreSQL's own view, `pg_stat_ssl`).
+async fn round_trip_over(url: &str) -> bool {
+    let schema = Schema::new(url);
+    let store =
+        PostgresStore::connect_with_schema(url, &schema.name, Keyring::new(Key::generate()))
+            .await
+            .unwrap();
+    let ns = Namespace::new();
+    let (key, record) = ns.fresh("tls");
+    assert_eq!(store.insert(record.clone()).await.unwrap(), 1);
+    let read = store.get(&key).await.unwrap().unwrap();
+    assert_eq!((read.version, &read.tokens), (1, &record.tokens));
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    store.close().await;
+    encrypted
+}
+
+/// The `sslmode`s against the shared server, whatever it offers: `disable` and `prefer`
+/// always open (`prefer` encrypted when the server has TLS on); with TLS on (Debian's default,
+/// a self-signed "snakeoil" certificate), `require` opens encrypted without verifying, and
+/// `verify-full` refuses the certificate as `Config` unless `sslrootcert` trusts it and the
+/// host matches; with TLS off, `require` is refused as `Config`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_modes_against_the_shared_server() {
+    let Some(url) = server_url() else { return };
+    let url = tls_url(&url, None, &[]);
+    let mut conn = PgConnection::connect(&tls_url(&url, None, &[("sslmode", "disable")]))
+        .await
+        .unwrap();
+    let ssl: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let cert_file: String = sqlx::query_scalar("SHOW ssl_cert_file")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let tls_on = ssl == "on";
+    eprintln!("the shared server has ssl = {ssl}, ssl_cert_file = {cert_file}");
+
+    assert!(!round_trip_over(&tls_url(&url, None, &[("sslmode", "disable")])).await);
+    assert_eq!(
+        round_trip_over(&tls_url(&url, None, &[("sslmode", "prefer")])).await,
+        tls_on
+    );
+    let require = tls_url(&url, None, &[("sslmode", "require")]);
+    let verify_full = tls_url(&url, None, &[("sslmode", "verify-full")]);
+    if !tls_on {
+        for url in [require, verify_full] {
+            let error = PostgresStore::connect(&url, Keyring::new(Key::generate()))
+                .await
+                .unwrap_err();
+            eprintln!("{error}");
+            assert_eq!(error.kind(), ErrorKind::Config, "{error}");
+            assert!(error.to_string().contains("tls"), "{error}");
+        }
+        return;
+    }
+    assert!(round_trip_over(&require).await, "require encrypts");
+    // The server's self-signed certificate is not among Mozilla's roots.
+    for mode in ["verify-ca", "verify-full"] {
+        let error = PostgresStore::connect(
+            &tls_url(&url, None, &[("sslmode", mode)]),
+            Keyring::new(Key::generate()),
+        )
+        .await
+        .unwrap_err();
+        eprintln!("{mode}: {error}");
+        assert_eq!(error.kind(), ErrorKind::Config, "{mode}: {error}");
+        assert!(error.to_string().contains("certificate"), "{mode}: {error}");
+    }
+    // Debian's snakeoil certificate is self-signed, so trusting it with `sslrootcert` verifies
+    // the chain. It names the machine's host name, never 127.0.0.1: there, the refusal is the
+    // name (the chain passed), for `verify-full`, for `verify-ca` (which sqlx 0.8.6 checks like
+    // `verify-full`: its verifier misses rustls's `NotValidForNameContext`, sqlx issue 3793)
+    // and for `require` with `sslrootcert` (which verifies like `verify-ca`, as in libpq).
+    if cert_file != "/etc/ssl/certs/ssl-cert-snakeoil.pem" {
+        eprintln!("not Debian's snakeoil certificate: sslrootcert left untried");
+        return;
+    }
+    let trusted = ("sslrootcert", cert_file.as_str());
+    let mut presented = String::new();
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let by_ip = tls_url(&url, Some("127.0.0.1"), &[("sslmode", mode), trusted]);
+        let error = PostgresStore::connect(&by_ip, Keyring::new(Key::generate()))
+            .await
+            .unwrap_err();
+        eprintln!("{mode} with sslrootcert, to 127.0.0.1: {error}");
+        assert_eq!(error.kind(), ErrorKind::Config, "{error}");
+        let message = error.to_string();
+        assert!(message.contains("not valid for name"), "{mode}: {error}");
+        presented = message;
+    }
+    // When the certificate names `localhost` (as on this project's machines), the same root
+    // verifies everything there: an encrypted round trip with `verify-full`.
+    if presented.contains(r#"DnsName("localhost")"#) {
+        let by_name = tls_url(
+            &url,
+            Some("localhost"),
+            &[("sslmode", "verify-full"), trusted],
+        );
+        assert!(
+            round_trip_over(&by_name).await,
+            "verify-full with sslrootcert"
+        );
+    } else {
+        eprintln!("the certificate does not name localhost: verify-full round trip left untried");
+    }
+}
+
+/// A server that answers PostgreSQL's SSLRequest with `N` (no TLS): `require` and the
+/// verifying modes are `Config` errors that say so and never show the password. And an
+/// `sslrootcert` that does not exist is `Config` before any connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_tls_is_refused_as_config() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut request = [0_u8; 8];
+                if socket.read_exact(&mut request).await.is_ok() {
+                    // 80877103: SSLRequest.
+                    assert_eq!(request, [0, 0, 0, 8, 4, 210, 22, 47]);
+                    let _ = socket.write_all(b"N").await;
+                    let mut rest = Vec::new();
+                    let _ = socket.read_to_end(&mut rest).await;
+                }
+            });
+        }
+    });
+    for mode in ["require", "verify-ca", "verify-full"] {
+        let url = format!("postgres://u:hunter2@127.0.0.1:{port}/db?sslmode={mode}");
+        let error = PostgresStore::connect(&url, Keyring::new(Key::generate()))
+            .await
+            .unwrap_err();
+        eprintln!("{mode}: {error}");
+        assert_eq!(error.kind(), ErrorKind::Config, "{mode}: {error}");
+        assert!(
+            error.to_string().contains("does not support TLS"),
+            "{error}"
+        );
+        assert!(!shown(&error).contains("hunter2"), "{error:?}");
+    }
+    server.abort();
+
+    let missing = PostgresStore::connect(
+        "postgres://u:hunter2@127.0.0.1:1/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+        Keyring::new(Key::generate()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::Config, "{missing}");
+    assert!(missing.to_string().contains("sslrootcert"), "{missing}");
+    assert!(!shown(&missing).contains("hunter2"), "{missing:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clear_columns_that_contradict_the_sealed_record_are_corrupt() {
     let Some(h) = Harness::new().await else {
