@@ -6,8 +6,9 @@
 //! each sees the other's logins in `status`, uses them with `token`, and sees a refresh made
 //! by the other. A refresh lease held by a third process shows in `status` with its holder.
 //! Then the failures: a bad URL (exit 2), a closed port and a server that never answers
-//! (exit 4, within the connect timeout), credentials or a database the server refuses (exit
-//! 2), and a key other than the store's (exit 1, nothing overwritten); the URL's password is
+//! (exit 4, within the connect timeout), credentials or a database the server refuses, and a
+//! TLS connection that cannot be verified (exit 2), and a key other than the store's (exit 1,
+//! nothing overwritten); the URL's password is
 //! never printed. Each run uses its own random Redis prefix or PostgreSQL schema, removed at
 //! the end.
 //!
@@ -277,6 +278,19 @@ async fn failures(base: &str, scheme: &str, key: &Key) {
     }
     let (refused, _) = run(refused.to_string()).await;
     refused.fails(2, "refused its settings");
+
+    // TLS is built in, and verification is on: `verify-full` to a server whose certificate
+    // no trusted root issued (the test server's is self-signed), or that has no TLS at all,
+    // is a setting to fix (exit 2), not an unreachable server.
+    if scheme == "postgres" {
+        let mut verify = url::Url::parse(base).unwrap();
+        verify.set_password(Some(PASSWORD)).unwrap();
+        verify
+            .query_pairs_mut()
+            .append_pair("sslmode", "verify-full");
+        let (untrusted, _) = run(verify.to_string()).await;
+        untrusted.fails(2, "no tls connection");
+    }
 }
 
 /// `base` with `name=value` added to its query.

@@ -2,8 +2,8 @@
 //!
 //! | `--store` | backend | options in the query |
 //! |---|---|---|
-//! | `redis://[USER][:PASSWORD@]HOST[:PORT][/DB]` | `RedisStore` | `prefix` (default `sfauth:`), `connect_timeout`, and redis-rs's own `protocol` |
-//! | `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` | `PostgresStore` | `schema` (default `sfauth`), `connect_timeout`, and sqlx's own (`sslmode`, `application_name`, ...) |
+//! | `redis://[USER][:PASSWORD@]HOST[:PORT][/DB]`, `rediss://...` (TLS) | `RedisStore` | `prefix` (default `sfauth:`), `connect_timeout`, `tls_ca_file` (PEM CA certificates trusted instead of the system's, `rediss://` only), and redis-rs's own `protocol` |
+//! | `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` | `PostgresStore` | `schema` (default `sfauth`), `connect_timeout`, and sqlx's own (`sslmode`, `sslrootcert`, `application_name`, ...) |
 //!
 //! The CLI's options are taken out of the URL before the driver sees it; any other option is
 //! refused, so that a misspelt `prefix` cannot silently put logins under the default one.
@@ -107,6 +107,8 @@ struct SharedUrl {
     /// The Redis prefix or the PostgreSQL schema, when given.
     place: Option<String>,
     connect_timeout: Duration,
+    /// The PEM certificates of `tls_ca_file` (Redis over TLS): trusted instead of the system's.
+    tls_ca: Option<Vec<u8>>,
 }
 
 /// Parses a `redis://` or `postgres://` store URL. Nothing of the URL is quoted in an error,
@@ -135,23 +137,24 @@ fn parse(url: &str, scheme: &str) -> Result<SharedUrl> {
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(bad("it names no host".to_owned()));
     }
-    // FIXME: the workspace builds redis-rs and sqlx without TLS; until a TLS feature is
-    // enabled there, a URL asking for TLS is refused here with a plain reason, rather than
-    // reported by the driver as an unreachable server.
-    let wants_tls = scheme == "rediss"
-        || parsed.query_pairs().any(|(name, value)| {
-            name == "sslmode" && matches!(value.as_ref(), "require" | "verify-ca" | "verify-full")
-        });
-    if wants_tls {
-        return Err(CliError::usage(format!(
-            "this sfauth is built without TLS for {scheme}:// stores: use a connection without TLS (redis://, or sslmode=prefer or disable) on a trusted network, or a TLS tunnel"
-        )));
-    }
     let mut place = None;
     let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+    let mut tls_ca = None;
     let mut passed_on = Vec::new();
     for (name, value) in parsed.query_pairs() {
-        if name == backend.place_option() {
+        if backend == Backend::Redis && name == "tls_ca_file" {
+            if scheme != "rediss" {
+                return Err(bad(
+                    "tls_ca_file is for a rediss:// URL, which connects over TLS".to_owned(),
+                ));
+            }
+            let pem = std::fs::read(value.as_ref()).map_err(|e| {
+                CliError::usage(format!(
+                    "cannot read the tls_ca_file {value} of the --store URL ({e}): give the path of a PEM file with the CA certificates to trust"
+                ))
+            })?;
+            tls_ca = Some(pem);
+        } else if name == backend.place_option() {
             if value.is_empty() {
                 return Err(bad(format!("?{name}= is empty")));
             }
@@ -171,8 +174,13 @@ fn parse(url: &str, scheme: &str) -> Result<SharedUrl> {
             passed_on.push((name.into_owned(), value.into_owned()));
         } else {
             return Err(bad(format!(
-                "unknown option {name}: the options are {}, connect_timeout and the driver's {}",
+                "unknown option {name}: the options are {}, connect_timeout{} and the driver's {}",
                 backend.place_option(),
+                if backend == Backend::Redis {
+                    ", tls_ca_file"
+                } else {
+                    ""
+                },
                 backend.driver_options().join(", ")
             )));
         }
@@ -202,6 +210,7 @@ fn parse(url: &str, scheme: &str) -> Result<SharedUrl> {
         location: shown.to_string(),
         place,
         connect_timeout,
+        tls_ca,
     })
 }
 
@@ -332,6 +341,9 @@ async fn connect(
             if let Some(prefix) = &url.place {
                 builder = builder.prefix(prefix.clone());
             }
+            if let Some(pem) = &url.tls_ca {
+                builder = builder.root_certificate(pem);
+            }
             Ok(Arc::new(builder.connect().await?))
         }
         Backend::Postgres => {
@@ -399,6 +411,26 @@ mod tests {
     }
 
     #[test]
+    fn tls_urls_are_accepted() {
+        let redis = parse(
+            "rediss://:hunter22@cache.example:6380/0?prefix=a%3A",
+            "rediss",
+        )
+        .unwrap();
+        assert_eq!(redis.backend, Backend::Redis);
+        assert_eq!(
+            redis.driver_url.as_str(),
+            "rediss://:hunter22@cache.example:6380/0"
+        );
+        assert!(redis.tls_ca.is_none());
+        for mode in ["require", "verify-ca", "verify-full"] {
+            let url = format!("postgres://u:hunter22@db.example/app?sslmode={mode}");
+            let pg = parse(&url, "postgres").unwrap();
+            assert_eq!(pg.driver_url.as_str(), url);
+        }
+    }
+
+    #[test]
     fn bad_urls_are_usage_errors_that_quote_nothing() {
         for (url, needle) in [
             ("redis://:hunter22@", "not a usable redis:// URL"),
@@ -412,10 +444,17 @@ mod tests {
                 "postgres://u:hunter22@[::1/db",
                 "not a usable postgres:// URL",
             ),
-            ("rediss://:hunter22@h/", "built without TLS"),
             (
-                "postgres://u:hunter22@h/db?sslmode=require",
-                "built without TLS",
+                "redis://:hunter22@h/?tls_ca_file=/etc/hosts",
+                "tls_ca_file is for a rediss:// URL",
+            ),
+            (
+                "rediss://:hunter22@h/?tls_ca_file=/nonexistent/ca.pem",
+                "cannot read the tls_ca_file /nonexistent/ca.pem",
+            ),
+            (
+                "postgres://u:hunter22@h/db?tls_ca_file=/etc/hosts",
+                "unknown option tls_ca_file",
             ),
         ] {
             let scheme = url.split_once("://").unwrap().0;
