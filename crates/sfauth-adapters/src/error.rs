@@ -13,6 +13,17 @@ pub enum Error {
     /// re-authorization, is unknown, or a refresh failed).
     #[error(transparent)]
     Token(#[from] sfauth::Error),
+    /// A request went through the reqwest middleware or the tower layer without naming its
+    /// tenant: the adapter was built without a `TokenKey` and none was in the request's
+    /// extensions.
+    #[error(
+        "no tenant for this request: build the adapter with a TokenKey or put one in the request's extensions"
+    )]
+    NoTenant,
+    /// A request's URL could not be aimed at the tenant's `instance_url` (the resolved URL is
+    /// not a valid URI); the request was not sent.
+    #[error("the request cannot be aimed at the tenant's instance url")]
+    InvalidTarget,
 }
 
 /// What kind of [`Error`] this is, for a caller to match on.
@@ -33,6 +44,9 @@ pub enum ErrorKind {
     /// The token manager failed for another reason; see [`sfauth::ErrorKind`] through
     /// [`Error::token_kind`].
     Token,
+    /// The request itself was unusable (no tenant named, a URL that cannot be aimed at the
+    /// instance): a mistake in the calling code, not worth retrying.
+    InvalidRequest,
 }
 
 impl Error {
@@ -43,6 +57,7 @@ impl Error {
                 ErrorKind::ReauthorizationRequired
             }
             Self::Token(_) => ErrorKind::Token,
+            Self::NoTenant | Self::InvalidTarget => ErrorKind::InvalidRequest,
         }
     }
 
@@ -50,6 +65,7 @@ impl Error {
     pub fn token_kind(&self) -> Option<sfauth::ErrorKind> {
         match self {
             Self::Token(error) => Some(error.kind()),
+            Self::NoTenant | Self::InvalidTarget => None,
         }
     }
 }

@@ -14,5 +14,13 @@
 #![warn(missing_docs)]
 
 mod error;
+#[cfg(feature = "reqwest")]
+mod middleware;
+#[cfg(any(feature = "reqwest", feature = "tower"))]
+mod replay;
 
 pub use error::{Error, ErrorKind, Result};
+#[cfg(feature = "reqwest")]
+pub use middleware::{SalesforceAuth, adapter_error};
+#[cfg(any(feature = "reqwest", feature = "tower"))]
+pub use replay::{INSTANCE, instance};

@@ -1,0 +1,320 @@
+//! [`SalesforceAuth`]: a reqwest-middleware [`Middleware`] that carries a tenant's valid access
+//! token on every request, and renews it once when Salesforce says the session is dead.
+
+use std::fmt;
+
+use http::Extensions;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use reqwest::{Request, Response, Url};
+use reqwest_middleware::{Middleware, Next};
+use sfauth::{TokenKey, TokenManager};
+use tracing::Instrument as _;
+
+use crate::error::Error;
+use crate::replay::{self, Aim};
+
+/// A reqwest-middleware [`Middleware`] that authenticates requests to a tenant's Salesforce
+/// instance with the [`TokenManager`]'s token.
+///
+/// For each request it:
+///
+/// - takes the tenant's access token from the manager (from its cache, or refreshed first);
+/// - aims the request at the tenant's current `instance_url` when its URL is on the
+///   [`INSTANCE`](crate::INSTANCE) placeholder (write `client.get(instance("/services/data/…"))`
+///   with [`instance`](crate::instance): reqwest refuses a relative URL before any middleware
+///   runs), or leaves it where it is when it is already on the instance;
+/// - sets `Authorization: Bearer …` (marked sensitive);
+/// - on a 401 whose body is Salesforce's `INVALID_SESSION_ID` "Session expired or invalid",
+///   reports the dead token with [`TokenManager::session_expired`] (concurrent requests that saw
+///   the same dead token share one refresh) and sends the request once more with the new token,
+///   re-aimed at the (possibly migrated) instance. Only when the body can be sent again
+///   ([`Request::try_clone`]): a streamed body is never retried, its 401 is returned.
+///
+/// It refreshes at most once per request, never in a loop: the second answer is returned
+/// whatever it is. A 401 a refresh does not fix ("This session is not valid for use with the
+/// REST API", any other 401 body) and every 403 are returned as they are.
+///
+/// A request for another host is sent untouched, without the token: the token never leaves for
+/// a host that is not the tenant's instance.
+///
+/// # Which tenant
+///
+/// [`SalesforceAuth::new`] serves one tenant. [`SalesforceAuth::per_request`] serves any: name
+/// the tenant on each request with
+/// `reqwest_middleware::RequestBuilder::with_extension(key)`. A key in the request's extensions
+/// wins over the middleware's own; a request naming none fails with
+/// [`Error::NoTenant`](crate::Error::NoTenant).
+///
+/// # Errors
+///
+/// The middleware's own failures (a tenant that needs a new login, a refresh that failed, no
+/// tenant named) come back as `reqwest_middleware::Error::Middleware` wrapping this crate's
+/// [`Error`](crate::Error); [`adapter_error`] finds it, or downcast the `anyhow::Error` yourself
+/// (`error.downcast_ref::<sfauth_adapters::Error>()`). Network errors stay
+/// `reqwest_middleware::Error::Reqwest`.
+///
+/// # Example
+///
+/// ```no_run
+/// use sfauth_adapters::{ErrorKind, SalesforceAuth, adapter_error, instance};
+///
+/// # async fn run(manager: sfauth::TokenManager, key: sfauth::TokenKey) -> Result<(), Box<dyn std::error::Error>> {
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(SalesforceAuth::new(manager, key))
+///     .build();
+/// match client
+///     .get(instance("/services/data/v62.0/query?q=SELECT+Id+FROM+Account"))
+///     .send()
+///     .await
+/// {
+///     Ok(response) => println!("{}", response.text().await?),
+///     Err(error) if adapter_error(&error).map(|e| e.kind()) == Some(ErrorKind::ReauthorizationRequired) => {
+///         println!("ask the org's admin to connect again");
+///     }
+///     Err(error) => return Err(error.into()),
+/// }
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Per request, for many tenants:
+///
+/// ```no_run
+/// use sfauth_adapters::{SalesforceAuth, instance};
+///
+/// # async fn run(manager: sfauth::TokenManager, key: sfauth::TokenKey) -> reqwest_middleware::Result<()> {
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(SalesforceAuth::per_request(manager))
+///     .build();
+/// let limits = client
+///     .get(instance("/services/data/v62.0/limits"))
+///     .with_extension(key)
+///     .send()
+///     .await?;
+/// # drop(limits);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SalesforceAuth {
+    manager: TokenManager,
+    key: Option<TokenKey>,
+}
+
+impl fmt::Debug for SalesforceAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SalesforceAuth")
+            .field(
+                "tenant",
+                &self.key.as_ref().map(|key| key.short().to_string()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl SalesforceAuth {
+    /// A middleware for the one tenant `key` (a request may still name another in its
+    /// extensions).
+    ///
+    /// ```no_run
+    /// # fn run(manager: sfauth::TokenManager, key: sfauth::TokenKey) {
+    /// let auth = sfauth_adapters::SalesforceAuth::new(manager, key);
+    /// # drop(auth);
+    /// # }
+    /// ```
+    pub fn new(manager: TokenManager, key: TokenKey) -> Self {
+        Self {
+            manager,
+            key: Some(key),
+        }
+    }
+
+    /// A middleware for whichever tenant each request names in its extensions
+    /// (`RequestBuilder::with_extension(key)`).
+    ///
+    /// ```no_run
+    /// # fn run(manager: sfauth::TokenManager) {
+    /// let auth = sfauth_adapters::SalesforceAuth::per_request(manager);
+    /// # drop(auth);
+    /// # }
+    /// ```
+    pub fn per_request(manager: TokenManager) -> Self {
+        Self { manager, key: None }
+    }
+
+    /// The token manager.
+    ///
+    /// ```no_run
+    /// # fn run(auth: sfauth_adapters::SalesforceAuth) {
+    /// println!("{:?}", auth.manager().stats());
+    /// # }
+    /// ```
+    pub fn manager(&self) -> &TokenManager {
+        &self.manager
+    }
+
+    /// The middleware's own tenant, if it has one.
+    ///
+    /// ```no_run
+    /// # fn run(auth: sfauth_adapters::SalesforceAuth) {
+    /// if let Some(key) = auth.key() {
+    ///     println!("for {}", key.short());
+    /// }
+    /// # }
+    /// ```
+    pub fn key(&self) -> Option<&TokenKey> {
+        self.key.as_ref()
+    }
+
+    async fn send(
+        &self,
+        key: &TokenKey,
+        mut request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let token = self.manager.access_token(key).await.map_err(middleware)?;
+        let (aim, path_and_query) = aim_of(request.url(), token.instance_url());
+        if aim == Aim::Elsewhere {
+            return next.run(request, extensions).await;
+        }
+        // Kept before the token is set, so that the copy carries no stale header. `None` for a
+        // streamed body, which cannot be sent twice.
+        let replay = request.try_clone();
+        aim_at(&mut request, aim, &path_and_query, &token)?;
+        let response = next.clone().run(request, extensions).await?;
+        if !replay::worth_reading(response.status(), content_length(&response)) {
+            return Ok(response);
+        }
+        let (response, body) = buffer(response).await?;
+        let Some(mut retry) = replay.filter(|_| replay::refreshable(response.status(), &body))
+        else {
+            return Ok(rebuild(response, body));
+        };
+        // The 401 means the request was refused before anything was done, so sending a POST
+        // again does not do its work twice.
+        let fresh = self
+            .manager
+            .session_expired(key, token.access_token())
+            .await
+            .map_err(middleware)?;
+        drop(token);
+        replay::record_retry(&tracing::Span::current());
+        aim_at(&mut retry, aim, &path_and_query, &fresh)?;
+        next.run(retry, extensions).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for SalesforceAuth {
+    async fn handle(
+        &self,
+        request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let key = replay::tenant(self.key.as_ref(), extensions)
+            .map_err(middleware)?
+            .clone();
+        let span = replay::span(&key);
+        let response = self
+            .send(&key, request, extensions, next)
+            .instrument(span.clone())
+            .await;
+        if let Ok(response) = &response {
+            span.record("status", response.status().as_u16());
+        }
+        response
+    }
+}
+
+/// This crate's [`Error`](crate::Error) inside a `reqwest_middleware::Error`, if that is what
+/// `error` is: how a caller of a client with [`SalesforceAuth`] tells "this tenant must log in
+/// again" ([`ErrorKind::ReauthorizationRequired`](crate::ErrorKind::ReauthorizationRequired))
+/// from a network error.
+///
+/// ```
+/// use sfauth_adapters::{Error, adapter_error};
+///
+/// let error = reqwest_middleware::Error::middleware(Error::NoTenant);
+/// assert!(matches!(adapter_error(&error), Some(Error::NoTenant)));
+/// ```
+pub fn adapter_error(error: &reqwest_middleware::Error) -> Option<&Error> {
+    match error {
+        reqwest_middleware::Error::Middleware(error) => error.downcast_ref::<Error>(),
+        _ => None,
+    }
+}
+
+/// `error` as reqwest-middleware carries a middleware's failure.
+fn middleware(error: impl Into<Error>) -> reqwest_middleware::Error {
+    reqwest_middleware::Error::middleware(error.into())
+}
+
+/// Where `url` is aimed for a tenant on `instance`, and its path with the query.
+fn aim_of(url: &Url, instance: &Url) -> (Aim, String) {
+    let aim = replay::aim(url.scheme(), url.host_str(), url.port(), instance);
+    (aim, url[url::Position::BeforePath..].to_owned())
+}
+
+/// Points `request` at the instance of `token` and sets its `Authorization` header.
+fn aim_at(
+    request: &mut Request,
+    aim: Aim,
+    path_and_query: &str,
+    token: &sfauth::AccessTokenGuard<'_>,
+) -> reqwest_middleware::Result<()> {
+    let target = replay::target(aim, path_and_query, token.instance_url())
+        .and_then(|target| Url::parse(&target).ok())
+        .ok_or_else(|| middleware(Error::InvalidTarget))?;
+    *request.url_mut() = target;
+    request
+        .headers_mut()
+        .insert(AUTHORIZATION, token.authorization());
+    Ok(())
+}
+
+fn content_length(response: &Response) -> Option<u64> {
+    response
+        .headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Reads the body of `response`, keeping everything else of it (status, version, headers,
+/// extensions, URL) to give the response back unchanged.
+async fn buffer(
+    response: Response,
+) -> reqwest_middleware::Result<(http::Response<()>, bytes::Bytes)> {
+    let url = response.url().clone();
+    let http: http::Response<reqwest::Body> = response.into();
+    let (parts, body) = http.into_parts();
+    // Back into a reqwest response with the body alone, to read it with reqwest's own reader.
+    let bytes = Response::from(http::Response::new(body)).bytes().await?;
+    let mut head = http::Response::from_parts(parts, ());
+    head.extensions_mut().insert(ResponseUrl(url));
+    Ok((head, bytes))
+}
+
+/// The response's URL, carried through [`buffer`] to [`rebuild`].
+#[derive(Clone)]
+struct ResponseUrl(Url);
+
+/// `head` with `body` as a reqwest response again, with its URL.
+fn rebuild(mut head: http::Response<()>, body: bytes::Bytes) -> Response {
+    use reqwest::ResponseBuilderExt as _;
+
+    let url = head.extensions_mut().remove::<ResponseUrl>();
+    let (mut parts, ()) = head.into_parts();
+    if let Some(ResponseUrl(url)) = url {
+        // `ResponseBuilderExt::url` is reqwest's one public way to give a built response its URL.
+        let carrier = http::Response::builder().url(url).body(());
+        if let Ok(carrier) = carrier {
+            parts.extensions.extend(carrier.into_parts().0.extensions);
+        }
+    }
+    Response::from(http::Response::from_parts(parts, body))
+}
