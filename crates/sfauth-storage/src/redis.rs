@@ -528,12 +528,13 @@ fn certificate_problem(error: &RedisError) -> Option<String> {
             next = Some(inner);
             continue;
         }
-        if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                let inner: &(dyn std::error::Error + 'static) = inner;
-                next = Some(inner);
-                continue;
-            }
+        if let Some(inner) = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            let inner: &(dyn std::error::Error + 'static) = inner;
+            next = Some(inner);
+            continue;
         }
         if let Some(tls) = current.downcast_ref::<rustls::Error>() {
             return match tls {
