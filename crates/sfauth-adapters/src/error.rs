@@ -24,6 +24,18 @@ pub enum Error {
     /// not a valid URI); the request was not sent.
     #[error("the request cannot be aimed at the tenant's instance url")]
     InvalidTarget,
+    /// A webhook request's signature header did not verify (see
+    /// [`crate::webhook::verify`]): refuse the request.
+    #[cfg(feature = "webhook")]
+    #[error("webhook signature rejected: {0}")]
+    Signature(#[from] crate::webhook::SignatureError),
+    /// The webhook notifier could not be set up (its HTTP client could not be built).
+    #[cfg(feature = "webhook")]
+    #[error("webhook notifier: {message}")]
+    Webhook {
+        /// What failed, without the URL (a receiver may put a secret in it).
+        message: String,
+    },
 }
 
 /// What kind of [`Error`] this is, for a caller to match on.
@@ -47,6 +59,11 @@ pub enum ErrorKind {
     /// The request itself was unusable (no tenant named, a URL that cannot be aimed at the
     /// instance): a mistake in the calling code, not worth retrying.
     InvalidRequest,
+    /// A webhook signature did not verify: the request is forged, altered, signed with another
+    /// secret or replayed; answer 400 and do not act on it.
+    InvalidSignature,
+    /// The webhook notifier could not be set up.
+    Webhook,
 }
 
 impl Error {
@@ -58,6 +75,10 @@ impl Error {
             }
             Self::Token(_) => ErrorKind::Token,
             Self::NoTenant | Self::InvalidTarget => ErrorKind::InvalidRequest,
+            #[cfg(feature = "webhook")]
+            Self::Signature(_) => ErrorKind::InvalidSignature,
+            #[cfg(feature = "webhook")]
+            Self::Webhook { .. } => ErrorKind::Webhook,
         }
     }
 
@@ -66,6 +87,8 @@ impl Error {
         match self {
             Self::Token(error) => Some(error.kind()),
             Self::NoTenant | Self::InvalidTarget => None,
+            #[cfg(feature = "webhook")]
+            Self::Signature(_) | Self::Webhook { .. } => None,
         }
     }
 }

@@ -18,6 +18,8 @@ mod error;
 mod middleware;
 #[cfg(any(feature = "reqwest", feature = "tower"))]
 mod replay;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 pub use error::{Error, ErrorKind, Result};
 #[cfg(feature = "reqwest")]
