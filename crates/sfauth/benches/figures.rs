@@ -32,8 +32,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, json};
 use sfauth::storage::TokenRecord;
 use sfauth::{MemoryStore, TokenManager, TokenStore};
-use sfauth_core::flows::AuthorizeParams;
-use sfauth_core::http::HttpTransport;
 use sfauth_core::{ConnectedApp, LoginHost, OAuthClient, TokenSet};
 use sfauth_emulator::{Clock, Emulator};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -158,7 +156,7 @@ async fn coalesced_token_requests() -> u64 {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let tokens = login(&client, &transport).await;
+    let tokens = common::login(&client, &transport).await;
     let manager = TokenManager::builder(client)
         .transport(Arc::new(transport))
         .store(Arc::new(MemoryStore::new()))
@@ -182,36 +180,6 @@ async fn coalesced_token_requests() -> u64 {
     let refreshes = emulator.counters().grant("refresh_token") - before;
     emulator.shutdown().await;
     refreshes
-}
-
-/// The web server flow against the emulator, playing the browser through the transport (which
-/// follows no redirect): a token set with a refresh token.
-async fn login(client: &OAuthClient, transport: &dyn HttpTransport) -> TokenSet {
-    let request = client
-        .authorize_url(&AuthorizeParams::scopes(["api", "id", "refresh_token"]))
-        .unwrap();
-    let response = transport
-        .send(
-            http::Request::get(request.url.as_str())
-                .body(bytes::Bytes::new())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 302, "auto-approve redirects at once");
-    let location = response
-        .headers()
-        .get(http::header::LOCATION)
-        .unwrap()
-        .to_str()
-        .unwrap();
-    let code = client
-        .parse_callback(&location.parse().unwrap(), &request.state)
-        .unwrap();
-    client
-        .exchange_code(transport, &code, request.pkce_verifier.as_ref())
-        .await
-        .unwrap()
 }
 
 /// Live heap bytes the manager holds per tenant once 100,000 tenants are loaded (from a

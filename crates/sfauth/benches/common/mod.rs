@@ -1,6 +1,7 @@
-//! Setup shared by the `manager`, `figures` and `startup` benchmarks: tenants with realistic key and token
-//! sizes, and managers whose transport fails every request, so that nothing measured here can
-//! reach a network.
+//! Setup shared by the `manager`, `figures`, `startup` and `fleet` benchmarks: tenants with
+//! realistic key and token sizes, managers whose transport fails every request (so that nothing
+//! timed in a hot loop can reach a network), and a login at the emulator for the benchmarks that
+//! do talk to it.
 
 #![allow(dead_code, reason = "each benchmark binary uses part of the setup")]
 
@@ -11,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
 use sfauth::{MemoryStore, TokenManager, TokenStore};
+use sfauth_core::flows::AuthorizeParams;
 use sfauth_core::http::TransportErrorKind;
 use sfauth_core::http::{HttpRequest, HttpResponse, HttpTransport, TransportError};
 use sfauth_core::{
@@ -195,4 +197,33 @@ pub(crate) fn write_figures(env: &str, default: &Path, figures: &Map<String, Val
     )
     .expect("the figures file");
     println!("figures written to {}", out.display());
+}
+
+/// The web server flow against the emulator (which approves at once), playing the browser
+/// through the transport (which follows no redirect): a token set with a refresh token.
+pub(crate) async fn login(client: &OAuthClient, transport: &dyn HttpTransport) -> TokenSet {
+    let request = client
+        .authorize_url(&AuthorizeParams::scopes(["api", "id", "refresh_token"]))
+        .expect("an authorize url");
+    let response = transport
+        .send(
+            http::Request::get(request.url.as_str())
+                .body(bytes::Bytes::new())
+                .expect("an authorize request"),
+        )
+        .await
+        .expect("the authorize endpoint answers");
+    assert_eq!(response.status(), 302, "auto-approve redirects at once");
+    let location = response
+        .headers()
+        .get(http::header::LOCATION)
+        .and_then(|location| location.to_str().ok())
+        .expect("a redirect location");
+    let code = client
+        .parse_callback(&location.parse().expect("a callback url"), &request.state)
+        .expect("an authorization code");
+    client
+        .exchange_code(transport, &code, request.pkce_verifier.as_ref())
+        .await
+        .expect("tokens for the code")
 }
