@@ -109,6 +109,7 @@ pub use manager::default_sqlite_store;
 pub use manager::{STORE_KEY_ENV, TokenManager, TokenManagerBuilder};
 pub use policy::RefreshPolicy;
 pub use renewal::{Renewal, RenewalResolver};
+pub use stats::Stats;
 pub use tenant::Tenant;
 
 /// Salesforce's OAuth protocol: every flow, the token types, errors and the HTTP boundary
