@@ -18,6 +18,8 @@ mod error;
 mod middleware;
 #[cfg(any(feature = "reqwest", feature = "tower"))]
 mod replay;
+#[cfg(feature = "tower")]
+mod tower;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 
@@ -26,3 +28,5 @@ pub use error::{Error, ErrorKind, Result};
 pub use middleware::{SalesforceAuth, adapter_error};
 #[cfg(any(feature = "reqwest", feature = "tower"))]
 pub use replay::{INSTANCE, instance};
+#[cfg(feature = "tower")]
+pub use tower::{BoxError, SalesforceAuthLayer, SalesforceAuthService, TryCloneBody};
