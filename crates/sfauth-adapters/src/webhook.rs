@@ -19,6 +19,11 @@
 //! code, a client secret or the signing secret; the tenant is named by org id, user id, label,
 //! login host and instance URL.
 //!
+//! Each notifier reports what its own manager sees. In a fleet of processes sharing one store,
+//! run the notifier in one of them, or have the receiver keep the latest notice per tenant as
+//! the tenant's state: two processes that both meet the refusal send two notices, with
+//! different ids.
+//!
 //! # Signature
 //!
 //! Every attempt carries
@@ -142,8 +147,8 @@ impl SigningSecret {
     }
 
     fn mac(&self) -> HmacSha256 {
-        // HMAC takes a key of any length, so this cannot fail; an empty mac keyed with no
-        // bytes would still be one, so there is nothing to report here.
+        // HMAC accepts a key of any length, so `new_from_slice` never fails; the second arm
+        // only satisfies the type and is never taken.
         match HmacSha256::new_from_slice(&self.0) {
             Ok(mac) => mac,
             Err(_) => HmacSha256::new(&Default::default()),
