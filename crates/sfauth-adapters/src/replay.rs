@@ -164,7 +164,16 @@ mod tests {
     fn aims_and_targets() {
         let na = url("https://na1.my.salesforce.com");
         let site = url("https://acme.my.site.com/community/");
-        let cases: &[(&str, Option<&str>, Option<u16>, &Url, &str, Option<&str>)] = &[
+        // Scheme, host, port, instance, path and query; the URL to send to.
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            Option<u16>,
+            &'a Url,
+            &'a str,
+            Option<&'a str>,
+        );
+        let cases: &[Case<'_>] = &[
             (
                 "https",
                 Some("sfauth.invalid"),

@@ -55,7 +55,7 @@ impl<D: Clone> TryCloneBody for Full<D> {
 
 impl<D> TryCloneBody for Empty<D> {
     fn try_clone_body(&self) -> Option<Self> {
-        Some(self.clone())
+        Some(*self)
     }
 }
 

@@ -20,9 +20,9 @@ fn client(org: &Org) -> ClientWithMiddleware {
 }
 
 /// The query through `client`: its status and body.
-async fn query(client: &ClientWithMiddleware) -> (StatusCode, String) {
-    let response = client.get(instance(QUERY)).send().await.unwrap();
-    (response.status(), response.text().await.unwrap())
+async fn query(client: &ClientWithMiddleware) -> reqwest_middleware::Result<(StatusCode, String)> {
+    let response = client.get(instance(QUERY)).send().await?;
+    Ok((response.status(), response.text().await?))
 }
 
 #[tokio::test]
@@ -30,14 +30,14 @@ async fn keeps_working_across_ended_sessions_and_a_migration() {
     let org = Org::start().await.unwrap();
     let client = client(&org);
 
-    let (status, body) = query(&client).await;
+    let (status, body) = query(&client).await.unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains("Acme Corporation"), "{body}");
     assert_eq!(org.refreshes(), 0);
 
     for round in 1..=2 {
         org.end_sessions();
-        let (status, body) = query(&client).await;
+        let (status, body) = query(&client).await.unwrap();
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(org.refreshes(), round, "one refresh per ended session");
     }
@@ -62,7 +62,7 @@ async fn keeps_working_across_ended_sessions_and_a_migration() {
     assert_eq!(org.refreshes(), 3);
 
     // And so does every request after it, with no further refresh.
-    let (status, _) = query(&client).await;
+    let (status, _) = query(&client).await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(moved.counters().requests, 2);
     assert_eq!(org.refreshes(), 3);
@@ -94,7 +94,7 @@ async fn a_request_names_its_tenant_in_its_extensions() {
 async fn a_revoked_login_is_reauthorization_required() {
     let org = Org::start().await.unwrap();
     let client = client(&org);
-    assert_eq!(query(&client).await.0, StatusCode::OK);
+    assert_eq!(query(&client).await.unwrap().0, StatusCode::OK);
 
     let secret = org
         .manager
@@ -130,7 +130,7 @@ async fn a_revoked_login_is_reauthorization_required() {
 async fn a_streamed_body_is_not_sent_twice() {
     let org = Org::start().await.unwrap();
     let client = client(&org);
-    assert_eq!(query(&client).await.0, StatusCode::OK);
+    assert_eq!(query(&client).await.unwrap().0, StatusCode::OK);
     org.end_sessions();
 
     let before = org.rest_requests();
@@ -152,7 +152,7 @@ async fn a_streamed_body_is_not_sent_twice() {
     );
 
     // A replayable request afterwards renews the session as usual.
-    assert_eq!(query(&client).await.0, StatusCode::OK);
+    assert_eq!(query(&client).await.unwrap().0, StatusCode::OK);
     assert_eq!(org.refreshes(), 1);
 }
 
@@ -160,12 +160,12 @@ async fn a_streamed_body_is_not_sent_twice() {
 async fn a_thousand_concurrent_requests_share_one_refresh() {
     let org = Org::start().await.unwrap();
     let client = client(&org);
-    assert_eq!(query(&client).await.0, StatusCode::OK);
+    assert_eq!(query(&client).await.unwrap().0, StatusCode::OK);
     org.end_sessions();
 
     let requests = (0..1000).map(|_| {
         let client = client.clone();
-        tokio::spawn(async move { query(&client).await.0 })
+        tokio::spawn(async move { query(&client).await.unwrap().0 })
     });
     for status in futures_util::future::join_all(requests).await {
         assert_eq!(status.unwrap(), StatusCode::OK);
@@ -177,7 +177,7 @@ async fn a_thousand_concurrent_requests_share_one_refresh() {
 async fn a_401_a_refresh_cannot_fix_is_returned_as_it_is() {
     let org = Org::start().await.unwrap();
     let client = client(&org);
-    assert_eq!(query(&client).await.0, StatusCode::OK);
+    assert_eq!(query(&client).await.unwrap().0, StatusCode::OK);
 
     let not_for_rest = r#"[{"message":"This session is not valid for use with the REST API","errorCode":"INVALID_SESSION_ID"}]"#;
     let cases = [

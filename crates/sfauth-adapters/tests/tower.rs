@@ -31,7 +31,9 @@ fn service(org: &Org) -> Service {
 }
 
 fn get(body: Body) -> Request<Body> {
-    Request::get(QUERY).body(body).unwrap()
+    let mut request = Request::new(body);
+    *request.uri_mut() = http::Uri::from_static(QUERY);
+    request
 }
 
 fn whole() -> Body {
@@ -43,7 +45,7 @@ async fn send(service: &Service, request: Request<Body>) -> Result<(StatusCode, 
     let response = service.clone().oneshot(request).await?;
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8(body.to_vec()).unwrap()))
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 #[tokio::test]
