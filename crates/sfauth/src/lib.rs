@@ -91,6 +91,7 @@ mod events;
 mod guard;
 mod holder;
 mod lifetime;
+mod login;
 mod manager;
 mod policy;
 mod recent;
@@ -104,6 +105,7 @@ pub use background::{BackgroundConfig, BackgroundRefresher};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{Event, EventKind};
 pub use guard::AccessTokenGuard;
+pub use login::{BoundLoopbackLogin, LoginError, LoginErrorKind, LoopbackLogin};
 #[cfg(feature = "sqlite")]
 pub use manager::default_sqlite_store;
 pub use manager::{STORE_KEY_ENV, TokenManager, TokenManagerBuilder};

@@ -1,0 +1,824 @@
+//! Logins from a program: one call runs a flow, stores its tokens with the manager and records
+//! how the tenant renews ([`TokenManager::login_with_code`], [`TokenManager::login_jwt_bearer`],
+//! [`TokenManager::login_client_credentials`], [`TokenManager::login_password`]), and
+//! [`LoopbackLogin`], the web server flow with a callback listener on 127.0.0.1 for tools and
+//! tests.
+//!
+//! The loopback listener is a few dozen lines of HTTP/1.1 over a tokio `TcpListener` rather
+//! than a web framework: it answers one `GET` on one path, and this crate should not pull a
+//! server into every program that only refreshes tokens.
+
+use std::fmt;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use sfauth_core::flows::{AuthorizeParams, JwtBearer};
+use sfauth_core::{AuthorizationCode, OAuthClient, Password, PkceVerifier, TokenKey, TokenSet};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use url::Url;
+
+use crate::manager::TokenManager;
+use crate::renewal::Renewal;
+
+/// Why a login did not produce a stored tenant.
+///
+/// No message holds a token, a code, a verifier or a secret: Salesforce's own words are
+/// clipped and scrubbed by `sfauth-core` before they get here.
+///
+/// ```
+/// use sfauth::{LoginError, LoginErrorKind};
+///
+/// fn explain(error: &LoginError) -> &'static str {
+///     match error.kind() {
+///         LoginErrorKind::Declined => "you declined access; log in again to connect",
+///         LoginErrorKind::TimedOut => "the login took too long; start again",
+///         _ => "the login failed",
+///     }
+/// }
+/// # let _ = explain;
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoginError {
+    /// The authorization redirect or the grant failed: a callback with Salesforce's `error`
+    /// (`access_denied`, ...), a `state` that does not match, a refused code exchange, a
+    /// response whose signature does not match, or no answer at all. See
+    /// [`sfauth_core::Error::kind`] for which.
+    #[error("login failed: {0}")]
+    OAuth(#[source] sfauth_core::Error),
+    /// The app has a client secret but the code exchange's answer carried no `signature`.
+    /// Salesforce signs every web server flow response, so the identity URL cannot be trusted.
+    #[error("the token response carries no signature although the app has a client secret")]
+    Unsigned,
+    /// The tokens were obtained but could not be stored (or their renewal recorded).
+    #[error("the login's tokens could not be stored")]
+    Store(#[source] crate::Error),
+    /// No callback came back in time (the person closed the tab, or never opened the URL).
+    #[error("no login came back within {} seconds", .0.as_secs())]
+    TimedOut(Duration),
+    /// The loopback callback listener could not be bound or failed.
+    #[error("the login callback listener on 127.0.0.1:{port} failed: {source}")]
+    Listener {
+        /// The port it was to listen on (0: any).
+        port: u16,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What kind of [`LoginError`] this is: what to tell the person logging in.
+///
+/// ```
+/// use sfauth::LoginErrorKind;
+///
+/// assert_ne!(LoginErrorKind::Declined, LoginErrorKind::Rejected);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LoginErrorKind {
+    /// The person (or an org policy) declined the authorization: `access_denied`.
+    Declined,
+    /// The callback was not the answer to this login (`state` missing or different, or a
+    /// malformed redirect): start again.
+    InvalidCallback,
+    /// Salesforce refused the grant (an expired or reused code, a wrong verifier, an app or
+    /// user that may not log in), or its answer failed a check (signature): not worth retrying
+    /// as is.
+    Rejected,
+    /// Salesforce could not be reached or answered with a transient failure: try again later.
+    Unavailable,
+    /// No callback came back in time.
+    TimedOut,
+    /// The configuration cannot work (no redirect URI, a login host the flow refuses, a port
+    /// that cannot be bound).
+    Config,
+    /// The tokens could not be stored.
+    Store,
+}
+
+impl LoginError {
+    /// What kind of error this is.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sfauth::{LoginError, LoginErrorKind};
+    ///
+    /// let error = LoginError::TimedOut(Duration::from_secs(300));
+    /// assert_eq!(error.kind(), LoginErrorKind::TimedOut);
+    /// ```
+    pub fn kind(&self) -> LoginErrorKind {
+        use sfauth_core::ErrorKind as Core;
+        match self {
+            Self::OAuth(error) => {
+                if error
+                    .server()
+                    .is_some_and(|server| server.error() == "access_denied")
+                {
+                    return LoginErrorKind::Declined;
+                }
+                match (error, error.kind()) {
+                    (sfauth_core::Error::StateMismatch, _) => LoginErrorKind::InvalidCallback,
+                    // A malformed redirect (no code, no error) has no HTTP status.
+                    (sfauth_core::Error::Parse { status: 0, .. }, _) => {
+                        LoginErrorKind::InvalidCallback
+                    }
+                    (_, Core::Transient | Core::RateLimited) => LoginErrorKind::Unavailable,
+                    (_, Core::Config) => LoginErrorKind::Config,
+                    _ => LoginErrorKind::Rejected,
+                }
+            }
+            Self::Unsigned => LoginErrorKind::Rejected,
+            Self::Store(_) => LoginErrorKind::Store,
+            Self::TimedOut(_) => LoginErrorKind::TimedOut,
+            Self::Listener { .. } => LoginErrorKind::Config,
+        }
+    }
+
+    /// Salesforce's `error_description` (or `error`) when Salesforce said why, scrubbed of
+    /// anything secret-shaped; for a page shown to the person logging in.
+    ///
+    /// ```
+    /// use sfauth::LoginError;
+    /// use sfauth::oauth::error::ServerError;
+    ///
+    /// let denied = sfauth::oauth::Error::Server(Box::new(ServerError::new(
+    ///     0,
+    ///     "access_denied",
+    ///     Some("end-user denied authorization"),
+    /// )));
+    /// let error = LoginError::OAuth(denied);
+    /// assert_eq!(error.salesforce_says(), Some("end-user denied authorization"));
+    /// ```
+    pub fn salesforce_says(&self) -> Option<&str> {
+        match self {
+            Self::OAuth(error) => error
+                .server()
+                .map(|server| server.description().unwrap_or(server.error())),
+            _ => None,
+        }
+    }
+}
+
+/// `Result` of a login.
+type LoginResult<T> = std::result::Result<T, LoginError>;
+
+impl TokenManager {
+    /// Completes a web server flow login: exchanges `code` (from the callback, whose `state`
+    /// the caller has checked) with the PKCE `verifier` kept since the authorization URL was
+    /// built, checks the response's `signature` (required when the app has a client secret),
+    /// and stores the tokens under [`key_for`](Self::key_for)`(tokens, label)`, replacing any
+    /// earlier login of that user (and clearing a re-authorization mark). Returns the key.
+    ///
+    /// The tenant renews with its refresh token, so no renewal flow is recorded; it gets one
+    /// only if the authorization asked for the `refresh_token` (or `offline_access`) scope and
+    /// the app allows it. Without one, the tenant needs a new login when its session ends.
+    ///
+    /// The exchange goes to this manager's login host with its app's `redirect_uri`, which
+    /// must be the one the authorization URL carried.
+    ///
+    /// ```no_run
+    /// use sfauth::oauth::flows::AuthorizeParams;
+    /// use sfauth::oauth::AuthorizationCode;
+    ///
+    /// # async fn run(manager: sfauth::TokenManager, callback: sfauth::Url) -> Result<(), Box<dyn std::error::Error>> {
+    /// let request = manager.client().authorize_url(&AuthorizeParams::scopes(["api", "refresh_token"]))?;
+    /// // ... the browser goes to request.url and comes back to `callback` ...
+    /// let code: AuthorizationCode = manager.client().parse_callback(&callback, &request.state)?;
+    /// let verifier = request.pkce_verifier.as_ref().ok_or("no verifier")?;
+    /// let key = manager.login_with_code(&code, verifier, "default").await?;
+    /// manager.access_token(&key).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn login_with_code(
+        &self,
+        code: &AuthorizationCode,
+        verifier: &PkceVerifier,
+        label: &str,
+    ) -> LoginResult<TokenKey> {
+        let tokens = exchange(self.client(), self, code, verifier).await?;
+        self.store_tokens(tokens, label)
+            .await
+            .map_err(LoginError::Store)
+    }
+
+    /// [`login_with_code`](Self::login_with_code) for a tenant that must be re-authorized:
+    /// the new tokens replace `key`'s, and are refused (nothing stored, the error is
+    /// [`Error::IdentityMismatch`](crate::Error::IdentityMismatch) inside
+    /// [`LoginError::Store`]) when the person logged in as another org or user than `key`
+    /// names.
+    ///
+    /// ```no_run
+    /// # async fn run(manager: sfauth::TokenManager, key: sfauth::TokenKey, code: sfauth::oauth::AuthorizationCode, verifier: sfauth::oauth::PkceVerifier) -> Result<(), sfauth::LoginError> {
+    /// manager.relogin_with_code(&key, &code, &verifier).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn relogin_with_code(
+        &self,
+        key: &TokenKey,
+        code: &AuthorizationCode,
+        verifier: &PkceVerifier,
+    ) -> LoginResult<()> {
+        let tokens = exchange(self.client(), self, code, verifier).await?;
+        self.store_tokens_as(key.clone(), tokens)
+            .await
+            .map_err(LoginError::Store)
+    }
+
+    /// Logs in with the JWT bearer flow, stores the tokens under `label` and records the flow
+    /// with the tenant ([`set_renewal`](Self::set_renewal)): it has no refresh token, and the
+    /// manager renews it by running the flow again with `jwt`. After a restart the recorded
+    /// hint names the username only: give the key back through
+    /// [`renewal_resolver`](crate::TokenManagerBuilder::renewal_resolver).
+    ///
+    /// ```no_run
+    /// use sfauth::{JwtBearer, PrivateKey};
+    ///
+    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::LoginError> {
+    /// let pem = std::fs::read_to_string("/etc/sfauth/acme.pem").unwrap_or_default();
+    /// let jwt = JwtBearer::new("integration@acme.example", PrivateKey::new(pem));
+    /// let key = manager.login_jwt_bearer(jwt, "integration").await?;
+    /// # drop(key);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn login_jwt_bearer(&self, jwt: JwtBearer, label: &str) -> LoginResult<TokenKey> {
+        let tokens = self
+            .client()
+            .jwt_bearer(self.transport().as_ref(), &jwt)
+            .await
+            .map_err(LoginError::OAuth)?;
+        self.store_with_renewal(tokens, label, Renewal::JwtBearer(jwt))
+            .await
+    }
+
+    /// Logs in with the client credentials flow (the app's Run As user; the manager's host
+    /// must be a My Domain), stores the tokens under `label` and records the flow: the manager
+    /// renews the tenant by itself, after a restart too.
+    ///
+    /// ```no_run
+    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::LoginError> {
+    /// let key = manager.login_client_credentials("service").await?;
+    /// let token = manager.access_token(&key).await.map_err(sfauth::LoginError::Store)?;
+    /// # drop(token);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn login_client_credentials(&self, label: &str) -> LoginResult<TokenKey> {
+        let tokens = self
+            .client()
+            .client_credentials(self.transport().as_ref())
+            .await
+            .map_err(LoginError::OAuth)?;
+        self.store_with_renewal(tokens, label, Renewal::ClientCredentials)
+            .await
+    }
+
+    /// Logs in with the username-password flow (`password` with the security token
+    /// appended), stores the tokens under `label` and records the flow; after a restart the
+    /// password comes back through
+    /// [`renewal_resolver`](crate::TokenManagerBuilder::renewal_resolver). Salesforce blocks
+    /// this flow by default in new orgs and external client apps lack it: prefer the others.
+    ///
+    /// ```no_run
+    /// use sfauth::oauth::Password;
+    ///
+    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::LoginError> {
+    /// let password = Password::new(std::env::var("SF_PASSWORD").unwrap_or_default());
+    /// let key = manager.login_password("api@acme.example", password, "api").await?;
+    /// # drop(key);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn login_password(
+        &self,
+        username: &str,
+        password: Password,
+        label: &str,
+    ) -> LoginResult<TokenKey> {
+        let tokens = self
+            .client()
+            .password(self.transport().as_ref(), username, &password)
+            .await
+            .map_err(LoginError::OAuth)?;
+        let renewal = Renewal::Password {
+            username: username.to_owned(),
+            password,
+        };
+        self.store_with_renewal(tokens, label, renewal).await
+    }
+
+    async fn store_with_renewal(
+        &self,
+        tokens: TokenSet,
+        label: &str,
+        renewal: Renewal,
+    ) -> LoginResult<TokenKey> {
+        let key = self
+            .store_tokens(tokens, label)
+            .await
+            .map_err(LoginError::Store)?;
+        self.set_renewal(&key, renewal)
+            .await
+            .map_err(LoginError::Store)?;
+        Ok(key)
+    }
+}
+
+/// The code exchange through `client` (the manager's, or one with a loopback redirect URI),
+/// sent over the manager's transport, with the signature required when the app has a secret.
+async fn exchange(
+    client: &OAuthClient,
+    manager: &TokenManager,
+    code: &AuthorizationCode,
+    verifier: &PkceVerifier,
+) -> LoginResult<TokenSet> {
+    // `exchange_code` already checks a signature that is present, in constant time; what it
+    // lets through is a response without one, which Salesforce never sends for this flow.
+    let tokens = client
+        .exchange_code(manager.transport().as_ref(), code, Some(verifier))
+        .await
+        .map_err(LoginError::OAuth)?;
+    if client.app().client_secret().is_some() && tokens.signature.is_none() {
+        return Err(LoginError::Unsigned);
+    }
+    Ok(tokens)
+}
+
+/// The callback port the Salesforce CLI uses, which many connected apps already allow.
+const DEFAULT_PORT: u16 = 1717;
+/// The callback path the Salesforce CLI uses.
+const DEFAULT_PATH: &str = "/OauthRedirect";
+/// The longest request head the listener reads; a callback URL is far shorter.
+const MAX_HEAD: usize = 16 * 1024;
+/// How long one connection may take to send its request head. Browsers open speculative
+/// connections that send nothing; each is read in its own task, so none delays the callback.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The web server flow with PKCE for a program at a person's desk: builds the authorization
+/// URL (random `state`, PKCE S256), listens on `127.0.0.1`, hands the URL to a function of
+/// yours (open a browser, print it, or, in tests, follow it with an HTTP client), waits for
+/// Salesforce's redirect, checks `state`, exchanges the code, stores the tokens through the
+/// manager and returns the key.
+///
+/// The redirect URI is `http://localhost:PORT/OauthRedirect` (see [`port`](Self::port) and
+/// [`path`](Self::path)). Salesforce compares it with the connected app's callback URLs
+/// exactly, port included, so the app must list it: the default port 1717 and path are the
+/// Salesforce CLI's, which many apps already have. Port 0 (any free port) only suits a
+/// server that accepts whatever it is told, such as the emulator in tests; read the chosen
+/// URI from [`BoundLoopbackLogin::redirect_uri`] to register it there.
+///
+/// The page the browser is left on says whether the login worked; it never shows a code or
+/// a token.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use sfauth::LoopbackLogin;
+///
+/// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::LoginError> {
+/// let key = LoopbackLogin::new(&manager)
+///     .scopes(["api", "refresh_token"])
+///     .timeout(Duration::from_secs(300))
+///     .run(|url| async move {
+///         eprintln!("Open this URL in a browser to log in:\n{url}");
+///     })
+///     .await?;
+/// # drop(key);
+/// # Ok(())
+/// # }
+/// ```
+#[must_use]
+pub struct LoopbackLogin {
+    manager: TokenManager,
+    params: AuthorizeParams,
+    port: u16,
+    path: String,
+    timeout: Duration,
+    label: String,
+}
+
+impl fmt::Debug for LoopbackLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoopbackLogin")
+            .field("params", &self.params)
+            .field("port", &self.port)
+            .field("path", &self.path)
+            .field("timeout", &self.timeout)
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoopbackLogin {
+    /// A login for `manager`'s app and host: scopes `api` and `refresh_token`, port 1717, path
+    /// `/OauthRedirect`, a five-minute timeout, label `default`.
+    ///
+    /// ```no_run
+    /// # fn run(manager: sfauth::TokenManager) {
+    /// let login = sfauth::LoopbackLogin::new(&manager);
+    /// # drop(login);
+    /// # }
+    /// ```
+    pub fn new(manager: &TokenManager) -> Self {
+        Self {
+            manager: manager.clone(),
+            params: AuthorizeParams::scopes(["api", "refresh_token"]),
+            port: DEFAULT_PORT,
+            path: DEFAULT_PATH.to_owned(),
+            timeout: Duration::from_secs(300),
+            label: "default".to_owned(),
+        }
+    }
+
+    /// Requests `scopes` (keep `refresh_token`, or the tenant cannot renew).
+    ///
+    /// ```no_run
+    /// # fn run(manager: sfauth::TokenManager) {
+    /// let login = sfauth::LoopbackLogin::new(&manager).scopes(["api", "refresh_token", "openid"]);
+    /// # drop(login);
+    /// # }
+    /// ```
+    pub fn scopes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, scopes: I) -> Self {
+        self.params.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets every authorization parameter at once (scopes, `prompt`, `login_hint`, ...).
+    ///
+    /// ```no_run
+    /// use sfauth::oauth::flows::AuthorizeParams;
+    ///
+    /// # fn run(manager: sfauth::TokenManager) {
+    /// let login = sfauth::LoopbackLogin::new(&manager).params(AuthorizeParams {
+    ///     login_hint: Some("admin@acme.example".into()),
+    ///     ..AuthorizeParams::scopes(["api", "refresh_token"])
+    /// });
+    /// # drop(login);
+    /// # }
+    /// ```
+    pub fn params(mut self, params: AuthorizeParams) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// Listens on `port` (0: any free port; see the type's documentation for why a real
+    /// connected app needs a fixed one).
+    ///
+    /// ```no_run
+    /// # fn run(manager: sfauth::TokenManager) {
+    /// let login = sfauth::LoopbackLogin::new(&manager).port(8765);
+    /// # drop(login);
+    /// # }
+    /// ```
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// The callback path (default `/OauthRedirect`); a missing leading `/` is added.
+    ///
+    /// ```no_run
+    /// # fn run(manager: sfauth::TokenManager) {
+    /// let login = sfauth::LoopbackLogin::new(&manager).path("/callback");
+    /// # drop(login);
+    /// # }
+    /// ```
+    pub fn path(mut self, path: &str) -> Self {
+        self.path = if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            format!("/{path}")
+        };
+        self
+    }
+
+    /// How long to wait for the redirect after handing out the URL (default five minutes).
+    ///
+    /// ```no_run
+    /// # fn run(manager: sfauth::TokenManager) {
+    /// let login = sfauth::LoopbackLogin::new(&manager).timeout(std::time::Duration::from_secs(60));
+    /// # drop(login);
+    /// # }
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The label the tenant is stored under (default `default`).
+    ///
+    /// ```no_run
+    /// # fn run(manager: sfauth::TokenManager) {
+    /// let login = sfauth::LoopbackLogin::new(&manager).label("sandbox-admin");
+    /// # drop(login);
+    /// # }
+    /// ```
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
+    }
+
+    /// Starts listening, so that the redirect URI (and its port) is known before the URL is
+    /// handed out.
+    ///
+    /// ```no_run
+    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::LoginError> {
+    /// let bound = sfauth::LoopbackLogin::new(&manager).port(0).bind().await?;
+    /// println!("register {} as a callback URL", bound.redirect_uri());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn bind(self) -> LoginResult<BoundLoopbackLogin> {
+        let port = self.port;
+        let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+            .await
+            .map_err(|source| LoginError::Listener { port, source })?;
+        let bound_port = listener
+            .local_addr()
+            .map_err(|source| LoginError::Listener { port, source })?
+            .port();
+        let redirect_uri = Url::parse(&format!("http://localhost:{bound_port}{}", self.path))
+            .map_err(|e| {
+                LoginError::OAuth(sfauth_core::Error::Config(format!(
+                    "bad callback path: {e}"
+                )))
+            })?;
+        Ok(BoundLoopbackLogin {
+            login: self,
+            listener,
+            redirect_uri,
+        })
+    }
+
+    /// [`bind`](Self::bind), then [`BoundLoopbackLogin::run`].
+    ///
+    /// ```no_run
+    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::LoginError> {
+    /// let key = sfauth::LoopbackLogin::new(&manager)
+    ///     .run(|url| async move { eprintln!("log in at {url}") })
+    ///     .await?;
+    /// # drop(key);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn run<F, Fut>(self, open: F) -> LoginResult<TokenKey>
+    where
+        F: FnOnce(Url) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        self.bind().await?.run(open).await
+    }
+}
+
+/// A [`LoopbackLogin`] whose listener is bound: its [`redirect_uri`](Self::redirect_uri) is
+/// final.
+pub struct BoundLoopbackLogin {
+    login: LoopbackLogin,
+    listener: TcpListener,
+    redirect_uri: Url,
+}
+
+impl fmt::Debug for BoundLoopbackLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoundLoopbackLogin")
+            .field("redirect_uri", &self.redirect_uri.as_str())
+            .field("login", &self.login)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BoundLoopbackLogin {
+    /// `http://localhost:PORT/PATH`, with the port actually bound: the connected app's
+    /// callback URL must be exactly this.
+    ///
+    /// ```no_run
+    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::LoginError> {
+    /// let bound = sfauth::LoopbackLogin::new(&manager).port(0).bind().await?;
+    /// assert_eq!(bound.redirect_uri().host_str(), Some("localhost"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn redirect_uri(&self) -> &Url {
+        &self.redirect_uri
+    }
+
+    /// Builds the authorization URL, gives it to `open`, waits (up to the timeout) for the
+    /// redirect to the callback path, checks its `state`, exchanges the code with the PKCE
+    /// verifier, stores the tokens through the manager and returns the key.
+    ///
+    /// The first request to the callback path decides: a wrong `state` or Salesforce's error
+    /// redirect fails the login (the browser is told why) rather than waiting on, since the
+    /// person has to start again either way. Other paths (a browser's `/favicon.ico`) get 404.
+    ///
+    /// ```no_run
+    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::LoginError> {
+    /// let bound = sfauth::LoopbackLogin::new(&manager).bind().await?;
+    /// let key = bound.run(|url| async move { eprintln!("log in at {url}") }).await?;
+    /// # drop(key);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn run<F, Fut>(self, open: F) -> LoginResult<TokenKey>
+    where
+        F: FnOnce(Url) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let Self {
+            login,
+            listener,
+            redirect_uri,
+        } = self;
+        let manager = &login.manager;
+        let base = manager.client();
+        let app = base
+            .app()
+            .clone()
+            .with_redirect_uri(redirect_uri.as_str())
+            .map_err(LoginError::OAuth)?;
+        let mut client = OAuthClient::new(base.host().clone(), app).with_format(base.format());
+        if let Some(timeout) = base.session_timeout() {
+            client = client.with_session_timeout(timeout);
+        }
+        let request = client
+            .authorize_url(&login.params)
+            .map_err(LoginError::OAuth)?;
+        let Some(verifier) = request.pkce_verifier.as_ref() else {
+            return Err(LoginError::OAuth(sfauth_core::Error::Config(
+                "the authorization request has no pkce verifier".into(),
+            )));
+        };
+
+        let (sender, mut receiver) = mpsc::channel(1);
+        let mut connections = JoinSet::new();
+        let path = login.path.clone();
+        let wait = async {
+            open(request.url.clone()).await;
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let (stream, _) = accepted.map_err(|source| LoginError::Listener {
+                            port: redirect_uri.port().unwrap_or_default(),
+                            source,
+                        })?;
+                        connections.spawn(read_callback(
+                            stream,
+                            redirect_uri.clone(),
+                            path.clone(),
+                            sender.clone(),
+                        ));
+                    }
+                    Some(callback) = receiver.recv() => return Ok(callback),
+                }
+            }
+        };
+        let (callback_url, mut stream): (Url, TcpStream) =
+            match tokio::time::timeout(login.timeout, wait).await {
+                Ok(result) => result?,
+                Err(_) => return Err(LoginError::TimedOut(login.timeout)),
+            };
+        // The listener and the other connections are done with: stop them before the exchange.
+        drop(listener);
+        connections.abort_all();
+
+        let outcome = async {
+            let code = client
+                .parse_callback(&callback_url, &request.state)
+                .map_err(LoginError::OAuth)?;
+            let tokens = exchange(&client, manager, &code, verifier).await?;
+            manager
+                .store_tokens(tokens, &login.label)
+                .await
+                .map_err(LoginError::Store)
+        }
+        .await;
+        let page = match &outcome {
+            Ok(_) => page(
+                "200 OK",
+                "Logged in",
+                "The login worked. You can close this tab.",
+            ),
+            Err(error) => page(
+                "400 Bad Request",
+                "Login failed",
+                &match error.salesforce_says() {
+                    Some(said) => format!("Salesforce said: {said}. Start the login again."),
+                    None => format!("{error}. Start the login again."),
+                },
+            ),
+        };
+        // The browser's page is a courtesy: the login's outcome does not depend on it.
+        let _ = stream.write_all(page.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        outcome
+    }
+}
+
+/// Reads one request head from `stream`; answers anything but `GET` on `path` with 404 (or
+/// 400), and sends a callback on `path` to the login with its stream, which answers it.
+async fn read_callback(
+    mut stream: TcpStream,
+    base: Url,
+    path: String,
+    sender: mpsc::Sender<(Url, TcpStream)>,
+) {
+    let Ok(Some(target)) = tokio::time::timeout(HEAD_TIMEOUT, read_target(&mut stream))
+        .await
+        .unwrap_or(Ok(None))
+    else {
+        let _ = stream
+            .write_all(
+                page(
+                    "400 Bad Request",
+                    "Bad request",
+                    "This is a login callback.",
+                )
+                .as_bytes(),
+            )
+            .await;
+        return;
+    };
+    match base.join(&target) {
+        Ok(url) if url.path() == path => {
+            // The login answers once the code is exchanged; a second callback finds the
+            // channel full or closed and is dropped, its connection with it.
+            let _ = sender.try_send((url, stream));
+        }
+        _ => {
+            let _ = stream
+                .write_all(
+                    page("404 Not Found", "Not found", "This is a login callback.").as_bytes(),
+                )
+                .await;
+        }
+    }
+}
+
+/// The request target of a `GET` request head, or `None` for anything else.
+async fn read_target(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buffer = [0_u8; 1024];
+    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+        if head.len() > MAX_HEAD {
+            return Ok(None);
+        }
+        let read = stream.read(&mut buffer).await?;
+        if read == 0 {
+            return Ok(None);
+        }
+        head.extend_from_slice(buffer.get(..read).unwrap_or_default());
+    }
+    let text = String::from_utf8_lossy(&head);
+    let mut request_line = text.lines().next().unwrap_or_default().split(' ');
+    match (request_line.next(), request_line.next()) {
+        (Some("GET"), Some(target)) if target.starts_with('/') => Ok(Some(target.to_owned())),
+        _ => Ok(None),
+    }
+}
+
+/// A whole HTTP/1.1 response with a small HTML page. `body` is escaped here.
+fn page(status: &str, title: &str, body: &str) -> String {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+         <body><h1>{title}</h1><p>{}</p></body></html>",
+        escape(body)
+    );
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\n\
+         cache-control: no-store\r\nreferrer-policy: no-referrer\r\nconnection: close\r\n\r\n{html}",
+        html.len()
+    )
+}
+
+/// `text` with the five HTML-special characters escaped.
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            _ => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_escape_what_they_show() {
+        let page = page("400 Bad Request", "Login failed", "<script>&\"'");
+        assert!(page.contains("&lt;script&gt;&amp;&quot;&#39;"));
+        assert!(!page.contains("<script>"));
+    }
+}
