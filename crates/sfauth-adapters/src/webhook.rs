@@ -540,7 +540,6 @@ impl Notice {
 ///     .max_attempts(Some(20));
 /// # let _ = builder;
 /// ```
-#[derive(Debug)]
 pub struct WebhookNotifierBuilder {
     url: Url,
     secrets: Vec<SigningSecret>,
@@ -550,6 +549,21 @@ pub struct WebhookNotifierBuilder {
     max_attempts: Option<u32>,
     request_timeout: Duration,
     client: Option<reqwest::Client>,
+}
+
+impl fmt::Debug for WebhookNotifierBuilder {
+    /// The URL's host only: a receiver may put a secret in its path or query.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookNotifierBuilder")
+            .field("host", &self.url.host_str())
+            .field("secrets", &self.secrets)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("max_attempts", &self.max_attempts)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WebhookNotifierBuilder {

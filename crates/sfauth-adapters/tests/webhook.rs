@@ -552,10 +552,17 @@ fn verify_refuses_altered_rekeyed_replayed_and_malformed_headers_with_typed_erro
         SignatureError::NoSignature
     );
 
-    // The secret never prints.
-    let shown = format!("{secret:?} {old:?}");
-    assert!(
-        !shown.contains(SECRET) && !shown.contains("rotation"),
-        "{shown}"
-    );
+    // The secrets never print, nor the receiver's URL beyond its host.
+    let builder = WebhookNotifier::builder(
+        "https://hooks.example.com/in?key=url-secret"
+            .parse()
+            .unwrap(),
+        secret.clone(),
+    )
+    .also_sign_with(old.clone());
+    let shown = format!("{secret:?} {old:?} {builder:?}");
+    assert!(shown.contains("hooks.example.com"), "{shown}");
+    for hidden in [SECRET, "rotation", "url-secret"] {
+        assert!(!shown.contains(hidden), "{shown}");
+    }
 }
