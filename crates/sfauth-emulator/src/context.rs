@@ -9,6 +9,15 @@ use crate::clock::Clock;
 use crate::crypto::SigningKeys;
 use crate::state::State;
 
+/// How much of a request body is read, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimits {
+    /// A larger body is answered 413.
+    pub(crate) max_bytes: usize,
+    /// A body not received whole within this time is answered 408.
+    pub(crate) read_timeout: std::time::Duration,
+}
+
 /// State shared by every request handler.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -19,6 +28,8 @@ pub(crate) struct Shared {
     /// The site prefix without slashes (empty: no site), fixed at start.
     pub(crate) site_prefix: String,
     shutdown: watch::Receiver<bool>,
+    /// How request bodies are read, fixed at start.
+    pub(crate) body: BodyLimits,
     /// How many requests are being processed, counting those whose client has gone.
     work: watch::Sender<usize>,
 }
@@ -32,6 +43,7 @@ impl Shared {
         base_url: String,
         site_prefix: String,
         shutdown: watch::Receiver<bool>,
+        body: BodyLimits,
     ) -> Self {
         Self {
             state: Mutex::new(state),
@@ -40,6 +52,7 @@ impl Shared {
             base_url,
             site_prefix,
             shutdown,
+            body,
             work: watch::Sender::new(0),
         }
     }

@@ -223,6 +223,7 @@ mod format;
 mod gateway;
 mod ids;
 mod issue;
+mod listen;
 mod model;
 mod params;
 mod rest;
@@ -243,7 +244,10 @@ pub use model::{
     SEED_CLIENT_PRIVATE_KEY, SEED_CLIENT_SECRET, SEED_ORG_ID, SEED_PASSWORD, SEED_SECURITY_TOKEN,
     SEED_USER_ID, SEED_USERNAME, Settings, UserConfig, UserStatus,
 };
-pub use server::{Credentials, Emulator, EmulatorBuilder};
+pub use server::{
+    Credentials, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
+    Emulator, EmulatorBuilder,
+};
 pub use state::{Counters, RefreshTokenStatus};
 
 /// Builders of bearer assertions, for tests of the JWT and SAML bearer flows.

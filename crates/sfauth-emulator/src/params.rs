@@ -46,7 +46,8 @@ impl Params {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
-        let bytes = axum::body::to_bytes(body, 1 << 20)
+        // The middleware has already read the body within its size limit (`routes::observe`).
+        let bytes = axum::body::to_bytes(body, usize::MAX)
             .await
             .unwrap_or_default();
         if content_type.starts_with("multipart/form-data") {

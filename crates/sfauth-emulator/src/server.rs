@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
-use crate::context::Shared;
+use crate::context::{BodyLimits, Shared};
 use crate::crypto::SigningKeys;
 use crate::faults::Fault;
 use crate::model::{AppConfig, AppPolicy, EmulatorConfig, Settings, UserConfig, UserStatus};
@@ -69,7 +69,17 @@ pub struct EmulatorBuilder {
     addr: SocketAddr,
     clock: Clock,
     signing_key_pem: Option<String>,
+    header_read_timeout: Duration,
+    body: BodyLimits,
 }
+
+/// Default of [`EmulatorBuilder::header_read_timeout`].
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of [`EmulatorBuilder::body_read_timeout`].
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of [`EmulatorBuilder::max_body_bytes`]: 1 MiB, far above any token request (a token
+/// exchange's `subject_token` may be 10,000 characters) and what the emulator always read.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 
 impl Default for EmulatorBuilder {
     fn default() -> Self {
@@ -78,6 +88,11 @@ impl Default for EmulatorBuilder {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             clock: Clock::system(),
             signing_key_pem: None,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body: BodyLimits {
+                max_bytes: DEFAULT_MAX_BODY_BYTES,
+                read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            },
         }
     }
 }
@@ -148,6 +163,29 @@ impl EmulatorBuilder {
         self
     }
 
+    /// How long a connection may take to send a request head, counted from when it is ready for
+    /// one: a new connection that sends nothing and an idle keep-alive connection are both
+    /// closed after this long (default [`DEFAULT_HEADER_READ_TIMEOUT`]). Zero is taken as one
+    /// millisecond.
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a request body may take to arrive whole once its head is in; a slower one is
+    /// answered 408 and its connection closed (default [`DEFAULT_BODY_READ_TIMEOUT`]).
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body.read_timeout = timeout;
+        self
+    }
+
+    /// The largest request body read; a larger one is answered 413 (default
+    /// [`DEFAULT_MAX_BODY_BYTES`]).
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.body.max_bytes = bytes;
+        self
+    }
+
     /// Binds the socket, builds the state and starts serving.
     pub async fn start(self) -> Result<Emulator> {
         let listener = tokio::net::TcpListener::bind(self.addr)
@@ -188,16 +226,15 @@ impl EmulatorBuilder {
             base_url,
             site_prefix,
             rx.clone(),
+            self.body,
         ));
         let router = crate::routes::router(&shared);
-        let mut stop = rx;
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|down| *down).await;
-                })
-                .await
-        });
+        let task = tokio::spawn(crate::listen::serve(
+            listener,
+            router,
+            rx,
+            self.header_read_timeout,
+        ));
         tracing::info!(base_url = %shared.base_url, "salesforce emulator listening");
         Ok(Emulator {
             shared,
