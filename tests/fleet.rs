@@ -53,6 +53,8 @@ const SESSION: Duration = Duration::from_secs(2);
 /// How long before the end of a session it is refreshed, and up to how much earlier.
 const MARGIN: Duration = Duration::from_millis(700);
 const JITTER: Duration = Duration::from_millis(100);
+/// How often each child's background refresher scans (and so its spread).
+const SCAN: Duration = Duration::from_millis(100);
 
 mod var {
     pub(crate) const CHILD: &str = "SFAUTH_FLEET_CHILD";
@@ -252,7 +254,7 @@ async fn child(backend: Backend) -> ! {
         .unwrap();
     manager.load_all().await.unwrap();
     let refresher =
-        manager.spawn_refresher(BackgroundConfig::default().interval(Duration::from_millis(100)));
+        manager.spawn_refresher(BackgroundConfig::default().interval(SCAN));
     let run_for = Duration::from_millis(get(var::RUN_MS).parse().unwrap());
     let parent = std::os::unix::process::parent_id();
     let started = Instant::now();
@@ -381,10 +383,11 @@ async fn parent(backend: Backend) {
     let errors: u64 = reports.iter().map(|r| r.errors).sum();
     let other_errors: u64 = reports.iter().map(|r| r.other_errors).sum();
     let samples: Vec<&String> = reports.iter().flat_map(|r| &r.samples).take(4).collect();
-    // A generation lives from its issue to its refresh point: the session less the margin and
-    // at most the jitter. More refreshes than the wall time holds generations would be waste
-    // (a refresh before its time); two of one generation would show as reuse or refusal.
-    let shortest = SESSION - MARGIN - JITTER;
+    // A generation lives from its issue to its refresh point: the session less the margin, at
+    // most the jitter, and at most one scan interval (the background refresher's window opens
+    // that long before the point). More refreshes than the wall time holds generations would be
+    // waste (a refresh before its time); two of one generation would show as reuse or refusal.
+    let shortest = SESSION - MARGIN - JITTER - SCAN;
     let most = elapsed.as_millis() / shortest.as_millis() + 2;
     let least = elapsed.as_millis() / (2 * SESSION.as_millis());
     println!(
