@@ -16,3 +16,5 @@ mod grants;
 mod lost_answers;
 mod numbers;
 mod policies;
+mod rest_api;
+mod robustness;
