@@ -39,7 +39,9 @@
 //! | `/services/oauth2/introspect` | Client auth by body or Basic; `{"active":false}` for dead or foreign tokens. |
 //! | `/services/oauth2/userinfo`, `/id/{org}/{user}` | Bearer header or `oauth_token`. |
 //! | `/.well-known/openid-configuration`, `/id/keys` | Discovery and JWKS for the emulator's RS256 key. |
-//! | `/services/data/`, `/services/data/vNN.N/query`, `/services/data/vNN.N/sobjects/{type}/{id}` | Canned records; 401 `INVALID_SESSION_ID` for a dead token. |
+//! | `/services/data/`, `/services/data/vNN.N/query`, `/services/data/vNN.N/sobjects/{type}/{id}` | Records of the session's org (Account, Contact, Organization, User); the query honours the select list, `COUNT()`, `LIMIT` and `columns=true` (column metadata, as `sf data query` asks); 401 `INVALID_SESSION_ID` for a dead token. |
+//! | `/services/data/vNN.N/limits`, `/sobjects`, `/sobjects/{type}`, `/sobjects/{type}/describe` | Minimal shapes: `{"DailyApiRequests":{"Max","Remaining"},...}` (Remaining counts REST calls), describeGlobal, basic info, describe with the modelled fields. |
+//! | any other `/services/data/...` | 404 `[{"errorCode":"NOT_FOUND","message":"The requested resource does not exist"}]`, after the session check (a dead token still gets the 401). |
 //! | `/__emulator/...` | Admin API, off unless [`Settings::admin_api`]. |
 //!
 //! # Configuration and test control
@@ -62,6 +64,25 @@
 //! where a refresh token stands without spending it ([`Emulator::refresh_token_status`]), and
 //! wait until every request received so far has been carried out ([`Emulator::wait_idle`]).
 //! With a fixed [`EmulatorBuilder::seed`] ids, tokens and fault draws are reproducible.
+//!
+//! Paths with doubled slashes (`//services/data/...`, which `sf` sends when an instance URL ends
+//! in `/`) are served as the single-slash path, as Salesforce does. The first org (seeded or
+//! first configured) holds the canned records (Acme Corporation, Globex Inc., Ada Lovelace);
+//! every other org holds its own Account (named after the org) and Contact, with ids derived from
+//! its org id, so no org reads another's records.
+//!
+//! # Running for days
+//!
+//! | Builder option | Default | Effect |
+//! |---|---|---|
+//! | [`EmulatorBuilder::header_read_timeout`] | 60 s | A connection that sends no complete request head within this long is closed; the timer runs from when the connection is ready for a head, so idle keep-alive connections are closed too. |
+//! | [`EmulatorBuilder::body_read_timeout`] | 60 s | A body not received whole within this long is answered 408 and the connection closed. |
+//! | [`EmulatorBuilder::max_body_bytes`] | 1 MiB | A larger body is answered 413: `{"error":"invalid_request","error_description":"request entity too large"}`, or under `/services/data` `[{"errorCode":"JSON_PARSER_ERROR","message":"Maximum size of request reached. ..."}]`. Up to 16 MiB of it is read and dropped first, so the client gets to read the answer. |
+//!
+//! A form or query string at `/services/oauth2/...` with a `%` not followed by two hex digits is
+//! answered 400 `invalid_request` / `malformed parameter: <name>` instead of being guessed at.
+//! The clock saturates at the end of its range ([`Clock::advance`]); the admin API refuses such
+//! an advance with 400.
 //!
 //! # Answers nobody reads
 //!
@@ -181,6 +202,14 @@
 //!   [`Settings::revoke_error_format`]); revoke success is an empty 200.
 //! - userinfo/identity failures: 403 `Missing_OAuth_Token` / `Bad_OAuth_Token`.
 //! - `api_instance_url` (client credentials) is the emulator's base URL.
+//! - REST: a selected field the emulator does not model is answered `null` (Salesforce answers
+//!   a field that does not exist with `INVALID_FIELD`; the emulator cannot tell a real field it
+//!   does not model from a misspelt one). `columns=true` follows the undocumented shape the `sf`
+//!   CLI reads; unmodelled columns are described as text. `/limits` lists a dozen of the real
+//!   answer's entries, with Developer Edition-like numbers.
+//! - Oversized bodies: 413 (Salesforce's wire text for the REST API is known; its status and
+//!   the OAuth endpoints' answer are not). Slow bodies: 408. Malformed percent-escapes:
+//!   `invalid_request` / `malformed parameter: <name>`.
 //! - Id tokens name as `iss` the host the user came through: the site URL through the site
 //!   prefix (matching the site's discovery document), the base URL otherwise. Responses and
 //!   fragments through the site carry `sfdc_community_url` and `sfdc_community_id`.

@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use sfauth_emulator::{Emulator, EmulatorConfig};
@@ -27,6 +28,16 @@ struct Args {
     /// Approve authorization requests without the login form.
     #[arg(long)]
     auto_approve: bool,
+    /// Seconds a connection may take to send a request head; idle keep-alive connections are
+    /// closed after as long.
+    #[arg(long, default_value_t = sfauth_emulator::DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
+    header_read_timeout_secs: u64,
+    /// Seconds a request body may take to arrive whole (slower: 408).
+    #[arg(long, default_value_t = sfauth_emulator::DEFAULT_BODY_READ_TIMEOUT.as_secs())]
+    body_read_timeout_secs: u64,
+    /// The largest request body read (larger: 413).
+    #[arg(long, default_value_t = sfauth_emulator::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
 }
 
 #[tokio::main]
@@ -60,7 +71,10 @@ async fn run(args: Args) -> sfauth_emulator::Result<()> {
     };
     let mut builder = Emulator::builder()
         .config(config)
-        .bind(SocketAddr::new(args.bind, args.port));
+        .bind(SocketAddr::new(args.bind, args.port))
+        .header_read_timeout(Duration::from_secs(args.header_read_timeout_secs))
+        .body_read_timeout(Duration::from_secs(args.body_read_timeout_secs))
+        .max_body_bytes(args.max_body_bytes);
     if args.admin_api {
         builder = builder.admin_api(true);
     }
