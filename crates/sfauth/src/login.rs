@@ -658,9 +658,14 @@ impl BoundLoopbackLogin {
         let mut connections = JoinSet::new();
         let path = login.path.clone();
         let wait = async {
-            open(request.url.clone()).await;
+            // `open` runs beside the accept loop, so that a caller that plays the browser
+            // itself (and waits for the callback's page) cannot deadlock the login.
+            let opened = open(request.url.clone());
+            tokio::pin!(opened);
+            let mut open_done = false;
             loop {
                 tokio::select! {
+                    () = &mut opened, if !open_done => open_done = true,
                     accepted = listener.accept() => {
                         let (stream, _) = accepted.map_err(|source| LoginError::Listener {
                             port: redirect_uri.port().unwrap_or_default(),
