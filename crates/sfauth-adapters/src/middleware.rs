@@ -174,36 +174,63 @@ impl SalesforceAuth {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
         let token = self.manager.access_token(key).await.map_err(middleware)?;
-        let (aim, path_and_query) = aim_of(request.url(), token.instance_url());
+        let aim = aim_of(request.url(), token.instance_url());
         if aim == Aim::Elsewhere {
             return next.run(request, extensions).await;
         }
         // Kept before the token is set, so that the copy carries no stale header. `None` for a
         // streamed body, which cannot be sent twice.
         let replay = request.try_clone();
-        aim_at(&mut request, aim, &path_and_query, &token)?;
+        aim_at(&mut request, aim, &token)?;
         let response = next.clone().run(request, extensions).await?;
         if !replay::worth_reading(response.status(), content_length(&response)) {
             return Ok(response);
         }
-        let (response, body) = buffer(response).await?;
-        let Some(mut retry) = replay.filter(|_| replay::refreshable(response.status(), &body))
-        else {
-            return Ok(rebuild(response, body));
-        };
-        // The 401 means the request was refused before anything was done, so sending a POST
-        // again does not do its work twice.
-        let fresh = self
-            .manager
-            .session_expired(key, token.access_token())
+        // Out of line and boxed, and made only on a 401: reading the body, the refresh and the
+        // retry make a future several kilobytes large (the manager's refresh is in it), which
+        // every request would otherwise carry and move.
+        self.after_401(key, token, aim, replay, response, extensions, next)
             .await
-            .map_err(middleware)?;
-        drop(token);
-        replay::record_retry(&tracing::Span::current());
-        aim_at(&mut retry, aim, &path_and_query, &fresh)?;
-        next.run(retry, extensions).await
+    }
+
+    #[inline(never)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the state of one request, handed over whole"
+    )]
+    fn after_401<'a>(
+        &'a self,
+        key: &'a TokenKey,
+        token: sfauth::AccessTokenGuard<'static>,
+        aim: Aim,
+        replay: Option<Request>,
+        response: Response,
+        extensions: &'a mut Extensions,
+        next: Next<'a>,
+    ) -> BoxFuture<'a, reqwest_middleware::Result<Response>> {
+        Box::pin(async move {
+            let (response, body) = buffer(response).await?;
+            let Some(mut retry) = replay.filter(|_| replay::refreshable(response.status(), &body))
+            else {
+                return Ok(rebuild(response, body));
+            };
+            // The 401 means the request was refused before anything was done, so sending a
+            // POST again does not do its work twice.
+            let fresh = self
+                .manager
+                .session_expired(key, token.access_token())
+                .await
+                .map_err(middleware)?;
+            drop(token);
+            replay::record_retry(&tracing::Span::current());
+            aim_at(&mut retry, aim, &fresh)?;
+            next.run(retry, extensions).await
+        })
     }
 }
+
+/// A boxed future, as reqwest-middleware's own.
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 #[async_trait::async_trait]
 impl Middleware for SalesforceAuth {
@@ -251,21 +278,20 @@ fn middleware(error: impl Into<Error>) -> reqwest_middleware::Error {
     reqwest_middleware::Error::middleware(error.into())
 }
 
-/// Where `url` is aimed for a tenant on `instance`, and its path with the query.
-fn aim_of(url: &Url, instance: &Url) -> (Aim, String) {
-    let aim = replay::aim(url.scheme(), url.host_str(), url.port(), instance);
-    (aim, url[url::Position::BeforePath..].to_owned())
+/// Where `url` is aimed for a tenant on `instance`.
+fn aim_of(url: &Url, instance: &Url) -> Aim {
+    replay::aim(url.scheme(), url.host_str(), url.port(), instance)
 }
 
-/// Points `request` at the instance of `token` and sets its `Authorization` header.
+/// Points `request` (still at the URL it was built with) at the instance of `token` and sets
+/// its `Authorization` header.
 fn aim_at(
     request: &mut Request,
     aim: Aim,
-    path_and_query: &str,
     token: &sfauth::AccessTokenGuard<'_>,
 ) -> reqwest_middleware::Result<()> {
-    let target = replay::target(aim, path_and_query, token.instance_url())
-        .and_then(|target| Url::parse(&target).ok())
+    let url = request.url();
+    let target = replay::target_url(aim, url.path(), url.query(), token.instance_url())
         .ok_or_else(|| middleware(Error::InvalidTarget))?;
     *request.url_mut() = target;
     request

@@ -104,6 +104,28 @@ pub(crate) fn target(aim: Aim, path_and_query: &str, instance: &Url) -> Option<S
     Some(format!("{base}{slash}{path_and_query}"))
 }
 
+/// [`target`] as a [`Url`], for a request already parsed into one: the instance's URL with the
+/// path and query set, which parses neither the host nor the scheme again (the reqwest
+/// middleware's hot path).
+pub(crate) fn target_url(aim: Aim, path: &str, query: Option<&str>, instance: &Url) -> Option<Url> {
+    let mut target = instance.clone();
+    match aim {
+        Aim::Relative => {
+            let prefix = instance.path().trim_end_matches('/');
+            if prefix.is_empty() {
+                target.set_path(path);
+            } else {
+                target.set_path(&format!("{prefix}{path}"));
+            }
+        }
+        Aim::Instance => target.set_path(path),
+        Aim::Elsewhere => return None,
+    }
+    target.set_query(query);
+    target.set_fragment(None);
+    Some(target)
+}
+
 /// The largest 401 body read to tell a dead session from another refusal. Salesforce's is about
 /// 80 bytes; a larger declared length cannot be it, and is returned unread.
 pub(crate) const MAX_401_BODY: u64 = 64 * 1024;
@@ -213,6 +235,16 @@ mod tests {
             let aim = aim(scheme, *host, *port, instance);
             assert_eq!(
                 target(aim, pq, instance).as_deref(),
+                *expected,
+                "{scheme} {host:?} {port:?}"
+            );
+            let (path, query) = pq
+                .split_once('?')
+                .map_or((*pq, None), |(p, q)| (p, Some(q)));
+            assert_eq!(
+                target_url(aim, path, query, instance)
+                    .as_ref()
+                    .map(Url::as_str),
                 *expected,
                 "{scheme} {host:?} {port:?}"
             );

@@ -1,0 +1,214 @@
+//! What `SalesforceAuth` costs: the throughput of a client through the middleware against raw
+//! reqwest sending the same request (absolute URL, `Authorization` header set by hand), to the
+//! same loopback server, at 1 and 64 requests in flight.
+//!
+//! The server is a minimal axum app answering a small JSON body to any request that carries an
+//! `Authorization` header: the cheaper the server, the larger the middleware's share, so this
+//! is the least flattering measure. The tenant's `instance_url` points at it (the emulator's
+//! org is moved there and the token refreshed once), so the middleware resolves its paths
+//! against it as it would against Salesforce.
+//!
+//! Rounds alternate raw and middleware (the order flipped every round) and each figure is the
+//! median of its rounds, so that a neighbour's build on the shared cores hits both alike.
+//!
+//! Figures (`middleware_overhead_pct_1`, `middleware_overhead_pct_64`: throughput lost, in
+//! percent; the raw and middleware requests per second beside them) go to the file named by
+//! `SFAUTH_BENCH_ADAPTERS`, else `adapters.json` in `SFAUTH_BENCH_DIR` (else `target/bench`).
+//!
+//! ```sh
+//! cargo bench -p sfauth-adapters --bench middleware
+//! ```
+
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark reports its figures and stops on any error"
+)]
+
+#[path = "../tests/support/emulator.rs"]
+mod emulator;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use serde_json::{Map, Value, json};
+use sfauth_adapters::{SalesforceAuth, instance};
+
+const PATH: &str = "/services/data/v62.0/query?q=SELECT+Id,Name+FROM+Account";
+const ROUNDS: usize = 7;
+
+/// A small answer, about the size of a one-record query result.
+const BODY: &str = r#"{"totalSize":1,"done":true,"records":[{"attributes":{"type":"Account","url":"/services/data/v62.0/sobjects/Account/0015e000000EMU1AAO"},"Id":"0015e000000EMU1AAO","Name":"Acme Corporation"}]}"#;
+
+async fn answer(headers: HeaderMap) -> impl IntoResponse {
+    if headers.contains_key(header::AUTHORIZATION) {
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json;charset=UTF-8")],
+            BODY,
+        )
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "application/json;charset=UTF-8")],
+            r#"[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]"#,
+        )
+    }
+}
+
+/// One way of sending the request.
+#[derive(Clone)]
+enum Sender {
+    Raw {
+        client: reqwest::Client,
+        url: String,
+        authorization: reqwest::header::HeaderValue,
+    },
+    Middleware(ClientWithMiddleware),
+}
+
+impl Sender {
+    async fn send(&self) {
+        let response = match self {
+            Self::Raw {
+                client,
+                url,
+                authorization,
+            } => client
+                .get(url)
+                .header(header::AUTHORIZATION, authorization.clone())
+                .send()
+                .await
+                .unwrap(),
+            Self::Middleware(client) => client.get(instance(PATH)).send().await.unwrap(),
+        };
+        assert_eq!(response.status(), StatusCode::OK);
+        response.bytes().await.unwrap();
+    }
+}
+
+/// Requests per second for `total` requests, `in_flight` at a time.
+async fn throughput(sender: &Sender, in_flight: usize, total: usize) -> f64 {
+    let per_task = total / in_flight;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    sender.send().await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    (per_task * in_flight) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn bench_dir() -> PathBuf {
+    let dir = match std::env::var_os("SFAUTH_BENCH_DIR") {
+        Some(dir) => dir.into(),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(
+                || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+                PathBuf::from,
+            )
+            .join("bench"),
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new().fallback(answer))
+            .await
+            .unwrap();
+    });
+
+    // The tenant's instance is the loopback server: the org moves there and one refresh brings
+    // the token that names it.
+    let org = emulator::Org::start().await.unwrap();
+    org.migrate(&server_url).unwrap();
+    let token = org.manager.refresh(&org.key).await.unwrap();
+    assert_eq!(token.instance_url().as_str(), format!("{server_url}/"));
+
+    let raw = Sender::Raw {
+        client: reqwest::Client::new(),
+        url: format!("{server_url}{PATH}"),
+        authorization: token.authorization(),
+    };
+    drop(token);
+    let middleware = Sender::Middleware(
+        ClientBuilder::new(reqwest::Client::new())
+            .with(SalesforceAuth::new(org.manager.clone(), org.key.clone()))
+            .build(),
+    );
+
+    let mut figures = Map::new();
+    for (in_flight, total) in [(1, 3_000), (64, 12_800)] {
+        // Warm both pools and caches.
+        throughput(&raw, in_flight, total / 4).await;
+        throughput(&middleware, in_flight, total / 4).await;
+        let (mut raw_rounds, mut middleware_rounds) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            if round % 2 == 0 {
+                raw_rounds.push(throughput(&raw, in_flight, total).await);
+                middleware_rounds.push(throughput(&middleware, in_flight, total).await);
+            } else {
+                middleware_rounds.push(throughput(&middleware, in_flight, total).await);
+                raw_rounds.push(throughput(&raw, in_flight, total).await);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (raw_rps, middleware_rps) = (median(raw_rounds), median(middleware_rounds));
+        let overhead = (1.0 - middleware_rps / raw_rps) * 100.0;
+        let round2 = |x: f64| (x * 100.0).round() / 100.0;
+        figures.insert(
+            format!("middleware_overhead_pct_{in_flight}"),
+            json!(round2(overhead)),
+        );
+        figures.insert(
+            format!("raw_reqwest_rps_{in_flight}"),
+            json!(raw_rps.round()),
+        );
+        figures.insert(
+            format!("middleware_rps_{in_flight}"),
+            json!(middleware_rps.round()),
+        );
+    }
+
+    for (name, value) in &figures {
+        println!("{name:<32} {value}");
+    }
+    let out = std::env::var_os("SFAUTH_BENCH_ADAPTERS")
+        .map_or_else(|| bench_dir().join("adapters.json"), PathBuf::from);
+    std::fs::write(
+        &out,
+        serde_json::to_vec_pretty(&Value::Object(figures)).unwrap(),
+    )
+    .unwrap();
+    println!("figures written to {}", out.display());
+}
