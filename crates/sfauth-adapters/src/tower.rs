@@ -312,9 +312,10 @@ impl<S> SalesforceAuthService<S> {
     }
 }
 
-/// The future of a [`SalesforceAuthService`].
-type ResponseFuture<ResBody> =
-    Pin<Box<dyn Future<Output = Result<Response<Either<ResBody, Full<Bytes>>>, BoxError>> + Send>>;
+/// The future of a [`SalesforceAuthService`] (`'static`), or of its 401 path.
+type ResponseFuture<'a, ResBody> = Pin<
+    Box<dyn Future<Output = Result<Response<Either<ResBody, Full<Bytes>>>, BoxError>> + Send + 'a>,
+>;
 
 impl<S, B, ResBody> Service<Request<B>> for SalesforceAuthService<S>
 where
@@ -329,7 +330,7 @@ where
 {
     type Response = Response<Either<ResBody, Full<Bytes>>>;
     type Error = BoxError;
-    type Future = ResponseFuture<ResBody>;
+    type Future = ResponseFuture<'static, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -366,10 +367,11 @@ async fn send<S, B, ResBody>(
     mut request: Request<B>,
 ) -> Result<Response<Either<ResBody, Full<Bytes>>>, BoxError>
 where
-    S: Service<Request<B>, Response = Response<ResBody>>,
+    S: Service<Request<B>, Response = Response<ResBody>> + Send,
+    S::Future: Send,
     S::Error: Into<BoxError>,
-    B: TryCloneBody,
-    ResBody: BodyExt<Data = Bytes>,
+    B: TryCloneBody + Send,
+    ResBody: BodyExt<Data = Bytes> + Send,
     ResBody::Error: Into<BoxError>,
 {
     let token = manager.access_token(key).await.map_err(Error::from)?;
@@ -385,25 +387,65 @@ where
     if !replay::worth_reading(response.status(), content_length(&response)) {
         return Ok(response.map(Either::Left));
     }
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.map_err(Into::into)?.to_bytes();
-    let Some(mut retry) = replay.filter(|_| replay::refreshable(parts.status, &body)) else {
-        return Ok(Response::from_parts(parts, Either::Right(Full::new(body))));
-    };
-    // The 401 means the request was refused before anything was done, so sending a POST again
-    // does not do its work twice.
-    let fresh = manager
-        .session_expired(key, token.access_token())
-        .await
-        .map_err(Error::from)?;
-    drop(token);
-    replay::record_retry(&tracing::Span::current());
-    aim_at(&mut retry, aim, &path_and_query, &fresh)?;
-    poll_fn(|cx| inner.poll_ready(cx))
-        .await
-        .map_err(Into::into)?;
-    let response = inner.call(retry).await.map_err(Into::into)?;
-    Ok(response.map(Either::Left))
+    // Out of line and boxed, and made only on a 401: the refresh makes this part's future
+    // several kilobytes large, which every request would otherwise allocate and move.
+    after_401(
+        inner,
+        manager,
+        key,
+        token,
+        aim,
+        path_and_query,
+        replay,
+        response,
+    )
+    .await
+}
+
+#[inline(never)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the state of one request, handed over whole"
+)]
+fn after_401<'a, S, B, ResBody>(
+    mut inner: S,
+    manager: TokenManager,
+    key: &'a TokenKey,
+    token: AccessTokenGuard<'static>,
+    aim: Aim,
+    path_and_query: String,
+    replay: Option<Request<B>>,
+    response: Response<ResBody>,
+) -> ResponseFuture<'a, ResBody>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Send + 'a,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: TryCloneBody + Send + 'a,
+    ResBody: BodyExt<Data = Bytes> + Send + 'a,
+    ResBody::Error: Into<BoxError>,
+{
+    Box::pin(async move {
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(Into::into)?.to_bytes();
+        let Some(mut retry) = replay.filter(|_| replay::refreshable(parts.status, &body)) else {
+            return Ok(Response::from_parts(parts, Either::Right(Full::new(body))));
+        };
+        // The 401 means the request was refused before anything was done, so sending a POST
+        // again does not do its work twice.
+        let fresh = manager
+            .session_expired(key, token.access_token())
+            .await
+            .map_err(Error::from)?;
+        drop(token);
+        replay::record_retry(&tracing::Span::current());
+        aim_at(&mut retry, aim, &path_and_query, &fresh)?;
+        poll_fn(|cx| inner.poll_ready(cx))
+            .await
+            .map_err(Into::into)?;
+        let response = inner.call(retry).await.map_err(Into::into)?;
+        Ok(response.map(Either::Left))
+    })
 }
 
 /// A copy of `request` to send again, if its body gives one.
