@@ -14,6 +14,8 @@
 #![warn(missing_docs)]
 
 mod error;
+#[cfg(feature = "axum")]
+mod login;
 #[cfg(feature = "reqwest")]
 mod middleware;
 #[cfg(any(feature = "reqwest", feature = "tower"))]
@@ -24,6 +26,8 @@ mod tower;
 pub mod webhook;
 
 pub use error::{Error, ErrorKind, Result};
+#[cfg(feature = "axum")]
+pub use login::{CompletedLogin, HostManagers, LoginConfig, LoginHook, LoginRouter, Refusal};
 #[cfg(feature = "reqwest")]
 pub use middleware::{SalesforceAuth, adapter_error};
 #[cfg(any(feature = "reqwest", feature = "tower"))]

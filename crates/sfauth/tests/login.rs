@@ -56,7 +56,9 @@ async fn manager(emulator: &Emulator) -> TokenManager {
 async fn follow_authorize(url: &Url) -> Url {
     let answer = browser().get(url.as_str()).send().await.unwrap();
     assert_eq!(answer.status(), reqwest::StatusCode::FOUND);
-    let location = answer.headers()[reqwest::header::LOCATION].to_str().unwrap();
+    let location = answer.headers()[reqwest::header::LOCATION]
+        .to_str()
+        .unwrap();
     Url::parse(location).unwrap()
 }
 
@@ -215,7 +217,10 @@ async fn loopback_login_completes_end_to_end() {
             assert!(query.iter().any(|(name, _)| name == "state"));
             page = Some(play_browser(url, |callback| callback));
             async move {
-                assert_eq!(stray.await.unwrap().status(), reqwest::StatusCode::NOT_FOUND);
+                assert_eq!(
+                    stray.await.unwrap().status(),
+                    reqwest::StatusCode::NOT_FOUND
+                );
             }
         })
         .await
