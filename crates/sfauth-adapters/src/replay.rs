@@ -12,7 +12,7 @@
 use http::{Extensions, StatusCode};
 use sfauth::TokenKey;
 use sfauth::oauth::rest::{self, RestAuth};
-use url::{Position, Url};
+use url::Url;
 
 use crate::error::Error;
 
@@ -90,10 +90,11 @@ pub(crate) fn aim(scheme: &str, host: Option<&str>, port: Option<u16>, instance:
 /// [`Aim::Elsewhere`]. A relative path keeps the instance's own path as a prefix (a site's
 /// `/community`, say); an absolute URL on the instance keeps its path and changes only the
 /// origin, which is what a migrated org needs.
+#[cfg(any(test, feature = "tower"))]
 pub(crate) fn target(aim: Aim, path_and_query: &str, instance: &Url) -> Option<String> {
     let base = match aim {
-        Aim::Relative => instance[..Position::AfterPath].trim_end_matches('/'),
-        Aim::Instance => &instance[..Position::BeforePath],
+        Aim::Relative => instance[..url::Position::AfterPath].trim_end_matches('/'),
+        Aim::Instance => &instance[..url::Position::BeforePath],
         Aim::Elsewhere => return None,
     };
     let slash = if path_and_query.starts_with('/') {
@@ -107,6 +108,7 @@ pub(crate) fn target(aim: Aim, path_and_query: &str, instance: &Url) -> Option<S
 /// [`target`] as a [`Url`], for a request already parsed into one: the instance's URL with the
 /// path and query set, which parses neither the host nor the scheme again (the reqwest
 /// middleware's hot path).
+#[cfg(any(test, feature = "reqwest"))]
 pub(crate) fn target_url(aim: Aim, path: &str, query: Option<&str>, instance: &Url) -> Option<Url> {
     let mut target = instance.clone();
     match aim {
