@@ -14,6 +14,12 @@
 //! quotes escaped, and never a code, a token or a verifier. The `state` is a random 128-bit
 //! value (from `sfauth-core`) and names the pending login; what the login needs (the verifier,
 //! the host, the tenant to replace, the application's own context) stays on the server.
+//!
+//! The application's context ([`LoginHook::begin`]) is read from the request that *starts* the
+//! login and kept with it, never from the callback's request: a callback URL someone else
+//! started and sends to a victim ("login CSRF") completes that someone's own login, for their
+//! own context, and touches nothing of the victim's. That is why no cookie binds the callback
+//! to the browser.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -33,6 +39,15 @@ use sfauth::{LoginErrorKind, LoginHost, TokenKey, TokenManager, Url};
 
 /// Finds the [`TokenManager`] for a login host other than the main manager's; see
 /// [`LoginConfig::host_managers`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use sfauth_adapters::HostManagers;
+///
+/// // No other host is offered.
+/// let managers: HostManagers = Arc::new(|_host| None);
+/// assert!(managers(&sfauth::LoginHost::Sandbox).is_none());
+/// ```
 pub type HostManagers = Arc<dyn Fn(&LoginHost) -> Option<TokenManager> + Send + Sync>;
 
 /// How a [`LoginRouter`] runs its logins.
@@ -274,6 +289,17 @@ pub trait LoginHook: Send + Sync + 'static {
 }
 
 /// A login that worked: the tenant is stored.
+///
+/// ```
+/// use sfauth_adapters::{CompletedLogin, Refusal};
+///
+/// async fn complete(login: CompletedLogin) -> Result<String, Refusal> {
+///     let user = login.context.ok_or_else(|| Refusal::forbidden("Sign in first."))?;
+///     // Remember (user, login.key) in the application's database here.
+///     Ok(format!("/users/{user}/salesforce?reconnected={}", login.reconnected))
+/// }
+/// # let _ = complete;
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct CompletedLogin {

@@ -578,6 +578,15 @@ impl LoopbackLogin {
 
 /// A [`LoopbackLogin`] whose listener is bound: its [`redirect_uri`](Self::redirect_uri) is
 /// final.
+///
+/// ```no_run
+/// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::LoginError> {
+/// let bound: sfauth::BoundLoopbackLogin = sfauth::LoopbackLogin::new(&manager).bind().await?;
+/// let key = bound.run(|url| async move { eprintln!("log in at {url}") }).await?;
+/// # drop(key);
+/// # Ok(())
+/// # }
+/// ```
 pub struct BoundLoopbackLogin {
     login: LoopbackLogin,
     listener: TcpListener,
