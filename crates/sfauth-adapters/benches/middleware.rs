@@ -12,7 +12,9 @@
 //! median of its rounds, so that a neighbour's build on the shared cores hits both alike.
 //!
 //! Figures (`middleware_overhead_pct_1`, `middleware_overhead_pct_64`: throughput lost, in
-//! percent; the raw and middleware requests per second beside them) go to the file named by
+//! percent; the raw and middleware requests per second beside them; and
+//! `reqwest_middleware_overhead_pct_*`, the loss of a reqwest-middleware client with no
+//! middleware at all, to tell the framework's share from ours) go to the file named by
 //! `SFAUTH_BENCH_ADAPTERS`, else `adapters.json` in `SFAUTH_BENCH_DIR` (else `target/bench`).
 //!
 //! ```sh
@@ -69,6 +71,13 @@ enum Sender {
         authorization: reqwest::header::HeaderValue,
     },
     Middleware(ClientWithMiddleware),
+    /// reqwest-middleware with no middleware, the same request as `Raw`: what the framework
+    /// costs before `SalesforceAuth` does anything.
+    Bare {
+        client: ClientWithMiddleware,
+        url: String,
+        authorization: reqwest::header::HeaderValue,
+    },
 }
 
 impl Sender {
@@ -85,6 +94,16 @@ impl Sender {
                 .await
                 .unwrap(),
             Self::Middleware(client) => client.get(instance(PATH)).send().await.unwrap(),
+            Self::Bare {
+                client,
+                url,
+                authorization,
+            } => client
+                .get(url)
+                .header(header::AUTHORIZATION, authorization.clone())
+                .send()
+                .await
+                .unwrap(),
         };
         assert_eq!(response.status(), StatusCode::OK);
         response.bytes().await.unwrap();
@@ -155,8 +174,44 @@ async fn run() {
     let token = org.manager.refresh(&org.key).await.unwrap();
     assert_eq!(token.instance_url().as_str(), format!("{server_url}/"));
 
+    // The token manager's own share: a cached token, taken a hundred thousand times.
+    let started = Instant::now();
+    for _ in 0..100_000 {
+        let token = org.manager.access_token(&org.key).await.unwrap();
+        std::hint::black_box(token.authorization());
+    }
+    println!(
+        "access_token + authorization: {:?} per call",
+        started.elapsed() / 100_000
+    );
+    {
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        for _ in 0..100_000 {
+            let request = client.get(instance(PATH)).build().unwrap();
+            std::hint::black_box(request.try_clone());
+        }
+        println!(
+            "placeholder request built and copied: {:?} per call",
+            started.elapsed() / 100_000
+        );
+        let started = Instant::now();
+        for _ in 0..100_000 {
+            let request = client.get(format!("{server_url}{PATH}")).build().unwrap();
+            std::hint::black_box(request);
+        }
+        println!(
+            "raw request built: {:?} per call",
+            started.elapsed() / 100_000
+        );
+    }
     let raw = Sender::Raw {
         client: reqwest::Client::new(),
+        url: format!("{server_url}{PATH}"),
+        authorization: token.authorization(),
+    };
+    let bare = Sender::Bare {
+        client: ClientBuilder::new(reqwest::Client::new()).build(),
         url: format!("{server_url}{PATH}"),
         authorization: token.authorization(),
     };
@@ -172,18 +227,27 @@ async fn run() {
         // Warm both pools and caches.
         throughput(&raw, in_flight, total / 4).await;
         throughput(&middleware, in_flight, total / 4).await;
-        let (mut raw_rounds, mut middleware_rounds) = (Vec::new(), Vec::new());
+        throughput(&bare, in_flight, total / 4).await;
+        let (mut raw_rounds, mut middleware_rounds, mut bare_rounds) =
+            (Vec::new(), Vec::new(), Vec::new());
         for round in 0..ROUNDS {
             if round % 2 == 0 {
                 raw_rounds.push(throughput(&raw, in_flight, total).await);
+                bare_rounds.push(throughput(&bare, in_flight, total).await);
                 middleware_rounds.push(throughput(&middleware, in_flight, total).await);
             } else {
                 middleware_rounds.push(throughput(&middleware, in_flight, total).await);
+                bare_rounds.push(throughput(&bare, in_flight, total).await);
                 raw_rounds.push(throughput(&raw, in_flight, total).await);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let (raw_rps, middleware_rps) = (median(raw_rounds), median(middleware_rounds));
+        let bare_rps = median(bare_rounds);
+        figures.insert(
+            format!("reqwest_middleware_overhead_pct_{in_flight}"),
+            json!(((1.0 - bare_rps / raw_rps) * 10_000.0).round() / 100.0),
+        );
         let overhead = (1.0 - middleware_rps / raw_rps) * 100.0;
         let round2 = |x: f64| (x * 100.0).round() / 100.0;
         figures.insert(
