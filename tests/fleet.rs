@@ -253,8 +253,7 @@ async fn child(backend: Backend) -> ! {
         .await
         .unwrap();
     manager.load_all().await.unwrap();
-    let refresher =
-        manager.spawn_refresher(BackgroundConfig::default().interval(SCAN));
+    let refresher = manager.spawn_refresher(BackgroundConfig::default().interval(SCAN));
     let run_for = Duration::from_millis(get(var::RUN_MS).parse().unwrap());
     let parent = std::os::unix::process::parent_id();
     let started = Instant::now();
