@@ -9,6 +9,7 @@ use std::str::FromStr as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt as _;
 use sfauth_core::TokenKey;
 use sqlx::Row as _;
 use sqlx::sqlite::{
@@ -165,43 +166,6 @@ impl SqliteStore {
         serde_json::to_string(&self.keyring.key_ids().collect::<Vec<_>>())
             .map_err(|e| Error::with_source(ErrorKind::Backend, "encoding key ids", e))
     }
-
-    /// Opens a page of listed rows (each with its `key` column), in order. Opening is most of
-    /// the cost of a listing (decrypting and parsing each record), so a large page is split
-    /// across blocking tasks, one per core, while this task opens the first part.
-    async fn decode_page(&self, rows: Vec<SqliteRow>) -> Result<Vec<TokenRecord>> {
-        let parts = std::thread::available_parallelism()
-            .map_or(1, std::num::NonZero::get)
-            .min(MAX_DECODE_TASKS);
-        if parts < 2 || rows.len() < PARALLEL_DECODE_MIN_ROWS {
-            return decode_rows(&self.keyring, &rows);
-        }
-        let chunk = rows.len().div_ceil(parts);
-        let mut rows = rows.into_iter();
-        let first: Vec<SqliteRow> = rows.by_ref().take(chunk).collect();
-        let mut others = Vec::with_capacity(parts.saturating_sub(1));
-        loop {
-            let part: Vec<SqliteRow> = rows.by_ref().take(chunk).collect();
-            if part.is_empty() {
-                break;
-            }
-            let keyring = self.keyring.clone();
-            others.push(tokio::task::spawn_blocking(move || {
-                decode_rows(&keyring, &part)
-            }));
-        }
-        let mut records = decode_rows(&self.keyring, &first)?;
-        for part in others {
-            let part = part.await.map_err(|join| {
-                Error::new(
-                    ErrorKind::Backend,
-                    format!("sqlite: opening listed records failed: {join}"),
-                )
-            })??;
-            records.extend(part);
-        }
-        Ok(records)
-    }
 }
 
 impl SqliteStore {
@@ -244,12 +208,8 @@ where
 /// ([`ListQuery::MAX_LIMIT`] and the one beyond it that says whether there is more).
 const LISTING_ROW_BUFFER: usize = ListQuery::MAX_LIMIT + 1;
 
-/// Pages with fewer rows are opened by the listing task alone: handing work to another thread
-/// costs more than it saves.
-const PARALLEL_DECODE_MIN_ROWS: usize = 128;
-
-/// At most this many tasks open one page.
-const MAX_DECODE_TASKS: usize = 4;
+/// Listed rows are opened in chunks of this many, each on a blocking thread, as they arrive.
+const STREAM_CHUNK_ROWS: usize = 256;
 
 /// The columns a record is read with, in this order (after `key` in a listing), for `concat!`.
 macro_rules! record_columns {
@@ -301,7 +261,7 @@ impl TokenStore for SqliteStore {
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
         let limit = query.effective_limit();
-        let rows = sqlx::query(concat!(
+        let mut rows = sqlx::query(concat!(
             "SELECT key, ",
             record_columns!(),
             " FROM token_records \
@@ -318,10 +278,36 @@ impl TokenStore for SqliteStore {
         // primary key from the cursor; an `IS NULL OR` around it made every page a full scan.
         .bind(query.after.as_ref().map_or("", |cursor| cursor.last_key()))
         .bind(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| backend("listing records", e))?;
-        let records = self.decode_page(rows).await?;
+        .fetch(&self.pool);
+        // Rows are opened a chunk at a time on blocking threads while sqlx's worker is still
+        // producing the rest of the page, so that the two overlap.
+        let mut opening = Vec::new();
+        let mut chunk = Vec::with_capacity(STREAM_CHUNK_ROWS);
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(|e| backend("listing records", e))?
+        {
+            chunk.push(row);
+            if chunk.len() == STREAM_CHUNK_ROWS {
+                let part = std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK_ROWS));
+                let keyring = self.keyring.clone();
+                opening.push(tokio::task::spawn_blocking(move || {
+                    decode_rows(&keyring, &part)
+                }));
+            }
+        }
+        drop(rows);
+        let mut records = Vec::with_capacity(limit.saturating_add(1));
+        for part in opening {
+            records.extend(part.await.map_err(|join| {
+                Error::new(
+                    ErrorKind::Backend,
+                    format!("sqlite: opening listed records failed: {join}"),
+                )
+            })??);
+        }
+        records.extend(decode_rows(&self.keyring, &chunk)?);
         Ok(ListPage::from_matches(records, limit))
     }
 
