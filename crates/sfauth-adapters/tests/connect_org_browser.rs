@@ -115,7 +115,11 @@ async fn chromium_connects_lists_and_reconnects_an_org() {
     };
 
     // The emulator shows its login and consent pages, as Salesforce does.
-    let emulator = Emulator::builder().auto_approve(false).start().await.unwrap();
+    let emulator = Emulator::builder()
+        .auto_approve(false)
+        .start()
+        .await
+        .unwrap();
     let creds = emulator.credentials().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
@@ -212,7 +216,10 @@ async fn chromium_connects_lists_and_reconnects_an_org() {
             .revoke_for_user(&creds.client_id, &creds.username)
             .unwrap();
         browser.refresh().await?;
-        browser.wait().for_element(Locator::Id("needs-reauth")).await?;
+        browser
+            .wait()
+            .for_element(Locator::Id("needs-reauth"))
+            .await?;
         browser.find(Locator::Css("button.reconnect")).await?;
         pages.push(browser.source().await?);
         browser.goto(&format!("{base}/")).await?;
@@ -256,4 +263,100 @@ async fn chromium_connects_lists_and_reconnects_an_org() {
         }
     }
     emulator.shutdown().await;
+}
+
+/// The host choice of a real connected app, without a browser (nothing is sent to Salesforce:
+/// each step is a redirect): production, sandbox and a My Domain each end on their own
+/// authorization endpoint, and a name that is not a My Domain is refused before any manager is
+/// made for it.
+#[tokio::test]
+async fn the_connect_form_offers_production_sandbox_and_my_domain() {
+    let redirect = "http://localhost:8080/salesforce/callback";
+    let client = OAuthClient::new(
+        LoginHost::Production,
+        ConnectedApp::new("3MVG9example")
+            .with_redirect_uri(redirect)
+            .unwrap(),
+    );
+    let manager = TokenManager::builder(client)
+        .store(Arc::new(MemoryStore::new()))
+        .build()
+        .await
+        .unwrap();
+    let router = app::app(app::Config {
+        manager,
+        offer_salesforce_hosts: true,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // Follows the app's own redirects; returns where it finally sends the browser, or the page.
+    let connect = async |query: &str| -> Result<url::Url, (reqwest::StatusCode, String)> {
+        let mut url = format!("{base}/connect?{query}");
+        loop {
+            let answer = browser.get(&url).send().await.unwrap();
+            let Some(location) = answer.headers().get(reqwest::header::LOCATION) else {
+                return Err((answer.status(), answer.text().await.unwrap()));
+            };
+            let next = url::Url::parse(&url)
+                .unwrap()
+                .join(location.to_str().unwrap())
+                .unwrap();
+            if !next.as_str().starts_with(&base) {
+                return Ok(next);
+            }
+            url = next.to_string();
+        }
+    };
+
+    let home = browser.get(format!("{base}/")).send().await.unwrap();
+    let home = home.text().await.unwrap();
+    for choice in ["production", "sandbox", "my_domain"] {
+        assert!(home.contains(&format!("value=\"{choice}\"")), "{home}");
+    }
+    for (query, endpoint) in [
+        (
+            "host=production",
+            "https://login.salesforce.com/services/oauth2/authorize",
+        ),
+        (
+            "host=sandbox",
+            "https://test.salesforce.com/services/oauth2/authorize",
+        ),
+        (
+            "host=my_domain&my_domain=Acme",
+            "https://acme.my.salesforce.com/services/oauth2/authorize",
+        ),
+        (
+            "host=my_domain&my_domain=acme--dev.sandbox",
+            "https://acme--dev.sandbox.my.salesforce.com/services/oauth2/authorize",
+        ),
+    ] {
+        let authorize = connect(query).await.unwrap();
+        let without_query = format!(
+            "{}://{}{}",
+            authorize.scheme(),
+            authorize.host_str().unwrap(),
+            authorize.path()
+        );
+        assert_eq!(without_query, endpoint, "{query}");
+        let redirect_uri = authorize
+            .query_pairs()
+            .find(|(name, _)| name == "redirect_uri")
+            .map(|(_, value)| value.into_owned());
+        assert_eq!(redirect_uri.as_deref(), Some(redirect), "{query}");
+    }
+    for bad in ["evil.com/", "acme.evil.com", "<script>", ""] {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("host", "my_domain")
+            .append_pair("my_domain", bad)
+            .finish();
+        let (status, page) = connect(&query).await.unwrap_err();
+        assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{bad:?}: {page}");
+        assert!(!page.contains("<script>"), "{page}");
+    }
 }

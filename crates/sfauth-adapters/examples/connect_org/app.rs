@@ -25,7 +25,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
-use sfauth::storage::{ListQuery, RecordStatus, TokenRecord, TokenStoreExt as _};
+use sfauth::storage::{ListQuery, RecordStatus, StatusKind, TokenRecord, TokenStoreExt as _};
 use sfauth::{LoginHost, OAuthClient, TokenKey, TokenManager};
 use sfauth_adapters::{
     ErrorKind, LoginConfig, LoginRouter, Refusal, SalesforceAuth, adapter_error, instance,
@@ -141,11 +141,21 @@ impl Managers {
     }
 
     /// The manager a stored tenant refreshes with, made on first use (after a restart, say).
+    /// Only for a tenant the store holds: a key made up in a URL gets no manager.
     async fn for_key(&self, key: &TokenKey) -> Result<TokenManager, Refusal> {
-        let host: LoginHost = key
-            .login_host()
-            .parse()
-            .map_err(|_| Refusal::new(StatusCode::NOT_FOUND, "There is no such connection."))?;
+        let not_found = || Refusal::new(StatusCode::NOT_FOUND, "There is no such connection.");
+        match self.main.store().get(key).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(not_found()),
+            Err(error) => {
+                tracing::error!(error = %error, "cannot read a connection");
+                return Err(Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The token store cannot be read right now (see the server's log).",
+                ));
+            }
+        }
+        let host: LoginHost = key.login_host().parse().map_err(|_| not_found())?;
         self.get_or_build(&host).await
     }
 }
@@ -177,6 +187,11 @@ async fn home(State(state): State<Arc<AppState>>) -> Response {
              <th>Status</th><th>Last refresh</th><th></th></tr></thead><tbody>",
         );
         for record in &records {
+            if record.status.kind() == StatusKind::ReauthRequired {
+                // Its "Reconnect" goes straight to the login router, which finds the tenant's
+                // manager synchronously: make sure it exists (after a restart it may not yet).
+                let _ = state.managers.for_key(&record.key).await;
+            }
             body.push_str(&org_row(record));
         }
         body.push_str("</tbody></table>");
@@ -276,14 +291,12 @@ async fn connect(State(state): State<Arc<AppState>>, Query(form): Query<ConnectF
     let (host, query) = match form.host.as_deref() {
         Some("sandbox") => (LoginHost::Sandbox, encode(&[("host", "sandbox")])),
         Some("my_domain") => {
-            let name = form.my_domain.unwrap_or_default().trim().to_ascii_lowercase();
-            // The same name-to-host rule as the login router's, which checks the name again
-            // and refuses anything that is not a My Domain.
-            let url = match name.strip_suffix(".sandbox") {
-                Some(label) => format!("https://{label}.sandbox.my.salesforce.com"),
-                None => format!("https://{name}.my.salesforce.com"),
-            };
-            let Ok(host) = LoginHost::my_domain(&url) else {
+            let name = form
+                .my_domain
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            let Some(host) = my_domain(&name) else {
                 return page(
                     StatusCode::BAD_REQUEST,
                     "Not a My Domain name",
@@ -297,8 +310,26 @@ async fn connect(State(state): State<Arc<AppState>>, Query(form): Query<ConnectF
     };
     match state.managers.get_or_build(&host).await {
         Ok(_) => see_other(&format!("{login}?{query}")),
-        Err(refusal) => refusal_page(&refusal),
+        Err(refusal) => refusal_page("Cannot connect", &refusal),
     }
+}
+
+/// The My Domain login host of `name` (`acme`, `acme--dev.sandbox`): the login router's rule,
+/// checked here too so that no manager is made for a name the router would refuse.
+fn my_domain(name: &str) -> Option<LoginHost> {
+    let (label, sandbox) = match name.strip_suffix(".sandbox") {
+        Some(label) => (label, ".sandbox"),
+        None => (name, ""),
+    };
+    let valid = !label.is_empty()
+        && label.len() <= 63
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let url = format!("https://{label}{sandbox}.my.salesforce.com");
+    valid.then(|| LoginHost::my_domain(&url).ok()).flatten()
 }
 
 #[derive(Deserialize)]
@@ -336,7 +367,7 @@ async fn accounts(
     };
     let manager = match state.managers.for_key(&key).await {
         Ok(manager) => manager,
-        Err(refusal) => return refusal_page(&refusal),
+        Err(refusal) => return refusal_page("Accounts", &refusal),
     };
     let client = reqwest_middleware::ClientBuilder::new(state.http.clone())
         .with(SalesforceAuth::new(manager, key.clone()))
@@ -418,10 +449,10 @@ fn see_other(location: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
 }
 
-fn refusal_page(refusal: &Refusal) -> Response {
+fn refusal_page(title: &str, refusal: &Refusal) -> Response {
     page(
         refusal.status(),
-        "Cannot connect",
+        title,
         &format!("<p>{}</p>", escape(refusal.message())),
     )
 }

@@ -34,7 +34,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
-use sfauth::{ConnectedApp, Keyring, LoginHost, MemoryStore, OAuthClient, SqliteStore, TokenManager};
+use sfauth::{
+    ConnectedApp, Keyring, LoginHost, MemoryStore, OAuthClient, SqliteStore, TokenManager,
+};
 use sfauth_emulator::Emulator;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
