@@ -52,7 +52,7 @@ struct Args {
     client_secret: Option<String>,
     /// The callback URL Salesforce sends the browser back to: this app's
     /// `/salesforce/callback` as the browser reaches it [default:
-    /// http://localhost:PORT/salesforce/callback].
+    /// http://localhost:PORT/salesforce/callback, or 127.0.0.1 with the emulator].
     #[arg(long)]
     redirect_uri: Option<String>,
     /// A SQLite token store to keep the connections in; without it they live in memory.
