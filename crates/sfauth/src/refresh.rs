@@ -596,6 +596,7 @@ impl Refresher {
         let polls = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
         let mut poll: u32 = 0;
         let mut seen: Option<Lease> = None;
+        let mut woken = false;
         loop {
             // Watched before anything is read, so that the holder's write (or release) after
             // our read still wakes us: with a store that notifies, a loser learns of the
@@ -605,6 +606,13 @@ impl Refresher {
                 .watch(key)
                 .await
                 .map_err(|source| Error::store(&tenant.key, source))?;
+            // After a wait, the wake is most likely the winner's save: read before trying the
+            // lease, so that adopting costs one read. Trying first would, once the winner has
+            // released, take and release a lease only to adopt (two durable writes on
+            // PostgreSQL, for every loser).
+            if woken && self.adopt_from_store(tenant, current).await? {
+                return Ok(Acquired::Adopted);
+            }
             let lease = self
                 .store
                 .try_acquire(key, &self.holder, self.policy.lease_ttl)
@@ -636,14 +644,7 @@ impl Refresher {
                 }
                 seen = Some(held);
             }
-            let record = self
-                .store
-                .get(key)
-                .await
-                .map_err(|source| Error::store(&tenant.key, source))?;
-            if let Some(record) = record
-                && self.adopt_if_newer(tenant, current, &record)
-            {
+            if !woken && self.adopt_from_store(tenant, current).await? {
                 return Ok(Acquired::Adopted);
             }
             let waited = started.elapsed();
@@ -663,7 +664,19 @@ impl Refresher {
                 tokio::time::sleep(polls.ceiling(poll).min(remaining)).await;
                 poll = poll.saturating_add(1);
             }
+            woken = true;
         }
+    }
+
+    /// Reads the record and installs it if another process stored newer tokens (or a
+    /// re-authorization mark) since `current` was cached; whether it did.
+    async fn adopt_from_store(&self, tenant: &TenantState, current: &Cached) -> Result<bool> {
+        let record = self
+            .store
+            .get(&tenant.key)
+            .await
+            .map_err(|source| Error::store(&tenant.key, source))?;
+        Ok(record.is_some_and(|record| self.adopt_if_newer(tenant, current, &record)))
     }
 
     /// The background's way to the lease (point 8 of the module doc): adopt what another
