@@ -15,6 +15,8 @@
 //! reported, not an error: the figures are for people to read. The fleet figures need the
 //! local servers (`SFAUTH_TEST_REDIS_URL`, `SFAUTH_TEST_POSTGRES_URL`); when one does not
 //! answer, the benchmark says so and skips its figures, and the table shows them missing.
+//! Then `sfauth-adapters`' `middleware` bench (issue #14) measures the reqwest middleware's
+//! throughput loss against raw reqwest on one loopback server, at 1 and 64 requests in flight.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -80,6 +82,11 @@ const FIGURE_FILES: &[(&str, &str, &[&str])] = &[
     ),
     // Each backend's figures are there only when its server answered: see `fleet_checks`.
     ("SFAUTH_BENCH_FLEET", "fleet.json", &[]),
+    (
+        "SFAUTH_BENCH_ADAPTERS",
+        "adapters.json",
+        &["middleware_overhead_pct_1", "middleware_overhead_pct_64"],
+    ),
 ];
 
 /// The shared stores whose fleet figures are checked, and the names of their rows: the
@@ -118,27 +125,38 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let bench_dir = target.join("bench");
     let criterion_dir = target.join("criterion");
     fs::create_dir_all(&bench_dir).with_context(|| format!("creating {}", bench_dir.display()))?;
-    let mut bench = cargo();
-    bench
+    let mut sfauth = cargo();
+    sfauth
         .args(["bench", "-p", "sfauth", "--features", "redis,postgres"])
         .args([
             "--bench", "manager", "--bench", "figures", "--bench", "startup", "--bench", "fleet",
-        ])
-        .env("CRITERION_HOME", &criterion_dir)
-        .env("SFAUTH_BENCH_DIR", &bench_dir);
+        ]);
+    // The adapters' overhead over raw reqwest, on a loopback server of its own.
+    let mut adapters = cargo();
+    adapters.args(["bench", "-p", "sfauth-adapters", "--bench", "middleware"]);
+    let mut benches = [sfauth, adapters];
+    for bench in &mut benches {
+        bench
+            .env("CRITERION_HOME", &criterion_dir)
+            .env("SFAUTH_BENCH_DIR", &bench_dir);
+    }
     for (var, file, _) in FIGURE_FILES {
         let path = bench_dir.join(file);
         // Whatever an earlier run left must not pass for this run's figures.
         if path.exists() {
             fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
-        bench.env(var, path);
+        for bench in &mut benches {
+            bench.env(var, &path);
+        }
     }
 
     let started = SystemTime::now();
-    let status = bench.status().context("cannot start cargo bench")?;
-    if !status.success() {
-        bail!("cargo bench failed ({status})");
+    for bench in &mut benches {
+        let status = bench.status().context("cannot start cargo bench")?;
+        if !status.success() {
+            bail!("cargo bench failed ({status})");
+        }
     }
 
     let mut summary = Map::new();
@@ -248,6 +266,10 @@ const TIMES: Unit = Unit {
 const COUNT: Unit = Unit {
     suffix: "",
     decimals: 0,
+};
+const PCT: Unit = Unit {
+    suffix: " %",
+    decimals: 1,
 };
 
 impl Unit {
@@ -385,6 +407,18 @@ fn checks(summary: &Map<String, Value>) -> Result<Vec<Check>> {
             1.5,
             TIMES,
         ),
+        Check::at_most(
+            "middleware throughput loss, 1 in flight",
+            get("middleware_overhead_pct_1")?,
+            2.0,
+            PCT,
+        ),
+        Check::at_most(
+            "middleware throughput loss, 64 in flight",
+            get("middleware_overhead_pct_64")?,
+            2.0,
+            PCT,
+        ),
     ];
     for (key, what) in [
         ("cached_token_allocs_per_call", "allocations per keyed call"),
@@ -493,6 +527,8 @@ mod tests {
             "bytes_per_tenant_100k": 900.4,
             "warm_start_100k_sqlite_s": 0.5,
             "warm_start_ratio_sqlite": 1.25,
+            "middleware_overhead_pct_1": 1.5,
+            "middleware_overhead_pct_64": 2.5,
             "fleet_adopt_p99_ms_redis": 3.456,
             "fleet_refresh_ratio_redis": 0.42,
             "fleet_refresh_token_requests_redis": 10_000.0,
@@ -564,6 +600,18 @@ mod tests {
                 "1.25x",
                 "<= 1.5x",
                 true,
+            ),
+            (
+                "middleware throughput loss, 1 in flight",
+                "1.5 %",
+                "<= 2 %",
+                true,
+            ),
+            (
+                "middleware throughput loss, 64 in flight",
+                "2.5 %",
+                "<= 2 %",
+                false,
             ),
             ("allocations per keyed call", "0", "== 0", true),
             ("allocations per handle call", "1", "== 0", false),

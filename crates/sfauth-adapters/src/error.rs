@@ -28,7 +28,7 @@ pub enum Error {
     /// [`crate::webhook::verify`]): refuse the request.
     #[cfg(feature = "webhook")]
     #[error("webhook signature rejected: {0}")]
-    Signature(#[from] crate::webhook::SignatureError),
+    Signature(#[from] SignatureError),
     /// The webhook notifier could not be set up (its HTTP client could not be built).
     #[cfg(feature = "webhook")]
     #[error("webhook notifier: {message}")]
@@ -95,3 +95,38 @@ impl Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a signature did not verify; the [`Error::Signature`] that
+/// [`verify`](crate::webhook::verify) returns.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use sfauth_adapters::webhook::{SignatureError, SigningSecret, verify};
+/// use sfauth_adapters::Error;
+///
+/// let result = verify(&SigningSecret::new("s"), "nonsense", b"{}", SystemTime::now(), Duration::from_secs(300));
+/// assert!(matches!(result, Err(Error::Signature(SignatureError::MalformedHeader))));
+/// ```
+#[cfg(feature = "webhook")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignatureError {
+    /// The header is not `t=<unix seconds>,v1=<hex>[,v1=<hex>...]` (no timestamp, two
+    /// timestamps, or a part without `=`).
+    #[error("the signature header is malformed")]
+    MalformedHeader,
+    /// The header has a timestamp but no `v1` signature.
+    #[error("the signature header has no v1 signature")]
+    NoSignature,
+    /// No `v1` signature matches the body and timestamp under this secret: the body was changed,
+    /// or it was signed with another secret.
+    #[error("no v1 signature matches the body")]
+    Mismatch,
+    /// The signatures match, but the timestamp is further from now than the tolerance: a replay
+    /// of an old request, or a clock far off.
+    #[error("the signature timestamp is {age_secs} s from now, beyond the tolerance")]
+    OutsideTolerance {
+        /// How far the timestamp is from now, in seconds (either direction).
+        age_secs: u64,
+    },
+}

@@ -98,6 +98,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+pub use crate::error::SignatureError;
 use crate::error::{Error, Result};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -160,39 +161,6 @@ impl fmt::Debug for SigningSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SigningSecret([redacted])")
     }
-}
-
-/// Why a signature did not verify; the [`Error::Signature`] that [`verify`] returns.
-///
-/// ```
-/// use std::time::{Duration, SystemTime};
-/// use sfauth_adapters::webhook::{SignatureError, SigningSecret, verify};
-/// use sfauth_adapters::Error;
-///
-/// let result = verify(&SigningSecret::new("s"), "nonsense", b"{}", SystemTime::now(), Duration::from_secs(300));
-/// assert!(matches!(result, Err(Error::Signature(SignatureError::MalformedHeader))));
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SignatureError {
-    /// The header is not `t=<unix seconds>,v1=<hex>[,v1=<hex>...]` (no timestamp, two
-    /// timestamps, or a part without `=`).
-    #[error("the signature header is malformed")]
-    MalformedHeader,
-    /// The header has a timestamp but no `v1` signature.
-    #[error("the signature header has no v1 signature")]
-    NoSignature,
-    /// No `v1` signature matches the body and timestamp under this secret: the body was changed,
-    /// or it was signed with another secret.
-    #[error("no v1 signature matches the body")]
-    Mismatch,
-    /// The signatures match, but the timestamp is further from now than the tolerance: a replay
-    /// of an old request, or a clock far off.
-    #[error("the signature timestamp is {age_secs} s from now, beyond the tolerance")]
-    OutsideTolerance {
-        /// How far the timestamp is from now, in seconds (either direction).
-        age_secs: u64,
-    },
 }
 
 /// The signature header for `body`, signed at `timestamp` with each of `secrets` (one `v1=` per

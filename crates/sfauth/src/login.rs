@@ -47,7 +47,7 @@ pub enum LoginError {
     /// The authorization redirect or the grant failed: a callback with Salesforce's `error`
     /// (`access_denied`, ...), a `state` that does not match, a refused code exchange, a
     /// response whose signature does not match, or no answer at all. See
-    /// [`sfauth_core::Error::kind`] for which.
+    /// [`oauth::Error::kind`](crate::oauth::Error::kind) for which.
     #[error("login failed: {0}")]
     OAuth(#[source] sfauth_core::Error),
     /// The app has a client secret but the code exchange's answer carried no `signature`.
