@@ -8,16 +8,22 @@
 //! than a web framework: it answers one `GET` on one path, and this crate should not pull a
 //! server into every program that only refreshes tokens.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, REFERRER_POLICY};
+use http::{Method, StatusCode};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use sfauth_core::flows::{AuthorizeParams, JwtBearer};
 use sfauth_core::{AuthorizationCode, OAuthClient, Password, PkceVerifier, TokenKey, TokenSet};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use url::Url;
 
@@ -355,11 +361,19 @@ async fn exchange(
 const DEFAULT_PORT: u16 = 1717;
 /// The callback path the Salesforce CLI uses.
 const DEFAULT_PATH: &str = "/OauthRedirect";
-/// The longest request head the listener reads; a callback URL is far shorter.
+/// The largest buffer the listener reads a request head into; a callback URL is far shorter.
 const MAX_HEAD: usize = 16 * 1024;
 /// How long one connection may take to send its request head. Browsers open speculative
-/// connections that send nothing; each is read in its own task, so none delays the callback.
+/// connections that send nothing; each is served in its own task, so none delays the callback.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the browser's page may take to be written once the login has its outcome.
+const PAGE_GRACE: Duration = Duration::from_secs(2);
+
+/// A page for the browser.
+type Page = hyper::Response<Full<Bytes>>;
+
+/// A request on the callback path, and where the login sends the page that answers it.
+type Callback = (Url, oneshot::Sender<Page>);
 
 /// The web server flow with PKCE for a program at a person's desk: builds the authorization
 /// URL (random `state`, PKCE S256), listens on `127.0.0.1`, hands the URL to a function of
@@ -663,7 +677,8 @@ impl BoundLoopbackLogin {
             )));
         };
 
-        let (sender, mut receiver) = mpsc::channel(1);
+        let (sender, mut receiver) = mpsc::channel::<Callback>(1);
+        let (stop, stopped) = watch::channel(false);
         let mut connections = JoinSet::new();
         let path = login.path.clone();
         let wait = async {
@@ -680,25 +695,27 @@ impl BoundLoopbackLogin {
                             port: redirect_uri.port().unwrap_or_default(),
                             source,
                         })?;
-                        connections.spawn(read_callback(
+                        connections.spawn(serve(
                             stream,
                             redirect_uri.clone(),
                             path.clone(),
                             sender.clone(),
+                            stopped.clone(),
                         ));
                     }
                     Some(callback) = receiver.recv() => return Ok(callback),
                 }
             }
         };
-        let (callback_url, mut stream): (Url, TcpStream) =
-            match tokio::time::timeout(login.timeout, wait).await {
-                Ok(result) => result?,
-                Err(_) => return Err(LoginError::TimedOut(login.timeout)),
-            };
-        // The listener and the other connections are done with: stop them before the exchange.
+        let (callback_url, reply): Callback = match tokio::time::timeout(login.timeout, wait).await
+        {
+            Ok(result) => result?,
+            Err(_) => return Err(LoginError::TimedOut(login.timeout)),
+        };
+        // The listener and the other connections are done with: idle ones close now, and the
+        // callback's own connection stays open for its page.
         drop(listener);
-        connections.abort_all();
+        let _ = stop.send(true);
 
         let outcome = async {
             let code = client
@@ -711,14 +728,14 @@ impl BoundLoopbackLogin {
                 .map_err(LoginError::Store)
         }
         .await;
-        let page = match &outcome {
+        let answer = match &outcome {
             Ok(_) => page(
-                "200 OK",
+                StatusCode::OK,
                 "Logged in",
                 "The login worked. You can close this tab.",
             ),
             Err(error) => page(
-                "400 Bad Request",
+                StatusCode::BAD_REQUEST,
                 "Login failed",
                 &match error.salesforce_says() {
                     Some(said) => format!("Salesforce said: {said}. Start the login again."),
@@ -727,86 +744,107 @@ impl BoundLoopbackLogin {
             ),
         };
         // The browser's page is a courtesy: the login's outcome does not depend on it.
-        let _ = stream.write_all(page.as_bytes()).await;
-        let _ = stream.shutdown().await;
+        let _ = reply.send(answer);
+        let _ = tokio::time::timeout(PAGE_GRACE, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        connections.abort_all();
         outcome
     }
 }
 
-/// Reads one request head from `stream`; answers anything but `GET` on `path` with 404 (or
-/// 400), and sends a callback on `path` to the login with its stream, which answers it.
-async fn read_callback(
-    mut stream: TcpStream,
+/// Serves one connection with hyper's HTTP/1 server until it closes or the login stops
+/// listening (then gracefully: a request under way still gets its answer).
+async fn serve(
+    stream: TcpStream,
     base: Url,
     path: String,
-    sender: mpsc::Sender<(Url, TcpStream)>,
+    sender: mpsc::Sender<Callback>,
+    mut stopped: watch::Receiver<bool>,
 ) {
-    let Ok(Some(target)) = tokio::time::timeout(HEAD_TIMEOUT, read_target(&mut stream))
-        .await
-        .unwrap_or(Ok(None))
-    else {
-        let _ = stream
-            .write_all(
-                page(
-                    "400 Bad Request",
-                    "Bad request",
-                    "This is a login callback.",
-                )
-                .as_bytes(),
-            )
-            .await;
-        return;
-    };
-    match base.join(&target) {
+    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        let (base, path, sender) = (base.clone(), path.clone(), sender.clone());
+        async move { Ok::<_, Infallible>(answer(&request, &base, &path, &sender).await) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = stopped.wait_for(|stop| *stop) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
+}
+
+/// Answers anything but `GET` with 400 and other paths with 404, and hands a request on the
+/// callback path to the login, answering it with the page the login sends back.
+async fn answer(
+    request: &hyper::Request<hyper::body::Incoming>,
+    base: &Url,
+    path: &str,
+    sender: &mpsc::Sender<Callback>,
+) -> Page {
+    if request.method() != Method::GET {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "This is a login callback.",
+        );
+    }
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |target| target.as_str());
+    match base.join(target) {
         Ok(url) if url.path() == path => {
-            // The login answers once the code is exchanged; a second callback finds the
-            // channel full or closed and is dropped, its connection with it.
-            let _ = sender.try_send((url, stream));
-        }
-        _ => {
-            let _ = stream
-                .write_all(
-                    page("404 Not Found", "Not found", "This is a login callback.").as_bytes(),
+            let (reply, answered) = oneshot::channel();
+            // The first callback decides; a later one finds the channel full or closed.
+            if sender.try_send((url, reply)).is_err() {
+                return page(
+                    StatusCode::CONFLICT,
+                    "Login already answered",
+                    "This login has had its callback. Start the login again if it failed.",
+                );
+            }
+            answered.await.unwrap_or_else(|_| {
+                page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Login stopped",
+                    "The login is no longer waiting. Start it again.",
                 )
-                .await;
+            })
         }
+        _ => page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "This is a login callback.",
+        ),
     }
 }
 
-/// The request target of a `GET` request head, or `None` for anything else.
-async fn read_target(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buffer = [0_u8; 1024];
-    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
-        if head.len() > MAX_HEAD {
-            return Ok(None);
-        }
-        let read = stream.read(&mut buffer).await?;
-        if read == 0 {
-            return Ok(None);
-        }
-        head.extend_from_slice(buffer.get(..read).unwrap_or_default());
-    }
-    let text = String::from_utf8_lossy(&head);
-    let mut request_line = text.lines().next().unwrap_or_default().split(' ');
-    match (request_line.next(), request_line.next()) {
-        (Some("GET"), Some(target)) if target.starts_with('/') => Ok(Some(target.to_owned())),
-        _ => Ok(None),
-    }
-}
-
-/// A whole HTTP/1.1 response with a small HTML page. `body` is escaped here.
-fn page(status: &str, title: &str, body: &str) -> String {
+/// A small HTML page with `status`. `body` is escaped here.
+fn page(status: StatusCode, title: &str, body: &str) -> Page {
     let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
          <body><h1>{title}</h1><p>{}</p></body></html>",
         escape(body)
     );
-    format!(
-        "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\n\
-         cache-control: no-store\r\nreferrer-policy: no-referrer\r\nconnection: close\r\n\r\n{html}",
-        html.len()
-    )
+    let mut page = Page::new(Full::new(Bytes::from(html)));
+    *page.status_mut() = status;
+    let headers = page.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    page
 }
 
 /// `text` with the five HTML-special characters escaped.
@@ -829,9 +867,13 @@ fn escape(text: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn pages_escape_what_they_show() {
-        let page = page("400 Bad Request", "Login failed", "<script>&\"'");
+    #[tokio::test]
+    async fn pages_escape_what_they_show() {
+        use http_body_util::BodyExt as _;
+        let page = page(StatusCode::BAD_REQUEST, "Login failed", "<script>&\"'");
+        assert_eq!(page.status(), StatusCode::BAD_REQUEST);
+        let body = page.into_body().collect().await.unwrap().to_bytes();
+        let page = String::from_utf8(body.to_vec()).unwrap();
         assert!(page.contains("&lt;script&gt;&amp;&quot;&#39;"));
         assert!(!page.contains("<script>"));
     }
