@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use sfauth_core::TokenKey;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use crate::crypto::Keyring;
 use crate::error::{Error, Result};
 use crate::record::Lease;
 
@@ -173,5 +175,44 @@ impl LeaseState {
             self.current = None;
         }
         current
+    }
+}
+
+/// For the SQL backends, whose columns hold `i64`: the new `version` and the lease's fence as
+/// the columns hold them, or `None` when either does not fit. A record at `i64::MAX` is at the
+/// end of its counter, and a fence the column cannot hold was never issued; either way nothing
+/// may be written, and [`refusal`] (after a read) says why.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn sql_columns(version: u64, lease: Option<&Lease>) -> Option<(i64, Option<i64>)> {
+    let version = i64::try_from(version).ok()?;
+    let fence = lease
+        .map(|lease| i64::try_from(lease.fence))
+        .transpose()
+        .ok()?;
+    Some((version, fence))
+}
+
+/// Why a conditional put of `name` at `expected` changed nothing, from the row as it is now
+/// (`stored`: its version and key id, `None` if there is none): missing, stale, at the end of
+/// its version counter, sealed with a key the keyring lacks, or (all else holding) the lease
+/// was lost.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn refusal(
+    name: &str,
+    stored: Option<(i64, &str)>,
+    expected: u64,
+    keyring: &Keyring,
+) -> Error {
+    let Some((current, key_id)) = stored else {
+        return Error::not_found(&name);
+    };
+    if u64::try_from(current).ok() != Some(expected) {
+        Error::stale(&name, current, expected)
+    } else if current == i64::MAX {
+        Error::corrupt(format!("{name} is at the end of its version counter"))
+    } else if !keyring.knows(key_id) {
+        Error::unknown_key(&name, key_id)
+    } else {
+        Error::lease_lost(&name)
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::crypto::{ClearFields, Keyring, open_checked, seal_record};
 use crate::error::{Error, ErrorKind, Result};
-use crate::lease::{check_holder, check_key};
+use crate::lease::{check_holder, check_key, refusal, sql_columns};
 use crate::record::{
     Lease, ListPage, ListQuery, MAX_STORED_TIME, TokenRecord, from_millis, next_version,
 };
@@ -652,19 +652,16 @@ impl PostgresStore {
             .await
             .map_err(|e| backend("reading record", e))?;
         let Some(row) = row else {
-            return Ok(Error::not_found(&name));
+            return Ok(refusal(name, None, expected, &self.inner.keyring));
         };
         let current: i64 = column(&row, "version")?;
         let key_id: &str = column(&row, "key_id")?;
-        Ok(if u64::try_from(current).ok() != Some(expected) {
-            Error::stale(&name, current, expected)
-        } else if current == i64::MAX {
-            Error::corrupt(format!("{name} is at the end of its version counter"))
-        } else if !self.inner.keyring.knows(key_id) {
-            Error::unknown_key(&name, key_id)
-        } else {
-            Error::lease_lost(&name)
-        })
+        Ok(refusal(
+            name,
+            Some((current, key_id)),
+            expected,
+            &self.inner.keyring,
+        ))
     }
 
     /// The listener, started on first use.
@@ -831,16 +828,8 @@ impl TokenStore for PostgresStore {
             check_key(lease, &record.key)?;
         }
         let version = next_version(expected_version)?;
-        // The column holds an i64: a record at i64::MAX is at the end of its counter, and a
-        // larger expected version matches no row. Either way nothing is written, and the
-        // read below says why.
-        let Ok(version_column) = i64::try_from(version) else {
+        let Some((version_column, fence)) = sql_columns(version, lease) else {
             return Err(self.why_not_written(&name, expected_version).await?);
-        };
-        // Likewise a fence the column cannot hold was never issued: the lease is not current.
-        let fence = match lease.map(|lease| i64::try_from(lease.fence)).transpose() {
-            Ok(fence) => fence,
-            Err(_) => return Err(self.why_not_written(&name, expected_version).await?),
         };
         let sealed = seal_record(&self.inner.keyring, &record, version)?;
         let clear = ClearFields::of(&record, self.inner.keyring.current_key_id());

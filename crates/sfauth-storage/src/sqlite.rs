@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 
 use crate::crypto::{ClearFields, Keyring, create_private_dir, open_checked, seal_record};
 use crate::error::{Error, ErrorKind, Result};
-use crate::lease::{check_holder, check_key, expiry};
+use crate::lease::{check_holder, check_key, expiry, refusal, sql_columns};
 use crate::record::{Lease, ListPage, ListQuery, TokenRecord, from_millis, next_version};
 use crate::store::TokenStore;
 
@@ -178,19 +178,16 @@ impl SqliteStore {
             .await
             .map_err(|e| backend("reading record", e))?;
         let Some(row) = row else {
-            return Ok(Error::not_found(&name));
+            return Ok(refusal(name, None, expected, &self.keyring));
         };
         let current: i64 = column(&row, 0, "version")?;
         let key_id: String = column(&row, 1, "key_id")?;
-        Ok(if u64::try_from(current).ok() != Some(expected) {
-            Error::stale(&name, current, expected)
-        } else if current == i64::MAX {
-            Error::corrupt(format!("{name} is at the end of its version counter"))
-        } else if !self.keyring.knows(&key_id) {
-            Error::unknown_key(&name, &key_id)
-        } else {
-            Error::lease_lost(&name)
-        })
+        Ok(refusal(
+            name,
+            Some((current, &key_id)),
+            expected,
+            &self.keyring,
+        ))
     }
 }
 
@@ -349,16 +346,8 @@ impl TokenStore for SqliteStore {
             check_key(lease, &record.key)?;
         }
         let version = next_version(expected_version)?;
-        // The column holds an i64: a record at i64::MAX is at the end of its counter, and a
-        // larger expected version matches no row. Either way nothing is written, and the
-        // read below says why.
-        let Ok(version_column) = i64::try_from(version) else {
+        let Some((version_column, fence)) = sql_columns(version, lease) else {
             return Err(self.why_not_written(&name, expected_version).await?);
-        };
-        // Likewise a fence the column cannot hold was never issued: the lease is not current.
-        let fence = match lease.map(|lease| i64::try_from(lease.fence)).transpose() {
-            Ok(fence) => fence,
-            Err(_) => return Err(self.why_not_written(&name, expected_version).await?),
         };
         let sealed = seal_record(&self.keyring, &record, version)?;
         let now = to_millis(SystemTime::now());
