@@ -14,7 +14,10 @@
 //! current, and not a single caller error. Midway, the process holding the refresh lease is
 //! SIGKILLed (while a slowed refresh is in flight when the timing allows): the others take the
 //! lease over and go on; a rotation lost with it must show as the write-ahead mark, and is
-//! counted, never silent.
+//! counted, never silent. In that one case the survivors make exactly one careful attempt with
+//! the stored token once the access token is dying, which Salesforce refuses as rotated out
+//! (one reuse, one refusal, one grant without rotation), and the tenant is marked for
+//! re-authorization.
 //!
 //! `SFAUTH_FLEET_EXPIRIES` sets the number of session lifetimes per store (default
 //! [`DEFAULT_EXPIRIES`], small for CI; the full run is 200).
@@ -397,15 +400,20 @@ async fn parent(backend: Backend) {
         counters.refresh_tokens_reused,
         counters.refresh_tokens_rejected,
     );
-    if status == RefreshTokenStatus::Active {
+    // Careful attempts: re-sends of a refresh token that may have been spent.
+    let careful = if status == RefreshTokenStatus::Active {
         assert_eq!(
             errors, 0,
             "callers got {errors} errors, such as {samples:?}"
         );
+        0
     } else {
         // The kill landed between Salesforce's rotation and the save: the one window no client
         // can close. It must be explained, not silent: the record says a rotation may have been
-        // lost and asks for re-authorization, and that is the only error callers saw.
+        // lost and asks for re-authorization, and that is the only error callers saw. The
+        // survivors found the write-ahead mark and, once the access token was dying (nothing
+        // left to lose, docs/reliability.md), made exactly one careful attempt with the stored
+        // token, which Salesforce refused as rotated out: one reuse, one refusal, never two.
         assert!(killed.is_some(), "a loss without a kill: {status:?}");
         assert_eq!(
             record.status.kind(),
@@ -418,15 +426,20 @@ async fn parent(backend: Backend) {
             "callers got {other_errors} other errors, such as {samples:?}"
         );
         println!("fleet {backend:?}: 1 loss, explained (killed between rotation and save)");
-    }
+        1
+    };
     assert_eq!(
-        counters.refresh_tokens_reused, 0,
-        "a rotated-out token was presented"
+        counters.refresh_tokens_reused, careful,
+        "a rotated-out token was presented other than in the one careful attempt"
     );
-    assert_eq!(counters.refresh_tokens_rejected, 0, "a refresh was refused");
     assert_eq!(
-        grants, counters.refresh_tokens_rotated,
-        "every refresh rotated once"
+        counters.refresh_tokens_rejected, careful,
+        "a refresh was refused other than the one careful attempt"
+    );
+    assert_eq!(
+        grants,
+        counters.refresh_tokens_rotated + careful,
+        "every refresh but the careful attempt rotated once"
     );
     assert!(
         u128::from(grants) <= most,
