@@ -39,7 +39,7 @@ use sfauth_core::{
 use crate::crypto::{Key, Keyring};
 use crate::error::{ErrorKind, Result};
 use crate::record::{
-    InFlight, Lease, ListQuery, RecordStatus, RenewalHint, StatusKind, TokenRecord,
+    InFlight, Lease, ListQuery, Metadata, RecordStatus, RenewalHint, StatusKind, TokenRecord,
 };
 use crate::store::{TokenStore, TokenStoreExt as _};
 
@@ -149,6 +149,18 @@ impl Namespace {
                 .with_key_ref(format!("/etc/sfauth/{}.pem", key.label())),
         );
         record
+            .metadata
+            .set("login_host", "https://acme.my.salesforce.com")
+            .expect("a valid setting");
+        record
+            .metadata
+            .set("flow", format!("jwt-{}", key.label()))
+            .expect("a valid setting");
+        record
+            .metadata
+            .set_secret("client_secret", secret("client-secret"))
+            .expect("a valid secret");
+        record
     }
 
     /// A key and record with a fresh org and user.
@@ -234,11 +246,106 @@ pub async fn round_trip_every_field(store: &dyn TokenStore) {
     sparse.version = 2;
     assert_eq!(must_get(store, &key).await, sparse);
 
-    // A hint's optional parts round-trip when absent too.
-    sparse.renewal = Some(RenewalHint::client_credentials());
+    // Empty metadata round-trips (and is what a record stored before it existed reads as).
+    sparse.metadata = Metadata::new();
     assert_eq!(store.put(sparse.clone(), 2, None).await.expect("put"), 3);
     sparse.version = 3;
     assert_eq!(must_get(store, &key).await, sparse);
+    let version = 3;
+
+    // A hint's optional parts round-trip when absent too.
+    sparse.renewal = Some(RenewalHint::client_credentials());
+    assert_eq!(
+        store.put(sparse.clone(), version, None).await.expect("put"),
+        version + 1
+    );
+    sparse.version = version + 1;
+    assert_eq!(must_get(store, &key).await, sparse);
+}
+
+/// A record's metadata (settings and secrets) is written only by a successful compare-and-swap
+/// like the rest of the record: a stale or lease-less write changes none of it, concurrent
+/// writers of different settings leave exactly the winner's, and a listing returns it.
+pub async fn metadata_is_versioned_with_the_record(store: &dyn TokenStore) {
+    let ns = Namespace::new();
+    let (key, record) = ns.fresh("metadata");
+    store.insert(record.clone()).await.expect("insert");
+
+    let mut changed = record.clone();
+    changed.metadata.set("flow", "password").expect("valid");
+    changed
+        .metadata
+        .set_secret("client_secret", "another-secret")
+        .expect("valid");
+    assert_kind(
+        store.put(changed.clone(), 7, None).await,
+        ErrorKind::Conflict,
+        "a stale put with new metadata",
+    );
+    assert_eq!(
+        must_get(store, &key).await.metadata,
+        record.metadata,
+        "a failed put leaves the metadata as it was"
+    );
+
+    let attempts = (0..RACERS).map(|i| {
+        let mut racer = record.clone();
+        racer
+            .metadata
+            .set("flow", format!("racer-{i}"))
+            .expect("valid");
+        racer
+            .metadata
+            .set_secret("client_secret", format!("secret-{i}"))
+            .expect("valid");
+        async move { (i, store.put(racer, 1, None).await) }
+    });
+    let winners: Vec<usize> = join_all(attempts)
+        .await
+        .into_iter()
+        .filter_map(|(i, result)| match result {
+            Ok(_) => Some(i),
+            Err(error) => {
+                assert_eq!(error.kind(), ErrorKind::Conflict, "racer {i}: {error}");
+                None
+            }
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one writer wins: {winners:?}");
+    let stored = must_get(store, &key).await;
+    let winner = winners[0];
+    assert_eq!(
+        stored.metadata.get("flow"),
+        Some(format!("racer-{winner}").as_str())
+    );
+    assert_eq!(
+        stored.metadata.secret("client_secret"),
+        Some(format!("secret-{winner}").as_str()),
+        "settings and secret come from the same write"
+    );
+
+    // Removing an entry is a write like any other.
+    let mut removed = stored.clone();
+    assert!(removed.metadata.remove_secret("client_secret"));
+    assert!(removed.metadata.remove("flow"));
+    store.put(removed.clone(), 2, None).await.expect("put");
+    let read = must_get(store, &key).await;
+    assert_eq!(read.metadata.secret("client_secret"), None);
+    assert_eq!(read.metadata.get("flow"), None);
+    assert_eq!(
+        read.metadata.get("login_host"),
+        Some("https://acme.my.salesforce.com")
+    );
+
+    let listed = store
+        .list_all(&ListQuery::new().client_id(ns.client_id.clone()))
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].metadata, read.metadata,
+        "a listing carries the metadata"
+    );
 }
 
 /// `RACERS` concurrent inserts of one key: exactly one succeeds, the others get `Conflict`, and
@@ -1269,7 +1376,13 @@ pub async fn no_plaintext_on_disk(store: &dyn TokenStore, disk: &dyn Persistent)
                 .as_ref()
                 .map(|t| t.expose_secret().to_owned()),
         );
+        secrets.extend(r.metadata.secret("client_secret").map(str::to_owned));
     }
+    assert_eq!(
+        secrets.len(),
+        8,
+        "every secret of both records is looked for"
+    );
     for secret in secrets {
         // The random tail alone is distinctive and must not appear either.
         let tail = &secret[secret.len() - 10..];
@@ -1422,6 +1535,7 @@ macro_rules! conformance_tests {
     (@trait $wrap:ident |$made:ident| $store:expr, $make:expr) => {
         $crate::conformance_tests!(@each $wrap |$made| $store, $make;
             round_trip_every_field,
+            metadata_is_versioned_with_the_record,
             insert_if_absent_race,
             cas_race,
             stale_put_changes_nothing,

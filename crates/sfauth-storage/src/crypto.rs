@@ -21,7 +21,7 @@ use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::record::{InFlight, RecordStatus, RenewalHint, TokenRecord, clamp_decoded};
+use crate::record::{InFlight, Metadata, RecordStatus, RenewalHint, TokenRecord, clamp_decoded};
 
 const MAGIC: &[u8; 4] = b"sfs1";
 const NONCE_LEN: usize = 24;
@@ -341,10 +341,28 @@ fn split_blob(blob: &[u8]) -> Result<(&str, &[u8], &[u8])> {
     Ok((id, nonce, ciphertext))
 }
 
+/// The record format this version writes when a record needs it, and the newest it reads.
+///
+/// Format 1 is the body before [`Metadata`] existed; a record without metadata is still
+/// written as format 1 (no `format` field), so that older versions keep reading it. Format 2
+/// adds `metadata`. Older versions deny unknown fields, so they refuse a format-2 record as
+/// undecodable instead of dropping its metadata on their next write.
+pub(crate) const RECORD_FORMAT: u32 = 2;
+
+fn is_format_1(format: &u32) -> bool {
+    *format == 1
+}
+
+fn format_1() -> u32 {
+    1
+}
+
 /// What is sealed: the record without its version (which is bound as associated data instead).
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Body {
+    #[serde(default = "format_1", skip_serializing_if = "is_format_1")]
+    format: u32,
     key: String,
     tokens: TokenSet,
     status: RecordStatus,
@@ -357,6 +375,9 @@ struct Body {
     /// without one stays readable by those versions too (the body denies unknown fields).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     renewal: Option<RenewalHint>,
+    /// Format 2 on: absent when empty.
+    #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+    metadata: Metadata,
 }
 
 fn aad(key: &str, version: u64) -> Vec<u8> {
@@ -371,6 +392,11 @@ pub(crate) fn seal_record(
 ) -> Result<Vec<u8>> {
     let key = record.key.to_string();
     let body = Body {
+        format: if record.metadata.is_empty() {
+            1
+        } else {
+            RECORD_FORMAT
+        },
         key: key.clone(),
         tokens: record.tokens.clone(),
         status: record.status.clone(),
@@ -380,6 +406,7 @@ pub(crate) fn seal_record(
         learned_lifetime: record.learned_lifetime,
         refresh_in_flight: record.refresh_in_flight.clone(),
         renewal: record.renewal.clone(),
+        metadata: record.metadata.clone(),
     };
     let plaintext = Zeroizing::new(
         serde_json::to_vec(&body)
@@ -399,6 +426,18 @@ pub(crate) fn open_record(
     // serde_json's error can quote the input, which holds secrets: drop it.
     let body: Body = serde_json::from_slice(&plaintext)
         .map_err(|_| Error::corrupt(format!("record for {key} does not decode")))?;
+    if body.format > RECORD_FORMAT {
+        return Err(Error::corrupt(format!(
+            "record for {key} has format {}, newer than this version reads ({RECORD_FORMAT}): \
+             upgrade sfauth to read it",
+            body.format
+        )));
+    }
+    if !body.metadata.is_within_limits() {
+        return Err(Error::corrupt(format!(
+            "record for {key} holds metadata beyond the limits"
+        )));
+    }
     if body.key != key {
         return Err(Error::corrupt(format!(
             "record for {key} holds another key"
@@ -417,6 +456,7 @@ pub(crate) fn open_record(
         learned_lifetime: body.learned_lifetime,
         refresh_in_flight: body.refresh_in_flight,
         renewal: body.renewal,
+        metadata: body.metadata,
         version,
     };
     clamp_decoded(&mut record);
@@ -714,6 +754,63 @@ mod tests {
         assert_eq!(
             body(&record)["renewal"],
             serde_json::json!({"flow": "username_password", "username": "u@example.com"})
+        );
+        assert!(
+            body(&record).get("format").is_none(),
+            "no metadata: format 1"
+        );
+    }
+
+    #[test]
+    fn metadata_makes_a_format_2_record_and_newer_formats_are_refused() {
+        let keyring = Keyring::new(Key::generate());
+        let mut record = record();
+        record.metadata.set("flow", "web").unwrap();
+        record
+            .metadata
+            .set_secret("client_secret", "s3cr3t-value")
+            .unwrap();
+        let key = record.key.to_string();
+        let blob = seal_record(&keyring, &record, 1).unwrap();
+        let plain = keyring.open(&aad(&key, 1), &blob).unwrap();
+        let mut body: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+        assert_eq!(body["format"], 2);
+        assert_eq!(body["metadata"]["settings"]["flow"], "web");
+        assert!(!String::from_utf8_lossy(&blob).contains("s3cr3t-value"));
+        let opened = open_record(&keyring, &key, 1, &blob).unwrap();
+        assert_eq!(opened.metadata, record.metadata);
+
+        // A body as versions before metadata sealed it (no `format`, no `metadata`) still
+        // opens, with empty metadata.
+        let mut old = body.clone();
+        let old_map = old.as_object_mut().unwrap();
+        old_map.remove("format");
+        old_map.remove("metadata");
+        let old_blob = keyring
+            .seal(&aad(&key, 1), &serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        let opened = open_record(&keyring, &key, 1, &old_blob).unwrap();
+        assert!(opened.metadata.is_empty());
+        assert_eq!(opened.tokens, record.tokens);
+
+        // A record from a future format is refused by name, not misread.
+        body["format"] = serde_json::json!(3);
+        let future = keyring
+            .seal(&aad(&key, 1), &serde_json::to_vec(&body).unwrap())
+            .unwrap();
+        let error = open_record(&keyring, &key, 1, &future).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Corrupt);
+        assert!(error.to_string().contains("format 3"), "{error}");
+
+        // Stored metadata beyond the limits is damage, not something to carry on.
+        body["format"] = serde_json::json!(2);
+        body["metadata"]["settings"]["bad name"] = serde_json::json!("x");
+        let bad = keyring
+            .seal(&aad(&key, 1), &serde_json::to_vec(&body).unwrap())
+            .unwrap();
+        assert_eq!(
+            open_record(&keyring, &key, 1, &bad).unwrap_err().kind(),
+            ErrorKind::Corrupt
         );
     }
 

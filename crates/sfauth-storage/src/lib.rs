@@ -103,7 +103,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 pub use record::{
-    Cursor, InFlight, Lease, ListPage, ListQuery, RecordStatus, RenewalFlow, RenewalHint,
+    Cursor, InFlight, Lease, ListPage, ListQuery, Metadata, RecordStatus, RenewalFlow, RenewalHint,
     StatusKind, TokenRecord,
 };
 // `crate::` because `redis` alone would also name the driver crate.

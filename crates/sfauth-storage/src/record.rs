@@ -1,11 +1,13 @@
 //! What a store keeps per key ([`TokenRecord`]), the refresh lease ([`Lease`]) and the listing
 //! query ([`ListQuery`], [`ListPage`]).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sfauth_core::{OrgId, TokenKey, TokenSet, UserId};
+use zeroize::Zeroize;
 
 use crate::error::{Error, Result};
 
@@ -169,6 +171,179 @@ impl RenewalHint {
     }
 }
 
+/// What an application keeps with a login besides its tokens: named settings (such as the
+/// login host or the flow it used) and named secrets (such as the connected app's client
+/// secret), sealed with the record, versioned with it and written by the same
+/// compare-and-swap, so that they can never disagree with the tokens they belong to.
+///
+/// Settings and secrets are separate name spaces. `Debug` shows the settings and only the
+/// *names* of the secrets; secret values are wiped from memory when the map is dropped.
+/// Limits keep a record small enough for every backend: at most [`Metadata::MAX_ENTRIES`]
+/// entries, names of at most [`Metadata::MAX_NAME_LEN`] bytes from `[A-Za-z0-9_.-]`, values of
+/// at most [`Metadata::MAX_VALUE_LEN`] bytes.
+///
+/// ```
+/// use sfauth_storage::Metadata;
+///
+/// let mut metadata = Metadata::new();
+/// metadata.set("flow", "web")?;
+/// metadata.set_secret("client_secret", "s3cr3t")?;
+/// assert_eq!(metadata.get("flow"), Some("web"));
+/// assert_eq!(metadata.secret("client_secret"), Some("s3cr3t"));
+/// assert_eq!(metadata.get("client_secret"), None, "secrets are not settings");
+/// assert!(!format!("{metadata:?}").contains("s3cr3t"));
+/// assert!(metadata.set("bad name", "x").is_err());
+/// # Ok::<(), sfauth_storage::Error>(())
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    settings: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    secrets: BTreeMap<String, String>,
+}
+
+impl Metadata {
+    /// The most entries (settings and secrets together) a record keeps.
+    pub const MAX_ENTRIES: usize = 64;
+    /// The longest name, in bytes.
+    pub const MAX_NAME_LEN: usize = 64;
+    /// The longest value, in bytes.
+    pub const MAX_VALUE_LEN: usize = 4096;
+
+    /// No settings and no secrets.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.settings.is_empty() && self.secrets.is_empty()
+    }
+
+    /// The setting `name`, if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.settings.get(name).map(String::as_str)
+    }
+
+    /// Sets the setting `name` to `value` (never a secret: settings show in `Debug`).
+    pub fn set(&mut self, name: &str, value: impl Into<String>) -> Result<()> {
+        let value = value.into();
+        self.check(name, &value, self.settings.contains_key(name))?;
+        self.settings.insert(name.to_owned(), value);
+        Ok(())
+    }
+
+    /// Removes the setting `name`; returns whether it was set.
+    pub fn remove(&mut self, name: &str) -> bool {
+        self.settings.remove(name).is_some()
+    }
+
+    /// Every setting, by name.
+    pub fn settings(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.settings.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The secret `name`, if set. The caller must not log or print it.
+    pub fn secret(&self, name: &str) -> Option<&str> {
+        self.secrets.get(name).map(String::as_str)
+    }
+
+    /// Sets the secret `name` to `value`.
+    pub fn set_secret(&mut self, name: &str, value: impl Into<String>) -> Result<()> {
+        let mut value = value.into();
+        if let Err(error) = self.check(name, &value, self.secrets.contains_key(name)) {
+            value.zeroize();
+            return Err(error);
+        }
+        if let Some(mut old) = self.secrets.insert(name.to_owned(), value) {
+            old.zeroize();
+        }
+        Ok(())
+    }
+
+    /// Removes the secret `name`; returns whether it was set.
+    pub fn remove_secret(&mut self, name: &str) -> bool {
+        match self.secrets.remove(name) {
+            Some(mut old) => {
+                old.zeroize();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The names of the secrets that are set.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        self.secrets.keys().map(String::as_str)
+    }
+
+    /// Whether a decoded map keeps to the limits a writer is held to (a stored map is outside
+    /// input).
+    pub(crate) fn is_within_limits(&self) -> bool {
+        self.settings.len().saturating_add(self.secrets.len()) <= Self::MAX_ENTRIES
+            && self
+                .settings
+                .iter()
+                .chain(&self.secrets)
+                .all(|(name, value)| valid_name(name) && value.len() <= Self::MAX_VALUE_LEN)
+    }
+
+    fn check(&self, name: &str, value: &str, replaces: bool) -> Result<()> {
+        if !valid_name(name) {
+            return Err(Error::config(format!(
+                "metadata name {:?} is not 1 to {} of [A-Za-z0-9_.-]",
+                name.chars().take(Self::MAX_NAME_LEN).collect::<String>(),
+                Self::MAX_NAME_LEN
+            )));
+        }
+        if value.len() > Self::MAX_VALUE_LEN {
+            // The value may be a secret: say how long it is, never what it is.
+            return Err(Error::config(format!(
+                "metadata value of {name} is {} bytes, more than {}",
+                value.len(),
+                Self::MAX_VALUE_LEN
+            )));
+        }
+        let entries = self.settings.len().saturating_add(self.secrets.len());
+        if !replaces && entries >= Self::MAX_ENTRIES {
+            return Err(Error::config(format!(
+                "a record keeps at most {} metadata entries",
+                Self::MAX_ENTRIES
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= Metadata::MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+impl Drop for Metadata {
+    fn drop(&mut self) {
+        for value in self.secrets.values_mut() {
+            value.zeroize();
+        }
+    }
+}
+
+impl fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        map.entries(&self.settings);
+        for name in self.secrets.keys() {
+            map.entry(name, &format_args!("[redacted]"));
+        }
+        map.finish()
+    }
+}
+
 /// Everything a store keeps for one [`TokenKey`].
 ///
 /// `Debug` shows metadata only: [`TokenSet`]'s own `Debug` redacts every secret.
@@ -194,6 +369,9 @@ pub struct TokenRecord {
     /// How to renew the tenant without a refresh token, if it was logged in with a flow that
     /// issues none; see [`RenewalHint`]. Records stored before it existed read as `None`.
     pub renewal: Option<RenewalHint>,
+    /// What the application keeps with the login (settings and secrets), sealed and written
+    /// with the tokens; see [`Metadata`]. Records stored before it existed read as empty.
+    pub metadata: Metadata,
     /// The version the store gave this record when it was read or written; `0` for a record
     /// that was never stored. Stores ignore it on writes: the expected version is an explicit
     /// argument of [`put`](crate::TokenStore::put).
@@ -213,6 +391,7 @@ impl TokenRecord {
             learned_lifetime: None,
             refresh_in_flight: None,
             renewal: None,
+            metadata: Metadata::new(),
             version: 0,
         }
     }
@@ -231,6 +410,7 @@ impl fmt::Debug for TokenRecord {
             .field("learned_lifetime", &self.learned_lifetime)
             .field("refresh_in_flight", &self.refresh_in_flight)
             .field("renewal", &self.renewal)
+            .field("metadata", &self.metadata)
             .field("version", &self.version)
             .finish()
     }
@@ -486,6 +666,44 @@ mod tests {
             next_version(u64::MAX).unwrap_err().kind(),
             ErrorKind::Corrupt
         );
+    }
+
+    #[test]
+    fn metadata_keeps_its_limits_and_hides_secrets() {
+        let mut metadata = Metadata::new();
+        assert!(metadata.is_empty());
+        metadata
+            .set("login_host", "https://acme.my.salesforce.com")
+            .unwrap();
+        metadata
+            .set_secret("client_secret", "hunter2-secret")
+            .unwrap();
+        let shown = format!("{metadata:?}");
+        assert!(shown.contains("login_host") && shown.contains("client_secret"));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        for bad in ["", "a b", "ä", &"n".repeat(Metadata::MAX_NAME_LEN + 1)] {
+            assert_eq!(
+                metadata.set(bad, "x").unwrap_err().kind(),
+                ErrorKind::Config
+            );
+        }
+        let long = "s".repeat(Metadata::MAX_VALUE_LEN + 1);
+        let error = metadata.set_secret("client_secret", long).unwrap_err();
+        assert!(!error.to_string().contains("sss"), "{error}");
+        assert_eq!(metadata.secret("client_secret"), Some("hunter2-secret"));
+        for i in 2..Metadata::MAX_ENTRIES {
+            metadata.set(&format!("n{i}"), "v").unwrap();
+        }
+        assert_eq!(
+            metadata.set("one-more", "v").unwrap_err().kind(),
+            ErrorKind::Config
+        );
+        // Replacing an entry at the limit is not a new entry.
+        metadata.set("n2", "w").unwrap();
+        assert!(metadata.is_within_limits());
+        assert!(metadata.remove_secret("client_secret"));
+        assert!(!metadata.remove_secret("client_secret"));
+        assert_eq!(metadata.secret_names().count(), 0);
     }
 
     #[test]
