@@ -212,11 +212,8 @@ fn dependency_direction(problems: &mut Vec<String>) -> Result<()> {
 }
 
 /// Arrows the module-cycle check does not count yet, each with the reason and what is missing.
-/// FIXME: sfauth-core's `error` sits under every module that fails, yet
-/// `Error::TokensRejected` carries a `TokenSet` (so that a rotated refresh token in a rejected
-/// answer is never dropped); it needs the rejected tokens held in a type below `token`
-/// (issue #12).
-const KNOWN_ARROWS: &[(&str, &str, &str)] = &[("crates/sfauth-core/src", "error", "token")];
+/// None today: keep the mechanism so a known arrow is written down here, not hidden.
+const KNOWN_ARROWS: &[(&str, &str, &str)] = &[];
 
 /// The source directories whose modules must not import each other in a circle.
 fn source_dirs(root: &Path) -> Result<Vec<PathBuf>> {

@@ -503,6 +503,13 @@ impl fmt::Display for RejectedTokens {
     }
 }
 
+impl From<crate::invalid::InvalidValue> for Error {
+    fn from(invalid: crate::invalid::InvalidValue) -> Self {
+        // Already scrubbed when it was made.
+        Self::Config(invalid.message().to_owned())
+    }
+}
+
 impl Error {
     /// A configuration error; the message is scrubbed (see [`crate::redact`]) in case it quotes
     /// a value.

@@ -23,7 +23,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use url::{Host, Url};
 
-use crate::error::Error;
+use crate::invalid::InvalidValue;
 
 /// The production and Developer Edition login pool.
 pub const PRODUCTION_URL: &str = "https://login.salesforce.com";
@@ -52,12 +52,12 @@ pub enum LoginHost {
 
 impl LoginHost {
     /// A My Domain host; `url` must be `https` (or `http` on loopback, for tests) with no query.
-    pub fn my_domain(url: &str) -> Result<Self, Error> {
+    pub fn my_domain(url: &str) -> Result<Self, InvalidValue> {
         Ok(Self::MyDomain(base_url(url)?))
     }
 
     /// An Experience Cloud site; its path, if any, is kept as the prefix of every endpoint.
-    pub fn site(url: &str) -> Result<Self, Error> {
+    pub fn site(url: &str) -> Result<Self, InvalidValue> {
         Ok(Self::Site(base_url(url)?))
     }
 
@@ -124,13 +124,13 @@ impl fmt::Display for LoginHost {
 }
 
 impl FromStr for LoginHost {
-    type Err = Error;
+    type Err = InvalidValue;
 
     /// Parses `production`/`login`, `sandbox`/`test`, or a URL: the two login pool URLs map to
     /// their variants, `*.my.salesforce.com` to [`LoginHost::MyDomain`], anything else to
     /// [`LoginHost::Site`]. A My Domain on a custom domain cannot be told from a site by its
     /// name: build it with [`LoginHost::my_domain`].
-    fn from_str(s: &str) -> Result<Self, Error> {
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
         match s.trim() {
             "production" | "login" => return Ok(Self::Production),
             "sandbox" | "test" => return Ok(Self::Sandbox),
@@ -288,19 +288,20 @@ pub fn is_loopback(url: &Url) -> bool {
 }
 
 /// Parses a host base URL: absolute, `https` (or `http` on loopback), no query or fragment.
-pub(crate) fn base_url(s: &str) -> Result<Url, Error> {
-    let url = Url::parse(s).map_err(|e| Error::config(format!("invalid login host url: {e}")))?;
+pub(crate) fn base_url(s: &str) -> Result<Url, InvalidValue> {
+    let url =
+        Url::parse(s).map_err(|e| InvalidValue::new(format!("invalid login host url: {e}")))?;
     match url.scheme() {
         "https" => {}
         "http" if is_loopback(&url) => {}
         other => {
-            return Err(Error::config(format!(
+            return Err(InvalidValue::new(format!(
                 "login host must use https, not {other}"
             )));
         }
     }
     if url.host_str().is_none() || url.query().is_some() || url.fragment().is_some() {
-        return Err(Error::config(
+        return Err(InvalidValue::new(
             "login host url must be a bare origin or path",
         ));
     }

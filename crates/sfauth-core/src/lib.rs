@@ -15,6 +15,7 @@
 //! | [`token`] | [`TokenSet`], [`IdentityUrl`], [`OrgId`], [`UserId`], [`TokenKey`], and the expiry rules |
 //! | [`signature`] | the check of a token response's `signature` |
 //! | [`error`] | [`Error`], [`ErrorKind`], [`Cause`] |
+//! | [`invalid`] | [`InvalidValue`]: a value (id, key, URL, host) that does not parse |
 //! | [`mod@format`] | [`format::ResponseFormat`] and the parser every response goes through |
 //! | [`flows`] | the inputs and outputs of every flow; the flows are methods of [`OAuthClient`] |
 //! | [`rest`] | reading a REST API 401 (`INVALID_SESSION_ID`) as "refresh due" |
@@ -258,6 +259,7 @@ pub mod flows;
 pub mod format;
 pub mod host;
 pub mod http;
+pub mod invalid;
 pub mod redact;
 pub mod rest;
 pub mod secret;
@@ -268,6 +270,7 @@ pub use app::{ClientAuth, ConnectedApp};
 pub use client::OAuthClient;
 pub use error::{Cause, Error, ErrorKind, Result};
 pub use host::{Endpoints, LoginHost};
+pub use invalid::InvalidValue;
 pub use secret::{
     AccessToken, AuthorizationCode, ClientSecret, DeviceCode, IdToken, Password, PkceVerifier,
     PrivateKey, RefreshToken, SecretValue,

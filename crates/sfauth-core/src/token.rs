@@ -73,8 +73,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::error::Error;
 use crate::host::LoginHost;
+use crate::invalid::InvalidValue;
 use crate::redact::scrub;
 use crate::secret::{AccessToken, IdToken, REDACTED, RefreshToken, exposed};
 
@@ -392,20 +392,20 @@ macro_rules! id_type {
         }
 
         impl FromStr for $name {
-            type Err = Error;
+            type Err = InvalidValue;
 
             /// Accepts letters and digits (a 15-character id is widened to 18 characters).
-            fn from_str(s: &str) -> Result<Self, Error> {
+            fn from_str(s: &str) -> Result<Self, InvalidValue> {
                 normalize_id(s)
                     .map(Self)
-                    .ok_or_else(|| Error::config(concat!("invalid ", $what, ": expected up to 64 letters and digits")))
+                    .ok_or_else(|| InvalidValue::new(concat!("invalid ", $what, ": expected up to 64 letters and digits")))
             }
         }
 
         impl TryFrom<String> for $name {
-            type Error = Error;
+            type Error = InvalidValue;
 
-            fn try_from(s: String) -> Result<Self, Error> {
+            fn try_from(s: String) -> Result<Self, InvalidValue> {
                 s.parse()
             }
         }
@@ -469,10 +469,11 @@ impl IdentityUrl {
 }
 
 impl FromStr for IdentityUrl {
-    type Err = Error;
+    type Err = InvalidValue;
 
-    fn from_str(s: &str) -> Result<Self, Error> {
-        let url = Url::parse(s).map_err(|e| Error::config(format!("invalid identity url: {e}")))?;
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
+        let url =
+            Url::parse(s).map_err(|e| InvalidValue::new(format!("invalid identity url: {e}")))?;
         let mut segments = url
             .path_segments()
             .into_iter()
@@ -485,7 +486,7 @@ impl FromStr for IdentityUrl {
             .skip(1)
             .collect();
         let [org, user] = rest.as_slice() else {
-            return Err(Error::config(
+            return Err(InvalidValue::new(
                 "identity url path is not /id/{org id}/{user id}",
             ));
         };
@@ -499,9 +500,9 @@ impl FromStr for IdentityUrl {
 }
 
 impl TryFrom<String> for IdentityUrl {
-    type Error = Error;
+    type Error = InvalidValue;
 
-    fn try_from(s: String) -> Result<Self, Error> {
+    fn try_from(s: String) -> Result<Self, InvalidValue> {
         s.parse()
     }
 }
@@ -779,13 +780,13 @@ impl fmt::Display for TokenKey {
 }
 
 impl FromStr for TokenKey {
-    type Err = Error;
+    type Err = InvalidValue;
 
-    fn from_str(s: &str) -> Result<Self, Error> {
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
         let unescape = |s: &str| s.replace("%7C", "|").replace("%25", "%");
         let parts: Vec<&str> = s.split('|').collect();
         let ["v1", host, org, user, client, label] = parts.as_slice() else {
-            return Err(Error::config(
+            return Err(InvalidValue::new(
                 "token key is not v1|host|org|user|client|label",
             ));
         };
