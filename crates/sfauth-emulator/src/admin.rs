@@ -30,6 +30,17 @@ pub(crate) fn routes(shared: &Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/__emulator/apps/{client_id}/{action}", post(app_action))
         .route("/__emulator/apps/{client_id}/policy", post(app_policy))
         .route("/__emulator/orgs/{org_id}/instance-url", post(instance_url))
+        .route("/__emulator/orgs/{org_id}/settings", post(org_settings))
+        .route("/__emulator/orgs/{org_id}/my-domain", post(my_domain))
+        .route(
+            "/__emulator/orgs/{org_id}/sandbox-refresh",
+            post(sandbox_refresh),
+        )
+        .route("/__emulator/apps/{client_id}/config", post(app_config))
+        .route(
+            "/__emulator/apps/{client_id}/secret/{step}",
+            post(app_secret),
+        )
         .route("/__emulator/device/approve", post(approve_device))
         .route("/__emulator/faults", post(add_fault).delete(clear_faults))
         .route("/__emulator/counters", get(counters).delete(reset_counters))
@@ -391,4 +402,103 @@ async fn idle(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
 async fn reset_counters(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
     shared.lock().counters = Default::default();
     done(Ok(()))
+}
+
+/// `current` with the keys of `patch` (a JSON object) replaced, read back as a `T`: a partial
+/// update in which a key left out keeps its value.
+fn merged<T: serde::Serialize + serde::de::DeserializeOwned>(
+    current: &T,
+    patch: serde_json::Value,
+) -> Result<T, String> {
+    let mut value = serde_json::to_value(current).map_err(|e| e.to_string())?;
+    let (Some(target), serde_json::Value::Object(patch)) = (value.as_object_mut(), patch) else {
+        return Err("the body must be a JSON object".to_owned());
+    };
+    for (key, v) in patch {
+        target.insert(key, v);
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+/// A partial update of an org's settings (the keys of [`crate::OrgConfig`] but `users` and
+/// `apps`).
+async fn org_settings(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(org_id): Path<String>,
+    Json(patch): Json<serde_json::Value>,
+) -> Response {
+    let mut st = shared.lock();
+    let current = match st.org_config(&org_id) {
+        Ok(c) => c,
+        Err(e) => return done(Err::<(), _>(e)),
+    };
+    match merged(&current, patch) {
+        Ok(config) => done(st.update_org(&org_id, |c| *c = config)),
+        Err(e) => bad(e),
+    }
+}
+
+/// A partial update of a connected app's configuration (the keys of [`AppConfig`]).
+async fn app_config(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(client_id): Path<String>,
+    Json(patch): Json<serde_json::Value>,
+) -> Response {
+    let mut st = shared.lock();
+    let current = match st.app(&client_id) {
+        Some(app) => app.config.clone(),
+        None => {
+            return done(Err::<(), _>(crate::Error::not_found(
+                "connected app",
+                client_id,
+            )));
+        }
+    };
+    match merged(&current, patch) {
+        Ok(config) => done(st.update_app(&client_id, |c| *c = config)),
+        Err(e) => bad(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct SecretBody {
+    client_secret: String,
+}
+
+/// `stage` (body `{"client_secret": ...}`) or `apply`. The secret travels in the body: the
+/// path is logged.
+async fn app_secret(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path((client_id, step)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut st = shared.lock();
+    match step.as_str() {
+        "stage" => match serde_json::from_slice::<SecretBody>(&body) {
+            Ok(b) => done(st.stage_client_secret(&client_id, &b.client_secret)),
+            Err(e) => bad(format!("expected {{\"client_secret\": ...}}: {e}")),
+        },
+        "apply" => done(st.apply_staged_client_secret(&client_id)),
+        other => bad(format!("unknown secret step {other}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct HostQuery {
+    host: String,
+}
+
+async fn my_domain(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(org_id): Path<String>,
+    Query(q): Query<HostQuery>,
+) -> Response {
+    done(shared.lock().change_my_domain(&org_id, &q.host))
+}
+
+async fn sandbox_refresh(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(org_id): Path<String>,
+) -> Response {
+    done(shared.lock().refresh_sandbox(&org_id))
 }

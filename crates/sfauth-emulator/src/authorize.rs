@@ -155,7 +155,7 @@ fn validate(shared: &Shared, params: &Params) -> Result<AuthRequest, Failure> {
         params.get("code_challenge"),
         params.get("code_challenge_method"),
     ) {
-        (None, _) if app.config.pkce_required && flow == Flow::AuthorizationCode => {
+        (None, _) if app.config.needs_pkce() && flow == Flow::AuthorizationCode => {
             return Err(redirect(
                 "invalid_request",
                 "missing required code challenge",
@@ -164,7 +164,12 @@ fn validate(shared: &Shared, params: &Params) -> Result<AuthRequest, Failure> {
         (None, _) => None,
         // Salesforce treats a missing method as S256.
         (Some(c), None | Some("S256")) => Some(c.to_owned()),
-        (Some(c), Some("plain")) if st.settings.accept_plain_pkce => Some(crypto::pkce_s256(c)),
+        // The partner mandate names S256 as the only method.
+        (Some(c), Some("plain"))
+            if st.settings.accept_plain_pkce && !app.config.policy.partner_mandate =>
+        {
+            Some(crypto::pkce_s256(c))
+        }
         (Some(_), Some(_)) => {
             return Err(redirect(
                 "invalid_request",
@@ -237,7 +242,7 @@ fn login_step(shared: &Shared, params: &Params, request: &AuthRequest) -> Respon
                 "Please check your username and password. If you still can't log in, contact your Salesforce administrator.",
             ),
         ),
-        Some((_, Err(e))) => request.error_redirect(e.error, &e.description),
+        Some((_, Err(e))) => request.error_redirect(&e.error, &e.description),
         Some((user_id, Ok(()))) => {
             let ticket = {
                 let mut st = shared.lock();
@@ -278,7 +283,19 @@ fn complete(shared: &Shared, request: &AuthRequest, user_id: &str) -> Response {
     let mut st = shared.lock();
     if let Err(e) = st.check_user(user_id) {
         drop(st);
-        return request.error_redirect(e.error, &e.description);
+        return request.error_redirect(&e.error, &e.description);
+    }
+    let exempt = st
+        .user(user_id)
+        .is_some_and(|u| u.config.approve_uninstalled_apps);
+    if st
+        .app(&request.client_id)
+        .is_some_and(|a| !a.config.installed)
+        && !exempt
+    {
+        drop(st);
+        let e = crate::format::OAuthError::app_not_installed();
+        return request.error_redirect(&e.error, &e.description);
     }
     if !request.fragment {
         let code = format!("aPrx{}", st.random(60));

@@ -126,3 +126,7 @@ pub(crate) struct ViaSite(pub(crate) bool);
 /// rotation whose answer no client received.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rotated;
+
+/// The TCP peer address of the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) std::net::SocketAddr);

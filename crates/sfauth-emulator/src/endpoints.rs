@@ -82,7 +82,11 @@ pub(crate) async fn introspect(
         // UNCONFIRMED: status and body for a failed client authentication.
         return OAuthError::invalid_client_id().respond(format);
     };
-    if !auth.secret_matches(&app.config.client_secret) {
+    if app
+        .config
+        .matching_secret(|s| auth.secret_matches(s))
+        .is_none()
+    {
         return OAuthError::invalid_client().respond(format);
     }
     let token = params.get("token").unwrap_or("");

@@ -138,7 +138,7 @@ pub(crate) fn respond<K: AsRef<str>>(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct OAuthError {
     pub(crate) status: StatusCode,
-    pub(crate) error: &'static str,
+    pub(crate) error: std::borrow::Cow<'static, str>,
     pub(crate) description: String,
 }
 
@@ -147,9 +147,24 @@ impl OAuthError {
     pub(crate) fn new(error: &'static str, description: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
-            error,
+            error: std::borrow::Cow::Borrowed(error),
             description: description.into(),
         }
+    }
+
+    /// A 400 error whose strings come from the configuration.
+    pub(crate) fn configured(body: &crate::model::ErrorBody) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            error: std::borrow::Cow::Owned(body.error.clone()),
+            description: body.error_description.clone(),
+        }
+    }
+
+    /// An uninstalled app's answer to a new authorization or the device flow (seen on the wire
+    /// since September 2025).
+    pub(crate) fn app_not_installed() -> Self {
+        Self::new("invalid_client", "app must be installed into org")
     }
 
     pub(crate) fn invalid_grant(description: impl Into<String>) -> Self {
@@ -190,7 +205,7 @@ impl OAuthError {
     /// The body fields.
     pub(crate) fn fields(&self) -> Fields {
         vec![
-            ("error", Value::from(self.error)),
+            ("error", Value::from(self.error.as_ref())),
             ("error_description", Value::from(self.description.clone())),
         ]
     }

@@ -22,6 +22,10 @@ pub(crate) struct Shape {
     /// one is added even without the `openid` scope.
     pub(crate) id_token_asked: bool,
     pub(crate) extra: Fields,
+    /// The consumer secret the `signature` is made with: the one the client authenticated with
+    /// (during a staged rotation, the staged one if that is what it sent); the app's current
+    /// secret when `None`.
+    pub(crate) signing_secret: Option<String>,
 }
 
 /// Whether a grant for `scopes` also issues a refresh token (shared with the user-agent flow in
@@ -91,7 +95,10 @@ pub(crate) fn finish(
         fields.push((
             "signature",
             Value::from(crypto::token_signature(
-                &app.config.client_secret,
+                shape
+                    .signing_secret
+                    .as_deref()
+                    .unwrap_or(&app.config.client_secret),
                 &id,
                 &issued_at,
             )),
@@ -174,6 +181,7 @@ pub(crate) fn full_shape() -> Shape {
         id_token_nonce: Some(None),
         id_token_asked: false,
         extra: Vec::new(),
+        signing_secret: None,
     }
 }
 

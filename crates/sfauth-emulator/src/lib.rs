@@ -251,6 +251,7 @@ mod faults;
 mod format;
 mod gateway;
 mod ids;
+mod ip;
 mod issue;
 mod listen;
 mod model;
@@ -267,11 +268,12 @@ pub use clock::Clock;
 pub use error::{Error, ErrorKind, Result};
 pub use faults::{Endpoint, Fault, FaultKind};
 pub use gateway::{Gateway, GatewayAction, GatewayBuilder, GatewayCounters, GatewayRule};
+pub use ip::IpRange;
 pub use model::{
-    AppConfig, AppPolicy, EmulatorConfig, Flow, LatencyPlacement, OrgConfig, RefreshTokenPolicy,
-    RevokeErrorFormat, SEED_CALLBACK_URL, SEED_CLIENT_CERTIFICATE, SEED_CLIENT_ID,
-    SEED_CLIENT_PRIVATE_KEY, SEED_CLIENT_SECRET, SEED_ORG_ID, SEED_PASSWORD, SEED_SECURITY_TOKEN,
-    SEED_USER_ID, SEED_USERNAME, Settings, UserConfig, UserStatus,
+    AppConfig, AppKind, AppPolicy, EmulatorConfig, ErrorBody, Flow, LatencyPlacement, OrgConfig,
+    RefreshTokenPolicy, RevokeErrorFormat, SEED_CALLBACK_URL, SEED_CLIENT_CERTIFICATE,
+    SEED_CLIENT_ID, SEED_CLIENT_PRIVATE_KEY, SEED_CLIENT_SECRET, SEED_ORG_ID, SEED_PASSWORD,
+    SEED_SECURITY_TOKEN, SEED_USER_ID, SEED_USERNAME, Settings, UserConfig, UserStatus,
 };
 pub use server::{
     Credentials, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_BODY_BYTES,

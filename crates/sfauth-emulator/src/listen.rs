@@ -21,6 +21,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt as _;
 
+use crate::context::Peer;
+
 /// Serves `app` on `listener` until `stop` turns true (or its sender is gone), then lets every
 /// open connection finish its request in progress and waits for them all.
 pub(crate) async fn serve(
@@ -39,8 +41,8 @@ pub(crate) async fn serve(
                 break;
             }
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: the listener is still good, so wait
                 // a little (as `axum::serve` does) rather than spin or stop serving.
@@ -57,6 +59,9 @@ pub(crate) async fn serve(
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let mut req = req.map(Body::new);
+                // The refresh-token IP allowlist is checked against the socket's address,
+                // never a header a client could set.
+                req.extensions_mut().insert(Peer(peer));
                 collapse_slashes(&mut req);
                 app.clone().oneshot(req)
             });

@@ -73,6 +73,39 @@ pub struct Settings {
     pub revoke_error_format: RevokeErrorFormat,
     /// Lifetime of id tokens, in seconds.
     pub id_token_lifetime_secs: u64,
+    /// The error a refresh or code exchange from an address outside the app's
+    /// [`AppPolicy::refresh_token_ip_allowlist`] gets (UNCONFIRMED: `invalid_grant` /
+    /// `ip restricted` by default; see the crate docs for what was found).
+    pub ip_blocked_error: ErrorBody,
+    /// The error a username-password request gets when the flow is not available: not allowed
+    /// by the app, an external client app, or blocked by the org
+    /// ([`OrgConfig::block_username_password_flow`]). UNCONFIRMED: `invalid_grant` /
+    /// `authentication failure` by default, as a blocked flow is reported on the wire.
+    pub password_flow_blocked_error: ErrorBody,
+    /// The error a login over the org's [`OrgConfig::login_rate_limit_per_hour`] gets from the
+    /// token endpoint (`rate_limit_exceeded` / `Number of logins exceeded`, Salesforce's
+    /// documented pair, by default).
+    pub login_rate_error: ErrorBody,
+}
+
+/// An OAuth error as the token endpoint sends it: `{"error":..., "error_description":...}`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// The `error` code.
+    pub error: String,
+    /// The `error_description`.
+    pub error_description: String,
+}
+
+impl ErrorBody {
+    /// An error body from its two strings.
+    pub fn new(error: impl Into<String>, error_description: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            error_description: error_description.into(),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -98,6 +131,9 @@ impl Default for Settings {
             jwt_max_exp_secs: None,
             revoke_error_format: RevokeErrorFormat::Json,
             id_token_lifetime_secs: 300,
+            ip_blocked_error: ErrorBody::new("invalid_grant", "ip restricted"),
+            password_flow_blocked_error: ErrorBody::new("invalid_grant", "authentication failure"),
+            login_rate_error: ErrorBody::new("rate_limit_exceeded", "Number of logins exceeded"),
         }
     }
 }
@@ -125,6 +161,27 @@ pub struct OrgConfig {
     pub instance_url: Option<String>,
     /// Whether the org is locked, closed or suspended (`inactive_org`).
     pub inactive: bool,
+    /// The org setting that blocks the username-password flow for every app
+    /// (`OauthOidcSettings.blockOAuthUnPwFlow`). Salesforce turns it on in orgs created in
+    /// Summer '23 or later; the emulator's orgs play older ones, so it is off by default.
+    pub block_username_password_flow: bool,
+    /// Logins allowed per user per rolling hour (password, JWT and SAML bearer, client
+    /// credentials as the run-as user, and SOAP `login()`); `None`, the default, counts none.
+    /// Salesforce's limit is 3,600: `Some(3600)` plays it.
+    pub login_rate_limit_per_hour: Option<u32>,
+    /// "Enable SOAP API login()": whether `login()` at `/services/Soap/u/{version}` is served.
+    /// On by default (an org created before Winter '26, where it still works).
+    pub soap_login_enabled: bool,
+    /// Whether the org is a sandbox (SOAP `LoginResult.sandbox`).
+    pub sandbox: bool,
+    /// The org's My Domain host name (e.g. `acme.my.salesforce.com`), which requests name in
+    /// their `Host` header. When set and [`OrgConfig::instance_url`] is not, the org's
+    /// `instance_url` is this host on the emulator's scheme and port.
+    pub my_domain: Option<String>,
+    /// Whether requests to a previous My Domain host (after a change) are redirected to the
+    /// current one (Salesforce's "Redirect previous My Domain URLs", on by default); when off
+    /// they are answered 404.
+    pub redirect_previous_my_domain: bool,
     /// Users of the org.
     pub users: Vec<UserConfig>,
     /// Connected apps installed in the org.
@@ -138,6 +195,12 @@ impl Default for OrgConfig {
             name: "Emulated Org".to_owned(),
             instance_url: None,
             inactive: false,
+            block_username_password_flow: false,
+            login_rate_limit_per_hour: None,
+            soap_login_enabled: true,
+            sandbox: false,
+            my_domain: None,
+            redirect_previous_my_domain: true,
             users: Vec::new(),
             apps: Vec::new(),
         }
@@ -164,6 +227,9 @@ pub struct UserConfig {
     pub last_name: String,
     /// Active, frozen or inactive.
     pub status: UserStatus,
+    /// The "Approve Uninstalled Connected Apps" permission: the user may still authorize an app
+    /// that is not installed in the org ([`AppConfig::installed`]).
+    pub approve_uninstalled_apps: bool,
 }
 
 impl Default for UserConfig {
@@ -177,6 +243,7 @@ impl Default for UserConfig {
             first_name: "Emulated".to_owned(),
             last_name: "User".to_owned(),
             status: UserStatus::Active,
+            approve_uninstalled_apps: false,
         }
     }
 }
@@ -276,8 +343,29 @@ pub struct AppConfig {
     pub preauthorized_users: Option<Vec<String>>,
     /// Issue JWT-based access tokens instead of opaque session ids.
     pub jwt_access_tokens: bool,
+    /// A connected app or an external client app (which has no username-password flow).
+    pub kind: AppKind,
+    /// Whether the app is installed in its org. An uninstalled app cannot be authorized by new
+    /// users (`/services/oauth2/authorize`) and cannot use the device flow:
+    /// `invalid_client` / `app must be installed into org`. Tokens it already issued keep
+    /// working.
+    pub installed: bool,
+    /// A new consumer secret staged for rotation: while staged, the current and the staged
+    /// secret both authenticate; applying it makes it the only one.
+    pub staged_client_secret: Option<String>,
     /// Session, refresh-token and concurrency policies.
     pub policy: AppPolicy,
+}
+
+/// Where Salesforce keeps an app's OAuth configuration.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AppKind {
+    /// A connected app.
+    #[default]
+    ConnectedApp,
+    /// An external client app: like a connected app, without the username-password flow.
+    ExternalClientApp,
 }
 
 impl Default for AppConfig {
@@ -296,6 +384,9 @@ impl Default for AppConfig {
             saml_issuer: None,
             preauthorized_users: None,
             jwt_access_tokens: false,
+            kind: AppKind::ConnectedApp,
+            installed: true,
+            staged_client_secret: None,
             policy: AppPolicy::default(),
         }
     }
@@ -307,6 +398,12 @@ impl std::fmt::Debug for AppConfig {
             .field("name", &self.name)
             .field("client_id", &self.client_id)
             .field("client_secret", &"[redacted]")
+            .field(
+                "staged_client_secret",
+                &self.staged_client_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .field("kind", &self.kind)
+            .field("installed", &self.installed)
             .field("callback_urls", &self.callback_urls)
             .field("flows", &self.flows)
             .field("policy", &self.policy)
@@ -338,6 +435,43 @@ pub struct AppPolicy {
     /// Extend an access token's life to `now + session_timeout_secs` each time it is used
     /// (Salesforce sessions are inactivity-based; UNCONFIRMED details, so off by default).
     pub sliding_session: bool,
+    /// The partner-app security mandate: PKCE with S256 required on the web server flow (and
+    /// `plain` refused even with [`Settings::accept_plain_pkce`]), refresh-token rotation and
+    /// the 30-day idle cap forced on, whatever [`AppPolicy::rotation`] and
+    /// [`AppPolicy::idle_ttl_cap_30_days`] say. The confidential client's secret stays required
+    /// on the code exchange ([`AppConfig::require_secret_for_web_server_flow`]). Salesforce
+    /// lets nobody switch PKCE off again; the emulator does, for tests.
+    pub partner_mandate: bool,
+    /// The refresh-token IP allowlist: when not empty, a code exchange or a refresh whose TCP
+    /// peer address is in none of these ranges is refused with [`Settings::ip_blocked_error`],
+    /// and the refresh token is left as it was.
+    pub refresh_token_ip_allowlist: Vec<crate::IpRange>,
+}
+
+impl AppPolicy {
+    /// The policy in force: this one with the partner mandate's rules applied.
+    pub(crate) fn effective(&self) -> Self {
+        let mut policy = self.clone();
+        if policy.partner_mandate {
+            policy.rotation = true;
+            policy.idle_ttl_cap_30_days = true;
+        }
+        policy
+    }
+}
+
+impl AppConfig {
+    /// Whether the web server flow needs a PKCE challenge.
+    pub(crate) fn needs_pkce(&self) -> bool {
+        self.pkce_required || self.policy.partner_mandate
+    }
+
+    /// Which of the app's secrets `matches` accepts: the current one first, then a staged one.
+    pub(crate) fn matching_secret(&self, matches: impl Fn(&str) -> bool) -> Option<&str> {
+        std::iter::once(self.client_secret.as_str())
+            .chain(self.staged_client_secret.as_deref())
+            .find(|s| matches(s))
+    }
 }
 
 impl Default for AppPolicy {
@@ -351,6 +485,8 @@ impl Default for AppPolicy {
             refresh_latency_ms: 0,
             refresh_latency_placement: LatencyPlacement::AfterCommit,
             sliding_session: false,
+            partner_mandate: false,
+            refresh_token_ip_allowlist: Vec::new(),
         }
     }
 }
@@ -428,8 +564,6 @@ impl OrgConfig {
         Self {
             id: Some(SEED_ORG_ID.to_owned()),
             name: "sfauth Emulator Org".to_owned(),
-            instance_url: None,
-            inactive: false,
             users: vec![UserConfig {
                 id: Some(SEED_USER_ID.to_owned()),
                 username: SEED_USERNAME.to_owned(),
@@ -438,7 +572,7 @@ impl OrgConfig {
                 email: Some(SEED_USERNAME.to_owned()),
                 first_name: "Ada".to_owned(),
                 last_name: "Admin".to_owned(),
-                status: UserStatus::Active,
+                ..UserConfig::default()
             }],
             apps: vec![AppConfig {
                 name: "sfauth Emulator App".to_owned(),
@@ -449,6 +583,7 @@ impl OrgConfig {
                 certificate: Some(SEED_CLIENT_CERTIFICATE.to_owned()),
                 ..AppConfig::default()
             }],
+            ..OrgConfig::default()
         }
     }
 }

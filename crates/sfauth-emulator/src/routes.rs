@@ -222,6 +222,9 @@ fn malformed_form(parts: &http::request::Parts, body: &[u8]) -> Option<Response>
 /// work. An answer nobody was waiting for is counted in
 /// [`Counters::answers_abandoned`](crate::Counters::answers_abandoned).
 async fn observe(AxumState(shared): AxumState<Arc<Shared>>, req: Request, next: Next) -> Response {
+    if let Some(response) = previous_my_domain(&shared, &req) {
+        return response;
+    }
     let method = req.method().clone();
     let full_path = req.uri().path().to_owned();
     let prefix = &shared.site_prefix;
@@ -285,6 +288,41 @@ async fn observe(AxumState(shared): AxumState<Arc<Shared>>, req: Request, next: 
         // The task panicked, or the runtime is going down.
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+/// The answer of a previous My Domain host (after a My Domain change): a redirect to the same
+/// path and query on the current My Domain, or, with the org's redirect off, a 404 page.
+/// `None` for every other host.
+fn previous_my_domain(shared: &Shared, req: &Request) -> Option<Response> {
+    let host = crate::params::host(req.headers());
+    let st = shared.lock();
+    let org = st.org_by_previous_host(&host)?;
+    let target = org
+        .my_domain
+        .as_deref()
+        .filter(|_| org.redirect_previous)
+        .and_then(|current| st.url_on_host(current));
+    let Some(target) = target else {
+        let body = "<!DOCTYPE html><html><head><title>URL No Longer Exists</title></head><body>\
+                    <h1>URL No Longer Exists</h1><p>You have attempted to reach a URL that no \
+                    longer exists on salesforce.com.</p></body></html>";
+        let mut r = (StatusCode::NOT_FOUND, body).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html;charset=UTF-8"),
+        );
+        return Some(r);
+    };
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    let mut r = StatusCode::FOUND.into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("{target}{path_and_query}")) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    Some(r)
 }
 
 /// Runs the request with its fault, if any.

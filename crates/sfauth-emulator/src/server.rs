@@ -11,7 +11,9 @@ use crate::clock::Clock;
 use crate::context::{BodyLimits, Shared};
 use crate::crypto::SigningKeys;
 use crate::faults::Fault;
-use crate::model::{AppConfig, AppPolicy, EmulatorConfig, Settings, UserConfig, UserStatus};
+use crate::model::{
+    AppConfig, AppPolicy, EmulatorConfig, OrgConfig, Settings, UserConfig, UserStatus,
+};
 use crate::state::{Counters, DeviceStatus, RefreshTokenStatus, State};
 use crate::{Error, Result};
 
@@ -153,6 +155,36 @@ impl EmulatorBuilder {
         }
         for app in self.config.orgs.iter_mut().flat_map(|o| o.apps.iter_mut()) {
             f(&mut app.policy);
+        }
+        self
+    }
+
+    /// Changes the configuration of every seeded or configured org (its users and apps
+    /// included, so this also reaches an app's [`AppConfig::kind`] or
+    /// [`AppConfig::installed`]).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> sfauth_emulator::Result<()> {
+    /// use sfauth_emulator::{AppKind, Emulator};
+    ///
+    /// let emulator = Emulator::builder()
+    ///     .orgs(|org| {
+    ///         org.login_rate_limit_per_hour = Some(3600);
+    ///         for app in &mut org.apps {
+    ///             app.kind = AppKind::ExternalClientApp;
+    ///         }
+    ///     })
+    ///     .start()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn orgs(mut self, f: impl Fn(&mut OrgConfig)) -> Self {
+        if self.config.orgs.is_empty() {
+            self.config.orgs = EmulatorConfig::seeded().orgs;
+        }
+        for org in &mut self.config.orgs {
+            f(org);
         }
         self
     }
@@ -436,19 +468,66 @@ impl Emulator {
         self.set_user_status(username, UserStatus::Frozen)
     }
 
-    /// Changes a connected app's configuration (policies, flows, callbacks, certificate...).
+    /// Changes a connected app's configuration (policies, flows, callbacks, certificate, kind,
+    /// installed...). The client id cannot change; an invalid result changes nothing.
     pub fn update_app(&self, client_id: &str, f: impl FnOnce(&mut AppConfig)) -> Result<()> {
-        let mut st = self.shared.lock();
-        let app = st.app_mut(client_id)?;
-        f(&mut app.config);
-        app.key = app
-            .config
-            .certificate
-            .as_deref()
-            .map(crate::crypto::public_key_from_pem)
-            .transpose()
-            .map_err(Error::InvalidConfig)?;
-        Ok(())
+        self.shared.lock().update_app(client_id, f)
+    }
+
+    /// Changes an org's settings ([`OrgConfig`] without its users and apps, which this ignores
+    /// and refuses to change): block the username-password flow, a login rate limit, SOAP
+    /// `login()`, sandbox, My Domain... The org id cannot change (see
+    /// [`Emulator::refresh_sandbox`]); an invalid result changes nothing.
+    ///
+    /// ```no_run
+    /// # async fn demo(emulator: &sfauth_emulator::Emulator) -> sfauth_emulator::Result<()> {
+    /// let org_id = emulator.credentials().org_id.clone();
+    /// emulator.update_org(&org_id, |org| {
+    ///     org.block_username_password_flow = true;
+    ///     org.login_rate_limit_per_hour = Some(3600);
+    /// })?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn update_org(&self, org_id: &str, f: impl FnOnce(&mut OrgConfig)) -> Result<()> {
+        self.shared.lock().update_org(org_id, f)
+    }
+
+    /// Stages a new consumer secret for a connected app: the current and the new one both
+    /// authenticate until [`Emulator::apply_staged_client_secret`].
+    ///
+    /// ```no_run
+    /// # async fn demo(emulator: &sfauth_emulator::Emulator) -> sfauth_emulator::Result<()> {
+    /// let client_id = emulator.credentials().client_id.clone();
+    /// emulator.stage_client_secret(&client_id, "the-new-secret")?;
+    /// // ... both secrets work: move every client to the new one ...
+    /// emulator.apply_staged_client_secret(&client_id)?; // only the new one works now
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stage_client_secret(&self, client_id: &str, secret: &str) -> Result<()> {
+        self.shared.lock().stage_client_secret(client_id, secret)
+    }
+
+    /// Makes the staged consumer secret the app's only one (an error when none is staged).
+    pub fn apply_staged_client_secret(&self, client_id: &str) -> Result<()> {
+        self.shared.lock().apply_staged_client_secret(client_id)
+    }
+
+    /// A sandbox refresh: the org gets a new org id and its users new user ids (usernames,
+    /// passwords and apps stay), and every token, code and device grant issued in it before
+    /// fails for good (`invalid_grant` / `expired access/refresh token`; REST 401). Returns the
+    /// new org id.
+    pub fn refresh_sandbox(&self, org_id: &str) -> Result<String> {
+        self.shared.lock().refresh_sandbox(org_id)
+    }
+
+    /// A My Domain change: the org's My Domain host (its login host and, unless set otherwise
+    /// later, its `instance_url` host) becomes `host`. Requests whose `Host` is the old My
+    /// Domain are redirected to the new one, or answered 404 when
+    /// [`OrgConfig::redirect_previous_my_domain`] is off.
+    pub fn change_my_domain(&self, org_id: &str, host: &str) -> Result<()> {
+        self.shared.lock().change_my_domain(org_id, host)
     }
 
     /// Changes a connected app's policies.

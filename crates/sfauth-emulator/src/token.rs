@@ -1,6 +1,7 @@
 //! `/services/oauth2/token`: every grant and both device-flow steps; the response fields come
 //! from `issue.rs`.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
@@ -10,11 +11,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
 
-use crate::context::{Rotated, Shared, ViaSite};
+use crate::context::{Peer, Rotated, Shared, ViaSite};
 use crate::crypto;
 use crate::format::{Fields, Format, OAuthError, respond};
 use crate::issue::{Shape, finish, full_shape, site_fields, wants_refresh};
-use crate::model::{Flow, LatencyPlacement};
+use crate::model::{AppKind, Flow, LatencyPlacement};
 use crate::params::{ClientAuth, Params};
 use crate::state::{DeviceGrant, DeviceStatus, State, bump};
 
@@ -29,6 +30,7 @@ const TT_SAML2: &str = "urn:ietf:params:oauth:token-type:saml2";
 /// The handler.
 pub(crate) async fn token(AxumState(shared): AxumState<Arc<Shared>>, req: Request) -> Response {
     let via_site = req.extensions().get::<ViaSite>().is_some_and(|v| v.0);
+    let peer = req.extensions().get::<Peer>().map(|p| p.0.ip());
     let (headers, _, params) = Params::from_request(req).await;
     let format = Format::negotiate(params.get("format"), &headers);
     let ctx = Ctx {
@@ -36,6 +38,7 @@ pub(crate) async fn token(AxumState(shared): AxumState<Arc<Shared>>, req: Reques
         headers: &headers,
         params: &params,
         via_site,
+        peer,
         rotated: AtomicBool::new(false),
     };
     let mut response = match dispatch(&ctx).await {
@@ -53,6 +56,8 @@ struct Ctx<'a> {
     headers: &'a HeaderMap,
     params: &'a Params,
     via_site: bool,
+    /// The TCP peer's address, for the refresh-token IP allowlist.
+    peer: Option<IpAddr>,
     /// Set when a refresh retired its refresh token for a new one.
     rotated: AtomicBool,
 }
@@ -64,6 +69,33 @@ impl Ctx<'_> {
 
     fn now(&self) -> i64 {
         self.shared.clock.now_ms()
+    }
+
+    /// `shape`, signed with the secret the client authenticated with.
+    fn signed(&self, st: &State, client_id: &str, mut shape: Shape) -> Shape {
+        let auth = ClientAuth::from(self.headers, self.params);
+        shape.signing_secret = st
+            .app(client_id)
+            .and_then(|a| a.config.matching_secret(|s| auth.secret_matches(s)))
+            .map(str::to_owned);
+        shape
+    }
+
+    /// The refresh-token IP allowlist, which covers the code exchange and the refresh: the TCP
+    /// peer must be in one of the app's ranges when it names any.
+    fn check_ip(&self, st: &State, client_id: &str) -> Result<(), OAuthError> {
+        let app = st
+            .app(client_id)
+            .ok_or_else(OAuthError::invalid_client_id)?;
+        let allowlist = &app.config.policy.refresh_token_ip_allowlist;
+        if allowlist.is_empty()
+            || self
+                .peer
+                .is_some_and(|ip| allowlist.iter().any(|r| r.contains(ip)))
+        {
+            return Ok(());
+        }
+        Err(OAuthError::configured(&st.settings.ip_blocked_error))
     }
 }
 
@@ -124,8 +156,12 @@ fn authenticate(st: &State, auth: &ClientAuth, need_secret: bool) -> Result<Stri
     let app = st
         .app(&client_id)
         .ok_or_else(OAuthError::invalid_client_id)?;
+    // During a staged rotation the current and the staged secret both authenticate.
     if (auth.client_secret.is_some() || need_secret)
-        && !auth.secret_matches(&app.config.client_secret)
+        && app
+            .config
+            .matching_secret(|s| auth.secret_matches(s))
+            .is_none()
     {
         return Err(OAuthError::invalid_client());
     }
@@ -136,9 +172,20 @@ fn require_flow(st: &State, client_id: &str, flow: Flow) -> Result<(), OAuthErro
     let app = st
         .app(client_id)
         .ok_or_else(OAuthError::invalid_client_id)?;
-    if !app.config.flows.contains(&flow) && flow == Flow::Password {
+    if flow == Flow::Password
+        && (!app.config.flows.contains(&flow)
+            || app.config.kind == AppKind::ExternalClientApp
+            || st.org(&app.org_id).is_some_and(|o| o.block_password))
+    {
         // Salesforce reports a blocked username-password flow as a failed login.
-        return Err(OAuthError::invalid_grant("authentication failure"));
+        return Err(OAuthError::configured(
+            &st.settings.password_flow_blocked_error,
+        ));
+    }
+    if flow == Flow::Device && !app.config.installed {
+        // Since September 2025 the device flow of an uninstalled app is refused for everyone,
+        // users who authorized it before included.
+        return Err(OAuthError::app_not_installed());
     }
     if !app.config.flows.contains(&flow) {
         // UNCONFIRMED: Salesforce's wording for a flow the app does not allow.
@@ -166,6 +213,8 @@ fn authorization_code(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     if auth.client_secret.is_none() && app.config.require_secret_for_web_server_flow {
         return Err(OAuthError::invalid_client());
     }
+    let needs_pkce = app.config.needs_pkce();
+    ctx.check_ip(&st, &client_id)?;
     let code_value = ctx
         .param("code")
         .ok_or_else(|| OAuthError::invalid_grant("invalid authorization code"))?;
@@ -191,6 +240,9 @@ fn authorization_code(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
             }
             Some(_) => {}
         }
+    } else if needs_pkce {
+        // A code issued before PKCE became required (the mandate switched on in between).
+        return Err(OAuthError::invalid_grant("invalid code verifier"));
     }
     if let Some(c) = st.codes.get_mut(code_value) {
         c.used = true;
@@ -204,7 +256,7 @@ fn authorization_code(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
         with_refresh,
         now,
     );
-    let mut shape = full_shape();
+    let mut shape = ctx.signed(&st, &client_id, full_shape());
     shape.id_token_nonce = Some(code.nonce.clone());
     shape.extra = site_fields(ctx.shared, ctx.via_site);
     Ok(finish(ctx.shared, ctx.via_site, &mut st, issued, shape))
@@ -237,6 +289,12 @@ async fn refresh(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
             .is_some_and(|a| a.config.require_secret_for_refresh);
         let client_id = authenticate(&st, &auth, need_secret)?;
         require_flow(&st, &client_id, Flow::RefreshToken)?;
+        // Refused before the lock and before the token is looked at: a blocked address
+        // spends nothing.
+        if let Err(e) = ctx.check_ip(&st, &client_id) {
+            bump(&mut st.counters.refresh_tokens_rejected);
+            return Err(e);
+        }
         if !st.in_flight.insert(token.clone()) {
             bump(&mut st.counters.refresh_tokens_rejected);
             return Err(OAuthError::invalid_grant(
@@ -273,7 +331,7 @@ async fn refresh(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
             if issued.refresh_token.is_some() {
                 ctx.rotated.store(true, Ordering::Relaxed);
             }
-            let mut shape = full_shape();
+            let mut shape = ctx.signed(&st, &client_id, full_shape());
             shape.extra = site_fields(ctx.shared, ctx.via_site);
             finish(ctx.shared, ctx.via_site, &mut st, issued, shape)
         })
@@ -299,8 +357,9 @@ fn password(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     let user_id = user.id.clone();
     st.check_user(&user_id)?;
     let scopes = State::grant_scopes(ctx.param("scope"))?;
+    st.count_login(&user_id, now)?;
     let issued = st.issue(&client_id, &user_id, scopes, false, now);
-    let mut shape = full_shape();
+    let mut shape = ctx.signed(&st, &client_id, full_shape());
     shape.extra = site_fields(ctx.shared, ctx.via_site);
     Ok(finish(ctx.shared, ctx.via_site, &mut st, issued, shape))
 }
@@ -322,7 +381,7 @@ fn client_credentials(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     let app = st
         .app(&client_id)
         .ok_or_else(OAuthError::invalid_client_id)?;
-    if app.config.pkce_required {
+    if app.config.needs_pkce() {
         return Err(OAuthError::invalid_grant(
             "no client credentials user enabled",
         ));
@@ -338,6 +397,7 @@ fn client_credentials(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
         .ok_or_else(|| OAuthError::invalid_grant("no client credentials user enabled"))?;
     st.check_user(&user_id)?;
     let scopes = scopes_without_refresh(ctx)?;
+    st.count_login(&user_id, now)?;
     let issued = st.issue(&client_id, &user_id, scopes, false, now);
     let shape = Shape {
         signature: true,
@@ -345,7 +405,9 @@ fn client_credentials(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
         id_token_asked: false,
         // UNCONFIRMED value: the emulator serves the API itself.
         extra: vec![("api_instance_url", Value::from(ctx.shared.base_url.clone()))],
+        signing_secret: None,
     };
+    let shape = ctx.signed(&st, &client_id, shape);
     Ok(finish(ctx.shared, ctx.via_site, &mut st, issued, shape))
 }
 
@@ -438,12 +500,14 @@ fn issue_to_assertion_subject(
     }
     st.check_user(&user_id)?;
     let scopes = scopes_without_refresh(ctx)?;
+    st.count_login(&user_id, now)?;
     let issued = st.issue(client_id, &user_id, scopes, false, now);
     let shape = Shape {
         signature: false,
         id_token_nonce: None,
         id_token_asked: false,
         extra: site_fields(ctx.shared, ctx.via_site),
+        signing_secret: None,
     };
     Ok(finish(ctx.shared, ctx.via_site, st, issued, shape))
 }
@@ -571,13 +635,8 @@ fn device_poll(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     st.check_user(&user_id)?;
     let with_refresh = wants_refresh(&st, &client_id, &scopes);
     let issued = st.issue(&client_id, &user_id, scopes, with_refresh, now);
-    Ok(finish(
-        ctx.shared,
-        ctx.via_site,
-        &mut st,
-        issued,
-        full_shape(),
-    ))
+    let shape = ctx.signed(&st, &client_id, full_shape());
+    Ok(finish(ctx.shared, ctx.via_site, &mut st, issued, shape))
 }
 
 /// Maps a subject token to a user id. The Apex handler of a real org is replaced by a fixed
@@ -643,7 +702,7 @@ fn token_exchange(ctx: &Ctx<'_>) -> Result<Fields, OAuthError> {
     // UNCONFIRMED: a refresh token is issued when the refresh_token scope is asked for.
     let with_refresh = wants_refresh(&st, &client_id, &scopes);
     let issued = st.issue(&client_id, &user_id, scopes, with_refresh, now);
-    let mut shape = full_shape();
+    let mut shape = ctx.signed(&st, &client_id, full_shape());
     shape.extra = vec![("issued_token_type", Value::from(TT_ACCESS))];
     Ok(finish(ctx.shared, ctx.via_site, &mut st, issued, shape))
 }

@@ -44,6 +44,8 @@ pub(crate) struct State {
     pub(crate) tickets: HashMap<String, (String, i64)>,
     /// Refresh tokens with a request in flight (the concurrency lock).
     pub(crate) in_flight: HashSet<String>,
+    /// Granted logins per user id (times in ms, oldest first), for the login rate limit.
+    pub(crate) logins: HashMap<String, std::collections::VecDeque<i64>>,
     pub(crate) counters: Counters,
     pub(crate) faults: Vec<Fault>,
     pub(crate) rng: StdRng,

@@ -12,6 +12,19 @@ pub(crate) struct Org {
     pub(crate) name: String,
     pub(crate) instance_url: Option<String>,
     pub(crate) inactive: bool,
+    /// `OauthOidcSettings.blockOAuthUnPwFlow`.
+    pub(crate) block_password: bool,
+    /// Logins per user per rolling hour; `None` counts none.
+    pub(crate) login_rate_limit: Option<u32>,
+    /// "Enable SOAP API login()".
+    pub(crate) soap_login: bool,
+    pub(crate) sandbox: bool,
+    /// The current My Domain host.
+    pub(crate) my_domain: Option<String>,
+    /// Hosts the org's My Domain had before, oldest first.
+    pub(crate) previous_my_domains: Vec<String>,
+    /// Whether a previous My Domain host redirects to the current one.
+    pub(crate) redirect_previous: bool,
 }
 
 /// A user at runtime.

@@ -273,7 +273,7 @@ impl State {
         if app.blocked {
             return Err(OAuthError::expired_token());
         }
-        let policy = app.config.policy.clone();
+        let policy = app.config.policy.effective();
         if Self::family_expired(&policy, &family, now) {
             self.revoke_family(rt.family);
             return Err(OAuthError::expired_token());
@@ -314,7 +314,8 @@ impl State {
         if at.revoked || now >= at.expires_ms {
             return None;
         }
-        if self.app(&at.client_id).is_none_or(|a| a.blocked) {
+        // A SOAP `login()` session belongs to no app.
+        if !at.client_id.is_empty() && self.app(&at.client_id).is_none_or(|a| a.blocked) {
             return None;
         }
         let user = self.user(&at.user_id)?;
@@ -350,7 +351,7 @@ impl State {
         let live = rt.state == RefreshState::Active
             && !family.revoked
             && !app.blocked
-            && !Self::family_expired(&app.config.policy, family, now)
+            && !Self::family_expired(&app.config.policy.effective(), family, now)
             && self.user(&family.user_id).is_some_and(User::is_active);
         live.then_some(family)
     }
@@ -375,7 +376,7 @@ impl State {
         if family.revoked || app.blocked {
             return RefreshTokenStatus::Revoked;
         }
-        if Self::family_expired(&app.config.policy, family, now) {
+        if Self::family_expired(&app.config.policy.effective(), family, now) {
             return RefreshTokenStatus::Expired;
         }
         if self.check_user(&family.user_id).is_err() {

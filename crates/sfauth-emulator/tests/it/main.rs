@@ -14,6 +14,7 @@ mod faults;
 mod gateway;
 mod grants;
 mod lost_answers;
+mod mandate;
 mod numbers;
 mod policies;
 mod rest_api;
