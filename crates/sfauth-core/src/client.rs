@@ -110,9 +110,19 @@ impl OAuthClient {
         if authenticate {
             match (self.app.client_auth(), self.app.client_secret()) {
                 (ClientAuth::Basic, Some(secret)) => {
-                    let credentials =
-                        format!("{}:{}", self.app.client_id(), secret.expose_secret());
-                    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+                    // RFC 6749 §2.3.1: id and secret are form-urlencoded before base64, so that
+                    // a `:` or non-ASCII in either survives; Salesforce accepts both forms,
+                    // strict servers only this one.
+                    let encode = |text: &str| -> String {
+                        url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+                    };
+                    let credentials = format!(
+                        "{}:{}",
+                        encode(self.app.client_id()),
+                        encode(secret.expose_secret())
+                    );
+                    let encoded =
+                        base64::engine::general_purpose::STANDARD.encode(credentials.as_bytes());
                     builder =
                         builder.header(AUTHORIZATION, sensitive(&format!("Basic {encoded}"))?);
                 }
@@ -309,6 +319,27 @@ mod tests {
 
     /// Borrowed values are form-encoded exactly as the owned ones were: reserved characters in
     /// a secret are percent-encoded, and the client credentials follow the grant's fields.
+    #[test]
+    fn basic_auth_form_urlencodes_id_and_secret_before_base64() {
+        let app = ConnectedApp::new("id:1+é")
+            .with_secret("s&e=c r%t:")
+            .with_client_auth(ClientAuth::Basic);
+        let client = OAuthClient::new(LoginHost::Production, app);
+        let url = url::Url::parse("https://login.salesforce.com/services/oauth2/token").unwrap();
+        let request = client
+            .form_post(&url, vec![("grant_type", "x")], true, RetrySafety::Idempotent)
+            .unwrap();
+        let header = request.headers()[AUTHORIZATION].to_str().unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(header.strip_prefix("Basic ").unwrap())
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(decoded).unwrap(),
+            "id%3A1%2B%C3%A9:s%26e%3Dc+r%25t%3A"
+        );
+        assert_eq!(request.body().as_ref(), b"grant_type=x");
+    }
+
     #[test]
     fn form_post_encodes_borrowed_secrets() {
         let app = ConnectedApp::new("id+1").with_secret("s&e=c r%t");

@@ -1323,8 +1323,13 @@ async fn revoke_post_and_get() {
     let client = client();
     let post = Expect {
         url: "https://login.salesforce.com/services/oauth2/revoke".into(),
+        // RFC 7009 §2.1: a confidential client authenticates its revocations.
         ..Expect::token(
-            &[("token", "5Aep861FakeRefreshTokenValue")],
+            &[
+                ("token", "5Aep861FakeRefreshTokenValue"),
+                ("client_id", CLIENT_ID),
+                ("client_secret", SECRET),
+            ],
             RetrySafety::Idempotent,
         )
     };

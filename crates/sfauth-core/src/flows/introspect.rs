@@ -150,8 +150,10 @@ impl OAuthClient {
         Introspection::from_fields(&fields, response.status().as_u16(), response.body())
     }
 
-    /// Revokes an access or refresh token (`/services/oauth2/revoke`, no client
-    /// authentication). Revoking a refresh token also revokes every access token issued from
+    /// Revokes an access or refresh token (`/services/oauth2/revoke`). With
+    /// [`RevokeMethod::Post`], the app's client authentication is sent when it has a secret
+    /// (RFC 7009 §2.1 requires it of confidential clients; Salesforce accepts it and does not
+    /// need it); a GET carries the token alone. Revoking a refresh token also revokes every access token issued from
     /// it. Any 2xx is success, whatever the body; an error body is read as JSON or form
     /// encoding (`invalid_token`, `unsupported_token_type`).
     pub async fn revoke(
@@ -164,7 +166,7 @@ impl OAuthClient {
             RevokeMethod::Post => self.form_post(
                 &self.endpoints().revoke,
                 vec![("token", token.expose_secret())],
-                false,
+                self.app().client_secret().is_some(),
                 RetrySafety::Idempotent,
             )?,
             RevokeMethod::Get => {
