@@ -1,7 +1,9 @@
 //! Shared helpers for the end-to-end tests in this package.
 //!
-//! Each scenario is its own test target (`cargo test -p sfauth-tests --test NAME`), so one can
-//! be run alone; what several scenarios need lives here: an emulator started with auto-approve,
+//! Each scenario is one file: most are modules of the one `scenarios` target (`cargo test -p
+//! sfauth-tests --test scenarios manager_refresh::` runs one alone), and those that need a
+//! process of their own are targets of their own (see `Cargo.toml`). What several scenarios need
+//! lives here: an emulator started with auto-approve,
 //! a manual clock and a fixed seed ([`Env`]), an [`OAuthClient`] pointed at it as a My Domain,
 //! the production [`ReqwestTransport`], and a plain HTTP client that plays the browser at the
 //! authorize endpoint.

@@ -197,8 +197,8 @@
 //! Besides the wire-level tests of this crate (a closure transport checking each exact request),
 //! every flow and every documented error runs end to end against `sfauth-emulator` over real TCP
 //! through `sfauth-transport`'s `ReqwestTransport`, in the workspace's `tests/` package:
-//! `cargo test -p sfauth-tests --test core_flows` (each flow, the three response formats),
-//! `--test core_errors` (each error kind and cause, faults, retries) and `--test core_hosts`
+//! `cargo test -p sfauth-tests --test scenarios core_flows::` (each flow, the three response
+//! formats), `core_errors::` (each error kind and cause, faults, retries) and `core_hosts::`
 //! (sites, HTTP Basic, expiry).
 //!
 //! # Design notes
