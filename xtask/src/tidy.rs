@@ -8,7 +8,10 @@
 //! - inside every crate, the modules import each other in one direction: no `use crate::…`
 //!   cycle between a crate's top-level modules (what is under `#[cfg(test)]` is not counted);
 //! - the facade's documentation compiles for a user who depends on `sfauth` alone: no doc
-//!   comment of `crates/sfauth` names `sfauth_core`.
+//!   comment of `crates/sfauth` names `sfauth_core`;
+//! - every Rust file under a package's tests directory is compiled: it is a test target's root
+//!   or a module one of them reaches (a test target's file that no target names would never
+//!   run, and nothing else would say so).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -56,6 +59,7 @@ pub(crate) fn run() -> Result<()> {
     dependency_direction(&mut problems)?;
     module_cycles(&root, &mut problems)?;
     facade_docs(&root, &mut problems)?;
+    test_files_compiled(&root, &mut problems)?;
     if problems.is_empty() {
         return Ok(());
     }
@@ -361,6 +365,107 @@ fn facade_docs(root: &Path, problems: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
+/// The source files of every target of every workspace package, from `cargo metadata`.
+fn target_roots() -> Result<Vec<PathBuf>> {
+    let output = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .context("running cargo metadata")?;
+    if !output.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let mut roots = Vec::new();
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        for target in package["targets"].as_array().into_iter().flatten() {
+            if let Some(path) = target["src_path"].as_str() {
+                roots.push(PathBuf::from(path));
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// The files `mod name;` declarations in `file` load, as rustc resolves them: beside a crate
+/// root or `mod.rs`, in a directory named after the file otherwise, or at a `#[path]`.
+fn declared_modules(file: &Path, text: &str, is_root: bool) -> Vec<PathBuf> {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    let base = if is_root || stem == "mod" {
+        dir.to_path_buf()
+    } else {
+        dir.join(stem)
+    };
+    let mut found = Vec::new();
+    let mut path_attribute: Option<String> = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("#[path = \"") {
+            path_attribute = rest.split('"').next().map(str::to_owned);
+            continue;
+        }
+        let declaration = ["mod ", "pub mod ", "pub(crate) mod "]
+            .iter()
+            .find_map(|prefix| line.strip_prefix(prefix))
+            .and_then(|rest| rest.strip_suffix(';'));
+        match (declaration, path_attribute.take()) {
+            (Some(_), Some(path)) => found.push(dir.join(path)),
+            (Some(name), None) => {
+                let flat = base.join(format!("{name}.rs"));
+                found.push(if flat.exists() {
+                    flat
+                } else {
+                    base.join(name).join("mod.rs")
+                });
+            }
+            (None, kept) if line.starts_with("#[") => path_attribute = kept,
+            (None, _) => {}
+        }
+    }
+    found
+}
+
+fn test_files_compiled(root: &Path, problems: &mut Vec<String>) -> Result<()> {
+    let roots = target_roots()?;
+    let mut reached: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut queue: Vec<(PathBuf, bool)> = roots.iter().map(|r| (r.clone(), true)).collect();
+    while let Some((file, is_root)) = queue.pop() {
+        let Ok(canonical) = file.canonicalize() else {
+            continue;
+        };
+        if !reached.insert(canonical.clone()) {
+            continue;
+        }
+        let text = fs::read_to_string(&canonical)
+            .with_context(|| format!("reading {}", canonical.display()))?;
+        queue.extend(
+            declared_modules(&canonical, &text, is_root)
+                .into_iter()
+                .map(|m| (m, false)),
+        );
+    }
+    let mut test_dirs = vec![root.join("tests")];
+    for entry in fs::read_dir(root.join("crates")).context("reading crates/")? {
+        test_dirs.push(entry?.path().join("tests"));
+    }
+    for dir in test_dirs {
+        let mut files = Vec::new();
+        rust_files(&dir, &mut files)?;
+        for file in files {
+            let canonical = file.canonicalize()?;
+            if !reached.contains(&canonical) {
+                problems.push(format!(
+                    "{}: never compiled: no test target names it and no module reaches it",
+                    relative(root, &file)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn relative(root: &Path, path: &Path) -> String {
     path.strip_prefix(root)
         .unwrap_or(path)
@@ -408,6 +513,21 @@ mod tests {
                     // crate::refresh is not named here\n#[cfg(test)]\nuse crate::refresh;\n";
         let found: Vec<String> = crate_references(text, &modules).into_iter().collect();
         assert_eq!(found, ["clock", "engine", "state"]);
+    }
+
+    #[test]
+    fn modules_resolve_beside_roots_and_under_their_files() {
+        let dir = tempfile_dir();
+        let root = dir.join("main.rs");
+        let found = declared_modules(&root, "mod a;\n#[path = \"x/b.rs\"]\nmod b;\n", true);
+        assert_eq!(found, [dir.join("a/mod.rs"), dir.join("x/b.rs")]);
+        let child = dir.join("a.rs");
+        let found = declared_modules(&child, "pub(crate) mod c;\n", false);
+        assert_eq!(found, [dir.join("a/c/mod.rs")]);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        std::env::temp_dir().join("sfauth-tidy-modules-that-do-not-exist")
     }
 
     #[test]
