@@ -260,6 +260,7 @@ mod rest;
 mod routes;
 mod saml;
 mod server;
+mod soap;
 mod state;
 mod token;
 mod versions;

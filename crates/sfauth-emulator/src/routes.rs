@@ -9,7 +9,7 @@ use axum::extract::{Request, State as AxumState};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, any, get};
+use axum::routing::{MethodRouter, any, get, post};
 use tokio::sync::oneshot;
 
 use bytes::{Bytes, BytesMut};
@@ -45,6 +45,11 @@ fn routes() -> Router<Arc<Shared>> {
         .route("/id/keys", get(crate::endpoints::jwks))
         .route("/services/oauth2/id/keys", get(crate::endpoints::jwks))
         .route("/id/{org}/{user}", any(crate::endpoints::identity))
+        .route("/services/Soap/u/{version}", post(crate::soap::partner))
+        .route(
+            "/services/Soap/u/{version}/{org}",
+            post(crate::soap::partner_org),
+        )
         .route(
             "/services/data/{version}/sobjects/{kind}/{id}",
             get(crate::rest::sobject),

@@ -123,10 +123,14 @@ impl State {
         family: Option<u64>,
         now: i64,
     ) -> String {
-        let (org_id, timeout_s) = match (self.user(user_id), self.app(client_id)) {
-            (Some(u), Some(a)) => (u.org_id.clone(), a.config.policy.session_timeout_secs),
-            _ => (String::new(), 7200),
-        };
+        let org_id = self
+            .user(user_id)
+            .map(|u| u.org_id.clone())
+            .unwrap_or_default();
+        // A SOAP `login()` session has no app: the org's default session timeout, 2 hours.
+        let timeout_s = self
+            .app(client_id)
+            .map_or(7200, |a| a.config.policy.session_timeout_secs);
         let token = self.new_access_string(&org_id);
         let timeout_ms = i64::try_from(timeout_s.saturating_mul(1000)).unwrap_or(i64::MAX);
         self.access.insert(

@@ -19,3 +19,4 @@ mod numbers;
 mod policies;
 mod rest_api;
 mod robustness;
+mod soap;
