@@ -646,14 +646,10 @@ async fn retry_never_resends_a_refresh() {
     ] {
         env.emulator
             .inject_fault(Fault::new(Endpoint::Token, kind.clone()).times(1));
-        let before = env.emulator.counters().requests("token");
+        let before = env.token_requests();
         let error = client.refresh(&transport, &token).await.unwrap_err();
         assert!(error.kind().is_retryable(), "{kind:?}: {error}");
-        assert_eq!(
-            env.emulator.counters().requests("token"),
-            before + 1,
-            "{kind:?} was re-sent"
-        );
+        assert_eq!(env.token_requests(), before + 1, "{kind:?} was re-sent");
     }
     // The refresh token was never spent, so it is still the current one.
     let refreshed = client.refresh(&transport, &token).await.unwrap();
@@ -670,7 +666,7 @@ async fn retry_never_resends_a_refresh() {
         .inject_fault(Fault::new(Endpoint::Token, FaultKind::Status(503)).times(2));
     let error = client.client_credentials(&transport).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Transient);
-    assert_eq!(env.emulator.counters().requests("token"), 1);
+    assert_eq!(env.token_requests(), 1);
 }
 
 #[tokio::test]
@@ -689,7 +685,7 @@ async fn retry_does_not_resend_a_code_exchange_either() {
         .await
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Transient);
-    assert_eq!(env.emulator.counters().requests("token"), 1);
+    assert_eq!(env.token_requests(), 1);
     // The code was never redeemed, so it still works once.
     client
         .exchange_code(&transport, &code, request.pkce_verifier.as_ref())
@@ -722,14 +718,14 @@ async fn a_timed_out_refresh_is_not_resent() {
     let error = client.refresh(&transport, &token).await.unwrap_err();
     assert!(matches!(error, Error::Transport(_)), "{error}");
     assert_eq!(error.kind(), ErrorKind::Transient);
-    assert_eq!(env.emulator.counters().requests("token"), 1);
+    assert_eq!(env.token_requests(), 1);
 
     // Nor is a login after a timeout: the transport leaves its retries to its sender.
     env.emulator
         .inject_fault(Fault::new(Endpoint::Token, FaultKind::Hang).times(1));
     let error = client.client_credentials(&transport).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Transient);
-    assert_eq!(env.emulator.counters().requests("token"), 2);
+    assert_eq!(env.token_requests(), 2);
 }
 
 #[tokio::test]

@@ -322,7 +322,7 @@ async fn client_credentials_refused_on_a_login_host() {
         .await
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Config);
-    assert_eq!(env.emulator.counters().requests("token"), 0);
+    assert_eq!(env.token_requests(), 0);
 
     // And the My Domain works on the same emulator.
     let tokens = env

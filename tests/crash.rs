@@ -50,6 +50,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
 use sfauth::oauth::{Cause, ConnectedApp, LoginHost, OAuthClient, TokenKey};
 use sfauth::storage::{Key, Keyring, RecordStatus, TokenRecord, TokenStore};
 use sfauth::{ErrorKind, FileStore, SqliteStore, TokenManager};
@@ -344,7 +346,7 @@ async fn parent(backend: Backend) {
         "crash[{}]: {kills} kills, seed {seed} (SFAUTH_CRASH_SEED={seed} replays it)",
         backend.name()
     );
-    let mut rng = SplitMix(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
 
     let env = Env::start().await.unwrap();
     let client_id = env.creds().client_id.clone();
@@ -374,10 +376,12 @@ async fn parent(backend: Backend) {
     for round in 0..kills {
         let mode = MODES[(round % 3) as usize];
         // One kill in four lands during start-up, the others while the child refreshes.
-        let kill = if rng.below(4) == 0 {
-            Kill::AfterStart(Duration::from_millis(rng.below(STARTUP_WINDOW_MS)))
+        let kill = if rng.random_range(0..4) == 0 {
+            Kill::AfterStart(Duration::from_millis(
+                rng.random_range(0..STARTUP_WINDOW_MS),
+            ))
         } else {
-            Kill::AfterReady(Duration::from_millis(rng.below(KILL_WINDOW_MS)))
+            Kill::AfterReady(Duration::from_millis(rng.random_range(0..KILL_WINDOW_MS)))
         };
         kill_round(&world, &mut tally, round, mode, kill, seed).await;
     }
@@ -843,7 +847,7 @@ async fn resolve_loss(world: &World, lost: &str, facts: &str) -> Duration {
     let again = manager.refresh(&world.key).await.unwrap_err();
     assert_eq!(again.kind(), ErrorKind::ReauthorizationRequired, "{facts}");
     assert_eq!(
-        env.emulator.counters().grant("refresh_token"),
+        env.refresh_grants(),
         after.grant("refresh_token"),
         "{facts}"
     );
@@ -885,21 +889,4 @@ async fn finish(world: &World, tally: &Tally) {
     );
     drop(manager);
     opened.close().await;
-}
-
-/// A small seeded generator (SplitMix64), so that a failing run can be replayed.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
 }

@@ -47,6 +47,16 @@ pub struct Env {
 }
 
 impl Env {
+    /// Every request the emulator's token endpoint received, faulted or not.
+    pub fn token_requests(&self) -> u64 {
+        self.emulator.counters().requests("token")
+    }
+
+    /// Refresh grants the emulator handled (a request answered by an injected fault is not one).
+    pub fn refresh_grants(&self) -> u64 {
+        self.emulator.counters().grant("refresh_token")
+    }
+
     /// An emulator with the seeded org, user and app, auto-approve on, a manual clock starting
     /// now and the fixed [`SEED`].
     pub async fn start() -> Result<Self> {

@@ -132,7 +132,7 @@ async fn an_interrupted_refresh_that_spent_nothing_is_completed() {
         matches!(held, sfauth::Error::RefreshOnHold { .. }),
         "{held:?}"
     );
-    assert_eq!(env.emulator.counters().grant("refresh_token"), 0);
+    assert_eq!(env.refresh_grants(), 0);
     // Once the access token dies (the application sees a 401 and says so), the careful
     // attempt finds the token unspent.
     let stale = manager
@@ -157,13 +157,13 @@ async fn an_interrupted_refresh_that_lost_a_rotation_asks_for_reauthorization() 
     // before saving the answer.
     let (env, store, manager, key) = crashed_mid_refresh(true).await;
 
-    let before = env.emulator.counters().grant("refresh_token");
+    let before = env.refresh_grants();
     let held = manager.refresh(&key).await.unwrap_err();
     assert!(
         matches!(held, sfauth::Error::RefreshOnHold { .. }),
         "{held:?}"
     );
-    assert_eq!(env.emulator.counters().grant("refresh_token"), before);
+    assert_eq!(env.refresh_grants(), before);
     // The access token dies (it survived the lost rotation): nothing is left to lose.
     let stale = manager
         .access_token(&key)
@@ -180,18 +180,18 @@ async fn an_interrupted_refresh_that_lost_a_rotation_asks_for_reauthorization() 
     );
     assert!(error.to_string().contains("may have rotated"), "{error}");
     // One careful attempt, no more: it is the one reuse Salesforce sees, and it ends the family.
-    assert_eq!(env.emulator.counters().grant("refresh_token") - before, 1);
+    assert_eq!(env.refresh_grants() - before, 1);
     assert_eq!(env.emulator.counters().refresh_tokens_reused, 1);
     let record = store.get(&key).await.unwrap().unwrap();
     assert!(matches!(record.status, RecordStatus::ReauthRequired { .. }));
     assert!(record.refresh_in_flight.is_none());
     // Fails fast from now on.
-    let before = env.emulator.counters().requests("token");
+    let before = env.token_requests();
     assert_eq!(
         manager.access_token(&key).await.unwrap_err().kind(),
         ErrorKind::ReauthorizationRequired
     );
-    assert_eq!(env.emulator.counters().requests("token"), before);
+    assert_eq!(env.token_requests(), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,7 +229,7 @@ async fn a_foreign_refresher_in_flight_is_not_raced() {
     assert_eq!(error.kind(), ErrorKind::RefreshInProgress, "{error:?}");
     assert!(foreign.await.unwrap().is_ok());
     // sfauth sent the token once, was told it was busy, and did not send it again.
-    assert_eq!(env.emulator.counters().grant("refresh_token"), 2);
+    assert_eq!(env.refresh_grants(), 2);
     let record = store.get(&key).await.unwrap().unwrap();
     assert!(
         record.refresh_in_flight.is_none(),
@@ -271,7 +271,7 @@ async fn the_lease_of_a_process_that_is_gone_is_taken_over_at_once() {
     // lease over, with a greater fence, and refreshes.
     let token = manager.refresh(&key).await.unwrap();
     assert_eq!(env.query_status_with(&token).await.unwrap(), 200);
-    assert_eq!(env.emulator.counters().grant("refresh_token"), 1);
+    assert_eq!(env.refresh_grants(), 1);
     // The dead holder's writes are fenced off.
     let record = store.get(&key).await.unwrap().unwrap();
     let version = record.version;
@@ -348,5 +348,5 @@ async fn a_waiting_caller_is_told_who_holds_the_lease_and_until_when() {
     let message = error.to_string();
     assert!(message.contains("worker-7 on billing-2"), "{message}");
     assert!(message.contains("until"), "{message}");
-    assert_eq!(env.emulator.counters().grant("refresh_token"), 0);
+    assert_eq!(env.refresh_grants(), 0);
 }

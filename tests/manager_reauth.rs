@@ -27,10 +27,6 @@ async fn secret(manager: &TokenManager, key: &sfauth_core::TokenKey) -> String {
     manager.access_token(key).await.unwrap().secret().to_owned()
 }
 
-fn token_requests(env: &Env) -> u64 {
-    env.emulator.counters().requests("token")
-}
-
 #[tokio::test]
 async fn revocation_sends_one_event_then_fails_fast_until_a_new_login() {
     let env = Env::start().await.unwrap();
@@ -72,7 +68,7 @@ async fn revocation_sends_one_event_then_fails_fast_until_a_new_login() {
     assert!(record.refresh_in_flight.is_none());
 
     // Later calls fail fast, in this process and in a fresh one, without calling Salesforce.
-    let before = token_requests(&env);
+    let before = env.token_requests();
     for _ in 0..100 {
         let error = manager.access_token(&key).await.unwrap_err();
         assert_eq!(error.kind(), ErrorKind::ReauthorizationRequired);
@@ -80,7 +76,7 @@ async fn revocation_sends_one_event_then_fails_fast_until_a_new_login() {
     let other_process = self::manager(&env, store.clone()).await;
     let error = other_process.access_token(&key).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::ReauthorizationRequired);
-    assert_eq!(token_requests(&env), before);
+    assert_eq!(env.token_requests(), before);
 
     let reauth_events: Vec<_> = std::iter::from_fn(|| events.try_recv().ok())
         .filter(|event| matches!(event.kind, EventKind::ReauthRequired { .. }))
@@ -142,7 +138,7 @@ async fn client_credentials_tenants_are_renewed_by_their_flow() {
     assert_ne!(renewed.secret(), first);
     assert_eq!(env.query_status_with(&renewed).await.unwrap(), 200);
     assert_eq!(env.emulator.counters().grant("client_credentials"), 2);
-    assert_eq!(env.emulator.counters().grant("refresh_token"), 0);
+    assert_eq!(env.refresh_grants(), 0);
 }
 
 #[tokio::test]

@@ -41,16 +41,6 @@ async fn manager(env: &Env, store: Arc<dyn TokenStore>, policy: RefreshPolicy) -
         .unwrap()
 }
 
-/// Refresh grants the emulator handled (a request answered by an injected fault is not one).
-fn refreshes(env: &Env) -> u64 {
-    env.emulator.counters().grant("refresh_token")
-}
-
-/// Every request to the token endpoint, faulted or not.
-fn token_requests(env: &Env) -> u64 {
-    env.emulator.counters().requests("token")
-}
-
 /// Rejected refresh requests; reuse of a rotated-out token is one kind, counted apart too.
 fn rejected(env: &Env) -> u64 {
     let counters = env.emulator.counters();
@@ -69,7 +59,7 @@ async fn due_tenant() -> (Env, TokenManager, sfauth_core::TokenKey, u64) {
     let manager = manager(&env, Arc::new(MemoryStore::new()), RefreshPolicy::default()).await;
     let key = env.store_login(&manager, "default").await.unwrap();
     env.emulator.advance(2 * HOUR);
-    let before = refreshes(&env);
+    let before = env.refresh_grants();
     (env, manager, key, before)
 }
 
@@ -96,11 +86,15 @@ async fn ten_thousand_callers_at_expiry_make_one_token_request() {
     }
     let tokens: std::collections::HashSet<String> = callers.join_all().await.into_iter().collect();
 
-    assert_eq!(refreshes(&env) - before, 1, "exactly one token request");
+    assert_eq!(
+        env.refresh_grants() - before,
+        1,
+        "exactly one token request"
+    );
     assert_eq!(tokens.len(), 1, "every caller got the refreshed token");
     // The new token is fresh: another call sends nothing.
     manager.access_token(&key).await.unwrap();
-    assert_eq!(refreshes(&env) - before, 1);
+    assert_eq!(env.refresh_grants() - before, 1);
     assert_eq!(rejected(&env), 0);
 }
 
@@ -134,7 +128,7 @@ async fn invalid_session_triggers_one_refresh_and_one_early_death_teaches_nothin
     assert_eq!(rest::classify(status, &body), RestAuth::SessionExpired);
 
     // Fifty requests failed at once; each reports the token it used.
-    let before = refreshes(&env);
+    let before = env.refresh_grants();
     let mut reports = tokio::task::JoinSet::new();
     for _ in 0..50 {
         let manager = manager.clone();
@@ -150,7 +144,7 @@ async fn invalid_session_triggers_one_refresh_and_one_early_death_teaches_nothin
         });
     }
     let fresh: std::collections::HashSet<String> = reports.join_all().await.into_iter().collect();
-    assert_eq!(refreshes(&env) - before, 1);
+    assert_eq!(env.refresh_grants() - before, 1);
     assert_eq!(fresh.len(), 1);
     assert_ne!(fresh.iter().next().unwrap(), stale.expose_secret());
 
@@ -252,18 +246,18 @@ async fn transient_503s_are_retried_and_the_old_token_keeps_serving() {
         .unwrap()
         .secret()
         .to_owned();
-    let before = token_requests(&env);
+    let before = env.token_requests();
 
     // Two 503s in Salesforce's own words (which prove the token unspent), then success, within
     // one refresh (3 attempts). A bare 503 proves nothing: see manager_gateway.rs.
     env.emulator
         .inject_fault(Fault::new(Endpoint::Token, salesforce_503()).times(2));
     let refreshed = manager.refresh(&key).await.unwrap().secret().to_owned();
-    assert_eq!(token_requests(&env) - before, 3);
+    assert_eq!(env.token_requests() - before, 3);
     assert_ne!(refreshed, original);
 
     // Salesforce down for longer: the refresh fails, the still-valid token is served.
-    let before = token_requests(&env);
+    let before = env.token_requests();
     env.emulator
         .inject_fault(Fault::new(Endpoint::Token, salesforce_503()).times(3));
     let served = manager
@@ -273,11 +267,11 @@ async fn transient_503s_are_retried_and_the_old_token_keeps_serving() {
         .secret()
         .to_owned();
     assert_eq!(served, refreshed);
-    assert_eq!(token_requests(&env) - before, 3);
+    assert_eq!(env.token_requests() - before, 3);
     assert_eq!(manager.stats().served_stale, 1);
     // Within the failure backoff nobody hammers Salesforce.
     manager.access_token(&key).await.unwrap();
-    assert_eq!(token_requests(&env) - before, 3);
+    assert_eq!(env.token_requests() - before, 3);
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let recovered = manager
@@ -287,7 +281,7 @@ async fn transient_503s_are_retried_and_the_old_token_keeps_serving() {
         .secret()
         .to_owned();
     assert_ne!(recovered, refreshed);
-    assert_eq!(token_requests(&env) - before, 4);
+    assert_eq!(env.token_requests() - before, 4);
     assert_eq!(rejected(&env), 0);
 }
 
@@ -364,7 +358,7 @@ async fn the_background_refresher_refreshes_due_and_idle_tenants_then_stops() {
             .concurrency(2),
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while refreshes(&env) == before {
+    while env.refresh_grants() == before {
         assert!(
             std::time::Instant::now() < deadline,
             "the refresher never refreshed"
@@ -373,9 +367,9 @@ async fn the_background_refresher_refreshes_due_and_idle_tenants_then_stops() {
     }
     refresher.shutdown().await;
     // The caller finds a fresh token and sends nothing.
-    let after = refreshes(&env);
+    let after = env.refresh_grants();
     manager.access_token(&due).await.unwrap();
-    assert_eq!(refreshes(&env), after);
+    assert_eq!(env.refresh_grants(), after);
     assert_eq!(after - before, 1, "a fresh token is not refreshed again");
 
     // Keep-alive: a tenant without known expiry, idle longer than the threshold.
@@ -397,7 +391,7 @@ async fn the_background_refresher_refreshes_due_and_idle_tenants_then_stops() {
             .keep_alive_after(Some(Duration::from_millis(100))),
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while refreshes(&idle_env) == 0 {
+    while idle_env.refresh_grants() == 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "keep-alive never refreshed"
@@ -405,10 +399,10 @@ async fn the_background_refresher_refreshes_due_and_idle_tenants_then_stops() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     refresher.shutdown().await;
-    let stopped_at = refreshes(&idle_env);
+    let stopped_at = idle_env.refresh_grants();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        refreshes(&idle_env),
+        idle_env.refresh_grants(),
         stopped_at,
         "nothing runs after shutdown"
     );
@@ -447,9 +441,9 @@ async fn an_org_wide_revocation_teaches_no_session_lifetime() {
     // keeps no five-minute lifetime, so its tenants do not refresh every four minutes from now on.
     let org = tenants[0].0.org_id();
     assert_eq!(manager.learned_lifetime(org), None);
-    let before = refreshes(&env);
+    let before = env.refresh_grants();
     for (key, _) in &tenants {
         manager.access_token(key).await.unwrap();
     }
-    assert_eq!(refreshes(&env), before);
+    assert_eq!(env.refresh_grants(), before);
 }

@@ -107,7 +107,7 @@ async fn a_jwt_tenant_without_its_key_is_a_config_error_that_marks_nothing_and_r
     // leaves the record as it was (no re-authorization mark, no request to Salesforce).
     let (store, builder) = process(&env, &path, &key).await;
     let blind = builder.build().await.unwrap();
-    let requests = env.emulator.counters().requests("token");
+    let requests = env.token_requests();
     // (A JWT bearer answer carries no `issued_at`, so its expiry counts from its arrival: the
     // refresh is asked for explicitly.)
     for _ in 0..2 {
@@ -118,7 +118,7 @@ async fn a_jwt_tenant_without_its_key_is_a_config_error_that_marks_nothing_and_r
             "{error:?}"
         );
     }
-    assert_eq!(env.emulator.counters().requests("token"), requests);
+    assert_eq!(env.token_requests(), requests);
     let record = store.get(&tenant).await.unwrap().unwrap();
     assert_eq!(record.status, RecordStatus::Active);
     let hint = record.renewal.clone().unwrap();
@@ -209,14 +209,14 @@ async fn a_renewal_under_503s_makes_exactly_the_policy_s_attempts_not_their_prod
         .unwrap();
     let tenant = manager.store_tokens(tokens, "integration").await.unwrap();
     catch_up(&env);
-    let before = env.emulator.counters().requests("token");
+    let before = env.token_requests();
     env.emulator
         .inject_fault(Fault::new(Endpoint::Token, FaultKind::Status(503)).times(100));
 
     let error = manager.refresh(&tenant).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
     assert_eq!(
-        env.emulator.counters().requests("token") - before,
+        env.token_requests() - before,
         3,
         "one renewal sends at most the manager's attempts"
     );

@@ -91,6 +91,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
 use sfauth::oauth::flows::AuthorizeParams;
 use sfauth::oauth::http::{
     BodyTruncated, HttpRequest, HttpResponse, HttpTransport, RetrySafety, TransportError,
@@ -729,7 +731,7 @@ async fn rotate_faults(
     seed: u64,
 ) {
     let faults: BTreeMap<FaultPlan, Fault> = SCHEDULE.iter().map(|p| (*p, p.fault())).collect();
-    let mut rng = Rng(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut batch: Vec<FaultPlan> = Vec::new();
     loop {
         {
@@ -739,7 +741,7 @@ async fn rotate_faults(
                 if batch.is_empty() {
                     batch = SCHEDULE.to_vec();
                     for i in (1..batch.len()).rev() {
-                        batch.swap(i, rng.below(i as u64 + 1) as usize);
+                        batch.swap(i, rng.random_range(0..=i));
                     }
                 }
                 let plan = batch.pop().unwrap();
@@ -810,23 +812,6 @@ impl Admin {
             )
             .await;
         answer["result"].as_str().unwrap_or("?").to_owned()
-    }
-}
-
-/// splitmix64: the test's own seeded generator (no `rand` in this package).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
     }
 }
 
@@ -1248,13 +1233,16 @@ fn count_panics() {
 }
 
 async fn worker(ctx: Arc<Ctx>, seed: u64, deadline: Instant) {
-    let mut rng = Rng(seed);
-    let tenants = ctx.keys.len() as u64;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let tenants = ctx.keys.len().max(1);
     while Instant::now() < deadline {
-        let t = rng.below(tenants) as usize;
+        let t = rng.random_range(0..tenants);
         let result = ctx.api_call(t).await;
         ctx.account(t, result).await;
-        tokio::time::sleep(Duration::from_millis(rng.below(2 * WORKER_PAUSE_MS))).await;
+        tokio::time::sleep(Duration::from_millis(
+            rng.random_range(0..2 * WORKER_PAUSE_MS),
+        ))
+        .await;
     }
 }
 
