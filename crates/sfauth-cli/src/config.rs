@@ -258,9 +258,25 @@ pub(crate) fn app(
     ask: bool,
     redirect_uri: Option<&str>,
 ) -> Result<ConnectedApp> {
+    let secret = secret(CLIENT_SECRET_ENV, "connected app secret", ask)?;
+    app_with(
+        client_id,
+        basic_auth,
+        secret.as_ref().map(|s| s.as_str()),
+        redirect_uri,
+    )
+}
+
+/// The connected app for `client_id` with `secret`, and the redirect URI if any.
+pub(crate) fn app_with(
+    client_id: &str,
+    basic_auth: bool,
+    secret: Option<&str>,
+    redirect_uri: Option<&str>,
+) -> Result<ConnectedApp> {
     let mut app = ConnectedApp::new(client_id);
-    if let Some(secret) = secret(CLIENT_SECRET_ENV, "connected app secret", ask)? {
-        app = app.with_secret(secret.as_str());
+    if let Some(secret) = secret {
+        app = app.with_secret(secret);
     }
     if basic_auth {
         app = app.with_client_auth(ClientAuth::Basic);

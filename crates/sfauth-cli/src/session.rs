@@ -12,7 +12,7 @@ use sfauth::{RefreshPolicy, Renewal, TokenManager};
 
 use crate::config::{self, FileConfig};
 use crate::error::{CliError, Result};
-use crate::store::{Flow, Resolved, Store};
+use crate::store::{Access, Flow, Resolved, Store};
 
 /// The global options, merged with the config file.
 pub(crate) struct Context {
@@ -21,9 +21,14 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    /// Opens the store of `--store`, `SFAUTH_STORE` or the config file.
-    pub(crate) async fn open_store(&self) -> Result<Store> {
-        Store::open(self.store_url.as_deref().or(self.file.store.as_deref())).await
+    /// Opens the store of `--store`, `SFAUTH_STORE` or the config file, for reading (which
+    /// creates nothing) or writing.
+    pub(crate) async fn open_store(&self, access: Access) -> Result<Store> {
+        Store::open(
+            self.store_url.as_deref().or(self.file.store.as_deref()),
+            access,
+        )
+        .await
     }
 
     /// The alias given, or the configured default.
@@ -53,14 +58,24 @@ pub(crate) fn policy() -> RefreshPolicy {
         .backoff(Duration::from_millis(200))
 }
 
-/// The OAuth client of an alias: its host and app, the secret from the environment.
+/// The OAuth client of an alias: its host and app, with the secret stored with the login, else
+/// the one in `SFAUTH_CLIENT_SECRET` (so that logins of two connected apps each refresh with
+/// their own).
 pub(crate) fn client_for(resolved: &Resolved, file: &FileConfig) -> Result<OAuthClient> {
-    let app = config::app(
-        &resolved.meta.client_id,
-        resolved.meta.basic_auth,
-        false,
-        None,
-    )?;
+    let app = match &resolved.client_secret {
+        Some(secret) => config::app_with(
+            &resolved.meta.client_id,
+            resolved.meta.basic_auth,
+            Some(secret.expose_secret()),
+            None,
+        )?,
+        None => config::app(
+            &resolved.meta.client_id,
+            resolved.meta.basic_auth,
+            false,
+            None,
+        )?,
+    };
     Ok(OAuthClient::new(resolved.meta.host.clone(), app)
         .with_session_timeout(file.session_timeout()))
 }

@@ -1,45 +1,64 @@
-//! The token store selected by `--store`, and the alias metadata kept beside it.
+//! The token store selected by `--store`, and the per-alias settings kept in each record.
 //!
-//! | `--store` | backend | key file | alias metadata |
-//! |---|---|---|---|
-//! | (none) | SQLite at `SqliteStore::default_path()` | `tokens.key` beside it | `tokens.aliases.json` beside it |
-//! | `sqlite://PATH` | SQLite at `PATH` | `<stem>.key` beside it | `<stem>.aliases.json` beside it |
-//! | `file://DIR` | `FileStore` in `DIR` | `DIR/tokens.key` | `DIR/aliases.json` |
-//! | `redis://HOST`, `rediss://HOST` | `RedisStore` (see [`shared`]) | `SFAUTH_STORE_KEY` only | in the user data directory |
-//! | `postgres://HOST/DB`, `postgresql://HOST/DB` | `PostgresStore` (see [`shared`]) | `SFAUTH_STORE_KEY` only | in the user data directory |
+//! | `--store` | backend | key file |
+//! |---|---|---|
+//! | (none) | SQLite at `SqliteStore::default_path()` | `tokens.db.key` beside it |
+//! | `sqlite://PATH` | SQLite at `PATH` | `PATH.key` (the file's whole name, so `t.db` and `t.sqlite` never share) |
+//! | `file://DIR` | `FileStore` in `DIR` | `DIR/tokens.key` |
+//! | `redis://HOST`, `rediss://HOST` | `RedisStore` (see [`shared`]) | `SFAUTH_STORE_KEY` only |
+//! | `postgres://HOST/DB`, `postgresql://HOST/DB` | `PostgresStore` (see [`shared`]) | `SFAUTH_STORE_KEY` only |
 //!
 //! `SFAUTH_STORE_KEY` (base64 of 32 bytes) replaces the key file.
 //!
-//! The alias is the `TokenKey` label of the stored record. The metadata file keeps, per alias,
-//! what a later refresh needs and the record cannot say: the login host with any overridden
-//! endpoints, the client id, the flow (to name the right `sfauth login` command), the username,
-//! and for the JWT flow the key file's path (never the key). It holds no secret. A record with
-//! no metadata (written by a program using the library) still works: its host and client id
-//! come from its key.
+//! The alias is the `TokenKey` label of the stored record. What a later refresh needs and the
+//! key cannot say (the login host with any overridden endpoints, the client id, the flow, the
+//! username, the JWT key file's path, and the connected app's secret when one was given) is
+//! kept in the record's sealed metadata, so it is written in the same compare-and-swap as the
+//! tokens: parallel logins cannot lose each other's settings, and every machine sharing a store
+//! sees them. A record with no such metadata (written by a program using the library) still
+//! works: its host and client id come from its key.
+//!
+//! Earlier versions kept the settings in an alias file beside the store (`<stem>.aliases.json`,
+//! `DIR/aliases.json`, or a file per shared store in the user data directory), and the key of
+//! `PATH` in `<stem>.key`. Opening a store folds such an alias file into the records and renames
+//! it `*.migrated`; an SQLite store that exists without `PATH.key` still opens with `<stem>.key`,
+//! and a write copies it to `PATH.key`.
+//!
+//! Opening for reading never creates anything: a store that does not exist reads as empty, and
+//! no key file is made. A store that holds logins but whose key file is gone is an error that
+//! says how to fix it, never a new key.
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sfauth::STORE_KEY_ENV;
-use sfauth::oauth::{LoginHost, TokenKey};
+use sfauth::oauth::{LoginHost, SecretValue, TokenKey, TokenSet};
 use sfauth::storage::{
-    FileStore, Key, Keyring, ListQuery, SqliteStore, TokenRecord, TokenStore, TokenStoreExt as _,
+    ErrorKind as StoreErrorKind, FileStore, Key, Keyring, ListQuery, MemoryStore, Metadata,
+    RecordStatus, SqliteStore, TokenRecord, TokenStore, TokenStoreExt as _,
 };
 
 use crate::error::{CliError, Result};
 
 mod shared;
 
-/// An opened store and where its companions live.
+/// Whether a command only reads the store or may write it: a read never creates the store or
+/// its key file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    Write,
+}
+
+/// An opened store.
 pub(crate) struct Store {
     pub(crate) store: Arc<dyn TokenStore>,
     /// Where the store is, for messages.
     pub(crate) location: String,
-    meta_path: PathBuf,
 }
 
 /// How a login was made, for the metadata and for the fix in error messages.
@@ -95,10 +114,11 @@ pub(crate) struct JwtRenewal {
     pub(crate) audience: Option<String>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct MetaFile {
-    version: u32,
-    aliases: BTreeMap<String, AliasMeta>,
+/// The file an earlier version kept the alias settings in; read only to migrate it.
+#[derive(Debug, Default, Deserialize)]
+struct LegacyAliasFile {
+    #[serde(default)]
+    aliases: std::collections::BTreeMap<String, AliasMeta>,
 }
 
 /// One alias resolved to its record key and connection settings.
@@ -107,11 +127,156 @@ pub(crate) struct Resolved {
     pub(crate) alias: String,
     pub(crate) key: TokenKey,
     pub(crate) meta: AliasMeta,
+    /// The connected app's secret stored with the login, if one was given at login.
+    pub(crate) client_secret: Option<SecretValue>,
+}
+
+// The names of the CLI's entries in a record's metadata.
+const LOGIN_HOST: &str = "login_host";
+const CLIENT_ID: &str = "client_id";
+const FLOW: &str = "flow";
+const BASIC_AUTH: &str = "basic_auth";
+const USERNAME: &str = "username";
+const JWT_KEY_FILE: &str = "jwt_key_file";
+const JWT_USERNAME: &str = "jwt_username";
+const JWT_AUDIENCE: &str = "jwt_audience";
+/// The secret entry: the connected app's client secret.
+const CLIENT_SECRET: &str = "client_secret";
+
+impl AliasMeta {
+    /// Writes these settings into `metadata`, replacing any the CLI wrote before.
+    fn write_to(&self, metadata: &mut Metadata) -> Result<()> {
+        for name in [
+            LOGIN_HOST,
+            CLIENT_ID,
+            FLOW,
+            BASIC_AUTH,
+            USERNAME,
+            JWT_KEY_FILE,
+            JWT_USERNAME,
+            JWT_AUDIENCE,
+        ] {
+            metadata.remove(name);
+        }
+        let host = serde_json::to_string(&self.host)
+            .map_err(|e| CliError::other(format!("cannot encode the login host ({e})")))?;
+        let mut entries = vec![
+            (LOGIN_HOST, host),
+            (CLIENT_ID, self.client_id.clone()),
+            (FLOW, self.flow.name().to_owned()),
+            (BASIC_AUTH, self.basic_auth.to_string()),
+        ];
+        entries.extend(self.username.clone().map(|u| (USERNAME, u)));
+        if let Some(jwt) = &self.jwt {
+            entries.push((JWT_KEY_FILE, jwt.key_file.display().to_string()));
+            entries.push((JWT_USERNAME, jwt.username.clone()));
+            entries.extend(jwt.audience.clone().map(|a| (JWT_AUDIENCE, a)));
+        }
+        for (name, value) in entries {
+            metadata.set(name, value).map_err(|e| {
+                CliError::usage(format!(
+                    "the {name} of this login cannot be stored ({e}): shorten it"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The settings the CLI stored in `record`, if it stored any.
+    fn read_from(record: &TokenRecord) -> Option<Self> {
+        let metadata = &record.metadata;
+        let host: LoginHost = serde_json::from_str(metadata.get(LOGIN_HOST)?).ok()?;
+        let flow = Flow::from_name(metadata.get(FLOW)?)?;
+        let jwt = match (metadata.get(JWT_KEY_FILE), metadata.get(JWT_USERNAME)) {
+            (Some(file), Some(username)) => Some(JwtRenewal {
+                key_file: PathBuf::from(file),
+                username: username.to_owned(),
+                audience: metadata.get(JWT_AUDIENCE).map(str::to_owned),
+            }),
+            _ => None,
+        };
+        Some(Self {
+            key: record.key.to_string(),
+            host,
+            client_id: metadata.get(CLIENT_ID)?.to_owned(),
+            flow,
+            basic_auth: metadata.get(BASIC_AUTH) == Some("true"),
+            username: metadata.get(USERNAME).map(str::to_owned),
+            jwt,
+        })
+    }
+}
+
+impl Flow {
+    /// The stored name, as in the alias files of earlier versions.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Web => "web",
+            Self::Jwt => "jwt",
+            Self::Device => "device",
+            Self::ClientCredentials => "client-credentials",
+            Self::Password => "password",
+            Self::TokenExchange => "token-exchange",
+            Self::Import => "import",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [
+            Self::Web,
+            Self::Jwt,
+            Self::Device,
+            Self::ClientCredentials,
+            Self::Password,
+            Self::TokenExchange,
+            Self::Import,
+        ]
+        .into_iter()
+        .find(|flow| flow.name() == name)
+    }
+}
+
+/// The settings the CLI stored with `record`, if any (a record written by a program using the
+/// library has none).
+pub(crate) fn stored_meta(record: &TokenRecord) -> Option<AliasMeta> {
+    AliasMeta::read_from(record)
+}
+
+/// The settings of `record`: those stored with it, else what its key says.
+pub(crate) fn meta_of(record: &TokenRecord) -> Result<AliasMeta> {
+    match AliasMeta::read_from(record) {
+        Some(meta) => Ok(meta),
+        None => meta_from_key(&record.key, Flow::Web),
+    }
+}
+
+/// The connected app's secret stored with `record`, if any.
+pub(crate) fn secret_of(record: &TokenRecord) -> Option<SecretValue> {
+    record.metadata.secret(CLIENT_SECRET).map(SecretValue::new)
+}
+
+/// Where an SQLite store's key lives: the database file's whole name plus `.key`.
+fn sqlite_key_file(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".key");
+    path.with_file_name(name)
+}
+
+/// `<stem>.<suffix>` beside `path`: where earlier versions kept the key and the alias file.
+fn stem_file(path: &Path, suffix: &str) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "tokens".to_owned());
+    path.with_file_name(format!("{stem}.{suffix}"))
 }
 
 impl Store {
     /// Opens the store named by `url` (`None`: the default SQLite store).
-    pub(crate) async fn open(url: Option<&str>) -> Result<Self> {
+    pub(crate) async fn open(url: Option<&str>, access: Access) -> Result<Self> {
         let url = url.map(str::trim).filter(|u| !u.is_empty());
         let (scheme, rest) = match url {
             None => ("sqlite", None),
@@ -124,7 +289,7 @@ impl Store {
                 }
             },
         };
-        match scheme {
+        let (opened, legacy_aliases) = match scheme {
             "sqlite" => {
                 let path = match rest {
                     Some(path) if !path.is_empty() => PathBuf::from(path),
@@ -133,19 +298,39 @@ impl Store {
                     })?,
                 };
                 let location = format!("sqlite://{}", path.display());
-                let stem = path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "tokens".to_owned());
-                let keyring = keyring(&path.with_file_name(format!("{stem}.key")), &location)?;
+                let exists = match std::fs::metadata(&path) {
+                    Ok(meta) if meta.is_file() => true,
+                    Ok(_) => {
+                        return Err(CliError::usage(format!(
+                            "--store {location} is not a database file: give the path of an SQLite file (it is created on the first login)"
+                        )));
+                    }
+                    Err(_) => false,
+                };
+                if !exists && access == Access::Read {
+                    return Ok(Self::empty(location));
+                }
+                let key_file = sqlite_key_file(&path);
+                // Stores made by earlier versions have their key under the stem's name. It is
+                // only adopted when the database already exists: a new `t.sqlite` beside an
+                // old `t.db` gets a key of its own.
+                let legacy_key = stem_file(&path, "key");
+                let legacy = (exists && !key_file.exists() && legacy_key.exists())
+                    .then_some(legacy_key.as_path());
+                let keyring = local_keyring(&key_file, legacy, &location, access, async {
+                    SqliteStore::open(&path, Keyring::new(Key::generate()))
+                        .await
+                        .map(|s| Arc::new(s) as Arc<dyn TokenStore>)
+                })
+                .await?;
                 let store = SqliteStore::open(&path, keyring)
                     .await
                     .map_err(|e| CliError::store(&e, "opening it", &location))?;
-                Ok(Self {
+                let store = Self {
                     store: Arc::new(store),
                     location,
-                    meta_path: path.with_file_name(format!("{stem}.aliases.json")),
-                })
+                };
+                (store, Some(stem_file(&path, "aliases.json")))
             }
             "file" => {
                 let dir = PathBuf::from(rest.unwrap_or_default());
@@ -155,70 +340,173 @@ impl Store {
                     ));
                 }
                 let location = format!("file://{}", dir.display());
+                let exists = dir.is_dir();
+                if !exists && access == Access::Read {
+                    return Ok(Self::empty(location));
+                }
                 // The directory is not created here: the key file and FileStore create it (and
                 // its missing parents) with mode 0700, which a plain create_dir_all would not.
-                let keyring = keyring(&dir.join("tokens.key"), &location)?;
+                let keyring =
+                    local_keyring(&dir.join("tokens.key"), None, &location, access, async {
+                        FileStore::open(&dir, Keyring::new(Key::generate()))
+                            .map(|s| Arc::new(s) as Arc<dyn TokenStore>)
+                    })
+                    .await?;
                 let store = FileStore::open(&dir, keyring)
                     .map_err(|e| CliError::store(&e, "opening it", &location))?;
-                Ok(Self {
+                let store = Self {
                     store: Arc::new(store),
                     location,
-                    meta_path: dir.join("aliases.json"),
-                })
+                };
+                (store, Some(dir.join("aliases.json")))
             }
             "redis" | "rediss" | "postgres" | "postgresql" => {
                 // `url` is `Some` here: the default store is SQLite.
-                Self::open_shared(url.unwrap_or_default(), scheme).await
+                Self::open_shared(url.unwrap_or_default(), scheme).await?
             }
-            other => Err(CliError::usage(format!(
-                "unknown token store scheme {other}://: use sqlite://PATH, file://DIR, redis://HOST or postgres://HOST/DB"
-            ))),
-        }
-    }
-
-    fn read_meta(&self) -> Result<MetaFile> {
-        match std::fs::read(&self.meta_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                CliError::other(format!(
-                    "the alias file {} is damaged ({e}): fix or remove it (logins stay in the store)",
-                    self.meta_path.display()
-                ))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(MetaFile {
-                version: 1,
-                aliases: BTreeMap::new(),
-            }),
-            Err(e) => Err(CliError::other(format!(
-                "cannot read the alias file {} ({e}): check its permissions",
-                self.meta_path.display()
-            ))),
-        }
-    }
-
-    fn write_meta(&self, meta: &MetaFile) -> Result<()> {
-        let failed = |e: &dyn std::fmt::Display| {
-            CliError::other(format!(
-                "cannot write the alias file {} ({e}): check the store directory's permissions",
-                self.meta_path.display()
-            ))
+            other => {
+                return Err(CliError::usage(format!(
+                    "unknown token store scheme {other}://: use sqlite://PATH, file://DIR, redis://HOST or postgres://HOST/DB"
+                )));
+            }
         };
-        let bytes = serde_json::to_vec_pretty(meta).map_err(|e| failed(&e))?;
-        write_atomic(&self.meta_path, &bytes).map_err(|e| failed(&e))
+        if let Some(file) = legacy_aliases.filter(|file| file.is_file()) {
+            opened.migrate_alias_file(&file).await?;
+        }
+        Ok(opened)
     }
 
-    /// Remembers `meta` for `alias`.
-    pub(crate) fn set_alias(&self, alias: &str, meta: AliasMeta) -> Result<()> {
-        let mut file = self.read_meta()?;
-        file.version = 1;
-        file.aliases.insert(alias.to_owned(), meta);
-        self.write_meta(&file)
+    /// A store that does not exist, as a read sees it: empty, and nothing created.
+    fn empty(location: String) -> Self {
+        Self {
+            store: Arc::new(MemoryStore::new()),
+            location,
+        }
     }
 
-    /// Forgets `alias`'s metadata.
-    pub(crate) fn remove_alias(&self, alias: &str) -> Result<()> {
-        let mut file = self.read_meta()?;
-        if file.aliases.remove(alias).is_some() {
-            self.write_meta(&file)?;
+    /// Folds the alias file of an earlier version into the records it names, then renames it
+    /// `*.migrated` (kept, not deleted: it is the only copy of entries whose login is gone).
+    /// Entries whose record already holds settings are left alone: the record is newer.
+    async fn migrate_alias_file(&self, file: &Path) -> Result<()> {
+        let text = std::fs::read(file).map_err(|e| {
+            CliError::other(format!(
+                "cannot read the alias file {} of an earlier version ({e}): check its permissions, or move it away (logins stay in the store)",
+                file.display()
+            ))
+        })?;
+        let legacy: LegacyAliasFile = serde_json::from_slice(&text).map_err(|e| {
+            CliError::other(format!(
+                "the alias file {} of an earlier version is damaged ({e}): fix it, or move it away (logins stay in the store)",
+                file.display()
+            ))
+        })?;
+        let mut folded = 0usize;
+        let mut missing = 0usize;
+        for (alias, meta) in &legacy.aliases {
+            let Ok(key) = meta.key.parse::<TokenKey>() else {
+                missing = missing.saturating_add(1);
+                continue;
+            };
+            if key.label() != alias {
+                missing = missing.saturating_add(1);
+                continue;
+            }
+            loop {
+                let record = match self.store.get(&key).await {
+                    Ok(Some(record)) => record,
+                    Ok(None) => {
+                        missing = missing.saturating_add(1);
+                        break;
+                    }
+                    Err(e) => {
+                        return Err(CliError::store(
+                            &e,
+                            "moving the alias file's settings into the store",
+                            &self.location,
+                        ));
+                    }
+                };
+                if AliasMeta::read_from(&record).is_some() {
+                    break;
+                }
+                let expected = record.version;
+                let mut updated = record;
+                meta.write_to(&mut updated.metadata)?;
+                match self.store.put(updated, expected, None).await {
+                    Ok(_) => {
+                        folded = folded.saturating_add(1);
+                        break;
+                    }
+                    Err(e) if e.kind() == StoreErrorKind::Conflict => continue,
+                    Err(e) => {
+                        return Err(CliError::store(
+                            &e,
+                            "moving the alias file's settings into the store",
+                            &self.location,
+                        ));
+                    }
+                }
+            }
+        }
+        let mut renamed = file.as_os_str().to_os_string();
+        renamed.push(".migrated");
+        let renamed = PathBuf::from(renamed);
+        std::fs::rename(file, &renamed).map_err(|e| {
+            CliError::other(format!(
+                "moved the settings of {folded} alias(es) into the store, but cannot rename {} ({e}): move it away by hand",
+                file.display()
+            ))
+        })?;
+        eprintln!(
+            "note: moved the settings of {folded} alias(es) from {} into the store {}{}; the old file is kept as {}",
+            file.display(),
+            self.location,
+            if missing > 0 {
+                format!(" ({missing} named no login in this store)")
+            } else {
+                String::new()
+            },
+            renamed.display()
+        );
+        Ok(())
+    }
+
+    /// Checks that the store opens with its key and takes writes, before a login asks
+    /// Salesforce for tokens it could not keep.
+    pub(crate) async fn check_writable(&self) -> Result<()> {
+        self.store
+            .list(&ListQuery::new().limit(1))
+            .await
+            .map_err(|e| CliError::store(&e, "checking it before the login", &self.location))?;
+        // A lease on a key no login has is a write that leaves no record behind.
+        let identity = "https://login.salesforce.com/id/00D000000000001AAA/005000000000001AAA"
+            .parse()
+            .map_err(|_| CliError::other("the store check's identity does not parse"))?;
+        let probe = TokenKey::new(
+            &LoginHost::Production,
+            &identity,
+            "sfauth-cli",
+            "write-check",
+        );
+        let holder = format!("sfauth-login-check-{}", std::process::id());
+        for _ in 0..3 {
+            let lease = self
+                .store
+                .try_acquire(&probe, &holder, Duration::from_millis(100))
+                .await
+                .map_err(|e| {
+                    CliError::store(
+                        &e,
+                        "checking it can be written before the login",
+                        &self.location,
+                    )
+                })?;
+            if let Some(lease) = lease {
+                let _ = self.store.release(&lease).await;
+                return Ok(());
+            }
+            // Another login's check holds the probe for a moment.
+            tokio::time::sleep(Duration::from_millis(120)).await;
         }
         Ok(())
     }
@@ -231,30 +519,57 @@ impl Store {
             .map_err(|e| CliError::store(&e, "listing logins", &self.location))
     }
 
-    /// The metadata of every alias.
-    pub(crate) fn aliases(&self) -> Result<BTreeMap<String, AliasMeta>> {
-        Ok(self.read_meta()?.aliases)
-    }
-
-    /// The record key and settings of `alias`. The store is listed only when the alias has no
-    /// usable metadata, so that `sfauth token` reads one record.
+    /// The record key and settings of `alias`.
     pub(crate) async fn resolve(&self, alias: &str) -> Result<Resolved> {
-        if let Some(resolved) = resolve_by_meta(alias, self.aliases()?.remove(alias)) {
-            return Ok(resolved);
-        }
-        resolve_by_records(alias, &self.records().await?, &self.location)
+        resolve_in(alias, &self.records().await?, &self.location)
     }
 
-    /// Every stored record and every alias's metadata, read once: for the commands that work
-    /// on many aliases, which would otherwise read both again for each.
+    /// Every stored record, read once: for the commands that work on many aliases.
     pub(crate) async fn logins(&self) -> Result<Logins> {
-        let aliases = self.aliases()?;
         let records = self.records().await?;
         Ok(Logins {
-            aliases,
             records,
             location: self.location.clone(),
         })
+    }
+
+    /// Stores a login's `tokens` under `key` with its settings and secret, replacing what the
+    /// record held (tokens, status, in-flight mark, settings) in one compare-and-swap, so that
+    /// tokens and settings can never belong to different logins.
+    pub(crate) async fn save_login(
+        &self,
+        key: &TokenKey,
+        mut tokens: TokenSet,
+        meta: &AliasMeta,
+        client_secret: Option<&str>,
+        session_timeout: Duration,
+    ) -> std::result::Result<(), sfauth::storage::Error> {
+        let now = SystemTime::now();
+        tokens.apply_session_timeout(session_timeout, now);
+        loop {
+            let existing = self.store.get(key).await?;
+            let expected = existing.as_ref().map(|record| record.version);
+            let mut record =
+                existing.unwrap_or_else(|| TokenRecord::new(key.clone(), tokens.clone(), now));
+            record.tokens = tokens.clone();
+            record.status = RecordStatus::Active;
+            record.refresh_in_flight = None;
+            record.last_refreshed_at = Some(now);
+            meta.write_to(&mut record.metadata)
+                .map_err(|e| sfauth::storage::Error::new(StoreErrorKind::Config, e.message))?;
+            match client_secret {
+                Some(secret) => record.metadata.set_secret(CLIENT_SECRET, secret)?,
+                None => {
+                    record.metadata.remove_secret(CLIENT_SECRET);
+                }
+            }
+            match self.store.save(record, expected).await {
+                Ok(_) => return Ok(()),
+                // Somebody else wrote it between the read and the save: read again.
+                Err(e) if e.kind() == StoreErrorKind::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Removes the record of `key` and any other record holding `alias`, except `keep`.
@@ -271,9 +586,8 @@ impl Store {
     }
 }
 
-/// A snapshot of the store's records and alias metadata, from [`Store::logins`].
+/// A snapshot of the store's records, from [`Store::logins`].
 pub(crate) struct Logins {
-    aliases: BTreeMap<String, AliasMeta>,
     /// Every stored record.
     pub(crate) records: Vec<TokenRecord>,
     location: String,
@@ -282,40 +596,19 @@ pub(crate) struct Logins {
 impl Logins {
     /// The record key and settings of `alias`, as [`Store::resolve`] finds them.
     pub(crate) fn resolve(&self, alias: &str) -> Result<Resolved> {
-        if let Some(resolved) = resolve_by_meta(alias, self.aliases.get(alias).cloned()) {
-            return Ok(resolved);
-        }
-        resolve_by_records(alias, &self.records, &self.location)
-    }
-
-    /// The metadata of `record`'s alias, if it names this record.
-    pub(crate) fn meta_of(&self, record: &TokenRecord) -> Option<&AliasMeta> {
-        self.aliases
-            .get(record.key.label())
-            .filter(|meta| meta.key == record.key.to_string())
+        resolve_in(alias, &self.records, &self.location)
     }
 }
 
-/// `alias` resolved from its metadata, if it has metadata with a usable key.
-fn resolve_by_meta(alias: &str, meta: Option<AliasMeta>) -> Option<Resolved> {
-    let meta = meta?;
-    let key = meta.key.parse::<TokenKey>().ok()?;
-    Some(Resolved {
-        alias: alias.to_owned(),
-        key,
-        meta,
-    })
-}
-
-/// `alias` resolved from the one record labelled with it: a record stored by a program using
-/// the library, or imported without metadata.
-fn resolve_by_records(alias: &str, records: &[TokenRecord], location: &str) -> Result<Resolved> {
+/// `alias` resolved from the one record labelled with it.
+fn resolve_in(alias: &str, records: &[TokenRecord], location: &str) -> Result<Resolved> {
     let mut found = records.iter().filter(|record| record.key.label() == alias);
     match (found.next(), found.next()) {
         (Some(record), None) => Ok(Resolved {
             alias: alias.to_owned(),
             key: record.key.clone(),
-            meta: meta_from_key(&record.key, Flow::Web)?,
+            meta: meta_of(record)?,
+            client_secret: secret_of(record),
         }),
         (None, _) => Err(CliError::usage(format!(
             "no login named {alias} in {location}: run `sfauth login web --alias {alias}`, or `sfauth list` to see the aliases"
@@ -362,7 +655,18 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn keyring(key_file: &Path, location: &str) -> Result<Keyring> {
+/// The keyring of a local store whose key file is `key_file` (or, for a store of an earlier
+/// version, `legacy`). A missing key is made only for a store that holds no login yet and only
+/// when writing: a key made for a store full of logins would seal new logins with it, and the
+/// old ones could never be opened again. `probe` opens the store with a throwaway key to see
+/// whether it holds any login.
+async fn local_keyring(
+    key_file: &Path,
+    legacy: Option<&Path>,
+    location: &str,
+    access: Access,
+    probe: impl std::future::Future<Output = sfauth::storage::Result<Arc<dyn TokenStore>>>,
+) -> Result<Keyring> {
     if std::env::var_os(STORE_KEY_ENV).is_some() {
         return Keyring::from_env(STORE_KEY_ENV).map_err(|e| {
             CliError::usage(format!(
@@ -370,7 +674,67 @@ fn keyring(key_file: &Path, location: &str) -> Result<Keyring> {
             ))
         });
     }
-    Key::load_or_create(key_file)
-        .map(Keyring::new)
-        .map_err(|e| CliError::store(&e, "loading its key file", location))
+    let load = |path: &Path| {
+        Key::from_file(path).map_err(|e| CliError::store(&e, "loading its key file", location))
+    };
+    if key_file.exists() {
+        return load(key_file).map(Keyring::new);
+    }
+    if let Some(legacy) = legacy {
+        let key = load(legacy)?;
+        if access == Access::Write {
+            copy_key(legacy, key_file, location)?;
+        }
+        return Ok(Keyring::new(key));
+    }
+    let store = probe
+        .await
+        .map_err(|e| CliError::store(&e, "opening it", location))?;
+    let holds_logins = match store.list(&ListQuery::new().limit(1)).await {
+        Ok(page) => !page.records.is_empty(),
+        Err(e) if matches!(e.kind(), StoreErrorKind::WrongKey | StoreErrorKind::Corrupt) => true,
+        Err(e) => return Err(CliError::store(&e, "opening it", location)),
+    };
+    if holds_logins {
+        return Err(CliError::other(format!(
+            "the token store at {location} holds logins but its key file {} is missing: restore the key file from a backup (or set {STORE_KEY_ENV} to the key); to start over instead, move the store away. No new key was made, so nothing was sealed with the wrong one",
+            key_file.display()
+        )));
+    }
+    match access {
+        // Nothing to open: a throwaway key reads the empty store, and no file is made.
+        Access::Read => Ok(Keyring::new(Key::generate())),
+        Access::Write => Key::load_or_create(key_file)
+            .map(Keyring::new)
+            .map_err(|e| CliError::store(&e, "creating its key file", location)),
+    }
+}
+
+/// Copies an earlier version's key file to the store's own key file (mode 0600, never
+/// replacing one that appeared meanwhile).
+fn copy_key(from: &Path, to: &Path, location: &str) -> Result<()> {
+    let failed = |e: std::io::Error| {
+        CliError::other(format!(
+            "cannot copy the key file {} to {} for the token store at {location} ({e}): check the directory's permissions",
+            from.display(),
+            to.display()
+        ))
+    };
+    let bytes = zeroize::Zeroizing::new(std::fs::read(from).map_err(failed)?);
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(failed(e)),
+    };
+    file.write_all(&bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| {
+            let _ = std::fs::remove_file(to);
+            failed(e)
+        })
 }

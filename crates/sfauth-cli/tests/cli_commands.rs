@@ -358,8 +358,16 @@ async fn fresh_file_store_directory_is_private() {
     // the missing parent must be private too, since it is created on the way.
     let by_key_file = cli.dir.path().join("parent").join("store");
     let url = format!("file://{}", by_key_file.display());
+    // A read creates nothing: the store is made by the first login.
     let listed = cli.run(&["list", "--json", "--store", &url]).await;
     assert_eq!(listed.ok().json(), serde_json::json!([]));
+    assert!(
+        !by_key_file.parent().unwrap().exists(),
+        "a listing made no directory"
+    );
+    cli.login_web_env("first", &[("SFAUTH_STORE", &url)])
+        .await
+        .ok();
     assert_eq!(mode(&by_key_file), 0o700, "store directory");
     assert_eq!(mode(by_key_file.parent().unwrap()), 0o700, "its new parent");
     assert_eq!(mode(&by_key_file.join("tokens.key")), 0o600, "key file");
@@ -374,7 +382,15 @@ async fn fresh_file_store_directory_is_private() {
         .run_env(&["list", "--json", "--store", &url], &[key])
         .await;
     assert_eq!(listed.ok().json(), serde_json::json!([]));
+    assert!(!by_store.exists(), "a listing made no directory");
+    cli.login_web_env("second", &[("SFAUTH_STORE", &url), key])
+        .await
+        .ok();
     assert_eq!(mode(&by_store), 0o700, "store directory");
+    assert!(
+        !by_store.join("tokens.key").exists(),
+        "SFAUTH_STORE_KEY: no key file"
+    );
     assert_eq!(mode(by_store.parent().unwrap()), 0o700, "its new parent");
 }
 
@@ -455,8 +471,17 @@ async fn logins_without_alias_metadata_resolve_from_their_records() {
     let cli = Cli::start().await;
     cli.login_web("one").await.ok();
     cli.login_web("two").await.ok();
-    // As if stored by a program using the library: records, no alias file.
-    std::fs::remove_file(cli.dir.path().join("tokens.aliases.json")).unwrap();
+    // As if stored by a program using the library: records without the CLI's settings.
+    {
+        use sfauth::storage::TokenStore as _;
+        let store = cli.open_store().await;
+        for mut record in cli.records().await {
+            assert_eq!(record.metadata.get("flow"), Some("web"));
+            let version = record.version;
+            record.metadata = sfauth::storage::Metadata::new();
+            store.put(record, version, None).await.unwrap();
+        }
+    }
     let refreshed = cli.run(&["refresh", "--all", "--json"]).await.ok().json();
     assert_eq!(
         refreshed,

@@ -39,7 +39,7 @@ async fn refresh_then_signal(cli: &Cli, alias: &str, signal: &str) -> Run {
 /// as the next process would.
 async fn stored_refresh_token(cli: &Cli) -> String {
     use sfauth::storage::{Keyring, ListQuery, SqliteStore, TokenStoreExt as _};
-    let keyring = Keyring::from_key_file(&cli.dir.path().join("tokens.key")).unwrap();
+    let keyring = Keyring::from_key_file(&cli.dir.path().join("tokens.db.key")).unwrap();
     let store = SqliteStore::open(cli.db_path(), keyring).await.unwrap();
     let records = store.list_all(&ListQuery::new()).await.unwrap();
     assert_eq!(records.len(), 1);

@@ -9,8 +9,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::Html;
-use sfauth::TokenManager;
-use sfauth::oauth::flows::{AuthorizeParams, JwtBearer, TokenExchange, token_type};
+use sfauth::oauth::flows::{AuthorizeParams, JwtBearer, RevokeMethod, TokenExchange, token_type};
 use sfauth::oauth::http::HttpTransport;
 use sfauth::oauth::{OAuthClient, Password, PrivateKey, SecretValue, TokenKey, TokenSet};
 use tokio::net::TcpListener;
@@ -21,7 +20,8 @@ use crate::cli::{LoginFlow, SubjectTokenType};
 use crate::config::{self, Connection, FileConfig};
 use crate::error::{CliError, Result};
 use crate::session::{self, Context};
-use crate::store::{AliasMeta, Flow, JwtRenewal, Store};
+use crate::store::{Access, AliasMeta, Flow, JwtRenewal, Store};
+use zeroize::Zeroizing;
 
 /// The callback port the Salesforce CLI uses, and so many connected apps allow.
 pub(crate) const DEFAULT_PORT: u16 = 1717;
@@ -30,17 +30,24 @@ pub(crate) const DEFAULT_PORT: u16 = 1717;
 pub(crate) const CALLBACK_PATH: &str = "/OauthRedirect";
 
 pub(crate) async fn run(flow: LoginFlow, ctx: &Context) -> Result<()> {
+    // Before Salesforce is asked for anything: tokens that could not be kept would stay live
+    // there, use one of the user's approvals of the app, and push out a working login.
+    let store = ctx.open_store(Access::Write).await?;
+    store.check_writable().await?;
     let transport = session::transport()?;
+    // The connected app's secret the flow used (environment or prompt), kept with the login.
+    let mut secret: Option<Zeroizing<String>> = None;
     let (connection, tokens, kind, jwt) = match flow {
         LoginFlow::Web(args) => {
             let connection = Connection::resolve(&args.connection, &ctx.file)?;
             let port = args.port.or(ctx.file.port).unwrap_or(DEFAULT_PORT);
             let listener = bind(port).await?;
             let redirect = redirect_uri(&listener)?;
-            let app = config::app(
+            secret = login_secret(connection.ask_secret)?;
+            let app = config::app_with(
                 &connection.client_id,
                 connection.basic_auth,
-                connection.ask_secret,
+                secret.as_deref().map(String::as_str),
                 Some(&redirect),
             )?;
             let client = OAuthClient::new(connection.host.clone(), app);
@@ -74,7 +81,7 @@ pub(crate) async fn run(flow: LoginFlow, ctx: &Context) -> Result<()> {
                     args.key.display()
                 ))
             })?;
-            let client = login_client(&connection, false)?;
+            let client = login_client(&connection, false, &mut secret)?;
             let mut bearer = JwtBearer::new(args.username.clone(), PrivateKey::new(pem));
             if let Some(audience) = &args.audience {
                 bearer = bearer.audience(audience.clone());
@@ -93,7 +100,7 @@ pub(crate) async fn run(flow: LoginFlow, ctx: &Context) -> Result<()> {
         }
         LoginFlow::Device(args) => {
             let connection = Connection::resolve(&args.connection, &ctx.file)?;
-            let client = login_client(&connection, false)?;
+            let client = login_client(&connection, false, &mut secret)?;
             let scopes = connection.scopes.join(" ");
             let authorization = client
                 .device_start(transport.as_ref(), Some(&scopes))
@@ -118,7 +125,7 @@ pub(crate) async fn run(flow: LoginFlow, ctx: &Context) -> Result<()> {
         }
         LoginFlow::ClientCredentials(args) => {
             let connection = Connection::resolve(&args.connection, &ctx.file)?;
-            let client = login_client(&connection, true)?;
+            let client = login_client(&connection, true, &mut secret)?;
             let tokens = client
                 .client_credentials(transport.as_ref())
                 .await
@@ -127,7 +134,7 @@ pub(crate) async fn run(flow: LoginFlow, ctx: &Context) -> Result<()> {
         }
         LoginFlow::Password(args) => {
             let connection = Connection::resolve(&args.connection, &ctx.file)?;
-            let client = login_client(&connection, connection.ask_secret)?;
+            let client = login_client(&connection, connection.ask_secret, &mut secret)?;
             let password = config::required_secret(
                 "SFAUTH_PASSWORD",
                 "password (with the security token appended)",
@@ -144,7 +151,7 @@ pub(crate) async fn run(flow: LoginFlow, ctx: &Context) -> Result<()> {
         }
         LoginFlow::TokenExchange(args) => {
             let connection = Connection::resolve(&args.connection, &ctx.file)?;
-            let client = login_client(&connection, connection.ask_secret)?;
+            let client = login_client(&connection, connection.ask_secret, &mut secret)?;
             let subject = config::required_secret("SFAUTH_SUBJECT_TOKEN", "subject token")?;
             let kind = match args.subject_token_type {
                 SubjectTokenType::AccessToken => token_type::ACCESS_TOKEN,
@@ -161,8 +168,17 @@ pub(crate) async fn run(flow: LoginFlow, ctx: &Context) -> Result<()> {
             (connection, tokens, Flow::TokenExchange, None)
         }
     };
-    let store = ctx.open_store().await?;
-    let saved = save(&store, &ctx.file, &connection, tokens, kind, jwt, transport).await?;
+    let saved = save(
+        &store,
+        &ctx.file,
+        &connection,
+        tokens,
+        kind,
+        jwt,
+        secret.as_deref().map(String::as_str),
+        transport,
+    )
+    .await?;
     println!(
         "Logged in as {} (org {}) on {}; saved as alias {} in {}",
         saved
@@ -184,8 +200,13 @@ pub(crate) struct Saved {
     pub(crate) instance_url: Url,
 }
 
-/// Stores a login result under `connection.alias`, replacing any older login of that alias,
-/// and remembers how to refresh it.
+/// Stores a login result under `connection.alias` with its settings and `client_secret`,
+/// replacing any older login of that alias. If the store refuses it, the tokens are revoked at
+/// Salesforce (a login nobody can use must not stay live there) and the error says so.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site per caller, each naming every part"
+)]
 pub(crate) async fn save(
     store: &Store,
     file: &FileConfig,
@@ -193,13 +214,16 @@ pub(crate) async fn save(
     tokens: TokenSet,
     flow: Flow,
     jwt: Option<JwtRenewal>,
+    client_secret: Option<&str>,
     transport: Arc<dyn HttpTransport>,
 ) -> Result<Saved> {
-    let app = config::app(&connection.client_id, connection.basic_auth, false, None)?;
-    // With the session timeout, as session::client_for builds it: the manager then stores an
-    // expiry with tokens that carry none, so that `status` and refreshes read the same one.
-    let client =
-        OAuthClient::new(connection.host.clone(), app).with_session_timeout(file.session_timeout());
+    let app = config::app_with(
+        &connection.client_id,
+        connection.basic_auth,
+        client_secret,
+        None,
+    )?;
+    let client = OAuthClient::new(connection.host.clone(), app);
     // The username is shown by `status`; a failure to learn it is not a failed login.
     let username = client
         .userinfo(transport.as_ref(), &tokens.access_token)
@@ -207,34 +231,34 @@ pub(crate) async fn save(
         .ok()
         .and_then(|info| info.preferred_username);
     let instance_url = tokens.instance_url.clone();
-    let manager = TokenManager::builder(client)
-        .store(store.store.clone())
-        .transport(transport)
-        .build()
-        .await
-        .map_err(|e| CliError::manager(&e, &connection.alias, flow.login_command()))?;
-    let key = manager
-        .store_tokens(tokens, &connection.alias)
-        .await
-        .map_err(|e| match &e {
-            sfauth::Error::Store { source, .. } | sfauth::Error::Unsaved { source, .. } => {
-                CliError::store(source, "saving the login", &store.location)
-            }
-            other => CliError::manager(other, &connection.alias, flow.login_command()),
-        })?;
-    store.remove_other_records(&connection.alias, &key).await?;
-    store.set_alias(
+    let key = TokenKey::new(
+        &connection.host,
+        &tokens.identity,
+        &connection.client_id,
         &connection.alias,
-        AliasMeta {
-            key: key.to_string(),
-            host: connection.host.clone(),
-            client_id: connection.client_id.clone(),
-            flow,
-            basic_auth: connection.basic_auth,
-            username: username.clone(),
-            jwt,
-        },
-    )?;
+    );
+    let meta = AliasMeta {
+        key: key.to_string(),
+        host: connection.host.clone(),
+        client_id: connection.client_id.clone(),
+        flow,
+        basic_auth: connection.basic_auth,
+        username: username.clone(),
+        jwt,
+    };
+    let spend = tokens.clone();
+    if let Err(error) = store
+        .save_login(&key, tokens, &meta, client_secret, file.session_timeout())
+        .await
+    {
+        let revoked = revoke_unsaved(&client, transport.as_ref(), &spend).await;
+        let saving = CliError::store(&error, "saving the login", &store.location);
+        return Err(CliError::new(
+            saving.exit,
+            format!("{}; {revoked}", saving.message),
+        ));
+    }
+    store.remove_other_records(&connection.alias, &key).await?;
     Ok(Saved {
         key,
         username,
@@ -242,11 +266,43 @@ pub(crate) async fn save(
     })
 }
 
-fn login_client(connection: &Connection, ask_secret: bool) -> Result<OAuthClient> {
-    let app = config::app(
+/// Revokes tokens that could not be saved, and says what happened, for the error message.
+async fn revoke_unsaved(
+    client: &OAuthClient,
+    transport: &dyn HttpTransport,
+    tokens: &TokenSet,
+) -> String {
+    // The refresh token takes its access tokens with it.
+    let (token, what): (SecretValue, &str) = match &tokens.refresh_token {
+        Some(refresh) => (refresh.clone().into(), "refresh token"),
+        None => (tokens.access_token.clone().into(), "access token"),
+    };
+    match client.revoke(transport, &token, RevokeMethod::Post).await {
+        Ok(()) => format!(
+            "the new {what} was revoked at salesforce, so nothing was left live: fix the store, then log in again"
+        ),
+        Err(e) => format!(
+            "revoking the new {what} failed too ({}): it stays live at salesforce until it expires or is revoked in Setup; fix the store, then log in again",
+            crate::error::chain(&e)
+        ),
+    }
+}
+
+/// The connected app's secret for a login: `SFAUTH_CLIENT_SECRET`, or a prompt when `ask`.
+fn login_secret(ask: bool) -> Result<Option<Zeroizing<String>>> {
+    config::secret(config::CLIENT_SECRET_ENV, "connected app secret", ask)
+}
+
+fn login_client(
+    connection: &Connection,
+    ask_secret: bool,
+    secret: &mut Option<Zeroizing<String>>,
+) -> Result<OAuthClient> {
+    *secret = login_secret(ask_secret || connection.ask_secret)?;
+    let app = config::app_with(
         &connection.client_id,
         connection.basic_auth,
-        ask_secret || connection.ask_secret,
+        secret.as_deref().map(String::as_str),
         None,
     )?;
     Ok(OAuthClient::new(connection.host.clone(), app))

@@ -12,7 +12,7 @@ use sfauth::oauth::flows::{RevokeMethod, TokenTypeHint};
 use crate::cli::{AliasArgs, AliasJsonArgs, RefreshArgs, TokenArgs};
 use crate::error::{CliError, Exit, Result};
 use crate::session::{self, Context};
-use crate::store::{Resolved, Store};
+use crate::store::{Access, Resolved, Store};
 
 /// A stored login, the manager serving it, and a valid access token for it.
 struct SignedIn {
@@ -25,7 +25,7 @@ struct SignedIn {
 impl SignedIn {
     /// Opens the store, resolves `alias` and gets a valid access token (refreshed if needed).
     async fn open(alias: &str, ctx: &Context) -> Result<Self> {
-        let store = ctx.open_store().await?;
+        let store = ctx.open_store(Access::Read).await?;
         let resolved = store.resolve(alias).await?;
         let transport = session::transport()?;
         let manager = session::manager_for(&store, &resolved, &ctx.file, transport.clone()).await?;
@@ -91,7 +91,7 @@ struct Outcome {
 
 /// `sfauth refresh [ALIAS|--all]`.
 pub(crate) async fn refresh(args: &RefreshArgs, ctx: &Context) -> Result<()> {
-    let store = ctx.open_store().await?;
+    let store = ctx.open_store(Access::Read).await?;
     // Each alias resolved up front; a failure is that alias's outcome, not the whole run's.
     let aliases: Vec<(String, Result<Resolved>)> = if args.all {
         // Read once: resolving each alias from the store would re-read the alias file, and
@@ -251,7 +251,7 @@ async fn stored_login(
     alias: &str,
     ctx: &Context,
 ) -> Result<(Store, crate::store::Resolved, sfauth::storage::TokenRecord)> {
-    let store = ctx.open_store().await?;
+    let store = ctx.open_store(Access::Read).await?;
     let resolved = store.resolve(alias).await?;
     let record = store
         .store
@@ -293,7 +293,6 @@ pub(crate) async fn revoke(args: &AliasArgs, ctx: &Context) -> Result<()> {
         .delete(&resolved.key, None)
         .await
         .map_err(|e| CliError::store(&e, "deleting the login", &store.location))?;
-    store.remove_alias(&alias)?;
     println!(
         "Revoked the {what} of alias {alias} and removed the login from {}",
         store.location

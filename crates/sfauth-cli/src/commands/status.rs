@@ -6,7 +6,6 @@
 //! lookups in flight at once, so that a store with many tenants costs one round trip per page
 //! plus a bounded, overlapped one per login rather than a long sequence of waits.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
@@ -18,7 +17,7 @@ use sfauth::storage::{Lease, ListQuery, RecordStatus, TokenRecord};
 use crate::cli::ListArgs;
 use crate::error::{CliError, Result};
 use crate::session::Context;
-use crate::store::{AliasMeta, Store};
+use crate::store::{Access, Store, stored_meta};
 
 /// How many lease lookups run at once: enough to hide a network round trip, few enough not to
 /// crowd a shared server's connection pool.
@@ -62,8 +61,7 @@ struct Line {
 }
 
 pub(crate) async fn run(args: &ListArgs, ctx: &Context) -> Result<()> {
-    let store = ctx.open_store().await?;
-    let aliases = store.aliases()?;
+    let store = ctx.open_store(Access::Read).await?;
     let now = SystemTime::now();
     let timeout = ctx.file.session_timeout();
     let mut lines = Vec::new();
@@ -85,7 +83,7 @@ pub(crate) async fn run(args: &ListArgs, ctx: &Context) -> Result<()> {
         lines.extend(
             with_leases
                 .into_iter()
-                .map(|(record, lease)| line(&record, lease, &aliases, timeout, now)),
+                .map(|(record, lease)| line(&record, lease, timeout, now)),
         );
         match page.next {
             Some(next) => query.after = Some(next),
@@ -172,18 +170,11 @@ async fn lease_of(store: &Store, record: TokenRecord) -> Result<(TokenRecord, Op
     Ok((record, lease))
 }
 
-/// The row of `record`. Its metadata (username, flow) is this machine's alias file's, when
-/// that names this very record; a login made elsewhere shows what the record itself says.
-fn line(
-    record: &TokenRecord,
-    lease: Option<Lease>,
-    aliases: &BTreeMap<String, AliasMeta>,
-    timeout: Duration,
-    now: SystemTime,
-) -> Line {
-    let meta = aliases
-        .get(record.key.label())
-        .filter(|meta| meta.key == record.key.to_string());
+/// The row of `record`. Its username and flow are the settings `sfauth login` stored with it;
+/// a login stored by a program using the library shows what its renewal hint says.
+fn line(record: &TokenRecord, lease: Option<Lease>, timeout: Duration, now: SystemTime) -> Line {
+    let meta = stored_meta(record);
+    let meta = meta.as_ref();
     let (expires, source) = expiry(record, timeout);
     let last = record.last_refreshed_at.unwrap_or(record.issued_at);
     let (status, reason) = match &record.status {

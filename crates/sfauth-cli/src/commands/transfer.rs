@@ -7,21 +7,21 @@
 //! opened on a machine whose store has another key. The passphrase comes from
 //! `SFAUTH_EXPORT_PASSPHRASE` or a prompt, never from the command line.
 
-use std::time::SystemTime;
+use std::io::Read as _;
+use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use sfauth::oauth::{TokenKey, TokenSet};
-use sfauth::storage::{TokenRecord, TokenStoreExt as _};
 use zeroize::Zeroizing;
 
 use crate::cli::{ExportArgs, ImportArgs};
 use crate::config;
 use crate::error::{CliError, Result};
 use crate::session::Context;
-use crate::store::{AliasMeta, Flow, meta_from_key, write_atomic};
+use crate::store::{Access, AliasMeta, Flow, meta_from_key, secret_of, stored_meta, write_atomic};
 
 const MAGIC: &[u8] = b"SFAUTH-EXPORT-1\n";
 const SALT_LEN: usize = 16;
@@ -40,10 +40,13 @@ struct Login {
     key: String,
     tokens: TokenSet,
     meta: Option<AliasMeta>,
+    /// The connected app's secret stored with the login, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_secret: Option<String>,
 }
 
 pub(crate) async fn export(args: &ExportArgs, ctx: &Context) -> Result<()> {
-    let store = ctx.open_store().await?;
+    let store = ctx.open_store(Access::Read).await?;
     // One read of the store and the alias file serves both the check and the export.
     let logins = store.logins().await?;
     let wanted = if args.all {
@@ -71,7 +74,8 @@ pub(crate) async fn export(args: &ExportArgs, ctx: &Context) -> Result<()> {
         .map(|record| Login {
             alias: record.key.label().to_owned(),
             key: record.key.to_string(),
-            meta: logins.meta_of(record).cloned(),
+            meta: stored_meta(record),
+            client_secret: secret_of(record).map(|s| s.expose_secret().to_owned()),
             tokens: record.tokens.clone(),
         })
         .collect();
@@ -105,21 +109,11 @@ pub(crate) async fn export(args: &ExportArgs, ctx: &Context) -> Result<()> {
 }
 
 pub(crate) async fn import(args: &ImportArgs, ctx: &Context) -> Result<()> {
-    let bytes = std::fs::read(&args.file).map_err(|e| {
-        CliError::usage(format!(
-            "cannot read {} ({e}): check the path",
-            args.file.display()
-        ))
-    })?;
+    let bytes = read_export(&args.file)?;
     let rest = bytes
         .strip_prefix(MAGIC)
         .filter(|rest| rest.len() > SALT_LEN + NONCE_LEN)
-        .ok_or_else(|| {
-            CliError::usage(format!(
-                "{} is not a file written by `sfauth export`",
-                args.file.display()
-            ))
-        })?;
+        .ok_or_else(|| not_an_export(&args.file))?;
     let (salt, rest) = rest.split_at(SALT_LEN);
     let (nonce, sealed) = rest.split_at(NONCE_LEN);
     let passphrase = passphrase(false)?;
@@ -142,7 +136,7 @@ pub(crate) async fn import(args: &ImportArgs, ctx: &Context) -> Result<()> {
             e.column()
         ))
     })?;
-    let store = ctx.open_store().await?;
+    let store = ctx.open_store(Access::Write).await?;
     let existing = store.records().await?;
     // Check everything before writing anything.
     let mut parsed = Vec::with_capacity(payload.logins.len());
@@ -167,47 +161,103 @@ pub(crate) async fn import(args: &ImportArgs, ctx: &Context) -> Result<()> {
     }
     let count = parsed.len();
     for (key, login) in parsed {
-        let current = store
-            .store
-            .get(&key)
-            .await
-            .map_err(|e| CliError::store(&e, "reading a login", &store.location))?;
-        let record = TokenRecord::new(key.clone(), login.tokens, SystemTime::now());
+        let meta = match login.meta {
+            Some(mut meta) => {
+                meta.key = key.to_string();
+                meta
+            }
+            None => meta_from_key(&key, Flow::Import)?,
+        };
+        let secret = login.client_secret.map(Zeroizing::new);
         store
-            .store
-            .save(record, current.map(|r| r.version))
+            .save_login(
+                &key,
+                login.tokens,
+                &meta,
+                secret.as_deref().map(String::as_str),
+                ctx.file.session_timeout(),
+            )
             .await
             .map_err(|e| CliError::store(&e, "importing a login", &store.location))?;
         store.remove_other_records(&login.alias, &key).await?;
-        let meta = match login.meta {
-            Some(meta) => meta,
-            None => meta_from_key(&key, Flow::Import)?,
-        };
-        store.set_alias(&login.alias, meta)?;
     }
     println!("Imported {count} login(s) into {}", store.location);
     Ok(())
 }
 
+/// The largest file `import` reads: far more than the logins of any one person's machine
+/// (a login is a few kilobytes), far less than what would strain memory.
+const MAX_EXPORT_BYTES: u64 = 32 * 1024 * 1024;
+
+fn not_an_export(path: &Path) -> CliError {
+    CliError::usage(format!(
+        "{} is not a file written by `sfauth export`",
+        path.display()
+    ))
+}
+
+/// Reads an export file: its header first, so that anything else (a device, a huge file) is
+/// refused after a few bytes, then the rest up to [`MAX_EXPORT_BYTES`].
+fn read_export(path: &Path) -> Result<Vec<u8>> {
+    let cannot = |e: std::io::Error| {
+        CliError::usage(format!(
+            "cannot read {} ({e}): check the path",
+            path.display()
+        ))
+    };
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut magic = vec![0u8; MAGIC.len()];
+    reader.read_exact(&mut magic).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => not_an_export(path),
+        _ => cannot(e),
+    })?;
+    if magic != MAGIC {
+        return Err(not_an_export(path));
+    }
+    let mut bytes = magic;
+    reader
+        .take(MAX_EXPORT_BYTES.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_EXPORT_BYTES {
+        return Err(CliError::usage(format!(
+            "{} is larger than {} MiB, more than any `sfauth export` writes: nothing was imported",
+            path.display(),
+            MAX_EXPORT_BYTES / 1024 / 1024
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The shortest passphrase an export may be sealed with.
+const MIN_PASSPHRASE_CHARS: usize = 8;
+
+/// The passphrase of an export (`confirm`: being chosen, so asked twice on a terminal and held
+/// to the minimum length whether it comes from the prompt or `SFAUTH_EXPORT_PASSPHRASE`) or of
+/// an import (any, so that a file exported before the minimum applied to the variable opens).
 fn passphrase(confirm: bool) -> Result<Zeroizing<String>> {
-    if let Some(value) = config::secret(PASSPHRASE_ENV, "export passphrase", false)? {
-        return Ok(value);
-    }
-    let first = config::required_secret(PASSPHRASE_ENV, "export passphrase")?;
-    if confirm {
-        let second = config::required_secret(PASSPHRASE_ENV, "export passphrase (again)")?;
-        if *first != *second {
-            return Err(CliError::usage(
-                "the two passphrases differ: run the command again",
-            ));
+    let chosen = match config::secret(PASSPHRASE_ENV, "export passphrase", false)? {
+        Some(value) => value,
+        None => {
+            let first = config::required_secret(PASSPHRASE_ENV, "export passphrase")?;
+            if confirm {
+                let second = config::required_secret(PASSPHRASE_ENV, "export passphrase (again)")?;
+                if *first != *second {
+                    return Err(CliError::usage(
+                        "the two passphrases differ: run the command again",
+                    ));
+                }
+            }
+            first
         }
+    };
+    if confirm && chosen.chars().count() < MIN_PASSPHRASE_CHARS {
+        return Err(CliError::usage(format!(
+            "the passphrase is shorter than {MIN_PASSPHRASE_CHARS} characters: choose a longer one (in {PASSPHRASE_ENV} or at the prompt)"
+        )));
     }
-    if first.len() < 8 {
-        return Err(CliError::usage(
-            "the passphrase is shorter than 8 characters: choose a longer one",
-        ));
-    }
-    Ok(first)
+    Ok(chosen)
 }
 
 fn cipher(passphrase: &str, salt: &[u8]) -> Result<XChaCha20Poly1305> {

@@ -10,14 +10,14 @@
 //!
 //! The key must be the same on every machine, so it comes from `SFAUTH_STORE_KEY` only: a key
 //! file created on first use would give each machine a key of its own, and their records
-//! would be unreadable to each other. The alias file stays on this machine (in the user data
-//! directory, named after the store), since it may name local paths such as a JWT key file.
+//! would be unreadable to each other. The per-alias settings live in the records, so every
+//! machine sees them; the alias file earlier versions kept on each machine (in the user data
+//! directory, named after the store) is folded into the records when the store is opened.
 //!
 //! The URL's password is never shown: messages name the store by [`SharedUrl::location`],
 //! which has none, and the password is registered with [`error::register_secret`] so that a
 //! driver message quoting it could not print it either.
 
-use std::os::unix::fs::DirBuilderExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -253,7 +253,7 @@ fn keyring(scheme: &str) -> Result<Keyring> {
     })
 }
 
-/// Where this machine keeps the alias file of the shared store at `location`: in the user
+/// Where earlier versions kept this machine's alias file of the shared store at `location`: in the user
 /// data directory, under a name made of the location and a hash of it (two locations that
 /// read alike after the unsafe characters are replaced still get files of their own).
 fn meta_path(location: &str) -> Result<PathBuf> {
@@ -288,23 +288,13 @@ fn fnv1a(text: &str) -> u64 {
 
 impl Store {
     /// Opens the Redis or PostgreSQL store named by `url`, whose scheme is `scheme`.
-    pub(super) async fn open_shared(url: &str, scheme: &str) -> Result<Self> {
+    /// Opens the Redis or PostgreSQL store named by `url`, whose scheme is `scheme`, with the
+    /// path of the alias file an earlier version kept for it on this machine (to migrate).
+    pub(super) async fn open_shared(url: &str, scheme: &str) -> Result<(Self, Option<PathBuf>)> {
         let parsed = parse(url, scheme)?;
         let keyring = keyring(scheme)?;
-        let meta_path = meta_path(&parsed.location)?;
-        if let Some(dir) = meta_path.parent() {
-            // Private, like the directories of the local stores: it lists this machine's logins.
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| {
-                    CliError::other(format!(
-                        "cannot create {} for the alias file ({e}): check the user data directory's permissions",
-                        dir.display()
-                    ))
-                })?;
-        }
+        // No data directory only means there is no old alias file to migrate.
+        let legacy_aliases = meta_path(&parsed.location).ok();
         let location = parsed.location.clone();
         let timeout = parsed.connect_timeout;
         let opened = tokio::time::timeout(timeout, connect(&parsed, keyring)).await;
@@ -322,11 +312,7 @@ impl Store {
             }
         };
         error::mark_shared_store();
-        Ok(Self {
-            store,
-            location,
-            meta_path,
-        })
+        Ok((Self { store, location }, legacy_aliases))
     }
 }
 

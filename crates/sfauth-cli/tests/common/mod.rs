@@ -241,6 +241,26 @@ impl Cli {
     pub(crate) fn db_path(&self) -> PathBuf {
         self.dir.path().join("tokens.db")
     }
+
+    /// The default test store, opened as the next process would (its own key file).
+    pub(crate) async fn open_store(&self) -> sfauth::storage::SqliteStore {
+        let keyring =
+            sfauth::storage::Keyring::from_key_file(&self.dir.path().join("tokens.db.key"))
+                .unwrap();
+        sfauth::storage::SqliteStore::open(self.db_path(), keyring)
+            .await
+            .unwrap()
+    }
+
+    /// Every record of the default test store.
+    pub(crate) async fn records(&self) -> Vec<sfauth::storage::TokenRecord> {
+        use sfauth::storage::{ListQuery, TokenStoreExt as _};
+        self.open_store()
+            .await
+            .list_all(&ListQuery::new())
+            .await
+            .unwrap()
+    }
 }
 
 /// Waits a little for something eventually true.
