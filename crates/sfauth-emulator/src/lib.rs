@@ -41,6 +41,9 @@
 //! | `/.well-known/openid-configuration`, `/id/keys` | Discovery and JWKS for the emulator's RS256 key. |
 //! | `/services/data/`, `/services/data/vNN.N/query`, `/services/data/vNN.N/sobjects/{type}/{id}` | Records of the session's org (Account, Contact, Organization, User); the query honours the select list, `COUNT()`, `LIMIT` and `columns=true` (column metadata, as `sf data query` asks); 401 `INVALID_SESSION_ID` for a dead token. |
 //! | `/services/data/vNN.N/limits`, `/sobjects`, `/sobjects/{type}`, `/sobjects/{type}/describe` | Minimal shapes: `{"DailyApiRequests":{"Max","Remaining"},...}` (Remaining counts REST calls), describeGlobal, basic info, describe with the modelled fields. |
+//! | `/services/oauth2/singleaccess` | The UI Bridge API `sf org open` calls: Bearer access token (or `access_token`) with `web` or `full` scope, optional `redirect_uri` path; answers `{"frontdoor_uri": "{instance_url}/secur/frontdoor.jsp?otp=...&startURL=..."}`. A dead token: 401 `INVALID_SESSION_ID`. |
+//! | `/secur/frontdoor.jsp` | `otp` (single use, one minute) or `sid`: 302 to `startURL`/`retURL` (a path; `/lightning/page/home` by default) with a `sid` cookie; otherwise 302 to `/?ec=302&startURL=...`. |
+//! | `/services/Soap/u/{version}`, `/services/Soap/u/{version}/{orgId}` | SOAP `login()` (API 31.0 to 64.0, where the org allows it), `getUserInfo()`, `logout()`; faults as Salesforce sends them (HTTP 500, `text/xml`): `sf:INVALID_LOGIN`, `sf:LOGIN_MUST_USE_SECURITY_TOKEN`, `sf:INVALID_SESSION_ID`, `sf:UNSUPPORTED_API_VERSION`, `sf:LOGIN_RATE_EXCEEDED`. The session id is an access token like any other (REST accepts it). |
 //! | any other `/services/data/...` | 404 `[{"errorCode":"NOT_FOUND","message":"The requested resource does not exist"}]`, after the session check (a dead token still gets the 401). |
 //! | `/__emulator/...` | Admin API, off unless [`Settings::admin_api`]. |
 //!
@@ -70,6 +73,26 @@
 //! first configured) holds the canned records (Acme Corporation, Globex Inc., Ada Lovelace);
 //! every other org holds its own Account (named after the org) and Contact, with ids derived from
 //! its org id, so no org reads another's records.
+//!
+//! # The 2025–2027 platform rules
+//!
+//! Each is a per-app ([`AppConfig`], [`AppPolicy`]) or per-org ([`OrgConfig`]) setting, off by
+//! default, set in the configuration file, with the builder ([`EmulatorBuilder::app_policy`],
+//! [`EmulatorBuilder::orgs`]), the handle ([`Emulator::set_policy`], [`Emulator::update_app`],
+//! [`Emulator::update_org`]) or the admin API. What a client sees:
+//!
+//! | Rule | Setting | Answer |
+//! |---|---|---|
+//! | Partner-app mandate | [`AppPolicy::partner_mandate`] | authorize without `code_challenge`: redirect `invalid_request` / `missing required code challenge`; `plain`: `invalid_request` / `unsupported code challenge method`; exchange without the secret: `invalid_client` / `invalid client credentials`; without the verifier: `invalid_grant` / `invalid code verifier`; rotation and the 30-day idle cap forced (an idle token: `invalid_grant` / `expired access/refresh token`); client credentials: `invalid_grant` / `no client credentials user enabled` |
+//! | Refresh-token IP allowlist | [`AppPolicy::refresh_token_ip_allowlist`] ([`IpRange`]) | code exchange or refresh from a TCP peer outside every range: [`Settings::ip_blocked_error`], `invalid_grant` / `ip restricted` by default; the refresh token is not spent |
+//! | External client app | [`AppConfig::kind`] = [`AppKind::ExternalClientApp`] | password flow: [`Settings::password_flow_blocked_error`], `invalid_grant` / `authentication failure` by default |
+//! | Org blocks username-password | [`OrgConfig::block_username_password_flow`] | the same |
+//! | App not installed | [`AppConfig::installed`] = false | authorize (unless the user has [`UserConfig::approve_uninstalled_apps`]): redirect `invalid_client` / `app must be installed into org`; device flow, both steps: 400 with the same pair; earlier tokens keep working |
+//! | Staged secret rotation | [`AppConfig::staged_client_secret`], [`Emulator::stage_client_secret`], [`Emulator::apply_staged_client_secret`] | while staged both secrets authenticate (the `signature` uses the one sent); once applied the old one gets `invalid_client` / `invalid client credentials` |
+//! | Login rate limit | [`OrgConfig::login_rate_limit_per_hour`] | password, JWT and SAML bearer, client credentials (its run-as user) and SOAP `login()` over the limit within a rolling hour: [`Settings::login_rate_error`], `rate_limit_exceeded` / `Number of logins exceeded` by default; SOAP: `sf:LOGIN_RATE_EXCEEDED` |
+//! | Sandbox refresh | [`Emulator::refresh_sandbox`] | a new org id and new user ids; every earlier token: `invalid_grant` / `expired access/refresh token`, REST 401 `INVALID_SESSION_ID` |
+//! | My Domain change | [`OrgConfig::my_domain`], [`Emulator::change_my_domain`] | `instance_url` moves to the new host (same scheme and port); any request whose `Host` is the old one: 302 to the same path and query on the new host, or 404 "URL No Longer Exists" with [`OrgConfig::redirect_previous_my_domain`] off |
+//! | SOAP `login()` | [`OrgConfig::soap_login_enabled`] (on) | off: `sf:INVALID_OPERATION`; API 65.0 and later: `soapenv:Client` "No operation available for request {urn:partner.soap.sforce.com}login, ..." |
 //!
 //! # Running for days
 //!
@@ -160,6 +183,11 @@
 //! | `POST /__emulator/apps/{client_id}/block`, `/unblock`, `/reset-refresh-tokens`, `/revoke` | app actions |
 //! | `POST /__emulator/apps/{client_id}/policy` `{AppPolicy}` | replace the app's policy |
 //! | `POST /__emulator/orgs/{org_id}/instance-url?url=` | move the org (no `url`: back to the base URL) |
+//! | `POST /__emulator/orgs/{org_id}/settings` `{...OrgConfig keys}` | change the keys given, keep the others (`block_username_password_flow`, `login_rate_limit_per_hour`, `soap_login_enabled`, `sandbox`, `my_domain`, `redirect_previous_my_domain`, ...) |
+//! | `POST /__emulator/orgs/{org_id}/my-domain?host=` | a My Domain change |
+//! | `POST /__emulator/orgs/{org_id}/sandbox-refresh` | a sandbox refresh (returns the new org id) |
+//! | `POST /__emulator/apps/{client_id}/config` `{...AppConfig keys}` | change the keys given, keep the others (`kind`, `installed`, `flows`, ...) |
+//! | `POST /__emulator/apps/{client_id}/secret/stage` `{"client_secret"}`, `/secret/apply` | staged secret rotation |
 //! | `POST /__emulator/device/approve?user_code=&username=&deny=` | act on a device code |
 //! | `POST /__emulator/faults` `{"endpoint","kind","status"?,"retry_after_secs"?,"latency_ms"?,"error"?,"error_description"?,"content_type"?,"body"?,"times"?,"probability"?}` | inject a fault (`kind`: `status`, `rate_limited`, `latency`, `latency_after_commit`, `connection_reset`, `malformed_body`, `html_error_page`, `hang`, `oauth_error`, `response`); `DELETE` clears |
 //! | `GET /__emulator/counters` | counters; `DELETE` resets |
@@ -214,6 +242,40 @@
 //!   prefix (matching the site's discovery document), the base URL otherwise. Responses and
 //!   fragments through the site carry `sfdc_community_url` and `sfdc_community_id`.
 //! - When no scope is requested, `api id refresh_token web` is granted.
+//! - Refresh-token IP allowlist: Salesforce's help ("Set IP Allowlist Ranges for Refresh
+//!   Tokens", `xcloud.set_ip_allowlist_for_refresh_tokens.htm`) says only addresses in the
+//!   allowed ranges can complete the web server flow or the refresh token flow, that requests
+//!   from outside are blocked outright (unlike Trusted IP Ranges), and that ranges may be IPv4 or
+//!   IPv6; it names no error. The only wire report found is a refresh refused with "ip
+//!   restricted" (sfdx-actions/setup-sfdx issue 17: "Error authenticating with the refresh token
+//!   due to: ip restricted"), hence `invalid_grant` / `ip restricted` by default; the profile
+//!   IP restriction's documented `IP restricted or invalid login hours` is the other candidate
+//!   ([`Settings::ip_blocked_error`] picks). The address is the TCP peer's, never a header.
+//! - The partner mandate treats a `code_challenge` without a method as S256, as Salesforce does
+//!   outside the mandate; a code issued without a challenge before the mandate was switched on
+//!   is refused at the exchange (`invalid_grant` / `invalid code verifier`).
+//! - Username-password flow of an external client app or an org that blocks it: Salesforce's
+//!   answer is not documented; the blocked flow's `invalid_grant` / `authentication failure`
+//!   by default ([`Settings::password_flow_blocked_error`]).
+//! - Uninstalled apps: the authorize endpoint redirects the error to the callback (the redirect
+//!   URI is registered); password, JWT, SAML and client credentials logins are not affected.
+//! - Login rate limit: Salesforce's help puts it at 3,600 logins per user per hour and names the
+//!   error `LOGIN_RATE_EXCEEDED` in Login History (article 000381578); the token endpoint's pair
+//!   is the documented `rate_limit_exceeded` / `Number of logins exceeded`. Only granted logins
+//!   are counted, so a refused one does not extend the wait; a refresh is not a login.
+//! - Sandbox refresh: the new org keeps usernames, passwords and apps, but every user gets a new
+//!   id (as the protocol reference says), so identity URLs change too.
+//! - My Domain change: Salesforce redirects previous My Domain URLs to the current one by
+//!   default ("Redirect previous My Domain URLs", help `domain_name_redirections_manage.htm`);
+//!   the status (302) and the 404 page without the redirect are our choices. A client that
+//!   stored the old host meets a 302 on its token POST, which it should not follow blindly.
+//! - SOAP: faults other than those Salesforce documents (`INVALID_LOGIN`,
+//!   `LOGIN_MUST_USE_SECURITY_TOKEN`, `INVALID_SESSION_ID`, `UNSUPPORTED_API_VERSION` for a
+//!   retired version) are guesses: `login()` after 64.0 answers as a WSDL-driven server does for
+//!   an operation it lacks, an org without "Enable SOAP API login()" answers
+//!   `sf:INVALID_OPERATION`, a rate-limited login `sf:LOGIN_RATE_EXCEEDED`. A frozen or inactive
+//!   user gets `INVALID_LOGIN` ("...or user locked out"). The "Use Any API Auth" permission
+//!   (`INSUFFICIENT_ACCESS`) is not modelled. A session lasts 2 hours (the org default).
 //! - A request is carried out to its end even when its client leaves (Salesforce is not known
 //!   to abandon one); an answer counts as abandoned when its client was gone by the time it was
 //!   ready (one lost later, while being written, is not seen).
@@ -249,6 +311,7 @@ mod endpoints;
 mod error;
 mod faults;
 mod format;
+mod frontdoor;
 mod gateway;
 mod ids;
 mod ip;

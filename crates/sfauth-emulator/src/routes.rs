@@ -45,6 +45,14 @@ fn routes() -> Router<Arc<Shared>> {
         .route("/id/keys", get(crate::endpoints::jwks))
         .route("/services/oauth2/id/keys", get(crate::endpoints::jwks))
         .route("/id/{org}/{user}", any(crate::endpoints::identity))
+        .route(
+            "/services/oauth2/singleaccess",
+            any(crate::frontdoor::singleaccess),
+        )
+        .route(
+            "/secur/frontdoor.jsp",
+            get(crate::frontdoor::frontdoor_page),
+        )
         .route("/services/Soap/u/{version}", post(crate::soap::partner))
         .route(
             "/services/Soap/u/{version}/{org}",

@@ -50,6 +50,7 @@ impl State {
             tickets: HashMap::new(),
             in_flight: HashSet::new(),
             logins: HashMap::new(),
+            frontdoor: HashMap::new(),
             counters: Counters::default(),
             faults: Vec::new(),
             rng: StdRng::seed_from_u64(seed),

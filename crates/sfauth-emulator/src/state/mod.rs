@@ -46,6 +46,9 @@ pub(crate) struct State {
     pub(crate) in_flight: HashSet<String>,
     /// Granted logins per user id (times in ms, oldest first), for the login rate limit.
     pub(crate) logins: HashMap<String, std::collections::VecDeque<i64>>,
+    /// One-time frontdoor passwords from `/services/oauth2/singleaccess`: otp → (access token,
+    /// expiry in ms).
+    pub(crate) frontdoor: HashMap<String, (String, i64)>,
     pub(crate) counters: Counters,
     pub(crate) faults: Vec<Fault>,
     pub(crate) rng: StdRng,

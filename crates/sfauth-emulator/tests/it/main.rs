@@ -11,6 +11,7 @@ mod binary;
 mod common;
 mod endpoints;
 mod faults;
+mod frontdoor;
 mod gateway;
 mod grants;
 mod lost_answers;
