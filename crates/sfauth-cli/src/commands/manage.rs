@@ -198,11 +198,14 @@ pub(crate) async fn refresh(args: &RefreshArgs, ctx: &Context) -> Result<()> {
             }
         }
         if outcomes.len() > 1 {
+            // Three disjoint counts that add up to the logins: a login that needs a new login
+            // is not also counted as failed.
+            let reauth = failed.iter().filter(|o| o.exit_code == 3).count();
             println!(
                 "{} refreshed, {} failed, {} need a new login",
                 outcomes.iter().filter(|o| o.ok).count(),
-                failed.len(),
-                failed.iter().filter(|o| o.exit_code == 3).count()
+                failed.len().saturating_sub(reauth),
+                reauth
             );
         }
     }
