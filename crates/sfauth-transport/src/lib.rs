@@ -6,6 +6,7 @@
 //! | type | what it does |
 //! |---|---|
 //! | [`ReqwestTransport`] | reqwest over rustls: pooled connections, connect and total timeouts, a streaming body cap, HTTPS required except to loopback, a `tracing` span per request |
+//! | [`Proxy`] | where requests leave from: the environment's proxy variables (as curl reads them), one HTTP(S) proxy, or none |
 //! | [`Retry`] | re-sends what is safe to re-send, with exponential backoff, full jitter and `Retry-After` |
 //! | [`Recorder`] | keeps every exchange for tests to inspect |
 //! | `MockHttpTransport` | a mockall mock (feature `mock`) |
@@ -40,12 +41,14 @@
 // Built for this crate's own tests too: the wire-level tests of `Retry` over the flows use it.
 #[cfg(any(test, feature = "mock"))]
 mod mock;
+mod proxy;
 mod recorder;
 mod reqwest_transport;
 mod retry;
 
 #[cfg(feature = "mock")]
 pub use mock::MockHttpTransport;
+pub use proxy::Proxy;
 pub use recorder::{Exchange, Recorder};
 pub use reqwest_transport::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_USER_AGENT, ReqwestTransport, ReqwestTransportBuilder,

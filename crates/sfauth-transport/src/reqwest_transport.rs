@@ -12,6 +12,8 @@ use sfauth_core::http::{
 };
 use tracing::Instrument;
 
+use crate::proxy::Proxy;
+
 /// The `user-agent` sent when a request carries none of its own.
 pub const DEFAULT_USER_AGENT: &str = concat!("sfauth/", env!("CARGO_PKG_VERSION"), " (rust)");
 
@@ -193,13 +195,29 @@ impl HttpTransport for ReqwestTransport {
 ///     .unwrap();
 /// assert_eq!(transport.max_body_bytes(), 1024 * 1024);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ReqwestTransportBuilder {
     connect_timeout: Duration,
     timeout: Duration,
     max_body_bytes: usize,
     user_agent: String,
     pool_idle_timeout: Option<Duration>,
+    proxy: Proxy,
+    root_certificates: Vec<Vec<u8>>,
+}
+
+impl fmt::Debug for ReqwestTransportBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReqwestTransportBuilder")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("user_agent", &self.user_agent)
+            .field("pool_idle_timeout", &self.pool_idle_timeout)
+            .field("proxy", &self.proxy)
+            .field("root_certificates", &self.root_certificates.len())
+            .finish()
+    }
 }
 
 impl Default for ReqwestTransportBuilder {
@@ -210,6 +228,8 @@ impl Default for ReqwestTransportBuilder {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             user_agent: DEFAULT_USER_AGENT.to_owned(),
             pool_idle_timeout: Some(Duration::from_secs(90)),
+            proxy: Proxy::Environment,
+            root_certificates: Vec::new(),
         }
     }
 }
@@ -247,19 +267,52 @@ impl ReqwestTransportBuilder {
         self
     }
 
+    /// Where requests leave from: the environment's proxy variables by default (as curl reads
+    /// them), one proxy, or none. See [`Proxy`].
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
+    /// Also trusts this CA certificate (PEM), besides the system's roots: for a private CA, or
+    /// a TLS-inspecting egress proxy. A PEM that does not parse fails [`Self::build`].
+    pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates.push(pem.into());
+        self
+    }
+
     /// Builds the transport.
     pub fn build(self) -> Result<ReqwestTransport, TransportError> {
-        let client = reqwest::Client::builder()
+        self.build_with_env(|name| std::env::var(name).ok())
+    }
+
+    fn build_with_env(
+        self,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<ReqwestTransport, TransportError> {
+        // reqwest would read the environment's proxies itself; it is told not to, so that the
+        // rules are the ones `Proxy` documents, whatever reqwest's defaults become.
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
             .user_agent(self.user_agent)
             .pool_idle_timeout(self.pool_idle_timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|error| {
-                TransportError::new(TransportErrorKind::Tls, "cannot set up the http client")
+            .no_proxy();
+        for proxy in self.proxy.resolve(var)? {
+            builder = builder.proxy(proxy);
+        }
+        for pem in &self.root_certificates {
+            let certificate = reqwest::Certificate::from_pem(pem).map_err(|error| {
+                TransportError::new(TransportErrorKind::Tls, "root certificate is not a pem")
                     .with_source(error)
             })?;
+            builder = builder.add_root_certificate(certificate);
+        }
+        let client = builder.build().map_err(|error| {
+            TransportError::new(TransportErrorKind::Tls, "cannot set up the http client")
+                .with_source(error)
+        })?;
         Ok(ReqwestTransport {
             client,
             max_body_bytes: self.max_body_bytes,
