@@ -101,31 +101,78 @@ impl fmt::Display for ErrorKind {
 }
 
 /// Why Salesforce refused, classified from `error` and `error_description`.
+///
+/// Each cause says what to do about it in words: [`Cause::fix`], also its `Display`. Where one
+/// Salesforce answer has several possible causes, the cause is the one the answer supports and
+/// the fix names the others (see the table in the crate docs).
+///
+/// ```
+/// use sfauth_core::Cause;
+/// use sfauth_core::error::ServerError;
+///
+/// let blocked = ServerError::new(400, "invalid_grant", Some("ip restricted"));
+/// assert_eq!(blocked.cause(), Cause::IpNotAllowed);
+/// assert!(blocked.cause().fix().contains("allowed egress"));
+/// assert!(!blocked.cause().fix().contains("authorize again"));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Cause {
     /// `expired access/refresh token`: revoked by an admin or the user, expired by the refresh
-    /// token policy, evicted by a sixth approval, or killed by reuse of a rotated-out refresh
-    /// token. Salesforce sends the same description for all of these.
+    /// token policy (the partner mandate's 30-day idle limit among them), evicted by a sixth
+    /// approval, killed by reuse of a rotated-out refresh token, or left behind by a sandbox
+    /// refresh. Salesforce sends the same description for all of these, so the client cannot
+    /// tell them apart from the answer; the manager adds what it knows (how long the refresh
+    /// token had been idle) to its reason.
     TokenExpiredOrRevoked,
     /// `authentication failure` / `invalid user credentials`: wrong username, password or
-    /// security token, the username-password flow blocked for the org, or a sandbox user on the
+    /// security token, the username-password flow blocked for the org or for an external client
+    /// app (Salesforce answers a blocked flow with the same words), or a sandbox user on the
     /// production host.
     AuthenticationFailure,
-    /// `IP restricted or invalid login hours`.
+    /// `IP restricted or invalid login hours`: the user's profile allows logins from other
+    /// addresses or at other hours only.
     IpOrLoginHoursRestricted,
+    /// `ip restricted` (alone): the request came from an address outside the app's
+    /// refresh-token IP allowlist (partner-app mandate). The refresh token is still valid and was
+    /// not spent; re-authorizing does not help, since the next refresh leaves from the same
+    /// address.
+    IpNotAllowed,
     /// `user hasn't approved this consumer`: no prior approval or admin pre-authorization.
     NotApproved,
     /// `inactive_user`, or a description saying the user is inactive, frozen or locked.
     UserInactive,
     /// `inactive_org`: the org is locked, closed or suspended.
     OrgInactive,
-    /// The connected app is blocked or not installed in the org.
+    /// The connected app is blocked in the org (`app is blocked`).
     AppBlocked,
+    /// `invalid_client` / `app must be installed into org`: since September 2025 a connected
+    /// app that is not installed in the org cannot be authorized by new users, and its device
+    /// flow is refused for everyone. Tokens issued earlier keep working.
+    AppNotInstalled,
+    /// The username-password flow is refused by name (a description that says the flow is
+    /// blocked or not supported). Salesforce usually says only `authentication failure`, which
+    /// is [`Cause::AuthenticationFailure`].
+    PasswordFlowBlocked,
+    /// `invalid_client` / `invalid client credentials` (or `invalid_client_credentials`): the
+    /// consumer secret was refused, or not sent where the app requires it (a partner app's code
+    /// exchange).
+    ClientSecretRejected,
+    /// `rate_limit_exceeded` / `Number of logins exceeded`: the user's logins (password, JWT,
+    /// SAML, client credentials, SOAP) passed the per-user hourly limit.
+    LoginRateExceeded,
+    /// `missing required code challenge` or `unsupported code challenge method`: the app
+    /// requires PKCE with `S256`.
+    PkceRequired,
+    /// `invalid code verifier`: the exchange's `code_verifier` is missing or does not match the
+    /// authorization's challenge, or the code was issued without a challenge and the app now
+    /// requires PKCE.
+    CodeVerifierInvalid,
     /// `request not supported on this domain`: client credentials sent to login or test
     /// instead of the My Domain.
     WrongHost,
-    /// `no client credentials user enabled`: the app has no Run As user.
+    /// `no client credentials user enabled`: the app has no Run As user (or the partner
+    /// mandate refuses the flow).
     NoClientCredentialsUser,
     /// `audience is invalid` / `Audience validation failed`: the JWT or SAML `aud` does not
     /// match the login host.
@@ -156,10 +203,17 @@ impl Cause {
             Self::TokenExpiredOrRevoked => "token_expired_or_revoked",
             Self::AuthenticationFailure => "authentication_failure",
             Self::IpOrLoginHoursRestricted => "ip_or_login_hours_restricted",
+            Self::IpNotAllowed => "ip_not_allowed",
             Self::NotApproved => "not_approved",
             Self::UserInactive => "user_inactive",
             Self::OrgInactive => "org_inactive",
             Self::AppBlocked => "app_blocked",
+            Self::AppNotInstalled => "app_not_installed",
+            Self::PasswordFlowBlocked => "password_flow_blocked",
+            Self::ClientSecretRejected => "client_secret_rejected",
+            Self::LoginRateExceeded => "login_rate_exceeded",
+            Self::PkceRequired => "pkce_required",
+            Self::CodeVerifierInvalid => "code_verifier_invalid",
             Self::WrongHost => "wrong_host",
             Self::NoClientCredentialsUser => "no_client_credentials_user",
             Self::AudienceInvalid => "audience_invalid",
@@ -169,6 +223,109 @@ impl Cause {
             Self::AccessDenied => "access_denied",
             Self::Other => "other",
         }
+    }
+
+    /// What to do about it, in one sentence a person can act on. Also the cause's `Display`.
+    ///
+    /// ```
+    /// use sfauth_core::Cause;
+    ///
+    /// assert!(Cause::AppNotInstalled.fix().contains("install the connected app"));
+    /// assert_eq!(Cause::LoginRateExceeded.to_string(), Cause::LoginRateExceeded.fix());
+    /// ```
+    pub fn fix(self) -> &'static str {
+        match self {
+            Self::TokenExpiredOrRevoked => {
+                "the refresh token is gone (revoked, expired by the app's refresh token policy \
+                 such as the 30-day idle limit, rotated out, or left behind by a sandbox \
+                 refresh): a person must authorize again"
+            }
+            Self::AuthenticationFailure => {
+                "check the username, password and security token and the login host (a sandbox \
+                 user fails on production); if they are right, the username-password flow is \
+                 blocked for this org or app (external client apps have none): use the JWT \
+                 bearer, client credentials or web server flow instead"
+            }
+            Self::IpOrLoginHoursRestricted => {
+                "the user's profile allows logins only from other IP addresses or at other \
+                 hours: log in from an allowed address or time, or have an admin change the \
+                 profile's login IP ranges or hours"
+            }
+            Self::IpNotAllowed => {
+                "this address is outside the app's refresh-token IP allowlist; the refresh token \
+                 is still valid, so do not re-authorize: route refreshes through an allowed \
+                 egress (a proxy with a static address, sfauth_transport::Proxy) or have an admin \
+                 add this address to the allowlist"
+            }
+            Self::NotApproved => {
+                "the user has not approved the app: authorize once in a browser, or have an \
+                 admin pre-authorize the user's profile or permission set"
+            }
+            Self::UserInactive => {
+                "the user is inactive, frozen or locked: an admin must reactivate the user, then \
+                 a person authorizes again"
+            }
+            Self::OrgInactive => "the org is locked, closed or suspended: contact its admin",
+            Self::AppBlocked => {
+                "an admin blocked the connected app in this org: it must be unblocked before \
+                 anyone can authorize it again"
+            }
+            Self::AppNotInstalled => {
+                "the connected app is not installed in this org: an admin must install the \
+                 connected app (or grant users \"Approve Uninstalled Connected Apps\"); tokens \
+                 issued earlier keep working"
+            }
+            Self::PasswordFlowBlocked => {
+                "the username-password flow is blocked for this org or app: use the JWT bearer, \
+                 client credentials or web server flow instead"
+            }
+            Self::ClientSecretRejected => {
+                "the consumer secret was refused or not sent: configure the app's current \
+                 secret; during a staged rotation configure the old and the new one \
+                 (ConnectedApp::with_next_secret) so that the client falls back to the other"
+            }
+            Self::LoginRateExceeded => {
+                "the user's logins passed Salesforce's hourly limit: back off (the limit counts \
+                 the last hour, so wait up to an hour) and reuse tokens instead of logging in \
+                 per call"
+            }
+            Self::PkceRequired => {
+                "the app requires PKCE with S256: send code_challenge with \
+                 code_challenge_method=S256 (OAuthClient::authorize_url does)"
+            }
+            Self::CodeVerifierInvalid => {
+                "send the code_verifier of the same authorization request; a code obtained \
+                 without a PKCE challenge cannot be exchanged once PKCE is required: authorize \
+                 again with PKCE"
+            }
+            Self::WrongHost => {
+                "send client credentials to the org's My Domain, not to login or test"
+            }
+            Self::NoClientCredentialsUser => {
+                "the app has no Run As user for the client credentials flow (or the partner \
+                 mandate refuses it): set one in the app's policies, or use another flow"
+            }
+            Self::AudienceInvalid => {
+                "the assertion's audience must be the login host it is sent to \
+                 (https://login.salesforce.com, https://test.salesforce.com or the My Domain)"
+            }
+            Self::AuthorizationCodeExpired => {
+                "the authorization code was used or expired: authorize again"
+            }
+            Self::RequestInProgress => {
+                "another request is using this refresh token: wait and read the stored tokens \
+                 again, never re-send the same refresh token"
+            }
+            Self::DeviceCodeExpired => "the device code expired: start the device flow again",
+            Self::AccessDenied => "the user or the server refused the authorization",
+            Self::Other => "see Salesforce's error and description",
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.fix())
     }
 }
 
@@ -309,10 +466,16 @@ fn classify(
                 }
             } else if says("expired access/refresh token") || says("revoked") {
                 C::TokenExpiredOrRevoked
+            } else if password_flow_blocked(&description) {
+                C::PasswordFlowBlocked
             } else if says("authentication failure") || says("invalid user credentials") {
                 C::AuthenticationFailure
-            } else if says("ip restricted") || says("login hours") {
+            } else if says("login hours") {
                 C::IpOrLoginHoursRestricted
+            } else if says("ip restricted") || says("ip not allowed") {
+                // The refresh-token allowlist's answer, as reported on the wire ("ip
+                // restricted" alone); the profile restriction always names login hours too.
+                C::IpNotAllowed
             } else if says("approved this consumer") {
                 C::NotApproved
             } else if says("audience") {
@@ -321,7 +484,11 @@ fn classify(
                 C::WrongHost
             } else if says("client credentials user") {
                 C::NoClientCredentialsUser
-            } else if says("blocked") || says("not installed") {
+            } else if says("code verifier") {
+                C::CodeVerifierInvalid
+            } else if says("must be installed") || says("not installed") {
+                C::AppNotInstalled
+            } else if says("blocked") {
                 // Before the user checks: "blocked" contains "locked".
                 C::AppBlocked
             } else if says("inactive") || says("frozen") || says("locked") {
@@ -331,23 +498,38 @@ fn classify(
             };
             let kind = match cause {
                 C::RequestInProgress => K::RefreshInProgress,
-                C::AudienceInvalid | C::WrongHost | C::NoClientCredentialsUser | C::AppBlocked => {
-                    K::Config
-                }
+                C::AudienceInvalid
+                | C::WrongHost
+                | C::NoClientCredentialsUser
+                | C::AppBlocked
+                | C::AppNotInstalled
+                | C::IpNotAllowed
+                | C::PasswordFlowBlocked => K::Config,
                 _ => K::ReauthorizationRequired,
             };
             (cause, kind)
         }
-        "invalid_client_id"
-        | "invalid_client"
-        | "invalid_client_credentials"
-        | "unauthorized_client" => (C::Other, K::InvalidClient),
+        "invalid_client" | "invalid_client_id" | "unauthorized_client"
+            if says("must be installed") || says("not installed") =>
+        {
+            (C::AppNotInstalled, K::Config)
+        }
+        "invalid_client" if says("client credentials") || says("secret") => {
+            (C::ClientSecretRejected, K::InvalidClient)
+        }
+        "invalid_client_credentials" => (C::ClientSecretRejected, K::InvalidClient),
+        "invalid_client_id" | "invalid_client" | "unauthorized_client" => {
+            (C::Other, K::InvalidClient)
+        }
+        "invalid_request" if says("code challenge") => (C::PkceRequired, K::Config),
+        "invalid_request" if says("code verifier") => (C::CodeVerifierInvalid, K::InvalidRequest),
         "inactive_user" => (C::UserInactive, K::ReauthorizationRequired),
         "inactive_org" => (C::OrgInactive, K::ReauthorizationRequired),
         "access_denied" | "access-denied" | "immediate_unsuccessful" => {
             (C::AccessDenied, K::ReauthorizationRequired)
         }
         "expired_token" => (C::DeviceCodeExpired, K::ReauthorizationRequired),
+        "rate_limit_exceeded" if says("login") => (C::LoginRateExceeded, K::RateLimited),
         "rate_limit_exceeded" | "slow_down" => (C::Other, K::RateLimited),
         "server_error" | "temporarily_unavailable" | "authorization_pending" => {
             (C::Other, K::Transient)
@@ -356,6 +538,23 @@ fn classify(
         _ if status >= 500 => (C::Other, K::Transient),
         _ => (C::Other, K::InvalidRequest),
     }
+}
+
+/// Whether a description names the username-password flow as blocked or unsupported (not the
+/// bare `authentication failure` Salesforce usually sends, which could be a wrong password).
+fn password_flow_blocked(description: &str) -> bool {
+    let names_flow = [
+        "username-password",
+        "username password",
+        "password flow",
+        "unpw",
+    ]
+    .iter()
+    .any(|name| description.contains(name));
+    let refused = ["block", "disabled", "not supported", "not allowed"]
+        .iter()
+        .any(|word| description.contains(word));
+    names_flow && refused
 }
 
 /// Everything that can go wrong in core.
@@ -757,6 +956,37 @@ mod tests {
                 Cause::Other,
                 ErrorKind::ReauthorizationRequired,
             ),
+            // The 2025-2027 rules (issue #15): none of these asks for a new login.
+            (
+                "ip restricted",
+                Context::Refresh,
+                Cause::IpNotAllowed,
+                ErrorKind::Config,
+            ),
+            (
+                "IP restricted",
+                Context::Other,
+                Cause::IpNotAllowed,
+                ErrorKind::Config,
+            ),
+            (
+                "username-password flow is blocked for this org",
+                Context::Other,
+                Cause::PasswordFlowBlocked,
+                ErrorKind::Config,
+            ),
+            (
+                "app must be installed into org",
+                Context::Other,
+                Cause::AppNotInstalled,
+                ErrorKind::Config,
+            ),
+            (
+                "invalid code verifier",
+                Context::Other,
+                Cause::CodeVerifierInvalid,
+                ErrorKind::ReauthorizationRequired,
+            ),
         ];
         for (description, context, cause, kind) in cases {
             let error = ServerError::classify(400, "invalid_grant", Some(description), context);
@@ -786,6 +1016,130 @@ mod tests {
         ] {
             assert_eq!(ServerError::new(status, code, None).kind(), kind, "{code}");
         }
+    }
+
+    /// The answers of the 2025-2027 rules outside `invalid_grant`, with the cause and kind the
+    /// user sees: each as the emulator sends it (crate docs of sfauth-emulator).
+    #[test]
+    fn causes_of_the_platform_rules() {
+        for (code, description, cause, kind) in [
+            (
+                "invalid_client",
+                "app must be installed into org",
+                Cause::AppNotInstalled,
+                ErrorKind::Config,
+            ),
+            (
+                "invalid_client",
+                "invalid client credentials",
+                Cause::ClientSecretRejected,
+                ErrorKind::InvalidClient,
+            ),
+            (
+                "invalid_client_credentials",
+                "client secret invalid",
+                Cause::ClientSecretRejected,
+                ErrorKind::InvalidClient,
+            ),
+            (
+                "invalid_client_id",
+                "client identifier invalid",
+                Cause::Other,
+                ErrorKind::InvalidClient,
+            ),
+            (
+                "rate_limit_exceeded",
+                "Number of logins exceeded",
+                Cause::LoginRateExceeded,
+                ErrorKind::RateLimited,
+            ),
+            (
+                "rate_limit_exceeded",
+                "too many requests",
+                Cause::Other,
+                ErrorKind::RateLimited,
+            ),
+            (
+                "invalid_request",
+                "missing required code challenge",
+                Cause::PkceRequired,
+                ErrorKind::Config,
+            ),
+            (
+                "invalid_request",
+                "unsupported code challenge method",
+                Cause::PkceRequired,
+                ErrorKind::Config,
+            ),
+            (
+                "invalid_request",
+                "invalid code verifier",
+                Cause::CodeVerifierInvalid,
+                ErrorKind::InvalidRequest,
+            ),
+            (
+                "invalid_request",
+                "HTTPS required",
+                Cause::Other,
+                ErrorKind::InvalidRequest,
+            ),
+        ] {
+            let error = ServerError::new(400, code, Some(description));
+            assert_eq!(
+                (error.cause(), error.kind()),
+                (cause, kind),
+                "{code} {description}"
+            );
+        }
+    }
+
+    /// Every cause has a fix of its own in words, and no fix for a cause the client can
+    /// survive by itself tells the user to re-authorize.
+    #[test]
+    fn every_cause_says_what_to_do() {
+        let all = [
+            Cause::TokenExpiredOrRevoked,
+            Cause::AuthenticationFailure,
+            Cause::IpOrLoginHoursRestricted,
+            Cause::IpNotAllowed,
+            Cause::NotApproved,
+            Cause::UserInactive,
+            Cause::OrgInactive,
+            Cause::AppBlocked,
+            Cause::AppNotInstalled,
+            Cause::PasswordFlowBlocked,
+            Cause::ClientSecretRejected,
+            Cause::LoginRateExceeded,
+            Cause::PkceRequired,
+            Cause::CodeVerifierInvalid,
+            Cause::WrongHost,
+            Cause::NoClientCredentialsUser,
+            Cause::AudienceInvalid,
+            Cause::AuthorizationCodeExpired,
+            Cause::RequestInProgress,
+            Cause::DeviceCodeExpired,
+            Cause::AccessDenied,
+            Cause::Other,
+        ];
+        let fixes: std::collections::HashSet<&str> = all.iter().map(|c| c.fix()).collect();
+        assert_eq!(fixes.len(), all.len());
+        let names: std::collections::HashSet<&str> = all.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), all.len());
+        for cause in [
+            Cause::IpNotAllowed,
+            Cause::LoginRateExceeded,
+            Cause::ClientSecretRejected,
+            Cause::AppNotInstalled,
+        ] {
+            assert!(!cause.fix().contains("authorize again"), "{cause:?}");
+        }
+        assert!(Cause::IpNotAllowed.fix().contains("do not re-authorize"));
+        assert!(
+            Cause::PasswordFlowBlocked
+                .fix()
+                .contains("use the JWT bearer")
+        );
+        assert!(Cause::AuthenticationFailure.fix().contains("blocked"));
     }
 
     #[test]

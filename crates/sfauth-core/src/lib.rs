@@ -266,7 +266,7 @@ pub mod secret;
 pub mod signature;
 pub mod token;
 
-pub use app::{ClientAuth, ConnectedApp};
+pub use app::{ClientAuth, ConnectedApp, SecretSlot};
 pub use client::OAuthClient;
 pub use error::{Cause, Error, ErrorKind, Result};
 pub use host::{Endpoints, LoginHost};

@@ -201,7 +201,13 @@ impl OAuthClient {
     pub fn parse_fragment(&self, redirect: &Url, expected_state: &str) -> Result<TokenSet, Error> {
         let fields = redirect_fields(redirect.fragment().unwrap_or_default())?;
         check_redirect(&fields, expected_state)?;
-        self.token_set_from_fields(fields, 0, b"", SystemTime::now())
+        let app = self.app();
+        let secrets = [
+            self.secret_in_use().and_then(|slot| app.secret(slot)),
+            self.secret_in_use()
+                .and_then(|slot| app.secret(slot.other())),
+        ];
+        self.token_set_from_fields(fields, 0, b"", SystemTime::now(), &secrets)
     }
 }
 

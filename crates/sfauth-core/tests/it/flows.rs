@@ -751,13 +751,13 @@ const ERRORS: &[(&str, Option<&str>, ErrorKind, Cause)] = &[
         "invalid_client",
         Some("invalid client credentials"),
         ErrorKind::InvalidClient,
-        Cause::Other,
+        Cause::ClientSecretRejected,
     ),
     (
         "invalid_client_credentials",
         None,
         ErrorKind::InvalidClient,
-        Cause::Other,
+        Cause::ClientSecretRejected,
     ),
     (
         "invalid_request",
@@ -793,7 +793,7 @@ const ERRORS: &[(&str, Option<&str>, ErrorKind, Cause)] = &[
         "rate_limit_exceeded",
         Some("Number of logins exceeded"),
         ErrorKind::RateLimited,
-        Cause::Other,
+        Cause::LoginRateExceeded,
     ),
     (
         "invalid_scope",
