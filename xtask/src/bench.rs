@@ -25,7 +25,7 @@ use std::time::SystemTime;
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value};
 
-use crate::cargo;
+use crate::{cargo, cargo_metadata};
 
 /// Summary keys read from criterion, and the benchmark ids they come from (median, ns).
 const TIMINGS: &[(&str, &str)] = &[
@@ -192,19 +192,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 
 /// The build directory as cargo sees it (`CARGO_TARGET_DIR`, config, or `target/`).
 fn target_dir() -> Result<PathBuf> {
-    let output = cargo()
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .output()
-        .context("running cargo metadata")?;
-    if !output.status.success() {
-        bail!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let metadata: Value =
-        serde_json::from_slice(&output.stdout).context("parsing cargo metadata")?;
-    metadata
+    cargo_metadata()?
         .get("target_directory")
         .and_then(Value::as_str)
         .map(PathBuf::from)

@@ -78,6 +78,22 @@ fn project_root() -> PathBuf {
 }
 
 /// The `cargo` that runs us, so a toolchain chosen by rustup is kept for nested calls.
+/// `cargo metadata --no-deps` of the workspace, parsed.
+fn cargo_metadata() -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context as _;
+    let output = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .context("running cargo metadata")?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    serde_json::from_slice(&output.stdout).context("parsing cargo metadata")
+}
+
 fn cargo() -> std::process::Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = std::process::Command::new(cargo);

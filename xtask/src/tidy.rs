@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, project_root};
+use crate::{cargo, cargo_metadata, project_root};
 
 /// Crates core must never pull in: an HTTP client, a runtime's networking, a database driver.
 const CORE_FORBIDDEN: &[&str] = &[
@@ -367,17 +367,7 @@ fn facade_docs(root: &Path, problems: &mut Vec<String>) -> Result<()> {
 
 /// The source files of every target of every workspace package, from `cargo metadata`.
 fn target_roots() -> Result<Vec<PathBuf>> {
-    let output = cargo()
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .output()
-        .context("running cargo metadata")?;
-    if !output.status.success() {
-        bail!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let metadata = cargo_metadata()?;
     let mut roots = Vec::new();
     for package in metadata["packages"].as_array().into_iter().flatten() {
         for target in package["targets"].as_array().into_iter().flatten() {

@@ -22,19 +22,6 @@ const OTP_LIFETIME_MS: i64 = 60 * 1000;
 /// Where a frontdoor URL without a `startURL` lands.
 const HOME: &str = "/lightning/page/home";
 
-fn rest_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let mut r = (
-        status,
-        Json(json!([{"message": message, "errorCode": code}])),
-    )
-        .into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json;charset=UTF-8"),
-    );
-    r
-}
-
 /// A relative path on the instance, or `None` for anything that could leave it (an absolute
 /// URL, `//host`, a backslash trick).
 fn relative_path(path: &str) -> Option<&str> {
@@ -57,7 +44,7 @@ pub(crate) async fn singleaccess(
         st.live_access(&t, now)
             .map(|at| (t.clone(), at.user_id.clone(), at.scopes.clone()))
     }) else {
-        return rest_error(
+        return crate::rest::error(
             StatusCode::UNAUTHORIZED,
             "INVALID_SESSION_ID",
             "Session expired or invalid",
@@ -65,7 +52,7 @@ pub(crate) async fn singleaccess(
     };
     // A UI session needs a token that may open one.
     if !scopes.iter().any(|s| s == "web" || s == "full") {
-        return rest_error(
+        return crate::rest::error(
             StatusCode::FORBIDDEN,
             "INSUFFICIENT_ACCESS",
             "The access token needs the web or full scope to start a UI session",
@@ -76,7 +63,7 @@ pub(crate) async fn singleaccess(
         Some(path) => match relative_path(path) {
             Some(p) => Some(p.to_owned()),
             None => {
-                return rest_error(
+                return crate::rest::error(
                     StatusCode::BAD_REQUEST,
                     "INVALID_REDIRECT_URI",
                     "redirect_uri must be a path on this instance",

@@ -15,7 +15,8 @@ use crate::params::Params;
 use crate::state::User;
 use crate::versions::{VERSIONS, version_ok};
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+/// Salesforce's REST error: a JSON array of `{message, errorCode}`.
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     let mut r = (
         status,
         Json(json!([{"message": message, "errorCode": code}])),
