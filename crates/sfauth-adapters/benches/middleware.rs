@@ -20,6 +20,17 @@
 //! ```sh
 //! cargo bench -p sfauth-adapters --bench middleware
 //! ```
+//!
+//! Wall-clock figures on shared cores move by several percent from run to run, more than the
+//! middleware costs. For a noise-free comparison of code paths, `SFAUTH_BENCH_PROFILE=raw`,
+//! `bare` or `middleware` sends `SFAUTH_BENCH_REQUESTS` (default 2,000) requests one after the
+//! other that way, inside `profiled`, and stops; under callgrind, collect that function alone and
+//! divide by the count:
+//!
+//! ```sh
+//! SFAUTH_BENCH_PROFILE=middleware valgrind --tool=callgrind --toggle-collect='*profiled*' \
+//!     target/release/deps/middleware-<hash>
+//! ```
 
 #![allow(
     clippy::print_stdout,
@@ -130,6 +141,21 @@ async fn throughput(sender: &Sender, in_flight: usize, total: usize) -> f64 {
     (per_task * in_flight) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// `requests` requests sent one after the other through `sender`: what callgrind counts (its
+/// name is the `--toggle-collect` pattern). A plain function around `block_on`, so that every
+/// poll of the client's futures on this thread runs inside it.
+#[inline(never)]
+fn profiled(runtime: &tokio::runtime::Runtime, sender: &Sender, requests: usize) {
+    runtime.block_on(async {
+        for _ in 0..requests {
+            sender.send().await;
+        }
+    });
+}
+
+/// What `SFAUTH_BENCH_PROFILE` asks for: the sender, the count, and the org (kept alive).
+type Profile = (Sender, usize, emulator::Org);
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -155,10 +181,14 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(run());
+    if let Some((sender, requests, org)) = runtime.block_on(run()) {
+        profiled(&runtime, &sender, requests);
+        println!("{requests} requests sent");
+        drop(org);
+    }
 }
 
-async fn run() {
+async fn run() -> Option<Profile> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
@@ -222,6 +252,23 @@ async fn run() {
             .build(),
     );
 
+    if let Ok(profile) = std::env::var("SFAUTH_BENCH_PROFILE") {
+        let sender = match profile.as_str() {
+            "raw" => raw,
+            "bare" => bare,
+            "middleware" => middleware,
+            other => panic!("SFAUTH_BENCH_PROFILE is raw, bare or middleware, not {other}"),
+        };
+        let requests = std::env::var("SFAUTH_BENCH_REQUESTS").map_or(2_000, |n| {
+            n.parse().expect("SFAUTH_BENCH_REQUESTS is a number")
+        });
+        // Pools, caches and the first allocations warmed outside the collected function.
+        for _ in 0..200 {
+            sender.send().await;
+        }
+        return Some((sender, requests, org));
+    }
+
     let mut figures = Map::new();
     for (in_flight, total) in [(1, 3_000), (64, 12_800)] {
         // Warm both pools and caches.
@@ -275,4 +322,5 @@ async fn run() {
     )
     .unwrap();
     println!("figures written to {}", out.display());
+    None
 }

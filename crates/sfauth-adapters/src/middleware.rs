@@ -8,7 +8,7 @@ use http::header::{AUTHORIZATION, CONTENT_LENGTH};
 use reqwest::{Request, Response, Url};
 use reqwest_middleware::{Middleware, Next};
 use sfauth::{TokenKey, TokenManager};
-use tracing::Instrument as _;
+use tracing::{Instrument as _, Span};
 
 use crate::error::Error;
 use crate::replay::{self, Aim};
@@ -169,6 +169,7 @@ impl SalesforceAuth {
     async fn send(
         &self,
         key: &TokenKey,
+        span: &Span,
         mut request: Request,
         extensions: &mut Extensions,
         next: Next<'_>,
@@ -189,7 +190,7 @@ impl SalesforceAuth {
         // Out of line and boxed, and made only on a 401: reading the body, the refresh and the
         // retry make a future several kilobytes large (the manager's refresh is in it), which
         // every request would otherwise carry and move.
-        self.after_401(key, token, aim, replay, response, extensions, next)
+        self.after_401(key, span, token, aim, replay, response, extensions, next)
             .await
     }
 
@@ -201,6 +202,7 @@ impl SalesforceAuth {
     fn after_401<'a>(
         &'a self,
         key: &'a TokenKey,
+        span: &'a Span,
         token: sfauth::AccessTokenGuard<'static>,
         aim: Aim,
         replay: Option<Request>,
@@ -222,7 +224,7 @@ impl SalesforceAuth {
                 .await
                 .map_err(middleware)?;
             drop(token);
-            replay::record_retry(&tracing::Span::current());
+            replay::record_retry(span);
             aim_at(&mut retry, aim, &fresh)?;
             next.run(retry, extensions).await
         })
@@ -240,12 +242,17 @@ impl Middleware for SalesforceAuth {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let key = replay::tenant(self.key.as_ref(), extensions)
-            .map_err(middleware)?
-            .clone();
-        let span = replay::span(&key);
+        // The request's extensions go down the chain mutably, so a key named there is copied out
+        // of them; the middleware's own is only borrowed.
+        let named = extensions.get::<TokenKey>().cloned();
+        let key = replay::tenant(named.as_ref(), self.key.as_ref()).map_err(middleware)?;
+        let span = replay::span(key);
+        if span.is_disabled() {
+            // Nobody listens: no span to enter and leave on every poll, nothing to record.
+            return self.send(key, &span, request, extensions, next).await;
+        }
         let response = self
-            .send(&key, request, extensions, next)
+            .send(key, &span, request, extensions, next)
             .instrument(span.clone())
             .await;
         if let Ok(response) = &response {
@@ -291,7 +298,8 @@ fn aim_at(
     token: &sfauth::AccessTokenGuard<'_>,
 ) -> reqwest_middleware::Result<()> {
     let url = request.url();
-    let target = replay::target_url(aim, url.path(), url.query(), token.instance_url())
+    let path_and_query = &url[url::Position::BeforePath..url::Position::AfterQuery];
+    let target = replay::target_url(aim, path_and_query, token.instance_url())
         .ok_or_else(|| middleware(Error::InvalidTarget))?;
     *request.url_mut() = target;
     request

@@ -9,7 +9,7 @@
 //! (possibly migrated) instance. One refresh per request at most: the second answer is returned
 //! whatever it is.
 
-use http::{Extensions, StatusCode};
+use http::StatusCode;
 use sfauth::TokenKey;
 use sfauth::oauth::rest::{self, RestAuth};
 use url::Url;
@@ -105,23 +105,31 @@ pub(crate) fn target(aim: Aim, path_and_query: &str, instance: &Url) -> Option<S
     Some(format!("{base}{slash}{path_and_query}"))
 }
 
-/// [`target`] as a [`Url`], for a request already parsed into one: the instance's URL with the
-/// path and query set, which parses neither the host nor the scheme again (the reqwest
-/// middleware's hot path).
+/// [`target`] as a [`Url`], for a request already parsed into one (`path_and_query` is its path
+/// and query, without the fragment): the reqwest middleware's hot path.
 #[cfg(any(test, feature = "reqwest"))]
-pub(crate) fn target_url(aim: Aim, path: &str, query: Option<&str>, instance: &Url) -> Option<Url> {
-    let mut target = instance.clone();
-    match aim {
-        Aim::Relative => {
-            let prefix = instance.path().trim_end_matches('/');
-            if prefix.is_empty() {
-                target.set_path(path);
-            } else {
-                target.set_path(&format!("{prefix}{path}"));
-            }
-        }
-        Aim::Instance => target.set_path(path),
+pub(crate) fn target_url(aim: Aim, path_and_query: &str, instance: &Url) -> Option<Url> {
+    let prefix = match aim {
+        Aim::Relative => instance.path().trim_end_matches('/'),
+        Aim::Instance => "",
         Aim::Elsewhere => return None,
+    };
+    // One parse of the path and query as a reference on the instance, whose scheme and host are
+    // copied and not parsed again, instead of a copy of the instance and three re-serializations
+    // (path, query, fragment). A path starting with `//` would be read as a host, so it takes the
+    // long way, which keeps it a path.
+    if prefix.is_empty() && path_and_query.starts_with('/') && !path_and_query.starts_with("//") {
+        return instance.join(path_and_query).ok();
+    }
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    };
+    let mut target = instance.clone();
+    if prefix.is_empty() {
+        target.set_path(path);
+    } else {
+        target.set_path(&format!("{prefix}{path}"));
     }
     target.set_query(query);
     target.set_fragment(None);
@@ -147,15 +155,12 @@ pub(crate) fn refreshable(status: StatusCode, body: &[u8]) -> bool {
         && rest::classify(status.as_u16(), body) == RestAuth::SessionExpired
 }
 
-/// The tenant a request is for: the one named in its extensions, else the adapter's own.
+/// The tenant a request is for: the one `named` in its extensions, else the adapter's own.
 pub(crate) fn tenant<'a>(
+    named: Option<&'a TokenKey>,
     fixed: Option<&'a TokenKey>,
-    extensions: &'a Extensions,
 ) -> Result<&'a TokenKey, Error> {
-    extensions
-        .get::<TokenKey>()
-        .or(fixed)
-        .ok_or(Error::NoTenant)
+    named.or(fixed).ok_or(Error::NoTenant)
 }
 
 /// The span a request runs in: the tenant's short key (label, org and user ids), the attempt and
@@ -240,16 +245,60 @@ mod tests {
                 *expected,
                 "{scheme} {host:?} {port:?}"
             );
-            let (path, query) = pq
-                .split_once('?')
-                .map_or((*pq, None), |(p, q)| (p, Some(q)));
             assert_eq!(
-                target_url(aim, path, query, instance)
-                    .as_ref()
-                    .map(Url::as_str),
+                target_url(aim, pq, instance).as_ref().map(Url::as_str),
                 *expected,
                 "{scheme} {host:?} {port:?}"
             );
+        }
+    }
+
+    /// The request's own URL, parsed as reqwest parses it, sent to the instance: the path and
+    /// query kept as they were (dot segments already resolved, no host read from the path),
+    /// whichever way [`target_url`] takes.
+    #[test]
+    fn target_urls_keep_the_requests_path() {
+        let na = url("https://na1.my.salesforce.com");
+        let site = url("https://acme.my.site.com/community/");
+        let cases = [
+            (
+                "https://sfauth.invalid/services/data/v62.0/query?q=SELECT+Id#top",
+                &na,
+                "https://na1.my.salesforce.com/services/data/v62.0/query?q=SELECT+Id",
+            ),
+            (
+                "https://sfauth.invalid//evil.example/steal?x=1",
+                &na,
+                "https://na1.my.salesforce.com//evil.example/steal?x=1",
+            ),
+            (
+                "https://sfauth.invalid//evil.example/steal",
+                &site,
+                "https://acme.my.site.com/community//evil.example/steal",
+            ),
+            (
+                "https://sfauth.invalid/a/../services/%7Bx%7D?q=%20",
+                &na,
+                "https://na1.my.salesforce.com/services/%7Bx%7D?q=%20",
+            ),
+            (
+                "https://sfauth.invalid/",
+                &site,
+                "https://acme.my.site.com/community/",
+            ),
+        ];
+        for (request, instance, expected) in cases {
+            let request = url(request);
+            let aim = aim(
+                request.scheme(),
+                request.host_str(),
+                request.port(),
+                instance,
+            );
+            let path_and_query = &request[url::Position::BeforePath..url::Position::AfterQuery];
+            let target = target_url(aim, path_and_query, instance).unwrap();
+            assert_eq!(target.as_str(), expected, "{request}");
+            assert_eq!(target.host_str(), instance.host_str(), "{request}");
         }
     }
 

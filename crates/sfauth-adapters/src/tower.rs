@@ -341,7 +341,7 @@ where
         // (the usual tower way to own the inner service in a `'static` future).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let key = match replay::tenant(self.key.as_ref(), request.extensions()) {
+        let key = match replay::tenant(request.extensions().get(), self.key.as_ref()) {
             Ok(key) => key.clone(),
             Err(error) => return Box::pin(std::future::ready(Err(error.into()))),
         };
