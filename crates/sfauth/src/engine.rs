@@ -287,13 +287,20 @@ pub(crate) struct Due {
 
 /// Whether a failed refresh may be papered over with a token that has not expired yet.
 fn serve_stale(error: &Error) -> bool {
-    matches!(
-        error.kind(),
-        ErrorKind::Transient
-            | ErrorKind::RateLimited
-            | ErrorKind::RefreshInProgress
-            | ErrorKind::Storage
-    ) && !matches!(error, Error::Unsaved { .. })
+    // A refresh refused for its address leaves the tokens valid (the access token works from
+    // anywhere; only refreshes are allowlisted): callers keep the token until it dies, while
+    // the operator fixes the egress.
+    let ip_blocked = error.cause() == Some(sfauth_core::Cause::IpNotAllowed)
+        || matches!(error, Error::RecentlyFailed { message, .. } if message.contains(sfauth_core::Cause::IpNotAllowed.fix()));
+    (ip_blocked
+        || matches!(
+            error.kind(),
+            ErrorKind::Transient
+                | ErrorKind::RateLimited
+                | ErrorKind::RefreshInProgress
+                | ErrorKind::Storage
+        ))
+        && !matches!(error, Error::Unsaved { .. })
 }
 
 /// The tenant's current token after a refresh or a wait, or the error for a tenant that was

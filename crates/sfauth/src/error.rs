@@ -239,6 +239,26 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The cause Salesforce gave, when it gave one: that of a re-authorization, or of the OAuth
+    /// error a request failed with. [`Cause::fix`] says what to do about it.
+    ///
+    /// ```
+    /// # fn show(error: &sfauth::Error) {
+    /// if let Some(cause) = error.cause() {
+    ///     eprintln!("{error}: {}", cause.fix());
+    /// }
+    /// # }
+    /// ```
+    pub fn cause(&self) -> Option<Cause> {
+        match self {
+            Self::ReauthorizationRequired { cause, .. } => *cause,
+            Self::OAuth { source, .. } => source.server().map(|server| server.cause()),
+            _ => None,
+        }
+    }
+}
+
 /// `" (lease held by H until T)"`, or nothing when the holder is unknown.
 fn held_by(holder: Option<&str>, until: Option<SystemTime>) -> String {
     match (holder, until) {

@@ -3,8 +3,8 @@
 //! Events carry the tenant's [`TokenKey`] and no secret, so they can be logged or forwarded
 //! as they are.
 
-use sfauth_core::TokenKey;
 use sfauth_core::error::Cause;
+use sfauth_core::{SecretSlot, TokenKey};
 use url::Url;
 
 use crate::error::ErrorKind;
@@ -45,7 +45,17 @@ pub enum EventKind {
         /// Salesforce's classified cause, if any.
         cause: Option<Cause>,
     },
-    /// A refresh failed in a way that may pass (network, rate limit, store).
+    /// Salesforce refused the consumer secret requests went out with and accepted the other
+    /// configured one ([`ConnectedApp::with_next_secret`](sfauth_core::ConnectedApp::with_next_secret)):
+    /// requests use `to` from now on. Once every process reports this, the refused secret can
+    /// be removed from the configuration. Sent once per switch, with the tenant whose request
+    /// found out.
+    ClientSecretSwitched {
+        /// The secret that works.
+        to: SecretSlot,
+    },
+    /// A refresh failed in a way that may pass (network, rate limit, store), or that needs a
+    /// change on the operator's side which leaves the tokens valid (an IP allowlist).
     RefreshFailed {
         /// The decision to make.
         kind: ErrorKind,

@@ -31,6 +31,8 @@
 //! | `sfauth_token_requests_total` | counter | |
 //! | `sfauth_coalesced_callers_total` | counter | |
 //! | `sfauth_tenants` | gauge | `status` (`active`, `reauth_required`): set by [`TokenManager::stats`] and each scan of the background refresher |
+//! | `sfauth_client_secret_switches_total` | counter | `to` (`current`, `next`): Salesforce refused one consumer secret and accepted the other (a staged rotation was applied); also [`EventKind::ClientSecretSwitched`] |
+//! | `sfauth_client_secret_in_use` | gauge | `slot` (`current`, `next`): 1 for the secret requests go out with, set at each switch |
 //!
 //! Each refresh runs in a `sfauth.refresh` tracing span with the tenant key, trigger, outcome
 //! and cause (never a secret). [`TokenManager::stats`] returns the same counters as a snapshot.
@@ -97,6 +99,7 @@ mod policy;
 mod recent;
 mod refresh;
 mod renewal;
+mod idle;
 mod state;
 mod stats;
 mod tenant;
@@ -105,6 +108,7 @@ pub use background::{BackgroundConfig, BackgroundRefresher};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{Event, EventKind};
 pub use guard::AccessTokenGuard;
+pub use idle::{Idle, PARTNER_IDLE_LIMIT};
 pub use login::{BoundLoopbackLogin, LoginError, LoginErrorKind, LoopbackLogin};
 #[cfg(feature = "sqlite")]
 pub use manager::default_sqlite_store;

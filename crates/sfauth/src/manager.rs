@@ -523,7 +523,32 @@ impl TokenManager {
     /// (`sfauth_tenants{status}`) through the `metrics` facade.
     pub fn stats(&self) -> Stats {
         let (tenants, reauth) = self.engine.census();
-        self.refresher().counters().snapshot(tenants, reauth)
+        let mut stats = self.refresher().counters().snapshot(tenants, reauth);
+        stats.client_secret_in_use = self.client().secret_in_use();
+        stats.client_secret_switches = self.client().secret_switches();
+        stats
+    }
+
+    /// How long `key`'s refresh token has gone unused, against the policy's
+    /// [`idle_limit`](RefreshPolicy::idle_limit): "idle 27 days, refresh before 30". `None` when
+    /// the tenant has no refresh token (it is renewed by its own flow and does not idle out).
+    /// Reads the store when the tenant is not in memory.
+    ///
+    /// ```no_run
+    /// # async fn run(manager: sfauth::TokenManager, key: sfauth::TokenKey) -> sfauth::Result<()> {
+    /// if let Some(idle) = manager.idle(&key).await? {
+    ///     println!("{key}: {idle}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn idle(&self, key: &TokenKey) -> Result<Option<crate::Idle>> {
+        let record = self.refresher().read(key).await?;
+        Ok(crate::Idle::of_record(
+            &record,
+            std::time::SystemTime::now(),
+            self.refresher().policy().idle_limit,
+        ))
     }
 
     /// The session lifetime believed for `org`, if any (see [`RefreshPolicy::min_learned_lifetime`]).

@@ -18,10 +18,13 @@ use sfauth_core::backoff::Backoff;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RefreshPolicy {
-    /// Refresh this long before a known expiry.
+    /// Refresh this long before a known expiry; for a token that lives less than four times
+    /// this, a quarter of its lifetime instead (a one-minute session is refreshed at 45 seconds
+    /// of age, not at every call).
     pub margin: Duration,
     /// Up to this much earlier again, drawn at random per token, so that thousands of tenants
-    /// issued at once do not all refresh in the same second.
+    /// issued at once do not all refresh in the same second; at most an eighth of the token's
+    /// lifetime.
     pub jitter: Duration,
     /// How long a tenant's refresh lease lasts without renewal. A refresher renews it every
     /// third of this while it is really at work, so a slow refresh never outlives its lease,
@@ -45,8 +48,8 @@ pub struct RefreshPolicy {
     pub failure_backoff: Duration,
     /// The ceiling of [`Self::failure_backoff`].
     pub max_failure_backoff: Duration,
-    /// The shortest session lifetime the manager will learn (Salesforce's shortest session
-    /// timeout is 15 minutes; a revoked token can die sooner). Lifetimes are learned only from
+    /// The shortest session lifetime the manager will learn (JWT-based access tokens can live
+    /// one minute since API 65.0; a revoked token can die sooner). Lifetimes are learned only from
     /// evidence about the timeout: an `exp` claim, or several tokens dying at the same age at
     /// different moments; a single early death (a revocation) teaches nothing.
     pub min_learned_lifetime: Duration,
@@ -57,13 +60,20 @@ pub struct RefreshPolicy {
     /// access token to learn its `exp` (one extra request per refresh; needs the app's secret).
     /// The lifetime learned this way is kept per org and used for every tenant of the org.
     pub learn_from_introspection: bool,
+    /// The refresh-token idle limit tenants are measured against ([`Idle`](crate::Idle),
+    /// [`TokenManager::idle`](crate::TokenManager::idle)), and past which an `expired
+    /// access/refresh token` is reported as most likely an idle expiry: the app's "expire
+    /// refresh token if not used for" setting, 30 days under the partner-app mandate.
+    pub idle_limit: Duration,
 }
 
 impl Default for RefreshPolicy {
-    /// Refresh 60 s (plus up to 30 s of jitter) before a known expiry; lease 45 s (renewed
+    /// Refresh 60 s (plus up to 30 s of jitter) before a known expiry, but never more than a
+    /// quarter (plus an eighth) of the token's lifetime before it; lease 45 s (renewed
     /// every 15 s while a refresh runs; the default transport gives a request 30 s); wait up to
     /// 30 s for another process; 3 attempts from 250 ms; back off 1 s to 60 s after failures;
-    /// learn lifetimes of at least 5 minutes, relearned daily; no introspection.
+    /// learn lifetimes of at least 1 minute, relearned daily; no introspection; a 30-day idle
+    /// limit.
     fn default() -> Self {
         Self {
             margin: Duration::from_secs(60),
@@ -74,9 +84,10 @@ impl Default for RefreshPolicy {
             backoff: Duration::from_millis(250),
             failure_backoff: Duration::from_secs(1),
             max_failure_backoff: Duration::from_secs(60),
-            min_learned_lifetime: Duration::from_secs(300),
+            min_learned_lifetime: Duration::from_secs(60),
             relearn_after: Duration::from_secs(24 * 3600),
             learn_from_introspection: false,
+            idle_limit: crate::idle::PARTNER_IDLE_LIMIT,
         }
     }
 }
@@ -128,6 +139,12 @@ impl RefreshPolicy {
     /// Sets [`Self::learn_from_introspection`].
     pub fn learn_from_introspection(mut self, on: bool) -> Self {
         self.learn_from_introspection = on;
+        self
+    }
+
+    /// Sets [`Self::idle_limit`].
+    pub fn idle_limit(mut self, limit: Duration) -> Self {
+        self.idle_limit = limit;
         self
     }
 

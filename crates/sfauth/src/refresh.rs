@@ -43,7 +43,7 @@
 //!    refreshing. Everything after the lease is the same protocol as above. Which worker of a
 //!    fleet gets there first is the background refresher's business (`background.rs`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -63,6 +63,7 @@ use crate::clock;
 use crate::clock::duration_ms;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventKind};
+use crate::idle::Idle;
 use crate::lifetime::Lifetimes;
 use crate::policy::RefreshPolicy;
 use crate::renewal::{Renewal, RenewalResolver};
@@ -207,6 +208,8 @@ pub(crate) struct Refresher {
     closing: AtomicBool,
     /// The leases refreshes hold right now, released by a shutdown.
     held: Mutex<Vec<Lease>>,
+    /// The client's secret switches already reported (see [`Refresher::note_secret`]).
+    secret_switches_seen: AtomicU64,
 }
 
 /// What a [`Refresher`] is made of.
@@ -223,6 +226,7 @@ pub(crate) struct Parts {
 
 impl Refresher {
     pub(crate) fn new(parts: Parts) -> Self {
+        let switches = parts.client.secret_switches();
         let lifetimes = Lifetimes::new(
             parts.policy.min_learned_lifetime,
             MAX_SESSION,
@@ -240,6 +244,7 @@ impl Refresher {
             default_renewal: parts.default_renewal,
             renewal_resolver: parts.renewal_resolver,
             tasks: TaskTracker::new(),
+            secret_switches_seen: AtomicU64::new(switches),
             closing: AtomicBool::new(false),
             held: Mutex::new(Vec::new()),
         }
@@ -255,6 +260,10 @@ impl Refresher {
 
     pub(crate) fn store(&self) -> &Arc<dyn TokenStore> {
         &self.store
+    }
+
+    pub(crate) fn policy(&self) -> &RefreshPolicy {
+        &self.policy
     }
 
     pub(crate) fn holder(&self) -> &str {
@@ -486,16 +495,47 @@ impl Refresher {
 
     fn note_failure(&self, tenant: &TenantState, error: &Error) {
         Counters::bump(&self.counters.refresh_failures);
-        let pause =
-            tenant.note_failure(error.kind(), error.to_string(), self.policy.failure_pause());
-        tracing::warn!(key = %tenant.key, error = %error, retry_in_ms = duration_ms(pause), "refresh failed");
+        // The whole chain and the fix: "salesforce request … failed" alone would leave whoever
+        // reads the pause or the event without Salesforce's words or what to do about them.
+        let message = describe(error);
+        let pause = tenant.note_failure(error.kind(), message.clone(), self.policy.failure_pause());
+        tracing::warn!(key = %tenant.key, error = %message, retry_in_ms = duration_ms(pause), "refresh failed");
         self.emit(
             &tenant.key,
             EventKind::RefreshFailed {
                 kind: error.kind(),
-                message: error.to_string(),
+                message,
             },
         );
+    }
+
+    /// Reports a switch of the client's consumer secret (Salesforce refused one and accepted the
+    /// other) that happened since the last report: a log line, an event and a metric, so that an
+    /// operator learns the rotation was applied and the old secret can be retired.
+    fn note_secret(&self, key: &TokenKey) {
+        let switches = self.client.secret_switches();
+        let seen = self
+            .secret_switches_seen
+            .fetch_max(switches, Ordering::AcqRel);
+        if switches <= seen {
+            return;
+        }
+        let Some(slot) = self.client.secret_in_use() else {
+            return;
+        };
+        tracing::warn!(
+            key = %key,
+            secret = slot.as_str(),
+            refused = slot.other().as_str(),
+            "salesforce refused the {} consumer secret and accepted the {}: requests now use the {}; once every process reports this, the refused one can be removed from the configuration",
+            slot.other(),
+            slot,
+            slot,
+        );
+        metrics::counter!(names::SECRET_SWITCHES, "to" => slot.as_str()).increment(1);
+        metrics::gauge!(names::SECRET_IN_USE, "slot" => slot.as_str()).set(1.0);
+        metrics::gauge!(names::SECRET_IN_USE, "slot" => slot.other().as_str()).set(0.0);
+        self.emit(key, EventKind::ClientSecretSwitched { to: slot });
     }
 
     async fn refresh_exclusive(
@@ -883,7 +923,9 @@ impl Refresher {
         loop {
             attempt = attempt.saturating_add(1);
             self.count_token_request();
-            let error = match self.client.refresh(&*self.transport, &refresh_token).await {
+            let result = self.client.refresh(&*self.transport, &refresh_token).await;
+            self.note_secret(key);
+            let error = match result {
                 Ok(tokens) => return self.save_refreshed(tenant, marked, tokens, lease).await,
                 Err(error) => error,
             };
@@ -898,6 +940,11 @@ impl Refresher {
                     } else {
                         error.to_string()
                     };
+                    let obtained = SystemTime::UNIX_EPOCH
+                        .checked_add(Duration::from_millis(tenant.current.load().obtained_at_ms))
+                        .unwrap_or(SystemTime::UNIX_EPOCH);
+                    let idle = Idle::new(obtained, SystemTime::now(), self.policy.idle_limit);
+                    let reason = with_idle_evidence(reason, cause, &idle);
                     return self.mark_reauth(tenant, marked, reason, cause, lease).await;
                 }
                 Answer::MaybeSpent => {
@@ -993,8 +1040,13 @@ impl Refresher {
         if cached.expires_at_ms == NEVER {
             return false;
         }
-        let soon = duration_ms(self.policy.margin).saturating_add(duration_ms(self.policy.jitter));
-        clock::precise_ms().saturating_add(soon) >= cached.expires_at_ms
+        let born = cached.issued_at.map_or(cached.obtained_at_ms, clock::to_ms);
+        let (margin, jitter) = crate::state::scaled_margin(
+            duration_ms(self.policy.margin),
+            duration_ms(self.policy.jitter),
+            cached.expires_at_ms.saturating_sub(born),
+        );
+        clock::precise_ms().saturating_add(margin.saturating_add(jitter)) >= cached.expires_at_ms
     }
 
     /// Whether the tenant's current access token is dead or about to die, so that a possibly
@@ -1052,6 +1104,7 @@ impl Refresher {
                     self.client.password(transport, username, password).await
                 }
             };
+            self.note_secret(&tenant.key);
             let error = match result {
                 Ok(tokens) => return self.save_refreshed(tenant, record, tokens, lease).await,
                 Err(error) => error,
@@ -1390,12 +1443,102 @@ impl Refresher {
     }
 }
 
+/// `error` with its sources and, when Salesforce named a cause, what to do about it.
+pub(crate) fn describe(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    if let Some(cause) = error
+        .cause()
+        .filter(|cause| *cause != sfauth_core::Cause::Other)
+    {
+        text.push_str(" (");
+        text.push_str(cause.fix());
+        text.push(')');
+    }
+    text
+}
+
+/// A refusal's reason, with what the manager knows that Salesforce's words do not say: that
+/// `expired access/refresh token` came after the refresh token had been idle past the limit, so
+/// idleness (not a revocation) is the likely cause.
+fn with_idle_evidence(reason: String, cause: Option<sfauth_core::Cause>, idle: &Idle) -> String {
+    if cause != Some(sfauth_core::Cause::TokenExpiredOrRevoked) || !idle.is_past_limit() {
+        return reason;
+    }
+    format!(
+        "{reason}; the refresh token was {idle}, so it most likely expired for idleness (the background refresher's keep-alive prevents that)"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use sfauth_core::error::ServerError;
     use sfauth_core::http::{TransportError, TransportErrorKind};
 
     use super::*;
+
+    #[test]
+    fn an_expired_token_after_the_idle_limit_names_idleness() {
+        let day = Duration::from_secs(24 * 3600);
+        let now = SystemTime::now();
+        let revoked = Some(sfauth_core::Cause::TokenExpiredOrRevoked);
+        let limit = crate::idle::PARTNER_IDLE_LIMIT;
+        let reason = with_idle_evidence(
+            "refused".into(),
+            revoked,
+            &Idle::new(now - 31 * day, now, limit),
+        );
+        assert_eq!(
+            reason,
+            "refused; the refresh token was idle 31 days, past the 30-day idle limit, so it most likely expired for idleness (the background refresher's keep-alive prevents that)"
+        );
+        // A token used last week was revoked, not idle; nor is another cause about idleness.
+        let week = Idle::new(now - 7 * day, now, limit);
+        assert_eq!(
+            with_idle_evidence("refused".into(), revoked, &week),
+            "refused"
+        );
+        let old = Idle::new(now - 40 * day, now, limit);
+        let inactive = Some(sfauth_core::Cause::UserInactive);
+        assert_eq!(
+            with_idle_evidence("refused".into(), inactive, &old),
+            "refused"
+        );
+    }
+
+    #[test]
+    fn a_refusal_for_the_address_is_described_with_its_fix() {
+        let identity: sfauth_core::IdentityUrl =
+            "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK"
+                .parse()
+                .unwrap();
+        let key = TokenKey::new(
+            &sfauth_core::LoginHost::Production,
+            &identity,
+            "3MVG9",
+            "default",
+        );
+        let error = Error::oauth(
+            &key,
+            ServerError::new(400, "invalid_grant", Some("ip restricted")).into(),
+        );
+        assert_eq!(error.kind(), ErrorKind::Config);
+        assert_eq!(error.cause(), Some(sfauth_core::Cause::IpNotAllowed));
+        let text = describe(&error);
+        assert!(
+            text.contains("server error invalid_grant: ip restricted"),
+            "{text}"
+        );
+        assert!(
+            text.contains(sfauth_core::Cause::IpNotAllowed.fix()),
+            "{text}"
+        );
+    }
 
     fn status(code: u16) -> CoreError {
         CoreError::Status {

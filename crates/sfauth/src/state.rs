@@ -128,9 +128,16 @@ impl Cached {
             (None, Some(issued), Some(lifetime)) => issued.saturating_add(lifetime),
             _ => NEVER,
         };
+        let obtained_at_ms = record
+            .last_refreshed_at
+            .map(clock::to_ms)
+            .or(issued_ms)
+            .unwrap_or_else(|| clock::to_ms(record.issued_at));
         let refresh_at_ms = if expires_at_ms == NEVER {
             NEVER
         } else {
+            let lifetime = expires_at_ms.saturating_sub(issued_ms.unwrap_or(obtained_at_ms));
+            let (margin_ms, jitter_ms) = scaled_margin(margin_ms, jitter_ms, lifetime);
             let jitter = if jitter_ms == 0 {
                 0
             } else {
@@ -138,11 +145,6 @@ impl Cached {
             };
             expires_at_ms.saturating_sub(margin_ms.saturating_add(jitter))
         };
-        let obtained_at_ms = record
-            .last_refreshed_at
-            .map(clock::to_ms)
-            .or(issued_ms)
-            .unwrap_or_else(|| clock::to_ms(record.issued_at));
         let state = match &record.status {
             RecordStatus::ReauthRequired { reason, .. } => CachedState::Reauth(Box::new(Reauth {
                 reason: reason.clone(),
@@ -161,6 +163,36 @@ impl Cached {
             obtained_at_ms,
             state,
         }
+    }
+}
+
+/// The refresh margin and jitter for a token that lives `lifetime_ms`: the policy's, but never
+/// more than a quarter (margin) and an eighth (jitter) of the lifetime. The policy's minute and
+/// a half is nothing to a two-hour session, but it is longer than a one-minute JWT access token
+/// lives: unscaled, such a token would be due at issue and every call would refresh. Scaled, it
+/// is refreshed at 37 to 45 seconds of age. A lifetime of 0 (unknown) leaves the policy's.
+pub(crate) fn scaled_margin(margin_ms: u64, jitter_ms: u64, lifetime_ms: u64) -> (u64, u64) {
+    if lifetime_ms == 0 {
+        return (margin_ms, jitter_ms);
+    }
+    (
+        margin_ms.min(lifetime_ms / 4),
+        jitter_ms.min(lifetime_ms / 8),
+    )
+}
+
+#[cfg(test)]
+mod margin_tests {
+    use super::scaled_margin;
+
+    #[test]
+    fn margins_scale_down_to_short_sessions_only() {
+        // A two-hour session keeps the policy's 60 s + 30 s.
+        assert_eq!(scaled_margin(60_000, 30_000, 7_200_000), (60_000, 30_000));
+        // A one-minute JWT access token: 15 s + up to 7.5 s, refreshed at 37.5 to 45 s of age.
+        assert_eq!(scaled_margin(60_000, 30_000, 60_000), (15_000, 7_500));
+        // Unknown lifetime: the policy's.
+        assert_eq!(scaled_margin(60_000, 30_000, 0), (60_000, 30_000));
     }
 }
 

@@ -45,6 +45,15 @@ pub struct Stats {
     /// scan looks again. A few are normal in a fleet; many mean the workers' attempts bunch
     /// up (see [`BackgroundConfig::spread`](crate::BackgroundConfig::spread)).
     pub background_skipped: u64,
+    /// The consumer secret requests go out with first
+    /// ([`OAuthClient::secret_in_use`](sfauth_core::OAuthClient::secret_in_use)): `Next` once
+    /// Salesforce refused the current one and accepted the next, which tells an operator that
+    /// a staged rotation was applied and the old secret can be retired. `None` for a public
+    /// client.
+    pub client_secret_in_use: Option<sfauth_core::SecretSlot>,
+    /// How often the client switched secrets that way (also for logins through this manager's
+    /// client).
+    pub client_secret_switches: u64,
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +77,8 @@ pub(crate) mod names {
     pub(crate) const COALESCED: &str = "sfauth_coalesced_callers_total";
     pub(crate) const TOKEN_REQUESTS: &str = "sfauth_token_requests_total";
     pub(crate) const TENANTS: &str = "sfauth_tenants";
+    pub(crate) const SECRET_SWITCHES: &str = "sfauth_client_secret_switches_total";
+    pub(crate) const SECRET_IN_USE: &str = "sfauth_client_secret_in_use";
 }
 
 /// Sets the `sfauth_tenants{status}` gauges.
@@ -104,6 +115,8 @@ impl Counters {
             served_stale: get(&self.served_stale),
             background_adopted: get(&self.background_adopted),
             background_skipped: get(&self.background_skipped),
+            client_secret_in_use: None,
+            client_secret_switches: 0,
         }
     }
 }
