@@ -35,7 +35,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use sfauth::oauth::PkceVerifier;
 use sfauth::oauth::flows::AuthorizeParams;
-use sfauth::{LoginErrorKind, LoginHost, TokenKey, TokenManager, Url};
+use sfauth::{ErrorKind, LoginHost, TokenKey, TokenManager, Url};
 
 /// Finds the [`TokenManager`] for a login host other than the main manager's; see
 /// [`LoginConfig::host_managers`].
@@ -801,7 +801,7 @@ async fn callback(State(inner): State<Arc<Inner>>, RawQuery(query): RawQuery) ->
     url.set_query(Some(&raw));
     let code = match manager.client().parse_callback(&url, state) {
         Ok(code) => code,
-        Err(error) => return login_error_page(&sfauth::LoginError::OAuth(error)),
+        Err(error) => return login_error_page(&sfauth::Error::Login { source: error }),
     };
     let stored = match &pending.reconnect {
         Some(key) => manager
@@ -849,45 +849,46 @@ fn salesforce_error_page(fields: &HashMap<String, String>) -> Response {
         error,
         fields.get("error_description").map(String::as_str),
     );
-    login_error_page(&sfauth::LoginError::OAuth(sfauth::oauth::Error::Server(
-        Box::new(server),
-    )))
+    login_error_page(&sfauth::Error::Login {
+        source: sfauth::oauth::Error::Server(Box::new(server)),
+    })
 }
 
 /// The page for a login that failed, by what the person can do about it.
-fn login_error_page(error: &sfauth::LoginError) -> Response {
+fn login_error_page(error: &sfauth::Error) -> Response {
     let said = error
         .salesforce_says()
         .map(|said| format!(" Salesforce said: “{said}”."))
         .unwrap_or_default();
     let (status, title, message) = match error.kind() {
-        LoginErrorKind::Declined => (
+        _ if matches!(error, sfauth::Error::IdentityMismatch { .. }) => (
+            StatusCode::CONFLICT,
+            "Another user",
+            "You logged in as another user or org than the connection being reconnected; nothing was changed. Log in as that connection's user.".to_owned(),
+        ),
+        ErrorKind::LoginDeclined => (
             StatusCode::FORBIDDEN,
             "Access not granted",
             format!("The connection was not allowed, so nothing was connected.{said} To connect, start the login again and choose Allow."),
         ),
-        LoginErrorKind::InvalidCallback => (
+        ErrorKind::InvalidCallback => (
             StatusCode::BAD_REQUEST,
             "Login answer not recognised",
             "This answer does not belong to a login started here. Start the login again.".to_owned(),
         ),
-        LoginErrorKind::Rejected => (
+        ErrorKind::LoginRejected => (
             StatusCode::BAD_REQUEST,
             "Salesforce refused the login",
             format!("The login could not be completed.{said} Start the login again; if it keeps failing, ask an administrator to check the connected app."),
         ),
-        LoginErrorKind::Unavailable | LoginErrorKind::TimedOut => (
+        // Salesforce's own trouble; a store that failed the same way gets the generic page.
+        ErrorKind::Transient | ErrorKind::RateLimited
+            if matches!(error, sfauth::Error::Login { .. }) =>
+        {
+            (
             StatusCode::SERVICE_UNAVAILABLE,
             "Salesforce is unavailable",
             "Salesforce could not be reached to complete the login. Try again in a few minutes.".to_owned(),
-        ),
-        LoginErrorKind::Store
-            if matches!(error, sfauth::LoginError::Store(sfauth::Error::IdentityMismatch { .. })) =>
-        {
-            (
-                StatusCode::CONFLICT,
-                "Another user",
-                "You logged in as another user or org than the connection being reconnected; nothing was changed. Log in as that connection's user.".to_owned(),
             )
         }
         _ => {

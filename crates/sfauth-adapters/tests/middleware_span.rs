@@ -2,6 +2,12 @@
 //! span is wanted per call site for the whole process, so a test that sets a subscriber for its
 //! thread alone races the tests that run beside it without one.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
+
 #[path = "support/emulator.rs"]
 mod emulator;
 

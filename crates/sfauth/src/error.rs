@@ -6,10 +6,26 @@ use std::time::{Duration, SystemTime};
 use sfauth_core::TokenKey;
 use sfauth_core::error::Cause;
 
-/// What went wrong with a [`TokenManager`](crate::TokenManager) call.
+/// What went wrong with a [`TokenManager`](crate::TokenManager) call, a login among them.
 ///
 /// Messages name the tenant briefly (its label, org and user: [`TokenKey::short`]; the whole key
-/// is [`Error::key`]) and never contain a token.
+/// is [`Error::key`]) and never contain a token, a code, a verifier or a secret. A login that
+/// failed before its tokens were stored has no tenant yet: its variants carry no key, and
+/// [`Error::kind`] says what to tell the person logging in.
+///
+/// ```
+/// use sfauth::ErrorKind;
+///
+/// fn explain(error: &sfauth::Error) -> &'static str {
+///     match error.kind() {
+///         ErrorKind::LoginDeclined => "you declined access; log in again to connect",
+///         ErrorKind::LoginTimedOut => "the login took too long; start again",
+///         ErrorKind::ReauthorizationRequired => "connect your org again",
+///         _ => "something went wrong",
+///     }
+/// }
+/// # let _ = explain;
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -132,6 +148,37 @@ pub enum Error {
     /// The manager was configured in a way that cannot work.
     #[error("configuration: {0}")]
     Config(String),
+    /// A login got no tokens: Salesforce's error redirect (`access_denied`, ...), a `state`
+    /// that does not match, a malformed callback, a refused code exchange or grant, a response
+    /// whose signature does not match, or no answer at all. [`Error::kind`] tells them apart
+    /// ([`ErrorKind::LoginDeclined`], [`ErrorKind::InvalidCallback`],
+    /// [`ErrorKind::LoginRejected`], ...); [`Error::salesforce_says`] gives Salesforce's words.
+    #[error("login failed: {source}")]
+    Login {
+        /// The failure.
+        #[source]
+        source: sfauth_core::Error,
+    },
+    /// A login's code exchange was answered without a `signature` although the app has a client
+    /// secret. Salesforce signs every web server flow response, so the identity URL in it cannot
+    /// be trusted; nothing was stored.
+    #[error("the token response carries no signature although the app has a client secret")]
+    UnsignedLogin,
+    /// No login callback came back in time (the person closed the tab, or never opened the URL).
+    #[error("no login came back within {} seconds", waited.as_secs())]
+    LoginTimedOut {
+        /// How long the login waited.
+        waited: Duration,
+    },
+    /// A loopback login's callback listener could not be bound, or failed.
+    #[error("the login callback listener on 127.0.0.1:{port} failed: {source}")]
+    LoginListener {
+        /// The port it was to listen on (0: any).
+        port: u16,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ErrorKind {
@@ -146,6 +193,10 @@ impl ErrorKind {
             Self::UnknownTenant => "unknown_tenant",
             Self::Storage => "storage",
             Self::Protocol => "protocol",
+            Self::LoginDeclined => "login_declined",
+            Self::InvalidCallback => "invalid_callback",
+            Self::LoginRejected => "login_rejected",
+            Self::LoginTimedOut => "login_timed_out",
         }
     }
 }
@@ -170,6 +221,17 @@ pub enum ErrorKind {
     Storage,
     /// Salesforce answered something unexpected (malformed, wrong identity).
     Protocol,
+    /// A login: the person (or an org policy) declined the authorization (`access_denied`).
+    LoginDeclined,
+    /// A login's callback was not the answer to this login (`state` missing or different, or a
+    /// malformed redirect): start again.
+    InvalidCallback,
+    /// A login's grant was refused (an expired or reused code, a wrong verifier, an app or user
+    /// that may not log in), or its answer failed a check (signature): not worth retrying as
+    /// is.
+    LoginRejected,
+    /// No login callback came back in time.
+    LoginTimedOut,
 }
 
 impl Error {
@@ -187,6 +249,11 @@ impl Error {
             key: Box::new(key.clone()),
             source,
         }
+    }
+
+    /// A login's flow failed (no tenant yet).
+    pub(crate) fn login(source: sfauth_core::Error) -> Self {
+        Self::Login { source }
     }
 
     /// `key` is neither in memory nor in the store (or was removed).
@@ -216,7 +283,35 @@ impl Error {
             Self::RefreshOnHold { .. } | Self::ShuttingDown { .. } => ErrorKind::Transient,
             Self::NoRenewal { .. } => ErrorKind::Config,
             Self::RecentlyFailed { kind, .. } => *kind,
-            Self::Config(_) => ErrorKind::Config,
+            Self::Config(_) | Self::LoginListener { .. } => ErrorKind::Config,
+            Self::Login { source } => login_kind(source),
+            Self::UnsignedLogin => ErrorKind::LoginRejected,
+            Self::LoginTimedOut { .. } => ErrorKind::LoginTimedOut,
+        }
+    }
+
+    /// Salesforce's `error_description` (or `error`) when Salesforce said why a login or a
+    /// request failed, scrubbed of anything secret-shaped by `sfauth-core`: for a page shown to
+    /// the person logging in.
+    ///
+    /// ```
+    /// use sfauth::oauth::error::ServerError;
+    ///
+    /// let denied = sfauth::oauth::Error::Server(Box::new(ServerError::new(
+    ///     0,
+    ///     "access_denied",
+    ///     Some("end-user denied authorization"),
+    /// )));
+    /// let error = sfauth::Error::Login { source: denied };
+    /// assert_eq!(error.kind(), sfauth::ErrorKind::LoginDeclined);
+    /// assert_eq!(error.salesforce_says(), Some("end-user denied authorization"));
+    /// ```
+    pub fn salesforce_says(&self) -> Option<&str> {
+        match self {
+            Self::Login { source } | Self::OAuth { source, .. } => source
+                .server()
+                .map(|server| server.description().unwrap_or(server.error())),
+            _ => None,
         }
     }
 
@@ -234,7 +329,12 @@ impl Error {
             | Self::NoRenewal { key }
             | Self::ShuttingDown { key }
             | Self::RecentlyFailed { key, .. } => Some(key.as_ref()),
-            Self::Config(_) | Self::List { .. } => None,
+            Self::Config(_)
+            | Self::List { .. }
+            | Self::Login { .. }
+            | Self::UnsignedLogin
+            | Self::LoginTimedOut { .. }
+            | Self::LoginListener { .. } => None,
         }
     }
 }
@@ -256,6 +356,26 @@ impl Error {
             Self::OAuth { source, .. } => source.server().map(|server| server.cause()),
             _ => None,
         }
+    }
+}
+
+/// What a failed login's flow error means to the person logging in.
+fn login_kind(error: &sfauth_core::Error) -> ErrorKind {
+    use sfauth_core::ErrorKind as Core;
+    if error
+        .server()
+        .is_some_and(|server| server.error() == "access_denied")
+    {
+        return ErrorKind::LoginDeclined;
+    }
+    match (error, error.kind()) {
+        (sfauth_core::Error::StateMismatch, _) => ErrorKind::InvalidCallback,
+        // A malformed redirect (no code, no error) has no HTTP status.
+        (sfauth_core::Error::Parse { status: 0, .. }, _) => ErrorKind::InvalidCallback,
+        (_, Core::Transient) => ErrorKind::Transient,
+        (_, Core::RateLimited) => ErrorKind::RateLimited,
+        (_, Core::Config) => ErrorKind::Config,
+        _ => ErrorKind::LoginRejected,
     }
 }
 

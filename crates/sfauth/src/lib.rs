@@ -109,7 +109,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use events::{Event, EventKind};
 pub use guard::AccessTokenGuard;
 pub use idle::{Idle, PARTNER_IDLE_LIMIT};
-pub use login::{BoundLoopbackLogin, LoginError, LoginErrorKind, LoopbackLogin};
+pub use login::{BoundLoopbackLogin, LoopbackLogin};
 #[cfg(feature = "sqlite")]
 pub use manager::default_sqlite_store;
 pub use manager::{STORE_KEY_ENV, TokenManager, TokenManagerBuilder};

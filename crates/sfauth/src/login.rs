@@ -27,151 +27,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use url::Url;
 
+use crate::error::{Error, Result};
 use crate::manager::TokenManager;
 use crate::renewal::Renewal;
-
-/// Why a login did not produce a stored tenant.
-///
-/// No message holds a token, a code, a verifier or a secret: Salesforce's own words are
-/// clipped and scrubbed by `sfauth-core` before they get here.
-///
-/// ```
-/// use sfauth::{LoginError, LoginErrorKind};
-///
-/// fn explain(error: &LoginError) -> &'static str {
-///     match error.kind() {
-///         LoginErrorKind::Declined => "you declined access; log in again to connect",
-///         LoginErrorKind::TimedOut => "the login took too long; start again",
-///         _ => "the login failed",
-///     }
-/// }
-/// # let _ = explain;
-/// ```
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LoginError {
-    /// The authorization redirect or the grant failed: a callback with Salesforce's `error`
-    /// (`access_denied`, ...), a `state` that does not match, a refused code exchange, a
-    /// response whose signature does not match, or no answer at all. See
-    /// [`oauth::Error::kind`](crate::oauth::Error::kind) for which.
-    #[error("login failed: {0}")]
-    OAuth(#[source] sfauth_core::Error),
-    /// The app has a client secret but the code exchange's answer carried no `signature`.
-    /// Salesforce signs every web server flow response, so the identity URL cannot be trusted.
-    #[error("the token response carries no signature although the app has a client secret")]
-    Unsigned,
-    /// The tokens were obtained but could not be stored (or their renewal recorded).
-    #[error("the login's tokens could not be stored")]
-    Store(#[source] crate::Error),
-    /// No callback came back in time (the person closed the tab, or never opened the URL).
-    #[error("no login came back within {} seconds", .0.as_secs())]
-    TimedOut(Duration),
-    /// The loopback callback listener could not be bound or failed.
-    #[error("the login callback listener on 127.0.0.1:{port} failed: {source}")]
-    Listener {
-        /// The port it was to listen on (0: any).
-        port: u16,
-        /// The I/O failure.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// What kind of [`LoginError`] this is: what to tell the person logging in.
-///
-/// ```
-/// use sfauth::LoginErrorKind;
-///
-/// assert_ne!(LoginErrorKind::Declined, LoginErrorKind::Rejected);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum LoginErrorKind {
-    /// The person (or an org policy) declined the authorization: `access_denied`.
-    Declined,
-    /// The callback was not the answer to this login (`state` missing or different, or a
-    /// malformed redirect): start again.
-    InvalidCallback,
-    /// Salesforce refused the grant (an expired or reused code, a wrong verifier, an app or
-    /// user that may not log in), or its answer failed a check (signature): not worth retrying
-    /// as is.
-    Rejected,
-    /// Salesforce could not be reached or answered with a transient failure: try again later.
-    Unavailable,
-    /// No callback came back in time.
-    TimedOut,
-    /// The configuration cannot work (no redirect URI, a login host the flow refuses, a port
-    /// that cannot be bound).
-    Config,
-    /// The tokens could not be stored.
-    Store,
-}
-
-impl LoginError {
-    /// What kind of error this is.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use sfauth::{LoginError, LoginErrorKind};
-    ///
-    /// let error = LoginError::TimedOut(Duration::from_secs(300));
-    /// assert_eq!(error.kind(), LoginErrorKind::TimedOut);
-    /// ```
-    pub fn kind(&self) -> LoginErrorKind {
-        use sfauth_core::ErrorKind as Core;
-        match self {
-            Self::OAuth(error) => {
-                if error
-                    .server()
-                    .is_some_and(|server| server.error() == "access_denied")
-                {
-                    return LoginErrorKind::Declined;
-                }
-                match (error, error.kind()) {
-                    (sfauth_core::Error::StateMismatch, _) => LoginErrorKind::InvalidCallback,
-                    // A malformed redirect (no code, no error) has no HTTP status.
-                    (sfauth_core::Error::Parse { status: 0, .. }, _) => {
-                        LoginErrorKind::InvalidCallback
-                    }
-                    (_, Core::Transient | Core::RateLimited) => LoginErrorKind::Unavailable,
-                    (_, Core::Config) => LoginErrorKind::Config,
-                    _ => LoginErrorKind::Rejected,
-                }
-            }
-            Self::Unsigned => LoginErrorKind::Rejected,
-            Self::Store(_) => LoginErrorKind::Store,
-            Self::TimedOut(_) => LoginErrorKind::TimedOut,
-            Self::Listener { .. } => LoginErrorKind::Config,
-        }
-    }
-
-    /// Salesforce's `error_description` (or `error`) when Salesforce said why, scrubbed of
-    /// anything secret-shaped; for a page shown to the person logging in.
-    ///
-    /// ```
-    /// use sfauth::LoginError;
-    /// use sfauth::oauth::error::ServerError;
-    ///
-    /// let denied = sfauth::oauth::Error::Server(Box::new(ServerError::new(
-    ///     0,
-    ///     "access_denied",
-    ///     Some("end-user denied authorization"),
-    /// )));
-    /// let error = LoginError::OAuth(denied);
-    /// assert_eq!(error.salesforce_says(), Some("end-user denied authorization"));
-    /// ```
-    pub fn salesforce_says(&self) -> Option<&str> {
-        match self {
-            Self::OAuth(error) => error
-                .server()
-                .map(|server| server.description().unwrap_or(server.error())),
-            _ => None,
-        }
-    }
-}
-
-/// `Result` of a login.
-type LoginResult<T> = std::result::Result<T, LoginError>;
 
 impl TokenManager {
     /// Completes a web server flow login: exchanges `code` (from the callback, whose `state`
@@ -206,21 +64,18 @@ impl TokenManager {
         code: &AuthorizationCode,
         verifier: &PkceVerifier,
         label: &str,
-    ) -> LoginResult<TokenKey> {
+    ) -> Result<TokenKey> {
         let tokens = exchange(self.client(), self, code, verifier).await?;
-        self.store_tokens(tokens, label)
-            .await
-            .map_err(LoginError::Store)
+        self.store_tokens(tokens, label).await
     }
 
     /// [`login_with_code`](Self::login_with_code) for a tenant that must be re-authorized:
     /// the new tokens replace `key`'s, and are refused (nothing stored, the error is
-    /// [`Error::IdentityMismatch`](crate::Error::IdentityMismatch) inside
-    /// [`LoginError::Store`]) when the person logged in as another org or user than `key`
+    /// [`Error::IdentityMismatch`]) when the person logged in as another org or user than `key`
     /// names.
     ///
     /// ```no_run
-    /// # async fn run(manager: sfauth::TokenManager, key: sfauth::TokenKey, code: sfauth::oauth::AuthorizationCode, verifier: sfauth::oauth::PkceVerifier) -> Result<(), sfauth::LoginError> {
+    /// # async fn run(manager: sfauth::TokenManager, key: sfauth::TokenKey, code: sfauth::oauth::AuthorizationCode, verifier: sfauth::oauth::PkceVerifier) -> Result<(), sfauth::Error> {
     /// manager.relogin_with_code(&key, &code, &verifier).await?;
     /// # Ok(())
     /// # }
@@ -230,11 +85,9 @@ impl TokenManager {
         key: &TokenKey,
         code: &AuthorizationCode,
         verifier: &PkceVerifier,
-    ) -> LoginResult<()> {
+    ) -> Result<()> {
         let tokens = exchange(self.client(), self, code, verifier).await?;
-        self.store_tokens_as(key.clone(), tokens)
-            .await
-            .map_err(LoginError::Store)
+        self.store_tokens_as(key.clone(), tokens).await
     }
 
     /// Logs in with the JWT bearer flow, stores the tokens under `label` and records the flow
@@ -246,7 +99,7 @@ impl TokenManager {
     /// ```no_run
     /// use sfauth::{JwtBearer, PrivateKey};
     ///
-    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::LoginError> {
+    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::Error> {
     /// let pem = std::fs::read_to_string("/etc/sfauth/acme.pem").unwrap_or_default();
     /// let jwt = JwtBearer::new("integration@acme.example", PrivateKey::new(pem));
     /// let key = manager.login_jwt_bearer(jwt, "integration").await?;
@@ -254,12 +107,12 @@ impl TokenManager {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn login_jwt_bearer(&self, jwt: JwtBearer, label: &str) -> LoginResult<TokenKey> {
+    pub async fn login_jwt_bearer(&self, jwt: JwtBearer, label: &str) -> Result<TokenKey> {
         let tokens = self
             .client()
             .jwt_bearer(self.transport().as_ref(), &jwt)
             .await
-            .map_err(LoginError::OAuth)?;
+            .map_err(Error::login)?;
         self.store_with_renewal(tokens, label, Renewal::JwtBearer(jwt))
             .await
     }
@@ -269,19 +122,19 @@ impl TokenManager {
     /// renews the tenant by itself, after a restart too.
     ///
     /// ```no_run
-    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::LoginError> {
+    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::Error> {
     /// let key = manager.login_client_credentials("service").await?;
-    /// let token = manager.access_token(&key).await.map_err(sfauth::LoginError::Store)?;
+    /// let token = manager.access_token(&key).await?;
     /// # drop(token);
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn login_client_credentials(&self, label: &str) -> LoginResult<TokenKey> {
+    pub async fn login_client_credentials(&self, label: &str) -> Result<TokenKey> {
         let tokens = self
             .client()
             .client_credentials(self.transport().as_ref())
             .await
-            .map_err(LoginError::OAuth)?;
+            .map_err(Error::login)?;
         self.store_with_renewal(tokens, label, Renewal::ClientCredentials)
             .await
     }
@@ -295,7 +148,7 @@ impl TokenManager {
     /// ```no_run
     /// use sfauth::oauth::Password;
     ///
-    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::LoginError> {
+    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::Error> {
     /// let password = Password::new(std::env::var("SF_PASSWORD").unwrap_or_default());
     /// let key = manager.login_password("api@acme.example", password, "api").await?;
     /// # drop(key);
@@ -307,12 +160,12 @@ impl TokenManager {
         username: &str,
         password: Password,
         label: &str,
-    ) -> LoginResult<TokenKey> {
+    ) -> Result<TokenKey> {
         let tokens = self
             .client()
             .password(self.transport().as_ref(), username, &password)
             .await
-            .map_err(LoginError::OAuth)?;
+            .map_err(Error::login)?;
         let renewal = Renewal::Password {
             username: username.to_owned(),
             password,
@@ -325,14 +178,9 @@ impl TokenManager {
         tokens: TokenSet,
         label: &str,
         renewal: Renewal,
-    ) -> LoginResult<TokenKey> {
-        let key = self
-            .store_tokens(tokens, label)
-            .await
-            .map_err(LoginError::Store)?;
-        self.set_renewal(&key, renewal)
-            .await
-            .map_err(LoginError::Store)?;
+    ) -> Result<TokenKey> {
+        let key = self.store_tokens(tokens, label).await?;
+        self.set_renewal(&key, renewal).await?;
         Ok(key)
     }
 }
@@ -344,15 +192,15 @@ async fn exchange(
     manager: &TokenManager,
     code: &AuthorizationCode,
     verifier: &PkceVerifier,
-) -> LoginResult<TokenSet> {
+) -> Result<TokenSet> {
     // `exchange_code` already checks a signature that is present, in constant time; what it
     // lets through is a response without one, which Salesforce never sends for this flow.
     let tokens = client
         .exchange_code(manager.transport().as_ref(), code, Some(verifier))
         .await
-        .map_err(LoginError::OAuth)?;
+        .map_err(Error::login)?;
     if client.app().client_secret().is_some() && tokens.signature.is_none() {
-        return Err(LoginError::Unsigned);
+        return Err(Error::UnsignedLogin);
     }
     Ok(tokens)
 }
@@ -395,7 +243,7 @@ type Callback = (Url, oneshot::Sender<Page>);
 /// use std::time::Duration;
 /// use sfauth::LoopbackLogin;
 ///
-/// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::LoginError> {
+/// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::Error> {
 /// let key = LoopbackLogin::new(&manager)
 ///     .scopes(["api", "refresh_token"])
 ///     .timeout(Duration::from_secs(300))
@@ -542,27 +390,23 @@ impl LoopbackLogin {
     /// handed out.
     ///
     /// ```no_run
-    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::LoginError> {
+    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::Error> {
     /// let bound = sfauth::LoopbackLogin::new(&manager).port(0).bind().await?;
     /// println!("register {} as a callback URL", bound.redirect_uri());
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn bind(self) -> LoginResult<BoundLoopbackLogin> {
+    pub async fn bind(self) -> Result<BoundLoopbackLogin> {
         let port = self.port;
         let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
             .await
-            .map_err(|source| LoginError::Listener { port, source })?;
+            .map_err(|source| Error::LoginListener { port, source })?;
         let bound_port = listener
             .local_addr()
-            .map_err(|source| LoginError::Listener { port, source })?
+            .map_err(|source| Error::LoginListener { port, source })?
             .port();
         let redirect_uri = Url::parse(&format!("http://localhost:{bound_port}{}", self.path))
-            .map_err(|e| {
-                LoginError::OAuth(sfauth_core::Error::Config(format!(
-                    "bad callback path: {e}"
-                )))
-            })?;
+            .map_err(|e| Error::Config(format!("bad callback path: {e}")))?;
         Ok(BoundLoopbackLogin {
             login: self,
             listener,
@@ -573,7 +417,7 @@ impl LoopbackLogin {
     /// [`bind`](Self::bind), then [`BoundLoopbackLogin::run`].
     ///
     /// ```no_run
-    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::LoginError> {
+    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::Error> {
     /// let key = sfauth::LoopbackLogin::new(&manager)
     ///     .run(|url| async move { eprintln!("log in at {url}") })
     ///     .await?;
@@ -581,7 +425,7 @@ impl LoopbackLogin {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn run<F, Fut>(self, open: F) -> LoginResult<TokenKey>
+    pub async fn run<F, Fut>(self, open: F) -> Result<TokenKey>
     where
         F: FnOnce(Url) -> Fut,
         Fut: Future<Output = ()>,
@@ -594,7 +438,7 @@ impl LoopbackLogin {
 /// final.
 ///
 /// ```no_run
-/// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::LoginError> {
+/// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::Error> {
 /// let bound: sfauth::BoundLoopbackLogin = sfauth::LoopbackLogin::new(&manager).bind().await?;
 /// let key = bound.run(|url| async move { eprintln!("log in at {url}") }).await?;
 /// # drop(key);
@@ -621,7 +465,7 @@ impl BoundLoopbackLogin {
     /// callback URL must be exactly this.
     ///
     /// ```no_run
-    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::LoginError> {
+    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::Error> {
     /// let bound = sfauth::LoopbackLogin::new(&manager).port(0).bind().await?;
     /// assert_eq!(bound.redirect_uri().host_str(), Some("localhost"));
     /// # Ok(())
@@ -640,14 +484,14 @@ impl BoundLoopbackLogin {
     /// person has to start again either way. Other paths (a browser's `/favicon.ico`) get 404.
     ///
     /// ```no_run
-    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::LoginError> {
+    /// # async fn run(manager: sfauth::TokenManager) -> Result<(), sfauth::Error> {
     /// let bound = sfauth::LoopbackLogin::new(&manager).bind().await?;
     /// let key = bound.run(|url| async move { eprintln!("log in at {url}") }).await?;
     /// # drop(key);
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn run<F, Fut>(self, open: F) -> LoginResult<TokenKey>
+    pub async fn run<F, Fut>(self, open: F) -> Result<TokenKey>
     where
         F: FnOnce(Url) -> Fut,
         Fut: Future<Output = ()>,
@@ -663,18 +507,16 @@ impl BoundLoopbackLogin {
             .app()
             .clone()
             .with_redirect_uri(redirect_uri.as_str())
-            .map_err(LoginError::OAuth)?;
+            .map_err(Error::login)?;
         let mut client = OAuthClient::new(base.host().clone(), app).with_format(base.format());
         if let Some(timeout) = base.session_timeout() {
             client = client.with_session_timeout(timeout);
         }
-        let request = client
-            .authorize_url(&login.params)
-            .map_err(LoginError::OAuth)?;
+        let request = client.authorize_url(&login.params).map_err(Error::login)?;
         let Some(verifier) = request.pkce_verifier.as_ref() else {
-            return Err(LoginError::OAuth(sfauth_core::Error::Config(
+            return Err(Error::Config(
                 "the authorization request has no pkce verifier".into(),
-            )));
+            ));
         };
 
         let (sender, mut receiver) = mpsc::channel::<Callback>(1);
@@ -691,7 +533,7 @@ impl BoundLoopbackLogin {
                 tokio::select! {
                     () = &mut opened, if !open_done => open_done = true,
                     accepted = listener.accept() => {
-                        let (stream, _) = accepted.map_err(|source| LoginError::Listener {
+                        let (stream, _) = accepted.map_err(|source| Error::LoginListener {
                             port: redirect_uri.port().unwrap_or_default(),
                             source,
                         })?;
@@ -710,7 +552,11 @@ impl BoundLoopbackLogin {
         let (callback_url, reply): Callback = match tokio::time::timeout(login.timeout, wait).await
         {
             Ok(result) => result?,
-            Err(_) => return Err(LoginError::TimedOut(login.timeout)),
+            Err(_) => {
+                return Err(Error::LoginTimedOut {
+                    waited: login.timeout,
+                });
+            }
         };
         // The listener and the other connections are done with: idle ones close now, and the
         // callback's own connection stays open for its page.
@@ -720,12 +566,9 @@ impl BoundLoopbackLogin {
         let outcome = async {
             let code = client
                 .parse_callback(&callback_url, &request.state)
-                .map_err(LoginError::OAuth)?;
+                .map_err(Error::login)?;
             let tokens = exchange(&client, manager, &code, verifier).await?;
-            manager
-                .store_tokens(tokens, &login.label)
-                .await
-                .map_err(LoginError::Store)
+            manager.store_tokens(tokens, &login.label).await
         }
         .await;
         let answer = match &outcome {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use sfauth::oauth::flows::AuthorizeParams;
 use sfauth::{
-    ConnectedApp, JwtBearer, LoginErrorKind, LoginHost, LoopbackLogin, MemoryStore, OAuthClient,
+    ConnectedApp, ErrorKind, JwtBearer, LoginHost, LoopbackLogin, MemoryStore, OAuthClient,
     PrivateKey, RenewalHint, TokenKey, TokenManager, Url,
 };
 use sfauth_emulator::{Clock, Emulator, SEED_CLIENT_PRIVATE_KEY};
@@ -112,7 +112,12 @@ async fn login_with_code_stores_a_tenant_that_refreshes() {
         .login_with_code(&code, request.pkce_verifier.as_ref().unwrap(), "web")
         .await
         .unwrap_err();
-    assert_eq!(again.kind(), LoginErrorKind::Rejected, "{again}");
+    assert_eq!(again.kind(), ErrorKind::LoginRejected, "{again}");
+    assert!(matches!(again, sfauth::Error::Login { .. }), "{again:?}");
+    assert_eq!(again.key(), None, "a failed login has no tenant");
+    for shown in [again.to_string(), format!("{again:?}")] {
+        assert!(!shown.contains(code.expose_secret()), "{shown}");
+    }
     emulator.shutdown().await;
 }
 
@@ -157,7 +162,7 @@ async fn a_refused_login_stores_nothing() {
         PrivateKey::new(SEED_CLIENT_PRIVATE_KEY),
     );
     let error = manager.login_jwt_bearer(jwt, "jwt").await.unwrap_err();
-    assert_eq!(error.kind(), LoginErrorKind::Rejected, "{error}");
+    assert_eq!(error.kind(), ErrorKind::LoginRejected, "{error}");
     assert_eq!(manager.stats().tenants, 0);
     emulator.shutdown().await;
 }
@@ -261,7 +266,7 @@ async fn loopback_login_with_a_wrong_state_fails_cleanly() {
         })
         .await
         .unwrap_err();
-    assert_eq!(error.kind(), LoginErrorKind::InvalidCallback, "{error}");
+    assert_eq!(error.kind(), ErrorKind::InvalidCallback, "{error}");
     let (status, text) = page.unwrap().await.unwrap();
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("Login failed"), "{text}");
@@ -300,7 +305,11 @@ async fn loopback_login_shows_a_refusal_and_times_out_alone() {
         })
         .await
         .unwrap_err();
-    assert_eq!(error.kind(), LoginErrorKind::Declined, "{error}");
+    assert_eq!(error.kind(), ErrorKind::LoginDeclined, "{error}");
+    assert_eq!(
+        error.salesforce_says(),
+        Some("end-user denied <authorization>")
+    );
     let (status, text) = page.unwrap().await.unwrap();
     assert_eq!(status, 400);
     assert!(
@@ -311,6 +320,10 @@ async fn loopback_login_shows_a_refusal_and_times_out_alone() {
     // Nobody comes back.
     let login = bound(&emulator, &manager, Duration::from_millis(300)).await;
     let error = login.run(|_url| async {}).await.unwrap_err();
-    assert_eq!(error.kind(), LoginErrorKind::TimedOut, "{error}");
+    assert_eq!(error.kind(), ErrorKind::LoginTimedOut, "{error}");
+    assert!(
+        matches!(error, sfauth::Error::LoginTimedOut { waited } if waited == Duration::from_millis(300)),
+        "{error:?}"
+    );
     emulator.shutdown().await;
 }
