@@ -12,3 +12,4 @@ mod manager_processes;
 mod manager_reauth;
 mod manager_refresh;
 mod manager_renewal;
+mod platform_2026;
