@@ -21,7 +21,9 @@ use crate::crypto::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::lease::{LeaseState, check_key};
-use crate::record::{Lease, ListPage, ListQuery, StatusKind, TokenRecord, next_version};
+use crate::record::{
+    EntryPage, Lease, ListEntry, ListPage, ListQuery, StatusKind, TokenRecord, next_version,
+};
 use crate::store::TokenStore;
 
 const RECORD: &str = "rec";
@@ -273,6 +275,10 @@ impl TokenStore for FileStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
+        self.list_entries(query).await?.into_page()
+    }
+
+    async fn list_entries(&self, query: &ListQuery) -> Result<EntryPage> {
         let query = query.clone();
         self.blocking(move |inner| {
             let limit = query.effective_limit();
@@ -291,16 +297,19 @@ impl TokenStore for FileStore {
                     Error::corrupt(format!("record file {} has a bad key", path.display()))
                 })?;
                 if query.is_after_cursor(&envelope.key) && query.matches(&key, envelope.status) {
-                    matches.push(envelope);
+                    matches.push((key, envelope));
                 }
             }
-            matches.sort_by(|a, b| a.key.cmp(&b.key));
+            matches.sort_by(|a, b| a.1.key.cmp(&b.1.key));
             matches.truncate(limit.saturating_add(1));
-            let records = matches
-                .iter()
-                .map(|envelope| inner.decode(&envelope.key, envelope))
-                .collect::<Result<Vec<_>>>()?;
-            Ok(ListPage::from_matches(records, limit))
+            let entries = matches
+                .into_iter()
+                .map(|(key, envelope)| {
+                    let record = inner.decode(&envelope.key, &envelope);
+                    ListEntry::new(key, record)
+                })
+                .collect();
+            Ok(EntryPage::from_matches(entries, limit))
         })
         .await
     }

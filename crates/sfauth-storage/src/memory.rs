@@ -9,7 +9,7 @@ use sfauth_core::TokenKey;
 
 use crate::error::{Error, Result};
 use crate::lease::{LeaseState, check_key};
-use crate::record::{Lease, ListPage, ListQuery, TokenRecord, next_version};
+use crate::record::{EntryPage, Lease, ListPage, ListQuery, TokenRecord, next_version};
 use crate::store::{TokenStore, Watch};
 
 /// A [`TokenStore`] in memory: one process, nothing survives it. Always available.
@@ -70,6 +70,11 @@ impl TokenStore for MemoryStore {
             .map(|(_, record)| record.clone())
             .collect();
         Ok(ListPage::from_matches(matches, limit))
+    }
+
+    async fn list_entries(&self, query: &ListQuery) -> Result<EntryPage> {
+        // Records in memory are never sealed, so every one of them opens.
+        self.list(query).await.map(EntryPage::from)
     }
 
     async fn insert(&self, mut record: TokenRecord) -> Result<u64> {

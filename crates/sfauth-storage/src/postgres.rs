@@ -22,7 +22,8 @@ use crate::crypto::{ClearFields, Keyring, open_checked, seal_record};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lease::{check_holder, check_key, refusal, sql_columns};
 use crate::record::{
-    Lease, ListPage, ListQuery, MAX_STORED_TIME, TokenRecord, from_millis, next_version,
+    EntryPage, Lease, ListEntry, ListPage, ListQuery, MAX_STORED_TIME, TokenRecord, from_millis,
+    next_version,
 };
 use crate::store::{TokenStore, Watch};
 
@@ -505,6 +506,7 @@ impl Sql {
                  FROM {records} \
                  WHERE ($1::text IS NULL OR org_id = $1) AND ($2::text IS NULL OR user_id = $2) \
                    AND ($3::text IS NULL OR client_id = $3) AND ($4::text IS NULL OR status = $4) \
+                   AND ($7::text IS NULL OR right(key, length($7)) = $7) \
                    AND key > $5 \
                  ORDER BY key LIMIT $6"
             ),
@@ -705,9 +707,17 @@ fn open_row(keyring: &Keyring, key: &str, row: &PgRow) -> Result<TokenRecord> {
     open_checked(keyring, key, version, sealed, &clear)
 }
 
-fn open_rows(keyring: &Keyring, rows: &[PgRow]) -> Result<Vec<TokenRecord>> {
+/// The entries of listed rows: a row whose key cannot be read fails them all, a record that
+/// cannot be opened is its entry's error.
+fn open_rows(keyring: &Keyring, rows: &[PgRow]) -> Result<Vec<ListEntry>> {
     rows.iter()
-        .map(|row| open_row(keyring, column(row, "key")?, row))
+        .map(|row| {
+            let name: &str = column(row, "key")?;
+            let key = name.parse().map_err(|_| {
+                Error::corrupt(format!("postgres: a stored key is not a key: {name}"))
+            })?;
+            Ok(ListEntry::new(key, open_row(keyring, name, row)))
+        })
         .collect()
 }
 
@@ -721,7 +731,7 @@ const MAX_OPEN_TASKS: usize = 4;
 /// Opens a page of listed rows, in order. Opening is most of the cost of a listing
 /// (decrypting and parsing each record), so a large page is split across blocking tasks, one
 /// per core, while this task opens the first part (as the SQLite store does).
-async fn open_page(keyring: &Keyring, rows: Vec<PgRow>) -> Result<Vec<TokenRecord>> {
+async fn open_page(keyring: &Keyring, rows: Vec<PgRow>) -> Result<Vec<ListEntry>> {
     let parts = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
         .min(MAX_OPEN_TASKS);
@@ -779,6 +789,10 @@ impl TokenStore for PostgresStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
+        self.list_entries(query).await?.into_page()
+    }
+
+    async fn list_entries(&self, query: &ListQuery) -> Result<EntryPage> {
         let limit = query.effective_limit();
         let rows = sqlx::query(&self.inner.sql.list)
             .bind(query.org_id.as_ref().map(|id| id.as_str()))
@@ -787,11 +801,13 @@ impl TokenStore for PostgresStore {
             .bind(query.status.map(|status| status.as_str()))
             .bind(query.after.as_ref().map_or("", |cursor| cursor.last_key()))
             .bind(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX))
+            // The label is the end of the key string, compared exactly.
+            .bind(query.label_suffix())
             .fetch_all(&self.inner.pool)
             .await
             .map_err(|e| backend("listing records", e))?;
-        let records = open_page(&self.inner.keyring, rows).await?;
-        Ok(ListPage::from_matches(records, limit))
+        let entries = open_page(&self.inner.keyring, rows).await?;
+        Ok(EntryPage::from_matches(entries, limit))
     }
 
     async fn insert(&self, record: TokenRecord) -> Result<u64> {

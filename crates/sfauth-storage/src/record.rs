@@ -1,5 +1,6 @@
 //! What a store keeps per key ([`TokenRecord`]), the refresh lease ([`Lease`]) and the listing
-//! query ([`ListQuery`], [`ListPage`]).
+//! query ([`ListQuery`], [`ListPage`], and [`EntryPage`] for a listing that names the records it
+//! cannot open).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -544,6 +545,9 @@ pub struct ListQuery {
     pub client_id: Option<String>,
     /// Only records with this status.
     pub status: Option<StatusKind>,
+    /// Only records whose key has this label (the application's name for the login, such as
+    /// the CLI's alias). Matched on the key's clear string form: no other record is opened.
+    pub label: Option<String>,
     /// Resume after this position.
     pub after: Option<Cursor>,
     /// At most this many records ([`ListQuery::DEFAULT_LIMIT`] when `None`, at most
@@ -586,6 +590,21 @@ impl ListQuery {
         self
     }
 
+    /// Only this label.
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// The end of the key string of every key with the query's label: `|` and the label as
+    /// the key's string form escapes it (`%` as `%25`, `|` as `%7C`, so the last `|` of a key
+    /// starts its label). For the backends that match the label on their stored key column.
+    pub fn label_suffix(&self) -> Option<String> {
+        self.label
+            .as_ref()
+            .map(|label| format!("|{}", label.replace('%', "%25").replace('|', "%7C")))
+    }
+
     /// Resume after `cursor` (from [`ListPage::next`]).
     pub fn after(mut self, cursor: Option<Cursor>) -> Self {
         self.after = cursor;
@@ -617,6 +636,7 @@ impl ListQuery {
                 .as_ref()
                 .is_none_or(|client| *client == key.client_id())
             && self.status.is_none_or(|wanted| wanted == status)
+            && self.label.as_ref().is_none_or(|label| label == key.label())
     }
 
     /// Whether the key string `key` comes after the cursor.
@@ -650,6 +670,81 @@ impl ListPage {
             None
         };
         Self { records, next }
+    }
+}
+
+/// One matching key of [`list_entries`](crate::TokenStore::list_entries): the key, read from
+/// the store's clear columns, and its record or the reason it cannot be opened.
+///
+/// The key is known even when the record is not (sealed with another key, damaged), so that a
+/// tool can show such a record and [`delete`](crate::TokenStore::delete) it, which needs no
+/// decoding.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ListEntry {
+    /// The record's key.
+    pub key: TokenKey,
+    /// The record, or why it cannot be opened ([`Corrupt`](crate::ErrorKind::Corrupt),
+    /// [`WrongKey`](crate::ErrorKind::WrongKey)).
+    pub record: Result<TokenRecord>,
+}
+
+impl ListEntry {
+    /// The entry of `key`.
+    pub fn new(key: TokenKey, record: Result<TokenRecord>) -> Self {
+        Self { key, record }
+    }
+}
+
+/// One page of [`list_entries`](crate::TokenStore::list_entries).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct EntryPage {
+    /// The matching keys with their records, ordered by the key's string form.
+    pub entries: Vec<ListEntry>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
+impl EntryPage {
+    /// A page from the first `limit + 1` matches in key order, as [`ListPage::from_matches`].
+    pub fn from_matches(mut entries: Vec<ListEntry>, limit: usize) -> Self {
+        let next = if entries.len() > limit {
+            entries.truncate(limit);
+            entries
+                .last()
+                .map(|entry| Cursor::after_key(entry.key.to_string()))
+        } else {
+            None
+        };
+        Self { entries, next }
+    }
+
+    /// The page as [`list`](crate::TokenStore::list) returns it: the first record that cannot
+    /// be opened fails the whole page.
+    pub fn into_page(self) -> Result<ListPage> {
+        let records = self
+            .entries
+            .into_iter()
+            .map(|entry| entry.record)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ListPage {
+            records,
+            next: self.next,
+        })
+    }
+}
+
+impl From<ListPage> for EntryPage {
+    fn from(page: ListPage) -> Self {
+        Self {
+            entries: page
+                .records
+                .into_iter()
+                .map(|record| ListEntry::new(record.key.clone(), Ok(record)))
+                .collect(),
+            next: page.next,
+        }
     }
 }
 

@@ -33,7 +33,8 @@ use crate::crypto::{ClearFields, Keyring, open_checked, seal_record};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lease::{check_holder, check_key};
 use crate::record::{
-    Lease, ListPage, ListQuery, MAX_STORED_TIME, TokenRecord, from_millis, next_version,
+    EntryPage, Lease, ListEntry, ListPage, ListQuery, MAX_STORED_TIME, TokenRecord, from_millis,
+    next_version,
 };
 use crate::store::{TokenStore, Watch};
 
@@ -650,6 +651,10 @@ impl TokenStore for RedisStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
+        self.list_entries(query).await?.into_page()
+    }
+
+    async fn list_entries(&self, query: &ListQuery) -> Result<EntryPage> {
         let limit = query.effective_limit();
         let wanted = limit.saturating_add(1);
         let mut start = query.after.as_ref().map_or_else(
@@ -660,6 +665,7 @@ impl TokenStore for RedisStore {
         let user_id = query.user_id.as_ref().map_or("", |id| id.as_str());
         let client_id = query.client_id.as_deref().unwrap_or("");
         let status = query.status.map_or("", |status| status.as_str());
+        let label = query.label_suffix().unwrap_or_default();
         let mut records = Vec::new();
         loop {
             let mut invocation = SCRIPTS.list.key(&self.names.index);
@@ -671,7 +677,8 @@ impl TokenStore for RedisStore {
                 .arg(org_id)
                 .arg(user_id)
                 .arg(client_id)
-                .arg(status);
+                .arg(status)
+                .arg(&label);
             let reply = self.run("listing records", &invocation).await?;
             let done = match reply.status() {
                 b"done" => true,
@@ -685,14 +692,17 @@ impl TokenStore for RedisStore {
                 };
                 let name = std::str::from_utf8(name)
                     .map_err(|_| Error::corrupt("redis: an indexed key is not text"))?;
-                records.push(decode(&self.keyring, name, fields)?);
+                let key = name.parse().map_err(|_| {
+                    Error::corrupt(format!("redis: an indexed key is not a key: {name}"))
+                })?;
+                records.push(ListEntry::new(key, decode(&self.keyring, name, fields)));
             }
             if done || records.len() >= wanted {
                 break;
             }
             start = format!("({}", reply.text(1)?);
         }
-        Ok(ListPage::from_matches(records, limit))
+        Ok(EntryPage::from_matches(records, limit))
     }
 
     async fn insert(&self, record: TokenRecord) -> Result<u64> {
@@ -1263,8 +1273,9 @@ return {'ok', fence, expires}
 ";
 
 /// KEYS: index. ARGV: record key prefix, start (a ZRANGEBYLEX bound), how many matches are
-/// wanted, how many index entries to examine at most, then the filters on org, user, client
-/// and status ('' for any).
+/// wanted, how many index entries to examine at most, then the filters on org, user, client,
+/// status and the end of the key string (the label's, see `ListQuery::label_suffix`) ('' for
+/// any).
 ///
 /// Replies `{'done' or 'more', last examined name, then per match: name and the fields of
 /// RECORD_FIELDS ('' when missing)}`; 'more' means the caller resumes after that name.
@@ -1294,7 +1305,8 @@ while true do
       and (ARGV[5] == '' or f[3] == ARGV[5])
       and (ARGV[6] == '' or f[4] == ARGV[6])
       and (ARGV[7] == '' or f[5] == ARGV[7])
-      and (ARGV[8] == '' or f[6] == ARGV[8]) then
+      and (ARGV[8] == '' or f[6] == ARGV[8])
+      and (ARGV[9] == '' or string.sub(name, -#ARGV[9]) == ARGV[9]) then
       table.insert(out, name)
       for i = 1, 7 do
         table.insert(out, f[i] or '')

@@ -20,7 +20,9 @@ use sqlx::sqlite::{
 use crate::crypto::{ClearFields, Keyring, create_private_dir, open_checked, seal_record};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lease::{check_holder, check_key, expiry, refusal, sql_columns};
-use crate::record::{Lease, ListPage, ListQuery, TokenRecord, from_millis, next_version};
+use crate::record::{
+    EntryPage, Lease, ListEntry, ListPage, ListQuery, TokenRecord, from_millis, next_version,
+};
 use crate::store::TokenStore;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -215,9 +217,17 @@ macro_rules! record_columns {
     };
 }
 
-fn decode_rows(keyring: &Keyring, rows: &[SqliteRow]) -> Result<Vec<TokenRecord>> {
+/// The entries of listed rows: a row whose key cannot be read fails them all, a record that
+/// cannot be opened is its entry's error.
+fn decode_rows(keyring: &Keyring, rows: &[SqliteRow]) -> Result<Vec<ListEntry>> {
     rows.iter()
-        .map(|row| decode_row(keyring, column(row, 0, "key")?, row, 1))
+        .map(|row| {
+            let name: &str = column(row, 0, "key")?;
+            let key = name.parse().map_err(|_| {
+                Error::corrupt(format!("sqlite: a stored key is not a key: {name}"))
+            })?;
+            Ok(ListEntry::new(key, decode_row(keyring, name, row, 1)))
+        })
         .collect()
 }
 
@@ -257,6 +267,10 @@ impl TokenStore for SqliteStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
+        self.list_entries(query).await?.into_page()
+    }
+
+    async fn list_entries(&self, query: &ListQuery) -> Result<EntryPage> {
         let limit = query.effective_limit();
         let mut rows = sqlx::query(concat!(
             "SELECT key, ",
@@ -264,6 +278,7 @@ impl TokenStore for SqliteStore {
             " FROM token_records \
              WHERE (?1 IS NULL OR org_id = ?1) AND (?2 IS NULL OR user_id = ?2) \
                AND (?3 IS NULL OR client_id = ?3) AND (?4 IS NULL OR status = ?4) \
+               AND (?7 IS NULL OR substr(key, -length(?7)) = ?7) \
                AND key > ?5 \
              ORDER BY key LIMIT ?6"
         ))
@@ -275,6 +290,8 @@ impl TokenStore for SqliteStore {
         // primary key from the cursor; an `IS NULL OR` around it made every page a full scan.
         .bind(query.after.as_ref().map_or("", |cursor| cursor.last_key()))
         .bind(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX))
+        // The label is the end of the key string: compared exactly (LIKE would fold case).
+        .bind(query.label_suffix())
         .fetch(&self.pool);
         // Rows are opened a chunk at a time on blocking threads while sqlx's worker is still
         // producing the rest of the page, so that the two overlap.
@@ -295,17 +312,17 @@ impl TokenStore for SqliteStore {
             }
         }
         drop(rows);
-        let mut records = Vec::with_capacity(limit.saturating_add(1));
+        let mut entries = Vec::with_capacity(limit.saturating_add(1));
         for part in opening {
-            records.extend(part.await.map_err(|join| {
+            entries.extend(part.await.map_err(|join| {
                 Error::new(
                     ErrorKind::Backend,
                     format!("sqlite: opening listed records failed: {join}"),
                 )
             })??);
         }
-        records.extend(decode_rows(&self.keyring, &chunk)?);
-        Ok(ListPage::from_matches(records, limit))
+        entries.extend(decode_rows(&self.keyring, &chunk)?);
+        Ok(EntryPage::from_matches(entries, limit))
     }
 
     async fn insert(&self, record: TokenRecord) -> Result<u64> {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sfauth_core::TokenKey;
 
 use crate::error::Result;
-use crate::record::{Lease, ListPage, ListQuery, TokenRecord};
+use crate::record::{EntryPage, Lease, ListPage, ListQuery, TokenRecord};
 
 /// Durable, versioned storage of [`TokenRecord`]s, keyed by [`TokenKey`], with a per-key refresh
 /// lease.
@@ -32,6 +32,12 @@ use crate::record::{Lease, ListPage, ListQuery, TokenRecord};
 ///   that does not change meanwhile yields each key exactly once. Each record is the latest
 ///   version at the time it was read (a page is not a snapshot across keys). An undecodable
 ///   matching record fails the call.
+/// - [`list_entries`](Self::list_entries) pages exactly as `list` does (same filters on the
+///   clear columns, same order, same cursors), but yields each matching key with its record or
+///   the error opening it gave: a record sealed with another key or damaged is an entry
+///   ([`WrongKey`](crate::ErrorKind::WrongKey), [`Corrupt`](crate::ErrorKind::Corrupt)), not a
+///   failed call, and is left untouched. Only a key that cannot be read at all (such as a file
+///   store's record file whose clear head is damaged) fails the call.
 /// - [`insert`](Self::insert) stores the record only if the key is absent, at version 1; an
 ///   existing key is [`Conflict`](crate::ErrorKind::Conflict).
 /// - [`put`](Self::put) is compare-and-swap: it replaces the record only if the stored version
@@ -74,7 +80,9 @@ use crate::record::{Lease, ListPage, ListQuery, TokenRecord};
 /// # Wrappers
 ///
 /// A wrapper (metrics, tracing, caching) implements every method by forwarding; the helpers of
-/// [`TokenStoreExt`] come for free through its blanket impl, so it cannot forget one. A caching
+/// [`TokenStoreExt`] come for free through its blanket impl, so it cannot forget one. A wrapper
+/// that does not forward [`list_entries`](TokenStore::list_entries) gets its default, built on
+/// `list`, under which one unreadable record fails the whole listing again. A caching
 /// wrapper must not serve a read from cache after another handle may have written: the contract
 /// above is about the latest version.
 #[cfg_attr(feature = "mock", mockall::automock)]
@@ -85,6 +93,15 @@ pub trait TokenStore: Send + Sync {
 
     /// One page of the records matching `query`, in key order.
     async fn list(&self, query: &ListQuery) -> Result<ListPage>;
+
+    /// One page of the keys matching `query`, in key order, each with its record or the error
+    /// opening it gave, so that one unreadable record does not hide the others.
+    ///
+    /// Every backend of this crate implements it. The default, for stores written before it
+    /// existed, is [`list`](Self::list)'s page, which an unreadable record still fails.
+    async fn list_entries(&self, query: &ListQuery) -> Result<EntryPage> {
+        self.list(query).await.map(EntryPage::from)
+    }
 
     /// Stores `record` under `record.key` if the key is absent; returns the new version (1).
     async fn insert(&self, record: TokenRecord) -> Result<u64>;
