@@ -49,7 +49,11 @@ const CODE_EXPIRED: Expected = (
     Cause::AuthorizationCodeExpired,
 );
 /// A known client id with the wrong secret.
-const INVALID_CLIENT: Expected = (ErrorKind::InvalidClient, "invalid_client", Cause::Other);
+const INVALID_CLIENT: Expected = (
+    ErrorKind::InvalidClient,
+    "invalid_client",
+    Cause::ClientSecretRejected,
+);
 
 /// Asserts an OAuth error from the server with the `expected` kind, `error` and cause.
 #[track_caller]
@@ -395,7 +399,11 @@ async fn authorization_code_failures() {
         .unwrap_err();
     assert_server_error(
         &error,
-        (ErrorKind::InvalidRequest, "invalid_request", Cause::Other),
+        (
+            ErrorKind::InvalidRequest,
+            "invalid_request",
+            Cause::CodeVerifierInvalid,
+        ),
     );
     let error = client
         .exchange_code(&env.transport, &code, None)
@@ -403,6 +411,7 @@ async fn authorization_code_failures() {
         .unwrap_err();
     assert_eq!(error.server().unwrap().error(), "invalid_grant", "{error}");
     assert_eq!(error.kind(), ErrorKind::ReauthorizationRequired);
+    assert_eq!(error.server().unwrap().cause(), Cause::CodeVerifierInvalid);
 
     // A callback from another authorization request is refused before any exchange.
     let error = client.parse_callback(&callback, &other.state).unwrap_err();
@@ -539,7 +548,7 @@ async fn injected_server_faults_map_to_kinds() {
             "rate_limit_exceeded",
             "Number of logins exceeded",
             ErrorKind::RateLimited,
-            Cause::Other,
+            Cause::LoginRateExceeded,
         ),
         (
             "invalid_grant",

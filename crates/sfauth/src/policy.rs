@@ -18,13 +18,13 @@ use sfauth_core::backoff::Backoff;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RefreshPolicy {
-    /// Refresh this long before a known expiry; for a token that lives less than four times
-    /// this, a quarter of its lifetime instead (a one-minute session is refreshed at 45 seconds
-    /// of age, not at every call).
+    /// Refresh this long before a known expiry; when this and [`Self::jitter`] together reach
+    /// a token's whole lifetime, a quarter of the lifetime instead (a one-minute session is
+    /// refreshed at 37 to 45 seconds of age, not at every call).
     pub margin: Duration,
     /// Up to this much earlier again, drawn at random per token, so that thousands of tenants
-    /// issued at once do not all refresh in the same second; at most an eighth of the token's
-    /// lifetime.
+    /// issued at once do not all refresh in the same second; an eighth of the token's lifetime
+    /// when [`Self::margin`] is scaled down.
     pub jitter: Duration,
     /// How long a tenant's refresh lease lasts without renewal. A refresher renews it every
     /// third of this while it is really at work, so a slow refresh never outlives its lease,
@@ -68,8 +68,8 @@ pub struct RefreshPolicy {
 }
 
 impl Default for RefreshPolicy {
-    /// Refresh 60 s (plus up to 30 s of jitter) before a known expiry, but never more than a
-    /// quarter (plus an eighth) of the token's lifetime before it; lease 45 s (renewed
+    /// Refresh 60 s (plus up to 30 s of jitter) before a known expiry, or a quarter (plus up to
+    /// an eighth) of the lifetime before it for a token that lives 90 s or less; lease 45 s (renewed
     /// every 15 s while a refresh runs; the default transport gives a request 30 s); wait up to
     /// 30 s for another process; 3 attempts from 250 ms; back off 1 s to 60 s after failures;
     /// learn lifetimes of at least 1 minute, relearned daily; no introspection; a 30-day idle

@@ -166,13 +166,15 @@ impl Cached {
     }
 }
 
-/// The refresh margin and jitter for a token that lives `lifetime_ms`: the policy's, but never
-/// more than a quarter (margin) and an eighth (jitter) of the lifetime. The policy's minute and
-/// a half is nothing to a two-hour session, but it is longer than a one-minute JWT access token
-/// lives: unscaled, such a token would be due at issue and every call would refresh. Scaled, it
-/// is refreshed at 37 to 45 seconds of age. A lifetime of 0 (unknown) leaves the policy's.
+/// The refresh margin and jitter for a token that lives `lifetime_ms`: the policy's, unless
+/// together they reach the whole lifetime, and then a quarter (margin) and an eighth (jitter)
+/// of it. The policy's minute and a half is nothing to a two-hour session, but it is longer than
+/// a one-minute JWT access token lives: unscaled, such a token would be due at issue and every
+/// call would refresh; scaled, it is refreshed at 37 to 45 seconds of age. A margin the
+/// application chose that still leaves the token some fresh life is kept as it is. A lifetime
+/// of 0 (unknown) leaves the policy's.
 pub(crate) fn scaled_margin(margin_ms: u64, jitter_ms: u64, lifetime_ms: u64) -> (u64, u64) {
-    if lifetime_ms == 0 {
+    if lifetime_ms == 0 || margin_ms.saturating_add(jitter_ms) < lifetime_ms {
         return (margin_ms, jitter_ms);
     }
     (
@@ -193,6 +195,11 @@ mod margin_tests {
         assert_eq!(scaled_margin(60_000, 30_000, 60_000), (15_000, 7_500));
         // Unknown lifetime: the policy's.
         assert_eq!(scaled_margin(60_000, 30_000, 0), (60_000, 30_000));
+        // A margin chosen to refresh early that still leaves fresh life is the application's.
+        assert_eq!(scaled_margin(2_700_000, 0, 3_600_000), (2_700_000, 0));
+        // Two minutes: 90 s leaves 30 s of fresh life, kept; 90 s: scaled.
+        assert_eq!(scaled_margin(60_000, 30_000, 120_000), (60_000, 30_000));
+        assert_eq!(scaled_margin(60_000, 30_000, 90_000), (22_500, 11_250));
     }
 }
 
