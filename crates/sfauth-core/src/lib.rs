@@ -229,7 +229,11 @@
 //! | point | what Salesforce's docs say | decision here |
 //! |---|---|---|
 //! | `code_challenge_method`, `plain` | the web server flow docs mention only the S256 challenge; a published wire report needed `code_challenge_method=S256` explicitly | always send `S256` explicitly; `plain` is never used |
-//! | wrong PKCE verifier | reference says `invalid_request`; a wire report shows `invalid_grant` / `invalid code verifier` | both classified by `error`: restart the flow |
+//! | wrong PKCE verifier | reference says `invalid_request`; a wire report shows `invalid_grant` / `invalid code verifier` | both are [`Cause::CodeVerifierInvalid`], kind by `error`: restart the flow |
+//! | refresh-token IP allowlist refusal | Help names no error; one wire report reads `ip restricted` | `invalid_grant` / `ip restricted` (without "login hours") is [`Cause::IpNotAllowed`], kind config, never a re-authorization; `IP restricted or invalid login hours` stays the profile's [`Cause::IpOrLoginHoursRestricted`] |
+//! | blocked username-password flow | not documented; Salesforce is seen to answer `authentication failure` | that stays [`Cause::AuthenticationFailure`] (the same words as a wrong password, so its fix names both); only a description that names the blocked flow is [`Cause::PasswordFlowBlocked`] |
+//! | 30-day idle expiry vs revocation | both `expired access/refresh token` | one [`Cause::TokenExpiredOrRevoked`]; the manager (sfauth) adds the idle time it knows to its reason when it passed the limit |
+//! | `invalid_client` during a secret rotation | a staged secret: both work, then only the new (§14.5 of the reference) | with [`ConnectedApp::with_next_secret`], the request is sent once more with the other secret (client authentication precedes the grant, so nothing was spent); [`Cause::ClientSecretRejected`] when both fail |
 //! | XML response shape | the `format=xml` option is documented, no sample | read one flat element per field under any single root element; JSON is requested by default |
 //! | `format` vs `Accept` precedence | documented for the identity URL only | send both, always agreeing |
 //! | JWT bearer response without `signature` / `issued_at` | samples have neither | both optional; the signature is checked only when present and the app has a secret |
