@@ -96,6 +96,12 @@ pub(crate) enum Command {
     Refresh(RefreshArgs),
     /// Revoke the tokens of ALIAS at Salesforce and forget them locally.
     Revoke(AliasArgs),
+    /// Remove the login ALIAS: revoke its tokens, then delete it from the store.
+    ///
+    /// With --force, a login that cannot be opened (sealed with another key, damaged), or
+    /// whose tokens Salesforce cannot be reached to revoke, is deleted anyway.
+    #[command(visible_alias = "remove")]
+    Logout(LogoutArgs),
     /// Ask Salesforce whether the access token of ALIAS is active, and until when.
     Introspect(AliasJsonArgs),
     /// Show who ALIAS is logged in as (Salesforce's userinfo endpoint).
@@ -268,6 +274,16 @@ impl AliasArgs {
     pub(crate) fn given(&self) -> Option<&str> {
         self.alias.as_deref().or(self.alias_flag.as_deref())
     }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogoutArgs {
+    #[command(flatten)]
+    pub(crate) alias: AliasArgs,
+    /// Delete the login even when its tokens cannot be read or revoked (they then stay live at
+    /// Salesforce until they expire or are revoked in Setup).
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -165,6 +165,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Status(args) | Command::List(args) => commands::status::run(&args, &ctx).await,
         Command::Refresh(args) => commands::manage::refresh(&args, &ctx).await,
         Command::Revoke(args) => commands::manage::revoke(&args, &ctx).await,
+        Command::Logout(args) => commands::manage::logout(&args, &ctx).await,
         Command::Introspect(args) => commands::manage::introspect(&args, &ctx).await,
         Command::Whoami(args) => commands::manage::whoami(&args, &ctx).await,
         Command::Export(args) => commands::transfer::export(&args, &ctx).await,

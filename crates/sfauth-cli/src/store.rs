@@ -38,8 +38,8 @@ use serde::{Deserialize, Serialize};
 use sfauth::STORE_KEY_ENV;
 use sfauth::oauth::{LoginHost, SecretValue, TokenKey, TokenSet};
 use sfauth::storage::{
-    ErrorKind as StoreErrorKind, FileStore, Key, Keyring, ListQuery, MemoryStore, Metadata,
-    RecordStatus, SqliteStore, TokenRecord, TokenStore, TokenStoreExt as _,
+    ErrorKind as StoreErrorKind, FileStore, Key, Keyring, ListEntry, ListQuery, MemoryStore,
+    Metadata, RecordStatus, SqliteStore, TokenRecord, TokenStore, TokenStoreExt as _,
 };
 
 use crate::error::{CliError, Result};
@@ -474,10 +474,27 @@ impl Store {
     /// Checks that the store opens with its key and takes writes, before a login asks
     /// Salesforce for tokens it could not keep.
     pub(crate) async fn check_writable(&self) -> Result<()> {
-        self.store
-            .list(&ListQuery::new().limit(1))
+        let checking = "checking it before the login";
+        let page = self
+            .store
+            .list_entries(&ListQuery::new().limit(ListQuery::DEFAULT_LIMIT))
             .await
-            .map_err(|e| CliError::store(&e, "checking it before the login", &self.location))?;
+            .map_err(|e| CliError::store(&e, checking, &self.location))?;
+        // The key is right when any record opens with it. A damaged record, or one sealed with
+        // another key beside readable ones, does not stop a login: the new login may be what
+        // replaces it. Only a store none of whose records opens is refused.
+        let foreign = page.entries.iter().find_map(|entry| match &entry.record {
+            Err(e) if e.kind() == StoreErrorKind::WrongKey => Some((entry.key.label(), e)),
+            _ => None,
+        });
+        if let Some((alias, e)) = foreign
+            && !page.entries.iter().any(|entry| entry.record.is_ok())
+        {
+            return Err(CliError::other(format!(
+                "{}; or remove that login with `sfauth logout {alias} --force`",
+                CliError::store(e, checking, &self.location).message,
+            )));
+        }
         // A lease on a key no login has is a write that leaves no record behind.
         let identity = "https://login.salesforce.com/id/00D000000000001AAA/005000000000001AAA"
             .parse()
@@ -511,24 +528,59 @@ impl Store {
         Ok(())
     }
 
-    /// Every stored record.
-    pub(crate) async fn records(&self) -> Result<Vec<TokenRecord>> {
-        self.store
-            .list_all(&ListQuery::new().limit(ListQuery::MAX_LIMIT))
-            .await
-            .map_err(|e| CliError::store(&e, "listing logins", &self.location))
+    /// Every entry matching `query`: each key with its record, or why the record cannot be
+    /// opened (sealed with another key, damaged), so that one such record hides no other.
+    async fn entries(&self, query: ListQuery) -> Result<Vec<ListEntry>> {
+        let mut query = query.limit(ListQuery::MAX_LIMIT);
+        let mut all = Vec::new();
+        loop {
+            let page = self
+                .store
+                .list_entries(&query)
+                .await
+                .map_err(|e| CliError::store(&e, "listing logins", &self.location))?;
+            all.extend(page.entries);
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
-    /// The record key and settings of `alias`.
+    /// The entries labelled `alias` (usually one): the store matches the label on its clear
+    /// keys, so no other login is read or opened.
+    pub(crate) async fn entries_of(&self, alias: &str) -> Result<Vec<ListEntry>> {
+        self.entries(ListQuery::new().label(alias)).await
+    }
+
+    /// The key of every stored login, readable or not.
+    pub(crate) async fn keys(&self) -> Result<Vec<TokenKey>> {
+        Ok(self
+            .entries(ListQuery::new())
+            .await?
+            .into_iter()
+            .map(|entry| entry.key)
+            .collect())
+    }
+
+    /// The record key and settings of `alias`, read from its one record.
     pub(crate) async fn resolve(&self, alias: &str) -> Result<Resolved> {
-        resolve_in(alias, &self.records().await?, &self.location)
+        resolve_in(alias, &self.entries_of(alias).await?, &self.location)
     }
 
-    /// Every stored record, read once: for the commands that work on many aliases.
+    /// Every stored login, read once: for the commands that work on many aliases.
     pub(crate) async fn logins(&self) -> Result<Logins> {
-        let records = self.records().await?;
+        let mut records = Vec::new();
+        let mut unreadable = Vec::new();
+        for entry in self.entries(ListQuery::new()).await? {
+            match entry.record {
+                Ok(record) => records.push(record),
+                Err(_) => unreadable.push(entry.key.label().to_owned()),
+            }
+        }
         Ok(Logins {
             records,
+            unreadable,
             location: self.location.clone(),
         })
     }
@@ -572,12 +624,13 @@ impl Store {
         }
     }
 
-    /// Removes the record of `key` and any other record holding `alias`, except `keep`.
+    /// Removes every record holding `alias` except `keep`, including ones that cannot be
+    /// opened: the new login replaces them.
     pub(crate) async fn remove_other_records(&self, alias: &str, keep: &TokenKey) -> Result<()> {
-        for record in self.records().await? {
-            if record.key.label() == alias && &record.key != keep {
+        for entry in self.entries_of(alias).await? {
+            if entry.key.label() == alias && &entry.key != keep {
                 self.store
-                    .delete(&record.key, None)
+                    .delete(&entry.key, None)
                     .await
                     .map_err(|e| CliError::store(&e, "replacing an old login", &self.location))?;
             }
@@ -588,35 +641,99 @@ impl Store {
 
 /// A snapshot of the store's records, from [`Store::logins`].
 pub(crate) struct Logins {
-    /// Every stored record.
+    /// Every stored record that opens.
     pub(crate) records: Vec<TokenRecord>,
+    /// The aliases of the records that do not open (sealed with another key, damaged).
+    pub(crate) unreadable: Vec<String>,
     location: String,
 }
 
 impl Logins {
     /// The record key and settings of `alias`, as [`Store::resolve`] finds them.
     pub(crate) fn resolve(&self, alias: &str) -> Result<Resolved> {
-        resolve_in(alias, &self.records, &self.location)
+        if self.unreadable.iter().any(|label| label == alias) {
+            return Err(unreadable(alias, None, &self.location));
+        }
+        let mut found = self
+            .records
+            .iter()
+            .filter(|record| record.key.label() == alias);
+        match (found.next(), found.next()) {
+            (Some(record), None) => resolved(alias, record),
+            (None, _) => Err(no_login(alias, &self.location)),
+            (Some(_), Some(_)) => Err(several(alias, &self.location)),
+        }
     }
 }
 
-/// `alias` resolved from the one record labelled with it.
-fn resolve_in(alias: &str, records: &[TokenRecord], location: &str) -> Result<Resolved> {
-    let mut found = records.iter().filter(|record| record.key.label() == alias);
+/// `alias` resolved from the one entry labelled with it.
+fn resolve_in(alias: &str, entries: &[ListEntry], location: &str) -> Result<Resolved> {
+    let mut found = entries.iter().filter(|entry| entry.key.label() == alias);
     match (found.next(), found.next()) {
-        (Some(record), None) => Ok(Resolved {
-            alias: alias.to_owned(),
-            key: record.key.clone(),
-            meta: meta_of(record)?,
-            client_secret: secret_of(record),
-        }),
-        (None, _) => Err(CliError::usage(format!(
-            "no login named {alias} in {location}: run `sfauth login web --alias {alias}`, or `sfauth list` to see the aliases"
-        ))),
-        (Some(_), Some(_)) => Err(CliError::usage(format!(
-            "several logins are named {alias} in {location}: log in again with `sfauth login web --alias {alias}` to replace them"
-        ))),
+        (Some(entry), None) => match &entry.record {
+            Ok(record) => resolved(alias, record),
+            Err(e) => Err(unreadable(alias, Some(e), location)),
+        },
+        (None, _) => Err(no_login(alias, location)),
+        (Some(_), Some(_)) => Err(several(alias, location)),
     }
+}
+
+/// `alias` resolved from its readable `record`.
+pub(crate) fn resolved(alias: &str, record: &TokenRecord) -> Result<Resolved> {
+    Ok(Resolved {
+        alias: alias.to_owned(),
+        key: record.key.clone(),
+        meta: meta_of(record)?,
+        client_secret: secret_of(record),
+    })
+}
+
+fn no_login(alias: &str, location: &str) -> CliError {
+    CliError::usage(format!(
+        "no login named {alias} in {location}: run `sfauth login web --alias {alias}`, or `sfauth list` to see the aliases"
+    ))
+}
+
+fn several(alias: &str, location: &str) -> CliError {
+    CliError::usage(format!(
+        "several logins are named {alias} in {location}: log in again with `sfauth login web --alias {alias}` to replace them"
+    ))
+}
+
+/// Why a record does not open, in words for `status` and for messages.
+pub(crate) fn unreadable_reason(error: &sfauth::storage::Error) -> &'static str {
+    match error.kind() {
+        StoreErrorKind::WrongKey => "sealed with another key",
+        _ => "damaged",
+    }
+}
+
+/// The login `alias` cannot be opened (`error`, when known): exit 1, with both fixes.
+pub(crate) fn unreadable(
+    alias: &str,
+    error: Option<&sfauth::storage::Error>,
+    location: &str,
+) -> CliError {
+    let (why, fix) = match error {
+        Some(e) if e.kind() == StoreErrorKind::WrongKey => (
+            format!("it is sealed with another key ({})", crate::error::chain(e)),
+            format!(
+                "set SFAUTH_STORE_KEY to the key it was written with (or restore the key file), or remove it with `sfauth logout {alias} --force`"
+            ),
+        ),
+        Some(e) => (
+            format!("it is damaged ({})", crate::error::chain(e)),
+            format!("remove it with `sfauth logout {alias} --force` and log in again"),
+        ),
+        None => (
+            "it is damaged or sealed with another key".to_owned(),
+            format!("see `sfauth status`; remove it with `sfauth logout {alias} --force`"),
+        ),
+    };
+    CliError::other(format!(
+        "the login {alias} in {location} cannot be opened: {why}: {fix}; nothing was changed"
+    ))
 }
 
 /// Metadata rebuilt from a record key alone.

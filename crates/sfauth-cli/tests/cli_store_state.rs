@@ -265,3 +265,109 @@ async fn import_reads_a_bounded_export_only() {
     .fails(2, "shorter than 8 characters");
     assert!(!out.exists());
 }
+
+/// Moves the record of `alias` under a key this store was never sealed with, as a login
+/// written while the key file was lost would be.
+async fn reseal_with_another_key(cli: &Cli, alias: &str) {
+    use sfauth::storage::{Key, Keyring, SqliteStore, TokenStore as _};
+    let record = cli
+        .records()
+        .await
+        .into_iter()
+        .find(|record| record.key.label() == alias)
+        .unwrap();
+    let store = cli.open_store().await;
+    assert!(store.delete(&record.key, None).await.unwrap());
+    let other = SqliteStore::open(cli.db_path(), Keyring::new(Key::generate()))
+        .await
+        .unwrap();
+    other.insert(record).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_that_cannot_be_opened_is_listed_and_can_be_removed() {
+    let cli = Cli::start().await;
+    cli.login_web("good").await.ok();
+    cli.login_web("bad").await.ok();
+    reseal_with_another_key(&cli, "bad").await;
+
+    let status = cli.run(&["status", "--json"]).await;
+    status.ok();
+    let rows = status.json();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0]["alias"], "bad");
+    assert_eq!(rows[0]["status"], "unreadable");
+    assert_eq!(rows[0]["reason"], "sealed with another key");
+    assert!(rows[0]["instance_url"].is_null() && rows[0]["has_refresh_token"].is_null());
+    assert!(!rows[0]["org_id"].as_str().unwrap().is_empty());
+    assert_eq!(rows[1]["alias"], "good");
+    assert_eq!(rows[1]["status"], "active");
+    assert!(
+        status.stderr.contains("`sfauth logout bad --force`"),
+        "{status:?}"
+    );
+    let table = cli.run(&["status"]).await;
+    table.ok();
+    assert!(table.stdout.contains("unreadable"), "{table:?}");
+
+    // Resolving an alias reads its own record only: the unreadable one is in nobody's way.
+    cli.token("good").await;
+    cli.run(&["whoami", "good"]).await.ok();
+    cli.run(&["token", "bad"])
+        .await
+        .fails(1, "`sfauth logout bad --force`");
+    let all = cli.run(&["refresh", "--all"]).await;
+    assert_eq!(all.code, 1, "{all:?}");
+    assert!(
+        all.stdout
+            .contains("1 refreshed, 1 failed, 0 need a new login"),
+        "{all:?}"
+    );
+
+    // Without --force nothing is removed: the tokens could not be revoked.
+    cli.run(&["logout", "bad"]).await.fails(1, "--force");
+    assert_eq!(
+        cli.run(&["status", "--json"])
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let removed = cli.run(&["remove", "bad", "--force"]).await;
+    removed.ok();
+    assert!(removed.stderr.contains("were not revoked"), "{removed:?}");
+    let rows = cli.run(&["status", "--json"]).await.json();
+    let aliases: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["alias"].as_str().unwrap())
+        .collect();
+    assert_eq!(aliases, ["good"]);
+    cli.run(&["logout", "bad", "--force"])
+        .await
+        .fails(2, "no login named bad");
+
+    // A readable login is revoked at Salesforce, then removed.
+    let token = cli.token("good").await;
+    let logout = cli.run(&["logout", "good"]).await;
+    logout.ok();
+    assert!(
+        logout.stdout.contains("revoked its refresh token"),
+        "{logout:?}"
+    );
+    assert!(cli.records().await.is_empty());
+    let userinfo = reqwest::Client::new()
+        .get(format!(
+            "{}/services/oauth2/userinfo",
+            cli.emulator.base_url()
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(userinfo.status(), 403, "the revoked session is dead");
+}

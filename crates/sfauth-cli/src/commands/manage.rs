@@ -9,7 +9,7 @@ use serde::Serialize;
 use sfauth::oauth::SecretValue;
 use sfauth::oauth::flows::{RevokeMethod, TokenTypeHint};
 
-use crate::cli::{AliasArgs, AliasJsonArgs, RefreshArgs, TokenArgs};
+use crate::cli::{AliasArgs, AliasJsonArgs, LogoutArgs, RefreshArgs, TokenArgs};
 use crate::error::{CliError, Exit, Result};
 use crate::session::{self, Context};
 use crate::store::{Access, Resolved, Store};
@@ -97,10 +97,12 @@ pub(crate) async fn refresh(args: &RefreshArgs, ctx: &Context) -> Result<()> {
         // Read once: resolving each alias from the store would re-read the alias file, and
         // list the store for each alias without metadata.
         let logins = store.logins().await?;
+        // A login that cannot be opened is an outcome too (failed, with the fix), not skipped.
         let mut labels: Vec<String> = logins
             .records
             .iter()
             .map(|record| record.key.label().to_owned())
+            .chain(logins.unreadable.iter().cloned())
             .collect();
         labels.sort();
         labels.dedup();
@@ -270,7 +272,29 @@ async fn stored_login(
 pub(crate) async fn revoke(args: &AliasArgs, ctx: &Context) -> Result<()> {
     let alias = ctx.alias(args.given());
     let (store, resolved, record) = stored_login(&alias, ctx).await?;
-    let client = session::client_for(&resolved, &ctx.file)?;
+    let what = revoke_record(&resolved, &record, ctx)
+        .await
+        .map_err(|e| CliError::new(e.exit, format!("{}; the login was kept", e.message)))?;
+    store
+        .store
+        .delete(&resolved.key, None)
+        .await
+        .map_err(|e| CliError::store(&e, "deleting the login", &store.location))?;
+    println!(
+        "Revoked the {what} of alias {alias} and removed the login from {}",
+        store.location
+    );
+    Ok(())
+}
+
+/// Revokes the refresh token of `record` (which takes its access tokens with it), else its
+/// access token; an already-dead token counts as revoked. Says which one it was.
+async fn revoke_record(
+    resolved: &Resolved,
+    record: &sfauth::storage::TokenRecord,
+    ctx: &Context,
+) -> Result<&'static str> {
+    let client = session::client_for(resolved, &ctx.file)?;
     let transport = session::transport()?;
     let (token, what): (SecretValue, &str) = match &record.tokens.refresh_token {
         Some(refresh) => (refresh.clone().into(), "refresh token"),
@@ -280,25 +304,85 @@ pub(crate) async fn revoke(args: &AliasArgs, ctx: &Context) -> Result<()> {
         .revoke(transport.as_ref(), &token, RevokeMethod::Post)
         .await
     {
-        Ok(()) => {}
+        Ok(()) => Ok(what),
         // An already-dead token is what revoking wanted.
-        Err(e) if e.kind() == sfauth::oauth::ErrorKind::ReauthorizationRequired => {}
-        Err(e) => {
-            return Err(CliError::core(
-                &e,
-                &format!("revoking the {what} of alias {alias}"),
-                "try again; the login was kept",
-            ));
-        }
+        Err(e) if e.kind() == sfauth::oauth::ErrorKind::ReauthorizationRequired => Ok(what),
+        Err(e) => Err(CliError::core(
+            &e,
+            &format!("revoking the {what} of alias {}", resolved.alias),
+            "try again",
+        )),
     }
-    store
-        .store
-        .delete(&resolved.key, None)
-        .await
-        .map_err(|e| CliError::store(&e, "deleting the login", &store.location))?;
+}
+
+/// `sfauth logout` / `remove`: revokes and deletes every login named ALIAS; with `--force`
+/// also one that cannot be opened or revoked, which `status` lists and nothing else can use.
+pub(crate) async fn logout(args: &LogoutArgs, ctx: &Context) -> Result<()> {
+    let alias = ctx.alias(args.alias.given());
+    let store = ctx.open_store(Access::Read).await?;
+    let entries = store.entries_of(&alias).await?;
+    if entries.is_empty() {
+        return Err(CliError::usage(format!(
+            "no login named {alias} in {}: see `sfauth list`",
+            store.location
+        )));
+    }
+    // Everything is checked before anything is deleted: without --force, one login that cannot
+    // be opened leaves all of them in place.
+    if !args.force
+        && let Some(Err(error)) = entries
+            .iter()
+            .map(|entry| entry.record.as_ref())
+            .find(Result::is_err)
+    {
+        return Err(crate::store::unreadable(
+            &alias,
+            Some(error),
+            &store.location,
+        ));
+    }
+    let mut done = Vec::new();
+    for entry in entries {
+        match &entry.record {
+            Ok(record) => {
+                let resolved = crate::store::resolved(&alias, record)?;
+                match revoke_record(&resolved, record, ctx).await {
+                    Ok(what) => done.push(format!("revoked its {what}")),
+                    Err(e) if args.force => eprintln!(
+                        "warning: {}; removing it anyway (--force): its tokens stay live at salesforce until they expire or are revoked in Setup",
+                        e.message
+                    ),
+                    Err(e) => {
+                        return Err(CliError::new(
+                            e.exit,
+                            format!(
+                                "{}; the login was kept (pass --force to remove it without revoking)",
+                                e.message
+                            ),
+                        ));
+                    }
+                }
+            }
+            Err(error) => eprintln!(
+                "warning: the login {alias} cannot be opened ({}), so its tokens were not revoked: they stay live at salesforce until they expire or are revoked in Setup",
+                crate::store::unreadable_reason(error)
+            ),
+        }
+        store
+            .store
+            .delete(&entry.key, None)
+            .await
+            .map_err(|e| CliError::store(&e, "deleting the login", &store.location))?;
+    }
+    done.dedup();
     println!(
-        "Revoked the {what} of alias {alias} and removed the login from {}",
-        store.location
+        "Removed the login {alias} from {}{}",
+        store.location,
+        if done.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", done.join(", "))
+        }
     );
     Ok(())
 }

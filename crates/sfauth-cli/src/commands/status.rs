@@ -12,12 +12,13 @@ use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use futures_util::StreamExt as _;
 use serde::Serialize;
 use sfauth::oauth::ExpirySource;
-use sfauth::storage::{Lease, ListQuery, RecordStatus, TokenRecord};
+use sfauth::oauth::TokenKey;
+use sfauth::storage::{Lease, ListEntry, ListQuery, RecordStatus, TokenRecord};
 
 use crate::cli::ListArgs;
 use crate::error::{CliError, Result};
 use crate::session::Context;
-use crate::store::{Access, Store, stored_meta};
+use crate::store::{Access, Store, stored_meta, unreadable_reason};
 
 /// How many lease lookups run at once: enough to hide a network round trip, few enough not to
 /// crowd a shared server's connection pool.
@@ -30,14 +31,16 @@ struct Row {
     org_id: String,
     user_id: String,
     username: Option<String>,
-    instance_url: String,
+    /// `None` for a login that cannot be opened.
+    instance_url: Option<String>,
     login_host: String,
     client_id: String,
     flow: Option<String>,
     last_refresh: Option<String>,
     expires_at: Option<String>,
-    expiry_source: String,
-    has_refresh_token: bool,
+    expiry_source: Option<String>,
+    /// `None` for a login that cannot be opened.
+    has_refresh_token: Option<bool>,
     status: String,
     reason: Option<String>,
     /// The refresh lease held right now, if any: who is refreshing this login.
@@ -55,7 +58,7 @@ struct LeaseRow {
 /// A row and the times the table shows relative to now.
 struct Line {
     row: Row,
-    last: SystemTime,
+    last: Option<SystemTime>,
     expires: Option<SystemTime>,
     lease_expires: Option<SystemTime>,
 }
@@ -67,23 +70,27 @@ pub(crate) async fn run(args: &ListArgs, ctx: &Context) -> Result<()> {
     let mut lines = Vec::new();
     let mut query = ListQuery::new().limit(ListQuery::MAX_LIMIT);
     loop {
+        // Entries rather than records: a login that cannot be opened (sealed with another key,
+        // damaged) is a row of its own instead of failing the whole listing.
         let page = store
             .store
-            .list(&query)
+            .list_entries(&query)
             .await
             .map_err(|e| CliError::store(&e, "listing logins", &store.location))?;
-        let with_leases: Vec<(TokenRecord, Option<Lease>)> =
-            futures_util::stream::iter(page.records)
-                .map(|record| lease_of(&store, record))
-                .buffered(LEASE_LOOKUPS)
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .collect::<Result<_>>()?;
+        let with_leases: Vec<(ListEntry, Option<Lease>)> = futures_util::stream::iter(page.entries)
+            .map(|entry| lease_of(&store, entry))
+            .buffered(LEASE_LOOKUPS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
         lines.extend(
             with_leases
                 .into_iter()
-                .map(|(record, lease)| line(&record, lease, timeout, now)),
+                .map(|(entry, lease)| match &entry.record {
+                    Ok(record) => line(record, lease, timeout, now),
+                    Err(error) => unreadable_line(&entry.key, error, lease),
+                }),
         );
         match page.next {
             Some(next) => query.after = Some(next),
@@ -92,6 +99,14 @@ pub(crate) async fn run(args: &ListArgs, ctx: &Context) -> Result<()> {
     }
     // Stable: logins sharing an alias (on different machines, orgs or apps) stay in key order.
     lines.sort_by(|a, b| a.row.alias.cmp(&b.row.alias));
+    for line in lines.iter().filter(|line| line.row.status == UNREADABLE) {
+        eprintln!(
+            "warning: the login {} cannot be opened ({}): {}",
+            line.row.alias,
+            line.row.reason.as_deref().unwrap_or("unreadable"),
+            unreadable_fix(&line.row.alias)
+        );
+    }
     if args.json {
         let json: Vec<&Row> = lines.iter().map(|line| &line.row).collect();
         let text = serde_json::to_string_pretty(&json)
@@ -147,8 +162,10 @@ pub(crate) async fn run(args: &ListArgs, ctx: &Context) -> Result<()> {
             row.alias.clone(),
             row.org_id.clone(),
             row.username.clone().unwrap_or_else(|| row.user_id.clone()),
-            row.instance_url.clone(),
-            relative(line.last, now),
+            row.instance_url.clone().unwrap_or_else(|| "-".to_owned()),
+            line.last
+                .map(|t| relative(t, now))
+                .unwrap_or_else(|| "-".to_owned()),
             line.expires
                 .map(|t| relative(t, now))
                 .unwrap_or_else(|| "unknown".to_owned()),
@@ -160,14 +177,55 @@ pub(crate) async fn run(args: &ListArgs, ctx: &Context) -> Result<()> {
     Ok(())
 }
 
-/// `record` with the refresh lease on its key right now.
-async fn lease_of(store: &Store, record: TokenRecord) -> Result<(TokenRecord, Option<Lease>)> {
+/// `entry` with the refresh lease on its key right now.
+async fn lease_of(store: &Store, entry: ListEntry) -> Result<(ListEntry, Option<Lease>)> {
     let lease = store
         .store
-        .lease(&record.key)
+        .lease(&entry.key)
         .await
         .map_err(|e| CliError::store(&e, "reading refresh leases", &store.location))?;
-    Ok((record, lease))
+    Ok((entry, lease))
+}
+
+/// The status of a login whose record cannot be opened.
+const UNREADABLE: &str = "unreadable";
+
+fn unreadable_fix(alias: &str) -> String {
+    format!(
+        "set SFAUTH_STORE_KEY to the key it was written with, or remove it with `sfauth logout {alias} --force`"
+    )
+}
+
+/// The row of a record that cannot be opened: what its key says, and why.
+fn unreadable_line(key: &TokenKey, error: &sfauth::storage::Error, lease: Option<Lease>) -> Line {
+    let lease_expires = lease.as_ref().map(|lease| lease.expires_at);
+    let row = Row {
+        alias: key.label().to_owned(),
+        org_id: key.org_id().to_string(),
+        user_id: key.user_id().to_string(),
+        username: None,
+        instance_url: None,
+        login_host: key.login_host().to_owned(),
+        client_id: key.client_id().to_owned(),
+        flow: None,
+        last_refresh: None,
+        expires_at: None,
+        expiry_source: None,
+        has_refresh_token: None,
+        status: UNREADABLE.to_owned(),
+        reason: Some(unreadable_reason(error).to_owned()),
+        lease: lease.map(|lease| LeaseRow {
+            holder: lease.holder,
+            fence: lease.fence,
+            expires_at: rfc3339(lease.expires_at),
+        }),
+    };
+    Line {
+        row,
+        last: None,
+        expires: None,
+        lease_expires,
+    }
 }
 
 /// The row of `record`. Its username and flow are the settings `sfauth login` stored with it;
@@ -205,12 +263,14 @@ fn line(record: &TokenRecord, lease: Option<Lease>, timeout: Duration, now: Syst
         org_id: record.key.org_id().to_string(),
         user_id: record.key.user_id().to_string(),
         username,
-        instance_url: record
-            .tokens
-            .instance_url
-            .as_str()
-            .trim_end_matches('/')
-            .to_owned(),
+        instance_url: Some(
+            record
+                .tokens
+                .instance_url
+                .as_str()
+                .trim_end_matches('/')
+                .to_owned(),
+        ),
         login_host: record.key.login_host().to_owned(),
         client_id: record.key.client_id().to_owned(),
         flow: meta.map(|m| {
@@ -221,8 +281,8 @@ fn line(record: &TokenRecord, lease: Option<Lease>, timeout: Duration, now: Syst
         }),
         last_refresh: Some(rfc3339(last)),
         expires_at: expires.map(rfc3339),
-        expiry_source: source.to_owned(),
-        has_refresh_token: record.tokens.refresh_token.is_some(),
+        expiry_source: Some(source.to_owned()),
+        has_refresh_token: Some(record.tokens.refresh_token.is_some()),
         status,
         reason,
         lease: lease.map(|lease| LeaseRow {
@@ -233,7 +293,7 @@ fn line(record: &TokenRecord, lease: Option<Lease>, timeout: Duration, now: Syst
     };
     Line {
         row,
-        last,
+        last: Some(last),
         expires,
         lease_expires,
     }

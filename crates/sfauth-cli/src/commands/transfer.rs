@@ -49,6 +49,13 @@ pub(crate) async fn export(args: &ExportArgs, ctx: &Context) -> Result<()> {
     let store = ctx.open_store(Access::Read).await?;
     // One read of the store and the alias file serves both the check and the export.
     let logins = store.logins().await?;
+    if args.all {
+        for alias in &logins.unreadable {
+            eprintln!(
+                "warning: the login {alias} cannot be opened and is not exported: see `sfauth status`"
+            );
+        }
+    }
     let wanted = if args.all {
         None
     } else {
@@ -137,7 +144,8 @@ pub(crate) async fn import(args: &ImportArgs, ctx: &Context) -> Result<()> {
         ))
     })?;
     let store = ctx.open_store(Access::Write).await?;
-    let existing = store.records().await?;
+    // Keys only: a login that cannot be opened still holds its alias.
+    let existing = store.keys().await?;
     // Check everything before writing anything.
     let mut parsed = Vec::with_capacity(payload.logins.len());
     for login in payload.logins {
@@ -147,11 +155,7 @@ pub(crate) async fn import(args: &ImportArgs, ctx: &Context) -> Result<()> {
                 login.alias
             ))
         })?;
-        if !args.force
-            && existing
-                .iter()
-                .any(|record| record.key.label() == login.alias)
-        {
+        if !args.force && existing.iter().any(|key| key.label() == login.alias) {
             return Err(CliError::usage(format!(
                 "a login named {} already exists: pass --force to replace it; nothing was imported",
                 login.alias
