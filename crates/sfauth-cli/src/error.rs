@@ -221,6 +221,20 @@ impl CliError {
         }
     }
 
+    /// The error of a login flow. What Salesforce itself refused (a wrong password, a JWT
+    /// audience it does not accept, an unknown user) is exit 1: the command line was fine, so
+    /// it is no usage error (2), and no stored login needs re-authorization (3), since the
+    /// person logging in is at the terminal already. Everything else is as [`Self::core`].
+    pub(crate) fn login(error: &sfauth::oauth::Error, fix: &str) -> Self {
+        use sfauth::oauth::ErrorKind as Core;
+        if error.server().is_some()
+            && matches!(error.kind(), Core::ReauthorizationRequired | Core::Config)
+        {
+            return Self::other(format!("login was refused ({}): {fix}", chain(error)));
+        }
+        Self::core(error, "login", fix)
+    }
+
     /// A store error while `doing` something with the store at `location`.
     pub(crate) fn store(error: &sfauth::storage::Error, doing: &str, location: &str) -> Self {
         use sfauth::storage::ErrorKind as Store;

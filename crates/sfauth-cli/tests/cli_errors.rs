@@ -259,3 +259,76 @@ async fn an_oversized_503_is_transient_exit_4_and_loses_nothing() {
         "the stored login is untouched"
     );
 }
+
+/// What Salesforce refuses at login is exit 1 (docs/cli.md: "other failure"), whatever the
+/// reason: the command line parsed (not 2), and no stored login needs re-authorization (not 3).
+/// One run per row, each against the emulator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_salesforce_refuses_exit_1() {
+    let cli = Cli::start().await;
+    let creds = cli.emulator.credentials().clone();
+    let key = cli.dir.path().join("jwt.pem");
+    std::fs::write(&key, sfauth_emulator::SEED_CLIENT_PRIVATE_KEY).unwrap();
+    let key = key.to_str().unwrap();
+    let password = creds.password_with_token();
+    let jwt = |audience: &'static str| {
+        [
+            "login",
+            "jwt",
+            "--key",
+            key,
+            "--username",
+            &creds.username,
+            "--audience",
+            audience,
+            "--alias",
+            "j",
+        ]
+    };
+    let rows: [(&str, Vec<&str>, Vec<(&str, &str)>, &str); 3] = [
+        (
+            "jwt audience",
+            jwt("https://wrong.example.com").to_vec(),
+            vec![],
+            "audience",
+        ),
+        (
+            "wrong password",
+            vec![
+                "login",
+                "password",
+                "--username",
+                &creds.username,
+                "--alias",
+                "p",
+            ],
+            vec![("SFAUTH_PASSWORD", "not-the-password")],
+            "authentication failure",
+        ),
+        (
+            "wrong secret",
+            vec![
+                "login",
+                "password",
+                "--username",
+                &creds.username,
+                "--alias",
+                "s",
+            ],
+            vec![
+                ("SFAUTH_PASSWORD", password.as_str()),
+                ("SFAUTH_CLIENT_SECRET", "not-the-secret"),
+            ],
+            "client",
+        ),
+    ];
+    for (row, args, env, needle) in rows {
+        let run = cli.run_env(&args, &env).await;
+        assert_eq!(run.code, 1, "{row}: {run:?}");
+        assert!(run.stderr.to_lowercase().contains(needle), "{row}: {run:?}");
+        assert!(!run.stderr.contains(&password), "{row}: no secret printed");
+    }
+    // The rows were refusals by Salesforce, not local checks: each reached the token endpoint.
+    assert_eq!(cli.emulator.counters().requests("token"), 3);
+    assert!(cli.records().await.is_empty(), "nothing was stored");
+}

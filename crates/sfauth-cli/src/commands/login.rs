@@ -309,9 +309,8 @@ fn login_client(
 }
 
 fn login_error(error: &sfauth::oauth::Error, flow: &str, alias: &str) -> CliError {
-    CliError::core(
+    CliError::login(
         error,
-        "login",
         &format!(
             "check the username, key and connected app, then run `sfauth login {flow} --alias {alias}` again"
         ),
@@ -398,9 +397,8 @@ where
             .exchange_code(transport, &code, request.pkce_verifier.as_ref())
             .await
             .map_err(|e| {
-                CliError::core(
+                CliError::login(
                     &e,
-                    "login",
                     "check the connected app (SFAUTH_CLIENT_SECRET if it requires its secret) and run `sfauth login web` again",
                 )
             })
