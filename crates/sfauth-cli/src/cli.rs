@@ -108,8 +108,14 @@ pub(crate) enum Command {
     Whoami(AliasJsonArgs),
     /// Write logins to a file encrypted with a passphrase, to move them to another machine.
     Export(ExportArgs),
-    /// Read logins from a file written by `sfauth export`.
-    Import(ImportArgs),
+    /// Read logins from a file written by `sfauth export`, or from Salesforce's CLI (--from-sf).
+    Import(crate::commands::sf_import::ImportCommand),
+    /// Send an authenticated REST request to ALIAS's instance and print the answer.
+    Api(crate::commands::api::ApiArgs),
+    /// Open the org in a browser through a one-time frontdoor URL (or print it: --url-only).
+    Open(crate::commands::open::OpenArgs),
+    /// Check a login against Salesforce's rules and what usually breaks, with a fix for each.
+    Doctor(crate::commands::doctor::DoctorArgs),
     /// Print a shell completion script: `sfauth completions bash > ~/.local/share/bash-completion/completions/sfauth`.
     Completions {
         /// The shell.
@@ -263,10 +269,10 @@ pub(crate) struct TokenExchangeArgs {
 #[derive(Debug, Args, Clone)]
 pub(crate) struct AliasArgs {
     /// The login to use (default: SFAUTH_ALIAS, the config file's `alias`, else `default`).
-    #[arg(value_name = "ALIAS")]
+    #[arg(value_name = "ALIAS", add = crate::complete::alias_completer())]
     pub(crate) alias: Option<String>,
     /// The same as ALIAS.
-    #[arg(long = "alias", value_name = "ALIAS", conflicts_with = "alias")]
+    #[arg(long = "alias", value_name = "ALIAS", conflicts_with = "alias", add = crate::complete::alias_completer())]
     pub(crate) alias_flag: Option<String>,
 }
 

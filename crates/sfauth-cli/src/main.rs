@@ -27,8 +27,10 @@
 
 mod cli;
 mod commands;
+mod complete;
 mod config;
 mod error;
+mod lazy_transport;
 mod session;
 mod store;
 
@@ -42,6 +44,8 @@ use crate::error::Result;
 use crate::session::Context;
 
 fn main() -> ExitCode {
+    // `COMPLETE=bash sfauth` and the shell's completion calls end here (aliases come from the store).
+    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
     quiet_broken_pipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -169,7 +173,22 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Introspect(args) => commands::manage::introspect(&args, &ctx).await,
         Command::Whoami(args) => commands::manage::whoami(&args, &ctx).await,
         Command::Export(args) => commands::transfer::export(&args, &ctx).await,
-        Command::Import(args) => commands::transfer::import(&args, &ctx).await,
+        Command::Import(args) => match (&args.sf.from_sf, args.file) {
+            (Some(_), _) => commands::sf_import::run(&args.sf, args.force, &ctx).await,
+            (None, Some(file)) => {
+                let args = cli::ImportArgs {
+                    file,
+                    force: args.force,
+                };
+                commands::transfer::import(&args, &ctx).await
+            }
+            (None, None) => Err(error::CliError::usage(
+                "import needs a FILE written by `sfauth export`, or --from-sf",
+            )),
+        },
+        Command::Api(args) => commands::api::run(&args, &ctx).await,
+        Command::Open(args) => commands::open::run(&args, &ctx).await,
+        Command::Doctor(args) => commands::doctor::run(&args, &ctx).await,
         Command::Completions { .. } | Command::Demo => Ok(()),
     }
 }

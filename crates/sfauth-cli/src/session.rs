@@ -7,7 +7,6 @@ use std::time::Duration;
 use sfauth::oauth::flows::JwtBearer;
 use sfauth::oauth::http::HttpTransport;
 use sfauth::oauth::{OAuthClient, PrivateKey};
-use sfauth::transport::{ReqwestTransport, Retry, RetryPolicy};
 use sfauth::{RefreshPolicy, Renewal, TokenManager};
 
 use crate::config::{self, FileConfig};
@@ -37,17 +36,11 @@ impl Context {
     }
 }
 
-/// The production transport: reqwest over rustls, with a short retry on network errors.
+/// The production transport: reqwest over rustls, with a short retry on network errors, built
+/// on the first request (see `LazyTransport`: a cached token needs no TLS roots).
 pub(crate) fn transport() -> Result<Arc<dyn HttpTransport>> {
-    let reqwest = ReqwestTransport::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(30))
-        .user_agent(concat!("sfauth-cli/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| CliError::other(format!("cannot set up HTTPS ({e})")))?;
-    Ok(Arc::new(Retry::new(
-        reqwest,
-        RetryPolicy::default().max_attempts(2),
+    Ok(Arc::new(crate::lazy_transport::LazyTransport::new(
+        sfauth::transport::DEFAULT_MAX_BODY_BYTES,
     )))
 }
 
