@@ -285,7 +285,9 @@ async fn logins_salesforce_refuses_exit_1() {
             "j",
         ]
     };
-    let rows: [(&str, Vec<&str>, Vec<(&str, &str)>, &str); 3] = [
+    // Each row: its name, the arguments, extra environment, and what stderr must say.
+    type Row<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let rows: [Row<'_>; 3] = [
         (
             "jwt audience",
             jwt("https://wrong.example.com").to_vec(),
