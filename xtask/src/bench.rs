@@ -179,6 +179,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         summary.extend(figures);
     }
 
+    // Issue #16: `sfauth token` as a whole process, on a cached token.
+    summary.insert(
+        "cli_token_ms".to_owned(),
+        Value::from(crate::bench_cli::cli_token_ms(&target, &bench_dir)?),
+    );
+
     let checks = checks(&summary)?;
     print_table(&summary, &checks);
     if json {
@@ -408,6 +414,14 @@ fn checks(summary: &Map<String, Value>) -> Result<Vec<Check>> {
             PCT,
         ),
     ];
+    if let Some(ms) = summary.get("cli_token_ms").and_then(Value::as_f64) {
+        checks.push(Check::at_most(
+            "sfauth token, cached, process wall median",
+            ms,
+            10.0,
+            MS,
+        ));
+    }
     for (key, what) in [
         ("cached_token_allocs_per_call", "allocations per keyed call"),
         (

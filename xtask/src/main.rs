@@ -21,6 +21,7 @@
 )]
 
 mod bench;
+mod bench_cli;
 mod ci;
 mod demo;
 mod deny;
