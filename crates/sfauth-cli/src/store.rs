@@ -255,6 +255,32 @@ pub(crate) fn secret_of(record: &TokenRecord) -> Option<SecretValue> {
     record.metadata.secret(CLIENT_SECRET).map(SecretValue::new)
 }
 
+/// Fails when the nearest existing one of `dir` and its ancestors is not a directory: then no
+/// store in `dir` can ever be created, and a read must not show it as the empty store that a
+/// first login would make (it is exit 1, as a write there would fail).
+fn not_under_a_file(dir: &Path, location: &str) -> Result<()> {
+    for ancestor in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        match std::fs::metadata(ancestor) {
+            Ok(meta) if meta.is_dir() => return Ok(()),
+            Ok(_) => {
+                return Err(CliError::other(format!(
+                    "the token store at {location} can never exist: {} is not a directory, so creating directory {} for it fails; point --store at a path inside a directory",
+                    ancestor.display(),
+                    dir.display()
+                )));
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) => {}
+            // Unreadable (permissions): the store's own open says what is wrong.
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
 /// Where an SQLite store's key lives: the database file's whole name plus `.key`.
 fn sqlite_key_file(path: &Path) -> PathBuf {
     let mut name = path
@@ -298,6 +324,9 @@ impl Store {
                     })?,
                 };
                 let location = format!("sqlite://{}", path.display());
+                if let Some(parent) = path.parent() {
+                    not_under_a_file(parent, &location)?;
+                }
                 let exists = match std::fs::metadata(&path) {
                     Ok(meta) if meta.is_file() => true,
                     Ok(_) => {
@@ -340,6 +369,7 @@ impl Store {
                     ));
                 }
                 let location = format!("file://{}", dir.display());
+                not_under_a_file(&dir, &location)?;
                 let exists = dir.is_dir();
                 if !exists && access == Access::Read {
                     return Ok(Self::empty(location));

@@ -159,6 +159,17 @@ async fn corrupted_or_unreachable_store_exits_1_untouched() {
         .await
         .fails(1, "the token store at file://")
         .fails(1, "creating directory");
+    // A store that is only missing, in a directory that exists or could, still reads as empty
+    // and is not created by the read.
+    for missing in [
+        format!("sqlite://{}/new.db", cli.dir.path().display()),
+        format!("sqlite://{}/sub/new.db", cli.dir.path().display()),
+        format!("file://{}/sub/dir", cli.dir.path().display()),
+    ] {
+        cli.run(&["status", "--store", &missing]).await.ok();
+    }
+    assert!(!cli.dir.path().join("new.db").exists());
+    assert!(!cli.dir.path().join("sub").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
