@@ -142,11 +142,30 @@ impl CliError {
     /// that logs this alias in again.
     pub(crate) fn manager(error: &sfauth::Error, alias: &str, login: &str) -> Self {
         let detail = manager_detail(error);
+        // A missing renewal is decided by the variant, before any kind: a login without a
+        // refresh token was refused nothing, and must not read as one Salesforce refused.
+        if matches!(error, sfauth::Error::NoRenewal { .. }) {
+            return Self::other(format!(
+                "alias {alias} has no refresh token and no way to renew it: run `sfauth {login} --alias {alias}`"
+            ));
+        }
+        let relogin = format!("`sfauth {login} --alias {alias}`");
+        if let Some((exit, fix)) = error.cause().and_then(|cause| cause_fix(cause, &relogin)) {
+            return Self::new(
+                exit,
+                format!("salesforce refused to renew alias {alias} ({detail}): {fix}"),
+            );
+        }
         match error.kind() {
             ErrorKind::ReauthorizationRequired => Self::new(
                 Exit::Reauth,
                 format!(
-                    "alias {alias} needs a new login: salesforce refused its refresh token ({}); run `sfauth {login} --alias {alias}`",
+                    "alias {alias} needs a new login: salesforce refused {} ({}); run {relogin}",
+                    if renews_by_flow(login) {
+                        "to renew it"
+                    } else {
+                        "its refresh token"
+                    },
                     reauth_reason(error)
                 ),
             ),
@@ -162,9 +181,6 @@ impl CliError {
                     "alias {alias}: {detail}; its access token still works (`sfauth token` prints it), and the refresh is retried once it expires"
                 ),
             ),
-            _ if matches!(error, sfauth::Error::NoRenewal { .. }) => Self::other(format!(
-                "alias {alias} has no refresh token and no way to renew it: run `sfauth {login} --alias {alias}`"
-            )),
             ErrorKind::Transient | ErrorKind::RateLimited => Self::new(
                 Exit::Transient,
                 format!(
@@ -202,6 +218,12 @@ impl CliError {
     pub(crate) fn core(error: &sfauth::oauth::Error, what: &str, fix: &str) -> Self {
         use sfauth::oauth::ErrorKind as Core;
         let detail = chain(error);
+        if let Some((exit, fix)) = error
+            .server()
+            .and_then(|server| cause_fix(server.cause(), "log in again"))
+        {
+            return Self::new(exit, format!("{what} was refused ({detail}): {fix}"));
+        }
         match error.kind() {
             Core::Transient | Core::RateLimited | Core::RefreshInProgress => Self::new(
                 Exit::Transient,
@@ -227,6 +249,21 @@ impl CliError {
     /// person logging in is at the terminal already. Everything else is as [`Self::core`].
     pub(crate) fn login(error: &sfauth::oauth::Error, fix: &str) -> Self {
         use sfauth::oauth::ErrorKind as Core;
+        let cause = error.server().map(|server| server.cause());
+        if let Some((exit, cause_fix)) = cause.and_then(|cause| cause_fix(cause, "log in again")) {
+            return Self::new(
+                exit,
+                format!("login was refused ({}): {cause_fix}", chain(error)),
+            );
+        }
+        // Salesforce's usual answer to a blocked username-password flow is the same as to a
+        // wrong password, so the fix names both.
+        if cause == Some(sfauth::oauth::Cause::AuthenticationFailure) {
+            return Self::other(format!(
+                "login was refused ({}): check the username, the password with its security token appended, and --instance (a sandbox user fails on production); if they are right, the org or the app blocks the username-password flow (external client apps have none): log in with `sfauth login web`, `login jwt` or `login client-credentials` instead",
+                chain(error)
+            ));
+        }
         if error.server().is_some()
             && matches!(error.kind(), Core::ReauthorizationRequired | Core::Config)
         {
@@ -269,6 +306,41 @@ impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
     }
+}
+
+/// The exit code and the fix, in one sentence in the CLI's terms, for each refusal that
+/// Salesforce's 2026 rules brought (docs/cli.md has the table); `relogin` is how to log in
+/// again (a command, or "log in again"). `None` leaves the command's own wording.
+fn cause_fix(cause: sfauth::oauth::Cause, relogin: &str) -> Option<(Exit, String)> {
+    use sfauth::oauth::Cause;
+    let fix = match cause {
+        Cause::IpNotAllowed => "this machine's address is outside the connected app's refresh-token IP allowlist; the refresh token is still valid, so do not log in again: send sfauth's requests through an allowed egress (HTTPS_PROXY set to a proxy whose address the allowlist names) or have an admin add this address to the allowlist".to_owned(),
+        Cause::AppNotInstalled => format!(
+            "the connected app is not installed in this org: an admin must install it (or give the user \"Approve Uninstalled Connected Apps\"), then {relogin}; logins made before keep working"
+        ),
+        Cause::PasswordFlowBlocked => "the org or the app blocks the username-password flow (external client apps have none): log in with `sfauth login web`, `login jwt` or `login client-credentials` instead".to_owned(),
+        Cause::LoginRateExceeded => {
+            return Some((
+                Exit::Transient,
+                "the user passed salesforce's hourly login limit: wait (up to an hour) before logging in again, and reuse the stored login (`sfauth token`) rather than logging in for each call".to_owned(),
+            ));
+        }
+        Cause::PkceRequired => "the connected app requires PKCE with S256, which `sfauth login web` always sends: log in with `sfauth login web` (a login another tool made without PKCE cannot be renewed)".to_owned(),
+        Cause::ClientSecretRejected => format!(
+            "the connected app refused its consumer secret (a rotation was applied, or the app requires a secret that was not sent): set SFAUTH_CLIENT_SECRET to the app's current secret, then {relogin} so that the login keeps it"
+        ),
+        _ => return None,
+    };
+    Some((Exit::Other, fix))
+}
+
+/// Whether the login made by `login` (an `sfauth login ...` command) has no refresh token and
+/// is renewed by running its flow again, so that a refusal is not its refresh token's.
+fn renews_by_flow(login: &str) -> bool {
+    matches!(
+        login,
+        "login password" | "login jwt" | "login client-credentials"
+    )
 }
 
 /// An error and its sources, joined with ": ".
@@ -324,5 +396,67 @@ fn store_fix(error: &sfauth::Error) -> &'static str {
         }
         Some(Store::Corrupt) => "the record is damaged; log in again to replace it",
         _ => "check the --store location and try again",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sfauth::oauth::error::ServerError;
+    use sfauth::oauth::{IdentityUrl, LoginHost, TokenKey};
+
+    fn key() -> Box<TokenKey> {
+        let identity: IdentityUrl =
+            "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK"
+                .parse()
+                .unwrap();
+        Box::new(TokenKey::new(
+            &LoginHost::Production,
+            &identity,
+            "client",
+            "pw",
+        ))
+    }
+
+    #[test]
+    fn a_login_renewed_by_its_flow_is_not_said_to_have_a_refresh_token() {
+        let refused = sfauth::Error::ReauthorizationRequired {
+            key: key(),
+            reason: "server error invalid_grant: authentication failure".into(),
+            cause: None,
+        };
+        let password = CliError::manager(&refused, "pw", "login password");
+        assert_eq!(password.exit, Exit::Reauth);
+        assert!(
+            password.message.contains("salesforce refused to renew it"),
+            "{password:?}"
+        );
+        assert!(!password.message.contains("refresh token"), "{password:?}");
+        let web = CliError::manager(&refused, "pw", "login web");
+        assert!(web.message.contains("refused its refresh token"), "{web:?}");
+
+        let none = CliError::manager(
+            &sfauth::Error::NoRenewal { key: key() },
+            "pw",
+            "login password",
+        );
+        assert_eq!(none.exit, Exit::Other);
+        assert!(none.message.contains("has no refresh token"), "{none:?}");
+        assert!(!none.message.contains("refused"), "{none:?}");
+    }
+
+    /// The causes the emulator cannot make the CLI meet (sfauth's web login always sends PKCE)
+    /// still get their sentence.
+    #[test]
+    fn pkce_required_names_the_web_login() {
+        let error = sfauth::oauth::Error::Server(Box::new(ServerError::new(
+            400,
+            "invalid_request",
+            Some("missing required code challenge"),
+        )));
+        let cli = CliError::login(&error, "run it again");
+        assert_eq!(cli.exit, Exit::Other);
+        assert!(cli.message.contains("requires PKCE with S256"), "{cli:?}");
+        assert!(!cli.message.contains("run it again"), "{cli:?}");
     }
 }

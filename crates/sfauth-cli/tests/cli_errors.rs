@@ -345,3 +345,98 @@ async fn logins_salesforce_refuses_exit_1() {
     assert_eq!(cli.emulator.counters().requests("token"), 3);
     assert!(cli.records().await.is_empty(), "nothing was stored");
 }
+
+/// A password login has no refresh token: refreshing it is no refusal by Salesforce (exit 1,
+/// "has no refresh token", never "refused its refresh token"), and it stays active, its access
+/// token still served, until that token expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_without_a_refresh_token_is_not_reported_as_refused() {
+    let cli = Cli::start().await;
+    let creds = cli.emulator.credentials().clone();
+    let password = creds.password_with_token();
+    cli.run_env(
+        &[
+            "login",
+            "password",
+            "--username",
+            &creds.username,
+            "--alias",
+            "pw",
+        ],
+        &[("SFAUTH_PASSWORD", &password)],
+    )
+    .await
+    .ok();
+    let before = cli.token("pw").await;
+    for args in [&["refresh", "pw"][..], &["refresh", "--all"]] {
+        let run = cli.run(args).await;
+        run.fails(1, "alias pw has no refresh token and no way to renew it");
+        assert!(!run.stderr.contains("refused"), "{run:?}");
+        assert!(run.stderr.contains("sfauth login password --alias pw"));
+    }
+    let rows = cli.run(&["status", "--json"]).await.ok().json();
+    assert_eq!(rows[0]["status"], "active", "{rows}");
+    assert_eq!(rows[0]["has_refresh_token"], false);
+    assert!(rows[0]["reason"].is_null());
+    let table = cli.run(&["status"]).await.ok().stdout.clone();
+    assert!(!table.contains("reauth required"), "{table}");
+    assert_eq!(
+        cli.token("pw").await,
+        before,
+        "its access token still works"
+    );
+    cli.run(&["whoami", "pw"]).await.ok();
+    assert_eq!(
+        cli.emulator.counters().requests("token"),
+        1,
+        "only the login"
+    );
+}
+
+/// A 403 from userinfo (a token without the `id` scope) is permanent: whoami says which scopes
+/// to log in with, exits 1, never says "try again", and spends no refresh token on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insufficient_scope_on_whoami_names_the_scopes_and_exits_1() {
+    use sfauth_emulator::{Endpoint, Fault, FaultKind};
+    let cli = Cli::start().await;
+    cli.login_web_env("narrow", &[("SFAUTH_SCOPES", "refresh_token")])
+        .await
+        .ok();
+    // The emulator's userinfo checks no scope, so the answer Salesforce gives such a token is
+    // injected: RFC 6750's insufficient_scope, then the identity service's bare code.
+    let answers = [
+        (
+            "application/json",
+            r#"{"error":"insufficient_scope","error_description":"The access token does not have the required scope"}"#,
+        ),
+        ("text/plain", "No_Oauth_Scope"),
+    ];
+    for (content_type, body) in answers {
+        cli.emulator.inject_fault(
+            Fault::new(
+                Endpoint::UserInfo,
+                FaultKind::Response {
+                    status: 403,
+                    content_type: content_type.into(),
+                    body: body.into(),
+                },
+            )
+            .times(1),
+        );
+        let run = cli.run(&["whoami", "narrow"]).await;
+        run.fails(1, "its scopes lack `id` or `openid`");
+        assert!(!run.stderr.contains("try again"), "{run:?}");
+        assert!(
+            run.stderr
+                .contains("sfauth login web --alias narrow --scopes"),
+            "{run:?}"
+        );
+    }
+    assert_eq!(
+        cli.emulator.counters().grant("refresh_token"),
+        0,
+        "a 403 is no dead session: nothing was refreshed"
+    );
+    // The same login works once userinfo accepts it again.
+    cli.run(&["whoami", "narrow"]).await.ok();
+}

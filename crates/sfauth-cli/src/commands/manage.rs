@@ -61,10 +61,28 @@ impl SignedIn {
                 client
                     .userinfo(self.transport.as_ref(), self.guard.access_token())
                     .await
-                    .map_err(|e| CliError::core(&e, doing, fix))
+                    .map_err(|e| self.userinfo_error(&e, doing, fix))
             }
-            Err(e) => Err(CliError::core(&e, doing, fix)),
+            Err(e) => Err(self.userinfo_error(&e, doing, fix)),
         }
+    }
+
+    /// A userinfo failure other than a dead session. A 403 refuses this token for good (the
+    /// scopes are fixed at login, and a refresh keeps them), so it never says "try again".
+    fn userinfo_error(&self, error: &sfauth::oauth::Error, doing: &str, fix: &str) -> CliError {
+        let status = match error {
+            sfauth::oauth::Error::Status { status, .. } => Some(*status),
+            other => other.server().map(|server| server.status()),
+        };
+        if status != Some(403) {
+            return CliError::core(error, doing, fix);
+        }
+        let alias = &self.resolved.alias;
+        CliError::other(format!(
+            "{doing} was refused: salesforce does not let the access token of alias {alias} read the user's identity ({}): its scopes lack `id` or `openid`; log in again with them, e.g. `sfauth {} --alias {alias} --scopes \"api id refresh_token\"`",
+            crate::error::chain(error),
+            self.resolved.meta.flow.login_command()
+        ))
     }
 }
 
