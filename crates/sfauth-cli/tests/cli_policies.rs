@@ -190,3 +190,80 @@ async fn a_secret_rotated_away_says_to_log_in_with_the_current_one() {
         RefreshTokenStatus::Revoked
     );
 }
+
+/// `status` shows each refresh token's standing against the 30-day idle limit (the partner
+/// mandate's), in the table and in `--json`; a login without a refresh token has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_idle_standing_of_each_refresh_token() {
+    use sfauth::storage::TokenStoreExt as _;
+    use std::time::{Duration, SystemTime};
+    let cli = Cli::start().await;
+    let creds = cli.emulator.credentials().clone();
+    cli.login_web("prod").await.ok();
+    cli.login_web("old").await.ok();
+    cli.run_env(
+        &[
+            "login",
+            "password",
+            "--username",
+            &creds.username,
+            "--alias",
+            "pw",
+        ],
+        &[("SFAUTH_PASSWORD", &creds.password_with_token())],
+    )
+    .await
+    .ok();
+    // The store as another process would have left it: "prod" last refreshed 27 days ago,
+    // "old" 31 days ago.
+    let day = Duration::from_secs(24 * 3600);
+    let store = cli.open_store().await;
+    for record in cli.records().await {
+        let idle = match record.key.label() {
+            "prod" => 27,
+            "old" => 31,
+            _ => continue,
+        };
+        let version = record.version;
+        let mut record = record;
+        record.last_refreshed_at = Some(SystemTime::now() - day * idle - Duration::from_secs(60));
+        store.save(record, Some(version)).await.unwrap();
+    }
+    let rows = cli.run(&["status", "--json"]).await.ok().json();
+    let row = |alias: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["alias"] == alias)
+            .unwrap()
+            .clone()
+    };
+    let prod = row("prod");
+    assert_eq!(prod["idle"]["text"], "idle 27 days, refresh before 30");
+    assert_eq!(prod["idle"]["days"], 27);
+    assert_eq!(prod["idle"]["limit_days"], 30);
+    assert_eq!(prod["idle"]["past_limit"], false);
+    assert!(
+        prod["idle"]["refresh_before"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    let old = row("old");
+    assert_eq!(
+        old["idle"]["text"],
+        "idle 31 days, past the 30-day idle limit"
+    );
+    assert_eq!(old["idle"]["past_limit"], true);
+    assert!(
+        row("pw")["idle"].is_null(),
+        "no refresh token, nothing idles out"
+    );
+    let table = cli.run(&["status"]).await.ok().stdout.clone();
+    assert!(table.contains("IDLE"), "{table}");
+    assert!(table.contains("idle 27 days, refresh before 30"), "{table}");
+    assert!(
+        table.contains("idle 31 days, past the 30-day idle limit"),
+        "{table}"
+    );
+}

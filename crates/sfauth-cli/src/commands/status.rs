@@ -14,6 +14,7 @@ use serde::Serialize;
 use sfauth::oauth::ExpirySource;
 use sfauth::oauth::TokenKey;
 use sfauth::storage::{Lease, ListEntry, ListQuery, RecordStatus, TokenRecord};
+use sfauth::{Idle, PARTNER_IDLE_LIMIT};
 
 use crate::cli::ListArgs;
 use crate::error::{CliError, Result};
@@ -45,6 +46,22 @@ struct Row {
     reason: Option<String>,
     /// The refresh lease held right now, if any: who is refreshing this login.
     lease: Option<LeaseRow>,
+    /// How long the refresh token has gone unused against the 30-day idle limit; `None` for a
+    /// login without one (renewed by its own flow, it does not idle out) or that cannot be
+    /// opened.
+    idle: Option<IdleRow>,
+}
+
+/// A refresh token's idle standing as `status` shows it.
+#[derive(Debug, Serialize)]
+struct IdleRow {
+    /// `idle 27 days, refresh before 30`, or `idle 31 days, past the 30-day idle limit`.
+    text: String,
+    days: u64,
+    limit_days: u64,
+    /// When Salesforce expires the refresh token unless it is used before.
+    refresh_before: String,
+    past_limit: bool,
 }
 
 /// A refresh lease as `status` shows it.
@@ -133,6 +150,7 @@ pub(crate) async fn run(args: &ListArgs, ctx: &Context) -> Result<()> {
             "LAST REFRESH",
             "EXPIRES (EST.)",
             "STATUS",
+            "IDLE",
             "REFRESH LEASE",
         ]);
     // A terminal that reports no usable size (a fresh pseudo-terminal) would squeeze every
@@ -170,6 +188,9 @@ pub(crate) async fn run(args: &ListArgs, ctx: &Context) -> Result<()> {
                 .map(|t| relative(t, now))
                 .unwrap_or_else(|| "unknown".to_owned()),
             row.status.replace('_', " "),
+            row.idle
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |idle| idle.text.clone()),
             lease,
         ]);
     }
@@ -219,6 +240,7 @@ fn unreadable_line(key: &TokenKey, error: &sfauth::storage::Error, lease: Option
             fence: lease.fence,
             expires_at: rfc3339(lease.expires_at),
         }),
+        idle: None,
     };
     Line {
         row,
@@ -289,6 +311,13 @@ fn line(record: &TokenRecord, lease: Option<Lease>, timeout: Duration, now: Syst
             holder: lease.holder,
             fence: lease.fence,
             expires_at: rfc3339(lease.expires_at),
+        }),
+        idle: Idle::of_record(record, now, PARTNER_IDLE_LIMIT).map(|idle| IdleRow {
+            text: idle.to_string(),
+            days: idle.days_idle(),
+            limit_days: idle.limit_days(),
+            refresh_before: rfc3339(idle.refresh_before),
+            past_limit: idle.is_past_limit(),
         }),
     };
     Line {
