@@ -13,6 +13,18 @@ use tracing::{Instrument as _, Span};
 use crate::error::Error;
 use crate::replay::{self, Aim};
 
+/// Awaits `future` in `span`, entered on each poll only when somebody listens. A macro rather
+/// than an `async fn`, whose future would hold `future` twice more in the middleware's own.
+macro_rules! in_span {
+    ($span:expr, $future:expr) => {
+        if $span.is_disabled() {
+            $future.await
+        } else {
+            $future.instrument($span.clone()).await
+        }
+    };
+}
+
 /// A reqwest-middleware [`Middleware`] that authenticates requests to a tenant's Salesforce
 /// instance with the [`TokenManager`]'s token.
 ///
@@ -166,32 +178,25 @@ impl SalesforceAuth {
         self.key.as_ref()
     }
 
-    async fn send(
-        &self,
-        key: &TokenKey,
-        span: &Span,
+    /// The request whose body cannot be copied (a stream): aimed, authenticated and sent once,
+    /// its answer returned whatever it is. Out of line and boxed, as it is rare.
+    #[inline(never)]
+    fn send_once<'a>(
+        &'a self,
+        span: &'a Span,
+        token: sfauth::AccessTokenGuard<'static>,
+        aim: Aim,
         mut request: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<Response> {
-        let token = self.manager.access_token(key).await.map_err(middleware)?;
-        let aim = aim_of(request.url(), token.instance_url());
-        if aim == Aim::Elsewhere {
-            return next.run(request, extensions).await;
-        }
-        // Kept before the token is set, so that the copy carries no stale header. `None` for a
-        // streamed body, which cannot be sent twice.
-        let replay = request.try_clone();
-        aim_at(&mut request, aim, &token)?;
-        let response = next.clone().run(request, extensions).await?;
-        if !replay::worth_reading(response.status(), content_length(&response)) {
-            return Ok(response);
-        }
-        // Out of line and boxed, and made only on a 401: reading the body, the refresh and the
-        // retry make a future several kilobytes large (the manager's refresh is in it), which
-        // every request would otherwise carry and move.
-        self.after_401(key, span, token, aim, replay, response, extensions, next)
-            .await
+        extensions: &'a mut Extensions,
+        next: Next<'a>,
+    ) -> BoxFuture<'a, reqwest_middleware::Result<Response>> {
+        Box::pin(async move {
+            aim_at(&mut request, aim, &token)?;
+            drop(token);
+            let response = in_span!(span, next.run(request, extensions));
+            record_status(span, &response);
+            response
+        })
     }
 
     #[inline(never)]
@@ -205,17 +210,16 @@ impl SalesforceAuth {
         span: &'a Span,
         token: sfauth::AccessTokenGuard<'static>,
         aim: Aim,
-        replay: Option<Request>,
+        mut retry: Request,
         response: Response,
         extensions: &'a mut Extensions,
         next: Next<'a>,
     ) -> BoxFuture<'a, reqwest_middleware::Result<Response>> {
         Box::pin(async move {
             let (response, body) = buffer(response).await?;
-            let Some(mut retry) = replay.filter(|_| replay::refreshable(response.status(), &body))
-            else {
+            if !replay::refreshable(response.status(), &body) {
                 return Ok(rebuild(response, body));
-            };
+            }
             // The 401 means the request was refused before anything was done, so sending a
             // POST again does not do its work twice.
             let fresh = self
@@ -234,31 +238,76 @@ impl SalesforceAuth {
 /// A boxed future, as reqwest-middleware's own.
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
-#[async_trait::async_trait]
 impl Middleware for SalesforceAuth {
-    async fn handle(
-        &self,
+    // Written out rather than through `async_trait`, which would keep a second copy of the
+    // request in the future it boxes for every request. The future is kept small on purpose (a
+    // few hundred bytes: no copy of the request beside the one sent, the rare paths boxed out of
+    // line), as every request allocates and moves it.
+    fn handle<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
         request: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<Response> {
-        // The request's extensions go down the chain mutably, so a key named there is copied out
-        // of them; the middleware's own is only borrowed.
-        let named = extensions.get::<TokenKey>().cloned();
-        let key = replay::tenant(named.as_ref(), self.key.as_ref()).map_err(middleware)?;
-        let span = replay::span(key);
-        if span.is_disabled() {
-            // Nobody listens: no span to enter and leave on every poll, nothing to record.
-            return self.send(key, &span, request, extensions, next).await;
-        }
-        let response = self
-            .send(key, &span, request, extensions, next)
-            .instrument(span.clone())
-            .await;
-        if let Ok(response) = &response {
-            span.record("status", response.status().as_u16());
-        }
-        response
+        extensions: &'life1 mut Extensions,
+        next: Next<'life2>,
+    ) -> BoxFuture<'async_trait, reqwest_middleware::Result<Response>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            // The request's extensions go down the chain mutably, so a key named there is
+            // copied out of them (boxed, to keep the future small); the middleware's own is only
+            // borrowed.
+            let named = extensions.get::<TokenKey>().cloned().map(Box::new);
+            let key = replay::tenant(named.as_deref(), self.key.as_ref()).map_err(middleware)?;
+            let span = replay::span(key);
+            let token = in_span!(span, self.manager.access_token(key)).map_err(middleware)?;
+            let aim = aim_of(request.url(), token.instance_url());
+            if aim == Aim::Elsewhere {
+                drop(token);
+                let response = in_span!(span, next.run(request, extensions));
+                record_status(&span, &response);
+                return response;
+            }
+            // The copy is sent and the request kept for a retry, both before the token is set,
+            // so that the one kept carries no stale header. A streamed body cannot be copied,
+            // nor sent twice.
+            let Some(mut sent) = request.try_clone() else {
+                return self
+                    .send_once(&span, token, aim, request, extensions, next)
+                    .await;
+            };
+            aim_at(&mut sent, aim, &token)?;
+            let response = in_span!(span, next.clone().run(sent, extensions));
+            let response = match response {
+                Ok(response)
+                    if replay::worth_reading(response.status(), content_length(&response)) =>
+                {
+                    response
+                }
+                response => {
+                    record_status(&span, &response);
+                    return response;
+                }
+            };
+            // Out of line and boxed, and made only on a 401: reading the body, the refresh and
+            // the retry make a future several kilobytes large (the manager's refresh is in it),
+            // which every request would otherwise carry and move.
+            let response = in_span!(
+                span,
+                self.after_401(key, &span, token, aim, request, response, extensions, next)
+            );
+            record_status(&span, &response);
+            response
+        })
+    }
+}
+
+/// Records the final status in `span`.
+fn record_status(span: &Span, response: &reqwest_middleware::Result<Response>) {
+    if let Ok(response) = response {
+        span.record("status", response.status().as_u16());
     }
 }
 
