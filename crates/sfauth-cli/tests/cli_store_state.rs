@@ -371,3 +371,48 @@ async fn a_login_that_cannot_be_opened_is_listed_and_can_be_removed() {
         .unwrap();
     assert_eq!(userinfo.status(), 403, "the revoked session is dead");
 }
+
+/// The store passes `login`'s check, then fails when the tokens arrive: the login revokes the
+/// tokens it could not keep, says so, and leaves nothing live at Salesforce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_whose_save_fails_revokes_what_it_got() {
+    let cli = Cli::start().await;
+    let client_id = cli.emulator.credentials().client_id.clone();
+    let dir = cli.dir.path().join("filestore");
+    let store = format!("file://{}", dir.display());
+    let env = [("SFAUTH_STORE", store.as_str())];
+    let run = cli
+        .login_web_then("prod", &env, || {
+            // The check has passed; the directory it checked is swapped for a regular file,
+            // which no write can go into, whoever runs the test (root included).
+            std::fs::rename(&dir, cli.dir.path().join("filestore.away")).unwrap();
+            std::fs::write(&dir, b"not a directory").unwrap();
+        })
+        .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("failed while saving the login"),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr
+            .contains("the new refresh token was revoked at salesforce, so nothing was left live"),
+        "{run:?}"
+    );
+    assert_eq!(
+        cli.emulator.counters().requests("revoke"),
+        1,
+        "one revocation"
+    );
+    assert_eq!(cli.emulator.counters().grant("authorization_code"), 1);
+    assert_eq!(
+        cli.emulator.revoke_app_tokens(&client_id),
+        0,
+        "no token of the failed login is live at salesforce"
+    );
+    // The same count sees a login that was kept.
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::rename(cli.dir.path().join("filestore.away"), &dir).unwrap();
+    cli.login_web_env("prod", &env).await.ok();
+    assert_eq!(cli.emulator.revoke_app_tokens(&client_id), 1);
+}

@@ -162,6 +162,17 @@ impl Cli {
     }
 
     pub(crate) async fn login_web_env(&self, alias: &str, env: &[(&str, &str)]) -> Run {
+        self.login_web_then(alias, env, || {}).await
+    }
+
+    /// [`Self::login_web_env`], running `before_approval` once the login has started (its
+    /// store checked, its URL printed) and before the browser approves it.
+    pub(crate) async fn login_web_then(
+        &self,
+        alias: &str,
+        env: &[(&str, &str)],
+        before_approval: impl FnOnce(),
+    ) -> Run {
         let mut command = self.command(&[
             "login",
             "web",
@@ -204,6 +215,7 @@ impl Cli {
             .await
             .unwrap();
         if let Some(url) = url {
+            before_approval();
             let url = url::Url::parse(&url).unwrap();
             self.register_callback(&url);
             let response = reqwest::Client::new()
