@@ -508,3 +508,75 @@ async fn logins_without_alias_metadata_resolve_from_their_records() {
     assert_eq!(listed[0]["alias"], "one");
     assert_eq!(listed[0]["flow"], serde_json::Value::Null, "no metadata");
 }
+
+/// `--basic-auth` sends the client id and secret form-urlencoded before base64 (RFC 6749
+/// §2.3.1), and Salesforce (the emulator) accepts that form, with a secret holding every
+/// character the encoding changes, at login and at each refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_with_a_secret_that_needs_encoding_logs_in_and_refreshes() {
+    let cli = Cli::start().await;
+    let client_id = cli.emulator.credentials().client_id.clone();
+    let secret = "s3cr+t/with:colon%41 and space";
+    cli.emulator
+        .update_app(&client_id, |app| {
+            app.client_secret = secret.to_owned();
+            app.require_secret_for_web_server_flow = true;
+            app.require_secret_for_refresh = true;
+        })
+        .unwrap();
+    // `basic_auth` from the config file: `login web` takes it like the flag.
+    let config = cli.dir.path().join("basic.toml");
+    std::fs::write(&config, "basic_auth = true\n").unwrap();
+    let config = config.to_str().unwrap();
+    let env = [("SFAUTH_CLIENT_SECRET", secret), ("SFAUTH_CONFIG", config)];
+    cli.login_web_env("basic", &env).await.ok();
+    let before = cli.token("basic").await;
+    // The login keeps its setting and its secret: the refresh authenticates the same way, and
+    // neither the flag nor the environment is needed.
+    cli.run_env(&["refresh", "basic"], &[("SFAUTH_CLIENT_SECRET", "")])
+        .await
+        .ok();
+    assert_ne!(cli.token("basic").await, before, "refreshed");
+    assert_eq!(cli.emulator.counters().grant("refresh_token"), 1);
+    assert_eq!(cli.emulator.counters().grant("authorization_code"), 1);
+    // The password flow with the flag, too.
+    let creds = cli.emulator.credentials().clone();
+    let password = creds.password_with_token();
+    cli.run_env(
+        &[
+            "login",
+            "password",
+            "--basic-auth",
+            "--username",
+            &creds.username,
+            "--alias",
+            "pw",
+        ],
+        &[
+            ("SFAUTH_CLIENT_SECRET", secret),
+            ("SFAUTH_PASSWORD", &password),
+        ],
+    )
+    .await
+    .ok();
+    // A wrong secret the same way is refused, so the secret was checked.
+    let wrong = cli
+        .run_env(
+            &[
+                "login",
+                "password",
+                "--basic-auth",
+                "--username",
+                &creds.username,
+                "--alias",
+                "pw2",
+            ],
+            &[
+                ("SFAUTH_CLIENT_SECRET", "s3cr+t/with:colon%41 and spacE"),
+                ("SFAUTH_PASSWORD", &password),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.code, 1, "{wrong:?}");
+    assert!(!wrong.stderr.contains(secret), "no secret printed");
+}
