@@ -9,8 +9,7 @@
     reason = "test helpers outside #[test] functions"
 )]
 
-#[path = "support/server.rs"]
-mod server;
+use crate::support::server;
 
 use std::str::FromStr as _;
 use std::sync::Arc;

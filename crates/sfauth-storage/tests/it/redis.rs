@@ -9,8 +9,7 @@
     reason = "test helpers outside #[test] functions"
 )]
 
-#[path = "support/server.rs"]
-mod server;
+use crate::support::server;
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};

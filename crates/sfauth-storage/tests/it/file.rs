@@ -194,7 +194,7 @@ async fn leases_and_cas_across_processes() {
     let spawn = |i: usize, version: u64| {
         let out = h.dir.path().join(format!("child-{i}.out"));
         let child = Command::new(&exe)
-            .args(["child_process", "--exact", "--ignored", "--quiet"])
+            .args(["file::child_process", "--exact", "--ignored", "--quiet"])
             .env(CHILD_DIR, h.store_dir())
             .env(CHILD_KEY, &*key_material.to_base64())
             .env(CHILD_TOKEN_KEY, key.to_string())

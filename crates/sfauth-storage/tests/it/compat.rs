@@ -7,8 +7,7 @@
     reason = "test helpers outside #[test] functions"
 )]
 
-#[path = "support/fixture.rs"]
-mod fixture;
+use crate::support::fixture;
 
 use std::path::Path;
 use std::time::Duration;
