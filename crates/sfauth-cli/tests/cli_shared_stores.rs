@@ -200,9 +200,21 @@ async fn fleet(store: &str, key: &Key, library: Arc<dyn TokenStore>) {
     // Another key: a typed error, and nothing is written over.
     let other = Key::generate().to_base64();
     let wrong: Vec<(&str, &str)> = vec![("SFAUTH_STORE", store), ("SFAUTH_STORE_KEY", &other)];
-    cli.run_env(&["status"], &wrong).await.fails(
-        1,
-        "set SFAUTH_STORE_KEY to the key the store was written with",
+    // `status` lists what it cannot open rather than failing (exit 0), each such login with
+    // why and the fix on stderr.
+    let listed = cli.run_env(&["status", "--json"], &wrong).await;
+    let rows = listed.ok().json();
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{listed:?}");
+    for row in rows.as_array().unwrap() {
+        assert_eq!(row["status"], "unreadable", "{row}");
+        assert_eq!(row["reason"], "sealed with another key", "{row}");
+        assert!(row["instance_url"].is_null(), "{row}");
+    }
+    assert!(
+        listed
+            .stderr
+            .contains("set SFAUTH_STORE_KEY to the key it was written with"),
+        "{listed:?}"
     );
     cli.run_env(&["token", "alpha"], &wrong)
         .await
