@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub(crate) use crate::config::ConnectionArgs;
+
 const ABOUT: &str = "Log in to Salesforce, keep OAuth tokens fresh, print them for scripts";
 
 const LONG_ABOUT: &str = "\
@@ -109,57 +111,19 @@ pub(crate) enum Command {
     /// Write logins to a file encrypted with a passphrase, to move them to another machine.
     Export(ExportArgs),
     /// Read logins from a file written by `sfauth export`, or from Salesforce's CLI (--from-sf).
-    Import(crate::commands::sf_import::ImportCommand),
+    Import(ImportCommand),
     /// Send an authenticated REST request to ALIAS's instance and print the answer.
-    Api(crate::commands::api::ApiArgs),
+    Api(ApiArgs),
     /// Open the org in a browser through a one-time frontdoor URL (or print it: --url-only).
-    Open(crate::commands::open::OpenArgs),
+    Open(OpenArgs),
     /// Check a login against Salesforce's rules and what usually breaks, with a fix for each.
-    Doctor(crate::commands::doctor::DoctorArgs),
+    Doctor(DoctorArgs),
     /// Print a shell completion script: `sfauth completions bash > ~/.local/share/bash-completion/completions/sfauth`.
     Completions {
         /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-}
-
-/// Where to log in, with which connected app, and under which alias.
-#[derive(Debug, Args, Clone)]
-pub(crate) struct ConnectionArgs {
-    /// The login host: production, sandbox, or a URL (My Domain, Experience Cloud site, proxy).
-    #[arg(long, env = "SFAUTH_INSTANCE", value_name = "production|sandbox|URL")]
-    pub(crate) instance: Option<String>,
-    /// The connected app's consumer key.
-    #[arg(long, env = "SFAUTH_CLIENT_ID", value_name = "KEY")]
-    pub(crate) client_id: Option<String>,
-    /// The name to save this login under, used by every later command.
-    #[arg(long, env = "SFAUTH_ALIAS", value_name = "NAME")]
-    pub(crate) alias: Option<String>,
-    /// Send the client id and secret with HTTP Basic instead of in the form body.
-    #[arg(long)]
-    pub(crate) basic_auth: bool,
-    /// Prompt for the connected app's secret when SFAUTH_CLIENT_SECRET is not set.
-    #[arg(long)]
-    pub(crate) ask_secret: bool,
-    /// Override the token endpoint (for proxies and OAuth servers with other paths).
-    #[arg(long, env = "SFAUTH_TOKEN_URL", value_name = "URL")]
-    pub(crate) token_url: Option<String>,
-    /// Override the authorization endpoint.
-    #[arg(long, env = "SFAUTH_AUTHORIZE_URL", value_name = "URL")]
-    pub(crate) authorize_url: Option<String>,
-    /// Override the revocation endpoint.
-    #[arg(long, env = "SFAUTH_REVOKE_URL", value_name = "URL")]
-    pub(crate) revoke_url: Option<String>,
-    /// Override the introspection endpoint.
-    #[arg(long, env = "SFAUTH_INTROSPECT_URL", value_name = "URL")]
-    pub(crate) introspect_url: Option<String>,
-    /// Override the userinfo endpoint.
-    #[arg(long, env = "SFAUTH_USERINFO_URL", value_name = "URL")]
-    pub(crate) userinfo_url: Option<String>,
-    /// Scopes to ask for, space-separated (default: "api id refresh_token").
-    #[arg(long, env = "SFAUTH_SCOPES", value_name = "SCOPES")]
-    pub(crate) scopes: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -358,4 +322,91 @@ pub(crate) struct ImportArgs {
     /// Replace logins that already exist under the same alias.
     #[arg(long)]
     pub(crate) force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ApiArgs {
+    /// `[ALIAS] METHOD PATH`: the login (default: SFAUTH_ALIAS, the config file's `alias`, else
+    /// `default`), the HTTP method, and a path on the instance such as
+    /// /services/data/v62.0/limits (a query string may follow).
+    #[arg(value_name = "[ALIAS] METHOD PATH", num_args = 2..=3, required = true)]
+    pub(crate) words: Vec<String>,
+    /// The login to use, instead of the first word.
+    #[arg(long = "alias", value_name = "ALIAS")]
+    pub(crate) alias: Option<String>,
+    /// The request body: a file, or `-` for stdin (read whole first, at most 32 MiB).
+    #[arg(long, value_name = "FILE|-")]
+    pub(crate) body: Option<String>,
+    /// An extra request header, `NAME:VALUE`; repeatable. `Content-Type` defaults to
+    /// application/json when a body is given.
+    #[arg(long = "header", short = 'H', value_name = "NAME:VALUE")]
+    pub(crate) headers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct OpenArgs {
+    #[command(flatten)]
+    pub(crate) alias: AliasArgs,
+    /// Where to land, a path on the instance (such as /lightning/setup/SetupOneHome/home).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) path: Option<String>,
+    /// Print the URL instead of opening a browser. It logs in whoever opens it: do not share it.
+    #[arg(long)]
+    pub(crate) url_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DoctorArgs {
+    #[command(flatten)]
+    pub(crate) alias: AliasArgs,
+    /// Print a JSON object instead of lines.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `sfauth import`: a file written by `sfauth export`, or the logins of `sf` with --from-sf.
+#[derive(Debug, Args)]
+pub(crate) struct ImportCommand {
+    /// A file written by `sfauth export`.
+    #[arg(
+        value_name = "FILE",
+        required_unless_present = "from_sf",
+        conflicts_with = "from_sf"
+    )]
+    pub(crate) file: Option<PathBuf>,
+    /// Replace logins that already exist under the same alias.
+    #[arg(long)]
+    pub(crate) force: bool,
+    #[command(flatten)]
+    pub(crate) sf: FromSfArgs,
+}
+
+/// The `--from-sf` options of `sfauth import`.
+#[derive(Debug, Args)]
+pub(crate) struct FromSfArgs {
+    /// Import logins of Salesforce's CLI (`sf`) from ~/.sfdx: one by username or `sf` alias,
+    /// or every one with --all.
+    #[arg(
+        long = "from-sf",
+        value_name = "USERNAME|ALIAS",
+        num_args = 0..=1,
+        default_missing_value = ""
+    )]
+    pub(crate) from_sf: Option<String>,
+    /// With --from-sf: every login `sf` has.
+    #[arg(long, requires = "from_sf")]
+    pub(crate) all: bool,
+    /// With --from-sf: take the refresh token out of `sf`'s file once it is saved here, so that
+    /// only sfauth spends it (two tools refreshing one rotating login kill it).
+    #[arg(long = "move", requires = "from_sf")]
+    pub(crate) move_login: bool,
+    /// With --from-sf and one login: the sfauth alias to save it under (default: its `sf`
+    /// alias, else its username).
+    #[arg(
+        long = "as",
+        value_name = "ALIAS",
+        requires = "from_sf",
+        conflicts_with = "all"
+    )]
+    pub(crate) save_as: Option<String>,
 }

@@ -4,6 +4,7 @@
 //! the file (`--config FILE`, else `$XDG_CONFIG_HOME/sfauth/config.toml` when it exists). The
 //! file holds no secret: secrets come from the environment or a prompt only.
 
+use clap::Args;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 
@@ -12,7 +13,6 @@ use sfauth::oauth::{ClientAuth, ConnectedApp, Endpoints, LoginHost};
 use url::Url;
 use zeroize::Zeroizing;
 
-use crate::cli::ConnectionArgs;
 use crate::error::{CliError, Result};
 
 /// The environment variable holding the connected app's secret.
@@ -287,4 +287,44 @@ pub(crate) fn app_with(
             .map_err(|e| CliError::usage(format!("bad callback URL {uri} ({e})")))?;
     }
     Ok(app)
+}
+
+// The command line's connection options live beside the configuration they override, so that
+// the configuration (read by shell completion too) does not depend on the whole command line.
+/// Where to log in, with which connected app, and under which alias.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct ConnectionArgs {
+    /// The login host: production, sandbox, or a URL (My Domain, Experience Cloud site, proxy).
+    #[arg(long, env = "SFAUTH_INSTANCE", value_name = "production|sandbox|URL")]
+    pub(crate) instance: Option<String>,
+    /// The connected app's consumer key.
+    #[arg(long, env = "SFAUTH_CLIENT_ID", value_name = "KEY")]
+    pub(crate) client_id: Option<String>,
+    /// The name to save this login under, used by every later command.
+    #[arg(long, env = "SFAUTH_ALIAS", value_name = "NAME")]
+    pub(crate) alias: Option<String>,
+    /// Send the client id and secret with HTTP Basic instead of in the form body.
+    #[arg(long)]
+    pub(crate) basic_auth: bool,
+    /// Prompt for the connected app's secret when SFAUTH_CLIENT_SECRET is not set.
+    #[arg(long)]
+    pub(crate) ask_secret: bool,
+    /// Override the token endpoint (for proxies and OAuth servers with other paths).
+    #[arg(long, env = "SFAUTH_TOKEN_URL", value_name = "URL")]
+    pub(crate) token_url: Option<String>,
+    /// Override the authorization endpoint.
+    #[arg(long, env = "SFAUTH_AUTHORIZE_URL", value_name = "URL")]
+    pub(crate) authorize_url: Option<String>,
+    /// Override the revocation endpoint.
+    #[arg(long, env = "SFAUTH_REVOKE_URL", value_name = "URL")]
+    pub(crate) revoke_url: Option<String>,
+    /// Override the introspection endpoint.
+    #[arg(long, env = "SFAUTH_INTROSPECT_URL", value_name = "URL")]
+    pub(crate) introspect_url: Option<String>,
+    /// Override the userinfo endpoint.
+    #[arg(long, env = "SFAUTH_USERINFO_URL", value_name = "URL")]
+    pub(crate) userinfo_url: Option<String>,
+    /// Scopes to ask for, space-separated (default: "api id refresh_token").
+    #[arg(long, env = "SFAUTH_SCOPES", value_name = "SCOPES")]
+    pub(crate) scopes: Option<String>,
 }

@@ -46,7 +46,7 @@ pub enum EventKind {
         cause: Option<Cause>,
     },
     /// Salesforce refused the consumer secret requests went out with and accepted the other
-    /// configured one ([`ConnectedApp::with_next_secret`](sfauth_core::ConnectedApp::with_next_secret)):
+    /// configured one ([`ConnectedApp::with_next_secret`](crate::oauth::ConnectedApp::with_next_secret)):
     /// requests use `to` from now on. Once every process reports this, the refused secret can
     /// be removed from the configuration. Sent once per switch, with the tenant whose request
     /// found out.

@@ -46,7 +46,7 @@ pub struct Stats {
     /// up (see [`BackgroundConfig::spread`](crate::BackgroundConfig::spread)).
     pub background_skipped: u64,
     /// The consumer secret requests go out with first
-    /// ([`OAuthClient::secret_in_use`](sfauth_core::OAuthClient::secret_in_use)): `Next` once
+    /// ([`OAuthClient::secret_in_use`](crate::oauth::OAuthClient::secret_in_use)): `Next` once
     /// Salesforce refused the current one and accepted the next, which tells an operator that
     /// a staged rotation was applied and the old secret can be retired. `None` for a public
     /// client.

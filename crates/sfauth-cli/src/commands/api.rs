@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use clap::Args;
 use http::{HeaderName, HeaderValue, Method};
 use sfauth::oauth::http::{HttpRequest, HttpResponse, HttpTransport, TransportErrorKind};
 use sfauth::oauth::rest::{RestAuth, classify};
 
+use crate::cli::ApiArgs;
 use crate::error::{CliError, Exit, Result};
 use crate::lazy_transport::LazyTransport;
 use crate::session::{self, Context};
@@ -28,25 +28,6 @@ pub(crate) const MAX_REQUEST_BODY: u64 = 32 * 1024 * 1024;
 /// The largest response body accepted: REST answers (a query page, a describe) can be far
 /// larger than the token endpoint's.
 const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
-
-#[derive(Debug, Args)]
-pub(crate) struct ApiArgs {
-    /// `[ALIAS] METHOD PATH`: the login (default: SFAUTH_ALIAS, the config file's `alias`, else
-    /// `default`), the HTTP method, and a path on the instance such as
-    /// /services/data/v62.0/limits (a query string may follow).
-    #[arg(value_name = "[ALIAS] METHOD PATH", num_args = 2..=3, required = true)]
-    pub(crate) words: Vec<String>,
-    /// The login to use, instead of the first word.
-    #[arg(long = "alias", value_name = "ALIAS")]
-    pub(crate) alias: Option<String>,
-    /// The request body: a file, or `-` for stdin (read whole first, at most 32 MiB).
-    #[arg(long, value_name = "FILE|-")]
-    pub(crate) body: Option<String>,
-    /// An extra request header, `NAME:VALUE`; repeatable. `Content-Type` defaults to
-    /// application/json when a body is given.
-    #[arg(long = "header", short = 'H', value_name = "NAME:VALUE")]
-    pub(crate) headers: Vec<String>,
-}
 
 /// A login with its manager and a valid access token.
 pub(crate) struct Authed {

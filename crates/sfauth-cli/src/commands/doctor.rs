@@ -10,24 +10,14 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use clap::Args;
 use serde::Serialize;
 use sfauth::storage::{RecordStatus, TokenRecord};
 use sfauth::{Idle, PARTNER_IDLE_LIMIT};
 
-use crate::cli::AliasArgs;
+use crate::cli::DoctorArgs;
 use crate::error::{CliError, Result};
 use crate::session::{self, Context};
 use crate::store::{Access, Flow};
-
-#[derive(Debug, Args)]
-pub(crate) struct DoctorArgs {
-    #[command(flatten)]
-    pub(crate) alias: AliasArgs,
-    /// Print a JSON object instead of lines.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

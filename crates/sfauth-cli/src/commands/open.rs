@@ -8,26 +8,13 @@
 //! org that does not serve that API, falls back to `frontdoor.jsp?sid=`, which carries the
 //! access token itself.
 
-use clap::Args;
 use serde::Deserialize;
 use url::Url;
 
-use crate::cli::AliasArgs;
+use crate::cli::OpenArgs;
 use crate::commands::api::Authed;
 use crate::error::{CliError, Result};
 use crate::session::Context;
-
-#[derive(Debug, Args)]
-pub(crate) struct OpenArgs {
-    #[command(flatten)]
-    pub(crate) alias: AliasArgs,
-    /// Where to land, a path on the instance (such as /lightning/setup/SetupOneHome/home).
-    #[arg(long, value_name = "PATH")]
-    pub(crate) path: Option<String>,
-    /// Print the URL instead of opening a browser. It logs in whoever opens it: do not share it.
-    #[arg(long)]
-    pub(crate) url_only: bool,
-}
 
 #[derive(Deserialize)]
 struct SingleAccess {

@@ -21,13 +21,13 @@ use std::time::{Duration, SystemTime};
 
 use aes_gcm::aead::{Aead as _, KeyInit as _};
 use aes_gcm::{Aes256Gcm, Nonce};
-use clap::Args;
 use serde_json::{Map, Value};
 use sfauth::oauth::{
     AccessToken, IdentityUrl, LoginHost, OAuthClient, RefreshToken, TokenKey, TokenSet,
 };
 use zeroize::Zeroizing;
 
+use crate::cli::FromSfArgs;
 use crate::config;
 use crate::error::{CliError, Result};
 use crate::session::{self, Context};
@@ -41,53 +41,6 @@ const MAX_SF_FILE: u64 = 1024 * 1024;
 
 /// How long `--move` waits for `sf` to release its lock on a login file.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
-
-/// `sfauth import`: a file written by `sfauth export`, or the logins of `sf` with --from-sf.
-#[derive(Debug, Args)]
-pub(crate) struct ImportCommand {
-    /// A file written by `sfauth export`.
-    #[arg(
-        value_name = "FILE",
-        required_unless_present = "from_sf",
-        conflicts_with = "from_sf"
-    )]
-    pub(crate) file: Option<PathBuf>,
-    /// Replace logins that already exist under the same alias.
-    #[arg(long)]
-    pub(crate) force: bool,
-    #[command(flatten)]
-    pub(crate) sf: FromSfArgs,
-}
-
-/// The `--from-sf` options of `sfauth import`.
-#[derive(Debug, Args)]
-pub(crate) struct FromSfArgs {
-    /// Import logins of Salesforce's CLI (`sf`) from ~/.sfdx: one by username or `sf` alias,
-    /// or every one with --all.
-    #[arg(
-        long = "from-sf",
-        value_name = "USERNAME|ALIAS",
-        num_args = 0..=1,
-        default_missing_value = ""
-    )]
-    pub(crate) from_sf: Option<String>,
-    /// With --from-sf: every login `sf` has.
-    #[arg(long, requires = "from_sf")]
-    pub(crate) all: bool,
-    /// With --from-sf: take the refresh token out of `sf`'s file once it is saved here, so that
-    /// only sfauth spends it (two tools refreshing one rotating login kill it).
-    #[arg(long = "move", requires = "from_sf")]
-    pub(crate) move_login: bool,
-    /// With --from-sf and one login: the sfauth alias to save it under (default: its `sf`
-    /// alias, else its username).
-    #[arg(
-        long = "as",
-        value_name = "ALIAS",
-        requires = "from_sf",
-        conflicts_with = "all"
-    )]
-    pub(crate) save_as: Option<String>,
-}
 
 /// One login of `sf`, decrypted.
 struct SfLogin {
