@@ -25,7 +25,7 @@
     reason = "a skipped test and a leftover prefix or schema must be loud"
 )]
 
-mod common;
+use crate::common;
 
 use std::net::{TcpListener, TcpStream, ToSocketAddrs as _};
 use std::sync::Arc;

@@ -8,7 +8,7 @@
     reason = "tests fail on any error, and say loudly when they skip"
 )]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

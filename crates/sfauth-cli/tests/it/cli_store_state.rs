@@ -8,7 +8,7 @@
     reason = "a test fails on any error"
 )]
 
-mod common;
+use crate::common;
 
 use common::Cli;
 

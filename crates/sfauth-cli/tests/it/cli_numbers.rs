@@ -8,7 +8,7 @@
     reason = "tests fail on any error"
 )]
 
-mod common;
+use crate::common;
 
 use common::Cli;
 use sfauth_emulator::{Endpoint, Fault, FaultKind};

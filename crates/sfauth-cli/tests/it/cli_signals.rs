@@ -9,7 +9,7 @@
 )]
 #![cfg(unix)]
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -9,7 +9,7 @@
     reason = "tests fail on any error"
 )]
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;

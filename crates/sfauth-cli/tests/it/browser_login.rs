@@ -13,7 +13,7 @@
     reason = "tests fail on any error, and say loudly when they skip"
 )]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;

@@ -7,7 +7,7 @@
     reason = "tests fail on any error"
 )]
 
-mod common;
+use crate::common;
 
 use common::Cli;
 
