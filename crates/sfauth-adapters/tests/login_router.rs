@@ -432,3 +432,41 @@ async fn a_reconnect_replaces_a_revoked_tenants_tokens() {
         assert!(body.contains("no such connection"), "{body}");
     }
 }
+
+#[tokio::test]
+async fn a_reconnect_as_another_user_changes_nothing() {
+    let site = Site::start(|config, _, _| config).await;
+    let key = site.login("").await;
+    let before = site.manager.tokens(&key).await.unwrap();
+    site.emulator
+        .add_user(
+            key.org_id().as_str(),
+            sfauth_emulator::UserConfig {
+                username: "someone.else@acme.example".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    site.emulator.update_settings(|settings| {
+        settings.auto_approve_user = Some("someone.else@acme.example".into());
+    });
+
+    let mut query = Url::parse("http://x/").unwrap();
+    query
+        .query_pairs_mut()
+        .append_pair("reconnect", &key.to_string());
+    let authorize = site
+        .start_login(&format!("?{}", query.query().unwrap()))
+        .await;
+    let callback = site.authorize(&authorize).await;
+    let (status, _, body) = site.get(callback.as_str()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("Another user"), "{body}");
+    assert_eq!(site.completed.lock().unwrap().len(), 1, "no hook call");
+    assert_eq!(site.manager.stats().tenants, 1, "nothing else stored");
+    let after = site.manager.tokens(&key).await.unwrap();
+    assert_eq!(
+        after.access_token.expose_secret(),
+        before.access_token.expose_secret()
+    );
+}
