@@ -347,10 +347,20 @@ fn aim_at(
     token: &sfauth::AccessTokenGuard<'_>,
 ) -> reqwest_middleware::Result<()> {
     let url = request.url();
-    let path_and_query = &url[url::Position::BeforePath..url::Position::AfterQuery];
-    let target = replay::target_url(aim, path_and_query, token.instance_url())
-        .ok_or_else(|| middleware(Error::InvalidTarget))?;
-    *request.url_mut() = target;
+    // An absolute URL already on this token's instance (the first send of one) would be rebuilt
+    // into the same URL, at the cost of a parse: it is sent as it is. A retry after a migration
+    // is on another instance, and is re-aimed.
+    let on_instance = aim == Aim::Instance
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && aim_of(url, token.instance_url()) == Aim::Instance;
+    if !on_instance {
+        let path_and_query = &url[url::Position::BeforePath..url::Position::AfterQuery];
+        let target = replay::target_url(aim, path_and_query, token.instance_url())
+            .ok_or_else(|| middleware(Error::InvalidTarget))?;
+        *request.url_mut() = target;
+    }
     request
         .headers_mut()
         .insert(AUTHORIZATION, token.authorization());

@@ -235,6 +235,29 @@ async fn no_token_for_another_host() {
     // An absolute URL on the instance itself is authenticated like a path.
     let token = org.manager.access_token(&org.key).await.unwrap();
     let on_instance = token.instance_url().join(QUERY).unwrap();
-    let response = client.get(on_instance).send().await.unwrap();
+    drop(token);
+    let response = client.get(on_instance.clone()).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.url(), &on_instance);
+
+    // After a migration, the same absolute URL (on the old instance) is answered 401 there, and
+    // the retry keeps its path on the new instance.
+    let moved = Gateway::builder(org.emulator.base_url())
+        .start()
+        .await
+        .unwrap();
+    org.migrate(moved.url()).unwrap();
+    org.end_sessions();
+    let response = client.get(on_instance.clone()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let new_instance = url::Url::parse(moved.url()).unwrap();
+    assert_eq!(response.url().port(), new_instance.port());
+    assert_eq!(response.url().path(), on_instance.path());
+    assert_eq!(response.url().query(), on_instance.query());
+    assert_eq!(
+        moved.counters().requests,
+        1,
+        "the retry went to the new instance"
+    );
+    assert_eq!(org.refreshes(), 1);
 }
