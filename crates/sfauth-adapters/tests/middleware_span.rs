@@ -8,7 +8,7 @@
     reason = "a test fails by panicking"
 )]
 
-#[path = "support/emulator.rs"]
+#[path = "it/support/emulator.rs"]
 mod emulator;
 
 use std::collections::BTreeMap;

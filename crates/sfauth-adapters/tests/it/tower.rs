@@ -3,8 +3,7 @@
 //! org migration, a revoked login as a typed error, a streamed body sent once, concurrent
 //! requests sharing one refresh, and a 401 a refresh cannot fix returned as it is.
 
-#[path = "support/emulator.rs"]
-mod emulator;
+use crate::emulator;
 
 use std::convert::Infallible;
 

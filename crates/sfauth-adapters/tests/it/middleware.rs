@@ -3,8 +3,7 @@
 //! streamed body is never sent twice, a thousand requests share one refresh, and the 401s a
 //! refresh cannot fix come back as they are.
 
-#[path = "support/emulator.rs"]
-mod emulator;
+use crate::emulator;
 
 use bytes::Bytes;
 use emulator::{Org, QUERY};

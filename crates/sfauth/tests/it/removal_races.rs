@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-mod support;
+use crate::support;
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -16,7 +16,7 @@
     reason = "tests fail on any error, and say loudly when they skip"
 )]
 
-#[path = "../examples/connect_org/app.rs"]
+#[path = "../../examples/connect_org/app.rs"]
 mod app;
 
 use std::path::PathBuf;
