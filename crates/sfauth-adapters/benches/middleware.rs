@@ -39,7 +39,7 @@
     reason = "a benchmark reports its figures and stops on any error"
 )]
 
-#[path = "../tests/support/emulator.rs"]
+#[path = "../tests/it/support/emulator.rs"]
 mod emulator;
 
 use std::path::{Path, PathBuf};
