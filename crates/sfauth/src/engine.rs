@@ -290,8 +290,7 @@ fn serve_stale(error: &Error) -> bool {
     // A refresh refused for its address leaves the tokens valid (the access token works from
     // anywhere; only refreshes are allowlisted): callers keep the token until it dies, while
     // the operator fixes the egress.
-    let ip_blocked = error.cause() == Some(sfauth_core::Cause::IpNotAllowed)
-        || matches!(error, Error::RecentlyFailed { message, .. } if message.contains(sfauth_core::Cause::IpNotAllowed.fix()));
+    let ip_blocked = error.cause() == Some(sfauth_core::Cause::IpNotAllowed);
     (ip_blocked
         || matches!(
             error.kind(),

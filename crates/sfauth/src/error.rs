@@ -142,6 +142,8 @@ pub enum Error {
         key: Box<TokenKey>,
         /// The kind of the failure.
         kind: ErrorKind,
+        /// Salesforce's cause of the failure, when it gave one.
+        cause: Option<Cause>,
         /// Its message, without secrets.
         message: String,
     },
@@ -352,7 +354,9 @@ impl Error {
     /// ```
     pub fn cause(&self) -> Option<Cause> {
         match self {
-            Self::ReauthorizationRequired { cause, .. } => *cause,
+            Self::ReauthorizationRequired { cause, .. } | Self::RecentlyFailed { cause, .. } => {
+                *cause
+            }
             Self::OAuth { source, .. } => source.server().map(|server| server.cause()),
             _ => None,
         }

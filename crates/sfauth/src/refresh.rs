@@ -67,7 +67,7 @@ use crate::idle::Idle;
 use crate::lifetime::Lifetimes;
 use crate::policy::RefreshPolicy;
 use crate::renewal::{Renewal, RenewalResolver};
-use crate::state::{Cached, CachedState, NEVER, Reauth, TenantState, lock};
+use crate::state::{Cached, CachedState, Failure, NEVER, Reauth, TenantState, lock};
 use crate::stats::{Counters, names};
 
 /// How long a loser waits on a live store watch before it reads again anyway: the bound on
@@ -430,13 +430,16 @@ impl Refresher {
         let hold_over =
             tenant.on_hold() && (trigger == Trigger::SessionExpired || self.dying(&current));
         if tenant.in_failure_backoff() && !tenant.has_unsaved() && !hold_over {
-            let (kind, message) = tenant
-                .last_failure()
-                .unwrap_or((ErrorKind::Transient, "refresh failed".into()));
+            let failure = tenant.last_failure().unwrap_or_else(|| Failure {
+                kind: ErrorKind::Transient,
+                cause: None,
+                message: "refresh failed".into(),
+            });
             return Err(Error::RecentlyFailed {
                 key: Box::new((*tenant.key).clone()),
-                kind,
-                message,
+                kind: failure.kind,
+                cause: failure.cause,
+                message: failure.message,
             });
         }
 
@@ -498,7 +501,12 @@ impl Refresher {
         // The whole chain and the fix: "salesforce request … failed" alone would leave whoever
         // reads the pause or the event without Salesforce's words or what to do about them.
         let message = describe(error);
-        let pause = tenant.note_failure(error.kind(), message.clone(), self.policy.failure_pause());
+        let failure = Failure {
+            kind: error.kind(),
+            cause: error.cause(),
+            message: message.clone(),
+        };
+        let pause = tenant.note_failure(failure, self.policy.failure_pause());
         tracing::warn!(key = %tenant.key, error = %message, retry_in_ms = duration_ms(pause), "refresh failed");
         self.emit(
             &tenant.key,

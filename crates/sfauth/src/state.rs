@@ -257,12 +257,7 @@ impl TenantState {
 
     /// Records a failed refresh: the next attempt waits `backoff`'s wait for the number of
     /// failures in a row, which is returned.
-    pub(crate) fn note_failure(
-        &self,
-        kind: ErrorKind,
-        message: String,
-        backoff: Backoff,
-    ) -> Duration {
+    pub(crate) fn note_failure(&self, failure: Failure, backoff: Backoff) -> Duration {
         let failures = self
             .failures
             .consecutive
@@ -274,12 +269,12 @@ impl TenantState {
             clock::precise_ms().saturating_add(clock::duration_ms(pause)),
             Ordering::Release,
         );
-        *lock(&self.failures.last) = Some(Box::new((kind, message)));
+        *lock(&self.failures.last) = Some(Box::new(failure));
         pause
     }
 
     /// The failure that started the current pause, if any.
-    pub(crate) fn last_failure(&self) -> Option<(ErrorKind, String)> {
+    pub(crate) fn last_failure(&self) -> Option<Failure> {
         lock(&self.failures.last).as_deref().cloned()
     }
 
@@ -346,6 +341,17 @@ impl TenantState {
     }
 }
 
+/// A failed refresh, as callers meet it while its pause lasts.
+#[derive(Clone, Debug)]
+pub(crate) struct Failure {
+    pub(crate) kind: ErrorKind,
+    /// Salesforce's cause, kept as a value so that decisions (serve the old token or not) never
+    /// read it back out of the message.
+    pub(crate) cause: Option<sfauth_core::Cause>,
+    /// Without secrets.
+    pub(crate) message: String,
+}
+
 /// The failure pause of one tenant.
 #[derive(Default)]
 struct Failures {
@@ -353,7 +359,7 @@ struct Failures {
     retry_at_ms: AtomicU64,
     consecutive: AtomicU64,
     /// Boxed: rare, and it would otherwise widen every tenant.
-    last: Mutex<Option<Box<(ErrorKind, String)>>>,
+    last: Mutex<Option<Box<Failure>>>,
     /// The last refresh left the refresh token possibly spent and held it back while the access
     /// token worked: a 401 then means the wait is over, failure pause or not.
     on_hold: AtomicBool,
