@@ -44,6 +44,8 @@ use crate::error::Result;
 use crate::session::Context;
 
 fn main() -> ExitCode {
+    // First, while the process has one thread: see `register_membarrier`.
+    register_membarrier();
     // `COMPLETE=bash sfauth` and the shell's completion calls end here (aliases come from the store).
     clap_complete::CompleteEnv::with_factory(Cli::command).complete();
     quiet_broken_pipe();
@@ -115,6 +117,22 @@ async fn run_until_signal(cli: Cli) -> Result<()> {
             session::shutdown_all(SIGNAL_GRACE).await;
             Err(error::CliError::signal(what, code))
         }
+    }
+}
+
+/// Registers the process for private expedited `membarrier(2)` now, while it has one thread.
+///
+/// The token cache's reclaimer (papaya's, through seize) registers on its first map, which is
+/// made after the runtime's and SQLite's threads exist; with more than one thread the kernel
+/// then waits out an RCU grace period, measured at 4 to 8 ms of a `sfauth token` that otherwise
+/// takes about 10. Registered single-threaded, the same call costs microseconds and the
+/// reclaimer's own later call returns at once. A kernel without the call is not an error: the
+/// reclaimer detects that too and falls back to fences.
+fn register_membarrier() {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::thread::{MembarrierCommand, membarrier};
+        let _ = membarrier(MembarrierCommand::RegisterPrivateExpedited);
     }
 }
 
