@@ -58,11 +58,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_for(&cli.command) {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime ({error})");
@@ -77,6 +73,26 @@ fn main() -> ExitCode {
             error.exit_code()
         }
     }
+}
+
+/// The async runtime a command runs on.
+///
+/// `token` is one task from start to end: read the store, and at most one refresh. On a
+/// multi-thread runtime its awaits hand work between the main thread and two workers it had to
+/// start first, each hand-off a wake-up that a loaded machine delays; one thread does the same
+/// work without them (SQLite still has its own thread and blocking work its pool). The other
+/// commands keep two workers: `refresh --all`, `import` and the demo run many logins or an
+/// in-process emulator at once.
+fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match command {
+        Command::Token(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(2);
+            builder
+        }
+    };
+    builder.enable_all().build()
 }
 
 /// How long a refresh already waiting for Salesforce's answer may take to save it after Ctrl-C
