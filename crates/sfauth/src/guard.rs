@@ -3,7 +3,9 @@
 //! or through a [`Tenant`](crate::Tenant) handle (a borrow of the handle's cached pointer).
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use arc_swap::Guard;
@@ -12,6 +14,7 @@ use sfauth_core::AccessToken;
 use url::Url;
 
 use crate::clock;
+use crate::error::Result;
 use crate::state::{Cached, NEVER};
 
 /// The scheme in front of the token in an `Authorization` header.
@@ -111,6 +114,59 @@ impl<'a> AccessTokenGuard<'a> {
     pub fn expires_at(&self) -> Option<SystemTime> {
         let at = self.cached().expires_at_ms;
         (at != NEVER).then(|| clock::from_ms(at))
+    }
+}
+
+/// The future of an `access_token` call: a fresh token's holds just what makes its guard (`R`,
+/// a guard or a handle's borrow of its cached token), a miss's the boxed slow path `S`.
+///
+/// Not `Either<Ready<Result<AccessTokenGuard>>, S>`: that keeps a whole `Result` in every hit's
+/// future, and an [`Error`](crate::Error) is 72 bytes with byte-sized fields right after its
+/// tag, so the compiler moved each hit's future through the stack in unaligned pieces and the
+/// loads after those stores stalled (issue #12). A handle's hit holds a plain borrow, so that
+/// its future needs no drop at all once polled.
+pub(crate) enum TokenFuture<R, S> {
+    Ready(Option<R>),
+    Slow(S),
+}
+
+impl<'a, R, S> Future for TokenFuture<R, S>
+where
+    R: IntoGuard<'a> + Unpin,
+    S: Future<Output = Result<AccessTokenGuard<'a>>> + Unpin,
+{
+    type Output = Result<AccessTokenGuard<'a>>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Ready(ready) => match ready.take() {
+                Some(ready) => Poll::Ready(Ok(ready.into_guard())),
+                // As `std::future::Ready`, which this replaces, does.
+                None => panic!("`access_token` polled after completion"),
+            },
+            Self::Slow(slow) => Pin::new(slow).poll(cx),
+        }
+    }
+}
+
+/// What a [`TokenFuture`] hit turns into its guard. Not `From`, which would put an impl naming
+/// a crate-private type on the public guard.
+pub(crate) trait IntoGuard<'a> {
+    fn into_guard(self) -> AccessTokenGuard<'a>;
+}
+
+impl<'a> IntoGuard<'a> for AccessTokenGuard<'a> {
+    #[inline]
+    fn into_guard(self) -> AccessTokenGuard<'a> {
+        self
+    }
+}
+
+impl<'a> IntoGuard<'a> for &'a Cached {
+    #[inline]
+    fn into_guard(self) -> AccessTokenGuard<'a> {
+        AccessTokenGuard::borrowed(self)
     }
 }
 

@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures_util::future::Either;
 use sfauth_core::http::HttpTransport;
 use sfauth_core::{AccessToken, OAuthClient, OrgId, TokenKey, TokenSet};
 use sfauth_storage::{
@@ -19,7 +18,7 @@ use tokio::sync::broadcast;
 use crate::engine::{Due, Engine, current_guard};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
-use crate::guard::AccessTokenGuard;
+use crate::guard::{AccessTokenGuard, TokenFuture};
 use crate::policy::RefreshPolicy;
 use crate::refresh::{Parts, Refresher, Trigger, check_identity};
 use crate::renewal::{Renewal, RenewalResolver};
@@ -292,8 +291,8 @@ impl TokenManager {
         key: &'a TokenKey,
     ) -> impl Future<Output = Result<AccessTokenGuard<'static>>> + Send + 'a {
         match self.engine.cached_token(key) {
-            Some(guard) => Either::Left(std::future::ready(Ok(guard))),
-            None => Either::Right(self.boxed_slow_path(key)),
+            Some(guard) => TokenFuture::Ready(Some(guard)),
+            None => TokenFuture::Slow(self.boxed_slow_path(key)),
         }
     }
 

@@ -5,12 +5,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use futures_util::future::Either;
 use sfauth_core::{AccessToken, TokenKey};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::guard::AccessTokenGuard;
+use crate::guard::{AccessTokenGuard, TokenFuture};
 use crate::state::{Cached, CachedState, TenantState};
 
 /// A handle on one tenant that skips the tenant map on every call.
@@ -86,13 +85,13 @@ impl Tenant {
             // to the slow path); a tenant removed in between is answered for, not served empty.
             let cached = self.cache.load();
             if matches!(cached.state, CachedState::Active) {
-                Either::Left(std::future::ready(Ok(AccessTokenGuard::borrowed(cached))))
+                TokenFuture::Ready(Some(&**cached))
             } else {
                 let error = unavailable(cached, &self.state.key);
-                Either::Right(Box::pin(std::future::ready(Err(error))) as SlowPath<'_>)
+                TokenFuture::Slow(Box::pin(std::future::ready(Err(error))) as SlowPath<'_>)
             }
         } else {
-            Either::Right(self.boxed_slow_path())
+            TokenFuture::Slow(self.boxed_slow_path())
         }
     }
 
