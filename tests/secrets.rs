@@ -1639,7 +1639,8 @@ impl Cli {
                 Arc::new(
                     SqliteStore::open(
                         dir.join("tokens.db"),
-                        Keyring::from_key_file(&dir.join("tokens.key")).unwrap(),
+                        // The CLI keeps an SQLite store's key beside it, named after the file.
+                        Keyring::from_key_file(&dir.join("tokens.db.key")).unwrap(),
                     )
                     .await
                     .unwrap(),
@@ -1770,13 +1771,21 @@ impl Cli {
                 audit.problem(format!("`{}` panicked: {}", run.args, errors(&run.stderr)));
             }
         }
-        for key_file in [
-            self.store_dir().join("tokens.key"),
-            self.home.path().join("imported").join("tokens.key"),
-        ] {
-            if let Ok(key) = std::fs::read_to_string(key_file) {
-                audit.secrets.add(STORE_KEY, key.trim());
+        // A file store keeps `tokens.key`, an SQLite store `tokens.db.key`: every key file the
+        // CLI wrote is a secret, so none may be missed by naming only one.
+        let mut key_files = 0;
+        for dir in [self.store_dir(), self.home.path().join("imported")] {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|ext| ext == "key") {
+                    let key = std::fs::read_to_string(&path).unwrap();
+                    audit.secrets.add(STORE_KEY, key.trim());
+                    key_files += 1;
+                }
             }
+        }
+        if key_files == 0 {
+            audit.problem("no store key file was found: the store key is not checked".into());
         }
         if !logged {
             audit.problem(
