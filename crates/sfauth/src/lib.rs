@@ -100,6 +100,7 @@ mod policy;
 mod recent;
 mod refresh;
 mod renewal;
+mod rotation;
 mod state;
 mod stats;
 mod tenant;
@@ -115,6 +116,7 @@ pub use manager::default_sqlite_store;
 pub use manager::{STORE_KEY_ENV, TokenManager, TokenManagerBuilder};
 pub use policy::RefreshPolicy;
 pub use renewal::{Renewal, RenewalResolver};
+pub use rotation::{ROTATION_METADATA, Rotation};
 pub use stats::Stats;
 pub use tenant::Tenant;
 

@@ -67,6 +67,7 @@ use crate::idle::Idle;
 use crate::lifetime::Lifetimes;
 use crate::policy::RefreshPolicy;
 use crate::renewal::{Renewal, RenewalResolver};
+use crate::rotation::Rotation;
 use crate::state::{Cached, CachedState, Failure, NEVER, Reauth, TenantState, lock};
 use crate::stats::{Counters, names};
 
@@ -1172,6 +1173,16 @@ impl Refresher {
         next.refresh_in_flight = None;
         next.last_refreshed_at = Some(SystemTime::now());
         next.refresh_count = next.refresh_count.saturating_add(1);
+        // What this refresh showed of the app's rotation, for tools that check a login (a
+        // renewal by the tenant's own flow spent no refresh token and shows nothing).
+        if marked.tokens.refresh_token.is_some() {
+            let seen = if rotated {
+                Rotation::Rotated
+            } else {
+                Rotation::Kept
+            };
+            seen.write_to(&mut next.metadata);
+        }
         // Only a lifetime read from an `exp` claim is kept with the record; one agreed from
         // dying tokens stays in memory, where it is relearned (and a stale stored one is
         // dropped here).

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use sfauth::storage::{RecordStatus, TokenRecord};
-use sfauth::{Idle, PARTNER_IDLE_LIMIT};
+use sfauth::{Idle, PARTNER_IDLE_LIMIT, Rotation};
 
 use crate::cli::DoctorArgs;
 use crate::error::{CliError, Result};
@@ -80,7 +80,7 @@ pub(crate) async fn run(args: &DoctorArgs, ctx: &Context) -> Result<()> {
     let mut checks = vec![
         status_check(&record, &login),
         refresh_token_check(&record, flow, &login),
-        rotation_check(&record),
+        rotation_check(&record, &alias),
         pkce_check(flow, &login),
         idle_check(&record, now, &login),
         session_check(&record, ctx),
@@ -153,29 +153,42 @@ fn refresh_token_check(record: &TokenRecord, flow: Flow, login: &str) -> Check {
     }
 }
 
-/// Whether the app rotates refresh tokens. The record keeps the current refresh token only,
-/// not whether the last refresh replaced it, so this is reported as recorded or unknown.
-fn rotation_check(record: &TokenRecord) -> Check {
-    match record.metadata.get("refresh_token_rotated") {
-        Some("true") => check(
+/// Whether the app rotates refresh tokens, as the last refresh of the refresh token showed
+/// (the manager records it with the new tokens; see `sfauth::Rotation`).
+fn rotation_check(record: &TokenRecord, alias: &str) -> Check {
+    if record.tokens.refresh_token.is_none() {
+        return check(
             "rotation",
             Verdict::Ok,
-            "the last refresh rotated the refresh token",
+            "not applicable: no refresh token to rotate",
+        );
+    }
+    match Rotation::of_record(record) {
+        Some(Rotation::Rotated) => check(
+            "rotation",
+            Verdict::Ok,
+            "on: the last refresh got a new refresh token",
         ),
-        Some("false") => check(
+        Some(Rotation::Kept) => check(
             "rotation",
             Verdict::Warn,
-            "the last refresh kept the refresh token: the app does not rotate",
+            "off: the last refresh kept the same refresh token",
         )
         .fix("turn on refresh token rotation on the connected app (required for partner apps)"),
-        _ => check(
+        // Not `Rotation` yet: a value a later version writes.
+        Some(_) => check("rotation", Verdict::Unknown, "recorded in a form this version does not know"),
+        None if record.refresh_count == 0 => check(
             "rotation",
             Verdict::Unknown,
-            format!(
-                "not recorded ({} refresh(es) by sfauth; whether they rotated is not kept)",
-                record.refresh_count
-            ),
-        ),
+            "not refreshed since the login, so not seen yet",
+        )
+        .fix(format!("`sfauth refresh {alias}` shows it")),
+        None => check(
+            "rotation",
+            Verdict::Unknown,
+            "not recorded by the refreshes so far (an earlier version); the next refresh records it",
+        )
+        .fix(format!("`sfauth refresh {alias}` shows it")),
     }
 }
 

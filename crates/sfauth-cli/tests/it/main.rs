@@ -9,6 +9,7 @@ mod common;
 mod browser_login;
 mod cli_commands;
 mod cli_daily;
+mod cli_doctor_rotation;
 mod cli_errors;
 mod cli_numbers;
 mod cli_policies;
