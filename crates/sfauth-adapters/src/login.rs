@@ -801,7 +801,11 @@ async fn callback(State(inner): State<Arc<Inner>>, RawQuery(query): RawQuery) ->
     url.set_query(Some(&raw));
     let code = match manager.client().parse_callback(&url, state) {
         Ok(code) => code,
-        Err(error) => return login_error_page(&sfauth::Error::Login { source: error }),
+        Err(error) => {
+            return login_error_page(&sfauth::Error::Login {
+                source: Box::new(error),
+            });
+        }
     };
     let stored = match &pending.reconnect {
         Some(key) => manager
@@ -850,7 +854,7 @@ fn salesforce_error_page(fields: &HashMap<String, String>) -> Response {
         fields.get("error_description").map(String::as_str),
     );
     login_error_page(&sfauth::Error::Login {
-        source: sfauth::oauth::Error::Server(Box::new(server)),
+        source: Box::new(sfauth::oauth::Error::Server(Box::new(server))),
     })
 }
 

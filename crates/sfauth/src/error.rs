@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use sfauth_core::IdentityUrl;
 use sfauth_core::TokenKey;
 use sfauth_core::error::Cause;
 
@@ -53,7 +54,7 @@ pub enum Error {
         key: Box<TokenKey>,
         /// The failure.
         #[source]
-        source: sfauth_core::Error,
+        source: Box<sfauth_core::Error>,
     },
     /// The token store failed.
     #[error("token store failed for {key_}", key_ = key.short())]
@@ -62,39 +63,37 @@ pub enum Error {
         key: Box<TokenKey>,
         /// The failure.
         #[source]
-        source: sfauth_storage::Error,
+        source: Box<sfauth_storage::Error>,
     },
     /// Listing the stored tenants failed.
     #[error("cannot list stored tokens")]
     List {
         /// The store failure.
         #[source]
-        source: sfauth_storage::Error,
+        source: Box<sfauth_storage::Error>,
     },
     /// Salesforce returned tokens of another org or user than the tenant's; they were not stored.
     #[error(
-        "refreshed tokens for {key_} belong to org {org_id} user {user_id}; they were not stored",
+        "refreshed tokens for {key_} belong to org {} user {}; they were not stored",
+        found.org_id(),
+        found.user_id(),
         key_ = key.short()
     )]
     IdentityMismatch {
         /// The tenant.
         key: Box<TokenKey>,
-        /// The org the new tokens name.
-        org_id: String,
-        /// The user the new tokens name.
-        user_id: String,
+        /// The identity the new tokens name: its org and user are not the tenant's.
+        found: Box<IdentityUrl>,
     },
     /// Another process held the refresh lease and did not publish new tokens in time.
-    #[error("another refresher of {key_} did not finish within {waited:?}{}", held_by(holder.as_deref(), *until), key_ = key.short())]
+    #[error("another refresher of {key_} did not finish within {waited:?}{}", lease_note(held_by.as_deref()), key_ = key.short())]
     RefreshInProgress {
         /// The tenant.
         key: Box<TokenKey>,
         /// How long this call waited.
         waited: Duration,
-        /// Who held the lease when this call gave up (a lease holder name: host, process id).
-        holder: Option<String>,
-        /// Until when that lease runs unless renewed.
-        until: Option<SystemTime>,
+        /// Who held the lease when this call gave up, when it was seen.
+        held_by: Option<Box<LeaseHolder>>,
     },
     /// An earlier refresh of this tenant sent its refresh token and got no usable answer (a
     /// timeout, a dropped connection, a gateway's 5xx), so Salesforce may have rotated it. It is
@@ -132,7 +131,7 @@ pub enum Error {
         key: Box<TokenKey>,
         /// The store failure.
         #[source]
-        source: sfauth_storage::Error,
+        source: Box<sfauth_storage::Error>,
     },
     /// A refresh of this tenant failed moments ago; the manager pauses before trying again
     /// rather than hammering Salesforce. `kind` is the kind of that failure.
@@ -159,7 +158,7 @@ pub enum Error {
     Login {
         /// The failure.
         #[source]
-        source: sfauth_core::Error,
+        source: Box<sfauth_core::Error>,
     },
     /// A login's code exchange was answered without a `signature` although the app has a client
     /// secret. Salesforce signs every web server flow response, so the identity URL in it cannot
@@ -241,7 +240,7 @@ impl Error {
     pub(crate) fn store(key: &TokenKey, source: sfauth_storage::Error) -> Self {
         Self::Store {
             key: Box::new(key.clone()),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -249,13 +248,15 @@ impl Error {
     pub(crate) fn oauth(key: &TokenKey, source: sfauth_core::Error) -> Self {
         Self::OAuth {
             key: Box::new(key.clone()),
-            source,
+            source: Box::new(source),
         }
     }
 
     /// A login's flow failed (no tenant yet).
     pub(crate) fn login(source: sfauth_core::Error) -> Self {
-        Self::Login { source }
+        Self::Login {
+            source: Box::new(source),
+        }
     }
 
     /// `key` is neither in memory nor in the store (or was removed).
@@ -384,16 +385,54 @@ fn login_kind(error: &sfauth_core::Error) -> ErrorKind {
 }
 
 /// `" (lease held by H until T)"`, or nothing when the holder is unknown.
-fn held_by(holder: Option<&str>, until: Option<SystemTime>) -> String {
-    match (holder, until) {
-        (Some(holder), Some(until)) => format!(
-            " (lease held by {holder} until {})",
-            httpdate::fmt_http_date(until)
+fn lease_note(holder: Option<&LeaseHolder>) -> String {
+    match holder {
+        Some(holder) => format!(
+            " (lease held by {} until {})",
+            holder.name,
+            httpdate::fmt_http_date(holder.until)
         ),
-        (Some(holder), None) => format!(" (lease held by {holder})"),
-        _ => String::new(),
+        None => String::new(),
+    }
+}
+
+/// Who held a tenant's refresh lease when a call gave up waiting for it
+/// ([`Error::RefreshInProgress`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeaseHolder {
+    /// The holder's name: host, process id and a random part.
+    pub name: String,
+    /// When its lease lapses unless renewed.
+    pub until: SystemTime,
+}
+
+impl LeaseHolder {
+    /// The holder of `lease`.
+    pub(crate) fn of(lease: &sfauth_storage::Lease) -> Self {
+        Self {
+            name: lease.holder.clone(),
+            until: lease.expires_at,
+        }
     }
 }
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    /// Every `access_token` call returns `Result<AccessTokenGuard, Error>`, and a cache hit
+    /// moves it through each future it passes: the rare variants' payloads are boxed so that
+    /// a hit does not copy room for them (at 72 bytes it cost a cached read about a third).
+    #[test]
+    fn an_error_stays_small() {
+        assert!(std::mem::size_of::<Error>() <= 40);
+        assert_eq!(
+            std::mem::size_of::<Result<crate::AccessTokenGuard, Error>>(),
+            std::mem::size_of::<Error>()
+        );
+    }
+}

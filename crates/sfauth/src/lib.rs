@@ -106,7 +106,7 @@ mod stats;
 mod tenant;
 
 pub use background::{BackgroundConfig, BackgroundRefresher};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, LeaseHolder, Result};
 pub use events::{Event, EventKind};
 pub use guard::AccessTokenGuard;
 pub use idle::{Idle, PARTNER_IDLE_LIMIT};
@@ -135,8 +135,8 @@ pub use bytes;
 pub use http;
 pub use sfauth_core::flows::JwtBearer;
 pub use sfauth_core::{
-    AccessToken, Cause, ConnectedApp, LoginHost, OAuthClient, OrgId, PrivateKey, RefreshToken,
-    TokenKey, TokenSet, UserId,
+    AccessToken, Cause, ConnectedApp, IdentityUrl, LoginHost, OAuthClient, OrgId, PrivateKey,
+    RefreshToken, TokenKey, TokenSet, UserId,
 };
 #[cfg(feature = "postgres")]
 pub use sfauth_storage::PostgresStore;

@@ -488,7 +488,9 @@ impl TokenManager {
         self.store()
             .list(query)
             .await
-            .map_err(|source| Error::List { source })
+            .map_err(|source| Error::List {
+                source: Box::new(source),
+            })
     }
 
     /// [`list_page`](Self::list_page) in a task of its own when there is a Tokio runtime to
@@ -503,10 +505,10 @@ impl TokenManager {
         async move {
             match task {
                 Some(task) => task.await.map_err(|join| Error::List {
-                    source: sfauth_storage::Error::new(
+                    source: Box::new(sfauth_storage::Error::new(
                         StoreErrorKind::Backend,
                         format!("the listing task failed: {join}"),
-                    ),
+                    )),
                 })?,
                 None => manager.list_page(&query).await,
             }

@@ -61,7 +61,7 @@ use tracing::Instrument as _;
 
 use crate::clock;
 use crate::clock::duration_ms;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, LeaseHolder, Result};
 use crate::events::{Event, EventKind};
 use crate::idle::Idle;
 use crate::lifetime::Lifetimes;
@@ -106,8 +106,7 @@ pub(crate) fn check_identity(key: &TokenKey, tokens: &TokenSet) -> Result<()> {
     if identity.org_id() != key.org_id() || identity.user_id() != key.user_id() {
         return Err(Error::IdentityMismatch {
             key: Box::new(key.clone()),
-            org_id: identity.org_id().to_string(),
-            user_id: identity.user_id().to_string(),
+            found: Box::new(identity.clone()),
         });
     }
     Ok(())
@@ -596,8 +595,7 @@ impl Refresher {
                         Err(Error::RefreshInProgress {
                             key: Box::new((*tenant.key).clone()),
                             waited: self.policy.lease_wait,
-                            holder: None,
-                            until: None,
+                            held_by: None,
                         })
                     }
                 }
@@ -701,8 +699,7 @@ impl Refresher {
                 return Err(Error::RefreshInProgress {
                     key: Box::new(key.clone()),
                     waited,
-                    holder: seen.as_ref().map(|lease| lease.holder.clone()),
-                    until: seen.as_ref().map(|lease| lease.expires_at),
+                    held_by: seen.as_ref().map(|lease| Box::new(LeaseHolder::of(lease))),
                 });
             }
             let remaining = self.policy.lease_wait.saturating_sub(waited);
@@ -878,7 +875,7 @@ impl Refresher {
                 tenant.keep_unsaved(record);
                 Err(Error::Unsaved {
                     key: Box::new((*tenant.key).clone()),
-                    source,
+                    source: Box::new(source),
                 })
             }
         }
@@ -1034,7 +1031,7 @@ impl Refresher {
                 tenant.keep_unsaved(next);
                 Err(Error::Unsaved {
                     key: Box::new(key.clone()),
-                    source,
+                    source: Box::new(source),
                 })
             }
         }
@@ -1221,7 +1218,7 @@ impl Refresher {
                 tenant.keep_unsaved(next);
                 Err(Error::Unsaved {
                     key: Box::new(key.clone()),
-                    source,
+                    source: Box::new(source),
                 })
             }
         }
