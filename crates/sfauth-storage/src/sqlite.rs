@@ -70,6 +70,23 @@ fn backend(what: &str, error: sqlx::Error) -> Error {
     Error::with_source(ErrorKind::Backend, format!("sqlite: {what}"), error)
 }
 
+/// An error of a statement that computes `last_fence + 1`. SQLite turns an integer overflow
+/// into a REAL, which the STRICT table refuses (SQLITE_CONSTRAINT_DATATYPE, 3091): the fence
+/// counter is at its end (a damaged or hand-made row; 2^63 acquisitions are out of reach).
+/// Reported as damage, as the PostgreSQL store does, never as a backend failure to retry.
+fn lease_error(what: &str, key: &TokenKey, error: sqlx::Error) -> Error {
+    let overflow =
+        matches!(&error, sqlx::Error::Database(db) if db.code().as_deref() == Some("3091"));
+    if overflow {
+        return Error::with_source(
+            ErrorKind::Corrupt,
+            format!("sqlite: the lease's fence counter of {key} is exhausted"),
+            error,
+        );
+    }
+    backend(what, error)
+}
+
 fn to_millis(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -455,7 +472,7 @@ impl TokenStore for SqliteStore {
         .bind(to_millis(now))
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| backend("acquiring lease", e))?;
+        .map_err(|e| lease_error("acquiring lease", key, e))?;
         fence
             .map(|fence| {
                 Ok(Lease {
@@ -553,7 +570,7 @@ impl TokenStore for SqliteStore {
         .bind(stale_fence)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| backend("taking over lease", e))?;
+        .map_err(|e| lease_error("taking over lease", &stale.key, e))?;
         fence
             .map(|fence| {
                 Ok(Lease {

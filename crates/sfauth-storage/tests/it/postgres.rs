@@ -9,6 +9,7 @@
     reason = "test helpers outside #[test] functions"
 )]
 
+use crate::support::damage::{self, Damage};
 use crate::support::server;
 
 use std::str::FromStr as _;
@@ -669,9 +670,8 @@ async fn clear_columns_that_contradict_the_sealed_record_are_corrupt() {
     );
 }
 
-/// Numbers in rows are outside input: a negative or exhausted version, a fence counter at its
-/// end, a negative fence and expiries at either end of the range give typed errors or clamped
-/// values, never a panic or a wrapped counter.
+/// Numbers in rows are outside input (the scenario every SQL backend shares, in
+/// `support::damage`), written here in PostgreSQL's dialect; expiries are microseconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_range_numbers_in_rows_never_panic() {
     let Some(h) = Harness::new().await else {
@@ -682,128 +682,33 @@ async fn out_of_range_numbers_in_rows_never_panic() {
     h.store.insert(record.clone()).await.unwrap();
     let records = h.table("token_records");
     let leases = h.table("token_leases");
-    let ttl = Duration::from_secs(30);
-
-    h.execute(
-        &format!("UPDATE {records} SET version = -5 WHERE key = $1"),
-        &key,
-    )
+    damage::out_of_range_numbers(h.store.as_ref(), &key, &record, |damage| {
+        let sql = match damage {
+            Damage::NegativeVersion => {
+                format!("UPDATE {records} SET version = -5 WHERE key = $1")
+            }
+            Damage::VersionAtEnd => {
+                format!("UPDATE {records} SET version = 9223372036854775807 WHERE key = $1")
+            }
+            Damage::LeaseAtEnd => format!(
+                "UPDATE {leases} SET expires_at = 9223372036854775807, \
+                 fence = 9223372036854775807, last_fence = 9223372036854775807 WHERE key = $1"
+            ),
+            Damage::NegativeFence => format!(
+                "UPDATE {leases} SET holder = 'a', fence = -1, expires_at = 40000000000000 \
+                 WHERE key = $1"
+            ),
+            Damage::ExpiredBeforeTheEpoch => {
+                format!("UPDATE {leases} SET fence = 3, expires_at = -7 WHERE key = $1")
+            }
+        };
+        let h = &h;
+        let key = &key;
+        async move {
+            h.execute(&sql, key).await;
+        }
+    })
     .await;
-    assert_eq!(
-        h.store.get(&key).await.unwrap_err().kind(),
-        ErrorKind::Corrupt
-    );
-    assert_eq!(
-        h.store
-            .put(record.clone(), 1, None)
-            .await
-            .unwrap_err()
-            .kind(),
-        ErrorKind::Conflict
-    );
-    h.execute(
-        &format!("UPDATE {records} SET version = 9223372036854775807 WHERE key = $1"),
-        &key,
-    )
-    .await;
-    assert_eq!(
-        h.store.get(&key).await.unwrap_err().kind(),
-        ErrorKind::Corrupt
-    );
-    for expected in [i64::MAX as u64, u64::MAX] {
-        assert_eq!(
-            h.store
-                .put(record.clone(), expected, None)
-                .await
-                .unwrap_err()
-                .kind(),
-            ErrorKind::Corrupt
-        );
-    }
-    assert_eq!(
-        h.store
-            .delete(&key, Some(u64::MAX))
-            .await
-            .unwrap_err()
-            .kind(),
-        ErrorKind::Conflict
-    );
-
-    let lease = h.store.try_acquire(&key, "a", ttl).await.unwrap().unwrap();
-    h.execute(
-        &format!(
-            "UPDATE {leases} SET expires_at = 9223372036854775807, \
-             fence = 9223372036854775807, last_fence = 9223372036854775807 WHERE key = $1"
-        ),
-        &key,
-    )
-    .await;
-    let held = h.store.lease(&key).await.unwrap().unwrap();
-    assert_eq!(held.fence, i64::MAX as u64);
-    assert!(held.expires_at > lease.expires_at, "far future, clamped");
-    assert!(
-        held.expires_at
-            .checked_add(Duration::from_secs(365 * 24 * 3600))
-            .is_some()
-    );
-    // A new fence would be past the column's range: damage, not a wrapped fence.
-    assert_eq!(
-        h.store.take_over(&held, "b", ttl).await.unwrap_err().kind(),
-        ErrorKind::Corrupt
-    );
-    assert_eq!(h.store.lease(&key).await.unwrap(), Some(held.clone()));
-    let renewed = h.store.renew(&held, ttl).await.unwrap().unwrap();
-    assert_eq!(renewed.fence, held.fence);
-    h.store.release(&renewed).await.unwrap();
-    assert_eq!(
-        h.store
-            .try_acquire(&key, "b", ttl)
-            .await
-            .unwrap_err()
-            .kind(),
-        ErrorKind::Corrupt
-    );
-    let beyond = sfauth_storage::Lease {
-        fence: u64::MAX,
-        ..renewed.clone()
-    };
-    assert!(h.store.renew(&beyond, ttl).await.unwrap().is_none());
-    assert!(
-        h.store
-            .take_over(&beyond, "b", ttl)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    h.store.release(&beyond).await.unwrap();
-    assert_eq!(
-        h.store
-            .put(record.clone(), 1, Some(&beyond))
-            .await
-            .unwrap_err()
-            .kind(),
-        ErrorKind::Conflict,
-        "the version is checked first"
-    );
-
-    h.execute(
-        &format!(
-            "UPDATE {leases} SET holder = 'a', fence = -1, expires_at = 40000000000000 \
-             WHERE key = $1"
-        ),
-        &key,
-    )
-    .await;
-    assert_eq!(
-        h.store.lease(&key).await.unwrap_err().kind(),
-        ErrorKind::Corrupt
-    );
-    h.execute(
-        &format!("UPDATE {leases} SET fence = 3, expires_at = -7 WHERE key = $1"),
-        &key,
-    )
-    .await;
-    assert_eq!(h.store.lease(&key).await.unwrap(), None, "expired long ago");
 }
 
 /// Rough latency of each operation against the server (run with `--ignored --nocapture`).

@@ -16,6 +16,8 @@ use sfauth_core::TokenKey;
 use sfauth_storage::conformance::{Namespace, Persistent};
 use sfauth_storage::{ErrorKind, Key, Keyring, SqliteStore, TokenStore};
 
+use crate::support::damage::{self, Damage};
+
 struct Harness {
     _dir: tempfile::TempDir,
     path: PathBuf,
@@ -214,9 +216,8 @@ async fn large_pages_are_opened_in_order_and_a_damaged_row_fails_them() {
     assert_eq!(error.kind(), ErrorKind::Corrupt);
 }
 
-/// Numbers in rows are outside input: a negative or exhausted version, a negative fence, a
-/// fence counter at its end and expiries at either end of the range give typed errors or
-/// clamped values, never a panic or a wrapped counter.
+/// Numbers in rows are outside input (the scenario every SQL backend shares, in
+/// `support::damage`), written here in SQLite's dialect; expiries are milliseconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_range_numbers_in_rows_never_panic() {
     let h = Harness::new().await;
@@ -225,100 +226,30 @@ async fn out_of_range_numbers_in_rows_never_panic() {
     h.store.insert(record.clone()).await.unwrap();
     let pool = h.raw_pool().await;
     let name = key.to_string();
-    let set = |sql: &'static str| {
+    damage::out_of_range_numbers(h.store.as_ref(), &key, &record, |damage| {
+        let sql = match damage {
+            Damage::NegativeVersion => "UPDATE token_records SET version = -5 WHERE key = ?1",
+            Damage::VersionAtEnd => {
+                "UPDATE token_records SET version = 9223372036854775807 WHERE key = ?1"
+            }
+            Damage::LeaseAtEnd => {
+                "UPDATE token_leases SET expires_at = 9223372036854775807, \
+                 fence = 9223372036854775807, last_fence = 9223372036854775807 WHERE key = ?1"
+            }
+            Damage::NegativeFence => {
+                "UPDATE token_leases SET holder = 'a', fence = -1, expires_at = 4000000000000 \
+                 WHERE key = ?1"
+            }
+            Damage::ExpiredBeforeTheEpoch => {
+                "UPDATE token_leases SET fence = 3, expires_at = -7 WHERE key = ?1"
+            }
+        };
         let pool = pool.clone();
         let name = name.clone();
         async move {
             sqlx::query(sql).bind(name).execute(&pool).await.unwrap();
         }
-    };
-    let ttl = Duration::from_secs(30);
-
-    set("UPDATE token_records SET version = -5 WHERE key = ?1").await;
-    assert_eq!(
-        h.store.get(&key).await.unwrap_err().kind(),
-        ErrorKind::Corrupt
-    );
-    assert_eq!(
-        h.store
-            .put(record.clone(), 1, None)
-            .await
-            .unwrap_err()
-            .kind(),
-        ErrorKind::Conflict
-    );
-    // The version is bound into the seal, so a changed column fails to open; a write at the
-    // end of the counter is refused as damaged rather than retried as a conflict.
-    set("UPDATE token_records SET version = 9223372036854775807 WHERE key = ?1").await;
-    assert_eq!(
-        h.store.get(&key).await.unwrap_err().kind(),
-        ErrorKind::Corrupt
-    );
-    assert_eq!(
-        h.store
-            .put(record.clone(), i64::MAX as u64, None)
-            .await
-            .unwrap_err()
-            .kind(),
-        ErrorKind::Corrupt
-    );
-    assert_eq!(
-        h.store
-            .put(record.clone(), u64::MAX, None)
-            .await
-            .unwrap_err()
-            .kind(),
-        ErrorKind::Corrupt
-    );
-    assert_eq!(
-        h.store
-            .delete(&key, Some(u64::MAX))
-            .await
-            .unwrap_err()
-            .kind(),
-        ErrorKind::Conflict
-    );
-
-    let lease = h.store.try_acquire(&key, "a", ttl).await.unwrap().unwrap();
-    set("UPDATE token_leases SET expires_at = 9223372036854775807, \
-         fence = 9223372036854775807, last_fence = 9223372036854775807 WHERE key = ?1")
+    })
     .await;
-    let held = h.store.lease(&key).await.unwrap().unwrap();
-    assert_eq!(held.fence, i64::MAX as u64);
-    assert!(held.expires_at > lease.expires_at, "far future, clamped");
-    assert!(
-        held.expires_at
-            .checked_add(Duration::from_secs(365 * 24 * 3600))
-            .is_some()
-    );
-    // A new fence would be past the column's range: an error, not a wrapped fence.
-    assert!(h.store.take_over(&held, "b", ttl).await.is_err());
-    assert_eq!(h.store.lease(&key).await.unwrap(), Some(held.clone()));
-    let renewed = h.store.renew(&held, ttl).await.unwrap().unwrap();
-    assert_eq!(renewed.fence, held.fence);
-    h.store.release(&renewed).await.unwrap();
-    assert!(h.store.try_acquire(&key, "b", ttl).await.is_err());
-    let beyond = sfauth_storage::Lease {
-        fence: u64::MAX,
-        ..renewed.clone()
-    };
-    assert!(h.store.renew(&beyond, ttl).await.unwrap().is_none());
-    assert!(
-        h.store
-            .take_over(&beyond, "b", ttl)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    h.store.release(&beyond).await.unwrap();
-
-    set("UPDATE token_leases SET holder = 'a', fence = -1, expires_at = 4000000000000 WHERE key = ?1")
-        .await;
-    assert_eq!(
-        h.store.lease(&key).await.unwrap_err().kind(),
-        ErrorKind::Corrupt
-    );
-    set("UPDATE token_leases SET fence = 3, expires_at = -7 WHERE key = ?1").await;
-    assert_eq!(h.store.lease(&key).await.unwrap(), None, "expired long ago");
     pool.close().await;
 }

@@ -8,6 +8,8 @@
     reason = "test helpers outside #[test] functions; a skipped server is said out loud"
 )]
 
+#[cfg(all(any(feature = "sqlite", feature = "postgres"), feature = "conformance"))]
+pub(crate) mod damage;
 pub(crate) mod fixture;
 #[cfg(any(feature = "redis", feature = "postgres"))]
 pub(crate) mod server;
