@@ -24,7 +24,7 @@ Configuration, highest precedence first:
   3. the TOML config file      (--config FILE, else $XDG_CONFIG_HOME/sfauth/config.toml)
 Secrets never go on the command line: SFAUTH_CLIENT_SECRET, SFAUTH_PASSWORD,
 SFAUTH_SUBJECT_TOKEN and SFAUTH_EXPORT_PASSPHRASE are read from the environment, else
-prompted for on the terminal.
+prompted for on the terminal; a proxy URL with a password goes in SFAUTH_PROXY.
 
 Exit codes: 0 ok, 1 other failure, 2 usage, 3 re-authorization required,
 4 network or transient failure (try again).
@@ -65,6 +65,18 @@ pub(crate) struct Cli {
     /// The TOML config file (default: $XDG_CONFIG_HOME/sfauth/config.toml, if it exists).
     #[arg(long, global = true, env = "SFAUTH_CONFIG", value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
+
+    /// Send requests to Salesforce through this HTTP or HTTPS proxy (`http://HOST:PORT`), or
+    /// `none` to ignore the environment's proxy (default: https_proxy/HTTPS_PROXY, http_proxy,
+    /// all_proxy/ALL_PROXY and no_proxy/NO_PROXY, as curl reads them). Also SFAUTH_PROXY, or
+    /// `proxy` in the config file; a proxy URL with a password only in SFAUTH_PROXY.
+    #[arg(long, global = true, value_name = "URL|none")]
+    pub(crate) proxy: Option<String>,
+
+    /// With a proxy URL: hosts that go direct, comma-separated as in NO_PROXY (default: the
+    /// environment's no_proxy/NO_PROXY).
+    #[arg(long, global = true, env = "SFAUTH_NO_PROXY", value_name = "HOSTS")]
+    pub(crate) no_proxy: Option<String>,
 
     #[command(subcommand)]
     pub(crate) command: Command,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sfauth::oauth::{ClientAuth, ConnectedApp, Endpoints, LoginHost};
+use sfauth::transport::Proxy;
 use url::Url;
 use zeroize::Zeroizing;
 
@@ -42,6 +43,10 @@ pub(crate) struct FileConfig {
     pub(crate) userinfo_url: Option<String>,
     /// The org's session timeout in seconds, for the expiry estimate (default 7200).
     pub(crate) session_timeout_secs: Option<u64>,
+    /// The egress proxy (`http(s)://HOST:PORT` without a password, or `none`).
+    pub(crate) proxy: Option<String>,
+    /// Hosts that bypass the proxy, in `NO_PROXY` syntax.
+    pub(crate) no_proxy: Option<String>,
 }
 
 /// Salesforce's longest session timeout, 24 hours.
@@ -192,6 +197,82 @@ impl Connection {
             scopes: scopes.split_whitespace().map(str::to_owned).collect(),
         })
     }
+}
+
+/// The environment variable holding the egress proxy's URL (the one place for a URL with a
+/// password).
+pub(crate) const PROXY_ENV: &str = "SFAUTH_PROXY";
+
+/// Where requests leave from: `--proxy`, else `SFAUTH_PROXY`, else the file's `proxy`, each a
+/// URL or `none`; else the environment's proxy variables as curl reads them. An explicit proxy
+/// URL is bypassed for `--no-proxy` (or `SFAUTH_NO_PROXY`, or the file's `no_proxy`), else for
+/// the environment's `no_proxy`/`NO_PROXY`, as curl does.
+///
+/// A proxy's password is a secret: it is refused on the command line (where every user of the
+/// machine reads it in the process list) and in the file (which holds no secret), and
+/// registered for scrubbing from every message. A value is never quoted back: it may hold one.
+pub(crate) fn proxy(
+    flag: Option<&str>,
+    no_proxy_flag: Option<&str>,
+    file: &FileConfig,
+) -> Result<Proxy> {
+    let env = std::env::var(PROXY_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let (value, source, secret_allowed) = match (flag, env, file.proxy.as_deref()) {
+        (Some(value), _, _) => (value.to_owned(), "--proxy", false),
+        (None, Some(value), _) => (value, PROXY_ENV, true),
+        (None, None, Some(value)) => (value.to_owned(), "`proxy` in the config file", false),
+        (None, None, None) => return Ok(Proxy::Environment),
+    };
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("none") {
+        return Ok(Proxy::None);
+    }
+    if let Ok(url) = Url::parse(value)
+        && let Some(password) = url.password()
+    {
+        register_proxy_password(password);
+        if !secret_allowed {
+            return Err(CliError::usage(format!(
+                "{source} holds a proxy URL with a password, which must not be on the command line or in the config file: set {PROXY_ENV} to the URL instead"
+            )));
+        }
+    }
+    let proxy = Proxy::url(value).map_err(|e| {
+        CliError::usage(format!(
+            "{source} is not a usable proxy ({e}): give http://HOST:PORT, https://HOST:PORT, or none"
+        ))
+    })?;
+    let no_proxy = no_proxy_flag
+        .map(str::to_owned)
+        .or_else(|| file.no_proxy.clone())
+        .or_else(|| {
+            ["no_proxy", "NO_PROXY"]
+                .iter()
+                .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+        });
+    Ok(match no_proxy {
+        Some(hosts) => proxy.no_proxy(hosts),
+        None => proxy,
+    })
+}
+
+/// Registers a proxy URL's password, as written and percent-decoded, for [`crate::error::scrub`].
+fn register_proxy_password(password: &str) {
+    crate::error::register_secret(password);
+    let decoded = percent_decode(password);
+    if decoded.as_str() != password {
+        crate::error::register_secret(&decoded);
+    }
+}
+
+fn percent_decode(text: &str) -> Zeroizing<String> {
+    Zeroizing::new(
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
 }
 
 /// Parses `--instance`: `production`, `sandbox`, or a URL.

@@ -314,7 +314,7 @@ impl fmt::Display for CliError {
 fn cause_fix(cause: sfauth::oauth::Cause, relogin: &str) -> Option<(Exit, String)> {
     use sfauth::oauth::Cause;
     let fix = match cause {
-        Cause::IpNotAllowed => "this machine's address is outside the connected app's refresh-token IP allowlist; the refresh token is still valid, so do not log in again: send sfauth's requests through an allowed egress (HTTPS_PROXY set to a proxy whose address the allowlist names) or have an admin add this address to the allowlist".to_owned(),
+        Cause::IpNotAllowed => "this machine's address is outside the connected app's refresh-token IP allowlist; the refresh token is still valid, so do not log in again: send sfauth's requests through an allowed egress (--proxy URL, SFAUTH_PROXY or HTTPS_PROXY naming a proxy whose address the allowlist names) or have an admin add this address to the allowlist".to_owned(),
         Cause::AppNotInstalled => format!(
             "the connected app is not installed in this org: an admin must install it (or give the user \"Approve Uninstalled Connected Apps\"), then {relogin}; logins made before keep working"
         ),

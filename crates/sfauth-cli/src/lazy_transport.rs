@@ -12,22 +12,24 @@ use async_trait::async_trait;
 use sfauth::oauth::http::{
     HttpRequest, HttpResponse, HttpTransport, TransportError, TransportErrorKind,
 };
-use sfauth::transport::{ReqwestTransport, Retry, RetryPolicy};
+use sfauth::transport::{Proxy, ReqwestTransport, Retry, RetryPolicy};
 
 /// An `HttpTransport` that builds its `ReqwestTransport` (wrapped in a short `Retry`) on the
 /// first `send`.
 pub(crate) struct LazyTransport {
     max_body_bytes: usize,
+    proxy: Proxy,
     // A failed build is kept too: it would fail the same way again (no TLS roots, a bad
     // setting), and its message is then given to every request.
     inner: OnceLock<Result<Arc<dyn HttpTransport>, String>>,
 }
 
 impl LazyTransport {
-    /// A transport that accepts response bodies up to `max_body_bytes`.
-    pub(crate) fn new(max_body_bytes: usize) -> Self {
+    /// A transport through `proxy` that accepts response bodies up to `max_body_bytes`.
+    pub(crate) fn new(max_body_bytes: usize, proxy: Proxy) -> Self {
         Self {
             max_body_bytes,
+            proxy,
             inner: OnceLock::new(),
         }
     }
@@ -39,6 +41,7 @@ impl LazyTransport {
                     .connect_timeout(Duration::from_secs(10))
                     .timeout(Duration::from_secs(30))
                     .max_body_bytes(self.max_body_bytes)
+                    .proxy(self.proxy.clone())
                     .user_agent(concat!("sfauth-cli/", env!("CARGO_PKG_VERSION")))
                     .build()
                     .map(|reqwest| {

@@ -193,9 +193,12 @@ async fn run(cli: Cli) -> Result<()> {
     if let Command::Demo = cli.command {
         return commands::demo::run().await;
     }
+    let file = FileConfig::load(cli.config.as_deref())?;
+    let proxy = config::proxy(cli.proxy.as_deref(), cli.no_proxy.as_deref(), &file)?;
     let ctx = Context {
-        file: FileConfig::load(cli.config.as_deref())?,
+        file,
         store_url: cli.store,
+        proxy,
     };
     match cli.command {
         Command::Login(flow) => commands::login::run(flow, &ctx).await,

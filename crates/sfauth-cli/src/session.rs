@@ -7,6 +7,7 @@ use std::time::Duration;
 use sfauth::oauth::flows::JwtBearer;
 use sfauth::oauth::http::HttpTransport;
 use sfauth::oauth::{OAuthClient, PrivateKey};
+use sfauth::transport::Proxy;
 use sfauth::{RefreshPolicy, Renewal, TokenManager};
 
 use crate::config::{self, FileConfig};
@@ -17,6 +18,8 @@ use crate::store::{Access, Flow, Resolved, Store};
 pub(crate) struct Context {
     pub(crate) file: FileConfig,
     pub(crate) store_url: Option<String>,
+    /// Where requests to Salesforce leave from (`--proxy`, see [`config::proxy`]).
+    pub(crate) proxy: Proxy,
 }
 
 impl Context {
@@ -30,18 +33,24 @@ impl Context {
         .await
     }
 
+    /// The HTTP transport of every request this command sends, through the configured proxy.
+    pub(crate) fn transport(&self) -> Arc<dyn HttpTransport> {
+        transport(&self.proxy)
+    }
+
     /// The alias given, or the configured default.
     pub(crate) fn alias(&self, given: Option<&str>) -> String {
         config::alias(given, &self.file)
     }
 }
 
-/// The production transport: reqwest over rustls, with a short retry on network errors, built
-/// on the first request (see `LazyTransport`: a cached token needs no TLS roots).
-pub(crate) fn transport() -> Result<Arc<dyn HttpTransport>> {
-    Ok(Arc::new(crate::lazy_transport::LazyTransport::new(
+/// The production transport: reqwest over rustls through `proxy`, with a short retry on network
+/// errors, built on the first request (see `LazyTransport`: a cached token needs no TLS roots).
+pub(crate) fn transport(proxy: &Proxy) -> Arc<dyn HttpTransport> {
+    Arc::new(crate::lazy_transport::LazyTransport::new(
         sfauth::transport::DEFAULT_MAX_BODY_BYTES,
-    )))
+        proxy.clone(),
+    ))
 }
 
 /// The refresh policy of a short-lived process: few attempts, so that a dead network fails fast.

@@ -42,7 +42,8 @@ impl Authed {
     pub(crate) async fn open(alias: &str, ctx: &Context) -> Result<Self> {
         let store = ctx.open_store(Access::Read).await?;
         let resolved = store.resolve(alias).await?;
-        let transport: Arc<dyn HttpTransport> = Arc::new(LazyTransport::new(MAX_RESPONSE_BODY));
+        let transport: Arc<dyn HttpTransport> =
+            Arc::new(LazyTransport::new(MAX_RESPONSE_BODY, ctx.proxy.clone()));
         let manager = session::manager_for(&store, &resolved, &ctx.file, transport.clone()).await?;
         let guard = manager
             .access_token(&resolved.key)

@@ -86,8 +86,12 @@ pub(crate) async fn run() -> Result<()> {
         .with_redirect_uri(&redirect)
         .map_err(|e| demo_error("setting the callback URL", &e))?;
     let client = OAuthClient::new(host, app);
-    let transport = session::transport()?;
-    let browser = reqwest::Client::new();
+    // The emulator runs in this process, on loopback: no proxy can help reach it.
+    let transport = session::transport(&sfauth::transport::Proxy::None);
+    let browser = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| demo_error("starting the stand-in browser", &e))?;
     let tokens = login::web_flow(
         &client,
         transport.as_ref(),

@@ -16,7 +16,7 @@ use sfauth::{Idle, PARTNER_IDLE_LIMIT, Rotation};
 
 use crate::cli::DoctorArgs;
 use crate::error::{CliError, Result};
-use crate::session::{self, Context};
+use crate::session::Context;
 use crate::store::{Access, Flow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -86,7 +86,7 @@ pub(crate) async fn run(args: &DoctorArgs, ctx: &Context) -> Result<()> {
         session_check(&record, ctx),
         scope_check(&record, flow, &login),
     ];
-    checks.extend(network_checks(&record, now).await);
+    checks.extend(network_checks(&record, now, ctx).await);
     checks.extend(store_checks(ctx));
 
     let failed = checks.iter().filter(|c| c.status == Verdict::Fail).count();
@@ -295,7 +295,7 @@ fn scope_check(record: &TokenRecord, flow: Flow, login: &str) -> Check {
 }
 
 /// Whether the instance answers, and how far its clock is from ours (its `Date` header).
-async fn network_checks(record: &TokenRecord, now: SystemTime) -> Vec<Check> {
+async fn network_checks(record: &TokenRecord, now: SystemTime, ctx: &Context) -> Vec<Check> {
     let instance = record.tokens.instance_url.as_str().trim_end_matches('/');
     let request =
         match http::Request::get(format!("{instance}/services/data")).body(bytes::Bytes::new()) {
@@ -311,10 +311,7 @@ async fn network_checks(record: &TokenRecord, now: SystemTime) -> Vec<Check> {
                 ];
             }
         };
-    let transport = match session::transport() {
-        Ok(t) => t,
-        Err(e) => return vec![check("instance", Verdict::Fail, e.message)],
-    };
+    let transport = ctx.transport();
     let sent = tokio::time::timeout(Duration::from_secs(15), transport.send(request)).await;
     let response = match sent {
         Ok(Ok(response)) => response,

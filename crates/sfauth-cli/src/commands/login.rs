@@ -19,7 +19,7 @@ use url::Url;
 use crate::cli::{LoginFlow, SubjectTokenType};
 use crate::config::{self, Connection, FileConfig};
 use crate::error::{CliError, Result};
-use crate::session::{self, Context};
+use crate::session::Context;
 use crate::store::{Access, AliasMeta, Flow, JwtRenewal, Store};
 use zeroize::Zeroizing;
 
@@ -34,7 +34,7 @@ pub(crate) async fn run(flow: LoginFlow, ctx: &Context) -> Result<()> {
     // there, use one of the user's approvals of the app, and push out a working login.
     let store = ctx.open_store(Access::Write).await?;
     store.check_writable().await?;
-    let transport = session::transport()?;
+    let transport = ctx.transport();
     // The connected app's secret the flow used (environment or prompt), kept with the login.
     let mut secret: Option<Zeroizing<String>> = None;
     let (connection, tokens, kind, jwt) = match flow {

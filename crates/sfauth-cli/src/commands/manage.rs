@@ -27,7 +27,7 @@ impl SignedIn {
     async fn open(alias: &str, ctx: &Context) -> Result<Self> {
         let store = ctx.open_store(Access::Read).await?;
         let resolved = store.resolve(alias).await?;
-        let transport = session::transport()?;
+        let transport = ctx.transport();
         let manager = session::manager_for(&store, &resolved, &ctx.file, transport.clone()).await?;
         let guard = manager
             .access_token(&resolved.key)
@@ -140,7 +140,7 @@ pub(crate) async fn refresh(args: &RefreshArgs, ctx: &Context) -> Result<()> {
         println!("No logins to refresh in {}.", store.location);
         return Ok(());
     }
-    let transport = session::transport()?;
+    let transport = ctx.transport();
     let bar = if args.all {
         let bar =
             ProgressBar::with_draw_target(Some(aliases.len() as u64), ProgressDrawTarget::stderr());
@@ -313,7 +313,7 @@ async fn revoke_record(
     ctx: &Context,
 ) -> Result<&'static str> {
     let client = session::client_for(resolved, &ctx.file)?;
-    let transport = session::transport()?;
+    let transport = ctx.transport();
     let (token, what): (SecretValue, &str) = match &record.tokens.refresh_token {
         Some(refresh) => (refresh.clone().into(), "refresh token"),
         None => (record.tokens.access_token.clone().into(), "access token"),
@@ -410,7 +410,7 @@ pub(crate) async fn introspect(args: &AliasJsonArgs, ctx: &Context) -> Result<()
     let alias = ctx.alias(args.alias.given());
     let (_store, resolved, record) = stored_login(&alias, ctx).await?;
     let client = session::client_for(&resolved, &ctx.file)?;
-    let transport = session::transport()?;
+    let transport = ctx.transport();
     let token: SecretValue = record.tokens.access_token.clone().into();
     let info = client
         .introspect(transport.as_ref(), &token, Some(TokenTypeHint::AccessToken))

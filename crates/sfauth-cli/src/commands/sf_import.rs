@@ -30,7 +30,7 @@ use zeroize::Zeroizing;
 use crate::cli::FromSfArgs;
 use crate::config;
 use crate::error::{CliError, Result};
-use crate::session::{self, Context};
+use crate::session::Context;
 use crate::store::{Access, AliasMeta, Flow, JwtRenewal};
 
 /// The connected app `sf` logs in with when given none.
@@ -109,7 +109,7 @@ pub(crate) async fn run(args: &FromSfArgs, force: bool, ctx: &Context) -> Result
     let store = ctx.open_store(Access::Write).await?;
     store.check_writable().await?;
     let existing = store.logins().await?.records;
-    let transport = session::transport()?;
+    let transport = ctx.transport();
     let mut imported = 0usize;
     for login in &logins {
         let alias = args
