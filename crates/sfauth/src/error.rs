@@ -29,6 +29,10 @@ use sfauth_core::error::Cause;
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+// A whole word of tag: with a one-byte tag, a hit's `Poll<Result<AccessTokenGuard, Error>>` was
+// copied as the tag plus its seven padding bytes in 4-, 2- and 1-byte pieces and then read back
+// as one word, a store-forwarding stall (perf annotate): `Tenant::access_token` 11 -> 4.4 ns.
+#[repr(u64)]
 pub enum Error {
     /// Salesforce refused the grant for good, now or earlier (the record is marked
     /// `ReauthRequired`): a human must authorize this tenant again.
@@ -426,10 +430,10 @@ mod tests {
 
     /// Every `access_token` call returns `Result<AccessTokenGuard, Error>`, and a cache hit
     /// moves it through each future it passes: the rare variants' payloads are boxed so that
-    /// a hit does not copy room for them (at 72 bytes it cost a cached read about a third).
+    /// a hit does not copy room for them, and the `Ok` hides in the tag's spare values.
     #[test]
     fn an_error_stays_small() {
-        assert!(std::mem::size_of::<Error>() <= 40);
+        assert!(std::mem::size_of::<Error>() <= 48);
         assert_eq!(
             std::mem::size_of::<Result<crate::AccessTokenGuard, Error>>(),
             std::mem::size_of::<Error>()
