@@ -24,7 +24,8 @@ Configuration, highest precedence first:
   3. the TOML config file      (--config FILE, else $XDG_CONFIG_HOME/sfauth/config.toml)
 Secrets never go on the command line: SFAUTH_CLIENT_SECRET, SFAUTH_PASSWORD,
 SFAUTH_SUBJECT_TOKEN and SFAUTH_EXPORT_PASSPHRASE are read from the environment, else
-prompted for on the terminal; a proxy URL with a password goes in SFAUTH_PROXY.
+prompted for on the terminal; a proxy URL with a password goes in SFAUTH_PROXY. During a
+consumer secret rotation, SFAUTH_NEXT_CLIENT_SECRET holds the app's new secret.
 
 Exit codes: 0 ok, 1 other failure, 2 usage, 3 re-authorization required,
 4 network or transient failure (try again).

@@ -19,6 +19,10 @@ use crate::error::{CliError, Result};
 /// The environment variable holding the connected app's secret.
 pub(crate) const CLIENT_SECRET_ENV: &str = "SFAUTH_CLIENT_SECRET";
 
+/// The environment variable holding the connected app's next secret, while Salesforce has a
+/// new one staged.
+pub(crate) const NEXT_CLIENT_SECRET_ENV: &str = "SFAUTH_NEXT_CLIENT_SECRET";
+
 /// The scopes asked for when none are configured.
 pub(crate) const DEFAULT_SCOPES: &str = "api id refresh_token";
 
@@ -368,6 +372,25 @@ pub(crate) fn app_with(
             .map_err(|e| CliError::usage(format!("bad callback URL {uri} ({e})")))?;
     }
     Ok(app)
+}
+
+/// `app` with the connected app's next secret, during a rotation: `SFAUTH_NEXT_CLIENT_SECRET`,
+/// else `stored` (the one kept with the login). Salesforce refusing the current secret then
+/// gets the same request sent once more with the next one (nothing was spent: client
+/// authentication comes before the grant). Only an app with a secret gets one, and only a
+/// different one.
+pub(crate) fn with_next_secret(app: ConnectedApp, stored: Option<&str>) -> ConnectedApp {
+    let from_env = std::env::var(NEXT_CLIENT_SECRET_ENV)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(Zeroizing::new);
+    let next = from_env.as_deref().map(String::as_str).or(stored);
+    match (app.client_secret(), next) {
+        (Some(current), Some(next)) if current.expose_secret() != next => {
+            app.with_next_secret(next)
+        }
+        _ => app,
+    }
 }
 
 // The command line's connection options live beside the configuration they override, so that

@@ -327,7 +327,7 @@ fn cause_fix(cause: sfauth::oauth::Cause, relogin: &str) -> Option<(Exit, String
         }
         Cause::PkceRequired => "the connected app requires PKCE with S256, which `sfauth login web` always sends: log in with `sfauth login web` (a login another tool made without PKCE cannot be renewed)".to_owned(),
         Cause::ClientSecretRejected => format!(
-            "the connected app refused its consumer secret (a rotation was applied, or the app requires a secret that was not sent): set SFAUTH_CLIENT_SECRET to the app's current secret, then {relogin} so that the login keeps it"
+            "the connected app refused its consumer secret (a rotation was applied, or the app requires a secret that was not sent): set SFAUTH_NEXT_CLIENT_SECRET to the app's new secret and run the command again (the login then keeps it), or set SFAUTH_CLIENT_SECRET to the app's current secret, then {relogin} so that the login keeps it"
         ),
         _ => return None,
     };

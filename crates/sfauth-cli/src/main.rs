@@ -200,7 +200,7 @@ async fn run(cli: Cli) -> Result<()> {
         store_url: cli.store,
         proxy,
     };
-    match cli.command {
+    let result = match cli.command {
         Command::Login(flow) => commands::login::run(flow, &ctx).await,
         Command::Token(args) => commands::manage::token(&args, &ctx).await,
         Command::Status(args) | Command::List(args) => commands::status::run(&args, &ctx).await,
@@ -227,5 +227,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Open(args) => commands::open::run(&args, &ctx).await,
         Command::Doctor(args) => commands::doctor::run(&args, &ctx).await,
         Command::Completions { .. } | Command::Demo => Ok(()),
-    }
+    };
+    // Whatever the command's outcome: a refresh it made may have found the new secret.
+    session::keep_accepted_secrets(&ctx).await;
+    result
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sfauth::oauth::flows::JwtBearer;
 use sfauth::oauth::http::HttpTransport;
-use sfauth::oauth::{OAuthClient, PrivateKey};
+use sfauth::oauth::{OAuthClient, PrivateKey, SecretSlot, TokenKey};
 use sfauth::transport::Proxy;
 use sfauth::{RefreshPolicy, Renewal, TokenManager};
 
@@ -62,7 +62,9 @@ pub(crate) fn policy() -> RefreshPolicy {
 
 /// The OAuth client of an alias: its host and app, with the secret stored with the login, else
 /// the one in `SFAUTH_CLIENT_SECRET` (so that logins of two connected apps each refresh with
-/// their own).
+/// their own), and during a rotation the next secret (`SFAUTH_NEXT_CLIENT_SECRET`, else the
+/// one stored with the login). The client is watched: should Salesforce refuse the secret and
+/// accept the next one, [`keep_accepted_secrets`] makes the login keep the next one.
 pub(crate) fn client_for(resolved: &Resolved, file: &FileConfig) -> Result<OAuthClient> {
     let app = match &resolved.client_secret {
         Some(secret) => config::app_with(
@@ -78,8 +80,100 @@ pub(crate) fn client_for(resolved: &Resolved, file: &FileConfig) -> Result<OAuth
             None,
         )?,
     };
-    Ok(OAuthClient::new(resolved.meta.host.clone(), app)
-        .with_session_timeout(file.session_timeout()))
+    let app = config::with_next_secret(
+        app,
+        resolved
+            .next_client_secret
+            .as_ref()
+            .map(|s| s.expose_secret()),
+    );
+    let client = OAuthClient::new(resolved.meta.host.clone(), app)
+        .with_session_timeout(file.session_timeout());
+    WATCHED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(Watched {
+            alias: resolved.alias.clone(),
+            key: resolved.key.clone(),
+            // Clones share what the client learns, such as which secret works.
+            client: client.clone(),
+        });
+    Ok(client)
+}
+
+/// A login's client, watched for a switch to the next secret during this command.
+struct Watched {
+    alias: String,
+    key: TokenKey,
+    client: OAuthClient,
+}
+
+/// Every client [`client_for`] made in this process.
+static WATCHED: std::sync::Mutex<Vec<Watched>> = std::sync::Mutex::new(Vec::new());
+
+/// After a command: each login whose stored secret Salesforce refused, and whose next secret
+/// it accepted, keeps the next one from now on (so that later commands need no
+/// `SFAUTH_NEXT_CLIENT_SECRET` and send no refused request first), with a note on stderr that
+/// the old secret can be retired. A login using `SFAUTH_CLIENT_SECRET` gets the note only.
+/// Never fails the command: its own work is done.
+pub(crate) async fn keep_accepted_secrets(ctx: &Context) {
+    let switched: Vec<Watched> = std::mem::take(
+        &mut *WATCHED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+    .into_iter()
+    .filter(|w| {
+        w.client.secret_switches() > 0 && w.client.secret_in_use() == Some(SecretSlot::Next)
+    })
+    .collect();
+    // One note per login, however many clients a command made for it.
+    let mut seen = std::collections::HashSet::new();
+    let switched: Vec<Watched> = switched
+        .into_iter()
+        .filter(|w| seen.insert(w.key.to_string()))
+        .collect();
+    if switched.is_empty() {
+        return;
+    }
+    let store = match ctx.open_store(Access::Write).await {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!(
+                "warning: salesforce accepted only the next consumer secret, and the store cannot be opened to keep it ({}): set {} to it",
+                e.message,
+                config::CLIENT_SECRET_ENV
+            );
+            return;
+        }
+    };
+    for watched in switched {
+        let Some(next) = watched.client.app().secret(SecretSlot::Next) else {
+            continue;
+        };
+        let alias = &watched.alias;
+        match store
+            .keep_client_secret(&watched.key, next.expose_secret())
+            .await
+        {
+            Ok(true) => eprintln!(
+                "note: salesforce refused the consumer secret stored with alias {alias} and accepted the next one: the login keeps the next one from now on, and the old one can be retired once every login of the app says so (set {} to the new secret, unset {})",
+                config::CLIENT_SECRET_ENV,
+                config::NEXT_CLIENT_SECRET_ENV
+            ),
+            Ok(false) => eprintln!(
+                "note: salesforce refused the consumer secret of alias {alias} and accepted {}: set {} to the new secret and unset {}",
+                config::NEXT_CLIENT_SECRET_ENV,
+                config::CLIENT_SECRET_ENV,
+                config::NEXT_CLIENT_SECRET_ENV
+            ),
+            Err(e) => eprintln!(
+                "warning: salesforce accepted only the next consumer secret of alias {alias}, and the login could not keep it ({}): keep {} set",
+                CliError::store(&e, "keeping the new secret", &store.location).message,
+                config::NEXT_CLIENT_SECRET_ENV
+            ),
+        }
+    }
 }
 
 /// A manager for `resolved`, with its renewal (JWT, client credentials) installed.

@@ -129,6 +129,8 @@ pub(crate) struct Resolved {
     pub(crate) meta: AliasMeta,
     /// The connected app's secret stored with the login, if one was given at login.
     pub(crate) client_secret: Option<SecretValue>,
+    /// The app's next secret, during a rotation, if one was given at login.
+    pub(crate) next_client_secret: Option<SecretValue>,
 }
 
 // The names of the CLI's entries in a record's metadata.
@@ -142,6 +144,8 @@ const JWT_USERNAME: &str = "jwt_username";
 const JWT_AUDIENCE: &str = "jwt_audience";
 /// The secret entry: the connected app's client secret.
 const CLIENT_SECRET: &str = "client_secret";
+/// The secret entry: the app's next client secret, staged during a rotation.
+const NEXT_CLIENT_SECRET: &str = "next_client_secret";
 
 impl AliasMeta {
     /// Writes these settings into `metadata`, replacing any the CLI wrote before.
@@ -253,6 +257,14 @@ pub(crate) fn meta_of(record: &TokenRecord) -> Result<AliasMeta> {
 /// The connected app's secret stored with `record`, if any.
 pub(crate) fn secret_of(record: &TokenRecord) -> Option<SecretValue> {
     record.metadata.secret(CLIENT_SECRET).map(SecretValue::new)
+}
+
+/// The app's next secret stored with `record` during a rotation, if any.
+pub(crate) fn next_secret_of(record: &TokenRecord) -> Option<SecretValue> {
+    record
+        .metadata
+        .secret(NEXT_CLIENT_SECRET)
+        .map(SecretValue::new)
 }
 
 /// Fails when the nearest existing one of `dir` and its ancestors is not a directory: then no
@@ -615,15 +627,17 @@ impl Store {
         })
     }
 
-    /// Stores a login's `tokens` under `key` with its settings and secret, replacing what the
-    /// record held (tokens, status, in-flight mark, settings) in one compare-and-swap, so that
-    /// tokens and settings can never belong to different logins.
+    /// Stores a login's `tokens` under `key` with its settings and secrets (the app's, and its
+    /// next one during a rotation), replacing what the record held (tokens, status, in-flight
+    /// mark, settings) in one compare-and-swap, so that tokens and settings can never belong to
+    /// different logins.
     pub(crate) async fn save_login(
         &self,
         key: &TokenKey,
         mut tokens: TokenSet,
         meta: &AliasMeta,
         client_secret: Option<&str>,
+        next_client_secret: Option<&str>,
         session_timeout: Duration,
     ) -> std::result::Result<(), sfauth::storage::Error> {
         let now = SystemTime::now();
@@ -639,15 +653,56 @@ impl Store {
             record.last_refreshed_at = Some(now);
             meta.write_to(&mut record.metadata)
                 .map_err(|e| sfauth::storage::Error::new(StoreErrorKind::Config, e.message))?;
-            match client_secret {
-                Some(secret) => record.metadata.set_secret(CLIENT_SECRET, secret)?,
-                None => {
-                    record.metadata.remove_secret(CLIENT_SECRET);
+            for (name, secret) in [
+                (CLIENT_SECRET, client_secret),
+                (NEXT_CLIENT_SECRET, next_client_secret),
+            ] {
+                match secret {
+                    Some(secret) => record.metadata.set_secret(name, secret)?,
+                    None => {
+                        record.metadata.remove_secret(name);
+                    }
                 }
             }
             match self.store.save(record, expected).await {
                 Ok(_) => return Ok(()),
                 // Somebody else wrote it between the read and the save: read again.
+                Err(e) if e.kind() == StoreErrorKind::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Keeps `secret` as the app's secret of the login `key`, in place of the one Salesforce
+    /// refused, and forgets the stored next secret (it is now the current one). Only a login
+    /// that stores a secret is changed: one using `SFAUTH_CLIENT_SECRET` keeps using it.
+    /// Returns whether the login stored it.
+    pub(crate) async fn keep_client_secret(
+        &self,
+        key: &TokenKey,
+        secret: &str,
+    ) -> std::result::Result<bool, sfauth::storage::Error> {
+        loop {
+            let Some(record) = self.store.get(key).await? else {
+                return Ok(false);
+            };
+            let stored = &record.metadata;
+            if stored.secret(CLIENT_SECRET).is_none() && stored.secret(NEXT_CLIENT_SECRET).is_none()
+            {
+                return Ok(false);
+            }
+            if stored.secret(CLIENT_SECRET) == Some(secret)
+                && stored.secret(NEXT_CLIENT_SECRET).is_none()
+            {
+                return Ok(true);
+            }
+            let expected = record.version;
+            let mut updated = record;
+            updated.metadata.set_secret(CLIENT_SECRET, secret)?;
+            updated.metadata.remove_secret(NEXT_CLIENT_SECRET);
+            match self.store.put(updated, expected, None).await {
+                Ok(_) => return Ok(true),
+                // A refresh saved new tokens meanwhile: read again, keep them.
                 Err(e) if e.kind() == StoreErrorKind::Conflict => continue,
                 Err(e) => return Err(e),
             }
@@ -716,6 +771,7 @@ pub(crate) fn resolved(alias: &str, record: &TokenRecord) -> Result<Resolved> {
         key: record.key.clone(),
         meta: meta_of(record)?,
         client_secret: secret_of(record),
+        next_client_secret: next_secret_of(record),
     })
 }
 

@@ -11,7 +11,9 @@ use axum::http::{StatusCode, Uri};
 use axum::response::Html;
 use sfauth::oauth::flows::{AuthorizeParams, JwtBearer, RevokeMethod, TokenExchange, token_type};
 use sfauth::oauth::http::HttpTransport;
-use sfauth::oauth::{OAuthClient, Password, PrivateKey, SecretValue, TokenKey, TokenSet};
+use sfauth::oauth::{
+    OAuthClient, Password, PrivateKey, SecretSlot, SecretValue, TokenKey, TokenSet,
+};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use url::Url;
@@ -37,6 +39,8 @@ pub(crate) async fn run(flow: LoginFlow, ctx: &Context) -> Result<()> {
     let transport = ctx.transport();
     // The connected app's secret the flow used (environment or prompt), kept with the login.
     let mut secret: Option<Zeroizing<String>> = None;
+    // The client the flow ran with: which of the app's secrets Salesforce accepted.
+    let used: Option<OAuthClient>;
     let (connection, tokens, kind, jwt) = match flow {
         LoginFlow::Web(args) => {
             let connection = Connection::resolve(&args.connection, &ctx.file)?;
@@ -50,7 +54,9 @@ pub(crate) async fn run(flow: LoginFlow, ctx: &Context) -> Result<()> {
                 secret.as_deref().map(String::as_str),
                 Some(&redirect),
             )?;
+            let app = config::with_next_secret(app, None);
             let client = OAuthClient::new(connection.host.clone(), app);
+            used = Some(client.clone());
             let params = AuthorizeParams {
                 login_hint: args.login_hint.clone(),
                 ..AuthorizeParams::scopes(connection.scopes.clone())
@@ -82,6 +88,7 @@ pub(crate) async fn run(flow: LoginFlow, ctx: &Context) -> Result<()> {
                 ))
             })?;
             let client = login_client(&connection, false, &mut secret)?;
+            used = Some(client.clone());
             let mut bearer = JwtBearer::new(args.username.clone(), PrivateKey::new(pem));
             if let Some(audience) = &args.audience {
                 bearer = bearer.audience(audience.clone());
@@ -101,6 +108,7 @@ pub(crate) async fn run(flow: LoginFlow, ctx: &Context) -> Result<()> {
         LoginFlow::Device(args) => {
             let connection = Connection::resolve(&args.connection, &ctx.file)?;
             let client = login_client(&connection, false, &mut secret)?;
+            used = Some(client.clone());
             let scopes = connection.scopes.join(" ");
             let authorization = client
                 .device_start(transport.as_ref(), Some(&scopes))
@@ -126,6 +134,7 @@ pub(crate) async fn run(flow: LoginFlow, ctx: &Context) -> Result<()> {
         LoginFlow::ClientCredentials(args) => {
             let connection = Connection::resolve(&args.connection, &ctx.file)?;
             let client = login_client(&connection, true, &mut secret)?;
+            used = Some(client.clone());
             let tokens = client
                 .client_credentials(transport.as_ref())
                 .await
@@ -135,6 +144,7 @@ pub(crate) async fn run(flow: LoginFlow, ctx: &Context) -> Result<()> {
         LoginFlow::Password(args) => {
             let connection = Connection::resolve(&args.connection, &ctx.file)?;
             let client = login_client(&connection, connection.ask_secret, &mut secret)?;
+            used = Some(client.clone());
             let password = config::required_secret(
                 "SFAUTH_PASSWORD",
                 "password (with the security token appended)",
@@ -152,6 +162,7 @@ pub(crate) async fn run(flow: LoginFlow, ctx: &Context) -> Result<()> {
         LoginFlow::TokenExchange(args) => {
             let connection = Connection::resolve(&args.connection, &ctx.file)?;
             let client = login_client(&connection, connection.ask_secret, &mut secret)?;
+            used = Some(client.clone());
             let subject = config::required_secret("SFAUTH_SUBJECT_TOKEN", "subject token")?;
             let kind = match args.subject_token_type {
                 SubjectTokenType::AccessToken => token_type::ACCESS_TOKEN,
@@ -168,6 +179,27 @@ pub(crate) async fn run(flow: LoginFlow, ctx: &Context) -> Result<()> {
             (connection, tokens, Flow::TokenExchange, None)
         }
     };
+    // During a rotation the login keeps both secrets, unless Salesforce already refused the
+    // current one: then it keeps the next one alone.
+    let next = used
+        .as_ref()
+        .and_then(|client| client.app().next_secret())
+        .map(|s| Zeroizing::new(s.expose_secret().to_owned()));
+    let switched = used.as_ref().is_some_and(|client| {
+        client.secret_switches() > 0 && client.secret_in_use() == Some(SecretSlot::Next)
+    });
+    let (secret, next) = if switched {
+        eprintln!(
+            "note: salesforce refused {} and accepted {}: the login keeps the new secret; set {} to it and unset {}",
+            config::CLIENT_SECRET_ENV,
+            config::NEXT_CLIENT_SECRET_ENV,
+            config::CLIENT_SECRET_ENV,
+            config::NEXT_CLIENT_SECRET_ENV
+        );
+        (next, None)
+    } else {
+        (secret, next)
+    };
     let saved = save(
         &store,
         &ctx.file,
@@ -175,7 +207,10 @@ pub(crate) async fn run(flow: LoginFlow, ctx: &Context) -> Result<()> {
         tokens,
         kind,
         jwt,
-        secret.as_deref().map(String::as_str),
+        (
+            secret.as_deref().map(String::as_str),
+            next.as_deref().map(String::as_str),
+        ),
         transport,
     )
     .await?;
@@ -214,7 +249,7 @@ pub(crate) async fn save(
     tokens: TokenSet,
     flow: Flow,
     jwt: Option<JwtRenewal>,
-    client_secret: Option<&str>,
+    (client_secret, next_client_secret): (Option<&str>, Option<&str>),
     transport: Arc<dyn HttpTransport>,
 ) -> Result<Saved> {
     let app = config::app_with(
@@ -223,6 +258,7 @@ pub(crate) async fn save(
         client_secret,
         None,
     )?;
+    let app = config::with_next_secret(app, next_client_secret);
     let client = OAuthClient::new(connection.host.clone(), app);
     // The username is shown by `status`; a failure to learn it is not a failed login.
     let username = client
@@ -248,7 +284,14 @@ pub(crate) async fn save(
     };
     let spend = tokens.clone();
     if let Err(error) = store
-        .save_login(&key, tokens, &meta, client_secret, file.session_timeout())
+        .save_login(
+            &key,
+            tokens,
+            &meta,
+            client_secret,
+            next_client_secret,
+            file.session_timeout(),
+        )
         .await
     {
         let revoked = revoke_unsaved(&client, transport.as_ref(), &spend).await;
@@ -305,6 +348,7 @@ fn login_client(
         secret.as_deref().map(String::as_str),
         None,
     )?;
+    let app = config::with_next_secret(app, None);
     Ok(OAuthClient::new(connection.host.clone(), app))
 }
 

@@ -207,6 +207,7 @@ pub(crate) async fn run(args: &FromSfArgs, force: bool, ctx: &Context) -> Result
                 tokens,
                 &meta,
                 login.client_secret.as_deref().map(String::as_str),
+                None,
                 timeout,
             )
             .await

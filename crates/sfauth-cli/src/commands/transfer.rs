@@ -179,6 +179,7 @@ pub(crate) async fn import(args: &ImportArgs, ctx: &Context) -> Result<()> {
                 login.tokens,
                 &meta,
                 secret.as_deref().map(String::as_str),
+                None,
                 ctx.file.session_timeout(),
             )
             .await

@@ -14,6 +14,7 @@ mod cli_errors;
 mod cli_numbers;
 mod cli_policies;
 mod cli_proxy;
+mod cli_secret_rotation;
 mod cli_shared_stores;
 mod cli_signals;
 mod cli_store_state;
