@@ -309,7 +309,9 @@ impl Error {
     ///     "access_denied",
     ///     Some("end-user denied authorization"),
     /// )));
-    /// let error = sfauth::Error::Login { source: denied };
+    /// let error = sfauth::Error::Login {
+    ///     source: Box::new(denied),
+    /// };
     /// assert_eq!(error.kind(), sfauth::ErrorKind::LoginDeclined);
     /// assert_eq!(error.salesforce_says(), Some("end-user denied authorization"));
     /// ```
