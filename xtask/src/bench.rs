@@ -115,16 +115,28 @@ const FLEET_BACKENDS: &[(&str, [&str; 4])] = &[
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let mut json = false;
+    let mut cli_only = false;
     for arg in args {
         match arg.as_str() {
             "--json" => json = true,
-            other => bail!("bench: unknown argument {other:?} (expected --json)"),
+            "cli" => cli_only = true,
+            other => bail!("bench: unknown argument {other:?} (expected cli or --json)"),
         }
     }
     let target = target_dir()?;
     let bench_dir = target.join("bench");
     let criterion_dir = target.join("criterion");
     fs::create_dir_all(&bench_dir).with_context(|| format!("creating {}", bench_dir.display()))?;
+    if cli_only {
+        // The whole-process figure alone: it needs only two release binaries, not the
+        // criterion and fleet runs, so it can be taken on its own in a minute.
+        let ms = crate::bench_cli::cli_token_ms(&target, &bench_dir)?;
+        let check = Check::at_most("sfauth token, cached, process wall median", ms, 10.0, MS);
+        let mut summary = Map::new();
+        summary.insert("cli_token_ms".to_owned(), Value::from(ms));
+        print_table(&summary, std::slice::from_ref(&check));
+        return Ok(());
+    }
     let mut sfauth = cargo();
     sfauth
         .args(["bench", "-p", "sfauth", "--features", "redis,postgres"])

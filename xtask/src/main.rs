@@ -36,7 +36,8 @@ usage: cargo xtask <command>
 
 commands:
   audit  cargo deny check advisories (needs cargo-deny and a network for the advisory database)
-  bench  the TokenManager benchmarks and their targets; --json writes target/bench/summary.json
+  bench  the TokenManager benchmarks and their targets; --json writes target/bench/summary.json;
+         `bench cli` takes only sfauth token's process wall time
   ci     everything CI checks: fmt, clippy, docs, cargo deny (licenses, bans, sources), a fuzz
          smoke run and the whole test suite (tidy among its tests)
   demo   the CLI demo against the embedded emulator (cargo run -p sfauth-cli -- demo)
