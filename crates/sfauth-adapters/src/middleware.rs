@@ -2,9 +2,10 @@
 //! token on every request, and renews it once when Salesforce says the session is dead.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
-use http::Extensions;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use http::{Extensions, HeaderValue};
 use reqwest::{Request, Response, Url};
 use reqwest_middleware::{Middleware, Next};
 use sfauth::{TokenKey, TokenManager};
@@ -39,8 +40,9 @@ macro_rules! in_span {
 /// - on a 401 whose body is Salesforce's `INVALID_SESSION_ID` "Session expired or invalid",
 ///   reports the dead token with [`TokenManager::session_expired`] (concurrent requests that saw
 ///   the same dead token share one refresh) and sends the request once more with the new token,
-///   re-aimed at the (possibly migrated) instance. Only when the body can be sent again
-///   ([`Request::try_clone`]): a streamed body is never retried, its 401 is returned.
+///   re-aimed at the (possibly migrated) instance. Only when the body can be sent again (none,
+///   or one [`Request::try_clone`] copies): a streamed body is never retried, its 401 is
+///   returned.
 ///
 /// It refreshes at most once per request, never in a loop: the second answer is returned
 /// whatever it is. A 401 a refresh does not fix ("This session is not valid for use with the
@@ -111,6 +113,11 @@ macro_rules! in_span {
 pub struct SalesforceAuth {
     manager: TokenManager,
     key: Option<TokenKey>,
+    /// The `Authorization` value made for the last request, reused while the token is the same:
+    /// making one copies and checks the token byte by byte and allocates (about 450
+    /// instructions), a reuse compares it and bumps a reference count. One slot, shared by the
+    /// clones: a middleware for one tenant always hits it.
+    authorization: Arc<Mutex<Option<HeaderValue>>>,
 }
 
 impl fmt::Debug for SalesforceAuth {
@@ -138,6 +145,7 @@ impl SalesforceAuth {
         Self {
             manager,
             key: Some(key),
+            authorization: Arc::default(),
         }
     }
 
@@ -151,7 +159,11 @@ impl SalesforceAuth {
     /// # }
     /// ```
     pub fn per_request(manager: TokenManager) -> Self {
-        Self { manager, key: None }
+        Self {
+            manager,
+            key: None,
+            authorization: Arc::default(),
+        }
     }
 
     /// The token manager.
@@ -178,6 +190,23 @@ impl SalesforceAuth {
         self.key.as_ref()
     }
 
+    /// The `Authorization` value for `token`: the last one made, if it carries this token.
+    fn authorization(&self, token: &sfauth::AccessTokenGuard<'_>) -> HeaderValue {
+        // A request that finds the slot busy (or poisoned) makes its own value rather than wait.
+        let Ok(mut last) = self.authorization.try_lock() else {
+            return token.authorization();
+        };
+        let secret = token.secret().as_bytes();
+        if let Some(value) = last.as_ref()
+            && value.as_bytes().strip_prefix(BEARER) == Some(secret)
+        {
+            return value.clone();
+        }
+        let value = token.authorization();
+        *last = Some(value.clone());
+        value
+    }
+
     /// The request whose body cannot be copied (a stream): aimed, authenticated and sent once,
     /// its answer returned whatever it is. Out of line and boxed, as it is rare.
     #[inline(never)]
@@ -191,7 +220,7 @@ impl SalesforceAuth {
         next: Next<'a>,
     ) -> BoxFuture<'a, reqwest_middleware::Result<Response>> {
         Box::pin(async move {
-            aim_at(&mut request, aim, &token)?;
+            aim_at(&mut request, aim, &token, self.authorization(&token))?;
             drop(token);
             let response = in_span!(span, next.run(request, extensions));
             record_status(span, &response);
@@ -229,7 +258,7 @@ impl SalesforceAuth {
                 .map_err(middleware)?;
             drop(token);
             replay::record_retry(span);
-            aim_at(&mut retry, aim, &fresh)?;
+            aim_at(&mut retry, aim, &fresh, self.authorization(&fresh))?;
             next.run(retry, extensions).await
         })
     }
@@ -273,12 +302,12 @@ impl Middleware for SalesforceAuth {
             // The copy is sent and the request kept for a retry, both before the token is set,
             // so that the one kept carries no stale header. A streamed body cannot be copied,
             // nor sent twice.
-            let Some(mut sent) = request.try_clone() else {
+            let Some(mut sent) = copy(&request) else {
                 return self
                     .send_once(&span, token, aim, request, extensions, next)
                     .await;
             };
-            aim_at(&mut sent, aim, &token)?;
+            aim_at(&mut sent, aim, &token, self.authorization(&token))?;
             let response = in_span!(span, next.clone().run(sent, extensions));
             let response = match response {
                 Ok(response)
@@ -306,6 +335,10 @@ impl Middleware for SalesforceAuth {
 
 /// Records the final status in `span`.
 fn record_status(span: &Span, response: &reqwest_middleware::Result<Response>) {
+    // A disabled span still looks the field up by name before it finds nobody to tell.
+    if span.is_disabled() {
+        return;
+    }
     if let Ok(response) = response {
         span.record("status", response.status().as_u16());
     }
@@ -339,12 +372,16 @@ fn aim_of(url: &Url, instance: &Url) -> Aim {
     replay::aim(url.scheme(), url.host_str(), url.port(), instance)
 }
 
+/// The scheme in front of the token in the `Authorization` header `AccessTokenGuard` makes.
+const BEARER: &[u8] = b"Bearer ";
+
 /// Points `request` (still at the URL it was built with) at the instance of `token` and sets
-/// its `Authorization` header.
+/// its `Authorization` header to `authorization`.
 fn aim_at(
     request: &mut Request,
     aim: Aim,
     token: &sfauth::AccessTokenGuard<'_>,
+    authorization: HeaderValue,
 ) -> reqwest_middleware::Result<()> {
     let url = request.url();
     // An absolute URL already on this token's instance (the first send of one) would be rebuilt
@@ -361,10 +398,71 @@ fn aim_at(
             .ok_or_else(|| middleware(Error::InvalidTarget))?;
         *request.url_mut() = target;
     }
-    request
-        .headers_mut()
-        .insert(AUTHORIZATION, token.authorization());
+    request.headers_mut().insert(AUTHORIZATION, authorization);
     Ok(())
+}
+
+/// A copy of `request`, or `None` when its body cannot be copied (a stream).
+///
+/// A request without a body (most API calls: GET, DELETE) is copied by hand: reqwest 0.13's
+/// `Request::try_clone` sets the copy's timeout through the request's private extensions, which
+/// allocates a map for them even when there is no timeout, then drops that map to copy the
+/// extensions over it (about 600 of its 1,100 instructions, on every request). Those extensions
+/// are reqwest's own (no public call reads or writes them) and hold nothing but that timeout,
+/// the one thing `Client::execute` reads from them; so method, URL, headers, version and timeout
+/// are the whole of such a request. A body is copied by `try_clone` alone (reqwest keeps the
+/// cheap copy of a body to itself).
+fn copy(request: &Request) -> Option<Request> {
+    if request.body().is_some() {
+        return request.try_clone();
+    }
+    let mut copy = Request::new(request.method().clone(), request.url().clone());
+    *copy.headers_mut() = request.headers().clone();
+    *copy.version_mut() = request.version();
+    if let Some(timeout) = request.timeout() {
+        *copy.timeout_mut() = Some(*timeout);
+    }
+    Some(copy)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A copy made by hand is the request `try_clone` makes, field by field. (A streamed body,
+    /// which has no copy, is tests/it/middleware.rs's `a_streamed_body_is_not_sent_twice`.)
+    #[test]
+    fn a_copy_is_the_whole_request() {
+        let client = reqwest::Client::new();
+        let with_everything = client
+            .delete("https://sfauth.invalid/services/data/v62.0/sobjects/Account/001?x=1")
+            .header("x-custom", "1")
+            .version(http::Version::HTTP_2)
+            .timeout(Duration::from_secs(7))
+            .build()
+            .unwrap();
+        let bare = client.get("https://sfauth.invalid/").build().unwrap();
+        let with_body = client
+            .post("https://sfauth.invalid/")
+            .body("sent twice")
+            .build()
+            .unwrap();
+        for request in [with_everything, bare, with_body] {
+            let copy = copy(&request).unwrap();
+            let clone = request.try_clone().unwrap();
+            assert_eq!(copy.method(), clone.method());
+            assert_eq!(copy.url(), clone.url());
+            assert_eq!(copy.headers(), clone.headers());
+            assert_eq!(copy.version(), clone.version());
+            assert_eq!(copy.timeout(), clone.timeout());
+            assert_eq!(
+                copy.body().and_then(reqwest::Body::as_bytes),
+                clone.body().and_then(reqwest::Body::as_bytes)
+            );
+        }
+    }
 }
 
 fn content_length(response: &Response) -> Option<u64> {
