@@ -1701,6 +1701,79 @@ pub async fn unreadable_records_are_listed_by_key(store: &dyn TokenStore, disk: 
     assert_eq!(keys, readable);
 }
 
+/// `list_headers` pages exactly as `list` does (same keys, same cursors, same filters), and each
+/// header agrees with its record: key, version, status and times (to the millisecond); a
+/// header that carries its record carries exactly the listed one. A record written again
+/// (version 2, new times) is seen at its new version.
+pub async fn list_headers_page_as_list(store: &dyn TokenStore) {
+    let ns = Namespace::new();
+    let org = ns.org();
+    for (label, reauth) in [("a", false), ("b", true), ("c", false), ("d", false)] {
+        let key = ns.key(&org, &ns.user(), label);
+        let mut record = ns.record(&key);
+        if reauth {
+            record.status = RecordStatus::ReauthRequired {
+                reason: "invalid_grant".to_owned(),
+                since: millis(1_700_000_000_000),
+            };
+        }
+        store.insert(record.clone()).await.expect("insert");
+        if label == "c" {
+            record.tokens.issued_at = Some(millis(1_700_100_000_321));
+            record.tokens.expires_at = None;
+            record.last_refreshed_at = None;
+            record.learned_lifetime = None;
+            store.put(record, 1, None).await.expect("put");
+        }
+    }
+    for query in [
+        ListQuery::new().client_id(ns.client_id.clone()),
+        ListQuery::new()
+            .client_id(ns.client_id.clone())
+            .status(StatusKind::Active),
+    ] {
+        for limit in [1, 3, 100] {
+            let mut listed = query.clone().limit(limit);
+            loop {
+                let page = store.list(&listed).await.expect("list");
+                let headers = store.list_headers(&listed).await.expect("list_headers");
+                assert_eq!(headers.next, page.next, "same cursor, limit {limit}");
+                assert_eq!(headers.headers.len(), page.records.len(), "limit {limit}");
+                for (header, record) in headers.headers.iter().zip(&page.records) {
+                    let expected = crate::record::RecordHeader::of(record);
+                    assert_eq!(header.key, expected.key);
+                    assert_eq!(header.version, expected.version);
+                    assert_eq!(header.status, expected.status);
+                    assert_eq!(header.issued_at, expected.issued_at);
+                    assert_eq!(header.last_refreshed_at, expected.last_refreshed_at);
+                    assert_eq!(header.learned_lifetime, expected.learned_lifetime);
+                    assert_eq!(header.tokens_issued_at, expected.tokens_issued_at);
+                    assert_eq!(header.tokens_expires_at, expected.tokens_expires_at);
+                    if let Some(opened) = &header.record {
+                        assert_eq!(opened, record, "a carried record is the listed one");
+                    }
+                    if header.status != StatusKind::Active {
+                        assert!(header.record.is_some(), "a sealed reason comes opened");
+                    }
+                }
+                match page.next {
+                    Some(next) => listed.after = Some(next),
+                    None => break,
+                }
+            }
+        }
+    }
+    let all = store
+        .list_headers(&ListQuery::new().client_id(ns.client_id.clone()))
+        .await
+        .expect("list_headers");
+    assert_eq!(all.headers.len(), 4);
+    for header in &all.headers {
+        let written = if header.key.label() == "c" { 2 } else { 1 };
+        assert_eq!(header.version, written, "c was written again");
+    }
+}
+
 /// Writes one `#[tokio::test]` per conformance case for a backend.
 ///
 /// - `conformance_tests!(store = EXPR)` where `EXPR` is a future of a [`TokenStore`]: every case
@@ -1755,6 +1828,7 @@ macro_rules! conformance_tests {
             watch_sees_writes,
             listing_filters_and_pagination,
             list_entries_pages_as_list,
+            list_headers_page_as_list,
             label_filter_is_exact,
             status_transitions
         );

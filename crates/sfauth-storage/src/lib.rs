@@ -103,8 +103,8 @@ pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 pub use record::{
-    Cursor, EntryPage, InFlight, Lease, ListEntry, ListPage, ListQuery, Metadata, RecordStatus,
-    RenewalFlow, RenewalHint, StatusKind, TokenRecord,
+    Cursor, EntryPage, HeaderPage, InFlight, Lease, ListEntry, ListPage, ListQuery, Metadata,
+    RecordHeader, RecordStatus, RenewalFlow, RenewalHint, StatusKind, TokenRecord,
 };
 // `crate::` because `redis` alone would also name the driver crate.
 #[cfg(feature = "redis")]

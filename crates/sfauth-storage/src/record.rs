@@ -748,6 +748,139 @@ impl From<ListPage> for EntryPage {
     }
 }
 
+/// What a warm start needs of a record without opening it: its key, version and the times its
+/// tokens fall due by, none of them secret; see [`list_headers`](crate::TokenStore::list_headers).
+///
+/// Times are kept to the millisecond, as the stores' clear columns keep them. `record` holds
+/// the whole record when the store had to open it anyway: a backend without clear headers, a
+/// row written before they existed (or by an older version of this crate), or a record that is
+/// not [`Active`](StatusKind::Active) (its reason is sealed).
+///
+/// ```
+/// use std::time::SystemTime;
+/// use sfauth_core::{AccessToken, LoginHost, TokenKey, TokenSet};
+/// use sfauth_storage::{RecordHeader, TokenRecord};
+///
+/// let identity = "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK".parse()?;
+/// let tokens = TokenSet::new(AccessToken::new("token"), "https://acme.my.salesforce.com".parse()?, identity);
+/// let key = TokenKey::new(&LoginHost::Production, &tokens.identity, "client", "default");
+/// let header = RecordHeader::of(&TokenRecord::new(key.clone(), tokens, SystemTime::now()));
+/// assert_eq!(header.key, key);
+/// assert!(header.record.is_none(), "a header made here carries no tokens");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordHeader {
+    /// The record's key.
+    pub key: TokenKey,
+    /// The record's version.
+    pub version: u64,
+    /// The record's status.
+    pub status: StatusKind,
+    /// [`TokenRecord::issued_at`].
+    pub issued_at: SystemTime,
+    /// [`TokenRecord::last_refreshed_at`].
+    pub last_refreshed_at: Option<SystemTime>,
+    /// [`TokenRecord::learned_lifetime`].
+    pub learned_lifetime: Option<Duration>,
+    /// The tokens' `issued_at`.
+    pub tokens_issued_at: Option<SystemTime>,
+    /// The tokens' `expires_at`.
+    pub tokens_expires_at: Option<SystemTime>,
+    /// The whole record, when the store opened it to answer (see above).
+    pub record: Option<TokenRecord>,
+}
+
+impl RecordHeader {
+    /// The header of `record`, times cut to the millisecond, without the record itself.
+    pub fn of(record: &TokenRecord) -> Self {
+        Self {
+            key: record.key.clone(),
+            version: record.version,
+            status: record.status.kind(),
+            issued_at: to_the_milli(record.issued_at),
+            last_refreshed_at: record.last_refreshed_at.map(to_the_milli),
+            learned_lifetime: record
+                .learned_lifetime
+                .map(|d| Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
+            tokens_issued_at: record.tokens.issued_at.map(to_the_milli),
+            tokens_expires_at: record.tokens.expires_at.map(to_the_milli),
+            record: None,
+        }
+    }
+
+    /// A header of `key` at `version` with `status` and no times yet, for a backend that fills
+    /// them in from its clear columns (`RecordHeader` is non-exhaustive).
+    pub fn of_parts(key: TokenKey, version: u64, status: StatusKind) -> Self {
+        Self {
+            key,
+            version,
+            status,
+            issued_at: SystemTime::UNIX_EPOCH,
+            last_refreshed_at: None,
+            learned_lifetime: None,
+            tokens_issued_at: None,
+            tokens_expires_at: None,
+            record: None,
+        }
+    }
+
+    /// The header of `record`, carrying the record (for a store that opened it anyway).
+    pub fn with_record(record: TokenRecord) -> Self {
+        let mut header = Self::of(&record);
+        header.record = Some(record);
+        header
+    }
+}
+
+/// `time` cut to a whole millisecond since the epoch, as clear columns keep it.
+fn to_the_milli(time: SystemTime) -> SystemTime {
+    let millis = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    from_millis(millis)
+}
+
+/// One page of [`list_headers`](crate::TokenStore::list_headers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeaderPage {
+    /// The matching records' headers, ordered by the key's string form.
+    pub headers: Vec<RecordHeader>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
+impl HeaderPage {
+    /// A page from the first `limit + 1` matches in key order, as [`ListPage::from_matches`].
+    pub fn from_matches(mut headers: Vec<RecordHeader>, limit: usize) -> Self {
+        let next = if headers.len() > limit {
+            headers.truncate(limit);
+            headers
+                .last()
+                .map(|header| Cursor::after_key(header.key.to_string()))
+        } else {
+            None
+        };
+        Self { headers, next }
+    }
+}
+
+impl From<ListPage> for HeaderPage {
+    /// Every record's header, each carrying its record.
+    fn from(page: ListPage) -> Self {
+        Self {
+            headers: page
+                .records
+                .into_iter()
+                .map(RecordHeader::with_record)
+                .collect(),
+            next: page.next,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,8 @@ use crate::crypto::{ClearFields, Keyring, create_private_dir, open_checked, seal
 use crate::error::{Error, ErrorKind, Result};
 use crate::lease::{check_holder, check_key, expiry, refusal, sql_columns};
 use crate::record::{
-    EntryPage, Lease, ListEntry, ListPage, ListQuery, TokenRecord, from_millis, next_version,
+    EntryPage, HeaderPage, Lease, ListEntry, ListPage, ListQuery, RecordHeader, StatusKind,
+    TokenRecord, from_millis, next_version,
 };
 use crate::store::TokenStore;
 
@@ -266,6 +267,100 @@ fn decode_row(keyring: &Keyring, key: &str, row: &SqliteRow, first: usize) -> Re
     open_checked(keyring, key, version, sealed, &clear)
 }
 
+/// A record's clear header columns (migration 0002), as written with the record.
+struct ClearHeader {
+    issued_ms: i64,
+    last_refreshed_ms: Option<i64>,
+    lifetime_ms: Option<i64>,
+    tokens_issued_ms: Option<i64>,
+    tokens_expires_ms: Option<i64>,
+}
+
+impl ClearHeader {
+    fn of(record: &TokenRecord) -> Self {
+        Self {
+            issued_ms: to_millis(record.issued_at),
+            last_refreshed_ms: record.last_refreshed_at.map(to_millis),
+            lifetime_ms: record
+                .learned_lifetime
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            tokens_issued_ms: record.tokens.issued_at.map(to_millis),
+            tokens_expires_ms: record.tokens.expires_at.map(to_millis),
+        }
+    }
+}
+
+/// The columns of a header listing (after `key`), for `concat!`: `record_columns!()`, except
+/// that `sealed` is NULL where the clear header can be trusted (written at the row's version,
+/// status active, a key id of this keyring, `?8` being `,id,id,`), so that the blob of a row
+/// that is not opened is never copied out of SQLite; then the header columns.
+macro_rules! header_columns {
+    () => {
+        "version, status, \
+         CASE WHEN header_version = version AND status = 'active' \
+           AND instr(?8, ',' || key_id || ',') > 0 THEN NULL ELSE sealed END, \
+         org_id, user_id, client_id, key_id, \
+         header_version, issued_ms, last_refreshed_ms, lifetime_ms, tokens_issued_ms, \
+         tokens_expires_ms"
+    };
+}
+
+/// This keyring's key ids as `,id,id,`, the form `header_columns!()` looks them up in.
+fn known_ids_list(keyring: &Keyring) -> String {
+    let mut list = String::from(",");
+    for id in keyring.key_ids() {
+        list.push_str(id);
+        list.push(',');
+    }
+    list
+}
+
+/// The header of a listed row (`key`, then `header_columns!()`): from its clear columns when
+/// the query left `sealed` out (the header was written at the row's version, its status is
+/// active and its key id is one this keyring has); otherwise the row is opened, so that an old
+/// row, a record whose reason is sealed and a record sealed with another key are met as a full
+/// listing meets them.
+///
+/// The clear times are not checked against the sealed record here (that would need opening
+/// it): whoever could change them could only move when a tenant is looked at, and the record
+/// the manager then opens is the authority.
+fn header_row(keyring: &Keyring, row: &SqliteRow) -> Result<RecordHeader> {
+    let name: &str = column(row, 0, "key")?;
+    let key: TokenKey = name
+        .parse()
+        .map_err(|_| Error::corrupt(format!("sqlite: a stored key is not a key: {name}")))?;
+    let sealed: Option<&[u8]> = column(row, 3, "sealed")?;
+    if sealed.is_some() {
+        return decode_row(keyring, name, row, 1).map(RecordHeader::with_record);
+    }
+    let version: i64 = column(row, 1, "version")?;
+    let header_version: Option<i64> = column(row, 8, "header_version")?;
+    if header_version != Some(version) {
+        // The query vouched for it: a row that changes under a read is damage.
+        return Err(Error::corrupt(format!(
+            "sqlite: the clear header of {name} is not its version's"
+        )));
+    }
+    let issued_ms: Option<i64> = column(row, 9, "issued_ms")?;
+    let last_refreshed_ms: Option<i64> = column(row, 10, "last_refreshed_ms")?;
+    let lifetime_ms: Option<i64> = column(row, 11, "lifetime_ms")?;
+    let tokens_issued_ms: Option<i64> = column(row, 12, "tokens_issued_ms")?;
+    let tokens_expires_ms: Option<i64> = column(row, 13, "tokens_expires_ms")?;
+    let Some(issued_ms) = issued_ms else {
+        return Err(Error::corrupt(format!(
+            "sqlite: the clear header of {name} has no issue time"
+        )));
+    };
+    let mut header = RecordHeader::of_parts(key, to_u64(version, "version")?, StatusKind::Active);
+    header.issued_at = from_millis(issued_ms);
+    header.last_refreshed_at = last_refreshed_ms.map(from_millis);
+    header.learned_lifetime =
+        lifetime_ms.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+    header.tokens_issued_at = tokens_issued_ms.map(from_millis);
+    header.tokens_expires_at = tokens_expires_ms.map(from_millis);
+    Ok(header)
+}
+
 #[async_trait]
 impl TokenStore for SqliteStore {
     async fn get(&self, key: &TokenKey) -> Result<Option<TokenRecord>> {
@@ -342,13 +437,50 @@ impl TokenStore for SqliteStore {
         Ok(EntryPage::from_matches(entries, limit))
     }
 
+    async fn list_headers(&self, query: &ListQuery) -> Result<HeaderPage> {
+        let limit = query.effective_limit();
+        let mut rows = sqlx::query(concat!(
+            "SELECT key, ",
+            header_columns!(),
+            " FROM token_records \
+             WHERE (?1 IS NULL OR org_id = ?1) AND (?2 IS NULL OR user_id = ?2) \
+               AND (?3 IS NULL OR client_id = ?3) AND (?4 IS NULL OR status = ?4) \
+               AND (?7 IS NULL OR substr(key, -length(?7)) = ?7) \
+               AND key > ?5 \
+             ORDER BY key LIMIT ?6"
+        ))
+        .bind(query.org_id.as_ref().map(|id| id.as_str()))
+        .bind(query.user_id.as_ref().map(|id| id.as_str()))
+        .bind(query.client_id.as_deref())
+        .bind(query.status.map(|status| status.as_str()))
+        .bind(query.after.as_ref().map_or("", |cursor| cursor.last_key()))
+        .bind(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX))
+        .bind(query.label_suffix())
+        .bind(known_ids_list(&self.keyring))
+        .fetch(&self.pool);
+        // Headers are read as the rows arrive: no decryption, so nothing worth another thread.
+        let mut headers = Vec::with_capacity(limit.saturating_add(1));
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(|e| backend("listing records", e))?
+        {
+            headers.push(header_row(&self.keyring, &row)?);
+        }
+        Ok(HeaderPage::from_matches(headers, limit))
+    }
+
     async fn insert(&self, record: TokenRecord) -> Result<u64> {
         let name = record.key.to_string();
         let sealed = seal_record(&self.keyring, &record, 1)?;
+        let header = ClearHeader::of(&record);
         let done = sqlx::query(
             "INSERT INTO token_records \
-               (key, org_id, user_id, client_id, status, version, key_id, sealed, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8) ON CONFLICT (key) DO NOTHING",
+               (key, org_id, user_id, client_id, status, version, key_id, sealed, updated_at, \
+                header_version, issued_ms, last_refreshed_ms, lifetime_ms, tokens_issued_ms, \
+                tokens_expires_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, 1, ?9, ?10, ?11, ?12, ?13) \
+             ON CONFLICT (key) DO NOTHING",
         )
         .bind(&name)
         .bind(record.key.org_id().as_str())
@@ -358,6 +490,11 @@ impl TokenStore for SqliteStore {
         .bind(self.keyring.current_key_id())
         .bind(sealed)
         .bind(to_millis(SystemTime::now()))
+        .bind(header.issued_ms)
+        .bind(header.last_refreshed_ms)
+        .bind(header.lifetime_ms)
+        .bind(header.tokens_issued_ms)
+        .bind(header.tokens_expires_ms)
         .execute(&self.pool)
         .await
         .map_err(|e| backend("inserting record", e))?;
@@ -384,10 +521,13 @@ impl TokenStore for SqliteStore {
             return Err(self.why_not_written(&name, expected_version).await?);
         };
         let sealed = seal_record(&self.keyring, &record, version)?;
+        let header = ClearHeader::of(&record);
         let now = to_millis(SystemTime::now());
         let done = sqlx::query(
             "UPDATE token_records SET org_id = ?1, user_id = ?2, client_id = ?3, status = ?4, \
-               version = ?5, key_id = ?6, sealed = ?7, updated_at = ?8 \
+               version = ?5, key_id = ?6, sealed = ?7, updated_at = ?8, header_version = ?5, \
+               issued_ms = ?14, last_refreshed_ms = ?15, lifetime_ms = ?16, \
+               tokens_issued_ms = ?17, tokens_expires_ms = ?18 \
              WHERE key = ?9 AND version = ?10 \
                AND key_id IN (SELECT value FROM json_each(?11)) \
                AND (?12 IS NULL OR EXISTS (SELECT 1 FROM token_leases AS l \
@@ -406,6 +546,11 @@ impl TokenStore for SqliteStore {
         .bind(self.known_key_ids()?)
         .bind(lease.map(|lease| lease.holder.as_str()))
         .bind(fence)
+        .bind(header.issued_ms)
+        .bind(header.last_refreshed_ms)
+        .bind(header.lifetime_ms)
+        .bind(header.tokens_issued_ms)
+        .bind(header.tokens_expires_ms)
         .execute(&self.pool)
         .await
         .map_err(|e| backend("writing record", e))?;

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sfauth_core::TokenKey;
 
 use crate::error::Result;
-use crate::record::{EntryPage, Lease, ListPage, ListQuery, TokenRecord};
+use crate::record::{EntryPage, HeaderPage, Lease, ListPage, ListQuery, TokenRecord};
 
 /// Durable, versioned storage of [`TokenRecord`]s, keyed by [`TokenKey`], with a per-key refresh
 /// lease.
@@ -101,6 +101,20 @@ pub trait TokenStore: Send + Sync {
     /// existed, is [`list`](Self::list)'s page, which an unreadable record still fails.
     async fn list_entries(&self, query: &ListQuery) -> Result<EntryPage> {
         self.list(query).await.map(EntryPage::from)
+    }
+
+    /// One page of the headers of the records matching `query` (key, version, status and the
+    /// times their tokens fall due by), paged exactly as [`list`](Self::list) pages, for a warm
+    /// start that opens each record on its first use instead of all of them at once.
+    ///
+    /// A backend that keeps these fields in clear (SQLite) answers without decrypting; a
+    /// header it cannot trust (a row from before the fields existed, or written by an older
+    /// version since) or of a record that is not active comes with its opened record in
+    /// [`RecordHeader::record`](crate::RecordHeader::record). The default is
+    /// [`list`](Self::list)'s page, every header carrying its record, so it fails as `list`
+    /// does on an unreadable record.
+    async fn list_headers(&self, query: &ListQuery) -> Result<HeaderPage> {
+        self.list(query).await.map(HeaderPage::from)
     }
 
     /// Stores `record` under `record.key` if the key is absent; returns the new version (1).

@@ -253,3 +253,59 @@ async fn out_of_range_numbers_in_rows_never_panic() {
     .await;
     pool.close().await;
 }
+
+/// Rows written before the clear header existed (migration 0002 leaves its columns empty), or
+/// since by a version that does not write it (its `header_version` falls behind), are opened
+/// by `list_headers` instead of trusted; rows with a current header are not opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_of_old_rows_are_read_by_opening_them() {
+    use sfauth_storage::ListQuery;
+    let h = Harness::new().await;
+    let ns = Namespace::new();
+    let mut records = Vec::new();
+    for label in ["new", "old", "stale"] {
+        let (_, record) = ns.fresh(label);
+        h.store.insert(record.clone()).await.unwrap();
+        records.push(record);
+    }
+    let pool = h.raw_pool().await;
+    // As a row from before the migration: no header at all.
+    sqlx::query(
+        "UPDATE token_records SET header_version = NULL, issued_ms = NULL, \
+           last_refreshed_ms = NULL, lifetime_ms = NULL, tokens_issued_ms = NULL, \
+           tokens_expires_ms = NULL WHERE key = ?1",
+    )
+    .bind(records[1].key.to_string())
+    .execute(&pool)
+    .await
+    .unwrap();
+    // As a row written since by an older version: a new version, the header left behind.
+    let mut stale = records[2].clone();
+    stale.tokens.expires_at = None;
+    h.store.put(stale, 1, None).await.unwrap();
+    sqlx::query(
+        "UPDATE token_records SET header_version = 1, tokens_expires_ms = 1 WHERE key = ?1",
+    )
+    .bind(records[2].key.to_string())
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let page = h
+        .store
+        .list_headers(&ListQuery::new().client_id(ns.client_id.clone()))
+        .await
+        .unwrap();
+    for header in &page.headers {
+        let stored = h.store.get(&header.key).await.unwrap().unwrap();
+        let label = header.key.label();
+        assert_eq!(header.record.is_some(), label != "new", "{label}");
+        assert_eq!(header.version, stored.version, "{label}");
+        assert_eq!(
+            header.tokens_expires_at,
+            sfauth_storage::RecordHeader::of(&stored).tokens_expires_at,
+            "{label}"
+        );
+    }
+    assert_eq!(page.headers.len(), 3);
+}
