@@ -350,3 +350,37 @@ async fn a_waiting_caller_is_told_who_holds_the_lease_and_until_when() {
     assert!(message.contains("until"), "{message}");
     assert_eq!(env.refresh_grants(), 0);
 }
+
+/// A warm start from SQLite lists tenants by their clear headers and opens each record on its
+/// first use: the token served is the stored one, nothing is refreshed for it, and a second
+/// warm start after another process refreshed installs the newer record over the older tenant
+/// in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_start_from_sqlite_opens_each_record_on_first_use() {
+    let env = rotating_env(Clock::manual_now()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.db");
+    let key_bytes = Key::generate();
+    let keyring = || Keyring::new(Key::from_base64(&key_bytes.to_base64()).unwrap());
+    let store_a: Arc<dyn TokenStore> = Arc::new(SqliteStore::open(&path, keyring()).await.unwrap());
+    let store_b: Arc<dyn TokenStore> = Arc::new(SqliteStore::open(&path, keyring()).await.unwrap());
+    let a = manager(&env, store_a.clone(), "process-a").await;
+    let b = manager(&env, store_b, "process-b").await;
+    let key = env.store_login(&a, "default").await.unwrap();
+
+    assert_eq!(b.load_all().await.unwrap(), 1);
+    let stored = store_a.get(&key).await.unwrap().unwrap();
+    let served = b.access_token(&key).await.unwrap().secret().to_owned();
+    assert_eq!(served, stored.tokens.access_token.expose_secret());
+    assert_eq!(env.emulator.counters().grant("refresh_token"), 0);
+
+    let refreshed = a.refresh(&key).await.unwrap().secret().to_owned();
+    assert_ne!(refreshed, served);
+    assert_eq!(b.load_all().await.unwrap(), 1);
+    let served = b.access_token(&key).await.unwrap().secret().to_owned();
+    assert_eq!(
+        served, refreshed,
+        "the second warm start installed the newer record"
+    );
+    assert_eq!(env.emulator.counters().grant("refresh_token"), 1);
+}

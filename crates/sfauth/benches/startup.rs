@@ -2,12 +2,14 @@
 //! JSON object for `cargo xtask bench`:
 //!
 //! - `warm_start_100k_sqlite_s`: seconds `load_all` takes on a fresh manager over a SQLite file
-//!   of 100,000 sealed records (prepared once under the bench directory and reused);
+//!   of 100,000 sealed records (prepared once under the bench directory and reused), written by
+//!   this version, so with their clear headers: the tenants are listed, none is opened;
 //! - `warm_start_100k_list_only_s`: the store's listing alone, afterwards, on another fresh
 //!   store over the same file;
 //! - `warm_start_100k_bare_scan_s`: a bare scan of the same rows, last: one plain sqlx `SELECT`
-//!   of the columns the listing reads, streamed, each row's key and sealed bytes looked at and
-//!   nothing opened (no decryption, no decoding, no manager);
+//!   of the columns the warm start's listing (`list_headers`) reads, streamed, each row's key,
+//!   sealed bytes (none: every row has its clear header) and expiry looked at and nothing
+//!   parsed or opened (no key parsing, no decryption, no manager);
 //! - `warm_start_ratio_sqlite`: the warm start over the bare scan (issue #13 asks for at most
 //!   1.5). The scan comes last, so it meets a warm file: the ratio is, if anything, against us.
 //!
@@ -56,9 +58,12 @@ fn main() {
 /// Also returns the seconds the store alone takes to list the records, and those of a bare
 /// scan of the same rows.
 async fn warm_start(dir: &Path) -> (f64, f64, f64) {
-    let db = dir.join("warm_start_100k.db");
-    let key_file = dir.join("warm_start_100k.key");
-    let ready = dir.join("warm_start_100k.ready");
+    // Files written since records carry a clear header (`list_headers`), so that the warm
+    // start is measured on what this version writes; a file of an earlier version (no header,
+    // every row opened as before) is named `warm_start_100k.db` and left alone.
+    let db = dir.join("warm_start_100k_headers.db");
+    let key_file = dir.join("warm_start_100k_headers.key");
+    let ready = dir.join("warm_start_100k_headers.ready");
     if !(ready.exists() && key_file.exists() && db.exists()) {
         prepare_sqlite(&db, &key_file, &ready).await;
     }
@@ -102,8 +107,13 @@ async fn bare_scan(db: &Path) -> f64 {
         .await
         .unwrap();
     let started = Instant::now();
+    // The columns `SqliteStore::list_headers` reads, the sealed blob left out as it leaves it
+    // out of a row with a current clear header (every row of this file).
     let mut rows = sqlx::query(
-        "SELECT key, version, status, sealed, org_id, user_id, client_id, key_id \
+        "SELECT key, version, status, \
+           CASE WHEN header_version = version AND status = 'active' THEN NULL ELSE sealed END, \
+           org_id, user_id, client_id, key_id, header_version, issued_ms, last_refreshed_ms, \
+           lifetime_ms, tokens_issued_ms, tokens_expires_ms \
          FROM token_records WHERE client_id = ?1 ORDER BY key",
     )
     .bind(common::CLIENT_ID)
@@ -111,9 +121,10 @@ async fn bare_scan(db: &Path) -> f64 {
     let (mut count, mut bytes) = (0usize, 0usize);
     while let Some(row) = rows.try_next().await.unwrap() {
         let key: &str = row.get(0);
-        let sealed: &[u8] = row.get(3);
+        let sealed: Option<&[u8]> = row.get(3);
+        let expires: Option<i64> = row.get(13);
         count += 1;
-        bytes += key.len() + sealed.len();
+        bytes += key.len() + sealed.map_or(0, <[u8]>::len) + expires.map_or(0, |_| 8);
     }
     let seconds = started.elapsed().as_secs_f64();
     drop(rows);

@@ -8,7 +8,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use sfauth_core::{AccessToken, TokenKey};
-use sfauth_storage::TokenRecord;
+use sfauth_storage::{RecordHeader, TokenRecord};
 
 use crate::clock;
 use crate::error::{Error, ErrorKind, Result};
@@ -103,6 +103,13 @@ impl Engine {
         tenant: &Arc<TenantState>,
         seen: &Cached,
     ) -> Result<()> {
+        let opened;
+        let seen = if seen.is_sealed() {
+            opened = self.open(tenant).await?;
+            &*opened
+        } else {
+            seen
+        };
         if let Some(error) = seen.unavailable_error(&tenant.key) {
             return Err(error);
         }
@@ -131,7 +138,7 @@ impl Engine {
         tenant: &Arc<TenantState>,
         stale: &AccessToken,
     ) -> Result<()> {
-        let seen = tenant.current.load_full();
+        let seen = self.open(tenant).await?;
         if let Some(error) = seen.unavailable_error(&tenant.key) {
             return Err(error);
         }
@@ -148,7 +155,7 @@ impl Engine {
 
     /// Refreshes `tenant` whatever the state of its cached token, unless it needs a login.
     pub(crate) async fn refresh(&self, tenant: &Arc<TenantState>, trigger: Trigger) -> Result<()> {
-        let seen = tenant.current.load_full();
+        let seen = self.open(tenant).await?;
         if let Some(error) = seen.unavailable_error(&tenant.key) {
             return Err(error);
         }
@@ -164,7 +171,64 @@ impl Engine {
         tenant: &Arc<TenantState>,
         generation: u64,
     ) -> Result<()> {
+        let seen = tenant.current.load_full();
+        if seen.is_sealed() && seen.generation == generation {
+            let opened = self.open(tenant).await?;
+            // The scan found the tenant due by its header. The record opened at the header's
+            // version has the same times, so it is due still; a newer one (another worker
+            // refreshed meanwhile) is left to the next scan, which sees its real times.
+            if opened.version != seen.version || opened.is_sealed() {
+                return Ok(());
+            }
+            return self
+                .refresher
+                .refresh_background(tenant, opened.generation)
+                .await;
+        }
         self.refresher.refresh_background(tenant, generation).await
+    }
+
+    /// The tenant's current view, its record read from the store and opened first if it was
+    /// still sealed (listed at a warm start, see [`CachedState::Sealed`]). Unless somebody
+    /// else installed a view meanwhile, the opened record becomes the current one.
+    pub(crate) async fn open(&self, tenant: &Arc<TenantState>) -> Result<Arc<Cached>> {
+        let seen = tenant.current.load_full();
+        if !seen.is_sealed() {
+            return Ok(seen);
+        }
+        let record = self.refresher.read(&tenant.key).await?;
+        let cached = Arc::new(
+            self.refresher
+                .cached_from(&record, seen.generation.wrapping_add(1)),
+        );
+        let before = tenant.current.compare_and_swap(&seen, cached);
+        if Arc::ptr_eq(&*before, &seen) && tenant.is_removed() {
+            // Removed between the read and the swap: leave no token behind.
+            tenant.forget();
+        }
+        Ok(tenant.current.load_full())
+    }
+
+    /// Creates the tenant of `header`, sealed, if it is not in memory. Returns its key when it
+    /// is in memory at an older version than `header`'s: the caller then reads and installs the
+    /// record, since an opened tenant is never sealed again (a sealed view is one that nothing
+    /// can have been served from).
+    pub(crate) fn install_header(&self, header: RecordHeader) -> Option<TokenKey> {
+        let pinned = self.tenants.pin();
+        if let Some(tenant) = pinned.get(&KeyRef(&header.key)) {
+            return (tenant.current.load().version < header.version).then_some(header.key);
+        }
+        let sealed = self.refresher.cached_from_header(&header, 0);
+        let version = header.version;
+        // Moved, not cloned: a warm start makes 100,000 of these.
+        let key = Arc::new(header.key);
+        let fresh = Arc::new(TenantState::new(key.clone(), sealed));
+        match pinned.try_insert(MapKey(key), fresh) {
+            Ok(_) => None,
+            // Loaded by a call meanwhile, from the store too: as above.
+            Err(occupied) => (occupied.current.current.load().version < version)
+                .then(|| (*occupied.current.key).clone()),
+        }
     }
 
     /// Makes `record` the current token of its tenant, creating the tenant if needed.
@@ -227,7 +291,10 @@ impl Engine {
                 if matches!(cached.state, CachedState::Reauth(_)) {
                     reauth = reauth.saturating_add(1);
                 }
-                if !matches!(cached.state, CachedState::Active) || tenant.in_failure_backoff() {
+                // A sealed tenant is scheduled by its header's times (opened when refreshed).
+                if !matches!(cached.state, CachedState::Active | CachedState::Sealed)
+                    || tenant.in_failure_backoff()
+                {
                     return None;
                 }
                 // `NEVER` is `u64::MAX`, so an unknown deadline is never the earlier one.

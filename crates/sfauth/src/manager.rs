@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use sfauth_core::http::HttpTransport;
 use sfauth_core::{AccessToken, OAuthClient, OrgId, TokenKey, TokenSet};
 use sfauth_storage::{
-    ErrorKind as StoreErrorKind, ListPage, ListQuery, RecordStatus, RenewalHint, TokenRecord,
+    ErrorKind as StoreErrorKind, HeaderPage, ListQuery, RecordStatus, RenewalHint, TokenRecord,
     TokenStore, TokenStoreExt as _,
 };
 use tokio::sync::broadcast;
@@ -459,13 +459,18 @@ impl TokenManager {
     /// Loads every record of this manager's app from the store into memory (a warm start), and
     /// returns how many there are. If the listing fails part way, the pages read before the
     /// failure stay loaded (they are the store's records either way) and the error is returned.
+    ///
+    /// Tenants are listed by their records' clear headers where the store keeps them
+    /// ([`TokenStore::list_headers`]): the manager then knows when each falls due without
+    /// decrypting anything, and reads and opens a record on the tenant's first use (its first
+    /// call, or the background refresher finding it due). A store without clear headers opens
+    /// every record here, as before.
     pub async fn load_all(&self) -> Result<usize> {
         let mut query = ListQuery::new()
             .client_id(self.client().app().client_id())
             .limit(1000);
-        // The next page is fetched (and decrypted and parsed, which is most of the work) by its
-        // own task while this one installs the page before it: on a multi-threaded runtime the
-        // two overlap, which is what keeps a warm start of 100,000 tenants under a second.
+        // The next page is fetched by its own task while this one installs the page before
+        // it: on a multi-threaded runtime the two overlap.
         let mut page = self.list_page(&query).await?;
         let mut loaded: usize = 0;
         loop {
@@ -473,10 +478,18 @@ impl TokenManager {
                 query.after = Some(cursor);
                 self.spawn_list_page(query.clone())
             });
-            for record in &page.records {
-                self.engine.install_record(record);
+            loaded = loaded.saturating_add(page.headers.len());
+            for mut header in page.headers {
+                if let Some(record) = header.record.take() {
+                    self.engine.install_record(&record);
+                    continue;
+                }
+                if let Some(key) = self.engine.install_header(header) {
+                    // In memory at an older version: the newer record, opened.
+                    let record = self.refresher().read(&key).await?;
+                    self.engine.install_record(&record);
+                }
             }
-            loaded = loaded.saturating_add(page.records.len());
             match next {
                 Some(next) => page = next.await?,
                 None => return Ok(loaded),
@@ -484,9 +497,9 @@ impl TokenManager {
         }
     }
 
-    async fn list_page(&self, query: &ListQuery) -> Result<ListPage> {
+    async fn list_page(&self, query: &ListQuery) -> Result<HeaderPage> {
         self.store()
-            .list(query)
+            .list_headers(query)
             .await
             .map_err(|source| Error::List {
                 source: Box::new(source),
@@ -495,7 +508,10 @@ impl TokenManager {
 
     /// [`list_page`](Self::list_page) in a task of its own when there is a Tokio runtime to
     /// spawn it on, or in the caller's task otherwise.
-    fn spawn_list_page(&self, query: ListQuery) -> impl Future<Output = Result<ListPage>> + use<> {
+    fn spawn_list_page(
+        &self,
+        query: ListQuery,
+    ) -> impl Future<Output = Result<HeaderPage>> + use<> {
         let manager = self.clone();
         let task = tokio::runtime::Handle::try_current().ok().map(|runtime| {
             let manager = manager.clone();

@@ -53,7 +53,8 @@ use sfauth_core::{
     Error as CoreError, ErrorKind as CoreKind, OAuthClient, RefreshToken, TokenKey, TokenSet,
 };
 use sfauth_storage::{
-    ErrorKind as StoreErrorKind, InFlight, Lease, RecordStatus, TokenRecord, TokenStore,
+    ErrorKind as StoreErrorKind, InFlight, Lease, RecordHeader, RecordStatus, TokenRecord,
+    TokenStore,
 };
 use tokio::sync::broadcast;
 use tokio_util::task::TaskTracker;
@@ -1397,6 +1398,21 @@ impl Refresher {
             cached.expires_at_ms = 0;
         }
         cached
+    }
+
+    /// The sealed view of a tenant listed by its header, at `generation`.
+    pub(crate) fn cached_from_header(&self, header: &RecordHeader, generation: u64) -> Cached {
+        let hint = self
+            .lifetimes
+            .get(header.key.org_id(), clock::precise_ms())
+            .or_else(|| self.client.session_timeout().map(duration_ms));
+        Cached::from_header(
+            header,
+            generation,
+            hint,
+            duration_ms(self.policy.margin),
+            duration_ms(self.policy.jitter),
+        )
     }
 
     /// Makes `record` the tenant's current token, with a new generation.

@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use sfauth_core::backoff::Backoff;
 use sfauth_core::error::Cause;
 use sfauth_core::{AccessToken, TokenKey};
-use sfauth_storage::{RecordStatus, TokenRecord};
+use sfauth_storage::{RecordHeader, RecordStatus, TokenRecord};
 use url::Url;
 
 use crate::clock;
@@ -49,6 +49,10 @@ pub(crate) enum CachedState {
     Active,
     /// Boxed: rare, and it would otherwise widen every tenant's entry.
     Reauth(Box<Reauth>),
+    /// Listed at a warm start from the record's clear header: the times are known, the tokens
+    /// are still sealed in the store. Never served: the first call that needs the tenant opens
+    /// its record (`Engine::open`), so that a warm start decrypts nothing.
+    Sealed,
     /// The tenant was removed from the manager (or the manager dropped): the token is gone
     /// from memory, and whatever still holds the tenant (a [`Tenant`] handle, a thread's table
     /// of recent tenants) finds nothing to serve.
@@ -91,7 +95,9 @@ impl Cached {
                 cause: reauth.cause,
             }),
             CachedState::Removed => Some(Error::unknown_tenant(key)),
-            CachedState::Active => None,
+            // Nothing stands in the way: the record is opened before anything is served (a
+            // tenant is sealed only when created by a warm start, never again once opened).
+            CachedState::Active | CachedState::Sealed => None,
         }
     }
 
@@ -110,6 +116,42 @@ impl Cached {
         }
     }
 
+    /// The view of a tenant whose record is still sealed in the store: its times from the
+    /// record's clear header, no token. See [`CachedState::Sealed`].
+    pub(crate) fn from_header(
+        header: &RecordHeader,
+        generation: u64,
+        lifetime_hint_ms: Option<u64>,
+        margin_ms: u64,
+        jitter_ms: u64,
+    ) -> Self {
+        let times = Times {
+            issued_at: header.issued_at,
+            last_refreshed_at: header.last_refreshed_at,
+            learned_lifetime: header.learned_lifetime,
+            tokens_issued_at: header.tokens_issued_at,
+            tokens_expires_at: header.tokens_expires_at,
+        };
+        let (refresh_at_ms, expires_at_ms, obtained_at_ms) =
+            times.deadlines(lifetime_hint_ms, margin_ms, jitter_ms);
+        Self {
+            access_token: AccessToken::new(String::new()),
+            instance_url: SEALED_INSTANCE_URL.clone(),
+            issued_at: header.tokens_issued_at,
+            version: header.version,
+            generation,
+            refresh_at_ms,
+            expires_at_ms,
+            obtained_at_ms,
+            state: CachedState::Sealed,
+        }
+    }
+
+    /// Whether the tenant's record is still sealed in the store (see [`CachedState::Sealed`]).
+    pub(crate) fn is_sealed(&self) -> bool {
+        matches!(self.state, CachedState::Sealed)
+    }
+
     pub(crate) fn from_record(
         record: &TokenRecord,
         generation: u64,
@@ -118,33 +160,15 @@ impl Cached {
         jitter_ms: u64,
     ) -> Self {
         let tokens = &record.tokens;
-        let lifetime = record
-            .learned_lifetime
-            .map(clock::duration_ms)
-            .or(lifetime_hint_ms);
-        let issued_ms = tokens.issued_at.map(clock::to_ms);
-        let expires_at_ms = match (tokens.expires_at, issued_ms, lifetime) {
-            (Some(at), _, _) => clock::to_ms(at),
-            (None, Some(issued), Some(lifetime)) => issued.saturating_add(lifetime),
-            _ => NEVER,
+        let times = Times {
+            issued_at: record.issued_at,
+            last_refreshed_at: record.last_refreshed_at,
+            learned_lifetime: record.learned_lifetime,
+            tokens_issued_at: tokens.issued_at,
+            tokens_expires_at: tokens.expires_at,
         };
-        let obtained_at_ms = record
-            .last_refreshed_at
-            .map(clock::to_ms)
-            .or(issued_ms)
-            .unwrap_or_else(|| clock::to_ms(record.issued_at));
-        let refresh_at_ms = if expires_at_ms == NEVER {
-            NEVER
-        } else {
-            let lifetime = expires_at_ms.saturating_sub(issued_ms.unwrap_or(obtained_at_ms));
-            let (margin_ms, jitter_ms) = scaled_margin(margin_ms, jitter_ms, lifetime);
-            let jitter = if jitter_ms == 0 {
-                0
-            } else {
-                rand::random_range(0..=jitter_ms)
-            };
-            expires_at_ms.saturating_sub(margin_ms.saturating_add(jitter))
-        };
+        let (refresh_at_ms, expires_at_ms, obtained_at_ms) =
+            times.deadlines(lifetime_hint_ms, margin_ms, jitter_ms);
         let state = match &record.status {
             RecordStatus::ReauthRequired { reason, .. } => CachedState::Reauth(Box::new(Reauth {
                 reason: reason.clone(),
@@ -165,6 +189,63 @@ impl Cached {
         }
     }
 }
+
+/// The times a tenant's deadlines are computed from, the same whether they come from an opened
+/// record or from its clear header, so that both give one schedule.
+struct Times {
+    issued_at: SystemTime,
+    last_refreshed_at: Option<SystemTime>,
+    learned_lifetime: Option<Duration>,
+    tokens_issued_at: Option<SystemTime>,
+    tokens_expires_at: Option<SystemTime>,
+}
+
+impl Times {
+    /// When to refresh, when the access token dies and when the tokens were obtained, in ms
+    /// since the epoch (`NEVER` when unknown).
+    fn deadlines(
+        &self,
+        lifetime_hint_ms: Option<u64>,
+        margin_ms: u64,
+        jitter_ms: u64,
+    ) -> (u64, u64, u64) {
+        let lifetime = self
+            .learned_lifetime
+            .map(clock::duration_ms)
+            .or(lifetime_hint_ms);
+        let issued_ms = self.tokens_issued_at.map(clock::to_ms);
+        let expires_at_ms = match (self.tokens_expires_at, issued_ms, lifetime) {
+            (Some(at), _, _) => clock::to_ms(at),
+            (None, Some(issued), Some(lifetime)) => issued.saturating_add(lifetime),
+            _ => NEVER,
+        };
+        let obtained_at_ms = self
+            .last_refreshed_at
+            .map(clock::to_ms)
+            .or(issued_ms)
+            .unwrap_or_else(|| clock::to_ms(self.issued_at));
+        let refresh_at_ms = if expires_at_ms == NEVER {
+            NEVER
+        } else {
+            let lifetime = expires_at_ms.saturating_sub(issued_ms.unwrap_or(obtained_at_ms));
+            let (margin_ms, jitter_ms) = scaled_margin(margin_ms, jitter_ms, lifetime);
+            let jitter = if jitter_ms == 0 {
+                0
+            } else {
+                rand::random_range(0..=jitter_ms)
+            };
+            expires_at_ms.saturating_sub(margin_ms.saturating_add(jitter))
+        };
+        (refresh_at_ms, expires_at_ms, obtained_at_ms)
+    }
+}
+
+/// The instance URL of a sealed tenant's view, never handed out (a sealed view is never
+/// served): one parse for the process, a clone per tenant.
+#[allow(clippy::expect_used, reason = "a constant that parses")]
+static SEALED_INSTANCE_URL: std::sync::LazyLock<Url> = std::sync::LazyLock::new(|| {
+    Url::parse("https://sealed.invalid/").expect("a valid url constant")
+});
 
 /// The refresh margin and jitter for a token that lives `lifetime_ms`: the policy's, unless
 /// together they reach the whole lifetime, and then a quarter (margin) and an eighth (jitter)
