@@ -315,6 +315,11 @@ fn known_ids_list(keyring: &Keyring) -> String {
     list
 }
 
+/// The headers of listed rows, in order; the first row that cannot be read fails them all.
+fn header_rows(keyring: &Keyring, rows: &[SqliteRow]) -> Result<Vec<RecordHeader>> {
+    rows.iter().map(|row| header_row(keyring, row)).collect()
+}
+
 /// The header of a listed row (`key`, then `header_columns!()`): from its clear columns when
 /// the query left `sealed` out (the header was written at the row's version, its status is
 /// active and its key id is one this keyring has); otherwise the row is opened, so that an old
@@ -458,15 +463,36 @@ impl TokenStore for SqliteStore {
         .bind(query.label_suffix())
         .bind(known_ids_list(&self.keyring))
         .fetch(&self.pool);
-        // Headers are read as the rows arrive: no decryption, so nothing worth another thread.
-        let mut headers = Vec::with_capacity(limit.saturating_add(1));
+        // As in `list_entries`, rows are read a chunk at a time on blocking threads while sqlx's
+        // worker produces the rest: a header costs little, but a file from before the headers
+        // has every row opened here, and that must stay as parallel as a full listing is.
+        let mut reading = Vec::new();
+        let mut chunk = Vec::with_capacity(STREAM_CHUNK_ROWS);
         while let Some(row) = rows
             .try_next()
             .await
             .map_err(|e| backend("listing records", e))?
         {
-            headers.push(header_row(&self.keyring, &row)?);
+            chunk.push(row);
+            if chunk.len() == STREAM_CHUNK_ROWS {
+                let part = std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK_ROWS));
+                let keyring = self.keyring.clone();
+                reading.push(tokio::task::spawn_blocking(move || {
+                    header_rows(&keyring, &part)
+                }));
+            }
         }
+        drop(rows);
+        let mut headers = Vec::with_capacity(limit.saturating_add(1));
+        for part in reading {
+            headers.extend(part.await.map_err(|join| {
+                Error::new(
+                    ErrorKind::Backend,
+                    format!("sqlite: reading listed headers failed: {join}"),
+                )
+            })??);
+        }
+        headers.extend(header_rows(&self.keyring, &chunk)?);
         Ok(HeaderPage::from_matches(headers, limit))
     }
 
