@@ -216,3 +216,16 @@ pub(crate) fn refusal(
         Error::lease_lost(&name)
     }
 }
+
+/// The error of an SQL store's statement that computes `last_fence + 1` when the database
+/// refused the sum: the fence counter is at its end, which 2^63 acquisitions cannot reach (a
+/// damaged or hand-made row). Reported as damage, never wrapped, and never as a backend failure
+/// that a caller would retry.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn fence_exhausted(store: &str, key: &TokenKey, error: sqlx::Error) -> Error {
+    Error::with_source(
+        crate::ErrorKind::Corrupt,
+        format!("{store}: the lease's fence counter of {key} is exhausted"),
+        error,
+    )
+}

@@ -245,17 +245,12 @@ fn backend(what: &str, error: sqlx::Error) -> Error {
 }
 
 /// An error of a statement that computes `last_fence + 1`: PostgreSQL refuses a bigint
-/// overflow (22003), which means the fence counter is at its end (a damaged or hand-made row;
-/// 2^63 acquisitions are out of reach). Reported as damage, never wrapped.
+/// overflow (22003).
 fn lease_error(what: &str, key: &TokenKey, error: sqlx::Error) -> Error {
-    let overflow =
+    let overflowed =
         matches!(&error, sqlx::Error::Database(db) if db.code().as_deref() == Some("22003"));
-    if overflow {
-        return Error::with_source(
-            ErrorKind::Corrupt,
-            format!("postgres: the lease's fence counter of {key} is exhausted"),
-            error,
-        );
+    if overflowed {
+        return crate::lease::fence_exhausted("postgres", key, error);
     }
     backend(what, error)
 }

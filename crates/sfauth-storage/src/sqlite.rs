@@ -71,19 +71,13 @@ fn backend(what: &str, error: sqlx::Error) -> Error {
     Error::with_source(ErrorKind::Backend, format!("sqlite: {what}"), error)
 }
 
-/// An error of a statement that computes `last_fence + 1`. SQLite turns an integer overflow
-/// into a REAL, which the STRICT table refuses (SQLITE_CONSTRAINT_DATATYPE, 3091): the fence
-/// counter is at its end (a damaged or hand-made row; 2^63 acquisitions are out of reach).
-/// Reported as damage, as the PostgreSQL store does, never as a backend failure to retry.
+/// An error of a statement that computes `last_fence + 1`: SQLite turns an integer overflow
+/// into a REAL, which the STRICT table refuses (SQLITE_CONSTRAINT_DATATYPE, 3091).
 fn lease_error(what: &str, key: &TokenKey, error: sqlx::Error) -> Error {
-    let overflow =
+    let overflowed =
         matches!(&error, sqlx::Error::Database(db) if db.code().as_deref() == Some("3091"));
-    if overflow {
-        return Error::with_source(
-            ErrorKind::Corrupt,
-            format!("sqlite: the lease's fence counter of {key} is exhausted"),
-            error,
-        );
+    if overflowed {
+        return crate::lease::fence_exhausted("sqlite", key, error);
     }
     backend(what, error)
 }
@@ -237,6 +231,44 @@ macro_rules! record_columns {
 
 /// The entries of listed rows: a row whose key cannot be read fails them all, a record that
 /// cannot be opened is its entry's error.
+/// Reads a listing's `rows` (at most `limit` + 1) and decodes them with `decode`, a chunk at a
+/// time on blocking threads while sqlx's worker is still producing the rest, so that the two
+/// overlap; the result keeps the rows' order.
+async fn decode_streamed<T: Send + 'static>(
+    keyring: &Keyring,
+    mut rows: impl futures_util::Stream<Item = std::result::Result<SqliteRow, sqlx::Error>> + Unpin,
+    limit: usize,
+    what: &str,
+    decode: fn(&Keyring, &[SqliteRow]) -> Result<Vec<T>>,
+) -> Result<Vec<T>> {
+    let mut decoding = Vec::new();
+    let mut chunk = Vec::with_capacity(STREAM_CHUNK_ROWS);
+    while let Some(row) = rows
+        .try_next()
+        .await
+        .map_err(|e| backend("listing records", e))?
+    {
+        chunk.push(row);
+        if chunk.len() == STREAM_CHUNK_ROWS {
+            let part = std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK_ROWS));
+            let keyring = keyring.clone();
+            decoding.push(tokio::task::spawn_blocking(move || decode(&keyring, &part)));
+        }
+    }
+    drop(rows);
+    let mut decoded = Vec::with_capacity(limit.saturating_add(1));
+    for part in decoding {
+        decoded.extend(part.await.map_err(|join| {
+            Error::new(
+                ErrorKind::Backend,
+                format!("sqlite: {what} listed records failed: {join}"),
+            )
+        })??);
+    }
+    decoded.extend(decode(keyring, &chunk)?);
+    Ok(decoded)
+}
+
 fn decode_rows(keyring: &Keyring, rows: &[SqliteRow]) -> Result<Vec<ListEntry>> {
     rows.iter()
         .map(|row| {
@@ -389,7 +421,7 @@ impl TokenStore for SqliteStore {
 
     async fn list_entries(&self, query: &ListQuery) -> Result<EntryPage> {
         let limit = query.effective_limit();
-        let mut rows = sqlx::query(concat!(
+        let rows = sqlx::query(concat!(
             "SELECT key, ",
             record_columns!(),
             " FROM token_records \
@@ -410,41 +442,13 @@ impl TokenStore for SqliteStore {
         // The label is the end of the key string: compared exactly (LIKE would fold case).
         .bind(query.label_suffix())
         .fetch(&self.pool);
-        // Rows are opened a chunk at a time on blocking threads while sqlx's worker is still
-        // producing the rest of the page, so that the two overlap.
-        let mut opening = Vec::new();
-        let mut chunk = Vec::with_capacity(STREAM_CHUNK_ROWS);
-        while let Some(row) = rows
-            .try_next()
-            .await
-            .map_err(|e| backend("listing records", e))?
-        {
-            chunk.push(row);
-            if chunk.len() == STREAM_CHUNK_ROWS {
-                let part = std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK_ROWS));
-                let keyring = self.keyring.clone();
-                opening.push(tokio::task::spawn_blocking(move || {
-                    decode_rows(&keyring, &part)
-                }));
-            }
-        }
-        drop(rows);
-        let mut entries = Vec::with_capacity(limit.saturating_add(1));
-        for part in opening {
-            entries.extend(part.await.map_err(|join| {
-                Error::new(
-                    ErrorKind::Backend,
-                    format!("sqlite: opening listed records failed: {join}"),
-                )
-            })??);
-        }
-        entries.extend(decode_rows(&self.keyring, &chunk)?);
+        let entries = decode_streamed(&self.keyring, rows, limit, "opening", decode_rows).await?;
         Ok(EntryPage::from_matches(entries, limit))
     }
 
     async fn list_headers(&self, query: &ListQuery) -> Result<HeaderPage> {
         let limit = query.effective_limit();
-        let mut rows = sqlx::query(concat!(
+        let rows = sqlx::query(concat!(
             "SELECT key, ",
             header_columns!(),
             " FROM token_records \
@@ -463,36 +467,9 @@ impl TokenStore for SqliteStore {
         .bind(query.label_suffix())
         .bind(known_ids_list(&self.keyring))
         .fetch(&self.pool);
-        // As in `list_entries`, rows are read a chunk at a time on blocking threads while sqlx's
-        // worker produces the rest: a header costs little, but a file from before the headers
-        // has every row opened here, and that must stay as parallel as a full listing is.
-        let mut reading = Vec::new();
-        let mut chunk = Vec::with_capacity(STREAM_CHUNK_ROWS);
-        while let Some(row) = rows
-            .try_next()
-            .await
-            .map_err(|e| backend("listing records", e))?
-        {
-            chunk.push(row);
-            if chunk.len() == STREAM_CHUNK_ROWS {
-                let part = std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK_ROWS));
-                let keyring = self.keyring.clone();
-                reading.push(tokio::task::spawn_blocking(move || {
-                    header_rows(&keyring, &part)
-                }));
-            }
-        }
-        drop(rows);
-        let mut headers = Vec::with_capacity(limit.saturating_add(1));
-        for part in reading {
-            headers.extend(part.await.map_err(|join| {
-                Error::new(
-                    ErrorKind::Backend,
-                    format!("sqlite: reading listed headers failed: {join}"),
-                )
-            })??);
-        }
-        headers.extend(header_rows(&self.keyring, &chunk)?);
+        // A header costs little, but a file from before the headers has every row opened
+        // here, and that must stay as parallel as a full listing is.
+        let headers = decode_streamed(&self.keyring, rows, limit, "reading", header_rows).await?;
         Ok(HeaderPage::from_matches(headers, limit))
     }
 
