@@ -12,6 +12,7 @@ use crate::common;
 
 use common::{Cli, Run};
 use sfauth::Rotation;
+use sfauth::storage::TokenRecord;
 
 /// The `rotation` check of `sfauth doctor ALIAS --json`: its status, detail and fix.
 async fn rotation(cli: &Cli, alias: &str) -> (String, String, Option<String>, Run) {
@@ -32,6 +33,20 @@ async fn rotation(cli: &Cli, alias: &str) -> (String, String, Option<String>, Ru
     )
 }
 
+/// Runs `sfauth refresh ALIAS` (which must succeed) and returns the stored record with whether
+/// its refresh token changed.
+async fn refresh(cli: &Cli, alias: &str) -> (TokenRecord, bool) {
+    let secret = |record: &TokenRecord| {
+        let token = record.tokens.refresh_token.as_ref().unwrap();
+        token.expose_secret().to_owned()
+    };
+    let before = secret(&cli.records().await[0]);
+    cli.run(&["refresh", alias]).await.ok();
+    let record = cli.records().await.remove(0);
+    let rotated = secret(&record) != before;
+    (record, rotated)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotating_app_is_reported_on_after_a_refresh() {
     let cli = Cli::start().await; // the emulator's app rotates
@@ -42,20 +57,9 @@ async fn a_rotating_app_is_reported_on_after_a_refresh() {
     assert!(detail.contains("not refreshed since the login"), "{detail}");
     assert_eq!(fix.as_deref(), Some("`sfauth refresh dev` shows it"));
 
-    let before = cli.records().await[0].tokens.refresh_token.clone().unwrap();
-    cli.run(&["refresh", "dev"]).await.ok();
-    let record = &cli.records().await[0];
-    assert_ne!(
-        record
-            .tokens
-            .refresh_token
-            .as_ref()
-            .unwrap()
-            .expose_secret(),
-        before.expose_secret(),
-        "the emulator rotated"
-    );
-    assert_eq!(Rotation::of_record(record), Some(Rotation::Rotated));
+    let (record, rotated) = refresh(&cli, "dev").await;
+    assert!(rotated, "the emulator rotated");
+    assert_eq!(Rotation::of_record(&record), Some(Rotation::Rotated));
 
     let (status, detail, fix, run) = rotation(&cli, "dev").await;
     run.ok();
@@ -75,21 +79,10 @@ async fn a_rotating_app_is_reported_on_after_a_refresh() {
 async fn an_app_that_keeps_its_refresh_token_is_a_warning_with_the_fix() {
     let cli = Cli::start_with(|b| b.app_policy(|p| p.rotation = false)).await;
     cli.login_web("dev").await.ok();
-    let before = cli.records().await[0].tokens.refresh_token.clone().unwrap();
-    cli.run(&["refresh", "dev"]).await.ok();
-    let record = &cli.records().await[0];
-    assert_eq!(
-        record
-            .tokens
-            .refresh_token
-            .as_ref()
-            .unwrap()
-            .expose_secret(),
-        before.expose_secret(),
-        "the emulator kept the refresh token"
-    );
+    let (record, rotated) = refresh(&cli, "dev").await;
+    assert!(!rotated, "the emulator kept the refresh token");
     assert_eq!(record.refresh_count, 1);
-    assert_eq!(Rotation::of_record(record), Some(Rotation::Kept));
+    assert_eq!(Rotation::of_record(&record), Some(Rotation::Kept));
 
     let (status, detail, fix, run) = rotation(&cli, "dev").await;
     // A warning, not a failure: rotation is required of partner apps only.
