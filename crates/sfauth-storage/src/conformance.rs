@@ -1145,13 +1145,7 @@ pub async fn listing_filters_and_pagination(store: &dyn TokenStore) {
     let mut all = Vec::new();
     for (org, user, label, reauth) in layout {
         let key = ns.key(org, user, label);
-        let mut record = ns.record(&key);
-        if reauth {
-            record.status = RecordStatus::ReauthRequired {
-                reason: "invalid_grant".to_owned(),
-                since: millis(1_700_000_000_000),
-            };
-        }
+        let record = listed_record(&ns, &key, reauth);
         store.insert(record).await.expect("insert");
         all.push((key, org.clone(), user.clone(), reauth));
     }
@@ -1515,6 +1509,19 @@ async fn entries_of(store: &dyn TokenStore, query: ListQuery, limit: usize) -> V
     }
 }
 
+/// A record of `key` for the listing cases: active, or needing re-authorization since a fixed
+/// time when `reauth`.
+fn listed_record(ns: &Namespace, key: &TokenKey, reauth: bool) -> TokenRecord {
+    let mut record = ns.record(key);
+    if reauth {
+        record.status = RecordStatus::ReauthRequired {
+            reason: "invalid_grant".to_owned(),
+            since: millis(1_700_000_000_000),
+        };
+    }
+    record
+}
+
 /// With every record readable, `list_entries` yields what `list` does, page for page: the same
 /// keys in the same order, the same records, the same cursors, under the same filters.
 pub async fn list_entries_pages_as_list(store: &dyn TokenStore) {
@@ -1528,13 +1535,7 @@ pub async fn list_entries_pages_as_list(store: &dyn TokenStore) {
         ("e", true),
     ] {
         let key = ns.key(&org, &ns.user(), label);
-        let mut record = ns.record(&key);
-        if reauth {
-            record.status = RecordStatus::ReauthRequired {
-                reason: "invalid_grant".to_owned(),
-                since: millis(1_700_000_000_000),
-            };
-        }
+        let record = listed_record(&ns, &key, reauth);
         store.insert(record).await.expect("insert");
     }
     for query in [
@@ -1710,13 +1711,7 @@ pub async fn list_headers_page_as_list(store: &dyn TokenStore) {
     let org = ns.org();
     for (label, reauth) in [("a", false), ("b", true), ("c", false), ("d", false)] {
         let key = ns.key(&org, &ns.user(), label);
-        let mut record = ns.record(&key);
-        if reauth {
-            record.status = RecordStatus::ReauthRequired {
-                reason: "invalid_grant".to_owned(),
-                since: millis(1_700_000_000_000),
-            };
-        }
+        let mut record = listed_record(&ns, &key, reauth);
         store.insert(record.clone()).await.expect("insert");
         if label == "c" {
             record.tokens.issued_at = Some(millis(1_700_100_000_321));
