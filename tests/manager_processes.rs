@@ -34,6 +34,22 @@ async fn manager(env: &Env, store: Arc<dyn TokenStore>, holder: &str) -> TokenMa
         .unwrap()
 }
 
+/// Two managers as two processes would be: each with its own SQLite store open on one file in
+/// `dir`, under one key; with the first one's store.
+async fn two_processes_on_one_sqlite_file(
+    env: &Env,
+    dir: &std::path::Path,
+) -> (TokenManager, TokenManager, Arc<dyn TokenStore>) {
+    let path = dir.join("tokens.db");
+    let key_bytes = Key::generate();
+    let keyring = || Keyring::new(Key::from_base64(&key_bytes.to_base64()).unwrap());
+    let store_a: Arc<dyn TokenStore> = Arc::new(SqliteStore::open(&path, keyring()).await.unwrap());
+    let store_b: Arc<dyn TokenStore> = Arc::new(SqliteStore::open(&path, keyring()).await.unwrap());
+    let a = manager(env, store_a.clone(), "process-a").await;
+    let b = manager(env, store_b, "process-b").await;
+    (a, b, store_a)
+}
+
 async fn rotating_env(clock: Clock) -> Env {
     let env = Env::start_with(|builder| builder.clock(clock))
         .await
@@ -54,13 +70,7 @@ async fn two_processes_on_one_sqlite_file_refresh_once() {
         .as_millis() as i64;
     let env = rotating_env(Clock::manual(now_ms - 2 * HOUR.as_millis() as i64)).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.db");
-    let key_bytes = Key::generate();
-    let keyring = || Keyring::new(Key::from_base64(&key_bytes.to_base64()).unwrap());
-    let store_a: Arc<dyn TokenStore> = Arc::new(SqliteStore::open(&path, keyring()).await.unwrap());
-    let store_b: Arc<dyn TokenStore> = Arc::new(SqliteStore::open(&path, keyring()).await.unwrap());
-    let a = manager(&env, store_a, "process-a").await;
-    let b = manager(&env, store_b, "process-b").await;
+    let (a, b, _) = two_processes_on_one_sqlite_file(&env, dir.path()).await;
 
     let key = env.store_login(&a, "default").await.unwrap();
     // Both processes hold the due token in memory, as two running services would.
@@ -359,13 +369,7 @@ async fn a_waiting_caller_is_told_who_holds_the_lease_and_until_when() {
 async fn a_warm_start_from_sqlite_opens_each_record_on_first_use() {
     let env = rotating_env(Clock::manual_now()).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.db");
-    let key_bytes = Key::generate();
-    let keyring = || Keyring::new(Key::from_base64(&key_bytes.to_base64()).unwrap());
-    let store_a: Arc<dyn TokenStore> = Arc::new(SqliteStore::open(&path, keyring()).await.unwrap());
-    let store_b: Arc<dyn TokenStore> = Arc::new(SqliteStore::open(&path, keyring()).await.unwrap());
-    let a = manager(&env, store_a.clone(), "process-a").await;
-    let b = manager(&env, store_b, "process-b").await;
+    let (a, b, store_a) = two_processes_on_one_sqlite_file(&env, dir.path()).await;
     let key = env.store_login(&a, "default").await.unwrap();
 
     assert_eq!(b.load_all().await.unwrap(), 1);
