@@ -1769,6 +1769,108 @@ pub async fn list_headers_page_as_list(store: &dyn TokenStore) {
     }
 }
 
+/// `header` reads the latest record's header: `None` for a missing key (before its insert and
+/// after its delete); key, version, status and times agree with `get` (to the millisecond)
+/// after an insert and after each put, new times included; a header that carries its record
+/// carries the stored one; a record with a refresh in flight, or needing re-authorization,
+/// always comes with its record, and one whose mark was lifted may come without it again.
+pub async fn header_agrees_with_the_record(store: &dyn TokenStore) {
+    let ns = Namespace::new();
+    let (key, mut record) = ns.fresh("header");
+    assert!(
+        store.header(&key).await.expect("header").is_none(),
+        "a missing key has no header"
+    );
+    store.insert(record.clone()).await.expect("insert");
+    header_of_stored(store, &key, 1).await;
+
+    // Refreshed: new tokens, new times, no mark.
+    record.refresh_in_flight = None;
+    record.tokens.issued_at = Some(millis(1_700_200_000_123));
+    record.tokens.expires_at = Some(millis(1_700_207_200_456));
+    record.last_refreshed_at = Some(millis(1_700_200_000_789));
+    record.learned_lifetime = Some(Duration::from_millis(7_200_000));
+    store.put(record.clone(), 1, None).await.expect("put");
+    header_of_stored(store, &key, 2).await;
+
+    // A refresh in flight: whoever reads the header must see the mark.
+    let mut marked = record.clone();
+    marked.refresh_in_flight = Some(InFlight {
+        holder: holder("header"),
+        fence: 7,
+        since: millis(1_700_200_001_000),
+    });
+    store.put(marked, 2, None).await.expect("mark");
+    let header = header_of_stored(store, &key, 3).await;
+    assert!(
+        header
+            .record
+            .is_some_and(|opened| opened.refresh_in_flight.is_some()),
+        "a record with a refresh in flight comes opened, mark and all"
+    );
+
+    // The mark lifted, times unknown.
+    record.tokens.expires_at = None;
+    record.last_refreshed_at = None;
+    record.learned_lifetime = None;
+    store.put(record.clone(), 3, None).await.expect("put");
+    header_of_stored(store, &key, 4).await;
+
+    record.status = RecordStatus::ReauthRequired {
+        reason: "invalid_grant".to_owned(),
+        since: millis(1_700_300_000_000),
+    };
+    store.put(record, 4, None).await.expect("put");
+    let header = header_of_stored(store, &key, 5).await;
+    assert!(header.record.is_some(), "a sealed reason comes opened");
+
+    assert!(store.delete(&key, None).await.expect("delete"));
+    assert!(
+        store.header(&key).await.expect("header").is_none(),
+        "a deleted key has no header"
+    );
+}
+
+/// `key`'s header, checked against its stored record, which must be at `version`.
+async fn header_of_stored(
+    store: &dyn TokenStore,
+    key: &TokenKey,
+    version: u64,
+) -> crate::record::RecordHeader {
+    let stored = must_get(store, key).await;
+    assert_eq!(stored.version, version, "the stored version");
+    let header = store
+        .header(key)
+        .await
+        .expect("header")
+        .unwrap_or_else(|| panic!("no header for {key} at version {version}"));
+    let expected = crate::record::RecordHeader::of(&stored);
+    assert_eq!(header.key, expected.key);
+    assert_eq!(header.version, version, "the latest version");
+    assert_eq!(header.status, expected.status, "version {version}");
+    assert_eq!(header.issued_at, expected.issued_at, "version {version}");
+    assert_eq!(
+        header.last_refreshed_at, expected.last_refreshed_at,
+        "version {version}"
+    );
+    assert_eq!(
+        header.learned_lifetime, expected.learned_lifetime,
+        "version {version}"
+    );
+    assert_eq!(
+        header.tokens_issued_at, expected.tokens_issued_at,
+        "version {version}"
+    );
+    assert_eq!(
+        header.tokens_expires_at, expected.tokens_expires_at,
+        "version {version}"
+    );
+    if let Some(opened) = &header.record {
+        assert_eq!(opened, &stored, "a carried record is the stored one");
+    }
+    header
+}
+
 /// Writes one `#[tokio::test]` per conformance case for a backend.
 ///
 /// - `conformance_tests!(store = EXPR)` where `EXPR` is a future of a [`TokenStore`]: every case
@@ -1824,6 +1926,7 @@ macro_rules! conformance_tests {
             listing_filters_and_pagination,
             list_entries_pages_as_list,
             list_headers_page_as_list,
+            header_agrees_with_the_record,
             label_filter_is_exact,
             status_transitions
         );

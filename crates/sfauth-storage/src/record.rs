@@ -749,12 +749,14 @@ impl From<ListPage> for EntryPage {
 }
 
 /// What a warm start needs of a record without opening it: its key, version and the times its
-/// tokens fall due by, none of them secret; see [`list_headers`](crate::TokenStore::list_headers).
+/// tokens fall due by, none of them secret; see [`list_headers`](crate::TokenStore::list_headers)
+/// and [`header`](crate::TokenStore::header).
 ///
 /// Times are kept to the millisecond, as the stores' clear columns keep them. `record` holds
 /// the whole record when the store had to open it anyway: a backend without clear headers, a
-/// row written before they existed (or by an older version of this crate), or a record that is
-/// not [`Active`](StatusKind::Active) (its reason is sealed).
+/// row written before they existed (or by an older version of this crate), a record that is
+/// not [`Active`](StatusKind::Active) (its reason is sealed), or, from `header`, one with a
+/// refresh in flight.
 ///
 /// ```
 /// use std::time::SystemTime;

@@ -33,8 +33,8 @@ use crate::crypto::{ClearFields, Keyring, open_checked, seal_record};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lease::{check_holder, check_key};
 use crate::record::{
-    EntryPage, Lease, ListEntry, ListPage, ListQuery, MAX_STORED_TIME, TokenRecord, from_millis,
-    next_version,
+    EntryPage, Lease, ListEntry, ListPage, ListQuery, MAX_STORED_TIME, RecordHeader, StatusKind,
+    TokenRecord, from_millis, next_version,
 };
 use crate::store::{TokenStore, Watch};
 
@@ -94,7 +94,11 @@ const RECORD_FIELDS: [&str; 7] = [
 /// - `P` `record:` `K`: a hash with the sealed record (`sealed`, sealed as described on
 ///   [`Keyring`], the same format as the file and SQLite backends) and, in clear, `version`,
 ///   `org_id`, `user_id`, `client_id`, `status` and `key_id` (for listing filters and the checks
-///   of a compare-and-swap; they are checked against the sealed record on every read).
+///   of a compare-and-swap; they are checked against the sealed record on every read), and the
+///   record's clear header: `header` (whether a refresh is in flight, and the times its tokens
+///   fall due by, in milliseconds; nothing secret) with `header_version`, the version it was
+///   written at, so that [`header`](TokenStore::header) answers without opening the record and
+///   a record last written by a version of this crate without headers is opened instead.
 /// - `P` `lease:` `K`: a hash with the current lease's `holder`, `fence` and `expires_at`
 ///   (milliseconds since the epoch, on the server's clock); deleted by a release.
 /// - `P` `fence:` `K`: the fence counter, a plain integer that only `INCR` changes and that is
@@ -624,6 +628,84 @@ fn decode(keyring: &Keyring, name: &str, fields: &[Vec<u8>]) -> Result<TokenReco
     open_checked(keyring, name, version, sealed, &clear)
 }
 
+/// The fields of a record's hash that [`TokenStore::header`] reads, in this order.
+const HEADER_FIELDS: [&str; 4] = ["version", "status", "header", "header_version"];
+
+/// The clear header stored beside `record` (field `header`): `1` when a refresh is in flight
+/// (`0` otherwise), then the record's `issued_at`, `last_refreshed_at`, `learned_lifetime`, and
+/// its tokens' `issued_at` and `expires_at`, in milliseconds (since the epoch, but for the
+/// lifetime), empty for none, separated by `:`. Only times and a flag: nothing secret.
+fn header_field(record: &TokenRecord) -> String {
+    let header = RecordHeader::of(record);
+    let at = |time: SystemTime| {
+        time.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis())
+            .to_string()
+    };
+    let maybe = |time: Option<SystemTime>| time.map(at).unwrap_or_default();
+    format!(
+        "{}:{}:{}:{}:{}:{}",
+        u8::from(record.refresh_in_flight.is_some()),
+        at(header.issued_at),
+        maybe(header.last_refreshed_at),
+        header
+            .learned_lifetime
+            .map(|lifetime| lifetime.as_millis().to_string())
+            .unwrap_or_default(),
+        maybe(header.tokens_issued_at),
+        maybe(header.tokens_expires_at),
+    )
+}
+
+/// The header of `key` at `version` from its stored [`header_field`]; `None` when a refresh is
+/// in flight (the caller opens the record, whose mark says by whom). A field that does not parse
+/// is [`ErrorKind::Corrupt`].
+fn parse_header(key: &TokenKey, version: &str, field: &str) -> Result<Option<RecordHeader>> {
+    let damaged = || Error::corrupt(format!("the stored header of {key} is damaged"));
+    let parts: Vec<&str> = field.split(':').collect();
+    let [
+        in_flight,
+        issued,
+        refreshed,
+        lifetime,
+        tokens_issued,
+        tokens_expires,
+    ] = parts[..]
+    else {
+        return Err(damaged());
+    };
+    match in_flight {
+        "0" => {}
+        "1" => return Ok(None),
+        _ => return Err(damaged()),
+    }
+    let time = |text: &str| -> Result<Option<SystemTime>> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse::<i64>()
+            .map(|millis| Some(from_millis(millis)))
+            .map_err(|_| damaged())
+    };
+    let mut header = RecordHeader::of_parts(
+        key.clone(),
+        parse_u64(version, "version")?,
+        StatusKind::Active,
+    );
+    header.issued_at = time(issued)?.ok_or_else(damaged)?;
+    header.last_refreshed_at = time(refreshed)?;
+    header.learned_lifetime = if lifetime.is_empty() {
+        None
+    } else {
+        Some(Duration::from_millis(
+            lifetime.parse::<u64>().map_err(|_| damaged())?,
+        ))
+    };
+    header.tokens_issued_at = time(tokens_issued)?;
+    header.tokens_expires_at = time(tokens_expires)?;
+    Ok(Some(header))
+}
+
 /// The error for a fence counter that `INCR` refused: at the end of its range or not a number.
 /// Reset, it would issue fences again.
 fn fence_exhausted(name: &str) -> Error {
@@ -648,6 +730,36 @@ impl TokenStore for RedisStore {
         }
         let fields: Vec<Vec<u8>> = fields.into_iter().map(Option::unwrap_or_default).collect();
         decode(&self.keyring, &name, &fields).map(Some)
+    }
+
+    async fn header(&self, key: &TokenKey) -> Result<Option<RecordHeader>> {
+        let name = key.to_string();
+        let mut conn = self.conn.clone();
+        let fields: Vec<Option<String>> = ::redis::cmd("HMGET")
+            .arg(self.names.record(&name))
+            .arg(&HEADER_FIELDS)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.failed("reading record header", e))?;
+        if fields.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        if let [
+            Some(version),
+            Some(status),
+            Some(header),
+            Some(header_version),
+        ] = fields.as_slice()
+            && version == header_version
+            && status == StatusKind::Active.as_str()
+            && let Some(header) = parse_header(key, version, header)?
+        {
+            return Ok(Some(header));
+        }
+        // Not active (its reason is sealed), a refresh in flight (its mark is), or written by a
+        // version without headers: the record itself answers. It may be newer than the fields
+        // just read, which is what a caller wants anyway.
+        Ok(self.get(key).await?.map(RecordHeader::with_record))
     }
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
@@ -719,7 +831,8 @@ impl TokenStore for RedisStore {
             .arg(clear.user_id)
             .arg(clear.client_id)
             .arg(clear.status)
-            .arg(clear.key_id);
+            .arg(clear.key_id)
+            .arg(header_field(&record));
         let reply = self.run("inserting record", &invocation).await?;
         match reply.status() {
             b"ok" => Ok(1),
@@ -758,7 +871,8 @@ impl TokenStore for RedisStore {
             .arg(clear.status)
             .arg(clear.key_id)
             .arg(lease.map_or("", |lease| lease.holder.as_str()))
-            .arg(lease.map_or_else(String::new, |lease| lease.fence.to_string()));
+            .arg(lease.map_or_else(String::new, |lease| lease.fence.to_string()))
+            .arg(header_field(&record));
         for key_id in self.keyring.key_ids() {
             invocation.arg(key_id);
         }
@@ -1142,21 +1256,23 @@ local function next_fence(fence_key)
 end
 ";
 
-/// KEYS: record, index. ARGV: name, channel, sealed, org, user, client, status, key id.
+/// KEYS: record, index. ARGV: name, channel, sealed, org, user, client, status, key id, clear
+/// header.
 const LUA_INSERT: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'exists'}
 end
 redis.call('HSET', KEYS[1], 'version', '1', 'sealed', ARGV[3], 'org_id', ARGV[4],
-  'user_id', ARGV[5], 'client_id', ARGV[6], 'status', ARGV[7], 'key_id', ARGV[8])
+  'user_id', ARGV[5], 'client_id', ARGV[6], 'status', ARGV[7], 'key_id', ARGV[8],
+  'header', ARGV[9], 'header_version', '1')
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 notify(ARGV[2], ARGV[1])
 return {'ok'}
 ";
 
 /// KEYS: record, lease, index. ARGV: name, channel, expected version, new version, sealed, org,
-/// user, client, status, key id, lease holder ('' for none), lease fence, then every key id the
-/// keyring knows.
+/// user, client, status, key id, lease holder ('' for none), lease fence, clear header, then
+/// every key id the keyring knows.
 const LUA_PUT: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'missing'}
@@ -1166,7 +1282,7 @@ if current[1] ~= ARGV[3] then
   return {'stale', current[1] or '?'}
 end
 local known = false
-for i = 13, #ARGV do
+for i = 14, #ARGV do
   if current[2] == ARGV[i] then
     known = true
   end
@@ -1181,7 +1297,8 @@ if ARGV[11] ~= '' then
   end
 end
 redis.call('HSET', KEYS[1], 'version', ARGV[4], 'sealed', ARGV[5], 'org_id', ARGV[6],
-  'user_id', ARGV[7], 'client_id', ARGV[8], 'status', ARGV[9], 'key_id', ARGV[10])
+  'user_id', ARGV[7], 'client_id', ARGV[8], 'status', ARGV[9], 'key_id', ARGV[10],
+  'header', ARGV[13], 'header_version', ARGV[4])
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
 notify(ARGV[2], ARGV[1])
 return {'ok'}

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sfauth_core::TokenKey;
 
 use crate::error::Result;
-use crate::record::{EntryPage, HeaderPage, Lease, ListPage, ListQuery, TokenRecord};
+use crate::record::{EntryPage, HeaderPage, Lease, ListPage, ListQuery, RecordHeader, TokenRecord};
 
 /// Durable, versioned storage of [`TokenRecord`]s, keyed by [`TokenKey`], with a per-key refresh
 /// lease.
@@ -38,6 +38,11 @@ use crate::record::{EntryPage, HeaderPage, Lease, ListPage, ListQuery, TokenReco
 ///   ([`WrongKey`](crate::ErrorKind::WrongKey), [`Corrupt`](crate::ErrorKind::Corrupt)), not a
 ///   failed call, and is left untouched. Only a key that cannot be read at all (such as a file
 ///   store's record file whose clear head is damaged) fails the call.
+/// - [`header`](Self::header) returns the header of the latest committed version, as `get`
+///   would read it (`None` for a missing key): key, version, status and times agree with the
+///   record's to the millisecond. A header that carries its record carries that version; a
+///   record that is not active, or that carries a refresh-in-flight mark, always comes with its
+///   record, so that a header without one is of an active record whose tokens are as stored.
 /// - [`insert`](Self::insert) stores the record only if the key is absent, at version 1; an
 ///   existing key is [`Conflict`](crate::ErrorKind::Conflict).
 /// - [`put`](Self::put) is compare-and-swap: it replaces the record only if the stored version
@@ -82,7 +87,9 @@ use crate::record::{EntryPage, HeaderPage, Lease, ListPage, ListQuery, TokenReco
 /// A wrapper (metrics, tracing, caching) implements every method by forwarding; the helpers of
 /// [`TokenStoreExt`] come for free through its blanket impl, so it cannot forget one. A wrapper
 /// that does not forward [`list_entries`](TokenStore::list_entries) gets its default, built on
-/// `list`, under which one unreadable record fails the whole listing again. A caching
+/// `list`, under which one unreadable record fails the whole listing again; one that does not
+/// forward [`list_headers`](TokenStore::list_headers) or [`header`](TokenStore::header) still
+/// works, but opens every record the inner store would have answered for by its header. A caching
 /// wrapper must not serve a read from cache after another handle may have written: the contract
 /// above is about the latest version.
 #[cfg_attr(feature = "mock", mockall::automock)]
@@ -115,6 +122,18 @@ pub trait TokenStore: Send + Sync {
     /// does on an unreadable record.
     async fn list_headers(&self, query: &ListQuery) -> Result<HeaderPage> {
         self.list(query).await.map(HeaderPage::from)
+    }
+
+    /// The header of `key`'s latest record (key, version, status and the times its tokens fall
+    /// due by), or `None`: how a process that caches the tenant learns that another one stored
+    /// newer tokens, and when they fall due, without opening the record.
+    ///
+    /// A backend that keeps a clear header beside each record (Redis) answers without
+    /// decrypting, unless the record is not active, carries a refresh-in-flight mark, or has no
+    /// header it can trust: then, as the default ([`get`](Self::get)) always does, the header
+    /// carries the opened record in [`RecordHeader::record`](crate::RecordHeader::record).
+    async fn header(&self, key: &TokenKey) -> Result<Option<RecordHeader>> {
+        Ok(self.get(key).await?.map(RecordHeader::with_record))
     }
 
     /// Stores `record` under `record.key` if the key is absent; returns the new version (1).

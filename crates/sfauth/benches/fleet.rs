@@ -39,7 +39,9 @@
 //!
 //! Environment: `SFAUTH_BENCH_FLEET` (default: `fleet.json` in the bench directory, see
 //! `common::bench_dir`) receives the figures; `SFAUTH_BENCH_FLEET_EXPIRIES` sets the expiries
-//! per store of the adoption figure (default [`ADOPT_EXPIRIES`]).
+//! per store of the adoption figure (default [`ADOPT_EXPIRIES`]); `SFAUTH_BENCH_FLEET_BACKENDS`
+//! (a comma-separated list of `redis`, `postgres`, `sqlite`) and `SFAUTH_BENCH_FLEET_FIGURES`
+//! (of `get`, `adopt`, `refresh`) measure only those, for profiling one figure (default: all).
 
 #![allow(
     clippy::unwrap_used,
@@ -67,7 +69,8 @@ use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 use sfauth::oauth::{ConnectedApp, LoginHost, OAuthClient, TokenKey, TokenSet};
 use sfauth::storage::{
-    Key, Keyring, Lease, ListPage, ListQuery, Result as StoreResult, TokenRecord, TokenStore, Watch,
+    EntryPage, HeaderPage, Key, Keyring, Lease, ListPage, ListQuery, RecordHeader,
+    Result as StoreResult, TokenRecord, TokenStore, Watch,
 };
 use sfauth::transport::ReqwestTransport;
 use sfauth::{
@@ -125,6 +128,8 @@ mod var {
     pub(crate) const CLIENT_SECRET: &str = "SFAUTH_BENCH_FLEET_CLIENT_SECRET";
     pub(crate) const TOKEN_URL: &str = "SFAUTH_BENCH_FLEET_TOKEN_URL";
     pub(crate) const EXPIRIES: &str = "SFAUTH_BENCH_FLEET_EXPIRIES";
+    pub(crate) const BACKENDS: &str = "SFAUTH_BENCH_FLEET_BACKENDS";
+    pub(crate) const FIGURES: &str = "SFAUTH_BENCH_FLEET_FIGURES";
     pub(crate) const REDIS: &str = "SFAUTH_TEST_REDIS_URL";
     pub(crate) const POSTGRES: &str = "SFAUTH_TEST_POSTGRES_URL";
 }
@@ -139,43 +144,57 @@ fn main() {
     let runtime = common::runtime();
     let dir = common::bench_dir();
     let mut figures = Map::new();
+    let wanted = |var: &str, what: &str| {
+        std::env::var(var).map_or(true, |list| list.split(',').any(|item| item.trim() == what))
+    };
     runtime.block_on(async {
         for backend in [Backend::Redis, Backend::Postgres] {
+            if !wanted(var::BACKENDS, backend.name()) {
+                continue;
+            }
             let Some(url) = backend.server() else {
                 continue;
             };
             let name = backend.name();
-            let started = Instant::now();
-            let (ours, raw) = store_get(backend, &url).await;
-            figures.insert(format!("store_get_us_{name}"), json!(ours));
-            figures.insert(format!("store_get_raw_us_{name}"), json!(raw));
-            figures.insert(format!("store_get_ratio_{name}"), json!(ours / raw));
-            println!(
-                "{name}: store get in {:.1}s",
-                started.elapsed().as_secs_f64()
-            );
+            if wanted(var::FIGURES, "get") {
+                let started = Instant::now();
+                let (ours, raw) = store_get(backend, &url).await;
+                figures.insert(format!("store_get_us_{name}"), json!(ours));
+                figures.insert(format!("store_get_raw_us_{name}"), json!(raw));
+                figures.insert(format!("store_get_ratio_{name}"), json!(ours / raw));
+                println!(
+                    "{name}: store get in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
 
-            let started = Instant::now();
-            figures.extend(adopt(backend).await);
-            println!(
-                "{name}: adoption in {:.1}s",
-                started.elapsed().as_secs_f64()
-            );
+            if wanted(var::FIGURES, "adopt") {
+                let started = Instant::now();
+                figures.extend(adopt(backend).await);
+                println!(
+                    "{name}: adoption in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
 
+            if wanted(var::FIGURES, "refresh") {
+                let started = Instant::now();
+                figures.extend(refresh_fleet(backend).await);
+                println!(
+                    "{name}: fleet refresh in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        // The same adoption on a store whose watch is never live: the pollers' baseline.
+        if wanted(var::BACKENDS, "sqlite") && wanted(var::FIGURES, "adopt") {
             let started = Instant::now();
-            figures.extend(refresh_fleet(backend).await);
+            figures.extend(adopt(Backend::Sqlite).await);
             println!(
-                "{name}: fleet refresh in {:.1}s",
+                "sqlite: adoption in {:.1}s",
                 started.elapsed().as_secs_f64()
             );
         }
-        // The same adoption on a store whose watch is never live: the pollers' baseline.
-        let started = Instant::now();
-        figures.extend(adopt(Backend::Sqlite).await);
-        println!(
-            "sqlite: adoption in {:.1}s",
-            started.elapsed().as_secs_f64()
-        );
     });
     common::write_figures("SFAUTH_BENCH_FLEET", &dir.join("fleet.json"), &figures);
 }
@@ -364,6 +383,18 @@ impl TokenStore for TimedStore {
 
     async fn list(&self, query: &ListQuery) -> StoreResult<ListPage> {
         self.inner.list(query).await
+    }
+
+    async fn list_entries(&self, query: &ListQuery) -> StoreResult<EntryPage> {
+        self.inner.list_entries(query).await
+    }
+
+    async fn list_headers(&self, query: &ListQuery) -> StoreResult<HeaderPage> {
+        self.inner.list_headers(query).await
+    }
+
+    async fn header(&self, key: &TokenKey) -> StoreResult<Option<RecordHeader>> {
+        self.inner.header(key).await
     }
 
     async fn insert(&self, record: TokenRecord) -> StoreResult<u64> {

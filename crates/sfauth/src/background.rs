@@ -22,10 +22,12 @@
 //!   spread is the scan interval: a refresher that scans one interval ahead always refreshed
 //!   somewhere in the interval before the deadline, so no token is refreshed earlier than
 //!   before.
-//! - **Adopt before the lease.** An attempt first reads the record: if another worker already
-//!   stored newer tokens, they are adopted with no lease attempt. That is what all the workers
-//!   but the first do for a tenant, and a read costs a store less than a lease attempt (a
-//!   write, and on SQLite the one writer's lock).
+//! - **Adopt before the lease.** An attempt first reads the record's header: if another worker
+//!   already stored newer tokens, their times are taken with no lease attempt, as a sealed view
+//!   (the record is opened when this worker next uses the tenant, so a worker decrypts only the
+//!   tenants it serves; a store without clear headers gives the record, which is adopted).
+//!   That is what all the workers but the first do for a tenant, and a read costs a store less
+//!   than a lease attempt (a write, and on SQLite the one writer's lock).
 //! - **Never wait.** Next the attempt reads the lease: if another refresher holds it, the
 //!   attempt moves on at once (the holder will write; callers of this process adopt through
 //!   the store's watch) and the next scan looks again. Only a free lease is attempted. Waiting,
@@ -178,8 +180,15 @@ impl TokenManager {
 }
 
 /// A tenant's place in the queue: its tenant state's address tells tenants apart (it cannot be
-/// reused while the queue or a task holds the `Arc`) and breaks ties between equal moments.
+/// reused while the queue or a task holds the `Arc`).
 type Slot = usize;
+
+/// Where an attempt stands in the queue: its moment, then this refresher's hash of the key
+/// (see [`key_hash`]), which orders the attempts of one millisecond differently in every
+/// refresher. Ordered by the slot instead, they would follow the order the tenants were loaded
+/// in, the same in every worker: with a spread shorter than the work (many tenants due at
+/// once), every worker would then start on the same tenants.
+type Place = (Instant, u64, Slot);
 
 /// The refresher's state, owned by its task.
 struct Scheduler {
@@ -189,7 +198,7 @@ struct Scheduler {
     seed: u64,
     permits: Arc<Semaphore>,
     /// Attempts waiting for their moment, earliest first.
-    queue: BTreeMap<(Instant, Slot), (Arc<TenantState>, u64)>,
+    queue: BTreeMap<Place, (Arc<TenantState>, u64)>,
     /// Tenants queued or being refreshed: a scan does not queue them again.
     pending: HashSet<Slot>,
     running: JoinSet<()>,
@@ -216,7 +225,7 @@ impl Scheduler {
         let mut ticker = tokio::time::interval(self.config.interval.max(Duration::from_millis(1)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let next = self.queue.first_key_value().map(|(&(at, _), _)| at);
+            let next = self.queue.first_key_value().map(|(&(at, _, _), _)| at);
             tokio::select! {
                 biased;
                 _ = stopped.changed() => break,
@@ -250,7 +259,9 @@ impl Scheduler {
             }
             let delay = attempt_delay_ms(self.seed, &due.tenant.key, &due, now_ms, spread_ms);
             let at = now.checked_add(Duration::from_millis(delay)).unwrap_or(now);
-            self.queue.insert((at, slot), (due.tenant, due.generation));
+            let rank = key_hash(self.seed, &due.tenant.key);
+            self.queue
+                .insert((at, rank, slot), (due.tenant, due.generation));
         }
     }
 
@@ -261,7 +272,7 @@ impl Scheduler {
         while self
             .queue
             .first_key_value()
-            .is_some_and(|(&(at, _), _)| at <= now)
+            .is_some_and(|(&(at, _, _), _)| at <= now)
         {
             let permit = tokio::select! {
                 biased;
@@ -271,7 +282,7 @@ impl Scheduler {
                     Err(_) => return false,
                 },
             };
-            let Some(((_, slot), (tenant, generation))) = self.queue.pop_first() else {
+            let Some(((_, _, slot), (tenant, generation))) = self.queue.pop_first() else {
                 break;
             };
             let manager = self.manager.clone();
@@ -321,12 +332,17 @@ fn attempt_delay_ms(seed: u64, key: &TokenKey, due: &Due, now_ms: u64, spread_ms
         .saturating_sub(now_ms)
 }
 
+/// This refresher's hash of `key`: fixed for the key with `seed`, unrelated between seeds.
+fn key_hash(seed: u64, key: &TokenKey) -> u64 {
+    foldhash::quality::FixedState::with_seed(seed).hash_one(key)
+}
+
 /// This refresher's offset for `key` in `[0, spread_ms)` (0 when the spread is): the same for
 /// the key on every call with `seed`, and unrelated between seeds. The fraction of the spread
 /// depends on the seed and key only, so a window shortened near expiry keeps the workers'
 /// order.
 fn offset_ms(seed: u64, key: &TokenKey, spread_ms: u64) -> u64 {
-    let hash = foldhash::quality::FixedState::with_seed(seed).hash_one(key);
+    let hash = key_hash(seed, key);
     // Multiply-shift maps the hash onto the range without a modulo's bias; the product of two
     // u64 fits a u128, and its high half is below `spread_ms`.
     let scaled = u128::from(hash).wrapping_mul(u128::from(spread_ms)) >> 64;

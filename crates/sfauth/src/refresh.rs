@@ -33,8 +33,11 @@
 //!    the refresh runs, so a dead refresher's lease lapses fast while a slow one never loses it;
 //!    a lease whose holder is a process on this host that is gone is taken over at once.
 //! 8. **The background never waits on another refresher.** A refresh the background refresher
-//!    starts ([`Refresher::refresh_background`]) first reads the record and adopts tokens
-//!    another process stored since, with no lease attempt; then it reads the lease, and makes
+//!    starts ([`Refresher::refresh_background`]) first reads the record's header
+//!    ([`TokenStore::header`]) and, if another process stored tokens since, takes the header's
+//!    times as a sealed view (no token, nothing decrypted: the tenant's next use opens the
+//!    record) or, from a store without clear headers, adopts the record, with no lease
+//!    attempt either way; then it reads the lease, and makes
 //!    one lease attempt only if nobody (alive) holds it. If the lease is held, or taken between
 //!    the read and the attempt, or a caller of this process holds the tenant's lock, it moves
 //!    on instead of waiting: the holder writes, foreground callers adopt through the watch, and
@@ -53,8 +56,8 @@ use sfauth_core::{
     Error as CoreError, ErrorKind as CoreKind, OAuthClient, RefreshToken, TokenKey, TokenSet,
 };
 use sfauth_storage::{
-    ErrorKind as StoreErrorKind, InFlight, Lease, RecordHeader, RecordStatus, TokenRecord,
-    TokenStore,
+    ErrorKind as StoreErrorKind, InFlight, Lease, RecordHeader, RecordStatus, StatusKind,
+    TokenRecord, TokenStore,
 };
 use tokio::sync::broadcast;
 use tokio_util::task::TaskTracker;
@@ -735,17 +738,23 @@ impl Refresher {
         current: &Cached,
     ) -> Result<Option<Acquired>> {
         let key: &TokenKey = &tenant.key;
-        // Reads first: after another worker's refresh the record is all that is needed, and
-        // while one is under way the lease says so. A lease attempt is a write (on SQLite and
-        // files, the one writer's lock), and a refused one is a write for nothing.
-        let record = self
+        // Reads first: after another worker's refresh the record's header is all that is
+        // needed, and while one is under way the lease says so. A lease attempt is a write (on
+        // SQLite and files, the one writer's lock), and a refused one is a write for nothing.
+        let header = self
             .store
-            .get(key)
+            .header(key)
             .await
             .map_err(|source| Error::store(key, source))?;
-        if let Some(record) = &record
-            && self.adopt_if_newer(tenant, current, record)
-        {
+        let adopted = match header {
+            Some(RecordHeader {
+                record: Some(record),
+                ..
+            }) => self.adopt_if_newer(tenant, current, &record),
+            Some(header) => self.seal_if_newer(tenant, current, &header),
+            None => false,
+        };
+        if adopted {
             Counters::bump(&self.counters.background_adopted);
             return Ok(Some(Acquired::Adopted));
         }
@@ -786,12 +795,41 @@ impl Refresher {
         Ok(lease.map(Acquired::Lease))
     }
 
+    /// Installs `header` as a sealed view (its times, no token) if another process stored
+    /// newer tokens since `current` was cached: the background's way of learning that a tenant
+    /// was refreshed elsewhere without opening its record, which a worker that does not serve
+    /// the tenant would only decrypt for nothing. The tenant's next use opens the record
+    /// (`Engine::open`), and its next refresh is scheduled by the header's times.
+    ///
+    /// A header without its record is of an active record with no refresh in flight (the
+    /// store's contract), so a newer version holds tokens stored since, not a mere mark. Tokens
+    /// waiting to be saved here are never covered up: the lease path saves them.
+    fn seal_if_newer(&self, tenant: &TenantState, current: &Cached, header: &RecordHeader) -> bool {
+        if header.version <= current.version
+            || header.status != StatusKind::Active
+            || tenant.has_unsaved()
+        {
+            return false;
+        }
+        let generation = tenant.current.load().generation.wrapping_add(1);
+        tenant.set_current(Arc::new(self.cached_from_header(header, generation)));
+        Counters::bump(&self.counters.adopted);
+        self.emit(&tenant.key, EventKind::Refreshed { adopted: true });
+        true
+    }
+
     /// Installs `record` if another process stored newer tokens (or a re-authorization mark)
-    /// since `current` was cached.
+    /// since `current` was cached. A sealed `current` holds no token to compare with: any
+    /// record at least as new as its header is adopted, so that no refresh token is spent on
+    /// a view that only a header gave (the refresh would replace tokens nobody here has seen).
     fn adopt_if_newer(&self, tenant: &TenantState, current: &Cached, record: &TokenRecord) -> bool {
-        let newer = record.version > current.version
-            && (record.tokens.access_token != current.access_token
-                || record.status != RecordStatus::Active);
+        let newer = if current.is_sealed() {
+            record.version >= current.version
+        } else {
+            record.version > current.version
+                && (record.tokens.access_token != current.access_token
+                    || record.status != RecordStatus::Active)
+        };
         if !newer {
             return false;
         }

@@ -49,9 +49,11 @@ pub(crate) enum CachedState {
     Active,
     /// Boxed: rare, and it would otherwise widen every tenant's entry.
     Reauth(Box<Reauth>),
-    /// Listed at a warm start from the record's clear header: the times are known, the tokens
-    /// are still sealed in the store. Never served: the first call that needs the tenant opens
-    /// its record (`Engine::open`), so that a warm start decrypts nothing.
+    /// Known by the record's clear header only: the times are known, the tokens are still
+    /// sealed in the store. A warm start lists tenants so, and the background refresher seals
+    /// a tenant again when another process stored newer tokens (`Refresher::seal_if_newer`),
+    /// so that a worker decrypts only what it serves. Never served: the first call that needs
+    /// the tenant opens its record (`Engine::open`).
     Sealed,
     /// The tenant was removed from the manager (or the manager dropped): the token is gone
     /// from memory, and whatever still holds the tenant (a [`Tenant`] handle, a thread's table
@@ -96,7 +98,7 @@ impl Cached {
             }),
             CachedState::Removed => Some(Error::unknown_tenant(key)),
             // Nothing stands in the way: the record is opened before anything is served (a
-            // tenant is sealed only when created by a warm start, never again once opened).
+            // sealed view holds no token; whatever was served before it came from the store).
             CachedState::Active | CachedState::Sealed => None,
         }
     }

@@ -433,6 +433,48 @@ async fn listings_span_several_script_calls() {
     );
 }
 
+/// An active record's header is read from its clear fields, the record left sealed; a record
+/// whose header is missing (written by a version without headers) or stale (written since by
+/// one) is opened instead, and a damaged header is `Corrupt`, never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_are_read_in_clear_unless_they_cannot_be_trusted() {
+    let Some(harness) = Harness::new().await else {
+        return;
+    };
+    let store = &harness.store;
+    let ns = Namespace::new();
+    let (key, mut record) = ns.fresh("clear");
+    record.refresh_in_flight = None;
+    store.insert(record.clone()).await.unwrap();
+    let header = store.header(&key).await.unwrap().unwrap();
+    assert!(header.record.is_none(), "read without opening the record");
+    assert_eq!(header.version, 1);
+
+    let mut raw = harness.raw().await;
+    let hash = harness.record_key(&key);
+    // As a version of this crate without headers left it.
+    let _: () = raw
+        .hdel(&hash, &["header", "header_version"])
+        .await
+        .unwrap();
+    let opened = store.header(&key).await.unwrap().unwrap();
+    assert_eq!(opened.record.as_ref().map(|r| r.version), Some(1));
+    // Written again by such a version: the header is of an older version.
+    store.put(record.clone(), 1, None).await.unwrap();
+    let _: () = raw.hset(&hash, "header_version", "1").await.unwrap();
+    let opened = store.header(&key).await.unwrap().unwrap();
+    assert_eq!(opened.record.as_ref().map(|r| r.version), Some(2));
+
+    for damaged in ["", "0:1:2", "2:1::::", "0:x::::", "0::::::"] {
+        let _: () = raw
+            .hset_multiple(&hash, &[("header", damaged), ("header_version", "2")])
+            .await
+            .unwrap();
+        let error = store.header(&key).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Corrupt, "{damaged:?}: {error}");
+    }
+}
+
 /// Stores under different prefixes on one server see nothing of each other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefixes_isolate_stores() {
