@@ -332,6 +332,10 @@ impl ClearHeader {
 /// The headers travel as one value because sqlx's SQLite worker hands each row of a result to
 /// the async side on its own (a copy of every column, a channel send, a wake-up): some 12 µs a
 /// row, where SQLite reads and formats one in about 2. A warm start lists 100,000 rows.
+///
+/// `page` reads nothing but columns of the covering index `token_records_header` (migration
+/// 0003), so SQLite walks that index alone; the sealed blobs, most of the file, are read only
+/// for the rows to open, by key. A column added to `page` must be added to the index too.
 const LIST_HEADERS: &str = concat!(
     "WITH page AS MATERIALIZED ( \
        SELECT key, version, issued_ms, last_refreshed_ms, lifetime_ms, tokens_issued_ms, \

@@ -9,7 +9,11 @@
 //! - `warm_start_100k_bare_scan_s`: a bare scan of the same rows, last: one plain sqlx `SELECT`
 //!   of the columns the warm start's listing (`list_headers`) reads, streamed, each row's key,
 //!   sealed bytes (none: every row has its clear header) and expiry looked at and nothing
-//!   parsed or opened (no key parsing, no decryption, no manager);
+//!   parsed or opened (no key parsing, no decryption, no manager). It walks the covering index
+//!   the listing walks (`token_records_header`, migration 0003, named with `INDEXED BY`), and
+//!   reads a blob by key as the listing does. It still takes its rows one at a time from sqlx,
+//!   where the listing has SQLite hand a page's headers over as one JSON value: that is the
+//!   listing's own doing, not a cost the scan should carry for it;
 //! - `warm_start_ratio_sqlite`: the warm start over the bare scan (issue #13 asks for at most
 //!   1.5). The scan comes last, so it meets a warm file: the ratio is, if anything, against us.
 //!
@@ -116,13 +120,19 @@ async fn bare_scan(db: &Path) -> f64 {
         .unwrap();
     let started = Instant::now();
     // The columns `SqliteStore::list_headers` reads, the sealed blob left out as it leaves it
-    // out of a row with a current clear header (every row of this file).
+    // out of a row with a current clear header (every row of this file). The blob is read by
+    // key, as the listing reads it, and the rows are walked in the covering index of migration
+    // 0003 (`token_records_header`) as the listing walks them: left to itself, SQLite would
+    // take the client id's index and read every row of the table, a slower scan than the
+    // listing's, which would flatter the ratio.
     let mut rows = sqlx::query(
         "SELECT key, version, status, \
-           CASE WHEN header_version = version AND status = 'active' THEN NULL ELSE sealed END, \
+           CASE WHEN header_version = version AND status = 'active' THEN NULL \
+             ELSE (SELECT s.sealed FROM token_records AS s WHERE s.key = t.key) END, \
            org_id, user_id, client_id, key_id, header_version, issued_ms, last_refreshed_ms, \
            lifetime_ms, tokens_issued_ms, tokens_expires_ms \
-         FROM token_records WHERE client_id = ?1 ORDER BY key",
+         FROM token_records AS t INDEXED BY token_records_header \
+         WHERE client_id = ?1 ORDER BY key",
     )
     .bind(common::CLIENT_ID)
     .fetch(&pool);
