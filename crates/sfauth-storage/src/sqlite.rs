@@ -13,9 +13,10 @@ use async_trait::async_trait;
 use futures_util::TryStreamExt as _;
 use sfauth_core::TokenKey;
 use sqlx::Row as _;
+use sqlx::query::Query;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 
 use crate::crypto::{ClearFields, Keyring, create_private_dir, open_checked, seal_record};
@@ -362,6 +363,26 @@ const LIST_HEADERS: &str = concat!(
      ORDER BY 1"
 );
 
+/// `listing` with `query`'s filters, cursor and page size bound as `?1`..`?7`, the parameters
+/// both listings (`list_entries`, [`LIST_HEADERS`]) share.
+fn bind_listing<'q>(
+    listing: Query<'q, Sqlite, SqliteArguments<'q>>,
+    query: &'q ListQuery,
+    limit: usize,
+) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+    listing
+        .bind(query.org_id.as_ref().map(|id| id.as_str()))
+        .bind(query.user_id.as_ref().map(|id| id.as_str()))
+        .bind(query.client_id.as_deref())
+        .bind(query.status.map(|status| status.as_str()))
+        // A plain `key > ?` (every key is greater than the empty string) lets SQLite walk the
+        // primary key from the cursor; an `IS NULL OR` around it made every page a full scan.
+        .bind(query.after.as_ref().map_or("", |cursor| cursor.last_key()))
+        .bind(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX))
+        // The label is the end of the key string: compared exactly (LIKE would fold case).
+        .bind(query.label_suffix())
+}
+
 /// This keyring's key ids as `,id,id,`, the form [`LIST_HEADERS`] looks them up in.
 fn known_ids_list(keyring: &Keyring) -> String {
     let mut list = String::from(",");
@@ -473,32 +494,15 @@ impl TokenStore for SqliteStore {
                AND (?7 IS NULL OR substr(key, -length(?7)) = ?7) \
                AND key > ?5 \
              ORDER BY key LIMIT ?6"
-        ))
-        .bind(query.org_id.as_ref().map(|id| id.as_str()))
-        .bind(query.user_id.as_ref().map(|id| id.as_str()))
-        .bind(query.client_id.as_deref())
-        .bind(query.status.map(|status| status.as_str()))
-        // A plain `key > ?` (every key is greater than the empty string) lets SQLite walk the
-        // primary key from the cursor; an `IS NULL OR` around it made every page a full scan.
-        .bind(query.after.as_ref().map_or("", |cursor| cursor.last_key()))
-        .bind(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX))
-        // The label is the end of the key string: compared exactly (LIKE would fold case).
-        .bind(query.label_suffix())
-        .fetch(&self.pool);
+        ));
+        let rows = bind_listing(rows, query, limit).fetch(&self.pool);
         let entries = decode_streamed(&self.keyring, rows, limit, "opening", decode_rows).await?;
         Ok(EntryPage::from_matches(entries, limit))
     }
 
     async fn list_headers(&self, query: &ListQuery) -> Result<HeaderPage> {
         let limit = query.effective_limit();
-        let mut rows = sqlx::query(LIST_HEADERS)
-            .bind(query.org_id.as_ref().map(|id| id.as_str()))
-            .bind(query.user_id.as_ref().map(|id| id.as_str()))
-            .bind(query.client_id.as_deref())
-            .bind(query.status.map(|status| status.as_str()))
-            .bind(query.after.as_ref().map_or("", |cursor| cursor.last_key()))
-            .bind(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX))
-            .bind(query.label_suffix())
+        let mut rows = bind_listing(sqlx::query(LIST_HEADERS), query, limit)
             .bind(known_ids_list(&self.keyring))
             .fetch(&self.pool);
         let first = rows
