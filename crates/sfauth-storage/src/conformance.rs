@@ -1769,6 +1769,73 @@ pub async fn list_headers_page_as_list(store: &dyn TokenStore) {
     }
 }
 
+/// `put_and_release` writes under the lease and frees it: afterwards the record is at the next
+/// version and the lease is free, so another holder gets it, with a greater fence. Refused (a
+/// stale version, a lease that is no longer current), it changes nothing: the record stays as
+/// it was, and so does whatever lease is current.
+pub async fn put_and_release_saves_then_frees(store: &dyn TokenStore) {
+    let ns = Namespace::new();
+    let (key, record) = ns.fresh("release");
+    store.insert(record.clone()).await.expect("insert");
+    let ttl = Duration::from_secs(30);
+    let first = holder("first");
+    let lease = store
+        .try_acquire(&key, &first, ttl)
+        .await
+        .expect("acquire")
+        .expect("a free lease");
+
+    assert_kind(
+        store.put_and_release(record.clone(), 7, &lease).await,
+        ErrorKind::Conflict,
+        "a stale version",
+    );
+    assert_eq!(must_get(store, &key).await.version, 1, "nothing written");
+    let held = store.lease(&key).await.expect("lease").expect("still held");
+    assert_eq!(
+        (held.holder.as_str(), held.fence),
+        (first.as_str(), lease.fence)
+    );
+
+    let mut saved = record.clone();
+    saved.tokens.access_token = AccessToken::new(format!("{}-saved", random_text(12)));
+    assert_eq!(
+        store
+            .put_and_release(saved.clone(), 1, &lease)
+            .await
+            .expect("save and release"),
+        2
+    );
+    let stored = must_get(store, &key).await;
+    assert_eq!(stored.version, 2);
+    assert_eq!(stored.tokens.access_token, saved.tokens.access_token);
+    assert!(
+        store.lease(&key).await.expect("lease").is_none(),
+        "the lease is free once saved"
+    );
+    let second = holder("second");
+    let next = store
+        .try_acquire(&key, &second, ttl)
+        .await
+        .expect("acquire")
+        .expect("free after the save");
+    assert!(next.fence > lease.fence, "a greater fence");
+
+    assert_kind(
+        store.put_and_release(record, 2, &lease).await,
+        ErrorKind::LeaseLost,
+        "a lease no longer current",
+    );
+    let stored = must_get(store, &key).await;
+    assert_eq!(stored.version, 2, "nothing written");
+    assert_eq!(stored.tokens.access_token, saved.tokens.access_token);
+    let held = store.lease(&key).await.expect("lease").expect("still held");
+    assert_eq!(
+        (held.holder.as_str(), held.fence),
+        (second.as_str(), next.fence)
+    );
+}
+
 /// `header` reads the latest record's header: `None` for a missing key (before its insert and
 /// after its delete); key, version, status and times agree with `get` (to the millisecond)
 /// after an insert and after each put, new times included; a header that carries its record
@@ -1927,6 +1994,7 @@ macro_rules! conformance_tests {
             list_entries_pages_as_list,
             list_headers_page_as_list,
             header_agrees_with_the_record,
+            put_and_release_saves_then_frees,
             label_filter_is_exact,
             status_transitions
         );

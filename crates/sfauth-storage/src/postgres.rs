@@ -470,6 +470,9 @@ struct Sql {
     insert: String,
     put: String,
     put_leased: String,
+    /// `put_leased` and the release of its lease in one statement: it returns how many records
+    /// it wrote (the release happens only with the write).
+    put_released: String,
     record_state: String,
     delete: String,
     version_of: String,
@@ -516,6 +519,17 @@ impl Sql {
                 "{put} AND EXISTS (SELECT 1 FROM {leases} AS l \
                    WHERE l.key = $8 AND l.holder = $11 AND l.fence = $12 \
                      AND l.expires_at > {NOW_MS} FOR SHARE)"
+            ),
+            // The lease row the write locked (FOR SHARE, in the same statement) is freed only
+            // if the write happened, and both commit together: one durable commit, not two.
+            put_released: format!(
+                "WITH saved AS ({put} AND EXISTS (SELECT 1 FROM {leases} AS l \
+                   WHERE l.key = $8 AND l.holder = $11 AND l.fence = $12 \
+                     AND l.expires_at > {NOW_MS} FOR SHARE) RETURNING 1), \
+                 freed AS (UPDATE {leases} SET holder = NULL, fence = NULL, expires_at = NULL \
+                   WHERE key = $8 AND holder = $11 AND fence = $12 \
+                     AND EXISTS (SELECT 1 FROM saved) RETURNING 1) \
+                 SELECT count(*) FROM saved"
             ),
             put,
             record_state: format!("SELECT version, key_id FROM {records} WHERE key = $1"),
@@ -638,6 +652,64 @@ impl PostgresStore {
             listener.stop();
         }
         self.inner.pool.close().await;
+    }
+
+    /// `put`, and with `release` also the release of `lease` in the same statement (see
+    /// [`TokenStore::put_and_release`]).
+    async fn write(
+        &self,
+        record: TokenRecord,
+        expected_version: u64,
+        lease: Option<&Lease>,
+        release: bool,
+    ) -> Result<u64> {
+        let name = record.key.to_string();
+        if let Some(lease) = lease {
+            check_key(lease, &record.key)?;
+        }
+        let version = next_version(expected_version)?;
+        let Some((version_column, fence)) = sql_columns(version, lease) else {
+            return Err(self.why_not_written(&name, expected_version).await?);
+        };
+        let sealed = seal_record(&self.inner.keyring, &record, version)?;
+        let clear = ClearFields::of(&record, self.inner.keyring.current_key_id());
+        let sql = match (lease, release) {
+            (Some(_), true) => &self.inner.sql.put_released,
+            (Some(_), false) => &self.inner.sql.put_leased,
+            (None, _) => &self.inner.sql.put,
+        };
+        let mut statement = sqlx::query(sql)
+            .bind(clear.org_id)
+            .bind(clear.user_id)
+            .bind(clear.client_id)
+            .bind(clear.status)
+            .bind(version_column)
+            .bind(clear.key_id)
+            .bind(sealed)
+            .bind(&name)
+            .bind(to_i64(expected_version, "version")?)
+            .bind(&self.inner.key_ids);
+        if let (Some(lease), Some(fence)) = (lease, fence) {
+            statement = statement.bind(lease.holder.as_str()).bind(fence);
+        }
+        let written = if release && lease.is_some() {
+            let saved: i64 = statement
+                .try_map(|row: sqlx::postgres::PgRow| sqlx::Row::try_get(&row, 0))
+                .fetch_one(&self.inner.pool)
+                .await
+                .map_err(|e| backend("writing record", e))?;
+            saved == 1
+        } else {
+            let done = statement
+                .execute(&self.inner.pool)
+                .await
+                .map_err(|e| backend("writing record", e))?;
+            done.rows_affected() == 1
+        };
+        if written {
+            return Ok(version);
+        }
+        Err(self.why_not_written(&name, expected_version).await?)
     }
 
     /// Why a put of `name` at `expected` changed no row: missing, stale, at the end of its
@@ -834,42 +906,17 @@ impl TokenStore for PostgresStore {
         expected_version: u64,
         lease: Option<&'a Lease>,
     ) -> Result<u64> {
-        let name = record.key.to_string();
-        if let Some(lease) = lease {
-            check_key(lease, &record.key)?;
-        }
-        let version = next_version(expected_version)?;
-        let Some((version_column, fence)) = sql_columns(version, lease) else {
-            return Err(self.why_not_written(&name, expected_version).await?);
-        };
-        let sealed = seal_record(&self.inner.keyring, &record, version)?;
-        let clear = ClearFields::of(&record, self.inner.keyring.current_key_id());
-        let sql = match lease {
-            Some(_) => &self.inner.sql.put_leased,
-            None => &self.inner.sql.put,
-        };
-        let mut statement = sqlx::query(sql)
-            .bind(clear.org_id)
-            .bind(clear.user_id)
-            .bind(clear.client_id)
-            .bind(clear.status)
-            .bind(version_column)
-            .bind(clear.key_id)
-            .bind(sealed)
-            .bind(&name)
-            .bind(to_i64(expected_version, "version")?)
-            .bind(&self.inner.key_ids);
-        if let (Some(lease), Some(fence)) = (lease, fence) {
-            statement = statement.bind(lease.holder.as_str()).bind(fence);
-        }
-        let done = statement
-            .execute(&self.inner.pool)
+        self.write(record, expected_version, lease, false).await
+    }
+
+    async fn put_and_release<'a>(
+        &self,
+        record: TokenRecord,
+        expected_version: u64,
+        lease: &'a Lease,
+    ) -> Result<u64> {
+        self.write(record, expected_version, Some(lease), true)
             .await
-            .map_err(|e| backend("writing record", e))?;
-        if done.rows_affected() == 1 {
-            return Ok(version);
-        }
-        Err(self.why_not_written(&name, expected_version).await?)
     }
 
     async fn delete(&self, key: &TokenKey, expected_version: Option<u64>) -> Result<bool> {

@@ -311,6 +311,54 @@ impl RedisStore {
             .map_err(|e| self.failed(what, e))
     }
 
+    /// `put`, and with `release` also the release of `lease` in the same script (see
+    /// [`TokenStore::put_and_release`]).
+    async fn write(
+        &self,
+        record: TokenRecord,
+        expected_version: u64,
+        lease: Option<&Lease>,
+        release: bool,
+    ) -> Result<u64> {
+        let name = record.key.to_string();
+        if let Some(lease) = lease {
+            check_key(lease, &record.key)?;
+        }
+        let version = next_version(expected_version)?;
+        let sealed = seal_record(&self.keyring, &record, version)?;
+        let clear = ClearFields::of(&record, self.keyring.current_key_id());
+        let mut invocation = SCRIPTS.put.key(self.names.record(&name));
+        invocation
+            .key(self.names.lease(&name))
+            .key(&self.names.index)
+            .arg(&name)
+            .arg(&self.names.channel)
+            .arg(expected_version)
+            .arg(version)
+            .arg(sealed)
+            .arg(clear.org_id)
+            .arg(clear.user_id)
+            .arg(clear.client_id)
+            .arg(clear.status)
+            .arg(clear.key_id)
+            .arg(lease.map_or("", |lease| lease.holder.as_str()))
+            .arg(lease.map_or_else(String::new, |lease| lease.fence.to_string()))
+            .arg(header_field(&record))
+            .arg(if release { "1" } else { "" });
+        for key_id in self.keyring.key_ids() {
+            invocation.arg(key_id);
+        }
+        let reply = self.run("writing record", &invocation).await?;
+        match reply.status() {
+            b"ok" => Ok(version),
+            b"missing" => Err(Error::not_found(&name)),
+            b"stale" => Err(Error::stale(&name, reply.text(1)?, expected_version)),
+            b"unknown_key" => Err(Error::unknown_key(&name, reply.text(1)?)),
+            b"lease_lost" => Err(Error::lease_lost(&name)),
+            _ => Err(reply.unexpected("writing record")),
+        }
+    }
+
     /// Starts the subscriber task unless it runs already.
     fn start_subscriber(&self) {
         let subscriber = &self.subscriber;
@@ -849,42 +897,17 @@ impl TokenStore for RedisStore {
         expected_version: u64,
         lease: Option<&'a Lease>,
     ) -> Result<u64> {
-        let name = record.key.to_string();
-        if let Some(lease) = lease {
-            check_key(lease, &record.key)?;
-        }
-        let version = next_version(expected_version)?;
-        let sealed = seal_record(&self.keyring, &record, version)?;
-        let clear = ClearFields::of(&record, self.keyring.current_key_id());
-        let mut invocation = SCRIPTS.put.key(self.names.record(&name));
-        invocation
-            .key(self.names.lease(&name))
-            .key(&self.names.index)
-            .arg(&name)
-            .arg(&self.names.channel)
-            .arg(expected_version)
-            .arg(version)
-            .arg(sealed)
-            .arg(clear.org_id)
-            .arg(clear.user_id)
-            .arg(clear.client_id)
-            .arg(clear.status)
-            .arg(clear.key_id)
-            .arg(lease.map_or("", |lease| lease.holder.as_str()))
-            .arg(lease.map_or_else(String::new, |lease| lease.fence.to_string()))
-            .arg(header_field(&record));
-        for key_id in self.keyring.key_ids() {
-            invocation.arg(key_id);
-        }
-        let reply = self.run("writing record", &invocation).await?;
-        match reply.status() {
-            b"ok" => Ok(version),
-            b"missing" => Err(Error::not_found(&name)),
-            b"stale" => Err(Error::stale(&name, reply.text(1)?, expected_version)),
-            b"unknown_key" => Err(Error::unknown_key(&name, reply.text(1)?)),
-            b"lease_lost" => Err(Error::lease_lost(&name)),
-            _ => Err(reply.unexpected("writing record")),
-        }
+        self.write(record, expected_version, lease, false).await
+    }
+
+    async fn put_and_release<'a>(
+        &self,
+        record: TokenRecord,
+        expected_version: u64,
+        lease: &'a Lease,
+    ) -> Result<u64> {
+        self.write(record, expected_version, Some(lease), true)
+            .await
     }
 
     async fn delete(&self, key: &TokenKey, expected_version: Option<u64>) -> Result<bool> {
@@ -1271,8 +1294,8 @@ return {'ok'}
 ";
 
 /// KEYS: record, lease, index. ARGV: name, channel, expected version, new version, sealed, org,
-/// user, client, status, key id, lease holder ('' for none), lease fence, clear header, then
-/// every key id the keyring knows.
+/// user, client, status, key id, lease holder ('' for none), lease fence, clear header, '1' to
+/// release the lease once written ('' to keep it), then every key id the keyring knows.
 const LUA_PUT: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'missing'}
@@ -1282,7 +1305,7 @@ if current[1] ~= ARGV[3] then
   return {'stale', current[1] or '?'}
 end
 local known = false
-for i = 14, #ARGV do
+for i = 15, #ARGV do
   if current[2] == ARGV[i] then
     known = true
   end
@@ -1300,6 +1323,9 @@ redis.call('HSET', KEYS[1], 'version', ARGV[4], 'sealed', ARGV[5], 'org_id', ARG
   'user_id', ARGV[7], 'client_id', ARGV[8], 'status', ARGV[9], 'key_id', ARGV[10],
   'header', ARGV[13], 'header_version', ARGV[4])
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
+if ARGV[14] == '1' and ARGV[11] ~= '' then
+  redis.call('DEL', KEYS[2])
+end
 notify(ARGV[2], ARGV[1])
 return {'ok'}
 ";

@@ -53,6 +53,10 @@ use crate::record::{EntryPage, HeaderPage, Lease, ListPage, ListQuery, RecordHea
 ///   lease (holder and fence) to be the key's current, unexpired lease, else
 ///   [`LeaseLost`](crate::ErrorKind::LeaseLost). A failed put changes nothing. The `version`
 ///   field of the record passed in is ignored.
+/// - [`put_and_release`](Self::put_and_release) is `put` under the lease followed by
+///   `release` of it: when it returns a version, the record is written and the lease is freed
+///   (or, for a backend that cannot do both at once, lapses at its expiry); when it fails,
+///   nothing changed and the lease is still held, as after a failed `put`.
 /// - [`delete`](Self::delete) removes the record (only at `expected_version` when given; a
 ///   different version is [`Conflict`](crate::ErrorKind::Conflict)) and returns whether there
 ///   was one. It does not reset the key's fence.
@@ -147,6 +151,27 @@ pub trait TokenStore: Send + Sync {
         expected_version: u64,
         lease: Option<&'a Lease>,
     ) -> Result<u64>;
+
+    /// [`put`](Self::put) under `lease`, then [`release`](Self::release) of it, in one atomic
+    /// step where the backend has one (one script, one statement): how a refresh ends, saving
+    /// the new tokens and letting the lease go in one round trip (on PostgreSQL, one commit
+    /// instead of two).
+    ///
+    /// Fails as `put` fails, changing nothing and keeping the lease, so that the caller may
+    /// retry the save under it. The default is `put`, then `release`, whose failure it leaves
+    /// alone: the save, which is what counts, is done, and a lease not released lapses at its
+    /// expiry.
+    async fn put_and_release<'a>(
+        &self,
+        record: TokenRecord,
+        expected_version: u64,
+        lease: &'a Lease,
+    ) -> Result<u64> {
+        let version = self.put(record, expected_version, Some(lease)).await?;
+        // Not an error of this call: see above.
+        let _ = self.release(lease).await;
+        Ok(version)
+    }
 
     /// Removes the record for `key` (only at `expected_version`, when given); returns whether
     /// one was removed.

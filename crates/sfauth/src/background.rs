@@ -28,9 +28,11 @@
 //!   tenants it serves; a store without clear headers gives the record, which is adopted).
 //!   That is what all the workers but the first do for a tenant, and a read costs a store less
 //!   than a lease attempt (a write, and on SQLite the one writer's lock).
-//! - **Never wait.** Next the attempt reads the lease: if another refresher holds it, the
-//!   attempt moves on at once (the holder will write; callers of this process adopt through
-//!   the store's watch) and the next scan looks again. Only a free lease is attempted. Waiting,
+//! - **Never wait.** Next the attempt takes the lease if the header showed nobody refreshing
+//!   (the usual case for the first worker: one write, no read), and otherwise reads the lease
+//!   first: if another refresher holds it, the attempt moves on at once (the holder will
+//!   write; callers of this process adopt through the store's watch) and the next scan looks
+//!   again. Only a lease believed free is attempted. Waiting,
 //!   as a caller does, would hold one of `concurrency` permits for up to `lease_wait` per
 //!   tenant that somebody else is refreshing.
 //!

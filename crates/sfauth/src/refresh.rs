@@ -37,7 +37,8 @@
 //!    ([`TokenStore::header`]) and, if another process stored tokens since, takes the header's
 //!    times as a sealed view (no token, nothing decrypted: the tenant's next use opens the
 //!    record) or, from a store without clear headers, adopts the record, with no lease
-//!    attempt either way; then it reads the lease, and makes
+//!    attempt either way. A header that shows no refresh in flight is followed by one lease
+//!    attempt at once; otherwise (or if that attempt is refused) it reads the lease, and makes
 //!    one lease attempt only if nobody (alive) holds it. If the lease is held, or taken between
 //!    the read and the attempt, or a caller of this process holds the tenant's lock, it moves
 //!    on instead of waiting: the holder writes, foreground callers adopt through the watch, and
@@ -580,7 +581,7 @@ impl Refresher {
             // our mark and, once its access token dies, re-send the refresh token Salesforce
             // already rotated, which revokes the family and with it the tokens we hold.
             lock(&self.held).retain(|held| held.key != lease.key || held.fence != lease.fence);
-        } else {
+        } else if self.holds(&lease) {
             self.release(&lease).await;
         }
         match result {
@@ -606,6 +607,14 @@ impl Refresher {
             }
             other => other,
         }
+    }
+
+    /// Whether `lease` is still one this refresher must release: not yet released with the
+    /// save that ended its refresh (`save_refreshed`), nor by a shutdown.
+    fn holds(&self, lease: &Lease) -> bool {
+        lock(&self.held)
+            .iter()
+            .any(|held| held.key == lease.key && held.fence == lease.fence)
     }
 
     async fn release(&self, lease: &Lease) {
@@ -746,17 +755,31 @@ impl Refresher {
             .header(key)
             .await
             .map_err(|source| Error::store(key, source))?;
-        let adopted = match header {
+        // A header without its record is of an active record with no refresh in flight.
+        let (adopted, idle) = match header {
             Some(RecordHeader {
                 record: Some(record),
                 ..
-            }) => self.adopt_if_newer(tenant, current, &record),
-            Some(header) => self.seal_if_newer(tenant, current, &header),
-            None => false,
+            }) => (self.adopt_if_newer(tenant, current, &record), false),
+            Some(header) => (self.seal_if_newer(tenant, current, &header), true),
+            None => (false, false),
         };
         if adopted {
             Counters::bump(&self.counters.background_adopted);
             return Ok(Some(Acquired::Adopted));
+        }
+        if idle {
+            // Nobody was refreshing a moment ago, so the lease is almost surely free: one
+            // attempt now saves the read below on every refresh of a fleet, and a refusal (a
+            // refresh that started since) costs one write and the same read as before.
+            let lease = self
+                .store
+                .try_acquire(key, &self.holder, self.policy.lease_ttl)
+                .await
+                .map_err(|source| Error::store(key, source))?;
+            if let Some(lease) = lease {
+                return Ok(Some(Acquired::Lease(lease)));
+            }
         }
         let held = self
             .store
@@ -1227,7 +1250,17 @@ impl Refresher {
             .lifetimes
             .strong_of(key.org_id())
             .map(Duration::from_millis);
-        match self.put_retrying(next.clone(), marked.version, lease).await {
+        // Nothing written under the lease follows the save unless introspection may add what
+        // it learns: then the lease is released afterwards, as usual; otherwise the save
+        // releases it (one round trip, on PostgreSQL one commit, fewer per refresh).
+        let release = !self.policy.learn_from_introspection;
+        let saved = if release {
+            self.put_releasing(next.clone(), marked.version, lease)
+                .await
+        } else {
+            self.put_retrying(next.clone(), marked.version, lease).await
+        };
+        match saved {
             Ok(version) => {
                 next.version = version;
                 if self.policy.learn_from_introspection {
@@ -1337,11 +1370,42 @@ impl Refresher {
         expected: u64,
         lease: &Lease,
     ) -> Result<u64, sfauth_storage::Error> {
+        self.put_retried(record, expected, lease, false).await
+    }
+
+    /// [`put_retrying`](Self::put_retrying) that also releases the lease with the save
+    /// ([`TokenStore::put_and_release`]); once saved, the lease is no longer this refresher's
+    /// to release. A failed save keeps it, as `put_retrying` does.
+    async fn put_releasing(
+        &self,
+        record: TokenRecord,
+        expected: u64,
+        lease: &Lease,
+    ) -> Result<u64, sfauth_storage::Error> {
+        let version = self.put_retried(record, expected, lease, true).await?;
+        lock(&self.held).retain(|held| held.key != lease.key || held.fence != lease.fence);
+        Ok(version)
+    }
+
+    async fn put_retried(
+        &self,
+        record: TokenRecord,
+        expected: u64,
+        lease: &Lease,
+        release: bool,
+    ) -> Result<u64, sfauth_storage::Error> {
         let pauses = Backoff::new(Duration::from_millis(50), Duration::from_millis(200));
         let mut attempt: u32 = 0;
         loop {
             attempt = attempt.saturating_add(1);
-            match self.store.put(record.clone(), expected, Some(lease)).await {
+            let written = if release {
+                self.store
+                    .put_and_release(record.clone(), expected, lease)
+                    .await
+            } else {
+                self.store.put(record.clone(), expected, Some(lease)).await
+            };
+            match written {
                 Ok(version) => return Ok(version),
                 Err(error)
                     if attempt < 3
