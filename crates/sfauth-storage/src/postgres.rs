@@ -22,8 +22,8 @@ use crate::crypto::{ClearFields, Keyring, open_checked, seal_record};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lease::{check_holder, check_key, refusal, sql_columns};
 use crate::record::{
-    EntryPage, Lease, ListEntry, ListPage, ListQuery, MAX_STORED_TIME, TokenRecord, from_millis,
-    next_version,
+    EntryPage, Lease, ListEntry, ListPage, ListQuery, MAX_STORED_TIME, RecordHeader, StatusKind,
+    TokenRecord, from_millis, header_field, next_version, parse_header,
 };
 use crate::store::{TokenStore, Watch};
 
@@ -101,7 +101,10 @@ const NOW_MS: &str = "floor(extract(epoch FROM now()) * 1000)::bigint";
 /// - `token_records`: one row per key, the record sealed by the [`Keyring`] (as in the SQLite
 ///   store), with the org id, user id, client id, status, version and key id in clear columns
 ///   for listing and for the checks of a compare-and-swap. The clear columns are checked
-///   against the sealed record on every read.
+///   against the sealed record on every read. Since migration 0002 also the record's clear
+///   header (`header`: whether a refresh is in flight and the times its tokens fall due by,
+///   nothing secret; `header_version`: the version it was written at), which
+///   [`header`](TokenStore::header) answers from without opening the record.
 /// - `token_leases`: one row per key that was ever leased: holder, fence and expiry of the
 ///   current lease, and `last_fence`, the greatest fence ever issued. The row outlives release,
 ///   expiry and the record's deletion, so fences only grow.
@@ -473,6 +476,7 @@ struct Sql {
     /// `put_leased` and the release of its lease in one statement: it returns how many records
     /// it wrote (the release happens only with the write).
     put_released: String,
+    header: String,
     record_state: String,
     delete: String,
     version_of: String,
@@ -489,7 +493,8 @@ impl Sql {
         let leases = format!("\"{schema}\".token_leases");
         let put = format!(
             "UPDATE {records} SET org_id = $1, user_id = $2, client_id = $3, status = $4, \
-               version = $5, key_id = $6, sealed = $7, updated_at = now() \
+               version = $5, key_id = $6, sealed = $7, header = $11, header_version = $5, \
+               updated_at = now() \
              WHERE key = $8 AND version = $9 AND key_id = ANY($10)"
         );
         Self {
@@ -510,28 +515,32 @@ impl Sql {
             ),
             insert: format!(
                 "INSERT INTO {records} \
-                   (key, org_id, user_id, client_id, status, version, key_id, sealed, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, 1, $6, $7, now()) ON CONFLICT (key) DO NOTHING"
+                   (key, org_id, user_id, client_id, status, version, key_id, sealed, header, \
+                    header_version, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, 1, now()) ON CONFLICT (key) DO NOTHING"
             ),
             // The lease row is locked (FOR SHARE) until the write commits: a take-over or
             // renewal cannot slip between the check and the write.
             put_leased: format!(
                 "{put} AND EXISTS (SELECT 1 FROM {leases} AS l \
-                   WHERE l.key = $8 AND l.holder = $11 AND l.fence = $12 \
+                   WHERE l.key = $8 AND l.holder = $12 AND l.fence = $13 \
                      AND l.expires_at > {NOW_MS} FOR SHARE)"
             ),
             // The lease row the write locked (FOR SHARE, in the same statement) is freed only
             // if the write happened, and both commit together: one durable commit, not two.
             put_released: format!(
                 "WITH saved AS ({put} AND EXISTS (SELECT 1 FROM {leases} AS l \
-                   WHERE l.key = $8 AND l.holder = $11 AND l.fence = $12 \
+                   WHERE l.key = $8 AND l.holder = $12 AND l.fence = $13 \
                      AND l.expires_at > {NOW_MS} FOR SHARE) RETURNING 1), \
                  freed AS (UPDATE {leases} SET holder = NULL, fence = NULL, expires_at = NULL \
-                   WHERE key = $8 AND holder = $11 AND fence = $12 \
+                   WHERE key = $8 AND holder = $12 AND fence = $13 \
                      AND EXISTS (SELECT 1 FROM saved) RETURNING 1) \
                  SELECT count(*) FROM saved"
             ),
             put,
+            header: format!(
+                "SELECT version, status, header, header_version FROM {records} WHERE key = $1"
+            ),
             record_state: format!("SELECT version, key_id FROM {records} WHERE key = $1"),
             delete: format!(
                 "DELETE FROM {records} WHERE key = $1 AND ($2::bigint IS NULL OR version = $2)"
@@ -688,7 +697,8 @@ impl PostgresStore {
             .bind(sealed)
             .bind(&name)
             .bind(to_i64(expected_version, "version")?)
-            .bind(&self.inner.key_ids);
+            .bind(&self.inner.key_ids)
+            .bind(header_field(&record));
         if let (Some(lease), Some(fence)) = (lease, fence) {
             statement = statement.bind(lease.holder.as_str()).bind(fence);
         }
@@ -855,6 +865,33 @@ impl TokenStore for PostgresStore {
             .transpose()
     }
 
+    async fn header(&self, key: &TokenKey) -> Result<Option<RecordHeader>> {
+        let name = key.to_string();
+        let row = sqlx::query(&self.inner.sql.header)
+            .bind(&name)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(|e| backend("reading record header", e))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let version: i64 = column(&row, "version")?;
+        let status: &str = column(&row, "status")?;
+        let header: Option<&str> = column(&row, "header")?;
+        let header_version: Option<i64> = column(&row, "header_version")?;
+        if let Some(header) = header
+            && header_version == Some(version)
+            && status == StatusKind::Active.as_str()
+            && let Ok(version) = u64::try_from(version)
+            && let Some(header) = parse_header(key, version, header)?
+        {
+            return Ok(Some(header));
+        }
+        // Not active (its reason is sealed), a refresh in flight (its mark is), or written by a
+        // version without headers: the record itself answers, as it is now.
+        Ok(self.get(key).await?.map(RecordHeader::with_record))
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
         self.list_entries(query).await?.into_page()
     }
@@ -889,6 +926,7 @@ impl TokenStore for PostgresStore {
             .bind(clear.status)
             .bind(clear.key_id)
             .bind(sealed)
+            .bind(header_field(&record))
             .execute(&self.inner.pool)
             .await
             .map_err(|e| backend("inserting record", e))?;

@@ -836,6 +836,84 @@ impl RecordHeader {
     }
 }
 
+/// The clear header the network stores keep beside `record` (Redis: field `header`;
+/// PostgreSQL: column `header`): `1` when a refresh is in flight
+/// (`0` otherwise), then the record's `issued_at`, `last_refreshed_at`, `learned_lifetime`, and
+/// its tokens' `issued_at` and `expires_at`, in milliseconds (since the epoch, but for the
+/// lifetime), empty for none, separated by `:`. Only times and a flag: nothing secret.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn header_field(record: &TokenRecord) -> String {
+    let header = RecordHeader::of(record);
+    let at = |time: SystemTime| {
+        time.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis())
+            .to_string()
+    };
+    let maybe = |time: Option<SystemTime>| time.map(at).unwrap_or_default();
+    format!(
+        "{}:{}:{}:{}:{}:{}",
+        u8::from(record.refresh_in_flight.is_some()),
+        at(header.issued_at),
+        maybe(header.last_refreshed_at),
+        header
+            .learned_lifetime
+            .map(|lifetime| lifetime.as_millis().to_string())
+            .unwrap_or_default(),
+        maybe(header.tokens_issued_at),
+        maybe(header.tokens_expires_at),
+    )
+}
+
+/// The header of `key` at `version` from its stored [`header_field`]; `None` when a refresh is
+/// in flight (the caller opens the record, whose mark says by whom). A field that does not parse
+/// is [`Corrupt`](crate::ErrorKind::Corrupt).
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn parse_header(
+    key: &TokenKey,
+    version: u64,
+    field: &str,
+) -> Result<Option<RecordHeader>> {
+    let damaged = || Error::corrupt(format!("the stored header of {key} is damaged"));
+    let parts: Vec<&str> = field.split(':').collect();
+    let [
+        in_flight,
+        issued,
+        refreshed,
+        lifetime,
+        tokens_issued,
+        tokens_expires,
+    ] = parts[..]
+    else {
+        return Err(damaged());
+    };
+    match in_flight {
+        "0" => {}
+        "1" => return Ok(None),
+        _ => return Err(damaged()),
+    }
+    let time = |text: &str| -> Result<Option<SystemTime>> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse::<i64>()
+            .map(|millis| Some(from_millis(millis)))
+            .map_err(|_| damaged())
+    };
+    let mut header = RecordHeader::of_parts(key.clone(), version, StatusKind::Active);
+    header.issued_at = time(issued)?.ok_or_else(damaged)?;
+    header.last_refreshed_at = time(refreshed)?;
+    header.learned_lifetime = if lifetime.is_empty() {
+        None
+    } else {
+        Some(Duration::from_millis(
+            lifetime.parse::<u64>().map_err(|_| damaged())?,
+        ))
+    };
+    header.tokens_issued_at = time(tokens_issued)?;
+    header.tokens_expires_at = time(tokens_expires)?;
+    Ok(Some(header))
+}
+
 /// `time` cut to a whole millisecond since the epoch, as clear columns keep it.
 fn to_the_milli(time: SystemTime) -> SystemTime {
     let millis = time

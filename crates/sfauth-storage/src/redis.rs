@@ -34,7 +34,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::lease::{check_holder, check_key};
 use crate::record::{
     EntryPage, Lease, ListEntry, ListPage, ListQuery, MAX_STORED_TIME, RecordHeader, StatusKind,
-    TokenRecord, from_millis, next_version,
+    TokenRecord, from_millis, header_field, next_version, parse_header,
 };
 use crate::store::{TokenStore, Watch};
 
@@ -679,81 +679,6 @@ fn decode(keyring: &Keyring, name: &str, fields: &[Vec<u8>]) -> Result<TokenReco
 /// The fields of a record's hash that [`TokenStore::header`] reads, in this order.
 const HEADER_FIELDS: [&str; 4] = ["version", "status", "header", "header_version"];
 
-/// The clear header stored beside `record` (field `header`): `1` when a refresh is in flight
-/// (`0` otherwise), then the record's `issued_at`, `last_refreshed_at`, `learned_lifetime`, and
-/// its tokens' `issued_at` and `expires_at`, in milliseconds (since the epoch, but for the
-/// lifetime), empty for none, separated by `:`. Only times and a flag: nothing secret.
-fn header_field(record: &TokenRecord) -> String {
-    let header = RecordHeader::of(record);
-    let at = |time: SystemTime| {
-        time.duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis())
-            .to_string()
-    };
-    let maybe = |time: Option<SystemTime>| time.map(at).unwrap_or_default();
-    format!(
-        "{}:{}:{}:{}:{}:{}",
-        u8::from(record.refresh_in_flight.is_some()),
-        at(header.issued_at),
-        maybe(header.last_refreshed_at),
-        header
-            .learned_lifetime
-            .map(|lifetime| lifetime.as_millis().to_string())
-            .unwrap_or_default(),
-        maybe(header.tokens_issued_at),
-        maybe(header.tokens_expires_at),
-    )
-}
-
-/// The header of `key` at `version` from its stored [`header_field`]; `None` when a refresh is
-/// in flight (the caller opens the record, whose mark says by whom). A field that does not parse
-/// is [`ErrorKind::Corrupt`].
-fn parse_header(key: &TokenKey, version: &str, field: &str) -> Result<Option<RecordHeader>> {
-    let damaged = || Error::corrupt(format!("the stored header of {key} is damaged"));
-    let parts: Vec<&str> = field.split(':').collect();
-    let [
-        in_flight,
-        issued,
-        refreshed,
-        lifetime,
-        tokens_issued,
-        tokens_expires,
-    ] = parts[..]
-    else {
-        return Err(damaged());
-    };
-    match in_flight {
-        "0" => {}
-        "1" => return Ok(None),
-        _ => return Err(damaged()),
-    }
-    let time = |text: &str| -> Result<Option<SystemTime>> {
-        if text.is_empty() {
-            return Ok(None);
-        }
-        text.parse::<i64>()
-            .map(|millis| Some(from_millis(millis)))
-            .map_err(|_| damaged())
-    };
-    let mut header = RecordHeader::of_parts(
-        key.clone(),
-        parse_u64(version, "version")?,
-        StatusKind::Active,
-    );
-    header.issued_at = time(issued)?.ok_or_else(damaged)?;
-    header.last_refreshed_at = time(refreshed)?;
-    header.learned_lifetime = if lifetime.is_empty() {
-        None
-    } else {
-        Some(Duration::from_millis(
-            lifetime.parse::<u64>().map_err(|_| damaged())?,
-        ))
-    };
-    header.tokens_issued_at = time(tokens_issued)?;
-    header.tokens_expires_at = time(tokens_expires)?;
-    Ok(Some(header))
-}
-
 /// The error for a fence counter that `INCR` refused: at the end of its range or not a number.
 /// Reset, it would issue fences again.
 fn fence_exhausted(name: &str) -> Error {
@@ -800,7 +725,7 @@ impl TokenStore for RedisStore {
         ] = fields.as_slice()
             && version == header_version
             && status == StatusKind::Active.as_str()
-            && let Some(header) = parse_header(key, version, header)?
+            && let Some(header) = parse_header(key, parse_u64(version, "version")?, header)?
         {
             return Ok(Some(header));
         }

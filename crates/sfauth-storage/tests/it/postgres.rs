@@ -213,7 +213,11 @@ async fn eight_stores_migrate_one_new_schema_at_once() {
     .fetch_all(&mut admin)
     .await
     .unwrap();
-    assert_eq!(applied, vec![(1, true)], "each migration applied once");
+    assert_eq!(
+        applied,
+        vec![(1, true), (2, true)],
+        "each migration applied once"
+    );
     let tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename LIKE 'token_%'",
     )
@@ -649,6 +653,43 @@ async fn a_server_without_tls_is_refused_as_config() {
     assert_eq!(missing.kind(), ErrorKind::Config, "{missing}");
     assert!(missing.to_string().contains("sslrootcert"), "{missing}");
     assert!(!shown(&missing).contains("hunter2"), "{missing:?}");
+}
+
+/// An active record's header is read from its clear columns, the record left sealed; a row
+/// whose header is missing (from before migration 0002) or stale (written since by a version
+/// without it) is opened instead, and a damaged header is `Corrupt`, never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_are_read_in_clear_unless_they_cannot_be_trusted() {
+    let Some(h) = Harness::new().await else {
+        return;
+    };
+    let ns = Namespace::new();
+    let (key, mut record) = ns.fresh("clear");
+    record.refresh_in_flight = None;
+    h.store.insert(record.clone()).await.unwrap();
+    let header = h.store.header(&key).await.unwrap().unwrap();
+    assert!(header.record.is_none(), "read without opening the record");
+    assert_eq!(header.version, 1);
+
+    let records = h.table("token_records");
+    let forget =
+        format!("UPDATE {records} SET header = NULL, header_version = NULL WHERE key = $1");
+    assert_eq!(h.execute(&forget, &key).await, 1);
+    let opened = h.store.header(&key).await.unwrap().unwrap();
+    assert_eq!(opened.record.as_ref().map(|r| r.version), Some(1));
+    h.store.put(record, 1, None).await.unwrap();
+    let stale = format!("UPDATE {records} SET header_version = 1 WHERE key = $1");
+    assert_eq!(h.execute(&stale, &key).await, 1);
+    let opened = h.store.header(&key).await.unwrap().unwrap();
+    assert_eq!(opened.record.as_ref().map(|r| r.version), Some(2));
+
+    for damaged in ["", "0:1:2", "2:1::::", "0:x::::", "0::::::"] {
+        let sql =
+            format!("UPDATE {records} SET header = '{damaged}', header_version = 2 WHERE key = $1");
+        assert_eq!(h.execute(&sql, &key).await, 1);
+        let error = h.store.header(&key).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Corrupt, "{damaged:?}: {error}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
