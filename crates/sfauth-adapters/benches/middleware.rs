@@ -16,7 +16,11 @@
 //! with a load of five, its figures spread over about twice the range from run to run.)
 //!
 //! Figures (`middleware_overhead_pct_1`, `middleware_overhead_pct_64`: throughput lost, in
-//! percent; the raw and middleware requests per second beside them; and
+//! percent, by the middleware sending the same absolute URL string as raw, the request raw
+//! reqwest makes; the raw and middleware requests per second beside them;
+//! `middleware_relative_overhead_pct_*` and `middleware_relative_rps_*`, the same middleware
+//! sent a path on the `INSTANCE` placeholder, which it resolves against the tenant's instance
+//! with a second URL parse raw reqwest never makes, since it cannot resolve a path at all; and
 //! `reqwest_middleware_overhead_pct_*`, the loss of a reqwest-middleware client with no
 //! middleware at all, to tell the framework's share from ours) go to the file named by
 //! `SFAUTH_BENCH_ADAPTERS`, else `adapters.json` in `SFAUTH_BENCH_DIR` (else `target/bench`).
@@ -27,7 +31,7 @@
 //!
 //! Wall-clock figures on shared cores move by several percent from run to run, more than the
 //! middleware costs. For a noise-free comparison of code paths, `SFAUTH_BENCH_PROFILE=raw`,
-//! `bare` or `middleware` sends `SFAUTH_BENCH_REQUESTS` (default 2,000) requests one after the
+//! `bare`, `middleware` (absolute URL) or `relative` (placeholder) sends `SFAUTH_BENCH_REQUESTS` (default 2,000) requests one after the
 //! other that way, inside `profiled`, and stops; under callgrind, collect that function alone and
 //! divide by the count:
 //!
@@ -85,7 +89,16 @@ enum Sender {
         url: String,
         authorization: reqwest::header::HeaderValue,
     },
-    Middleware(ClientWithMiddleware),
+    /// Through `SalesforceAuth`, to the same absolute URL string as `Raw` (the tenant's
+    /// instance): the same request, with the token set by the middleware.
+    Middleware {
+        client: ClientWithMiddleware,
+        url: String,
+    },
+    /// Through `SalesforceAuth`, to the path on the `INSTANCE` placeholder (`instance(PATH)`),
+    /// which the middleware resolves against the tenant's instance: a second URL parse that
+    /// raw reqwest, which cannot resolve a path, never pays.
+    Relative(ClientWithMiddleware),
     /// reqwest-middleware with no middleware, the same request as `Raw`: what the framework
     /// costs before `SalesforceAuth` does anything.
     Bare {
@@ -108,7 +121,8 @@ impl Sender {
                 .send()
                 .await
                 .unwrap(),
-            Self::Middleware(client) => client.get(instance(PATH)).send().await.unwrap(),
+            Self::Middleware { client, url } => client.get(url).send().await.unwrap(),
+            Self::Relative(client) => client.get(instance(PATH)).send().await.unwrap(),
             Self::Bare {
                 client,
                 url,
@@ -250,18 +264,26 @@ async fn run() -> Option<Profile> {
         authorization: token.authorization(),
     };
     drop(token);
-    let middleware = Sender::Middleware(
+    let with_auth = || {
         ClientBuilder::new(reqwest::Client::new())
             .with(SalesforceAuth::new(org.manager.clone(), org.key.clone()))
-            .build(),
-    );
+            .build()
+    };
+    let middleware = Sender::Middleware {
+        client: with_auth(),
+        url: format!("{server_url}{PATH}"),
+    };
+    let relative = Sender::Relative(with_auth());
 
     if let Ok(profile) = std::env::var("SFAUTH_BENCH_PROFILE") {
         let sender = match profile.as_str() {
             "raw" => raw,
             "bare" => bare,
             "middleware" => middleware,
-            other => panic!("SFAUTH_BENCH_PROFILE is raw, bare or middleware, not {other}"),
+            "relative" => relative,
+            other => {
+                panic!("SFAUTH_BENCH_PROFILE is raw, bare, middleware or relative, not {other}")
+            }
         };
         let requests = std::env::var("SFAUTH_BENCH_REQUESTS").map_or(2_000, |n| {
             n.parse().expect("SFAUTH_BENCH_REQUESTS is a number")
@@ -275,24 +297,25 @@ async fn run() -> Option<Profile> {
 
     let mut figures = Map::new();
     for (in_flight, total) in [(1, 3_000), (64, 12_800)] {
-        // Warm both pools and caches.
-        throughput(&raw, in_flight, total / 4).await;
-        throughput(&middleware, in_flight, total / 4).await;
-        throughput(&bare, in_flight, total / 4).await;
-        let (mut raw_rounds, mut middleware_rounds, mut bare_rounds) =
-            (Vec::new(), Vec::new(), Vec::new());
+        // Warm every pool and cache.
+        for sender in [&raw, &middleware, &bare, &relative] {
+            throughput(sender, in_flight, total / 4).await;
+        }
+        // Raw, middleware (absolute), bare, relative, and the other way round the next round:
+        // the targeted comparison always runs right beside raw.
+        let order = [&raw, &middleware, &bare, &relative];
+        let mut rounds = [(); 4].map(|()| Vec::with_capacity(ROUNDS));
         for round in 0..ROUNDS {
-            if round % 2 == 0 {
-                raw_rounds.push(throughput(&raw, in_flight, total).await);
-                bare_rounds.push(throughput(&bare, in_flight, total).await);
-                middleware_rounds.push(throughput(&middleware, in_flight, total).await);
-            } else {
-                middleware_rounds.push(throughput(&middleware, in_flight, total).await);
-                bare_rounds.push(throughput(&bare, in_flight, total).await);
-                raw_rounds.push(throughput(&raw, in_flight, total).await);
+            let mut slots: Vec<usize> = (0..order.len()).collect();
+            if round % 2 == 1 {
+                slots.reverse();
+            }
+            for slot in slots {
+                rounds[slot].push(throughput(order[slot], in_flight, total).await);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let [raw_rounds, middleware_rounds, bare_rounds, relative_rounds] = rounds;
         let loss = |rounds: &[f64]| {
             median(
                 rounds
@@ -302,25 +325,23 @@ async fn run() -> Option<Profile> {
                     .collect(),
             )
         };
-        let (bare_loss, overhead) = (loss(&bare_rounds), loss(&middleware_rounds));
-        let (raw_rps, middleware_rps) = (median(raw_rounds), median(middleware_rounds));
         let round2 = |x: f64| (x * 100.0).round() / 100.0;
-        figures.insert(
-            format!("reqwest_middleware_overhead_pct_{in_flight}"),
-            json!(round2(bare_loss)),
-        );
-        figures.insert(
-            format!("middleware_overhead_pct_{in_flight}"),
-            json!(round2(overhead)),
-        );
-        figures.insert(
-            format!("raw_reqwest_rps_{in_flight}"),
-            json!(raw_rps.round()),
-        );
-        figures.insert(
-            format!("middleware_rps_{in_flight}"),
-            json!(middleware_rps.round()),
-        );
+        for (name, value) in [
+            (
+                "reqwest_middleware_overhead_pct",
+                round2(loss(&bare_rounds)),
+            ),
+            ("middleware_overhead_pct", round2(loss(&middleware_rounds))),
+            (
+                "middleware_relative_overhead_pct",
+                round2(loss(&relative_rounds)),
+            ),
+            ("raw_reqwest_rps", median(raw_rounds).round()),
+            ("middleware_rps", median(middleware_rounds).round()),
+            ("middleware_relative_rps", median(relative_rounds).round()),
+        ] {
+            figures.insert(format!("{name}_{in_flight}"), json!(value));
+        }
     }
 
     for (name, value) in &figures {

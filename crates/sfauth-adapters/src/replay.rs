@@ -86,6 +86,32 @@ pub(crate) fn aim(scheme: &str, host: Option<&str>, port: Option<u16>, instance:
     if same { Aim::Instance } else { Aim::Elsewhere }
 }
 
+/// [`aim`] for a URL reqwest has parsed: the reqwest middleware's hot path.
+#[cfg(any(test, feature = "reqwest"))]
+pub(crate) fn aim_url(url: &Url, instance: &Url) -> Aim {
+    // A request written with the instance's own origin, as a caller that keeps the
+    // `instance_url` builds it, is told by one comparison of a few bytes: the field by field
+    // comparison below costs about 300 instructions a request (callgrind), a tenth of what the
+    // middleware adds.
+    if same_origin(url, instance)
+        && instance
+            .host_str()
+            .is_some_and(|host| !host.eq_ignore_ascii_case(PLACEHOLDER_HOST))
+    {
+        return Aim::Instance;
+    }
+    aim(url.scheme(), url.host_str(), url.port(), instance)
+}
+
+/// Whether `url` starts with the scheme, user information, host and port of `instance`. `Url`
+/// keeps these normalized (scheme and domain lowercased, a scheme's default port left out), so
+/// equal bytes are the same origin; unequal bytes may still be (user information aside, which
+/// [`aim`] ignores), and are left to the caller's longer check.
+#[cfg(any(test, feature = "reqwest"))]
+pub(crate) fn same_origin(url: &Url, instance: &Url) -> bool {
+    url[..url::Position::BeforePath] == instance[..url::Position::BeforePath]
+}
+
 /// The URL to send a request aimed `aim` with `path_and_query` to, on `instance`; `None` for
 /// [`Aim::Elsewhere`]. A relative path keeps the instance's own path as a prefix (a site's
 /// `/community`, say); an absolute URL on the instance keeps its path and changes only the
@@ -141,9 +167,13 @@ pub(crate) fn target_url(aim: Aim, path_and_query: &str, instance: &Url) -> Opti
 pub(crate) const MAX_401_BODY: u64 = 64 * 1024;
 
 /// Whether a response's body must be read to decide: only a 401 whose declared length (if any)
-/// could be Salesforce's error array.
-pub(crate) fn worth_reading(status: StatusCode, content_length: Option<u64>) -> bool {
-    status == StatusCode::UNAUTHORIZED && content_length.is_none_or(|n| n <= MAX_401_BODY)
+/// could be Salesforce's error array. The length is looked up only for a 401: finding and
+/// parsing the header costs every other response about 150 instructions.
+pub(crate) fn worth_reading(
+    status: StatusCode,
+    content_length: impl FnOnce() -> Option<u64>,
+) -> bool {
+    status == StatusCode::UNAUTHORIZED && content_length().is_none_or(|n| n <= MAX_401_BODY)
 }
 
 /// Whether a response is the 401 a refresh fixes: Salesforce's `INVALID_SESSION_ID` array, and
@@ -160,7 +190,11 @@ pub(crate) fn tenant<'a>(
     named: Option<&'a TokenKey>,
     fixed: Option<&'a TokenKey>,
 ) -> Result<&'a TokenKey, Error> {
-    named.or(fixed).ok_or(Error::NoTenant)
+    // Not `ok_or(Error::NoTenant)`, which makes the error and drops it on every request.
+    match named.or(fixed) {
+        Some(key) => Ok(key),
+        None => Err(Error::NoTenant),
+    }
 }
 
 /// The span a request runs in: the tenant's short key (label, org and user ids), the attempt and
@@ -302,6 +336,48 @@ mod tests {
         }
     }
 
+    /// The short way of [`aim_url`] tells every URL as the field by field [`aim`] does.
+    #[test]
+    fn aim_url_is_aim() {
+        let instances = [
+            url("https://na1.my.salesforce.com"),
+            url("https://acme.my.site.com/community/"),
+            url("http://127.0.0.1:8080"),
+            url("https://user@na1.my.salesforce.com"),
+            url("https://sfauth.invalid"),
+        ];
+        let requests = [
+            "https://na1.my.salesforce.com/services/data/",
+            "https://NA1.My.Salesforce.com:443/services/data/?q=1",
+            "https://user:pw@na1.my.salesforce.com/x",
+            "https://user@na1.my.salesforce.com/x",
+            "http://na1.my.salesforce.com/x",
+            "https://na1.my.salesforce.com:8443/x",
+            "https://acme.my.site.com/community/services/data/",
+            "https://acme.my.site.com/other",
+            "http://127.0.0.1:8080/services/data/v62.0/query?q=SELECT+Id",
+            "http://127.0.0.1:8081/x",
+            "http://127.0.0.1/x",
+            "https://sfauth.invalid/services/data/",
+            "https://example.com/x",
+        ];
+        for instance in &instances {
+            for request in requests {
+                let request = url(request);
+                assert_eq!(
+                    aim_url(&request, instance),
+                    aim(
+                        request.scheme(),
+                        request.host_str(),
+                        request.port(),
+                        instance
+                    ),
+                    "{request} on {instance}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn only_the_dead_session_401_is_refreshable() {
         let dead =
@@ -311,11 +387,10 @@ mod tests {
         assert!(!refreshable(StatusCode::UNAUTHORIZED, not_rest));
         assert!(!refreshable(StatusCode::UNAUTHORIZED, b""));
         assert!(!refreshable(StatusCode::FORBIDDEN, dead));
-        assert!(worth_reading(StatusCode::UNAUTHORIZED, None));
-        assert!(!worth_reading(
-            StatusCode::UNAUTHORIZED,
-            Some(MAX_401_BODY + 1)
-        ));
-        assert!(!worth_reading(StatusCode::OK, Some(2)));
+        assert!(worth_reading(StatusCode::UNAUTHORIZED, || None));
+        assert!(!worth_reading(StatusCode::UNAUTHORIZED, || Some(
+            MAX_401_BODY + 1
+        )));
+        assert!(!worth_reading(StatusCode::OK, || unreachable!()));
     }
 }

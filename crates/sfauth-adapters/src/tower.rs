@@ -384,7 +384,7 @@ where
     let replay = try_clone(&request);
     aim_at(&mut request, aim, &path_and_query, &token)?;
     let response = inner.call(request).await.map_err(Into::into)?;
-    if !replay::worth_reading(response.status(), content_length(&response)) {
+    if !replay::worth_reading(response.status(), || content_length(&response)) {
         return Ok(response.map(Either::Left));
     }
     // Out of line and boxed, and made only on a 401: the refresh makes this part's future
