@@ -211,8 +211,9 @@ impl Engine {
 
     /// Creates the tenant of `header`, sealed, if it is not in memory. Returns its key when it
     /// is in memory at an older version than `header`'s: the caller then reads and installs the
-    /// record, since an opened tenant is never sealed again (a sealed view is one that nothing
-    /// can have been served from).
+    /// record. A warm start does not seal a tenant already in memory: only the background
+    /// refresher does, for a tenant stored newer elsewhere (`Refresher::seal_if_newer`), and
+    /// never over tokens waiting to be saved.
     pub(crate) fn install_header(&self, header: RecordHeader) -> Option<TokenKey> {
         let pinned = self.tenants.pin();
         if let Some(tenant) = pinned.get(&KeyRef(&header.key)) {
