@@ -441,6 +441,29 @@ mod tests {
         }
     }
 
+    /// Every attempt is a task of its own, and most of them (all the workers of a fleet but
+    /// one) only read a header and adopt: a future carrying the whole refresh inline (28 KB
+    /// once) made each spawn allocate and copy it, and made every queued attempt hold it.
+    #[tokio::test]
+    async fn an_attempt_is_a_small_future() {
+        let client = sfauth_core::OAuthClient::new(
+            sfauth_core::LoginHost::Production,
+            sfauth_core::ConnectedApp::new("3MVG9.key"),
+        );
+        let manager = TokenManager::builder(client)
+            .store(Arc::new(sfauth_storage::MemoryStore::new()))
+            .build()
+            .await
+            .unwrap();
+        let attempt = due(0, NEVER);
+        let future = manager.refresh_due(&attempt.tenant, attempt.generation);
+        let size = std::mem::size_of_val(&future);
+        assert!(
+            size <= 4096,
+            "a background attempt's future is {size} bytes"
+        );
+    }
+
     #[test]
     fn the_window_ends_at_the_deadline_or_starts_now_and_stays_clear_of_expiry() {
         let (now, spread) = (1_000_000u64, 10_000u64);

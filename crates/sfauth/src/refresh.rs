@@ -570,12 +570,14 @@ impl Refresher {
             Acquired::Adopted => return Ok(Outcome::Adopted),
         };
         lock(&self.held).push(lease.clone());
-        let result = self
-            .keeping_lease(
-                &lease,
-                self.refresh_leased(tenant, current, &lease, trigger),
-            )
-            .await;
+        // Boxed: the refresh proper is the bulk of this future (tens of kilobytes), and most
+        // background attempts adopt without a lease; inline, every one of them would allocate
+        // and copy it as its task is spawned.
+        let result = Box::pin(self.keeping_lease(
+            &lease,
+            self.refresh_leased(tenant, current, &lease, trigger),
+        ))
+        .await;
         if matches!(result, Err(Error::Unsaved { .. })) {
             // Keep the lease (it lapses by itself): released, it would let another process find
             // our mark and, once its access token dies, re-send the refresh token Salesforce
