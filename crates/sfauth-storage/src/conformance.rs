@@ -39,8 +39,8 @@ use sfauth_core::{
 use crate::crypto::{Key, Keyring};
 use crate::error::{ErrorKind, Result};
 use crate::record::{
-    EntryPage, InFlight, Lease, ListQuery, Metadata, RecordStatus, RenewalHint, StatusKind,
-    TokenRecord,
+    EntryPage, InFlight, Lease, ListQuery, Metadata, RecordHeader, RecordStatus, RenewalHint,
+    StatusKind, TokenRecord,
 };
 use crate::store::{TokenStore, TokenStoreExt as _};
 
@@ -1898,6 +1898,72 @@ pub async fn header_agrees_with_the_record(store: &dyn TokenStore) {
     );
 }
 
+/// [`TokenStore::changes`]: a backend that has a change feed announces the header of every
+/// write of an active record with no refresh in flight (as [`TokenStore::header`] would give
+/// it, without the record), and nothing for a mark or a record that is not active. A backend
+/// without a feed promises nothing here.
+pub async fn changes_announce_trusted_headers(store: &dyn TokenStore) {
+    let Some(mut changes) = store.changes() else {
+        return;
+    };
+    let ns = Namespace::new();
+    let (key, mut record) = ns.fresh("changes");
+    record.refresh_in_flight = None;
+    // A watch is live once it returns (its contract), and a backend's feed comes through the
+    // same notifications: from here on, no write is missed.
+    let _live = store.watch(&key).await.expect("watch");
+    // The next header of `key` (other tests may write to the same store meanwhile).
+    async fn next_of(changes: &mut crate::Changes, key: &TokenKey) -> RecordHeader {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let header = changes.next().await.expect("the feed ended");
+                if &header.key == key {
+                    return (*header).clone();
+                }
+            }
+        })
+        .await
+        .expect("no header announced within 10 s")
+    }
+
+    store.insert(record.clone()).await.expect("insert");
+    let announced = next_of(&mut changes, &key).await;
+    assert_eq!(announced, RecordHeader::of(&must_get(store, &key).await));
+    assert!(announced.record.is_none(), "a feed carries no tokens");
+
+    let mut marked = record.clone();
+    marked.refresh_in_flight = Some(InFlight {
+        holder: holder("changes"),
+        fence: 3,
+        since: millis(1_700_200_001_000),
+    });
+    store.put(marked, 1, None).await.expect("mark");
+    record.tokens.issued_at = Some(millis(1_700_200_000_123));
+    record.tokens.expires_at = Some(millis(1_700_207_200_456));
+    record.last_refreshed_at = Some(millis(1_700_200_000_789));
+    store.put(record.clone(), 2, None).await.expect("put");
+    let announced = next_of(&mut changes, &key).await;
+    assert_eq!(
+        announced.version, 3,
+        "the mark (version 2) is not announced"
+    );
+    assert_eq!(announced, RecordHeader::of(&must_get(store, &key).await));
+
+    let mut reauth = record.clone();
+    reauth.status = RecordStatus::ReauthRequired {
+        reason: "invalid_grant".to_owned(),
+        since: millis(1_700_300_000_000),
+    };
+    store.put(reauth, 3, None).await.expect("reauth");
+    store.put(record, 4, None).await.expect("put");
+    let announced = next_of(&mut changes, &key).await;
+    assert_eq!(
+        announced.version, 5,
+        "a record that is not active (version 4) is not announced"
+    );
+    assert_eq!(announced.status, StatusKind::Active);
+}
+
 /// `key`'s header, checked against its stored record, which must be at `version`.
 async fn header_of_stored(
     store: &dyn TokenStore,
@@ -1994,6 +2060,7 @@ macro_rules! conformance_tests {
             list_entries_pages_as_list,
             list_headers_page_as_list,
             header_agrees_with_the_record,
+            changes_announce_trusted_headers,
             put_and_release_saves_then_frees,
             label_filter_is_exact,
             status_transitions

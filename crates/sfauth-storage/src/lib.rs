@@ -113,4 +113,4 @@ pub use crate::redis::{RedisStore, RedisStoreBuilder};
 pub use sqlite::SqliteStore;
 #[cfg(feature = "mock")]
 pub use store::MockTokenStore;
-pub use store::{TokenStore, TokenStoreExt, Watch};
+pub use store::{Changes, TokenStore, TokenStoreExt, Watch};

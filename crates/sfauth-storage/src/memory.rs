@@ -1,16 +1,19 @@
 //! [`MemoryStore`]: records in a map, for tests and for processes that keep nothing.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use sfauth_core::TokenKey;
+use tokio::sync::broadcast;
 
 use crate::error::{Error, Result};
 use crate::lease::{LeaseState, check_key};
-use crate::record::{EntryPage, Lease, ListPage, ListQuery, TokenRecord, next_version};
-use crate::store::{TokenStore, Watch};
+use crate::record::{
+    EntryPage, Lease, ListPage, ListQuery, RecordHeader, StatusKind, TokenRecord, next_version,
+};
+use crate::store::{Changes, TokenStore, Watch};
 
 /// A [`TokenStore`] in memory: one process, nothing survives it. Always available.
 ///
@@ -29,6 +32,8 @@ struct Inner {
     /// One channel per watched key; a write sends on it. Kept for the store's life, like
     /// the lease states: a few bytes per key ever watched.
     watchers: HashMap<String, tokio::sync::watch::Sender<()>>,
+    /// The change feed's sender, made by the first [`TokenStore::changes`].
+    feed: Option<broadcast::Sender<Arc<RecordHeader>>>,
 }
 
 impl Inner {
@@ -37,7 +42,22 @@ impl Inner {
             sender.send_replace(());
         }
     }
+
+    /// Announces the header of `record`, just written, to the change feed: only an active
+    /// record's with no refresh in flight, as the feed's contract says.
+    fn announce(&self, record: &TokenRecord) {
+        if let Some(feed) = &self.feed
+            && record.status.kind() == StatusKind::Active
+            && record.refresh_in_flight.is_none()
+        {
+            // Nobody listening is no error: the feed is best effort.
+            let _ = feed.send(Arc::new(RecordHeader::of(record)));
+        }
+    }
 }
+
+/// Headers the change feed keeps for a receiver that is behind.
+const FEED_CAPACITY: usize = 1_024;
 
 impl MemoryStore {
     /// An empty store.
@@ -87,6 +107,7 @@ impl TokenStore for MemoryStore {
         }
         record.version = 1;
         inner.changed(&name);
+        inner.announce(&record);
         inner.records.insert(name, record);
         Ok(1)
     }
@@ -119,6 +140,7 @@ impl TokenStore for MemoryStore {
         let version = next_version(expected_version)?;
         record.version = version;
         inner.changed(&name);
+        inner.announce(&record);
         inner.records.insert(name, record);
         Ok(version)
     }
@@ -197,6 +219,15 @@ impl TokenStore for MemoryStore {
             // An error means the store was dropped: nothing more will change.
             let _ = receiver.changed().await;
         }))
+    }
+
+    fn changes(&self) -> Option<Changes> {
+        let receiver = self
+            .lock()
+            .feed
+            .get_or_insert_with(|| broadcast::Sender::new(FEED_CAPACITY))
+            .subscribe();
+        Some(Changes::new(receiver))
     }
 }
 

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt as _;
 use futures_util::future::{Either, select};
 use sfauth_core::TokenKey;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use zeroize::Zeroizing;
 
 use crate::crypto::{ClearFields, Keyring, open_checked, seal_record};
@@ -36,10 +36,14 @@ use crate::record::{
     EntryPage, Lease, ListEntry, ListPage, ListQuery, MAX_STORED_TIME, RecordHeader, StatusKind,
     TokenRecord, from_millis, header_field, next_version, parse_header,
 };
-use crate::store::{TokenStore, Watch};
+use crate::store::{Changes, TokenStore, Watch};
 
 /// The prefix of every key (and of the notification channel) unless another one is set.
 const DEFAULT_PREFIX: &str = "sfauth:";
+
+/// Headers the change feed keeps for a receiver that is behind, before it skips some: a
+/// burst of this many saves between two polls of a busy worker's runtime.
+const FEED_CAPACITY: usize = 4_096;
 
 /// How long one attempt to connect may take.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -105,7 +109,8 @@ const RECORD_FIELDS: [&str; 7] = [
 ///   never deleted, so that release, expiry and deletion of the record never reset it.
 /// - `P` `index`: a sorted set of every `K` with a record, for listing in key order.
 /// - `P` `changes`: the pub/sub channel on which every write publishes `K`, for
-///   [`watch`](TokenStore::watch).
+///   [`watch`](TokenStore::watch); an insert or put follows it with `|version|status|header`
+///   (the clear header just written), for [`changes`](TokenStore::changes).
 ///
 /// # Scripts and the clock
 ///
@@ -501,6 +506,7 @@ impl RedisStoreBuilder {
                 watchers: Arc::new(Watchers {
                     senders: Mutex::default(),
                     link: watch::Sender::new(Link::Starting),
+                    feed: broadcast::Sender::new(FEED_CAPACITY),
                 }),
                 started: OnceLock::new(),
                 alive: watch::Sender::new(()),
@@ -980,6 +986,11 @@ impl TokenStore for RedisStore {
             let _ = receiver.changed().await;
         }))
     }
+
+    fn changes(&self) -> Option<Changes> {
+        self.start_subscriber();
+        Some(Changes::new(self.subscriber.watchers.feed.subscribe()))
+    }
 }
 
 /// The watch side of a store, shared by its clones.
@@ -995,10 +1006,12 @@ struct Subscriber {
     response_timeout: Duration,
 }
 
-/// One channel per watched key, and the state of the subscription; shared with the task.
+/// One channel per watched key, the state of the subscription, and the headers for
+/// [`TokenStore::changes`]; shared with the task.
 struct Watchers {
     senders: Mutex<HashMap<String, watch::Sender<()>>>,
     link: watch::Sender<Link>,
+    feed: broadcast::Sender<Arc<RecordHeader>>,
 }
 
 /// The state of the subscriber's pub/sub connection.
@@ -1019,17 +1032,27 @@ impl Watchers {
     }
 
     /// Wakes the watches of the key named in `message`, forgetting the key when nobody
-    /// watches it any more.
+    /// watches it any more, and passes the header it carries to the change feed.
     fn dispatch(&self, message: &::redis::Msg) {
-        let Ok(name) = std::str::from_utf8(message.get_payload_bytes()) else {
+        let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else {
             return;
         };
-        let mut senders = self.lock();
-        if let Some(sender) = senders.get(name) {
-            sender.send_replace(());
-            if sender.receiver_count() == 0 {
-                senders.remove(name);
+        let (name, header) = split_notice(payload);
+        {
+            let mut senders = self.lock();
+            if let Some(sender) = senders.get(name) {
+                sender.send_replace(());
+                if sender.receiver_count() == 0 {
+                    senders.remove(name);
+                }
             }
+        }
+        if let Some(header) = header
+            && self.feed.receiver_count() > 0
+            && let Some(header) = notice_header(name, header)
+        {
+            // Nobody listening is no error: the feed is best effort.
+            let _ = self.feed.send(Arc::new(header));
         }
     }
 
@@ -1041,6 +1064,35 @@ impl Watchers {
             sender.send_replace(());
         }
     }
+}
+
+/// A notice's key name and, for a write that stored a record's clear header, the rest:
+/// `version|status|header`. The name is the key's text form, whose five separators are its
+/// only bare `|` (its fields escape theirs), so the notice is split after its sixth field; a
+/// notice of the key alone (a deletion, a lease change, or a writer from before the headers)
+/// has no rest.
+fn split_notice(payload: &str) -> (&str, Option<&str>) {
+    match payload.match_indices('|').nth(5) {
+        Some((at, _)) => {
+            let (name, rest) = payload.split_at(at);
+            (name, rest.strip_prefix('|'))
+        }
+        None => (payload, None),
+    }
+}
+
+/// The header a notice carries, if it is one [`TokenStore::header`] would answer with: an
+/// active record's, no refresh in flight. Anything else (or a notice that does not parse) is
+/// not sent: the feed is an optimisation, and a reader missing a notice reads instead.
+fn notice_header(name: &str, rest: &str) -> Option<RecordHeader> {
+    let mut parts = rest.splitn(3, '|');
+    let (version, status, header) = (parts.next()?, parts.next()?, parts.next()?);
+    if status != StatusKind::Active.as_str() {
+        return None;
+    }
+    let version = version.parse().ok()?;
+    let key = name.parse().ok()?;
+    parse_header(&key, version, header).ok().flatten()
 }
 
 /// What the subscriber task holds.
@@ -1214,7 +1266,7 @@ redis.call('HSET', KEYS[1], 'version', '1', 'sealed', ARGV[3], 'org_id', ARGV[4]
   'user_id', ARGV[5], 'client_id', ARGV[6], 'status', ARGV[7], 'key_id', ARGV[8],
   'header', ARGV[9], 'header_version', '1')
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
-notify(ARGV[2], ARGV[1])
+notify(ARGV[2], ARGV[1] .. '|1|' .. ARGV[7] .. '|' .. ARGV[9])
 return {'ok'}
 ";
 
@@ -1251,7 +1303,7 @@ redis.call('ZADD', KEYS[3], 0, ARGV[1])
 if ARGV[14] == '1' and ARGV[11] ~= '' then
   redis.call('DEL', KEYS[2])
 end
-notify(ARGV[2], ARGV[1])
+notify(ARGV[2], ARGV[1] .. '|' .. ARGV[4] .. '|' .. ARGV[9] .. '|' .. ARGV[13])
 return {'ok'}
 ";
 
@@ -1394,6 +1446,39 @@ end
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_notice_names_its_key_whatever_the_label_holds() {
+        let identity = "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK"
+            .parse()
+            .unwrap();
+        let key = TokenKey::new(
+            &sfauth_core::LoginHost::Production,
+            &identity,
+            "3MVG9|x",
+            "a|b|c",
+        );
+        let name = key.to_string();
+        assert_eq!(split_notice(&name), (name.as_str(), None), "a bare key");
+        let notice = format!("{name}|7|active|0:1700000000000::::1700007200000");
+        let (named, rest) = split_notice(&notice);
+        assert_eq!(named, name);
+        let header = notice_header(named, rest.unwrap()).unwrap();
+        assert_eq!((header.key, header.version), (key.clone(), 7));
+        assert_eq!(
+            header.tokens_expires_at,
+            Some(from_millis(1_700_007_200_000))
+        );
+        // A refresh in flight, a record that is not active, or damage: nothing to announce.
+        for rest in [
+            "7|active|1:1700000000000::::",
+            "7|reauth_required|0:1700000000000::::",
+            "x|active|0:1700000000000::::",
+            "7|active|garbage",
+        ] {
+            assert!(notice_header(&name, rest).is_none(), "{rest}");
+        }
+    }
 
     #[test]
     fn urls_lose_their_secrets() {

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -226,6 +227,66 @@ pub trait TokenStore: Send + Sync {
     async fn watch(&self, key: &TokenKey) -> Result<Watch> {
         let _ = key;
         Ok(Watch::never())
+    }
+
+    /// The headers of records as they are written, by this process or any other sharing the
+    /// store, from the store's notifications: `None` for a backend whose notifications carry
+    /// no header (the default).
+    ///
+    /// How a worker of a fleet learns that another one refreshed a tenant without asking the
+    /// store (a [`header`](Self::header) read per worker and refresh otherwise). Only what
+    /// [`header`](Self::header) would answer without opening the record is sent: headers of
+    /// active records with no refresh in flight; other writes (a mark, a re-authorization, a
+    /// deletion) are not. The feed is best effort: a notice lost with a connection, or missed
+    /// by a receiver that fell behind, is simply not seen, so a caller acts on a notice only to
+    /// save a read it would make anyway, never waits for one. Must be called inside a Tokio
+    /// runtime (a backend may start its listening task).
+    fn changes(&self) -> Option<Changes> {
+        None
+    }
+}
+
+/// The stream of record headers from [`TokenStore::changes`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use sfauth_storage::{Changes, RecordHeader};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // A backend keeps the sender and hands out receivers.
+/// let (sender, receiver) = tokio::sync::broadcast::channel::<Arc<RecordHeader>>(16);
+/// let mut changes = Changes::new(receiver);
+/// drop(sender);
+/// assert!(changes.next().await.is_none(), "the feed ends with its backend");
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Changes {
+    receiver: tokio::sync::broadcast::Receiver<Arc<RecordHeader>>,
+}
+
+impl Changes {
+    /// A feed reading `receiver`, for a backend that broadcasts its headers.
+    pub fn new(receiver: tokio::sync::broadcast::Receiver<Arc<RecordHeader>>) -> Self {
+        Self { receiver }
+    }
+
+    /// The next header, or `None` once the backend is gone. Headers missed by falling behind
+    /// are skipped (the feed is best effort, see [`TokenStore::changes`]).
+    pub async fn next(&mut self) -> Option<Arc<RecordHeader>> {
+        loop {
+            match self.receiver.recv().await {
+                Ok(header) => return Some(header),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(
+                        missed,
+                        "the store's change feed fell behind; headers skipped"
+                    );
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
     }
 }
 
