@@ -87,7 +87,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 use sfauth::oauth::{ConnectedApp, LoginHost, OAuthClient, TokenKey, TokenSet};
 use sfauth::storage::{
-    EntryPage, HeaderPage, Key, Keyring, Lease, ListPage, ListQuery, RecordHeader,
+    Changes, EntryPage, HeaderPage, Key, Keyring, Lease, ListPage, ListQuery, RecordHeader,
     Result as StoreResult, TokenRecord, TokenStore, Watch,
 };
 use sfauth::transport::ReqwestTransport;
@@ -522,6 +522,10 @@ impl TokenStore for TimedStore {
 
     async fn watch(&self, key: &TokenKey) -> StoreResult<Watch> {
         self.inner.watch(key).await
+    }
+
+    fn changes(&self) -> Option<Changes> {
+        self.inner.changes()
     }
 }
 

@@ -223,6 +223,13 @@ impl Scheduler {
     }
 
     async fn run(mut self, mut stopped: watch::Receiver<bool>) {
+        let follower = self.manager.store_changes().map(|changes| {
+            let lead = self
+                .config
+                .interval
+                .saturating_add(self.config.spread.unwrap_or(self.config.interval));
+            tokio::spawn(follow(self.manager.clone(), changes, duration_ms(lead)))
+        });
         // `tokio::time::interval` refuses a zero period.
         let mut ticker = tokio::time::interval(self.config.interval.max(Duration::from_millis(1)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -240,6 +247,9 @@ impl Scheduler {
             if !self.launch(&mut stopped).await {
                 break;
             }
+        }
+        if let Some(follower) = follower {
+            follower.abort();
         }
         while self.running.join_next().await.is_some() {}
     }
@@ -271,11 +281,17 @@ impl Scheduler {
     /// to stop meanwhile.
     async fn launch(&mut self, stopped: &mut watch::Receiver<bool>) -> bool {
         let now = Instant::now();
-        while self
-            .queue
-            .first_key_value()
-            .is_some_and(|(&(at, _, _), _)| at <= now)
-        {
+        while let Some((&(at, _, slot), (tenant, generation))) = self.queue.first_key_value() {
+            if at > now {
+                break;
+            }
+            if tenant.current.load().generation != *generation {
+                // Replaced meanwhile (another worker's tokens, from the store's change feed):
+                // nothing left to attempt, and no permit to wait for.
+                self.queue.pop_first();
+                self.pending.remove(&slot);
+                continue;
+            }
             let permit = tokio::select! {
                 biased;
                 _ = stopped.changed() => return false,
@@ -316,6 +332,16 @@ impl Scheduler {
                 self.pending.remove(&slot);
             }
         }
+    }
+}
+
+/// Follows the store's change feed for as long as the refresher runs: a tenant another
+/// worker refreshed is taken from the header its save announced, before this refresher's
+/// attempt at it would read that header (for every tenant falling due within `lead_ms`, the
+/// scan's horizon). Attempts already queued for it are then dropped at launch.
+async fn follow(manager: TokenManager, mut changes: sfauth_storage::Changes, lead_ms: u64) {
+    while let Some(header) = changes.next().await {
+        manager.adopt_notified(&header, clock::precise_ms().saturating_add(lead_ms));
     }
 }
 

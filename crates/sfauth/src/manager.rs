@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use sfauth_core::http::HttpTransport;
 use sfauth_core::{AccessToken, OAuthClient, OrgId, TokenKey, TokenSet};
 use sfauth_storage::{
-    ErrorKind as StoreErrorKind, HeaderPage, ListQuery, RecordStatus, RenewalHint, TokenRecord,
-    TokenStore, TokenStoreExt as _,
+    ErrorKind as StoreErrorKind, HeaderPage, ListQuery, RecordHeader, RecordStatus, RenewalHint,
+    TokenRecord, TokenStore, TokenStoreExt as _,
 };
 use tokio::sync::broadcast;
 
@@ -581,6 +581,17 @@ impl TokenManager {
     /// before `horizon_ms`, for the background refresher.
     pub(crate) fn due(&self, horizon_ms: u64, keep_alive_after_ms: Option<u64>) -> Vec<Due> {
         self.engine.due(horizon_ms, keep_alive_after_ms)
+    }
+
+    /// The store's change feed (see `TokenStore::changes`), for the background refresher.
+    pub(crate) fn store_changes(&self) -> Option<sfauth_storage::Changes> {
+        self.refresher().store().changes()
+    }
+
+    /// Takes a header from the store's change feed for a tenant falling due before
+    /// `horizon_ms`, sparing the background refresher's attempt at it a read.
+    pub(crate) fn adopt_notified(&self, header: &RecordHeader, horizon_ms: u64) -> bool {
+        self.engine.adopt_notified(header, horizon_ms)
     }
 
     /// Refreshes `tenant` if it is still at `generation`, for the background refresher: it

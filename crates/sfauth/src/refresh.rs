@@ -843,6 +843,32 @@ impl Refresher {
         true
     }
 
+    /// Takes `header`, from the store's change feed, as a background attempt would after
+    /// reading it ([`seal_if_newer`](Self::seal_if_newer)): only for a tenant whose refresh
+    /// falls due before `horizon_ms` (the ones the background refresher is about to attempt,
+    /// each of which would read the header), and not while a refresh of it runs here (that
+    /// refresh deals with what is stored). Saves the attempt its read; `true` if installed.
+    pub(crate) fn adopt_notified(
+        &self,
+        tenant: &TenantState,
+        header: &RecordHeader,
+        horizon_ms: u64,
+    ) -> bool {
+        let seen = tenant.current.load();
+        if header.version <= seen.version || seen.refresh_at_ms > horizon_ms {
+            return false;
+        }
+        let Ok(_single) = tenant.refresh_lock.try_lock() else {
+            return false;
+        };
+        let current = tenant.current.load_full();
+        if !self.seal_if_newer(tenant, &current, header) {
+            return false;
+        }
+        Counters::bump(&self.counters.background_adopted);
+        true
+    }
+
     /// Installs `record` if another process stored newer tokens (or a re-authorization mark)
     /// since `current` was cached. A sealed `current` holds no token to compare with: any
     /// record at least as new as its header is adopted, so that no refresh token is spent on

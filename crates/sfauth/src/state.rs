@@ -420,7 +420,13 @@ impl TenantState {
 
     /// Whether a failure pause is running.
     pub(crate) fn in_failure_backoff(&self) -> bool {
-        clock::precise_ms() < self.failures.retry_at_ms.load(Ordering::Acquire)
+        self.in_failure_backoff_at(clock::precise_ms())
+    }
+
+    /// [`in_failure_backoff`](Self::in_failure_backoff) at `now_ms`, for a pass over many
+    /// tenants that reads the clock once.
+    pub(crate) fn in_failure_backoff_at(&self, now_ms: u64) -> bool {
+        now_ms < self.failures.retry_at_ms.load(Ordering::Acquire)
     }
 }
 

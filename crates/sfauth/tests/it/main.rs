@@ -3,12 +3,14 @@
 //!
 //! `invariants`: the refresh protocol's promises under failures only a scripted store or
 //! transport can provoke; `removal_races`; `recent_tenants`; `background_fleet`: the
-//! background refresher across managers sharing a store; `login`: the login entry points
+//! background refresher across managers sharing a store; `change_feed`: the refresher taking
+//! another worker's tokens from the store's notices; `login`: the login entry points
 //! against the emulator.
 
 mod support;
 
 mod background_fleet;
+mod change_feed;
 mod invariants;
 mod login;
 mod recent_tenants;

@@ -1,11 +1,14 @@
 //! Test support shared by the manager's scripted tests: a store that forwards every call to a
-//! `MemoryStore` and lets a test step into puts and deletes.
+//! `MemoryStore` and lets a test step into puts and deletes (and count header reads and lease
+//! attempts).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sfauth::MemoryStore;
-use sfauth::storage::{Lease, ListPage, ListQuery, Result, TokenRecord, TokenStore};
+use sfauth::storage::{
+    Changes, Lease, ListPage, ListQuery, RecordHeader, Result, TokenRecord, TokenStore,
+};
 use sfauth_core::TokenKey;
 
 /// What a test does before a put or a delete reaches the store.
@@ -18,6 +21,12 @@ pub(crate) trait Intercept: Send + Sync + 'static {
 
     /// Runs before a delete.
     async fn delete(&self) {}
+
+    /// Runs before a header read.
+    fn header(&self) {}
+
+    /// Runs before a lease attempt.
+    fn try_acquire(&self) {}
 }
 
 /// A [`MemoryStore`] behind an [`Intercept`].
@@ -43,6 +52,10 @@ impl<I: Intercept> TokenStore for Intercepted<I> {
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
         self.inner.list(query).await
     }
+    async fn header(&self, key: &TokenKey) -> Result<Option<RecordHeader>> {
+        self.intercept.header();
+        self.inner.header(key).await
+    }
     async fn insert(&self, record: TokenRecord) -> Result<u64> {
         self.inner.insert(record).await
     }
@@ -65,6 +78,7 @@ impl<I: Intercept> TokenStore for Intercepted<I> {
         holder: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>> {
+        self.intercept.try_acquire();
         self.inner.try_acquire(key, holder, ttl).await
     }
     async fn release(&self, lease: &Lease) -> Result<()> {
@@ -78,5 +92,8 @@ impl<I: Intercept> TokenStore for Intercepted<I> {
     }
     async fn take_over(&self, stale: &Lease, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
         self.inner.take_over(stale, holder, ttl).await
+    }
+    fn changes(&self) -> Option<Changes> {
+        self.inner.changes()
     }
 }
