@@ -783,9 +783,20 @@ impl FromStr for TokenKey {
     type Err = InvalidValue;
 
     fn from_str(s: &str) -> Result<Self, InvalidValue> {
-        let unescape = |s: &str| s.replace("%7C", "|").replace("%25", "%");
-        let parts: Vec<&str> = s.split('|').collect();
-        let ["v1", host, org, user, client, label] = parts.as_slice() else {
+        // Borrowed unless escaped: stores parse a key for every record they read, and fleet
+        // workers one for every save another worker announces.
+        fn unescape(s: &str) -> std::borrow::Cow<'_, str> {
+            if s.contains('%') {
+                s.replace("%7C", "|").replace("%25", "%").into()
+            } else {
+                s.into()
+            }
+        }
+        let mut parts = s.split('|');
+        let mut next = || parts.next();
+        let (Some("v1"), Some(host), Some(org), Some(user), Some(client), Some(label), None) =
+            (next(), next(), next(), next(), next(), next(), next())
+        else {
             return Err(InvalidValue::new(
                 "token key is not v1|host|org|user|client|label",
             ));
@@ -844,6 +855,15 @@ mod tests {
         let text = key.to_string();
         assert_eq!(text.matches('|').count(), 5);
         assert_eq!(text.parse::<TokenKey>().unwrap(), key);
+        // One field short, one too many, another version: refused.
+        let (short, _) = text.rsplit_once('|').unwrap();
+        for bad in [
+            short.to_owned(),
+            format!("{text}|x"),
+            text.replacen("v1", "v2", 1),
+        ] {
+            assert!(bad.parse::<TokenKey>().is_err(), "{bad}");
+        }
         let json = serde_json::to_string(&key).unwrap();
         assert_eq!(serde_json::from_str::<TokenKey>(&json).unwrap(), key);
     }
