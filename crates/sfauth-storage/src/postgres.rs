@@ -16,16 +16,16 @@ use sqlx::postgres::{
     PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow, PgSslMode,
 };
 use sqlx::{Connection as _, Executor as _, Row as _};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::crypto::{ClearFields, Keyring, open_checked, seal_record};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lease::{check_holder, check_key, refusal, sql_columns};
 use crate::record::{
     EntryPage, Lease, ListEntry, ListPage, ListQuery, MAX_STORED_TIME, RecordHeader, StatusKind,
-    TokenRecord, from_millis, header_field, next_version, parse_header,
+    TokenRecord, from_millis, header_field, next_version, notice_header, parse_header,
 };
-use crate::store::{TokenStore, Watch};
+use crate::store::{Changes, TokenStore, Watch};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -43,6 +43,9 @@ const MIGRATE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long the first watch waits for the listener's first `LISTEN`.
 const LISTEN_READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Headers the change feed keeps for a receiver that is behind, before it skips some.
+const FEED_CAPACITY: usize = 4_096;
 
 /// How often a store with a listener sends itself a heartbeat notification.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
@@ -150,7 +153,9 @@ const NOW_MS: &str = "floor(extract(epoch FROM now()) * 1000)::bigint";
 /// # Watches
 ///
 /// A trigger on `token_records` (every insert, update and delete) and on `token_leases` (every
-/// release) calls `pg_notify('<schema>.token_changes', sha256_hex(key))` in the writing
+/// release) calls `pg_notify('<schema>.token_changes', sha256_hex(key))` (followed, since
+/// migration 0003, by `|version|active|header|key` for a write that leaves an active record with
+/// no refresh in flight, for [`changes`](TokenStore::changes)) in the writing
 /// statement's own transaction: the notification is delivered when, and only if, the write
 /// commits, whoever wrote (this crate or an operator in `psql`). The first
 /// [`watch`](TokenStore::watch) starts one `PgListener` task per store, on a connection of its
@@ -1063,6 +1068,12 @@ impl TokenStore for PostgresStore {
             .transpose()
     }
 
+    fn changes(&self) -> Option<Changes> {
+        // Without a runtime there is no listener, and no feed: a caller reads instead.
+        let listener = self.listener().ok()?;
+        Some(Changes::new(listener.notifier.feed.subscribe()))
+    }
+
     async fn watch(&self, key: &TokenKey) -> Result<Watch> {
         let listener = self.listener()?;
         // Registered before anything else: a notification, or the wake-up of every watch when
@@ -1105,6 +1116,8 @@ struct Notifier {
     /// sent on.
     watchers: Mutex<HashMap<String, watch::Sender<()>>>,
     state: watch::Sender<ListenState>,
+    /// The headers for [`TokenStore::changes`].
+    feed: broadcast::Sender<Arc<RecordHeader>>,
 }
 
 impl Notifier {
@@ -1112,6 +1125,7 @@ impl Notifier {
         Self {
             watchers: Mutex::new(HashMap::new()),
             state: watch::Sender::new(ListenState::Starting),
+            feed: broadcast::Sender::new(FEED_CAPACITY),
         }
     }
 
@@ -1129,13 +1143,33 @@ impl Notifier {
             .subscribe()
     }
 
-    /// Wakes the watches of one key.
+    /// Wakes the watches of one key, and passes the header a notification carries (migration
+    /// 0003: `hash|version|status|header|key`) to the change feed.
     fn notify(&self, payload: &str) {
-        let mut watchers = self.lock();
-        if let Some(sender) = watchers.get(payload) {
-            sender.send_replace(());
-            if sender.receiver_count() == 0 {
-                watchers.remove(payload);
+        let (hash, rest) = payload
+            .split_once('|')
+            .map_or((payload, None), |(hash, rest)| (hash, Some(rest)));
+        {
+            let mut watchers = self.lock();
+            if let Some(sender) = watchers.get(hash) {
+                sender.send_replace(());
+                if sender.receiver_count() == 0 {
+                    watchers.remove(hash);
+                }
+            }
+        }
+        // `version|status|header`, then the key, whose text may hold separators of its own.
+        if let Some(rest) = rest
+            && self.feed.receiver_count() > 0
+            && let Some((at, _)) = rest.match_indices('|').nth(2)
+        {
+            let (notice, key) = rest.split_at(at);
+            if let Some(header) = key
+                .strip_prefix('|')
+                .and_then(|key| notice_header(key, notice))
+            {
+                // Nobody listening is no error: the feed is best effort.
+                let _ = self.feed.send(Arc::new(header));
             }
         }
     }
@@ -1285,6 +1319,35 @@ async fn heartbeat(pool: PgPool, notifier: Arc<Notifier>, channel: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_notification_wakes_its_key_and_feeds_its_header() {
+        let identity = "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK"
+            .parse()
+            .unwrap();
+        let key = TokenKey::new(
+            &sfauth_core::LoginHost::Production,
+            &identity,
+            "3MVG9|x",
+            "a|b",
+        );
+        let name = key.to_string();
+        let hash = channel_payload(&name);
+        let notifier = Notifier::new();
+        let mut woken = notifier.subscribe(hash.clone());
+        let mut feed = notifier.feed.subscribe();
+        notifier.notify(&format!(
+            "{hash}|4|active|0:1700000000000::::1700007200000|{name}"
+        ));
+        assert!(woken.has_changed().unwrap(), "the key's watch is woken");
+        let header = feed.try_recv().unwrap();
+        assert_eq!((&header.key, header.version), (&key, 4));
+        // A bare hash (a lease released, a mark, a writer from before 0003) wakes, feeds nothing.
+        woken.mark_unchanged();
+        notifier.notify(&hash);
+        assert!(woken.has_changed().unwrap());
+        assert!(feed.try_recv().is_err());
+    }
 
     #[test]
     fn schema_names_are_checked() {

@@ -34,7 +34,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::lease::{check_holder, check_key};
 use crate::record::{
     EntryPage, Lease, ListEntry, ListPage, ListQuery, MAX_STORED_TIME, RecordHeader, StatusKind,
-    TokenRecord, from_millis, header_field, next_version, parse_header,
+    TokenRecord, from_millis, header_field, next_version, notice_header, parse_header,
 };
 use crate::store::{Changes, TokenStore, Watch};
 
@@ -1079,20 +1079,6 @@ fn split_notice(payload: &str) -> (&str, Option<&str>) {
         }
         None => (payload, None),
     }
-}
-
-/// The header a notice carries, if it is one [`TokenStore::header`] would answer with: an
-/// active record's, no refresh in flight. Anything else (or a notice that does not parse) is
-/// not sent: the feed is an optimisation, and a reader missing a notice reads instead.
-fn notice_header(name: &str, rest: &str) -> Option<RecordHeader> {
-    let mut parts = rest.splitn(3, '|');
-    let (version, status, header) = (parts.next()?, parts.next()?, parts.next()?);
-    if status != StatusKind::Active.as_str() {
-        return None;
-    }
-    let version = version.parse().ok()?;
-    let key = name.parse().ok()?;
-    parse_header(&key, version, header).ok().flatten()
 }
 
 /// What the subscriber task holds.

@@ -215,7 +215,7 @@ async fn eight_stores_migrate_one_new_schema_at_once() {
     .unwrap();
     assert_eq!(
         applied,
-        vec![(1, true), (2, true)],
+        vec![(1, true), (2, true), (3, true)],
         "each migration applied once"
     );
     let tables: i64 = sqlx::query_scalar(
