@@ -426,6 +426,22 @@ fn checks(summary: &Map<String, Value>) -> Result<Vec<Check>> {
             PCT,
         ),
     ];
+    // The same middleware given relative paths, which it resolves against the tenant's
+    // instance URL (raw reqwest cannot): context for the targeted figures, not a target.
+    for (key, what) in [
+        (
+            "middleware_relative_overhead_pct_1",
+            "middleware, relative paths, 1 in flight",
+        ),
+        (
+            "middleware_relative_overhead_pct_64",
+            "middleware, relative paths, 64 in flight",
+        ),
+    ] {
+        if let Some(pct) = summary.get(key).and_then(Value::as_f64) {
+            checks.push(Check::info(what, PCT.show(pct), "resolves paths"));
+        }
+    }
     if let Some(ms) = summary.get("cli_token_ms").and_then(Value::as_f64) {
         checks.push(Check::at_most(
             "sfauth token, cached, process wall median",
@@ -481,6 +497,19 @@ fn fleet_checks(summary: &Map<String, Value>) -> Vec<Check> {
                 Some(value) => check(what, value),
                 None => Check::missing(what),
             });
+        }
+    }
+    for (backend, what) in [
+        ("redis", "fleet store operations per refresh, redis"),
+        ("postgres", "fleet store operations per refresh, postgres"),
+    ] {
+        if let Some(operations) = summary
+            .get(&format!(
+                "fleet_refresh_store_operations_per_refresh_{backend}"
+            ))
+            .and_then(Value::as_f64)
+        {
+            checks.push(Check::info(what, format!("{operations:.1}"), "no target"));
         }
     }
     if let Some(polled) = summary
@@ -543,7 +572,9 @@ mod tests {
             "warm_start_ratio_sqlite": 1.25,
             "middleware_overhead_pct_1": 1.5,
             "middleware_overhead_pct_64": 2.5,
+            "middleware_relative_overhead_pct_1": 4.3,
             "fleet_adopt_p99_ms_redis": 3.456,
+            "fleet_refresh_store_operations_per_refresh_redis": 5.1048,
             "fleet_refresh_ratio_redis": 0.42,
             "fleet_refresh_token_requests_redis": 10_000.0,
             "store_get_ratio_redis": 1.19,
@@ -627,6 +658,13 @@ mod tests {
                 "<= 2 %",
                 false,
             ),
+            // Only the relative figure at 1 in flight is in this summary: one row.
+            (
+                "middleware, relative paths, 1 in flight",
+                "4.3 %",
+                "(resolves paths)",
+                true,
+            ),
             ("allocations per keyed call", "0", "== 0", true),
             ("allocations per handle call", "1", "== 0", false),
             ("fleet adoption p99, redis", "3.46 ms", "<= 10 ms", true),
@@ -667,6 +705,12 @@ mod tests {
                 "missing",
                 "(measured)",
                 false,
+            ),
+            (
+                "fleet store operations per refresh, redis",
+                "5.1",
+                "(no target)",
+                true,
             ),
             ("fleet adoption p99, sqlite", "57.30 ms", "(polled)", true),
         ];
