@@ -1322,15 +1322,7 @@ mod tests {
 
     #[test]
     fn a_notification_wakes_its_key_and_feeds_its_header() {
-        let identity = "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK"
-            .parse()
-            .unwrap();
-        let key = TokenKey::new(
-            &sfauth_core::LoginHost::Production,
-            &identity,
-            "3MVG9|x",
-            "a|b",
-        );
+        let key = crate::record::key_with_separators();
         let name = key.to_string();
         let hash = channel_payload(&name);
         let notifier = Notifier::new();

@@ -880,6 +880,21 @@ pub(crate) fn notice_header(name: &str, rest: &str) -> Option<RecordHeader> {
     parse_header(&key, version, header).ok().flatten()
 }
 
+/// A key whose client id and label hold the separator of the key's text form, for the tests
+/// of the change notices, which must find the key's end in spite of them.
+#[cfg(all(test, any(feature = "redis", feature = "postgres")))]
+pub(crate) fn key_with_separators() -> TokenKey {
+    let identity = "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK"
+        .parse()
+        .unwrap_or_else(|_| unreachable!("a valid identity URL"));
+    TokenKey::new(
+        &sfauth_core::LoginHost::Production,
+        &identity,
+        "3MVG9|x",
+        "a|b|c",
+    )
+}
+
 /// The header of `key` at `version` from its stored [`header_field`]; `None` when a refresh is
 /// in flight (the caller opens the record, whose mark says by whom). A field that does not parse
 /// is [`Corrupt`](crate::ErrorKind::Corrupt).

@@ -1435,15 +1435,7 @@ mod tests {
 
     #[test]
     fn a_notice_names_its_key_whatever_the_label_holds() {
-        let identity = "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK"
-            .parse()
-            .unwrap();
-        let key = TokenKey::new(
-            &sfauth_core::LoginHost::Production,
-            &identity,
-            "3MVG9|x",
-            "a|b|c",
-        );
+        let key = crate::record::key_with_separators();
         let name = key.to_string();
         assert_eq!(split_notice(&name), (name.as_str(), None), "a bare key");
         let notice = format!("{name}|7|active|0:1700000000000::::1700007200000");
