@@ -87,6 +87,8 @@ mod error;
 mod file;
 mod lease;
 mod memory;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod notices;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod record;

@@ -3,10 +3,9 @@
 //!
 //! See [`PostgresStore`] for the guarantees and how they are kept.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr as _;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,14 +15,15 @@ use sqlx::postgres::{
     PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow, PgSslMode,
 };
 use sqlx::{Connection as _, Executor as _, Row as _};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use crate::crypto::{ClearFields, Keyring, open_checked, seal_record};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lease::{check_holder, check_key, refusal, sql_columns};
+use crate::notices::Notices;
 use crate::record::{
     EntryPage, Lease, ListEntry, ListPage, ListQuery, MAX_STORED_TIME, RecordHeader, StatusKind,
-    TokenRecord, from_millis, header_field, next_version, notice_header, parse_header,
+    TokenRecord, from_millis, header_field, next_version, parse_header,
 };
 use crate::store::{Changes, TokenStore, Watch};
 
@@ -43,9 +43,6 @@ const MIGRATE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long the first watch waits for the listener's first `LISTEN`.
 const LISTEN_READY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Headers the change feed keeps for a receiver that is behind, before it skips some.
-const FEED_CAPACITY: usize = 4_096;
 
 /// How often a store with a listener sends itself a heartbeat notification.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
@@ -1071,7 +1068,7 @@ impl TokenStore for PostgresStore {
     fn changes(&self) -> Option<Changes> {
         // Without a runtime there is no listener, and no feed: a caller reads instead.
         let listener = self.listener().ok()?;
-        Some(Changes::new(listener.notifier.feed.subscribe()))
+        Some(listener.notifier.notices.changes())
     }
 
     async fn watch(&self, key: &TokenKey) -> Result<Watch> {
@@ -1080,6 +1077,7 @@ impl TokenStore for PostgresStore {
         // the listener (re)starts listening, reaches it from here on.
         let mut changed = listener
             .notifier
+            .notices
             .subscribe(channel_payload(&key.to_string()));
         // The first watches wait for the first LISTEN, so that the usual case is woken by the
         // write itself rather than by the listener's start. Later, a listener that is down
@@ -1110,37 +1108,19 @@ enum ListenState {
     Down,
 }
 
-/// The per-key channels the listener dispatches to, and its state.
+/// The per-key channels the listener dispatches to (by [`channel_payload`] of the key), the
+/// change feed, and the listener's state.
 struct Notifier {
-    /// By [`channel_payload`] of the key. An entry without receivers is dropped when next
-    /// sent on.
-    watchers: Mutex<HashMap<String, watch::Sender<()>>>,
+    notices: Notices,
     state: watch::Sender<ListenState>,
-    /// The headers for [`TokenStore::changes`].
-    feed: broadcast::Sender<Arc<RecordHeader>>,
 }
 
 impl Notifier {
     fn new() -> Self {
         Self {
-            watchers: Mutex::new(HashMap::new()),
+            notices: Notices::new(),
             state: watch::Sender::new(ListenState::Starting),
-            feed: broadcast::Sender::new(FEED_CAPACITY),
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<()>>> {
-        // Every critical section leaves the map consistent: a poisoned lock holds good data.
-        self.watchers.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A receiver that sees every later send for `payload` (subscribing marks the current
-    /// value seen).
-    fn subscribe(&self, payload: String) -> watch::Receiver<()> {
-        self.lock()
-            .entry(payload)
-            .or_insert_with(|| watch::Sender::new(()))
-            .subscribe()
     }
 
     /// Wakes the watches of one key, and passes the header a notification carries (migration
@@ -1149,37 +1129,16 @@ impl Notifier {
         let (hash, rest) = payload
             .split_once('|')
             .map_or((payload, None), |(hash, rest)| (hash, Some(rest)));
-        {
-            let mut watchers = self.lock();
-            if let Some(sender) = watchers.get(hash) {
-                sender.send_replace(());
-                if sender.receiver_count() == 0 {
-                    watchers.remove(hash);
-                }
-            }
-        }
+        self.notices.wake(hash);
         // `version|status|header`, then the key, whose text may hold separators of its own.
         if let Some(rest) = rest
-            && self.feed.receiver_count() > 0
             && let Some((at, _)) = rest.match_indices('|').nth(2)
         {
             let (notice, key) = rest.split_at(at);
-            if let Some(header) = key
-                .strip_prefix('|')
-                .and_then(|key| notice_header(key, notice))
-            {
-                // Nobody listening is no error: the feed is best effort.
-                let _ = self.feed.send(Arc::new(header));
+            if let Some(key) = key.strip_prefix('|') {
+                self.notices.announce(key, notice);
             }
         }
-    }
-
-    /// Wakes every watch: the listener may have missed writes.
-    fn wake_all(&self) {
-        self.lock().retain(|_, sender| {
-            sender.send_replace(());
-            sender.receiver_count() > 0
-        });
     }
 
     fn set_state(&self, state: ListenState) {
@@ -1241,7 +1200,7 @@ async fn listen(notifier: Arc<Notifier>, options: PgConnectOptions, channel: Str
             Ok(Ok(mut listener)) => {
                 notifier.set_state(ListenState::Listening);
                 // Writes made while nothing listened went unheard: wake every watch to re-read.
-                notifier.wake_all();
+                notifier.notices.wake_all();
                 backoff = RECONNECT_MIN;
                 let why = receive(&notifier, &mut listener).await;
                 tracing::warn!(
@@ -1284,7 +1243,7 @@ async fn receive(notifier: &Notifier, listener: &mut PgListener) -> String {
             Ok(Ok(Some(notification))) => notifier.notify(notification.payload()),
             // sqlx lost the connection and has already listened again on a new one: what was
             // written in between went unheard.
-            Ok(Ok(None)) => notifier.wake_all(),
+            Ok(Ok(None)) => notifier.notices.wake_all(),
             Ok(Err(error)) => return error.to_string(),
             Err(_) => {
                 return format!(
@@ -1322,12 +1281,12 @@ mod tests {
 
     #[test]
     fn a_notification_wakes_its_key_and_feeds_its_header() {
-        let key = crate::record::key_with_separators();
+        let key = crate::notices::key_with_separators();
         let name = key.to_string();
         let hash = channel_payload(&name);
         let notifier = Notifier::new();
-        let mut woken = notifier.subscribe(hash.clone());
-        let mut feed = notifier.feed.subscribe();
+        let mut woken = notifier.notices.subscribe(hash.clone());
+        let mut feed = notifier.notices.follow();
         notifier.notify(&format!(
             "{hash}|4|active|0:1700000000000::::1700007200000|{name}"
         ));

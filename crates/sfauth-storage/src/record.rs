@@ -864,37 +864,6 @@ pub(crate) fn header_field(record: &TokenRecord) -> String {
     )
 }
 
-/// The header a store's change notice carries (`version|status|header`, of the key `name`),
-/// if it is one [`TokenStore::header`](crate::TokenStore::header) would answer with: an active
-/// record's, no refresh in flight. Anything else (or a notice that does not parse) is not sent:
-/// the feed is an optimisation, and a reader missing a notice reads instead.
-#[cfg(any(feature = "redis", feature = "postgres"))]
-pub(crate) fn notice_header(name: &str, rest: &str) -> Option<RecordHeader> {
-    let mut parts = rest.splitn(3, '|');
-    let (version, status, header) = (parts.next()?, parts.next()?, parts.next()?);
-    if status != StatusKind::Active.as_str() {
-        return None;
-    }
-    let version = version.parse().ok()?;
-    let key = name.parse().ok()?;
-    parse_header(&key, version, header).ok().flatten()
-}
-
-/// A key whose client id and label hold the separator of the key's text form, for the tests
-/// of the change notices, which must find the key's end in spite of them.
-#[cfg(all(test, any(feature = "redis", feature = "postgres")))]
-pub(crate) fn key_with_separators() -> TokenKey {
-    let identity = "https://login.salesforce.com/id/00D5e000000AbcdEAC/0055e000001XyZaAAK"
-        .parse()
-        .unwrap_or_else(|_| unreachable!("a valid identity URL"));
-    TokenKey::new(
-        &sfauth_core::LoginHost::Production,
-        &identity,
-        "3MVG9|x",
-        "a|b|c",
-    )
-}
-
 /// The header of `key` at `version` from its stored [`header_field`]; `None` when a refresh is
 /// in flight (the caller opens the record, whose mark says by whom). A field that does not parse
 /// is [`Corrupt`](crate::ErrorKind::Corrupt).

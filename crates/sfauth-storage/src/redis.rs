@@ -14,10 +14,9 @@
 //! bytewise, the order of Rust's `str` and of the other backends, and `ZRANGEBYLEX` resumes
 //! after a cursor in `O(log n)`.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -26,24 +25,21 @@ use async_trait::async_trait;
 use futures_util::StreamExt as _;
 use futures_util::future::{Either, select};
 use sfauth_core::TokenKey;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use crate::crypto::{ClearFields, Keyring, open_checked, seal_record};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lease::{check_holder, check_key};
+use crate::notices::Notices;
 use crate::record::{
     EntryPage, Lease, ListEntry, ListPage, ListQuery, MAX_STORED_TIME, RecordHeader, StatusKind,
-    TokenRecord, from_millis, header_field, next_version, notice_header, parse_header,
+    TokenRecord, from_millis, header_field, next_version, parse_header,
 };
 use crate::store::{Changes, TokenStore, Watch};
 
 /// The prefix of every key (and of the notification channel) unless another one is set.
 const DEFAULT_PREFIX: &str = "sfauth:";
-
-/// Headers the change feed keeps for a receiver that is behind, before it skips some: a
-/// burst of this many saves between two polls of a busy worker's runtime.
-const FEED_CAPACITY: usize = 4_096;
 
 /// How long one attempt to connect may take.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -504,9 +500,8 @@ impl RedisStoreBuilder {
             subscriber: Arc::new(Subscriber {
                 client,
                 watchers: Arc::new(Watchers {
-                    senders: Mutex::default(),
+                    notices: Notices::new(),
                     link: watch::Sender::new(Link::Starting),
-                    feed: broadcast::Sender::new(FEED_CAPACITY),
                 }),
                 started: OnceLock::new(),
                 alive: watch::Sender::new(()),
@@ -975,11 +970,7 @@ impl TokenStore for RedisStore {
         if settled != Some(Link::Up) {
             tracing::debug!(redis = %self.target, "watch registered while pub/sub is down");
         }
-        let mut receiver = watchers
-            .lock()
-            .entry(key.to_string())
-            .or_insert_with(|| watch::channel(()).0)
-            .subscribe();
+        let mut receiver = watchers.notices.subscribe(key.to_string());
         // Subscribing marks the current value seen, so only a later wake-up ends this watch.
         Ok(Watch::new(async move {
             // An error means the store is gone: nothing more will be reported.
@@ -989,7 +980,7 @@ impl TokenStore for RedisStore {
 
     fn changes(&self) -> Option<Changes> {
         self.start_subscriber();
-        Some(Changes::new(self.subscriber.watchers.feed.subscribe()))
+        Some(self.subscriber.watchers.notices.changes())
     }
 }
 
@@ -1009,9 +1000,9 @@ struct Subscriber {
 /// One channel per watched key, the state of the subscription, and the headers for
 /// [`TokenStore::changes`]; shared with the task.
 struct Watchers {
-    senders: Mutex<HashMap<String, watch::Sender<()>>>,
+    /// By the key's text form.
+    notices: Notices,
     link: watch::Sender<Link>,
-    feed: broadcast::Sender<Arc<RecordHeader>>,
 }
 
 /// The state of the subscriber's pub/sub connection.
@@ -1026,42 +1017,16 @@ enum Link {
 }
 
 impl Watchers {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<()>>> {
-        // Every critical section leaves the map consistent, so a poisoned lock holds good data.
-        self.senders.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Wakes the watches of the key named in `message`, forgetting the key when nobody
-    /// watches it any more, and passes the header it carries to the change feed.
+    /// Wakes the watches of the key named in `message` and passes the header it carries to
+    /// the change feed.
     fn dispatch(&self, message: &::redis::Msg) {
         let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else {
             return;
         };
-        let (name, header) = split_notice(payload);
-        {
-            let mut senders = self.lock();
-            if let Some(sender) = senders.get(name) {
-                sender.send_replace(());
-                if sender.receiver_count() == 0 {
-                    senders.remove(name);
-                }
-            }
-        }
-        if let Some(header) = header
-            && self.feed.receiver_count() > 0
-            && let Some(header) = notice_header(name, header)
-        {
-            // Nobody listening is no error: the feed is best effort.
-            let _ = self.feed.send(Arc::new(header));
-        }
-    }
-
-    /// Wakes every watch (after a gap in the subscription) and forgets unwatched keys.
-    fn wake_all(&self) {
-        let mut senders = self.lock();
-        senders.retain(|_, sender| sender.receiver_count() > 0);
-        for sender in senders.values() {
-            sender.send_replace(());
+        let (name, notice) = split_notice(payload);
+        self.notices.wake(name);
+        if let Some(notice) = notice {
+            self.notices.announce(name, notice);
         }
     }
 }
@@ -1113,7 +1078,7 @@ impl SubscriberLink {
                 Ok(Ok(pubsub)) => {
                     delay = RECONNECT_MIN_DELAY;
                     self.watchers.link.send_replace(Link::Up);
-                    self.watchers.wake_all();
+                    self.watchers.notices.wake_all();
                     let dropped = self.listen(pubsub).await;
                     self.watchers.link.send_replace(Link::Down);
                     if dropped {
@@ -1435,27 +1400,29 @@ mod tests {
 
     #[test]
     fn a_notice_names_its_key_whatever_the_label_holds() {
-        let key = crate::record::key_with_separators();
+        let key = crate::notices::key_with_separators();
         let name = key.to_string();
+        let watchers = Watchers {
+            notices: Notices::new(),
+            link: watch::Sender::new(Link::Up),
+        };
+        let woken = watchers.notices.subscribe(name.clone());
+        let mut feed = watchers.notices.follow();
         assert_eq!(split_notice(&name), (name.as_str(), None), "a bare key");
         let notice = format!("{name}|7|active|0:1700000000000::::1700007200000");
         let (named, rest) = split_notice(&notice);
-        assert_eq!(named, name);
-        let header = notice_header(named, rest.unwrap()).unwrap();
-        assert_eq!((header.key, header.version), (key.clone(), 7));
         assert_eq!(
-            header.tokens_expires_at,
-            Some(from_millis(1_700_007_200_000))
+            (named, rest),
+            (
+                name.as_str(),
+                Some("7|active|0:1700000000000::::1700007200000")
+            )
         );
-        // A refresh in flight, a record that is not active, or damage: nothing to announce.
-        for rest in [
-            "7|active|1:1700000000000::::",
-            "7|reauth_required|0:1700000000000::::",
-            "x|active|0:1700000000000::::",
-            "7|active|garbage",
-        ] {
-            assert!(notice_header(&name, rest).is_none(), "{rest}");
-        }
+        watchers.notices.wake(named);
+        watchers.notices.announce(named, rest.unwrap());
+        assert!(woken.has_changed().unwrap(), "the key's watch is woken");
+        let header = feed.try_recv().unwrap();
+        assert_eq!((&header.key, header.version), (&key, 7));
     }
 
     #[test]
