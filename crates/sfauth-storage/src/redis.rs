@@ -979,6 +979,9 @@ impl TokenStore for RedisStore {
     }
 
     fn changes(&self) -> Option<Changes> {
+        // The subscriber is a task: without a runtime there is no feed (a caller reads
+        // instead), where spawning would panic.
+        tokio::runtime::Handle::try_current().ok()?;
         self.start_subscriber();
         Some(self.subscriber.watchers.notices.changes())
     }

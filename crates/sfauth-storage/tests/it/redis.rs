@@ -475,6 +475,21 @@ async fn headers_are_read_in_clear_unless_they_cannot_be_trusted() {
     }
 }
 
+/// The change feed's subscriber is a task: asked for outside a runtime, the store has no feed
+/// to give (the caller reads instead) rather than panicking as a spawn there would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_feed_outside_a_runtime() {
+    let Some(harness) = Harness::new().await else {
+        return;
+    };
+    let store = harness.store.clone();
+    let outside = std::thread::spawn(move || store.changes().is_none())
+        .join()
+        .expect("asking for the feed outside a runtime panicked");
+    assert!(outside, "a feed without a runtime to listen in");
+    assert!(harness.store.changes().is_some(), "inside one, the feed");
+}
+
 /// Stores under different prefixes on one server see nothing of each other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefixes_isolate_stores() {
