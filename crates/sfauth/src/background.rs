@@ -223,13 +223,10 @@ impl Scheduler {
     }
 
     async fn run(mut self, mut stopped: watch::Receiver<bool>) {
-        let follower = self.manager.store_changes().map(|changes| {
-            let lead = self
-                .config
-                .interval
-                .saturating_add(self.config.spread.unwrap_or(self.config.interval));
-            tokio::spawn(follow(self.manager.clone(), changes, duration_ms(lead)))
-        });
+        let follower = self
+            .manager
+            .store_changes()
+            .map(|changes| tokio::spawn(follow(self.manager.clone(), changes, self.lead_ms())));
         // `tokio::time::interval` refuses a zero period.
         let mut ticker = tokio::time::interval(self.config.interval.max(Duration::from_millis(1)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -254,15 +251,24 @@ impl Scheduler {
         while self.running.join_next().await.is_some() {}
     }
 
+    /// The window the attempts at each tenant are spread over.
+    fn spread_ms(&self) -> u64 {
+        duration_ms(self.config.spread.unwrap_or(self.config.interval))
+    }
+
+    /// How far ahead a scan looks (the next interval and spread): the tenants falling due
+    /// within it are the ones this refresher is about to attempt.
+    fn lead_ms(&self) -> u64 {
+        duration_ms(self.config.interval).saturating_add(self.spread_ms())
+    }
+
     /// Queues the tenants falling due within the next interval and spread, each at this
     /// refresher's moment for it.
     fn scan(&mut self) {
         let now_ms = clock::precise_ms();
         let now = Instant::now();
-        let spread_ms = duration_ms(self.config.spread.unwrap_or(self.config.interval));
-        let horizon = now_ms
-            .saturating_add(duration_ms(self.config.interval))
-            .saturating_add(spread_ms);
+        let spread_ms = self.spread_ms();
+        let horizon = now_ms.saturating_add(self.lead_ms());
         let keep_alive = self.config.keep_alive_after.map(duration_ms);
         for due in self.manager.due(horizon, keep_alive) {
             let slot = Arc::as_ptr(&due.tenant) as Slot;
