@@ -1853,21 +1853,15 @@ pub async fn header_agrees_with_the_record(store: &dyn TokenStore) {
 
     // Refreshed: new tokens, new times, no mark.
     record.refresh_in_flight = None;
-    record.tokens.issued_at = Some(millis(1_700_200_000_123));
-    record.tokens.expires_at = Some(millis(1_700_207_200_456));
-    record.last_refreshed_at = Some(millis(1_700_200_000_789));
-    record.learned_lifetime = Some(Duration::from_millis(7_200_000));
+    refreshed(&mut record);
     store.put(record.clone(), 1, None).await.expect("put");
     header_of_stored(store, &key, 2).await;
 
     // A refresh in flight: whoever reads the header must see the mark.
-    let mut marked = record.clone();
-    marked.refresh_in_flight = Some(InFlight {
-        holder: holder("header"),
-        fence: 7,
-        since: millis(1_700_200_001_000),
-    });
-    store.put(marked, 2, None).await.expect("mark");
+    store
+        .put(marked(&record, "header"), 2, None)
+        .await
+        .expect("mark");
     let header = header_of_stored(store, &key, 3).await;
     assert!(
         header
@@ -1931,16 +1925,11 @@ pub async fn changes_announce_trusted_headers(store: &dyn TokenStore) {
     assert_eq!(announced, RecordHeader::of(&must_get(store, &key).await));
     assert!(announced.record.is_none(), "a feed carries no tokens");
 
-    let mut marked = record.clone();
-    marked.refresh_in_flight = Some(InFlight {
-        holder: holder("changes"),
-        fence: 3,
-        since: millis(1_700_200_001_000),
-    });
-    store.put(marked, 1, None).await.expect("mark");
-    record.tokens.issued_at = Some(millis(1_700_200_000_123));
-    record.tokens.expires_at = Some(millis(1_700_207_200_456));
-    record.last_refreshed_at = Some(millis(1_700_200_000_789));
+    store
+        .put(marked(&record, "changes"), 1, None)
+        .await
+        .expect("mark");
+    refreshed(&mut record);
     store.put(record.clone(), 2, None).await.expect("put");
     let announced = next_of(&mut changes, &key).await;
     assert_eq!(
@@ -1962,6 +1951,26 @@ pub async fn changes_announce_trusted_headers(store: &dyn TokenStore) {
         "a record that is not active (version 4) is not announced"
     );
     assert_eq!(announced.status, StatusKind::Active);
+}
+
+/// Gives `record` the times a refresh leaves: new tokens' issue and expiry, the refresh's
+/// moment and a learned session lifetime.
+fn refreshed(record: &mut TokenRecord) {
+    record.tokens.issued_at = Some(millis(1_700_200_000_123));
+    record.tokens.expires_at = Some(millis(1_700_207_200_456));
+    record.last_refreshed_at = Some(millis(1_700_200_000_789));
+    record.learned_lifetime = Some(Duration::from_millis(7_200_000));
+}
+
+/// `record` with a refresh-in-flight mark of the holder named after `test`.
+fn marked(record: &TokenRecord, test: &str) -> TokenRecord {
+    let mut marked = record.clone();
+    marked.refresh_in_flight = Some(InFlight {
+        holder: holder(test),
+        fence: 7,
+        since: millis(1_700_200_001_000),
+    });
+    marked
 }
 
 /// `key`'s header, checked against its stored record, which must be at `version`.
