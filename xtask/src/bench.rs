@@ -16,7 +16,9 @@
 //! local servers (`SFAUTH_TEST_REDIS_URL`, `SFAUTH_TEST_POSTGRES_URL`); when one does not
 //! answer, the benchmark says so and skips its figures, and the table shows them missing.
 //! Then `sfauth-adapters`' `middleware` bench (issue #14) measures the reqwest middleware's
-//! throughput loss against raw reqwest on one loopback server, at 1 and 64 requests in flight.
+//! throughput loss against raw reqwest on one loopback server, at 1 and 64 requests in flight,
+//! beside the loss of reqwest-middleware with no middleware and with one that only sets a fixed
+//! header, measured in the same rounds.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -426,20 +428,44 @@ fn checks(summary: &Map<String, Value>) -> Result<Vec<Check>> {
             PCT,
         ),
     ];
-    // The same middleware given relative paths, which it resolves against the tenant's
-    // instance URL (raw reqwest cannot): context for the targeted figures, not a target.
-    for (key, what) in [
+    // Context for the targeted figures, not targets: the same middleware given relative paths,
+    // which it resolves against the tenant's instance URL (raw reqwest cannot); and, in the same
+    // run, what the framework costs with no middleware, and with one that only sets a fixed
+    // header (the floor under any middleware on reqwest-middleware).
+    for (key, what, note) in [
         (
             "middleware_relative_overhead_pct_1",
             "middleware, relative paths, 1 in flight",
+            "resolves paths",
         ),
         (
             "middleware_relative_overhead_pct_64",
             "middleware, relative paths, 64 in flight",
+            "resolves paths",
+        ),
+        (
+            "reqwest_middleware_overhead_pct_1",
+            "reqwest-middleware alone, 1 in flight",
+            "no middleware",
+        ),
+        (
+            "reqwest_middleware_overhead_pct_64",
+            "reqwest-middleware alone, 64 in flight",
+            "no middleware",
+        ),
+        (
+            "floor_middleware_overhead_pct_1",
+            "fixed-header middleware, 1 in flight",
+            "the floor",
+        ),
+        (
+            "floor_middleware_overhead_pct_64",
+            "fixed-header middleware, 64 in flight",
+            "the floor",
         ),
     ] {
         if let Some(pct) = summary.get(key).and_then(Value::as_f64) {
-            checks.push(Check::info(what, PCT.show(pct), "resolves paths"));
+            checks.push(Check::info(what, PCT.show(pct), note));
         }
     }
     if let Some(ms) = summary.get("cli_token_ms").and_then(Value::as_f64) {
@@ -573,6 +599,7 @@ mod tests {
             "middleware_overhead_pct_1": 1.5,
             "middleware_overhead_pct_64": 2.5,
             "middleware_relative_overhead_pct_1": 4.3,
+            "floor_middleware_overhead_pct_64": 1.9,
             "fleet_adopt_p99_ms_redis": 3.456,
             "fleet_refresh_store_operations_per_refresh_redis": 5.1048,
             "fleet_refresh_ratio_redis": 0.42,
@@ -658,11 +685,18 @@ mod tests {
                 "<= 2 %",
                 false,
             ),
-            // Only the relative figure at 1 in flight is in this summary: one row.
+            // Only the relative figure at 1 in flight and the floor at 64 are in this summary: a
+            // row each.
             (
                 "middleware, relative paths, 1 in flight",
                 "4.3 %",
                 "(resolves paths)",
+                true,
+            ),
+            (
+                "fixed-header middleware, 64 in flight",
+                "1.9 %",
+                "(the floor)",
                 true,
             ),
             ("allocations per keyed call", "0", "== 0", true),

@@ -22,7 +22,10 @@
 //! sent a path on the `INSTANCE` placeholder, which it resolves against the tenant's instance
 //! with a second URL parse raw reqwest never makes, since it cannot resolve a path at all; and
 //! `reqwest_middleware_overhead_pct_*`, the loss of a reqwest-middleware client with no
-//! middleware at all, to tell the framework's share from ours) go to the file named by
+//! middleware at all, to tell the framework's share from ours; and
+//! `floor_middleware_overhead_pct_*`, the loss with a middleware that only sets a fixed
+//! `Authorization` value and hands the request on, the floor under any middleware on this
+//! framework) go to the file named by
 //! `SFAUTH_BENCH_ADAPTERS`, else `adapters.json` in `SFAUTH_BENCH_DIR` (else `target/bench`).
 //!
 //! ```sh
@@ -31,7 +34,7 @@
 //!
 //! Wall-clock figures on shared cores move by several percent from run to run, more than the
 //! middleware costs. For a noise-free comparison of code paths, `SFAUTH_BENCH_PROFILE=raw`,
-//! `bare`, `middleware` (absolute URL) or `relative` (placeholder) sends `SFAUTH_BENCH_REQUESTS` (default 2,000) requests one after the
+//! `bare`, `floor`, `middleware` (absolute URL) or `relative` (placeholder) sends `SFAUTH_BENCH_REQUESTS` (default 2,000) requests one after the
 //! other that way, inside `profiled`, and stops; under callgrind, collect that function alone and
 //! divide by the count:
 //!
@@ -99,6 +102,12 @@ enum Sender {
     /// which the middleware resolves against the tenant's instance: a second URL parse that
     /// raw reqwest, which cannot resolve a path, never pays.
     Relative(ClientWithMiddleware),
+    /// reqwest-middleware with [`FixedBearer`], the least an authenticating middleware can do,
+    /// to the same URL as `Raw`: the floor under any middleware's overhead on this framework.
+    Floor {
+        client: ClientWithMiddleware,
+        url: String,
+    },
     /// reqwest-middleware with no middleware, the same request as `Raw`: what the framework
     /// costs before `SalesforceAuth` does anything.
     Bare {
@@ -121,7 +130,9 @@ impl Sender {
                 .send()
                 .await
                 .unwrap(),
-            Self::Middleware { client, url } => client.get(url).send().await.unwrap(),
+            Self::Middleware { client, url } | Self::Floor { client, url } => {
+                client.get(url).send().await.unwrap()
+            }
             Self::Relative(client) => client.get(instance(PATH)).send().await.unwrap(),
             Self::Bare {
                 client,
@@ -136,6 +147,37 @@ impl Sender {
         };
         assert_eq!(response.status(), StatusCode::OK);
         response.bytes().await.unwrap();
+    }
+}
+
+/// A middleware that sets one fixed `Authorization` value and hands the request on: no token to
+/// look up, no copy kept for a retry, no span, no box of its own (the next step's future is
+/// returned as it is). What any middleware pays for being one.
+struct FixedBearer(reqwest::header::HeaderValue);
+
+impl reqwest_middleware::Middleware for FixedBearer {
+    fn handle<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        mut request: reqwest::Request,
+        extensions: &'life1 mut http::Extensions,
+        next: reqwest_middleware::Next<'life2>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = reqwest_middleware::Result<reqwest::Response>>
+                + Send
+                + 'async_trait,
+        >,
+    >
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, self.0.clone());
+        next.run(request, extensions)
     }
 }
 
@@ -263,6 +305,12 @@ async fn run() -> Option<Profile> {
         url: format!("{server_url}{PATH}"),
         authorization: token.authorization(),
     };
+    let floor = Sender::Floor {
+        client: ClientBuilder::new(reqwest::Client::new())
+            .with(FixedBearer(token.authorization()))
+            .build(),
+        url: format!("{server_url}{PATH}"),
+    };
     drop(token);
     let with_auth = || {
         ClientBuilder::new(reqwest::Client::new())
@@ -281,8 +329,11 @@ async fn run() -> Option<Profile> {
             "bare" => bare,
             "middleware" => middleware,
             "relative" => relative,
+            "floor" => floor,
             other => {
-                panic!("SFAUTH_BENCH_PROFILE is raw, bare, middleware or relative, not {other}")
+                panic!(
+                    "SFAUTH_BENCH_PROFILE is raw, bare, floor, middleware or relative, not {other}"
+                )
             }
         };
         let requests = std::env::var("SFAUTH_BENCH_REQUESTS").map_or(2_000, |n| {
@@ -298,13 +349,14 @@ async fn run() -> Option<Profile> {
     let mut figures = Map::new();
     for (in_flight, total) in [(1, 3_000), (64, 12_800)] {
         // Warm every pool and cache.
-        for sender in [&raw, &middleware, &bare, &relative] {
+        for sender in [&raw, &middleware, &bare, &relative, &floor] {
             throughput(sender, in_flight, total / 4).await;
         }
-        // Raw, middleware (absolute), bare, relative, and the other way round the next round:
+        // Raw, middleware (absolute), bare, relative, floor, and the other way round the next
+        // round:
         // the targeted comparison always runs right beside raw.
-        let order = [&raw, &middleware, &bare, &relative];
-        let mut rounds = [(); 4].map(|()| Vec::with_capacity(ROUNDS));
+        let order = [&raw, &middleware, &bare, &relative, &floor];
+        let mut rounds = [(); 5].map(|()| Vec::with_capacity(ROUNDS));
         for round in 0..ROUNDS {
             let mut slots: Vec<usize> = (0..order.len()).collect();
             if round % 2 == 1 {
@@ -315,7 +367,13 @@ async fn run() -> Option<Profile> {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let [raw_rounds, middleware_rounds, bare_rounds, relative_rounds] = rounds;
+        let [
+            raw_rounds,
+            middleware_rounds,
+            bare_rounds,
+            relative_rounds,
+            floor_rounds,
+        ] = rounds;
         let loss = |rounds: &[f64]| {
             median(
                 rounds
@@ -331,6 +389,7 @@ async fn run() -> Option<Profile> {
                 "reqwest_middleware_overhead_pct",
                 round2(loss(&bare_rounds)),
             ),
+            ("floor_middleware_overhead_pct", round2(loss(&floor_rounds))),
             ("middleware_overhead_pct", round2(loss(&middleware_rounds))),
             (
                 "middleware_relative_overhead_pct",
