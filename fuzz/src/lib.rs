@@ -75,6 +75,14 @@ pub fn assert_no_secret_in(text: &str, secret: &str, window: usize, what: &str) 
     }
 }
 
+/// `text` as an error may quote it: as it is, and escaped the way `Debug` escapes a string
+/// (an error's `Debug` quotes a body excerpt with `\\` for `\`, `\"` for `"`, `\n` for a
+/// newline), which turns a short run of backslashes into a long one. An input field checked for
+/// an innocent run of a secret is checked in both forms.
+pub fn quoted_forms(text: &str) -> String {
+    format!("{text} {text:?}")
+}
+
 /// The first run of `window` consecutive characters of `secret` that `text` contains.
 pub fn secret_run_in<'a>(text: &str, secret: &'a str, window: usize) -> Option<&'a str> {
     if secret.is_empty() {
@@ -575,6 +583,16 @@ mod tests {
         );
         assert_eq!(secret_run_in("[redacted]", "00D!AQ4AQxyz", 8), None);
         assert_eq!(secret_run_in("anything", "", 8), None);
+    }
+
+    #[test]
+    fn a_quoted_field_is_checked_as_debug_escapes_it() {
+        // The id_token target's find: a JWKS body of nine backslashes, quoted by an error's
+        // `Debug` as eighteen, shares a 16-character run with a token of backslashes.
+        let jwks = format!("1{}", "\\".repeat(9));
+        let token = "\\".repeat(40);
+        assert_eq!(secret_run_in(&jwks, &token, 16), None);
+        assert!(secret_run_in(&quoted_forms(&jwks), &token, 16).is_some());
     }
 
     #[test]
