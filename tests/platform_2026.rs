@@ -18,8 +18,8 @@ use sfauth_emulator::{AppKind, Clock, IpRange, RefreshTokenStatus};
 use sfauth_tests::Env;
 
 /// A manager for `client` on a memory store with no failure pause, so that a test can try
-/// again at once. (A pause of 1 ms is not enough: the pause is kept in whole milliseconds, and
-/// a retry within the same millisecond as the failure met it, about once in 300 runs.)
+/// again at once. (Even a 1 ms pause holds, as it should: a retry less than a millisecond after
+/// the failure, which a fast run makes about once in 300, was refused as `RecentlyFailed`.)
 async fn manager(env: &Env, client: OAuthClient) -> (TokenManager, Arc<dyn TokenStore>) {
     let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
     let manager = env
