@@ -59,6 +59,12 @@ macro_rules! in_span {
 /// wins over the middleware's own; a request naming none fails with
 /// [`Error::NoTenant`](crate::Error::NoTenant).
 ///
+/// # Tracing
+///
+/// Each request runs in an `INFO` span named `sfauth.request` with the tenant's short key, the
+/// attempt (2 after a refresh), whether it refreshed, and the final status; never a token, a
+/// header or a query string. It is made only when a `tracing` subscriber takes `INFO`.
+///
 /// # Errors
 ///
 /// The middleware's own failures (a tenant that needs a new login, a refresh that failed, no
@@ -214,7 +220,7 @@ impl SalesforceAuth {
         &'a self,
         span: &'a Span,
         token: sfauth::AccessTokenGuard<'static>,
-        aim: Aim,
+        aim: Placement,
         mut request: Request,
         extensions: &'a mut Extensions,
         next: Next<'a>,
@@ -238,7 +244,7 @@ impl SalesforceAuth {
         key: &'a TokenKey,
         span: &'a Span,
         token: sfauth::AccessTokenGuard<'static>,
-        aim: Aim,
+        aim: Placement,
         mut retry: Request,
         response: Response,
         extensions: &'a mut Extensions,
@@ -258,7 +264,13 @@ impl SalesforceAuth {
                 .map_err(middleware)?;
             drop(token);
             replay::record_retry(span);
-            aim_at(&mut retry, aim, &fresh, self.authorization(&fresh))?;
+            // The new token's instance may have moved (a migration): the retry is placed
+            // against it, keeping the first aim (a path on the placeholder stays one).
+            let placed = Placement {
+                aim: aim.aim,
+                as_is: aim.aim == Aim::Instance && aim_of(retry.url(), fresh.instance_url()).as_is,
+            };
+            aim_at(&mut retry, placed, &fresh, self.authorization(&fresh))?;
             next.run(retry, extensions).await
         })
     }
@@ -295,7 +307,7 @@ impl Middleware for SalesforceAuth {
             let span = replay::span(key);
             let token = in_span!(span, self.manager.access_token(key)).map_err(middleware)?;
             let aim = aim_of(request.url(), token.instance_url());
-            if aim == Aim::Elsewhere {
+            if aim.aim == Aim::Elsewhere {
                 drop(token);
                 let response = in_span!(span, next.run(request, extensions));
                 record_status(&span, &response);
@@ -376,37 +388,41 @@ fn middleware(error: impl Into<Error>) -> reqwest_middleware::Error {
     reqwest_middleware::Error::middleware(error.into())
 }
 
+/// Where a request's URL is aimed for a tenant, and whether it can be sent there as it is.
+#[derive(Clone, Copy)]
+struct Placement {
+    aim: Aim,
+    /// An absolute URL already on the instance, which rebuilding would give back unchanged at
+    /// the cost of a parse: one without user information or a fragment (a rebuilt URL has
+    /// neither, beyond the instance's own).
+    as_is: bool,
+}
+
 /// Where `url` is aimed for a tenant on `instance`.
-fn aim_of(url: &Url, instance: &Url) -> Aim {
-    replay::aim_url(url, instance)
+fn aim_of(url: &Url, instance: &Url) -> Placement {
+    let (aim, same_origin) = replay::aim_url(url, instance);
+    let as_is = aim == Aim::Instance
+        && url.fragment().is_none()
+        && (same_origin || (url.username().is_empty() && url.password().is_none()));
+    Placement { aim, as_is }
 }
 
 /// The scheme in front of the token in the `Authorization` header `AccessTokenGuard` makes.
 const BEARER: &[u8] = b"Bearer ";
 
-/// Points `request` (still at the URL it was built with) at the instance of `token` and sets
-/// its `Authorization` header to `authorization`.
+/// Points `request` (still at the URL it was built with) at the instance of `token`, unless it
+/// can be sent as it is, and sets its `Authorization` header to `authorization`. `placed` is
+/// where the URL stands against that token's instance.
 fn aim_at(
     request: &mut Request,
-    aim: Aim,
+    placed: Placement,
     token: &sfauth::AccessTokenGuard<'_>,
     authorization: HeaderValue,
 ) -> reqwest_middleware::Result<()> {
-    let url = request.url();
-    // An absolute URL already on this token's instance (the first send of one) would be rebuilt
-    // into the same URL, at the cost of a parse: it is sent as it is. A retry after a migration
-    // is on another instance, and is re-aimed.
-    // The same origin bytes as the instance, user information included, is the usual case, and
-    // the one comparison it takes; rebuilding such a URL gives it back unchanged.
-    let on_instance = aim == Aim::Instance
-        && url.fragment().is_none()
-        && (replay::same_origin(url, token.instance_url())
-            || (url.username().is_empty()
-                && url.password().is_none()
-                && aim_of(url, token.instance_url()) == Aim::Instance));
-    if !on_instance {
+    if !placed.as_is {
+        let url = request.url();
         let path_and_query = &url[url::Position::BeforePath..url::Position::AfterQuery];
-        let target = replay::target_url(aim, path_and_query, token.instance_url())
+        let target = replay::target_url(placed.aim, path_and_query, token.instance_url())
             .ok_or_else(|| middleware(Error::InvalidTarget))?;
         *request.url_mut() = target;
     }
@@ -446,6 +462,57 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// A URL is sent as it is only when rebuilding it would give it back unchanged.
+    #[test]
+    fn only_a_plain_url_on_the_instance_is_sent_as_it_is() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        let plain = url("http://127.0.0.1:8080");
+        let with_user = url("https://u@na1.my.salesforce.com");
+        // Request, instance, aim, sent as it is.
+        let cases = [
+            ("http://127.0.0.1:8080/x?q=1", &plain, Aim::Instance, true),
+            ("HTTP://127.0.0.1:8080/x", &plain, Aim::Instance, true),
+            ("http://u:p@127.0.0.1:8080/x", &plain, Aim::Instance, false),
+            ("http://127.0.0.1:8080/x#top", &plain, Aim::Instance, false),
+            ("https://sfauth.invalid/x", &plain, Aim::Relative, false),
+            ("http://127.0.0.1:9/x", &plain, Aim::Elsewhere, false),
+            (
+                "https://u@na1.my.salesforce.com/x",
+                &with_user,
+                Aim::Instance,
+                true,
+            ),
+            (
+                "https://na1.my.salesforce.com/x",
+                &with_user,
+                Aim::Instance,
+                true,
+            ),
+            (
+                "https://v@na1.my.salesforce.com/x",
+                &with_user,
+                Aim::Instance,
+                false,
+            ),
+        ];
+        for (request, instance, aim, as_is) in cases {
+            let request = url(request);
+            let placed = aim_of(&request, instance);
+            assert_eq!(
+                (placed.aim, placed.as_is),
+                (aim, as_is),
+                "{request} on {instance}"
+            );
+            // What `aim_at` would build in its place is the same URL when it is sent as it is
+            // (but for an instance's own user information, which a request need not repeat).
+            if placed.aim != Aim::Elsewhere && instance.username().is_empty() {
+                let path_and_query = &request[url::Position::BeforePath..url::Position::AfterQuery];
+                let rebuilt = replay::target_url(placed.aim, path_and_query, instance).unwrap();
+                assert_eq!(rebuilt == request, as_is, "{request} on {instance}");
+            }
+        }
+    }
 
     /// A copy made by hand is the request `try_clone` makes, field by field. (A streamed body,
     /// which has no copy, is tests/it/middleware.rs's `a_streamed_body_is_not_sent_twice`.)
