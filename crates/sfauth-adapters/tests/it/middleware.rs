@@ -272,29 +272,18 @@ async fn the_future_every_request_carries_stays_small() {
 
     struct Probe(SalesforceAuth, Arc<AtomicUsize>);
 
+    #[async_trait::async_trait]
     impl reqwest_middleware::Middleware for Probe {
-        fn handle<'life0, 'life1, 'life2, 'async_trait>(
-            &'life0 self,
+        async fn handle(
+            &self,
             request: reqwest::Request,
-            extensions: &'life1 mut http::Extensions,
-            next: reqwest_middleware::Next<'life2>,
-        ) -> std::pin::Pin<
-            Box<
-                dyn std::future::Future<Output = reqwest_middleware::Result<reqwest::Response>>
-                    + Send
-                    + 'async_trait,
-            >,
-        >
-        where
-            'life0: 'async_trait,
-            'life1: 'async_trait,
-            'life2: 'async_trait,
-            Self: 'async_trait,
-        {
+            extensions: &mut http::Extensions,
+            next: reqwest_middleware::Next<'_>,
+        ) -> reqwest_middleware::Result<reqwest::Response> {
             let future = self.0.handle(request, extensions, next);
             self.1
                 .store(std::mem::size_of_val(&*future), Ordering::Relaxed);
-            future
+            future.await
         }
     }
 
