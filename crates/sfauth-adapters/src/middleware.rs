@@ -220,13 +220,13 @@ impl SalesforceAuth {
         &'a self,
         span: &'a Span,
         token: sfauth::AccessTokenGuard<'static>,
-        aim: Placement,
+        placed: Placement,
         mut request: Request,
         extensions: &'a mut Extensions,
         next: Next<'a>,
     ) -> BoxFuture<'a, reqwest_middleware::Result<Response>> {
         Box::pin(async move {
-            aim_at(&mut request, aim, &token, self.authorization(&token))?;
+            aim_at(&mut request, placed, &token, self.authorization(&token))?;
             drop(token);
             let response = in_span!(span, next.run(request, extensions));
             record_status(span, &response);
@@ -244,7 +244,7 @@ impl SalesforceAuth {
         key: &'a TokenKey,
         span: &'a Span,
         token: sfauth::AccessTokenGuard<'static>,
-        aim: Placement,
+        placed: Placement,
         mut retry: Request,
         response: Response,
         extensions: &'a mut Extensions,
@@ -266,11 +266,12 @@ impl SalesforceAuth {
             replay::record_retry(span);
             // The new token's instance may have moved (a migration): the retry is placed
             // against it, keeping the first aim (a path on the placeholder stays one).
-            let placed = Placement {
-                aim: aim.aim,
-                as_is: aim.aim == Aim::Instance && aim_of(retry.url(), fresh.instance_url()).as_is,
+            let again = Placement {
+                aim: placed.aim,
+                as_is: placed.aim == Aim::Instance
+                    && aim_of(retry.url(), fresh.instance_url()).as_is,
             };
-            aim_at(&mut retry, placed, &fresh, self.authorization(&fresh))?;
+            aim_at(&mut retry, again, &fresh, self.authorization(&fresh))?;
             next.run(retry, extensions).await
         })
     }
@@ -306,8 +307,8 @@ impl Middleware for SalesforceAuth {
             let key = replay::tenant(named.as_deref(), self.key.as_ref()).map_err(middleware)?;
             let span = replay::span(key);
             let token = in_span!(span, self.manager.access_token(key)).map_err(middleware)?;
-            let aim = aim_of(request.url(), token.instance_url());
-            if aim.aim == Aim::Elsewhere {
+            let placed = aim_of(request.url(), token.instance_url());
+            if placed.aim == Aim::Elsewhere {
                 drop(token);
                 let response = in_span!(span, next.run(request, extensions));
                 record_status(&span, &response);
@@ -320,12 +321,12 @@ impl Middleware for SalesforceAuth {
             // even moved out, would keep a second request's room (264 bytes) in this future.
             let sending = match copy(&request) {
                 Some(mut sent) => {
-                    aim_at(&mut sent, aim, &token, self.authorization(&token))?;
+                    aim_at(&mut sent, placed, &token, self.authorization(&token))?;
                     next.clone().run(sent, extensions)
                 }
                 None => {
                     return self
-                        .send_once(&span, token, aim, request, extensions, next)
+                        .send_once(&span, token, placed, request, extensions, next)
                         .await;
                 }
             };
@@ -346,7 +347,9 @@ impl Middleware for SalesforceAuth {
             // which every request would otherwise carry and move.
             let response = in_span!(
                 span,
-                self.after_401(key, &span, token, aim, request, response, extensions, next)
+                self.after_401(
+                    key, &span, token, placed, request, response, extensions, next
+                )
             );
             record_status(&span, &response);
             response
