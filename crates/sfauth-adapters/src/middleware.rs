@@ -265,11 +265,11 @@ impl SalesforceAuth {
             drop(token);
             replay::record_retry(span);
             // The new token's instance may have moved (a migration): the retry is placed
-            // against it, keeping the first aim (a path on the placeholder stays one).
+            // against it, keeping the first aim (a path on the placeholder stays one, and is
+            // never sent as it is).
             let again = Placement {
                 aim: placed.aim,
-                as_is: placed.aim == Aim::Instance
-                    && aim_of(retry.url(), fresh.instance_url()).as_is,
+                as_is: aim_of(retry.url(), fresh.instance_url()).as_is,
             };
             aim_at(&mut retry, again, &fresh, self.authorization(&fresh))?;
             next.run(retry, extensions).await
