@@ -36,7 +36,7 @@ usage: cargo xtask <command>
 
 commands:
   audit  cargo deny check advisories (needs cargo-deny and a network for the advisory database)
-  bench  the TokenManager benchmarks and their targets; --json writes target/bench/summary.json;
+  bench  the benchmarks and their targets, every figure written to target/bench/summary.json;
          `bench cli` takes only sfauth token's process wall time
   ci     everything CI checks: fmt, clippy, docs, cargo deny (licenses, bans, sources), a fuzz
          smoke run and the whole test suite (tidy among its tests)
