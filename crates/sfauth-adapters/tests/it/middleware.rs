@@ -67,49 +67,6 @@ async fn keeps_working_across_ended_sessions_and_a_migration() {
     assert_eq!(org.refreshes(), 3);
 }
 
-/// A URL written absolute on the tenant's instance (as a caller that keeps the `instance_url`
-/// builds it) is sent as it is, and re-aimed at the new instance by the retry after a migration,
-/// keeping its path and query.
-#[tokio::test]
-async fn an_absolute_url_on_the_instance_follows_a_migration() {
-    let org = Org::start().await.unwrap();
-    let client = client(&org);
-    let old = org
-        .manager
-        .access_token(&org.key)
-        .await
-        .unwrap()
-        .instance_url()
-        .clone();
-    let absolute = old.join(QUERY).unwrap();
-
-    let response = client.get(absolute.clone()).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.url(), &absolute, "sent as it is");
-
-    let moved = Gateway::builder(org.emulator.base_url())
-        .start()
-        .await
-        .unwrap();
-    org.migrate(moved.url()).unwrap();
-    org.end_sessions();
-    let response = client.get(absolute.clone()).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let new = url::Url::parse(moved.url()).unwrap();
-    assert_eq!(
-        response.url().port(),
-        new.port(),
-        "the retry went to the new instance"
-    );
-    assert_eq!(
-        &response.url()[url::Position::BeforePath..],
-        &absolute[url::Position::BeforePath..],
-        "with the same path and query"
-    );
-    assert_eq!(moved.counters().requests, 1);
-    assert_eq!(org.refreshes(), 1);
-}
-
 #[tokio::test]
 async fn a_request_names_its_tenant_in_its_extensions() {
     let org = Org::start().await.unwrap();
